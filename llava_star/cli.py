@@ -1,0 +1,63 @@
+"""The ``llava-star`` command: one subcommand per pipeline stage.
+
+Each stage module owns its arguments and exposes ``main(argv) -> int``; this file only
+maps command names to modules and imports the chosen one, so ``llava-star verify`` never
+pays for importing torch. Errors of the project's own types are printed as one line
+(they already name the file, line or key) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from llava_star.errors import LlavaStarError
+from llava_star.log import configure_logging
+
+logger = logging.getLogger(__name__)
+
+# command -> (module with main(argv), one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("llava_star.prepare", "turn a labeled dataset into samples.jsonl"),
+    "synthetic": ("llava_star.datasets.synthetic", "write synthetic labeled videos and their samples"),
+    "tiny-model": ("llava_star.models.tiny", "build a tiny random video LVLM for tests and the demo"),
+    "generate": ("llava_star.generate", "answer samples with reasoning, verify, rationalize failures"),
+    "verify": ("llava_star.verify.cli", "check answers against gold labels"),
+    "export": ("llava_star.export", "turn kept generations into LLaVA training JSON"),
+    "train": ("llava_star.train", "instruction-tune a video LVLM on LLaVA JSON"),
+    "cycle": ("llava_star.cycle", "run self-training cycles from a YAML config"),
+    "eval": ("llava_star.evaluate", "evaluate a model with lmms-eval on the project's tasks"),
+    "report": ("llava_star.report", "write stats, plots and an HTML gallery for a run"),
+    "demo": ("llava_star.demo", "the CPU demo: synthetic videos, tiny model, self-training cycles"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: llava-star [-v] COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {description}" for name, (_, description) in COMMANDS.items()]
+    lines += ["", "Run 'llava-star COMMAND --help' for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbosity = 0
+    while args and args[0] in ("-v", "--verbose"):
+        verbosity += 1
+        args.pop(0)
+    if not args or args[0] in ("-h", "--help"):
+        sys.stdout.write(_usage() + "\n")
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        sys.stderr.write(f"llava-star: unknown command {command!r}\n\n{_usage()}\n")
+        return 2
+    configure_logging(verbosity)
+    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        return int(module.main(rest) or 0)
+    except LlavaStarError as error:
+        logger.error("%s", error)
+        return 2

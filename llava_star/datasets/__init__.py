@@ -1,0 +1,1 @@
+"""Dataset adapters: one module per dataset, each turning annotations into Samples."""

@@ -1,0 +1,52 @@
+"""Shared fixtures: small videos written on the fly (never committed media).
+
+``make_video`` writes a clip whose frame ``i`` is uniformly grey at ``FRAME_STEP * i``,
+so a test can tell from the pixels which frame a decoder returned
+(:func:`decoded_frame_numbers`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FRAME_STEP = 7  # grey level step between consecutive frames; 36 frames fit in uint8
+
+
+def numbered_frames(num_frames: int, size: int = 32) -> np.ndarray:
+    """Frames whose grey level says their number (``FRAME_STEP * i``, wrapping at 256)."""
+    levels = (np.arange(num_frames) * FRAME_STEP) % 256
+    return np.broadcast_to(levels[:, None, None, None], (num_frames, size, size, 3)).astype(np.uint8)
+
+
+def decoded_frame_numbers(array: np.ndarray) -> list[int]:
+    """Invert :func:`numbered_frames` (up to 36 frames; lossy codecs move a level by ~2)."""
+    return [int(round(level / FRAME_STEP)) for level in array.reshape(len(array), -1).mean(axis=1)]
+
+
+@pytest.fixture
+def make_video(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_video("clip.mp4", num_frames=32, fps=8.0, size=32, codec=None, **kwargs)``.
+
+    ``frames`` overrides the numbered frames; other keyword arguments go to
+    :func:`llava_star.video.write_video` (``options``, ``container_options``).
+    """
+    from llava_star.video import write_video
+
+    def make(
+        name: str = "clip.mp4",
+        *,
+        num_frames: int = 32,
+        fps: float = 8.0,
+        size: int = 32,
+        frames: np.ndarray | None = None,
+        codec: str | None = None,
+        **kwargs: object,
+    ) -> Path:
+        pixels = numbered_frames(num_frames, size) if frames is None else frames
+        return write_video(tmp_path / name, pixels, fps=fps, codec=codec, **kwargs)
+
+    return make

@@ -116,9 +116,9 @@ def sample_indices(
     if start is not None:
         if start > total_num_frames / fps:
             raise ValueError(f"clip start {start:g}s is after the end of the video ({total_num_frames / fps:g}s)")
-        first = min(int(math.floor(start * fps)), total_num_frames - 1)
+        first = min(math.floor(start * fps), total_num_frames - 1)
     if end is not None:
-        stop = min(int(math.ceil(end * fps)), total_num_frames)
+        stop = min(math.ceil(end * fps), total_num_frames)
     stop = max(stop, first + 1)
     positions = first + (np.arange(num_frames) + 0.5) * (stop - first) / num_frames
     return np.minimum(np.floor(positions).astype(np.int64), stop - 1)
@@ -244,7 +244,7 @@ def _estimate_frame_count(container: Any, stream: Any, fps: float) -> int:
         seconds = container.duration / 1_000_000  # AV_TIME_BASE
     else:
         return 0
-    return int(round(seconds * fps))
+    return round(seconds * fps)
 
 
 def _decode_wanted(
@@ -269,7 +269,7 @@ def _decode_wanted(
             container.seek(first_pts + int(target / fps / time_base), stream=stream, backward=True)
             frames = iter(container.decode(stream))
         for last in frames:
-            position = position + 1 if last.pts is None else int(round((last.pts - first_pts) * time_base * fps))
+            position = position + 1 if last.pts is None else round((last.pts - first_pts) * time_base * fps)
             if position >= target:
                 found[target] = last.to_ndarray(format="rgb24")
                 break

@@ -24,7 +24,7 @@ def numbered_frames(num_frames: int, size: int = 32) -> np.ndarray:
 
 def decoded_frame_numbers(array: np.ndarray) -> list[int]:
     """Invert :func:`numbered_frames` (up to 36 frames; lossy codecs move a level by ~2)."""
-    return [int(round(level / FRAME_STEP)) for level in array.reshape(len(array), -1).mean(axis=1)]
+    return [round(level / FRAME_STEP) for level in array.reshape(len(array), -1).mean(axis=1)]
 
 
 @pytest.fixture

@@ -50,3 +50,14 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
         return write_video(tmp_path / name, pixels, fps=fps, codec=codec, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic dataset shared by the whole session (12 videos, seed 0): read it, don't write to it.
+
+    Returns :class:`llava_star.datasets.synthetic.SyntheticDataset`; its ``root`` is the video root.
+    """
+    from llava_star.datasets.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_videos=12, seed=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from conftest import decoded_frame_numbers, numbered_frames
 from PIL import Image
 
+from llava_star import video
 from llava_star.errors import VideoError
 from llava_star.video import (
     FRAME_FOLDER_FPS,
@@ -18,6 +20,10 @@ from llava_star.video import (
 )
 
 DECODERS = ["decord", "pyav"]
+
+
+def test_doctests_hold():
+    assert doctest.testmod(video).failed == 0
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,10 @@ _SEEK_AHEAD_SECONDS = 2.0
 IndexChooser = Callable[[int, float], np.ndarray]
 
 
+class _ClipOutsideVideo(VideoError):
+    """The sample asks for a clip the video does not have: no other decoder will help."""
+
+
 @dataclass(frozen=True, eq=False)
 class Frames:
     """Decoded frames of one video with what a processor needs to relate them to time.
@@ -148,7 +152,7 @@ def read_frames(
         try:
             return sample_indices(total_num_frames, fps, num_frames, start, end)
         except ValueError as error:
-            raise VideoError(f"{path}: {error}") from None
+            raise _ClipOutsideVideo(f"{path}: {error}") from None
 
     if path.is_dir():
         return _read_frame_folder(path, choose, folder_fps or FRAME_FOLDER_FPS)
@@ -162,6 +166,8 @@ def read_frames(
         return _read_with_pyav(path, choose)
     try:
         return _read_with_decord(path, choose)
+    except _ClipOutsideVideo:
+        raise
     except (VideoError, MissingDependencyError) as decord_error:
         logger.debug("decord cannot read %s (%s); trying PyAV", path, decord_error)
         try:

@@ -2,7 +2,7 @@
 
 ``make_video`` writes a clip whose frame ``i`` is uniformly grey at ``FRAME_STEP * i``,
 so a test can tell from the pixels which frame a decoder returned
-(:func:`decoded_frame_numbers`).
+(``frame_numbers.decoded_frame_numbers``).
 """
 
 from __future__ import annotations
@@ -12,19 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-FRAME_STEP = 7  # grey level step between consecutive frames; 36 frames fit in uint8
-
-
-def numbered_frames(num_frames: int, size: int = 32) -> np.ndarray:
-    """Frames whose grey level says their number (``FRAME_STEP * i``, wrapping at 256)."""
-    levels = (np.arange(num_frames) * FRAME_STEP) % 256
-    return np.broadcast_to(levels[:, None, None, None], (num_frames, size, size, 3)).astype(np.uint8)
-
-
-def decoded_frame_numbers(array: np.ndarray) -> list[int]:
-    """Invert :func:`numbered_frames` (up to 36 frames; lossy codecs move a level by ~2)."""
-    return [round(level / FRAME_STEP) for level in array.reshape(len(array), -1).mean(axis=1)]
+from frame_numbers import numbered_frames
 
 
 @pytest.fixture

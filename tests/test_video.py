@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import decoded_frame_numbers, numbered_frames
+from frame_numbers import decoded_frame_numbers, numbered_frames
 from PIL import Image
 
 from llava_star import video

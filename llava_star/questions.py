@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 _ACTION_RECOGNITION = (
@@ -424,6 +424,21 @@ def format_options(options: Mapping[str, str]) -> str:
     return "\n".join(f"({key}) {text}" for key, text in sorted(options.items()))
 
 
+def event_phrase(text: str, *, quote: bool = False) -> str:
+    """A class name or caption as it reads inside "When does ... happen?".
+
+    Class names start lower-case ("Someone is" dropped, as in Charades); whole sentences
+    read better quoted.
+
+    >>> event_phrase("Someone is cooking something"), event_phrase("A man sings.", quote=True)
+    ('cooking something', '"a man sings"')
+    """
+    phrase = text.strip().rstrip(".").strip().removeprefix("Someone is ")
+    if phrase[:1].isupper() and not phrase[1:2].isupper():
+        phrase = phrase[:1].lower() + phrase[1:]
+    return f'"{phrase}"' if quote else phrase
+
+
 def _templates(task: str) -> tuple[str, ...]:
     try:
         return QUESTION_TEMPLATES[task]
@@ -439,6 +454,38 @@ def _contains_phrase(text: str, phrase: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", text, flags=re.IGNORECASE) is not None
 
 
+def fill_template(
+    templates: Sequence[str], rng: random.Random, *, avoid: Iterable[str] = (), label: str = "question", **slots: str
+) -> str:
+    """Draw one of ``templates`` with ``rng``, fill its slots, and keep ``avoid`` out.
+
+    The engine behind :func:`make_question`, also used for the templates a generic
+    dataset mapping brings along. ``label`` names the template set in error messages.
+
+    >>> fill_template(["Where is the {thing}?"], random.Random(0), thing="cup")
+    'Where is the cup?'
+    """
+    if not templates:
+        raise ValueError(f"{label}: no question templates")
+    needed = frozenset().union(*(template_slots(template) for template in templates))
+    missing, unknown = needed - set(slots), set(slots) - needed
+    if missing or unknown:
+        raise ValueError(
+            f"{label} needs slot(s) {sorted(needed)}; missing {sorted(missing)}, unexpected {sorted(unknown)}"
+        )
+    empty = sorted(name for name, value in slots.items() if not isinstance(value, str) or not value.strip())
+    if empty:
+        raise ValueError(f"{label}: slot(s) {empty} must be non-empty strings")
+    avoid = [phrase for phrase in avoid if phrase and phrase.strip()]
+    order = list(range(len(templates)))
+    rng.shuffle(order)
+    for index in order:
+        question = templates[index].format(**{name: value.strip() for name, value in slots.items()})
+        if not any(_contains_phrase(question, phrase) for phrase in avoid):
+            return question
+    raise ValueError(f"every {label} paraphrase would contain the answer ({avoid!r}); check the slots")
+
+
 def make_question(task: str, rng: random.Random, *, avoid: Iterable[str] = (), **slots: str) -> str:
     """Draw a paraphrase for ``task`` with ``rng`` and fill its slots.
 
@@ -448,22 +495,4 @@ def make_question(task: str, rng: random.Random, *, avoid: Iterable[str] = (), *
     >>> make_question("counting", random.Random(0), thing="red squares").count("red squares")
     1
     """
-    templates = _templates(task)
-    needed = task_slots(task)
-    missing, unknown = needed - set(slots), set(slots) - needed
-    if missing or unknown:
-        raise ValueError(
-            f"question task {task!r} needs slot(s) {sorted(needed)}; "
-            f"missing {sorted(missing)}, unexpected {sorted(unknown)}"
-        )
-    empty = sorted(name for name, value in slots.items() if not isinstance(value, str) or not value.strip())
-    if empty:
-        raise ValueError(f"question task {task!r}: slot(s) {empty} must be non-empty strings")
-    avoid = [phrase for phrase in avoid if phrase and phrase.strip()]
-    order = list(range(len(templates)))
-    rng.shuffle(order)
-    for index in order:
-        question = templates[index].format(**{name: value.strip() for name, value in slots.items()})
-        if not any(_contains_phrase(question, phrase) for phrase in avoid):
-            return question
-    raise ValueError(f"every {task!r} question would contain the answer ({avoid!r}); check the slots")
+    return fill_template(_templates(task), rng, avoid=avoid, label=f"question task {task!r}", **slots)

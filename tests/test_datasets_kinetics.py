@@ -5,7 +5,11 @@ import pytest
 
 from llava_star.datasets import get_adapter
 from llava_star.datasets.adapter import Found, PrepareRequest, Skipped
-from llava_star.datasets.kinetics import choose_vocabulary, label_folder_names, read_rows
+from llava_star.datasets.kinetics import (
+    choose_vocabulary,
+    label_folder_names,
+    read_rows,
+)
 from llava_star.errors import AnnotationError
 from llava_star.vocabularies import load_vocabulary
 

@@ -23,7 +23,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from llava_star.datasets.adapter import Found, PrepareRequest, Skipped, VideoIndex, load_json, located, parse_seconds
+from llava_star.datasets.adapter import (
+    Found,
+    PrepareRequest,
+    Skipped,
+    VideoIndex,
+    load_json,
+    located,
+    parse_seconds,
+)
 from llava_star.errors import AnnotationError
 from llava_star.questions import event_phrase, make_question
 from llava_star.records import Label, Sample

@@ -34,6 +34,7 @@ import io
 import logging
 import math
 import pickle
+import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module == "builtins" and name in _SAFE_BUILTINS) or (module, name) in _NUMPY_GLOBALS:
+        # protocol-2 pickles name builtins by their Python 2 module, __builtin__
+        if (module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS) or (module, name) in _NUMPY_GLOBALS:
             return super().find_class(module, name)
         raise AnnotationError(f"{self.source}: refusing to unpickle {module}.{name}: only plain data is allowed")
 
@@ -239,26 +241,27 @@ def read_dives(annotation_file: Path, split: str | None = None) -> list[Dive]:
     return sorted(dives, key=lambda dive: (dive.competition, dive.index))
 
 
+def _sample(dive: Dive, video: str, task: str, label: Label, rng: random.Random) -> Sample:
+    suffix = {"step_sequence": "steps"}.get(task, task)
+    meta = {"competition": dive.competition, "index": dive.index, "dive_number": dive.dive_number, **dive.meta}
+    return Sample(f"{dive.video_id}:{suffix}", video, make_question(task, rng), (label,), "finediving", task, meta=meta)
+
+
 def adapt(request: PrepareRequest) -> Iterator[Found | Skipped]:
     annotation_file = _annotation_file(request.annotations)
     for dive in read_dives(annotation_file, request.split):
         where = f"{annotation_file}: key ({dive.competition!r}, {dive.index})"
-        meta = {"competition": dive.competition, "index": dive.index, "dive_number": dive.dive_number, **dive.meta}
         video = _video(request.video_root, dive)
-
-
-        def sample(task: str, suffix: str, label: Label) -> Found:
-            question = make_question(task, request.rng)
-            return Found(Sample(f"{dive.video_id}:{suffix}", video, question, (label,), "finediving", task, meta=meta), where)
-
         with located(where):
-            yield sample("score", "score", Label("number", dive.score, name="score", rel_tolerance=SCORE_REL_TOLERANCE))
+            score = Label("number", dive.score, name="score", rel_tolerance=SCORE_REL_TOLERANCE)
+            yield Found(_sample(dive, video, "score", score, request.rng), where)
             difficulty = Label("number", dive.difficulty, name="difficulty", tolerance=DIFFICULTY_TOLERANCE)
-            yield sample("difficulty", "difficulty", difficulty)
+            yield Found(_sample(dive, video, "difficulty", difficulty, request.rng), where)
             steps = step_names(dive)
             if isinstance(steps, int):
                 yield Skipped(f"sub-action id {steps} has no name", where)
             elif not steps:
                 yield Skipped("no frames_labels", where)
             else:
-                yield sample("step_sequence", "steps", Label("sequence", steps, name="sub-actions"))
+                sequence = Label("sequence", steps, name="sub-actions")
+                yield Found(_sample(dive, video, "step_sequence", sequence, request.rng), where)

@@ -59,7 +59,13 @@ from llava_star.datasets.adapter import (
     split_aliases,
 )
 from llava_star.errors import AnnotationError, ConfigError
-from llava_star.questions import QUESTION_TEMPLATES, fill_template, make_question, task_slots, template_slots
+from llava_star.questions import (
+    QUESTION_TEMPLATES,
+    fill_template,
+    make_question,
+    task_slots,
+    template_slots,
+)
 from llava_star.records import LABEL_TYPES, Label, Sample
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,15 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from llava_star.datasets.adapter import Found, PrepareRequest, Skipped, VideoIndex, load_json, located, read_csv_rows
+from llava_star.datasets.adapter import (
+    Found,
+    PrepareRequest,
+    Skipped,
+    VideoIndex,
+    load_json,
+    located,
+    read_csv_rows,
+)
 from llava_star.errors import AnnotationError
 from llava_star.questions import make_question
 from llava_star.records import Label, Sample

@@ -39,7 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_star.datasets.adapter import Found, PrepareRequest, Skipped, VideoIndex, load_json, located, parse_seconds
+from llava_star.datasets.adapter import (
+    Found,
+    PrepareRequest,
+    Skipped,
+    VideoIndex,
+    load_json,
+    located,
+    parse_seconds,
+)
 from llava_star.errors import AnnotationError
 from llava_star.questions import event_phrase, format_options, make_question
 from llava_star.records import Label, Sample

@@ -84,7 +84,7 @@ def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
     lists = [_positions(answer, keys) for keys in phrase.words]
     if not all(lists):
         return []
-    sentence_of = answer.sentence_of
+    sentence_of, clause_of = answer.sentence_of, answer.clause_of
     window = phrase.size + WINDOW_SLACK
     anchor = min(range(len(lists)), key=lambda i: len(lists[i]))
     matches = []
@@ -101,7 +101,8 @@ def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
             ]  # fmt: skip
             if not near:
                 break
-            chosen.add(min(near, key=lambda c: abs(c - position)))
+            # the nearest word, preferring one in the anchor's own clause
+            chosen.add(min(near, key=lambda c: (clause_of[c] != clause_of[position], abs(c - position))))
         else:
             first, last = min(chosen), max(chosen)
             if last - first < window:
@@ -116,34 +117,49 @@ class Vocabulary:
     phrases: tuple[Phrase, ...]
     by_key: dict[str, tuple[int, ...]]
 
+    @classmethod
+    def of(cls, phrases: tuple[Phrase, ...]) -> Vocabulary:
+        by_key: dict[str, list[int]] = {}
+        for number, phrase in enumerate(phrases):
+            for keys in phrase.words[:1]:  # every match contains the first word
+                for key in keys:
+                    by_key.setdefault(key, []).append(number)
+        return cls(phrases, {key: tuple(numbers) for key, numbers in by_key.items()})
+
 
 @functools.lru_cache(maxsize=64)
 def make_vocabulary(names: tuple[str, ...]) -> Vocabulary:
-    phrases = tuple(make_phrase(name) for name in names)
-    by_key: dict[str, list[int]] = {}
-    for number, phrase in enumerate(phrases):
-        for keys in phrase.words[:1]:
-            for key in keys:
-                by_key.setdefault(key, []).append(number)
-    return Vocabulary(phrases, {key: tuple(numbers) for key, numbers in by_key.items()})
+    """The vocabulary of a dataset's class names (cached: Kinetics has 700)."""
+    return Vocabulary.of(tuple(make_phrase(name) for name in names))
 
 
-def vocabulary_matches(answer: Answer, vocabulary: Vocabulary, exclude: frozenset[str]) -> list[Match]:
-    """Matches of the vocabulary classes the answer names, other than ``exclude``."""
+def vocabulary_matches(
+    answer: Answer, vocabulary: Vocabulary, exclude: frozenset[tuple[frozenset[str], ...]]
+) -> list[Match]:
+    """Matches of the vocabulary classes the answer names, other than the ``exclude`` phrases."""
     candidates: set[int] = set()
     for key in answer.index:
         candidates.update(vocabulary.by_key.get(key, ()))
     found = []
     for number in sorted(candidates):
         phrase = vocabulary.phrases[number]
-        if phrase.words not in exclude_words(exclude):
+        if phrase.words not in exclude:
             found.extend(find_phrase(answer, phrase))
     return found
 
 
-@functools.lru_cache(maxsize=1 << 12)
-def exclude_words(names: frozenset[str]) -> frozenset[tuple[frozenset[str], ...]]:
-    return frozenset(make_phrase(name).words for name in names)
+def distinguishing_phrases(texts: tuple[str, ...]) -> tuple[Phrase, ...]:
+    """Phrases without the words every text shares: options "The man jumps" / "The man
+    walks" are told apart by "jumps" and "walks", wherever the answer says "the man".
+
+    >>> [len(p.words) for p in distinguishing_phrases(("the man jumps", "the man walks away"))]
+    [1, 2]
+    """
+    phrases = [make_phrase(text) for text in texts]
+    shared = set.intersection(*(set(p.words) for p in phrases)) if len(phrases) > 1 else set()
+    return tuple(
+        Phrase(p.text, tuple(w for w in p.words if w not in shared) or p.words) for p in phrases
+    )
 
 
 @dataclass(frozen=True)
@@ -154,17 +170,16 @@ class Reading:
     evidence: str = ""
 
 
-def read_class(
-    answer: Answer, names: tuple[str, ...], vocabulary: Vocabulary | None = None
-) -> Reading:
-    """Decide whether the class (any of ``names``: label and synonyms) is asserted."""
+def read_class(answer: Answer, phrases: tuple[Phrase, ...], vocabulary: Vocabulary | None = None) -> Reading:
+    """Decide whether the class (any of ``phrases``: label and synonyms) is asserted."""
     matches = sorted(
-        (match for name in names for match in find_phrase(answer, make_phrase(name))),
+        (match for phrase in phrases for match in find_phrase(answer, phrase)),
         key=lambda m: (m.first, -m.last),
     )
     if not matches:
         return Reading("absent")
-    others = vocabulary_matches(answer, vocabulary, frozenset(names)) if vocabulary else []
+    own = frozenset(phrase.words for phrase in phrases)
+    others = vocabulary_matches(answer, vocabulary, own) if vocabulary else []
     others = [other for other in others if answer.negated(other.first, other.last) is None]
     readings = [_read_match(answer, match, others) for match in matches]
     asserted = [reading for reading in readings if reading.status == "asserted"]

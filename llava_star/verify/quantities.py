@@ -20,7 +20,10 @@ _DENOMINATOR_BEFORE = re.compile(r"(?:out of|/|scale of|scale from|range of|rang
 _RANGE_BEFORE = re.compile(r"(?:between|from|range|ranging)\s+(?:about |around |approximately )?$")
 _RANGE_GAP = re.compile(r"^\s*(?:-|–|—|to|and|or)\s*$")
 _ALTERNATIVE_GAP = re.compile(r"^\s*(?:,\s*)?(?:or|and/or|maybe|perhaps)\s*(?:maybe |perhaps |possibly )?$")
-_NOT_A_QUANTITY_BEFORE = re.compile(r"(?:\bstep|\bframe|\boption|\bpart|\bstage|\bphase|\bno|\bany|\bevery|\bsome|\bthe)\s+$")
+_LIST_GAP = re.compile(r"^\s*(?:,|,?\s*and|,?\s*or|,?\s*and/or)\s*(?:maybe |perhaps |possibly )?$")
+_NOT_A_QUANTITY_BEFORE = re.compile(r"\b(?:not|step|frame|option|part|stage|phase|figure|no\.)\s*$")
+# "no one", "the one who", "one of them": "one" as a pronoun, not a count
+_ONE_AS_PRONOUN_BEFORE = re.compile(r"\b(?:no|any|every|some|the|this|that|which|each)\s+$")
 _ONE_AS_PRONOUN_AFTER = re.compile(r"^\s+(?:of|another|who|that)\b")
 _TIME_UNIT_AFTER = re.compile(r"^\s*-?\s*(?:seconds?|secs?|s|minutes?|mins?|hours?|hrs?)\b")
 _ENUMERATION = re.compile(r"(?:^|\n)\s*$")
@@ -50,13 +53,7 @@ def find_numbers(text: str) -> list[Quantity]:
     [(8.5, True), (10.0, False), (50.0, False), (85.0, False)]
     """
     spans = [(m.start(), m.end()) for m in _NUMBER.finditer(text)]
-    hedged: set[int] = set()
-    for i in range(len(spans) - 1):
-        gap = text[spans[i][1] : spans[i + 1][0]]
-        before = text[max(0, spans[i][0] - 24) : spans[i][0]]
-        is_range = _RANGE_GAP.match(gap) and (gap.strip() not in ("and", "or") or _RANGE_BEFORE.search(before))
-        if is_range or _ALTERNATIVE_GAP.match(gap):
-            hedged.update((i, i + 1))
+    hedged = _hedged_numbers(text, spans)
     found = []
     for i, (start, end) in enumerate(spans):
         before, after = text[max(0, start - 24) : start], text[end : end + 24]
@@ -64,12 +61,36 @@ def find_numbers(text: str) -> list[Quantity]:
             i in hedged
             or _DENOMINATOR_BEFORE.search(before)
             or _NOT_A_QUANTITY_BEFORE.search(before)
-            or (text[start:end] == "1" and _ONE_AS_PRONOUN_AFTER.match(after))
+            or (text[start:end] == "1" and (_ONE_AS_PRONOUN_AFTER.match(after) or _ONE_AS_PRONOUN_BEFORE.search(before)))
             or (_ENUMERATION.search(before) and after[:1] in (".", ")", ":") and not after[1:2].isdigit())
             or _TIME_UNIT_AFTER.match(after)
         )
         found.append(Quantity(_to_float(text[start:end]), start, end, asserted))
     return found
+
+
+def _hedged_numbers(text: str, spans: list[tuple[int, int]]) -> set[int]:
+    """Numbers in a range ("50-85", "between 50 and 85") or offered as alternatives
+    ("75 or 80", "60, 70, 80 or 90")."""
+    hedged: set[int] = set()
+    chain = [0]  # numbers joined by commas, "and", "or": a list, hedged when an "or" joins it
+    has_or = False
+    for i in range(len(spans) - 1):
+        gap = text[spans[i][1] : spans[i + 1][0]]
+        before = text[max(0, spans[i][0] - 24) : spans[i][0]]
+        is_range = _RANGE_GAP.match(gap) and (gap.strip() not in ("and", "or") or _RANGE_BEFORE.search(before))
+        if is_range or _ALTERNATIVE_GAP.match(gap):
+            hedged.update((i, i + 1))
+        if _LIST_GAP.match(gap):
+            chain.append(i + 1)
+            has_or = has_or or bool(_ALTERNATIVE_GAP.match(gap))
+            continue
+        if has_or:
+            hedged.update(chain)
+        chain, has_or = [i + 1], False
+    if has_or:
+        hedged.update(chain)
+    return hedged
 
 
 @functools.lru_cache(maxsize=1024)
@@ -109,10 +130,10 @@ def _last_associated(text: str, numbers: list[Quantity], anchor: re.Pattern[str]
 # --- times -------------------------------------------------------------------------------
 
 _CLOCK = re.compile(r"(?<![\d:.])(?:(\d{1,2}):)?(\d{1,3}):(\d{2}(?:\.\d+)?)(?![\d:])")
-_WITH_UNIT = re.compile(
-    r"(?<![\w.])(\d+(?:\.\d+)?)\s*-?\s*(hours?|hrs?|minutes?|mins?|seconds?|secs?|s)\b"
-    r"(?:\s*(?:and\s*)?(\d+(?:\.\d+)?)\s*-?\s*(seconds?|secs?|s)\b)?"
+_MINUTES_AND_SECONDS = re.compile(
+    r"(?<![\w.])(\d+(?:\.\d+)?)\s*(hours?|hrs?|minutes?|mins?)\s*,?\s*(?:and\s*)?(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)\b"
 )
+_WITH_UNIT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*-?\s*(hours?|hrs?|minutes?|mins?|seconds?|secs?|s)\b")
 _PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:%|percent\b)")
 _BARE = re.compile(r"(?<![\w.:])(\d+(?:\.\d+)?)(?![\w:%]|\.\d|\s*%|\s*percent)")
 _BARE_POINT_BEFORE = re.compile(r"\b(?:at|around|about|approximately|roughly)\s+(?:the\s+)?$")
@@ -121,7 +142,7 @@ _TIME_RANGE_GAP = re.compile(
     r"(?:(?:it\s+|then\s+)?(?:ends?|finish(?:es)?|stops?|lasts?)\s+(?:at|around|by|until)\s*)?"
     r"(?:the\s+)?(?:about\s+|around\s+|approximately\s+)?$"
 )
-_TIME_ALTERNATIVE_GAP = re.compile(r"^\s*(?:marks?\s*)?,?\s*(?:or|and/or)\s*(?:maybe\s+|perhaps\s+)?(?:the\s+|from\s+|at\s+)?$")
+_TIME_ALTERNATIVE_GAP = re.compile(r"^\s*(?:marks?\s*)?,?\s*(?:or|and/or)\s*(?:maybe\s+|perhaps\s+)?(?:the\s+|from\s+|at\s+|in\s+|between\s+)?$")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
@@ -162,11 +183,10 @@ def find_times(text: str) -> list[TimeMention]:
     for m in _CLOCK.finditer(text):
         hours = float(m.group(1) or 0)
         add(hours * 3600 + float(m.group(2)) * 60 + float(m.group(3)), m.start(), m.end(), "clock")
+    for m in _MINUTES_AND_SECONDS.finditer(text):
+        add(float(m.group(1)) * _unit_seconds(m.group(2)) + float(m.group(3)), m.start(), m.end(), "unit")
     for m in _WITH_UNIT.finditer(text):
-        value = float(m.group(1)) * _unit_seconds(m.group(2))
-        if m.group(3):
-            value += float(m.group(3))
-        add(value, m.start(), m.end(), "unit")
+        add(float(m.group(1)) * _unit_seconds(m.group(2)), m.start(), m.end(), "unit")
     for m in _PERCENT.finditer(text):
         add(float(m.group(1)), m.start(), m.end(), "percent")
     for m in _BARE.finditer(text):
@@ -212,7 +232,7 @@ def stated_time(text: str, duration: float | None) -> TimeReading:
         between = re.search(r"between\s+(?:the\s+)?$", text[max(0, a.start - 12) : a.start])
         if (a.kind != "bare" or b.kind != "bare") and _TIME_RANGE_GAP.match(gap) and (gap.strip() != "and" or between):
             in_range.update((i, i + 1))
-        if a.kind != "bare" and b.kind != "bare" and _TIME_ALTERNATIVE_GAP.match(gap):
+        if (a.kind != "bare" or b.kind != "bare") and _TIME_ALTERNATIVE_GAP.match(gap):
             return TimeReading(None, "offers alternative times")
     points = []
     for i, mention in enumerate(mentions):

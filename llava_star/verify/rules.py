@@ -21,6 +21,7 @@ from llava_star.verify.answer import NEGATORS, Answer, split_words
 from llava_star.verify.phrases import (
     Reading,
     Vocabulary,
+    distinguishing_phrases,
     find_phrase,
     make_phrase,
     make_vocabulary,
@@ -62,7 +63,7 @@ def _vocabulary(reference: tuple[str, ...] | str) -> Vocabulary:
 
 def parse_class(answer: Answer, label: Label) -> Parsed:
     vocabulary = _vocabulary(label.vocabulary) if label.vocabulary else None
-    reading = read_class(answer, (label.value, *label.synonyms), vocabulary)
+    reading = read_class(answer, tuple(make_phrase(name) for name in (label.value, *label.synonyms)), vocabulary)
     return reading, reading.status
 
 
@@ -227,7 +228,8 @@ def _choice_patterns(keys: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     key = rf"[\(\[]?\s*({letters})\s*[\)\]]?(?![\w'’-]){not_article}"
     conclusion = re.compile(
         r"(?i:\b(?:answer|correct (?:option|choice)|best (?:option|choice|answer)|right (?:option|choice)"
-        r"|i (?:choose|pick|select|would choose|would pick|would select)|i'd (?:choose|pick|go with))"
+        r"|i (?:choose|pick|select|would choose|would pick|would select)|i'd (?:choose|pick|go with)"
+        r"|(?:it|this) (?:must|has to|should) be|(?:must|has to) be)"
         r"\s*(?:is|would be|should be|:|=)?\s*:?\s*(?:option\s+|choice\s+)?)" + key
     )
     verdict = re.compile(rf"(?<![\w'’])(?i:option\s+|choice\s+)?{key}\s*(?i:is (?:the )?(?:correct|right|best|answer))")
@@ -265,10 +267,12 @@ def _options(label: Label) -> dict[str, str]:
 
 
 def _choice_by_text(answer: Answer, options: dict[str, str]) -> Parsed:
-    vocabulary = make_vocabulary(tuple(options.values()))
+    """The one option whose text the answer asserts (the others serve as the vocabulary)."""
+    phrases = distinguishing_phrases(tuple(options.values()))
+    vocabulary = Vocabulary.of(phrases)
     asserted = [
-        key for key, text in options.items()
-        if read_class(answer, (text,), vocabulary).status == "asserted"
+        key for key, phrase in zip(options, phrases)
+        if read_class(answer, (phrase,), vocabulary).status == "asserted"
     ]  # fmt: skip
     if len(asserted) == 1:
         return asserted[0], f"states the text of option {asserted[0]}"

@@ -111,16 +111,16 @@ def read_all(directory, stem="generations"):
 
 
 def config_for(dataset, out, model="stand-in", **overrides):
-    settings = dict(
-        model=str(model),
-        samples=str(dataset / "samples.jsonl"),
-        video_root=str(dataset),
-        output_dir=str(out),
-        batch_size=4,
-        num_frames=4,
-        max_new_tokens=8,
-        num_workers=0,
-    )
+    settings = {
+        "model": str(model),
+        "samples": str(dataset / "samples.jsonl"),
+        "video_root": str(dataset),
+        "output_dir": str(out),
+        "batch_size": 4,
+        "num_frames": 4,
+        "max_new_tokens": 8,
+        "num_workers": 0,
+    }
     settings.update(overrides)
     return GenerateConfig(**settings)
 

@@ -127,6 +127,26 @@ def _small_text(model_type: str, vocab_size: int, tokenizer: Any, **overrides: A
     )
 
 
+def _llava_media_tokens(tokenizer: Any) -> dict[str, Any]:
+    """The LLaVA configs' placeholder ids, and features from the last vision layer (2 layers only)."""
+    return {
+        "image_token_index": tokenizer.convert_tokens_to_ids("<image>"),
+        "video_token_index": tokenizer.convert_tokens_to_ids("<video>"),
+        "vision_feature_layer": -1,
+    }
+
+
+def _llava_processor_settings(tokenizer: Any) -> dict[str, Any]:
+    """What Video-LLaVA's and LLaVA-NeXT-Video's processors need to count video tokens."""
+    return {
+        "tokenizer": tokenizer,
+        "patch_size": PATCH_SIZE,
+        "vision_feature_select_strategy": "default",
+        "num_additional_image_tokens": 1,  # the CLS token, which Video-LLaVA keeps for video
+        "chat_template": _LLAVA_TEMPLATE,
+    }
+
+
 def _frame_processor_size() -> dict[str, Any]:
     return {
         "size": {"shortest_edge": FRAME_SIZE},
@@ -146,20 +166,14 @@ def _build_video_llava(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     config = VideoLlavaConfig(
         vision_config=_clip_vision(),
         text_config=_small_text("llama", vocab_size, tokenizer),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        vision_feature_layer=-1,
+        **_llava_media_tokens(tokenizer),
         image_seq_length=tokens_per_frame,
         video_seq_length=(tokens_per_frame + 1) * 8,
     )
     processor = VideoLlavaProcessor(
         image_processor=VideoLlavaImageProcessor(**_frame_processor_size()),
         video_processor=VideoLlavaVideoProcessor(**_frame_processor_size()),
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # the CLS token, which Video-LLaVA keeps for video
-        chat_template=_LLAVA_TEMPLATE,
+        **_llava_processor_settings(tokenizer),
     )
     return config, processor
 
@@ -176,9 +190,7 @@ def _build_llava_next_video(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     config = LlavaNextVideoConfig(
         vision_config=_clip_vision(),
         text_config=_small_text("llama", vocab_size, tokenizer),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        vision_feature_layer=-1,
+        **_llava_media_tokens(tokenizer),
         image_grid_pinpoints=pinpoints,
         image_seq_length=(FRAME_SIZE // PATCH_SIZE) ** 2,
         video_seq_length=(FRAME_SIZE // PATCH_SIZE) ** 2 // 4,
@@ -186,11 +198,7 @@ def _build_llava_next_video(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     processor = LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(**_frame_processor_size()),
         image_processor=LlavaNextImageProcessor(image_grid_pinpoints=pinpoints, **_frame_processor_size()),
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=_LLAVA_TEMPLATE,
+        **_llava_processor_settings(tokenizer),
     )
     return config, processor
 
@@ -216,9 +224,7 @@ def _build_llava_onevision(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
             patch_size=PATCH_SIZE,
         ),
         text_config=_small_text("qwen2", vocab_size, tokenizer),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        vision_feature_layer=-1,
+        **_llava_media_tokens(tokenizer),
         image_grid_pinpoints=pinpoints,
     )
     processor = LlavaOnevisionProcessor(

@@ -1,12 +1,15 @@
 """Tiny models of every family: built offline, loaded, prompted through the chat template."""
 
+import doctest
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+import llava_star.models.inputs
+import llava_star.models.loading
 from llava_star.errors import ConfigError
-from llava_star.models.inputs import build_inputs, video_conversation
+from llava_star.models.inputs import build_inputs, from_llava_turns, video_conversation
 from llava_star.models.loading import choose_attention, family_of, load_model
 from llava_star.models.tiny import FAMILIES, build_tiny_model
 from llava_star.models.tiny import main as tiny_model_main
@@ -154,3 +157,19 @@ def test_labels_need_the_mask(tiny_dirs):
     inputs = build_inputs(loaded.processor, [video_conversation("a?")], [random_frames(0)], add_generation_prompt=True)
     with pytest.raises(ValueError, match="assistant_spans=True"):
         inputs.labels()
+
+
+def test_doctests():
+    for module in (llava_star.models.inputs, llava_star.models.loading):
+        assert doctest.testmod(module).failed == 0
+
+
+def test_llava_turns_become_the_processor_conversation(tiny_dirs):
+    turns = [{"from": "human", "value": "<video>\nWhat colour is it?"}, {"from": "gpt", "value": "It is red."}]
+    conversation = from_llava_turns(turns)
+    assert conversation == video_conversation("What colour is it?", "It is red.")
+    loaded = load_model(tiny_dirs["llava_onevision"])
+    inputs = build_inputs(loaded.processor, [conversation], [random_frames(0)], add_generation_prompt=False)
+    assert "pixel_values_videos" in inputs.batch
+    with pytest.raises(ValueError, match="turn 1"):
+        from_llava_turns([turns[0], {"from": "assistant", "value": "x"}])

@@ -34,10 +34,12 @@ def test_prepare_writes_existing_samples_and_a_summary(tmp_path, k400_root):
         "applauding/0Tq8uFakTbk.mp4",
     ]
     summary = json.loads((tmp_path / "out" / "k400.summary.json").read_text())
+    examples = summary.pop("skipped_examples")
     assert summary == {
         "dataset": "kinetics400", "samples": 3, "videos": 3, "skipped": {"video not found": 5},
         "label_types": {"class": 3}, "tasks": {"action_recognition": 3},
     }
+    assert examples["video not found"][0].endswith("kinetics400_val_sample.csv:4: _5PV4fkZisA_000139_000149.mp4")
 
 
 def test_limit_and_seed(tmp_path, k400_root):
@@ -102,9 +104,18 @@ def test_symlink_out_of_the_root_is_refused(tmp_path):
 
 def test_repeated_sample_ids_are_an_error(tmp_path):
     annotations = tmp_path / "dup.csv"
-    annotations.write_text("label,youtube_id,time_start,time_end\nabseiling,abc,1,11\nabseiling,abc,1,11\n")
-    with pytest.raises(AnnotationError, match=r"dup\.csv:3: sample id 'abc_000001_000011' repeats .*dup\.csv:2"):
-        run("kinetics400", "--annotations", annotations, "--video-root", tmp_path, "-o", tmp_path / "o.jsonl")
+    annotations.write_text("video,id,label\na.mp4,x1,a\nb.mp4,x1,b\n")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("video: video\nid: id\ntask: caption\nlabels: [{type: text, column: label}]\n")
+    with pytest.raises(AnnotationError, match=r"dup\.csv:3: sample id 'x1' repeats .*dup\.csv:2"):
+        run("generic", "--annotations", annotations, "--video-root", tmp_path, "-o", tmp_path / "o.jsonl", "--mapping", mapping)
+
+
+def test_split_is_ignored_with_a_warning_for_one_split_files(tmp_path, caplog):
+    (tmp_path / "78687.webm").touch()
+    run("ssv2", "--annotations", DATA / "ssv2_train_sample.json", "--video-root", tmp_path, "-o", tmp_path / "o.jsonl", "--split", "val")
+    assert "--split val is ignored" in caplog.text
+    assert len(list(read_samples(tmp_path / "o.jsonl"))) == 1
 
 
 def test_generic_needs_a_mapping(tmp_path):

@@ -160,3 +160,20 @@ def test_bad_jsonl_lines_name_the_line(tmp_path):
 def test_parse_mapping_accepts_own_templates_for_any_task_name():
     mapping = parse_mapping({"video": "v", "task": "dive_quality", "templates": ["How good is it?"], "labels": [{"type": "number", "column": "s"}]})
     assert mapping.task == "dive_quality" and mapping.templates == ("How good is it?",)
+
+
+def test_the_readme_example_runs_as_documented(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Any labeled table: the generic adapter", 1)[1]
+    table = section.split("```text\n", 1)[1].split("```", 1)[0]
+    mapping = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    sample = run(tmp_path, write(tmp_path, "clips.csv", table), mapping)[0].sample
+    assert sample.to_dict() == {
+        "id": "clips:2", "video": "zoo/cam1_0001.mp4", "question": "What is the otter doing?",
+        "labels": [
+            {"type": "class", "value": "swimming", "name": "behaviour", "vocabulary": ["swimming", "eating", "sleeping"]},
+            {"type": "time_range", "value": [2.5, 7.0]},
+            {"type": "number", "value": 3.0, "name": "count", "tolerance": 0},
+        ],
+        "source": "clips", "task": "action_recognition",
+    }

@@ -75,18 +75,23 @@ def test_a_failed_run_leaves_the_previous_output_untouched(tmp_path, k400_root):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "o.jsonl", "videos"]  # no temp files left
 
 
+def prepare_table(tmp_path, root, table, mapping="video: video\ntask: caption\nlabels: [{type: text, column: label}]\n"):
+    """Run the generic adapter on a small CSV whose videos are in ``root``."""
+    annotations = tmp_path / "rows.csv"
+    annotations.write_text(table)
+    (tmp_path / "m.yaml").write_text(mapping)
+    args = ("--annotations", annotations, "--video-root", root, "-o", tmp_path / "o.jsonl", "--mapping", tmp_path / "m.yaml")
+    return run("generic", *args)
+
+
 @pytest.mark.parametrize("video", ["../outside.mp4", "/etc/passwd", "a/../../outside.mp4"])
 def test_paths_escaping_the_video_root_are_errors_naming_the_line(tmp_path, video):
     root = tmp_path / "root"
     root.mkdir()
     (tmp_path / "outside.mp4").touch()
-    annotations = tmp_path / "rows.csv"
-    annotations.write_text(f"video,label\nok.mp4,a\n{video},b\n")
     (root / "ok.mp4").touch()
-    mapping = tmp_path / "m.yaml"
-    mapping.write_text("video: video\ntask: caption\nlabels: [{type: text, column: label}]\n")
     with pytest.raises(AnnotationError, match=r"rows\.csv:3: .*video root"):
-        run("generic", "--annotations", annotations, "--video-root", root, "-o", tmp_path / "o.jsonl", "--mapping", mapping)
+        prepare_table(tmp_path, root, f"video,label\nok.mp4,a\n{video},b\n")
 
 
 def test_symlink_out_of_the_root_is_refused(tmp_path):
@@ -94,21 +99,14 @@ def test_symlink_out_of_the_root_is_refused(tmp_path):
     root.mkdir()
     (tmp_path / "secret.mp4").touch()
     (root / "link.mp4").symlink_to(tmp_path / "secret.mp4")
-    annotations = tmp_path / "rows.csv"
-    annotations.write_text("video,label\nlink.mp4,a\n")
-    mapping = tmp_path / "m.yaml"
-    mapping.write_text("video: video\ntask: caption\nlabels: [{type: text, column: label}]\n")
     with pytest.raises(AnnotationError, match=r"rows\.csv:2: .*outside the video root"):
-        run("generic", "--annotations", annotations, "--video-root", root, "-o", tmp_path / "o.jsonl", "--mapping", mapping)
+        prepare_table(tmp_path, root, "video,label\nlink.mp4,a\n")
 
 
 def test_repeated_sample_ids_are_an_error(tmp_path):
-    annotations = tmp_path / "dup.csv"
-    annotations.write_text("video,id,label\na.mp4,x1,a\nb.mp4,x1,b\n")
-    mapping = tmp_path / "m.yaml"
-    mapping.write_text("video: video\nid: id\ntask: caption\nlabels: [{type: text, column: label}]\n")
-    with pytest.raises(AnnotationError, match=r"dup\.csv:3: sample id 'x1' repeats .*dup\.csv:2"):
-        run("generic", "--annotations", annotations, "--video-root", tmp_path, "-o", tmp_path / "o.jsonl", "--mapping", mapping)
+    mapping = "video: video\nid: id\ntask: caption\nlabels: [{type: text, column: label}]\n"
+    with pytest.raises(AnnotationError, match=r"rows\.csv:3: sample id 'x1' repeats .*rows\.csv:2"):
+        prepare_table(tmp_path, tmp_path, "video,id,label\na.mp4,x1,a\nb.mp4,x1,b\n", mapping)
 
 
 def test_split_is_ignored_with_a_warning_for_one_split_files(tmp_path, caplog):

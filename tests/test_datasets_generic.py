@@ -178,3 +178,10 @@ def test_the_readme_example_runs_as_documented(tmp_path):
         ],
         "source": "clips", "task": "action_recognition",
     }
+
+
+def test_a_box_of_three_numbers_names_the_line(tmp_path):
+    annotations = write(tmp_path, "rows.jsonl", '{"v": "a.mp4", "b": [0.1, 0.2, 0.3, 0.4]}\n{"v": "b.mp4", "b": [0.1, 0.2, 0.3]}\n')
+    mapping = "video: v\ntask: grounding\nslots: {thing: v}\nlabels: [{type: box, column: b}]\n"
+    with pytest.raises(AnnotationError, match=r"rows\.jsonl:2: label b: value: a box label needs four numbers"):
+        run(tmp_path, annotations, mapping)

@@ -43,7 +43,7 @@ import numpy as np
 
 from llava_star.errors import ConfigError
 from llava_star.questions import make_question
-from llava_star.records import Label, Sample, dumps_line, write_json_atomic, write_text_atomic
+from llava_star.records import Label, Sample, write_json_atomic, write_jsonl_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -295,9 +295,9 @@ def make_synthetic_dataset(
             samples.append(Sample(f"{name}-{item.task}", video, question, (item.label,), SOURCE, item.task, meta=meta))
     splits = {split: [s for s in samples if s.meta["split"] == split] for split in ("train", "test")}
     paths = {"samples": root / "samples.jsonl", **{split: root / f"{split}.jsonl" for split in splits}}
-    write_text_atomic(paths["samples"], _jsonl(samples))
+    write_jsonl_atomic(paths["samples"], samples)
     for split, split_samples in splits.items():
-        write_text_atomic(paths[split], _jsonl(split_samples))
+        write_jsonl_atomic(paths[split], split_samples)
     summary = root / "synthetic.json"
     write_json_atomic(summary, _summary(num_videos, seed, config, splits, held_out))
     logger.info(
@@ -305,10 +305,6 @@ def make_synthetic_dataset(
         num_videos, len(samples), len(splits["train"]), len(splits["test"]), root,
     )  # fmt: skip
     return SyntheticDataset(root, paths["samples"], paths["train"], paths["test"], summary, num_videos, len(samples))
-
-
-def _jsonl(samples: list[Sample]) -> str:
-    return "".join(dumps_line(sample).decode("utf-8") for sample in samples)
 
 
 def _summary(

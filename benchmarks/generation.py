@@ -10,7 +10,7 @@
    resident memory that does not grow between 2,000 and 20,000 samples.
 
     python benchmarks/generation.py
-    python benchmarks/generation.py --samples 64 --stand-in-samples 20000
+    python benchmarks/generation.py --samples 64 --stand-in-samples 20000 --threads 2
 
 Prints ``ratio batch8/batch1: X.XXx`` and ``stand-in: N samples/s`` lines.
 """
@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -121,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--stand-in-samples", type=int, default=20_000)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription on a shared machine)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="llava-star-bench-") as folder:
         root = Path(folder)

@@ -17,6 +17,15 @@ from llava_star.models.tiny import main as tiny_model_main
 torch = pytest.importorskip("torch")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared CPU: extra intra-op threads only spin against other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class ArrayFrames:
     """Frames made in memory, shaped like llava_star.video.Frames."""

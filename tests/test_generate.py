@@ -303,3 +303,23 @@ def test_torchrun_two_processes_equal_one_process(dataset, tiny_model, tmp_path)
     assert two == one == [f"s{i:03d}" for i in range(24)]
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["samples"] == 24 and summary["this_run"]["processes"] == 2
+
+
+def test_distributed_helpers(monkeypatch):
+    import doctest
+
+    import llava_star.distributed
+    from llava_star.distributed import process_context, shard
+
+    assert doctest.testmod(llava_star.distributed).failed == 0
+    assert process_context().world_size == 1
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    context = process_context()
+    assert (context.rank, context.world_size, context.local_rank, context.is_main) == (3, 4, 1, False)
+    items = list(range(10))
+    assert sorted(x for rank in range(4) for x in shard(items, rank, 4)) == items
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="RANK=4"):
+        process_context()

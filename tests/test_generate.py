@@ -15,7 +15,7 @@ from llava_star.errors import ConfigError
 from llava_star.generate import GenerateConfig, ModelAnswerer, run, summarize
 from llava_star.generate import main as generate_main
 from llava_star.models.loading import load_model
-from llava_star.models.tiny import FAMILIES, build_tiny_model
+from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
 from llava_star.records import read_jsonl, write_jsonl_atomic
 from llava_star.video import Frames, write_video
 
@@ -210,7 +210,7 @@ def test_bad_config_names_the_key(dataset, tmp_path, override, key):
         config_for(dataset, tmp_path, **override)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + VARIANTS)
 def test_batched_greedy_answers_equal_one_at_a_time(tmp_path, family):
     loaded = load_model(build_tiny_model(family, tmp_path / family))
     answerer = ModelAnswerer(loaded, max_new_tokens=12)

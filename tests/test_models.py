@@ -11,7 +11,7 @@ import llava_star.models.loading
 from llava_star.errors import ConfigError
 from llava_star.models.inputs import build_inputs, from_llava_turns, video_conversation
 from llava_star.models.loading import choose_attention, family_of, load_model
-from llava_star.models.tiny import FAMILIES, build_tiny_model
+from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
 from llava_star.models.tiny import main as tiny_model_main
 
 torch = pytest.importorskip("torch")
@@ -51,7 +51,7 @@ def random_frames(seed: int, count: int = 4, size: int = 32) -> ArrayFrames:
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {family: build_tiny_model(family, root / family) for family in FAMILIES}
+    return {family: build_tiny_model(family, root / family) for family in FAMILIES + VARIANTS}
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +60,7 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + VARIANTS)
 def test_tiny_model_loads_with_auto_classes(tiny_dirs, family):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -104,13 +104,18 @@ def test_attention_falls_back_to_sdpa_without_flash_attn_or_cuda(tiny_dirs):
         choose_attention("flash", "cpu")
 
 
+def test_qwen2_5_vl_loads_as_the_qwen2_vl_family(tiny_dirs):
+    loaded = load_model(tiny_dirs["qwen2_5_vl"])
+    assert loaded.family == "qwen2_vl" and loaded.model.config.model_type == "qwen2_5_vl"
+
+
 def test_unsupported_model_type_names_it():
     assert family_of("qwen2_5_vl") == "qwen2_vl"
     with pytest.raises(ConfigError, match="'llama'"):
         family_of("llama")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + VARIANTS)
 def test_assistant_mask_covers_the_answer_and_end_of_turn(tiny_dirs, family):
     loaded = load_model(tiny_dirs[family])
     tokenizer = loaded.processor.tokenizer

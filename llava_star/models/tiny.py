@@ -15,6 +15,7 @@ work with HF_HUB_OFFLINE=1.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl")
+VARIANTS = ("qwen2_5_vl",)  # buildable too; loaded as the family they belong to
 
 FRAME_SIZE = 32  # pixels; every tiny vision tower sees 32x32 frames
 PATCH_SIZE = 8
@@ -238,27 +240,26 @@ def _build_llava_onevision(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     return config, processor
 
 
-def _build_qwen2_vl(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, Any]:
+    """Qwen2-VL (``version="2"``) or Qwen2.5-VL (``"2.5"``): the same tokens, template and processors."""
+    import transformers
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    config = Qwen2VLConfig(
-        vision_config={
-            "depth": 2,
-            "embed_dim": HIDDEN_SIZE,
-            "hidden_size": HIDDEN_SIZE,
-            "mlp_ratio": 2,
-            "num_heads": 2,
-            "patch_size": PATCH_SIZE,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
+    vision = {
+        "depth": 2, "hidden_size": HIDDEN_SIZE, "num_heads": 2, "patch_size": PATCH_SIZE,
+        "spatial_merge_size": 2, "temporal_patch_size": 2,
+    }  # fmt: skip
+    if version == "2":
+        config_class, processor_class = transformers.Qwen2VLConfig, transformers.Qwen2VLProcessor
+        vision.update(embed_dim=HIDDEN_SIZE, mlp_ratio=2)
+    else:  # 2.5: windowed attention in all but the listed blocks, a separate output width
+        config_class, processor_class = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLProcessor
+        vision.update(intermediate_size=64, out_hidden_size=HIDDEN_SIZE, window_size=2 * PATCH_SIZE * 2)
+        vision.update(fullatt_block_indexes=[1])
+    config = config_class(
+        vision_config=vision,
         text_config=_small_text(
-            "qwen2_vl_text",
+            f"{config_class.model_type}_text",
             vocab_size,
             tokenizer,
             # multimodal rope splits the rotary half of the head dimension (32 / 2 heads / 2)
@@ -272,10 +273,9 @@ def _build_qwen2_vl(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     )
     pixels = {"shortest_edge": FRAME_SIZE * FRAME_SIZE, "longest_edge": FRAME_SIZE * FRAME_SIZE}
     common = {"patch_size": PATCH_SIZE, "merge_size": 2, "temporal_patch_size": 2, "size": pixels}
-    frames_common = {**common, "cap_pixels_per_frame": True}
-    processor = Qwen2VLProcessor(
+    processor = processor_class(
         image_processor=Qwen2VLImageProcessor(**common),
-        video_processor=Qwen2VLVideoProcessor(**frames_common),
+        video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=True),
         tokenizer=tokenizer,
         chat_template=_chatml_template(
             "<|vision_start|><|video_pad|><|vision_end|>", "<|vision_start|><|image_pad|><|vision_end|>"
@@ -287,14 +287,15 @@ def _build_qwen2_vl(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
 _LLAVA_TOKENS = ("<s>", "</s>", "<pad>", "<image>", "<video>")
 _CHATML_TOKENS = ("<|endoftext|>", "<|im_end|>", "<|pad|>", "<|im_start|>")
 
+_QWEN_TOKENS = _CHATML_TOKENS + ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
 _FAMILY_SPECS = {
     "video_llava": _Family(_LLAVA_TOKENS, _build_video_llava),
     "llava_next_video": _Family(_LLAVA_TOKENS, _build_llava_next_video),
     "llava_onevision": _Family(_CHATML_TOKENS + ("<image>", "<video>"), _build_llava_onevision),
-    "qwen2_vl": _Family(
-        _CHATML_TOKENS + ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"),
-        _build_qwen2_vl,
-    ),
+    "qwen2_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2")),
+    # Qwen2.5-VL belongs to the qwen2_vl family; buildable for tests, not in FAMILIES
+    "qwen2_5_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2.5")),
 }
 
 
@@ -335,7 +336,7 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int 
     two builds with the same seed are the same model.
     """
     if family not in _FAMILY_SPECS:
-        raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES + VARIANTS)}")
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
@@ -368,7 +369,7 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llava-star tiny-model", description=__doc__.split("\n\n")[0])
-    parser.add_argument("family", choices=FAMILIES, help="the architecture to build")
+    parser.add_argument("family", choices=FAMILIES + VARIANTS, help="the architecture to build")
     parser.add_argument("-o", "--output", required=True, type=Path, help="directory to save the model to")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)

@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llava_star.distributed import (
     ProcessContext,
@@ -54,6 +54,10 @@ from llava_star.records import (
     write_json_atomic,
     written_ids,
 )
+
+if TYPE_CHECKING:
+    from llava_star.models.loading import LoadedModel
+    from llava_star.verify import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +111,7 @@ class Answerer(Protocol):
 class ModelAnswerer:
     """Batched, left-padded ``generate`` with a transformers video LVLM."""
 
-    def __init__(self, loaded: Any, *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, loaded: LoadedModel, *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> None:
         self.loaded = loaded
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -200,6 +204,9 @@ def _batches(
         num_workers=config.num_workers,
         collate_fn=list,
         prefetch_factor=4 if config.num_workers else None,
+        # forked workers inherit the sample stream and the video reader as they are (no
+        # pickling of closures), and they never touch CUDA: they only decode
+        multiprocessing_context="fork" if config.num_workers else None,
     )
     return iter(loader)
 
@@ -235,7 +242,7 @@ class _ShardWriter:
         self.failures = JsonlAppender(shard_path(out, FAILURES_STEM, context.rank, context.world_size))
         self.counts = _RunCounts()
 
-    def finished(self, sample: Sample, answer: str, verdict: Any, *, rationalized: bool) -> None:
+    def finished(self, sample: Sample, answer: str, verdict: Verdict, *, rationalized: bool) -> None:
         generation = Generation(
             sample=sample,
             answer=answer,
@@ -257,6 +264,25 @@ class _ShardWriter:
         self.failures.close()
 
 
+def _answer_directly(
+    items: Sequence[_Item], answerer: Answerer, writer: _ShardWriter, *, rationalize: bool
+) -> list[_Item]:
+    """Ask the question as is; write what passed (or everything); return what to rationalize."""
+    from llava_star.verify import verify
+
+    if not items:
+        return []
+    answers = answerer.answer([direct_prompt(item.sample.question) for item in items], [item.frames for item in items])
+    failed = []
+    for item, answer in zip(items, answers, strict=True):
+        verdict = verify(answer, item.sample.labels)
+        if verdict.passed or not rationalize:
+            writer.finished(item.sample, answer, verdict, rationalized=False)
+        else:
+            failed.append(item)
+    return failed
+
+
 def _rationalize(items: Sequence[_Item], answerer: Answerer, writer: _ShardWriter) -> None:
     """Ask again with the gold labels as a hint; the stored question stays the original."""
     from llava_star.verify import verify
@@ -276,8 +302,6 @@ def _generate_shard(
 ) -> _RunCounts:
     from tqdm import tqdm
 
-    from llava_star.verify import verify
-
     total = sum(1 for _ in _pending(config, context, done))  # also validates every line up front
     writer = _ShardWriter(config, context)
     waiting: list[_Item] = []  # failed direct answers, rationalized a full batch at a time
@@ -289,16 +313,7 @@ def _generate_shard(
                 if item.error is not None:
                     writer.failed(item)
             decoded = [item for item in batch if item.error is None]
-            if decoded:
-                answers = answerer.answer(
-                    [direct_prompt(item.sample.question) for item in decoded], [item.frames for item in decoded]
-                )
-                for item, answer in zip(decoded, answers, strict=True):
-                    verdict = verify(answer, item.sample.labels)
-                    if verdict.passed or not config.rationalize:
-                        writer.finished(item.sample, answer, verdict, rationalized=False)
-                    else:
-                        waiting.append(item)
+            waiting += _answer_directly(decoded, answerer, writer, rationalize=config.rationalize)
             while len(waiting) >= config.batch_size:
                 _rationalize(waiting[: config.batch_size], answerer, writer)
                 del waiting[: config.batch_size]

@@ -10,6 +10,7 @@ so a ``yes_no`` label never pays for lemmatizing.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections import defaultdict
 from functools import cached_property
@@ -19,69 +20,80 @@ from functools import cached_property
 MAX_ANSWER_CHARS = 20_000
 
 _MARKDOWN = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "*": " ", "#": " ", "`": " ", "_": " "})
-_TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[a-z]+(?:'[a-z]+)?|[.!?;:,\n]")
+# "the man's guitar" -> "the man guitar"; "isn't" keeps its negation
+_CLITIC = re.compile(r"'(?:s|re|ll|ve|d|m)\b")
+# Words and the punctuation that ends sentences and clauses, in one pass (regular
+# expressions run in C; a Python loop per character or word would be ten times slower).
+# A full stop, comma or colon between digits belongs to the number ("4.3", "1,200", "0:04").
+_TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[a-z]+'t\b|[a-z]+|[.!?;:,\n]")
+_CONTENT = re.compile(r"[a-z0-9]")
 _SENTENCE_END = frozenset(".!?\n")
-_CLAUSE_END = frozenset(",;:")
-# Words that open a new clause: a negation before them does not reach past them.
-_CLAUSE_OPENERS = frozenset(
-    ["but", "however", "although", "though", "whereas", "while", "yet", "because", "since", "so"]
-    + ["therefore", "thus", "hence", "which", "who", "whose", "where", "when"]
+# Tokens that open a new clause: a negation before them does not reach past them.
+_CLAUSE_BREAK = frozenset(
+    [",", ";", ":", "but", "however", "although", "though", "whereas", "while", "yet", "because", "since"]
+    + ["so", "therefore", "thus", "hence", "which", "who", "whose", "where", "when"]
 )
 _SUBJECTS_AFTER_AND = frozenset(["he", "she", "they", "it", "then", "there", "we", "i", "you", "this", "that"])
 NEGATORS = frozenset(["not", "no", "never", "nobody", "none", "nothing", "neither", "nor", "without", "cannot"])
 # "not only X", "no doubt X", "without a doubt X", "nothing but X" assert X.
 _NEGATION_EXEMPT_NEXT = frozenset(["only", "just", "merely", "doubt", "question", "matter"])
 NEGATION_WINDOW = 8
+_NEGATION_CANDIDATES = NEGATORS | {"of", "than"}
 _BE_DO = frozenset(["is", "are", "was", "were", "be", "does", "do", "did", "seems", "seem", "appears"])
 _NEGATIVE_VERDICT_WORDS = frozenset(["incorrect", "wrong", "unlikely", "ruled", "eliminated", "excluded"])
-_NUMBER_WORD = re.compile(
-    r"\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
-    r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|"
-    r"ninety|hundred|thousand|million)\b"
+_NUMBER_WORDS = frozenset(
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million"]
 )
 
 
 def normalize(text: str) -> str:
     """Lower-case, straight quotes, no markdown emphasis.
 
-    >>> normalize("**The Answer**: it’s B")
-    "  the answer  : it's b"
+    >>> normalize("**The Answer**: it’s B, isn’t it?")
+    "  the answer  : it b, isn't it?"
     """
-    return text.translate(_MARKDOWN).lower()
+    return _CLITIC.sub("", text.translate(_MARKDOWN).lower())
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def word_keys(word: str) -> frozenset[str]:
-    """The word and its lemmas, so "teeth" meets "tooth" and "played" meets "playing".
+def word_forms(word: str) -> frozenset[str]:
+    """Every inflection of the word's lemmas, so "teeth" meets "tooth" and "played" meets
+    "playing". Computed for label words only (cached), so answers need no lemmatizer.
 
-    >>> sorted(word_keys("teeth"))
+    >>> sorted(word_forms("teeth"))
     ['teeth', 'tooth']
+    >>> "played" in word_forms("playing") and "car" not in word_forms("cart")
+    True
     """
-    from lemminflect import getAllLemmas, getAllLemmasOOV
+    from lemminflect import (
+        getAllInflections,
+        getAllInflectionsOOV,
+        getAllLemmas,
+        getAllLemmasOOV,
+    )
 
-    lemmas = getAllLemmas(word)
+    lemmas = {form for forms in getAllLemmas(word).values() for form in forms}
     if not lemmas and word.isalpha() and len(word) > 4 and word.endswith(("ing", "ed", "s")):
-        lemmas = getAllLemmasOOV(word, "NOUN" if word.endswith("s") else "VERB")
-    keys = {word}
-    for forms in lemmas.values():
-        keys.update(forms)
-    return frozenset(keys)
+        lemmas = {form for forms in getAllLemmasOOV(word, "NOUN" if word.endswith("s") else "VERB").values() for form in forms}
+    forms = {word} | lemmas
+    for lemma in lemmas:
+        inflections = getAllInflections(lemma) or getAllInflectionsOOV(lemma, "VERB" if word.endswith(("ing", "ed")) else "NOUN")
+        forms.update(form for found in inflections.values() for form in found)
+    return frozenset(forms)
 
 
 def split_words(text: str) -> list[str]:
-    """The words of a phrase as the answer analysis sees them (for labels)."""
-    return [_strip_clitic(token) for token in _TOKEN.findall(normalize(text)) if token[0].isalnum()]
+    """The words of a phrase as the answer analysis sees them (for labels).
 
-
-def _strip_clitic(token: str) -> str:
-    if "'" in token and not token.endswith("n't"):
-        return token.split("'", 1)[0]
-    return token
+    >>> split_words("Brushing the dog's teeth!")
+    ['brushing', 'the', 'dog', 'teeth']
+    """
+    return [token for token in _TOKEN.findall(normalize(text)) if token[0].isalnum()]
 
 
 def _is_negator(words: list[str], index: int) -> bool:
     word = words[index]
-    if word not in NEGATORS and not word.endswith("n't"):
+    if word not in NEGATORS and not word.endswith("'t"):
         return False
     following = words[index + 1 : index + 3]
     if following[:1] and following[0] in _NEGATION_EXEMPT_NEXT:
@@ -97,69 +109,72 @@ class Answer:
     def __init__(self, text: str) -> None:
         self.raw = text
         self.text = normalize(text)
+        self._positions: dict[frozenset[str], list[int]] = {}
 
     @cached_property
-    def _tokens(self) -> tuple[list[str], list[int], list[int], list[int], list[int], set[int]]:
-        words: list[str] = []
-        starts: list[int] = []
-        ends: list[int] = []
-        sentence_of: list[int] = []
-        clause_of: list[int] = []
-        questions: set[int] = set()
-        sentence = clause = 0
-        for match in _TOKEN.finditer(self.text):
-            token = match.group()
-            if token in _SENTENCE_END:
-                if token == "?":
-                    questions.add(sentence)
-                sentence += 1
-                clause += 1
-                continue
-            if token in _CLAUSE_END:
-                clause += 1
-                continue
-            token = _strip_clitic(token)
-            if token in _CLAUSE_OPENERS or (words and words[-1] == "and" and token in _SUBJECTS_AFTER_AND):
-                clause += 1
-            words.append(token)
-            starts.append(match.start())
-            ends.append(match.end())
-            sentence_of.append(sentence)
-            clause_of.append(clause)
-        return words, starts, ends, sentence_of, clause_of, questions
-
-    @property
     def words(self) -> list[str]:
-        return self._tokens[0]
+        """Words and the punctuation tokens . ! ? ; : , and line breaks, in order."""
+        return _TOKEN.findall(self.text)
 
     @property
+    def has_content(self) -> bool:
+        return _CONTENT.search(self.text) is not None
+
+    @cached_property
     def sentence_of(self) -> list[int]:
-        return self._tokens[3]
+        """The sentence of each token (an end mark belongs to the sentence it ends)."""
+        ends = [word in _SENTENCE_END for word in self.words]
+        return list(itertools.accumulate([0] + ends[:-1]))
 
-    @property
+    @cached_property
     def clause_of(self) -> list[int]:
-        return self._tokens[4]
+        """The clause of each token: commas, sentence ends and "but", "which", "and he" ... open one."""
+        words = self.words
+        previous = [""] + words[:-1]
+        breaks = [
+            word in _CLAUSE_BREAK or before in _SENTENCE_END or (before == "and" and word in _SUBJECTS_AFTER_AND)
+            for word, before in zip(words, previous)
+        ]
+        return list(itertools.accumulate(breaks))
+
+    @cached_property
+    def _questions(self) -> frozenset[int]:
+        sentence_of = self.sentence_of
+        return frozenset(sentence_of[i] for i, word in enumerate(self.words) if word == "?")
 
     def in_question(self, index: int) -> bool:
-        """True when word ``index`` is in a sentence ending with "?" (asked, not asserted)."""
-        return self.sentence_of[index] in self._tokens[5]
+        """True when token ``index`` is in a sentence ending with "?" (asked, not asserted)."""
+        return self.sentence_of[index] in self._questions
+
+    @property
+    def sentences(self) -> list[str]:
+        """Each sentence as its tokens joined by spaces."""
+        grouped: dict[int, list[str]] = defaultdict(list)
+        for word, sentence in zip(self.words, self.sentence_of):
+            if word not in _SENTENCE_END:
+                grouped[sentence].append(word)
+        return [" ".join(words) for words in grouped.values()]
 
     def span_text(self, first: int, last: int) -> str:
-        """The answer text from word ``first`` to word ``last`` (inclusive)."""
-        return self.text[self._tokens[1][first] : self._tokens[2][last]]
+        """Tokens ``first`` to ``last`` (inclusive), for evidence in reasons."""
+        return " ".join(self.words[first : last + 1])
 
     def gap_text(self, first: int, last: int) -> str:
-        """The text strictly between word ``first`` and word ``last``."""
-        return self.text[self._tokens[2][first] : self._tokens[1][last]]
+        """The tokens strictly between ``first`` and ``last`` ("" when adjacent)."""
+        return " ".join(self.words[first + 1 : last])
 
     @cached_property
-    def index(self) -> dict[str, list[int]]:
-        """Lemma or word -> positions of the words that have it."""
-        positions: dict[str, list[int]] = defaultdict(list)
-        for position, word in enumerate(self.words):
-            for key in word_keys(word):
-                positions[key].append(position)
-        return positions
+    def word_set(self) -> frozenset[str]:
+        return frozenset(self.words)
+
+    def positions_of(self, forms: frozenset[str]) -> list[int]:
+        """Where any of ``forms`` occurs (cached per answer: synonyms share words)."""
+        found = self._positions.get(forms)
+        if found is None:
+            words = self.words
+            found = [i for i, word in enumerate(words) if word in forms] if not forms.isdisjoint(self.word_set) else []
+            self._positions[forms] = found
+        return found
 
     @cached_property
     def _negator_positions(self) -> list[tuple[int, bool]]:
@@ -169,14 +184,15 @@ class Answer:
         "no one", "isn't", "never" negate within a few words.
         """
         words = self.words
+        contractions = "'t" in self.text
         found = []
         for position, word in enumerate(words):
-            if (word == "of" and position and words[position - 1] == "instead") or (
-                word == "than" and position and words[position - 1] == "rather"
-            ):
-                found.append((position, True))
-            elif _is_negator(words, position):
-                found.append((position, False))
+            if word in _NEGATION_CANDIDATES or (contractions and word.endswith("'t")):
+                if word in ("of", "than"):
+                    if position and words[position - 1] == ("instead" if word == "of" else "rather"):
+                        found.append((position, True))
+                elif _is_negator(words, position):
+                    found.append((position, False))
         return found
 
     def negated(self, first: int, last: int) -> str | None:
@@ -198,7 +214,7 @@ class Answer:
         next_words = [words[i] for i in after]
         if any(word in _NEGATIVE_VERDICT_WORDS for word in next_words):
             return self.span_text(last, after[-1])
-        if next_words[0].endswith("n't") or (
+        if next_words[0].endswith("'t") or (
             next_words[0] in _BE_DO and len(next_words) > 1 and next_words[1] in ("not", "never")
         ):
             return self.span_text(last, after[min(1, len(after) - 1)])
@@ -207,7 +223,7 @@ class Answer:
     @cached_property
     def digits(self) -> str:
         """The text with number words as digits ("seventy-five" -> "75"), for number parsers."""
-        if not _NUMBER_WORD.search(self.text):
+        if _NUMBER_WORDS.isdisjoint(self.words):
             return self.text
         from text_to_num import alpha2digit
 

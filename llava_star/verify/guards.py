@@ -31,6 +31,11 @@ _HINT_LEAK = re.compile(
     r"|\bthe hint\b|\bground[- ]truth\b|\baccording to the (?:answer|label|hint)\b|\bwe are told\b"
 )
 _SENTENCE = re.compile(r"[^.!?\n]+")
+# Cheap substrings that every refusal / leak pattern contains: most answers skip the regex.
+_REFUSAL_WORDS = ("sorry", "cannot", "can't", "can not", "unable", "not able", "as an ai", "language model",
+                  "impossible", "not possible", "no way", "enough", "insufficient", "no video", "don't", "do not")  # fmt: skip
+_HINT_WORDS = ("given", "provided", "supplied", "suggested", "expected", "stated", "hinted", "answer", "hint",
+               "label", "as ", "truth", "told")  # fmt: skip
 # Loops: a phrase of up to this many words repeated back to back...
 _MAX_LOOP_WORDS = 12
 # ...at least this many times (single words need more: "very very" is English).
@@ -39,22 +44,25 @@ _MIN_WORD_REPEATS = 8
 # A sentence of 4+ words said this many times, or 4-grams this repetitive, is degenerate.
 _MIN_SENTENCE_REPEATS = 3
 _MIN_DISTINCT_NGRAM_FRACTION = 0.4
+# Every kind of repetition above repeats at least this many word pairs; most answers don't.
+_MIN_REPEATED_PAIRS = 5
 
 
 def check_answer(answer: Answer, *, rationalized: bool) -> Check:
     """The ``answer`` check: why the whole answer is unusable, or that it is fine."""
     if len(answer.raw) > MAX_ANSWER_CHARS:
         return Check(ANSWER_CHECK, False, f"too long: {len(answer.raw)} characters > {MAX_ANSWER_CHARS}")
-    if not answer.words:
+    if not answer.has_content:
         return Check(ANSWER_CHECK, False, "empty")
-    refusal = _REFUSAL.search(answer.text)
+    text = answer.text
+    refusal = _REFUSAL.search(text) if any(word in text for word in _REFUSAL_WORDS) else None
     if refusal:
         return Check(ANSWER_CHECK, False, f"refusal: {refusal.group()!r}")
     loop = degenerate_repetition(answer)
     if loop:
         return Check(ANSWER_CHECK, False, f"degenerate: {loop}")
-    if rationalized:
-        leak = _HINT_LEAK.search(answer.text)
+    if rationalized and any(word in text for word in _HINT_WORDS):
+        leak = _HINT_LEAK.search(text)
         if leak:
             return Check(ANSWER_CHECK, False, f"refers to the hint: {leak.group()!r}")
     return Check(ANSWER_CHECK, True, "usable answer")
@@ -67,17 +75,22 @@ def degenerate_repetition(answer: Answer) -> str | None:
     "'the man is running' said 4 times"
     """
     words = answer.words
-    sentences = Counter(
-        " ".join(sentence.split()) for sentence in _SENTENCE.findall(answer.text) if len(sentence.split()) >= 4
-    )
-    if sentences:
-        sentence, count = sentences.most_common(1)[0]
-        if count >= _MIN_SENTENCE_REPEATS:
-            return f"{sentence[:60]!r} said {count} times"
-    loop = _back_to_back_loop(words)
+    pairs = list(itertools.pairwise(words))
+    repeated = len(pairs) - len(set(pairs))
+    if repeated < _MIN_REPEATED_PAIRS:
+        return None
+    counts = Counter(pairs)
+    frequent = [pair for pair, count in counts.items() if count >= _MIN_SENTENCE_REPEATS]
+    if not frequent:  # every kind of repetition below repeats some word pair 3+ times
+        return None
+    sentences = Counter(" ".join(s.split()) for s in _SENTENCE.findall(answer.text))
+    sentence, count = sentences.most_common(1)[0]
+    if count >= _MIN_SENTENCE_REPEATS and sentence.count(" ") >= 3:
+        return f"{sentence[:60]!r} said {count} times"
+    loop = _back_to_back_loop(words, pairs, frequent)
     if loop:
         return loop
-    if len(words) >= 40:
+    if len(words) >= 40 and repeated >= len(pairs) / 2:
         grams = list(zip(words, words[1:], words[2:], words[3:]))
         distinct = len(set(grams)) / len(grams)
         if distinct < _MIN_DISTINCT_NGRAM_FRACTION:
@@ -85,20 +98,22 @@ def degenerate_repetition(answer: Answer) -> str | None:
     return None
 
 
-def _back_to_back_loop(words: list[str]) -> str | None:
-    """A phrase repeated back to back ("and then and then and then and then")."""
-    count = len(words)
-    # Such a loop repeats each of its word pairs 3+ times; most answers repeat none.
-    pairs = Counter(itertools.pairwise(words))
-    if not pairs or pairs.most_common(1)[0][1] < _MIN_LOOP_REPEATS - 1:
-        return None
-    for size in range(1, _MAX_LOOP_WORDS + 1):
-        needed = _MIN_WORD_REPEATS if size == 1 else _MIN_LOOP_REPEATS
-        if size * needed > count:
-            break
-        run = 0
-        for i in range(size, count):
-            run = run + 1 if words[i] == words[i - size] else 0
-            if run >= size * (needed - 1):
-                return f"{' '.join(words[i - size + 1 : i + 1])!r} repeated {needed}+ times"
+def _back_to_back_loop(
+    words: list[str], pairs: list[tuple[str, str]], frequent: list[tuple[str, str]]
+) -> str | None:
+    """A phrase repeated back to back ("and then and then and then and then").
+
+    Such a loop repeats its first word pair at a fixed stride, so only the ``frequent``
+    pairs (seen 3+ times) are followed up.
+    """
+    for candidate in frequent:
+        found = [position for position, pair in enumerate(pairs) if pair == candidate]
+        for start, following in itertools.pairwise(found):
+            size = following - start
+            needed = _MIN_WORD_REPEATS if size == 1 else _MIN_LOOP_REPEATS
+            if size > _MAX_LOOP_WORDS or start + size * needed > len(words):
+                continue
+            phrase = words[start : start + size]
+            if all(words[start + size * k : start + size * (k + 1)] == phrase for k in range(1, needed)):
+                return f"{' '.join(phrase)!r} repeated {needed}+ times"
     return None

@@ -14,7 +14,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from llava_star.verify.answer import Answer, split_words, word_keys
+from llava_star.verify.answer import Answer, split_words, word_forms
 
 # Words that carry no meaning of a class name ("playing the guitar" == "playing guitar").
 STOPWORDS = frozenset(["a", "an", "the", "of", "on", "in", "at", "to", "for", "with", "and", "or", "by", "from", "his", "her", "their", "its", "some", "someone", "something"])
@@ -34,7 +34,7 @@ MAX_OTHER_CLASSES = 3
 
 @dataclass(frozen=True)
 class Phrase:
-    """A class name reduced to the lemma keys of its content words."""
+    """A class name reduced to its content words, each as the set of its inflections."""
 
     text: str
     words: tuple[frozenset[str], ...]
@@ -48,13 +48,13 @@ class Phrase:
 def make_phrase(text: str) -> Phrase:
     """Content words of a class name; qualifiers in parentheses are optional.
 
-    >>> [sorted(keys) for keys in make_phrase("brushing teeth (person)").words]
-    [['brush', 'brushing'], ['teeth', 'tooth']]
+    >>> [sorted(forms) for forms in make_phrase("brushing teeth (person)").words]
+    [['brush', 'brushed', 'brushes', 'brushing', 'brushings'], ['teeth', 'tooth']]
     """
     words = [word for word in split_words(_PARENTHESES.sub(" ", text)) if word not in STOPWORDS]
     if not words:  # a name made only of stop words ("on") still has to match
         words = split_words(text)
-    return Phrase(text=text, words=tuple(word_keys(word) for word in words))
+    return Phrase(text=text, words=tuple(word_forms(word) for word in words))
 
 
 @dataclass(frozen=True)
@@ -69,19 +69,11 @@ class Match:
         return self.first <= other.last and other.first <= self.last
 
 
-def _positions(answer: Answer, keys: frozenset[str]) -> list[int]:
-    index = answer.index
-    found: set[int] = set()
-    for key in keys:
-        found.update(index.get(key, ()))
-    return sorted(found)
-
-
 def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
     """Every place the phrase's words occur close together in one asserted sentence."""
     if not phrase.words:
         return []
-    lists = [_positions(answer, keys) for keys in phrase.words]
+    lists = [answer.positions_of(forms) for forms in phrase.words]
     if not all(lists):
         return []
     sentence_of, clause_of = answer.sentence_of, answer.clause_of
@@ -115,16 +107,16 @@ class Vocabulary:
     """A dataset's class names, indexed by content word to find the few an answer names."""
 
     phrases: tuple[Phrase, ...]
-    by_key: dict[str, tuple[int, ...]]
+    by_form: dict[str, tuple[int, ...]]
 
     @classmethod
     def of(cls, phrases: tuple[Phrase, ...]) -> Vocabulary:
-        by_key: dict[str, list[int]] = {}
+        by_form: dict[str, list[int]] = {}
         for number, phrase in enumerate(phrases):
-            for keys in phrase.words[:1]:  # every match contains the first word
-                for key in keys:
-                    by_key.setdefault(key, []).append(number)
-        return cls(phrases, {key: tuple(numbers) for key, numbers in by_key.items()})
+            for forms in phrase.words[:1]:  # every match contains the first word
+                for form in forms:
+                    by_form.setdefault(form, []).append(number)
+        return cls(phrases, {form: tuple(numbers) for form, numbers in by_form.items()})
 
 
 @functools.lru_cache(maxsize=64)
@@ -137,13 +129,15 @@ def vocabulary_matches(
     answer: Answer, vocabulary: Vocabulary, exclude: frozenset[tuple[frozenset[str], ...]]
 ) -> list[Match]:
     """Matches of the vocabulary classes the answer names, other than the ``exclude`` phrases."""
+    present = answer.word_set
     candidates: set[int] = set()
-    for key in answer.index:
-        candidates.update(vocabulary.by_key.get(key, ()))
+    for word in present:
+        candidates.update(vocabulary.by_form.get(word, ()))
     found = []
     for number in sorted(candidates):
         phrase = vocabulary.phrases[number]
-        if phrase.words not in exclude:
+        # cheap test first: every content word of the class occurs somewhere
+        if phrase.words not in exclude and all(not forms.isdisjoint(present) for forms in phrase.words[1:]):
             found.extend(find_phrase(answer, phrase))
     return found
 

@@ -13,7 +13,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from llava_star.verify.answer import split_words, word_keys
+from llava_star.verify.answer import split_words, word_forms
 
 _NUMBER = re.compile(r"(?<![\w.:,/])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\w:]|[.,]\d)")
 _DENOMINATOR_BEFORE = re.compile(r"(?:out of|/|scale of|scale from|range of|ranging from|from 0 to)\s*$")
@@ -96,8 +96,8 @@ def _hedged_numbers(text: str, spans: list[tuple[int, int]]) -> set[int]:
 @functools.lru_cache(maxsize=1024)
 def name_pattern(name: str) -> re.Pattern[str]:
     """The label's ``name`` in any inflection: "score" also finds "scores", "scored"."""
-    keys = sorted({key for word in split_words(name) for key in word_keys(word)}, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(key) for key in keys) + r")\w*")
+    keys = sorted({form for word in split_words(name) for form in word_forms(word)}, key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(key) for key in keys) + r")\b")
 
 
 def stated_number(text: str, name: str | None) -> float | None:

@@ -32,10 +32,11 @@ _HINT_LEAK = re.compile(
 )
 _SENTENCE = re.compile(r"[^.!?\n]+")
 # Cheap substrings that every refusal / leak pattern contains: most answers skip the regex.
-_REFUSAL_WORDS = ("sorry", "cannot", "can't", "can not", "unable", "not able", "as an ai", "language model",
-                  "impossible", "not possible", "no way", "enough", "insufficient", "no video", "don't", "do not")  # fmt: skip
-_HINT_WORDS = ("given", "provided", "supplied", "suggested", "expected", "stated", "hinted", "answer", "hint",
-               "label", "as ", "truth", "told")  # fmt: skip
+_REFUSAL_WORDS = re.compile(
+    "sorry|cannot|can't|can not|unable|not able|as an ai|language model|impossible|not possible|no way|enough"
+    "|insufficient|no video|don't|do not"
+)
+_HINT_WORDS = re.compile("given|provided|supplied|suggested|expected|stated|hinted|answer|hint|label|as |truth|told")
 # Loops: a phrase of up to this many words repeated back to back...
 _MAX_LOOP_WORDS = 12
 # ...at least this many times (single words need more: "very very" is English).
@@ -55,13 +56,13 @@ def check_answer(answer: Answer, *, rationalized: bool) -> Check:
     if not answer.has_content:
         return Check(ANSWER_CHECK, False, "empty")
     text = answer.text
-    refusal = _REFUSAL.search(text) if any(word in text for word in _REFUSAL_WORDS) else None
+    refusal = _REFUSAL.search(text) if _REFUSAL_WORDS.search(text) else None
     if refusal:
         return Check(ANSWER_CHECK, False, f"refusal: {refusal.group()!r}")
     loop = degenerate_repetition(answer)
     if loop:
         return Check(ANSWER_CHECK, False, f"degenerate: {loop}")
-    if rationalized and any(word in text for word in _HINT_WORDS):
+    if rationalized and _HINT_WORDS.search(text):
         leak = _HINT_LEAK.search(text)
         if leak:
             return Check(ANSWER_CHECK, False, f"refers to the hint: {leak.group()!r}")

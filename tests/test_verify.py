@@ -14,9 +14,18 @@ import pytest
 from llava_star import cli as llava_star_cli
 from llava_star.errors import LabelError, RecordError
 from llava_star.records import Label
-from llava_star.verify import Check, Verdict, verify
+from llava_star.verify import (
+    Check,
+    Verdict,
+    core,
+    guards,
+    phrases,
+    quantities,
+    rules,
+    verdict,
+    verify,
+)
 from llava_star.verify import answer as answer_module
-from llava_star.verify import core, guards, phrases, quantities, rules, verdict
 from llava_star.verify.cli import main as verify_main
 from llava_star.verify.rules import RULES
 

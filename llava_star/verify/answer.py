@@ -13,13 +13,14 @@ import functools
 import itertools
 import re
 from collections import defaultdict
-from functools import cached_property
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 # Work per answer is bounded by refusing longer answers in the guard (guards.py); real
 # answers are a few hundred words, runaway generations are far longer.
 MAX_ANSWER_CHARS = 20_000
 
-_MARKDOWN = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "*": " ", "#": " ", "`": " ", "_": " "})
+_MARKDOWN_REPLACEMENTS = (("’", "'"), ("‘", "'"), ("“", '"'), ("”", '"'), ("*", " "), ("#", " "), ("`", " "), ("_", " "))
 # "the man's guitar" -> "the man guitar"; "isn't" keeps its negation
 _CLITIC = re.compile(r"'(?:s|re|ll|ve|d|m)\b")
 # Words and the punctuation that ends sentences and clauses, in one pass (regular
@@ -46,13 +47,36 @@ _NUMBER_WORDS = frozenset(
 )
 
 
+ValueT = TypeVar("ValueT")
+
+
+class _lazy(Generic[ValueT]):
+    """``functools.cached_property`` without the lock Python 3.11 takes on every first
+    access: the verifier creates an :class:`Answer` per call and reads several views."""
+
+    def __init__(self, function: Callable[[Any], ValueT]) -> None:
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> ValueT:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        value = instance.__dict__[self.name] = self.function(instance)
+        return value
+
+
 def normalize(text: str) -> str:
     """Lower-case, straight quotes, no markdown emphasis.
 
     >>> normalize("**The Answer**: it’s B, isn’t it?")
     "  the answer  : it b, isn't it?"
     """
-    return _CLITIC.sub("", text.translate(_MARKDOWN).lower())
+    text = text.lower()
+    for mark, replacement in _MARKDOWN_REPLACEMENTS:
+        if mark in text:  # a substring test is much cheaper than translating every answer
+            text = text.replace(mark, replacement)
+    return _CLITIC.sub("", text) if "'" in text else text
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -111,7 +135,7 @@ class Answer:
         self.text = normalize(text)
         self._positions: dict[frozenset[str], list[int]] = {}
 
-    @cached_property
+    @_lazy
     def words(self) -> list[str]:
         """Words and the punctuation tokens . ! ? ; : , and line breaks, in order."""
         return _TOKEN.findall(self.text)
@@ -120,13 +144,13 @@ class Answer:
     def has_content(self) -> bool:
         return _CONTENT.search(self.text) is not None
 
-    @cached_property
+    @_lazy
     def sentence_of(self) -> list[int]:
         """The sentence of each token (an end mark belongs to the sentence it ends)."""
         ends = [word in _SENTENCE_END for word in self.words]
         return list(itertools.accumulate([0] + ends[:-1]))
 
-    @cached_property
+    @_lazy
     def clause_of(self) -> list[int]:
         """The clause of each token: commas, sentence ends and "but", "which", "and he" ... open one."""
         words = self.words
@@ -137,7 +161,7 @@ class Answer:
         ]
         return list(itertools.accumulate(breaks))
 
-    @cached_property
+    @_lazy
     def _questions(self) -> frozenset[int]:
         sentence_of = self.sentence_of
         return frozenset(sentence_of[i] for i, word in enumerate(self.words) if word == "?")
@@ -163,7 +187,7 @@ class Answer:
         """The tokens strictly between ``first`` and ``last`` ("" when adjacent)."""
         return " ".join(self.words[first + 1 : last])
 
-    @cached_property
+    @_lazy
     def word_set(self) -> frozenset[str]:
         return frozenset(self.words)
 
@@ -176,7 +200,7 @@ class Answer:
             self._positions[forms] = found
         return found
 
-    @cached_property
+    @_lazy
     def _negator_positions(self) -> list[tuple[int, bool]]:
         """(position, reaches the whole clause) of each negating word.
 
@@ -220,7 +244,7 @@ class Answer:
             return self.span_text(last, after[min(1, len(after) - 1)])
         return None
 
-    @cached_property
+    @_lazy
     def digits(self) -> str:
         """The text with number words as digits ("seventy-five" -> "75"), for number parsers."""
         if _NUMBER_WORDS.isdisjoint(self.words):

@@ -76,10 +76,10 @@ def degenerate_repetition(answer: Answer) -> str | None:
     "'the man is running' said 4 times"
     """
     words = answer.words
-    pairs = list(itertools.pairwise(words))
-    repeated = len(pairs) - len(set(pairs))
+    repeated = len(words) - 1 - len(set(itertools.pairwise(words)))
     if repeated < _MIN_REPEATED_PAIRS:
         return None
+    pairs = list(itertools.pairwise(words))
     counts = Counter(pairs)
     frequent = [pair for pair, count in counts.items() if count >= _MIN_SENTENCE_REPEATS]
     if not frequent:  # every kind of repetition below repeats some word pair 3+ times

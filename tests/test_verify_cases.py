@@ -167,6 +167,7 @@ NUMBER_CASES = [
     Case("The final score is eighty two point five, reflecting the high difficulty.", [num(82.5, name="score")], True, "decimal number words ('eighty two point five')"),
     Case("The count is 4, not 5, because one person leaves early.", [num(4, name="count")], True, "a negated number does not count"),
     Case("I see 3 cars, 2 bicycles and a truck; so the total number of vehicles is 6.", [num(6, name="vehicles")], True, "the total after the name, not the first number"),
+    Case("I count two dogs and one cat, so there are 3 animals in total.", [num(3, name="count")], True, "the name used as a verb ('I count two') is no anchor"),
 ]
 
 TIME_CASES = [

@@ -31,6 +31,7 @@ _ONE_AS_PRONOUN_AFTER = re.compile(r"^\s+(?:of|another|who|that)\b")
 _TIME_UNIT_AFTER = re.compile(r"^\s*-?\s*(?:seconds?|secs?|s|minutes?|mins?|hours?|hrs?)\b")
 _ENUMERATION = re.compile(r"(?:^|\n)\s*$")
 _CONCLUSION = re.compile(r"\b(?:answer|total|final|overall|altogether|in all|result|estimate|conclusion)\b")
+_VERB_USE_BEFORE = re.compile(r"\b(?:i|we|you|let|to|can|will|must)\s+$")
 _ASSOCIATE_AFTER_CHARS = 60
 _ASSOCIATE_BEFORE_CHARS = 25
 
@@ -127,6 +128,8 @@ def stated_number(text: str, name: str | None) -> float | None:
 def _last_associated(text: str, numbers: list[Quantity], anchor: re.Pattern[str]) -> float | None:
     value = None
     for match in anchor.finditer(text):
+        if _VERB_USE_BEFORE.search(text, max(0, match.start() - 8), match.start()):
+            continue  # "I count two dogs ...": the name used as a verb, not a stated value
         after = [q for q in numbers if 0 <= q.start - match.end() <= _ASSOCIATE_AFTER_CHARS]
         after = [q for q in after if not re.search(r"[.!?\n]\s", text[match.end() : q.start])]
         before = [q for q in numbers if 0 <= match.start() - q.end <= _ASSOCIATE_BEFORE_CHARS]

@@ -43,9 +43,9 @@ NEGATION_WINDOW = 8
 _NEGATION_CANDIDATES = NEGATORS | {"of", "than"}
 _BE_DO = frozenset(["is", "are", "was", "were", "be", "does", "do", "did", "seems", "seem", "appears"])
 _NEGATIVE_VERDICT_WORDS = frozenset(["incorrect", "wrong", "unlikely", "ruled", "eliminated", "excluded"])
-_NUMBER_WORDS = frozenset(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million"]
-)
+# Substring tests first (cheap), the regular expression only when one of them hits.
+_NUMBER_WORD_LIST = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million"]
+_NUMBER_WORD = re.compile("|".join(_NUMBER_WORD_LIST))
 
 
 ValueT = TypeVar("ValueT")
@@ -114,6 +114,11 @@ def split_words(text: str) -> list[str]:
     ['brushing', 'the', 'dog', 'teeth']
     """
     return [token for token in _TOKEN.findall(normalize(text)) if token[0].isalnum()]
+
+
+def _is_whole_word(text: str, match: re.Match[str]) -> bool:
+    start, end = match.span()
+    return not ((start and text[start - 1].isalpha()) or (end < len(text) and text[end].isalpha()))
 
 
 def _is_negator(words: list[str], index: int) -> bool:
@@ -267,8 +272,11 @@ class Answer:
     @_lazy
     def digits(self) -> str:
         """The text with number words as digits ("seventy-five" -> "75"), for number parsers."""
-        if _NUMBER_WORDS.isdisjoint(self.words):
-            return self.text
+        text = self.text
+        if not any(word in text for word in _NUMBER_WORD_LIST) or not any(
+            _is_whole_word(text, m) for m in _NUMBER_WORD.finditer(text)
+        ):
+            return text
         from text_to_num import alpha2digit
 
         return alpha2digit(self.text, "en", threshold=0)

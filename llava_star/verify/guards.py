@@ -74,8 +74,12 @@ def degenerate_repetition(answer: Answer) -> str | None:
 
     >>> degenerate_repetition(Answer("The man is running. " * 4))
     "'the man is running' said 4 times"
+    >>> degenerate_repetition(Answer("He runs and then and then and then and then"))
+    "'and then' repeated 4+ times"
     """
-    words = answer.words
+    # Whitespace-separated words (punctuation attached) are enough to see repetition, and
+    # cheaper than the tokens, which answers with only number or yes/no labels never need.
+    words = answer.text.split()
     repeated = len(words) - 1 - len(set(itertools.pairwise(words)))
     if repeated < _MIN_REPEATED_PAIRS:
         return None

@@ -130,9 +130,7 @@ def vocabulary_matches(
 ) -> list[Match]:
     """Matches of the vocabulary classes the answer names, other than the ``exclude`` phrases."""
     present = answer.word_set
-    candidates: set[int] = set()
-    for word in present:
-        candidates.update(vocabulary.by_form.get(word, ()))
+    candidates = set().union(*filter(None, map(vocabulary.by_form.get, present)))
     found = []
     for number in sorted(candidates):
         phrase = vocabulary.phrases[number]

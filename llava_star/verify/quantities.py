@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from llava_star.verify.answer import split_words, word_forms
 
-_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")  # one branch starting with a digit: a fast scan
 # A number glued to a word, a clock time or a fraction ("x2", "0:04", "7/10") is not a value.
 _GLUE_BEFORE = frozenset(".:,/")
 _GLUE_AFTER = re.compile(r"[\w:]|[.,]\d")
@@ -30,7 +30,9 @@ _ONE_AS_PRONOUN_BEFORE = re.compile(r"\b(?:no|any|every|some|the|this|that|which
 _ONE_AS_PRONOUN_AFTER = re.compile(r"^\s+(?:of|another|who|that)\b")
 _TIME_UNIT_AFTER = re.compile(r"^\s*-?\s*(?:seconds?|secs?|s|minutes?|mins?|hours?|hrs?)\b")
 _ENUMERATION = re.compile(r"(?:^|\n)\s*$")
-_CONCLUSION = re.compile(r"\b(?:answer|total|final|overall|altogether|in all|result|estimate|conclusion)\b")
+# Word patterns start with the literal (a leading \b makes the scan several times slower);
+# the word boundary before a match is checked by ``word_matches``.
+_CONCLUSION = re.compile(r"(?:answer|total|final|overall|altogether|in all|result|estimate|conclusion)\b")
 _VERB_USE_BEFORE = re.compile(r"\b(?:i|we|you|let|to|can|will|must)\s+$")
 _ASSOCIATE_AFTER_CHARS = 60
 _ASSOCIATE_BEFORE_CHARS = 25
@@ -109,7 +111,16 @@ def _hedged_numbers(text: str, spans: list[tuple[int, int]]) -> set[int]:
 def name_pattern(name: str) -> re.Pattern[str]:
     """The label's ``name`` in any inflection: "score" also finds "scores", "scored"."""
     keys = sorted({form for word in split_words(name) for form in word_forms(word)}, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(key) for key in keys) + r")\b")
+    return re.compile(r"(?:" + "|".join(re.escape(key) for key in keys) + r")\b")
+
+
+def word_matches(pattern: re.Pattern[str], text: str) -> list[re.Match[str]]:
+    """Matches of a word pattern that start a word ("scores", not "underscores").
+
+    >>> [m.start() for m in word_matches(name_pattern("score"), "underscores, scores")]
+    [13]
+    """
+    return [m for m in pattern.finditer(text) if not (m.start() and text[m.start() - 1].isalnum())]
 
 
 def stated_number(text: str, name: str | None) -> float | None:
@@ -127,7 +138,7 @@ def stated_number(text: str, name: str | None) -> float | None:
 
 def _last_associated(text: str, numbers: list[Quantity], anchor: re.Pattern[str]) -> float | None:
     value = None
-    for match in anchor.finditer(text):
+    for match in word_matches(anchor, text):
         if _VERB_USE_BEFORE.search(text, max(0, match.start() - 8), match.start()):
             continue  # "I count two dogs ...": the name used as a verb, not a stated value
         after = [q for q in numbers if 0 <= q.start - match.end() <= _ASSOCIATE_AFTER_CHARS]

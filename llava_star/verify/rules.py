@@ -148,7 +148,7 @@ def parse_box(answer: Answer, label: Label) -> Parsed:
     if not boxes:
         return None, "states no box (four numbers in brackets)"
     if label.name and len(boxes) > 1:
-        mentions = [m.end() for m in quantities.name_pattern(label.name).finditer(answer.text)]
+        mentions = [m.end() for m in quantities.word_matches(quantities.name_pattern(label.name), answer.text)]
         after_name = [b for b in boxes if any(0 <= b.start - end <= 80 for end in mentions)]
         boxes = after_name[-1:] or boxes
     box_format = label.box_format or "xyxy"

@@ -266,6 +266,8 @@ GUARD_CASES = [
     Case("It is impossible to tell what the person is doing because the video is too dark.", [cls("swimming")], False, "'impossible to tell' refuses"),
     Case("There is not enough information in the video to determine the score of the dive.", [num(80, name="score")], False, "'not enough information' refuses"),
     Case("I am unable to determine whether the man is holding a cup. Yes.", [yn(True)], False, "'unable to determine' refuses"),
+    Case("I'm sorry, the clip is too short. Yes, he holds a cup.", [yn(True)], False, "an apology ('I'm sorry') refuses"),
+    Case("I’m not able to tell what the man holds.", [yn(True)], False, "'I'm not able to tell' refuses (curly apostrophe)"),
     Case("The man is swimming. The man is swimming. The man is swimming. The man is swimming.", [cls("swimming")], False, "the same sentence repeated"),
     Case("The person is swimming and then and then and then and then and then and then", [cls("swimming")], False, "a phrase looping back to back"),
     Case("The person is swimming very " + "very " * 12 + "fast.", [cls("swimming")], False, "a word looping"),

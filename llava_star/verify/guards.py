@@ -15,14 +15,16 @@ from collections import Counter
 from llava_star.verify.answer import MAX_ANSWER_CHARS, Answer
 from llava_star.verify.verdict import ANSWER_CHECK, Check
 
+# Matched on normalized text, where "I'm" has become "i" (answer.normalize drops clitics).
 _REFUSAL = re.compile(
-    r"\bi (?:cannot|can't|can not|am unable to|'m unable to|am not able to|'m not able to|do not|don't)"
+    r"\bi (?:am )?(?:cannot|can't|can not|unable to|not able to|do not|don't)"
     r" (?:determine|tell|say|identify|see|answer|provide|watch|view|access|know|be sure)\b"
-    r"|\bi'?m sorry\b|\bi am sorry\b|\bas an ai\b|\bas a language model\b"
+    r"|\bi (?:am )?sorry\b|\bas an ai\b|\bas a language model\b"
     r"|\b(?:cannot|can't|can not) be (?:determined|identified|answered|told)\b"
     r"|\b(?:not possible|impossible|no way) to (?:determine|tell|say|identify|know)\b"
     r"|\b(?:not enough|insufficient) (?:information|visual information|context|details)\b"
-    r"|\bunable to (?:determine|tell|identify|answer)\b|\bno video (?:was|is|has been) (?:provided|given|shown)\b"
+    r"|\b(?:unable|not able) to (?:determine|tell|identify|answer)\b"
+    r"|\bno video (?:was|is|has been) (?:provided|given|shown)\b"
 )
 _HINT_LEAK = re.compile(
     r"\b(?:given|provided|supplied|suggested|expected|stated|hinted) (?:answer|label|hint|solution)\b"
@@ -32,11 +34,10 @@ _HINT_LEAK = re.compile(
 )
 _SENTENCE = re.compile(r"[^.!?\n]+")
 # Cheap substrings that every refusal / leak pattern contains: most answers skip the regex.
-_REFUSAL_WORDS = re.compile(
-    "sorry|cannot|can't|can not|unable|not able|as an ai|language model|impossible|not possible|no way|enough"
-    "|insufficient|no video|don't|do not"
-)
-_HINT_WORDS = re.compile("given|provided|supplied|suggested|expected|stated|hinted|answer|hint|label|as |truth|told")
+_REFUSAL_WORDS = ("sorry", "not", "n't", "unable", "as an ai", "language model", "impossible", "no way",
+                  "insufficient", "no video")  # fmt: skip
+_HINT_WORDS = ("given", "provided", "supplied", "suggested", "expected", "stated", "hinted", "answer", "hint",
+               "label", "as ", "truth", "told")  # fmt: skip
 # Loops: a phrase of up to this many words repeated back to back...
 _MAX_LOOP_WORDS = 12
 # ...at least this many times (single words need more: "very very" is English).
@@ -56,13 +57,13 @@ def check_answer(answer: Answer, *, rationalized: bool) -> Check:
     if not answer.has_content:
         return Check(ANSWER_CHECK, False, "empty")
     text = answer.text
-    refusal = _REFUSAL.search(text) if _REFUSAL_WORDS.search(text) else None
+    refusal = _REFUSAL.search(text) if any(word in text for word in _REFUSAL_WORDS) else None
     if refusal:
         return Check(ANSWER_CHECK, False, f"refusal: {refusal.group()!r}")
     loop = degenerate_repetition(answer)
     if loop:
         return Check(ANSWER_CHECK, False, f"degenerate: {loop}")
-    if rationalized and _HINT_WORDS.search(text):
+    if rationalized and any(word in text for word in _HINT_WORDS):
         leak = _HINT_LEAK.search(text)
         if leak:
             return Check(ANSWER_CHECK, False, f"refers to the hint: {leak.group()!r}")

@@ -175,15 +175,34 @@ _LEADING_YES_NO = re.compile(
     r"|(no|nope|false|incorrect)(?=\s*[,.!;:]|\s*$|\s+(?:it|there|the|he|she|they|this|that|i|we)\b))"
 )
 _STATED_YES_NO = re.compile(
-    r"\b(?:answer|response)\s*(?:is|would be|should be|:)\s*:?\s*[\"']?(?:(yes|true)|(no|false))\b(?!\s+one)"
-    r"|\b(?:so|therefore|thus|hence|in conclusion|in summary|to conclude|to summarize|overall)\s*,?\s*"
+    r"(?:answer|response)\s*(?:is|would be|should be|:)\s*:?\s*[\"']?(?:(yes|true)|(no|false))\b(?!\s+one)"
+    r"|(?:so|therefore|thus|hence|in conclusion|in summary|to conclude|to summarize|overall)\s*,?\s*"
     r"(?:(yes)|(no))\b(?=\s*[,.!;:]|\s*$)"
-    r"|\bthe (?:statement|claim) is (?:(true|correct)|(false|incorrect))\b"
+    r"|the (?:statement|claim) is (?:(true|correct)|(false|incorrect))\b"
 )
 _YES_NO_HEDGE = re.compile(
     r"\b(?:yes and no|yes or no|maybe|perhaps|possibly|not sure|unsure|unclear|hard to say|it depends|"
     r"difficult to say|can't be sure|cannot be sure)\b"
 )
+# Every stated answer starts with one of these: finding them with str.find and matching
+# there is several times faster than scanning the whole answer with the pattern.
+_YES_NO_CUES = ("answer", "response", "so", "therefore", "thus", "hence", "in conclusion", "in summary",
+                "to conclude", "to summarize", "overall", "the statement", "the claim")  # fmt: skip
+
+
+def _stated_yes_no(text: str) -> list[re.Match[str]]:
+    found = {}
+    for cue in _YES_NO_CUES:
+        position = text.find(cue)
+        while position >= 0:
+            if not (position and text[position - 1].isalnum()):
+                match = _STATED_YES_NO.match(text, position)
+                if match:
+                    found[match.start()] = match
+            position = text.find(cue, position + 1)
+    return [found[start] for start in sorted(found)]
+
+
 _SENTENCE_AROUND = re.compile(r"[^.!?\n]*")
 
 
@@ -198,7 +217,7 @@ def parse_yes_no(answer: Answer, label: Label) -> Parsed:
     leading = _LEADING_YES_NO.match(text)
     if leading:
         stated.append((leading.group(1) is not None, leading.start()))
-    for match in _STATED_YES_NO.finditer(text):
+    for match in _stated_yes_no(text):
         groups = match.groups()
         stated.append((any(groups[i] for i in (0, 2, 4)), match.start()))
     if not stated:

@@ -188,6 +188,8 @@ class Answer:
 
     @_lazy
     def _questions(self) -> frozenset[int]:
+        if "?" not in self.text:
+            return frozenset()
         sentence_of = self.sentence_of
         return frozenset(sentence_of[i] for i, word in enumerate(self.words) if word == "?")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from llava_star.verify.answer import Answer, split_words, word_forms
@@ -111,10 +112,13 @@ class Vocabulary:
 
     @classmethod
     def of(cls, phrases: tuple[Phrase, ...]) -> Vocabulary:
+        # Index each class by its rarest word ("guitar", not "playing"): an answer that
+        # says "playing" then pulls in a handful of classes, not the fifty "playing X".
+        frequency = Counter(forms for phrase in phrases for forms in set(phrase.words))
         by_form: dict[str, list[int]] = {}
         for number, phrase in enumerate(phrases):
-            for forms in phrase.words[:1]:  # every match contains the first word
-                for form in forms:
+            if phrase.words:
+                for form in min(phrase.words, key=frequency.__getitem__):
                     by_form.setdefault(form, []).append(number)
         return cls(phrases, {form: tuple(numbers) for form, numbers in by_form.items()})
 
@@ -135,7 +139,7 @@ def vocabulary_matches(
     for number in sorted(candidates):
         phrase = vocabulary.phrases[number]
         # cheap test first: every content word of the class occurs somewhere
-        if phrase.words not in exclude and all(not forms.isdisjoint(present) for forms in phrase.words[1:]):
+        if phrase.words not in exclude and all(not forms.isdisjoint(present) for forms in phrase.words):
             found.extend(find_phrase(answer, phrase))
     return found
 

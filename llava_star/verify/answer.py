@@ -222,8 +222,13 @@ class Answer:
         """Where any of ``forms`` occurs (cached per answer: synonyms share words)."""
         found = self._positions.get(forms)
         if found is None:
-            words = self.words
-            found = [i for i, word in enumerate(words) if word in forms] if not forms.isdisjoint(self.word_set) else []
+            words, found = self.words, []
+            for word in forms.intersection(self.word_set):  # list.index and count scan in C
+                position = -1
+                for _ in range(words.count(word)):
+                    position = words.index(word, position + 1)
+                    found.append(position)
+            found.sort()
             self._positions[forms] = found
         return found
 

@@ -136,6 +136,9 @@ CLASS_CASES = [
     Case("Rather than running, the woman decides to swim across the lake to the other side.", [cls("swimming")], True, "'rather than X,' does not negate the next clause"),
     Case("The video could show playing guitar or playing ukulele, as the instrument is small.", [cls("playing guitar", "kinetics700")], False, "alternatives from the 700-class vocabulary hedge"),
     Case("Although the frames are a bit blurry, the person is clearly swimming in the pool.", [cls("swimming")], True, "a remark on image quality is no refusal"),
+    Case("A man paddles down the river. He is kayaking through the rapids with a double-bladed paddle.", [cls("canoeing or kayaking", "kinetics400")], True, "a class name's own 'or' offers alternatives: either word asserts it"),
+    Case("The player is catching a baseball with his glove near second base.", [cls("catching or throwing baseball", "kinetics400")], True, "'catching or throwing baseball' is asserted by 'catching a baseball'"),
+    Case("The person lifts a glass to their lips and drinks the water.", [cls("Drinking from a cup/glass/bottle", "ssv2")], True, "slash alternatives in a class name: 'glass' suffices"),
     Case("The man is walking the dog along the beach. Nearby, some people are swimming in the sea.", [cls("walking the dog")], True, "a stop word inside the class name is skipped"),
 ]
 

@@ -58,6 +58,40 @@ def make_phrase(text: str) -> Phrase:
     return Phrase(text=text, words=tuple(word_forms(word) for word in words))
 
 
+# Bounds the variants of a name with many "/" and "or" alternatives.
+_MAX_VARIANTS = 16
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def class_phrases(name: str) -> tuple[Phrase, ...]:
+    """The phrases that assert a class name. Dataset names carry their own alternatives:
+    Kinetics' "canoeing or kayaking" is asserted by either word, Something-Something's
+    "Drinking from a cup/glass/bottle" by any of the three; "dish/es" is a plural.
+
+    >>> [len(p.words) for p in class_phrases("catching or throwing baseball")]
+    [2, 2]
+    >>> len(class_phrases("Drinking from a cup/glass/bottle"))
+    3
+    """
+    words = _PARENTHESES.sub(" ", name).lower().split()
+    variants = list(dict.fromkeys(" ".join(v) for v in _expand(words)))[:_MAX_VARIANTS]
+    phrases = [Phrase(name, make_phrase(variant).words) for variant in variants]
+    return tuple(p for p in phrases if p.words) or (make_phrase(name),)
+
+
+def _expand(words: list[str]) -> list[list[str]]:
+    if "or" in words[1:-1]:
+        at = words.index("or", 1)
+        left, right = words[:at], words[at + 1 :]
+        return _expand(left + right[1:]) + _expand(left[:-1] + right)
+    for at, word in enumerate(words):
+        if "/" in word:
+            # "towel/s", "dish/es": a plural spelled out, which inflections cover anyway
+            options = [option for option in word.split("/") if len(option) > 2] or [word.split("/")[0]]
+            return [variant for option in options for variant in _expand(words[:at] + [option] + words[at + 1 :])]
+    return [words]
+
+
 @dataclass(frozen=True)
 class Match:
     """Where a phrase occurs: words ``first..last`` of the answer."""
@@ -126,7 +160,7 @@ class Vocabulary:
 @functools.lru_cache(maxsize=64)
 def make_vocabulary(names: tuple[str, ...]) -> Vocabulary:
     """The vocabulary of a dataset's class names (cached: Kinetics has 700)."""
-    return Vocabulary.of(tuple(make_phrase(name) for name in names))
+    return Vocabulary.of(tuple(phrase for name in names for phrase in class_phrases(name)))
 
 
 def vocabulary_matches(

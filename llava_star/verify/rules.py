@@ -21,9 +21,9 @@ from llava_star.verify.answer import NEGATORS, Answer, split_words
 from llava_star.verify.phrases import (
     Reading,
     Vocabulary,
+    class_phrases,
     distinguishing_phrases,
     find_phrase,
-    make_phrase,
     make_vocabulary,
     read_class,
 )
@@ -63,7 +63,8 @@ def _vocabulary(reference: tuple[str, ...] | str) -> Vocabulary:
 
 def parse_class(answer: Answer, label: Label) -> Parsed:
     vocabulary = _vocabulary(label.vocabulary) if label.vocabulary else None
-    reading = read_class(answer, tuple(make_phrase(name) for name in (label.value, *label.synonyms)), vocabulary)
+    phrases = tuple(phrase for name in (label.value, *label.synonyms) for phrase in class_phrases(name))
+    reading = read_class(answer, phrases, vocabulary)
     return reading, reading.status
 
 
@@ -312,10 +313,11 @@ def parse_sequence(answer: Answer, label: Label) -> Parsed:
     positions: list[int] = []
     after = -1
     for number, step in enumerate(label.value, start=1):
-        matches = [
-            m for m in find_phrase(answer, make_phrase(step))
-            if m.first > after and answer.negated(m.first, m.last) is None
-        ]  # fmt: skip
+        matches = sorted(
+            (m for phrase in class_phrases(step) for m in find_phrase(answer, phrase)
+             if m.first > after and answer.negated(m.first, m.last) is None),
+            key=lambda m: (m.first, m.last),
+        )  # fmt: skip
         if not matches:
             where = f" after step {number - 1}" if number > 1 else ""
             return None, f"step {number} {step!r} is not stated{where}"

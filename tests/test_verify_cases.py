@@ -168,6 +168,7 @@ NUMBER_CASES = [
     Case("After 3 seconds, the 2 dogs start running across the yard.", [num(2, name="count")], True, "a duration is not a count"),
     Case("The diver performs well and the judges seem pleased with the result.", [num(80, name="score")], False, "no number stated"),
     Case("The final score is eighty two point five, reflecting the high difficulty.", [num(82.5, name="score")], True, "decimal number words ('eighty two point five')"),
+    Case("I looked at every frame, and there are no people in the video at all.", [num(0, name="count")], True, "'there are no people' states a count of zero"),
     Case("The count is 4, not 5, because one person leaves early.", [num(4, name="count")], True, "a negated number does not count"),
     Case("I see 3 cars, 2 bicycles and a truck; so the total number of vehicles is 6.", [num(6, name="vehicles")], True, "the total after the name, not the first number"),
     Case("I count two dogs and one cat, so there are 3 animals in total.", [num(3, name="count")], True, "the name used as a verb ('I count two') is no anchor"),

@@ -33,6 +33,7 @@ _ENUMERATION = re.compile(r"(?:^|\n)\s*$")
 # Word patterns start with the literal (a leading \b makes the scan several times slower);
 # the word boundary before a match is checked by ``word_matches``.
 _CONCLUSION = re.compile(r"(?:answer|total|final|overall|altogether|in all|result|estimate|conclusion)\b")
+_NONE_STATED = re.compile(r"\bthere (?:are|is|were|was) no\b|\bnone\b|\bnobody\b|\bno one\b")
 _VERB_USE_BEFORE = re.compile(r"\b(?:i|we|you|let|to|can|will|must)\s+$")
 _ASSOCIATE_AFTER_CHARS = 60
 _ASSOCIATE_BEFORE_CHARS = 25
@@ -124,10 +125,15 @@ def word_matches(pattern: re.Pattern[str], text: str) -> list[re.Match[str]]:
 
 
 def stated_number(text: str, name: str | None) -> float | None:
-    """The value the answer asserts for ``name``, else its conclusion, else its last number."""
+    """The value the answer asserts for ``name``, else its conclusion, else its last number;
+    with no number at all, "there are no people" / "nobody" states zero.
+
+    >>> stated_number("there are no people in the video.", "count")
+    0.0
+    """
     numbers = [q for q in find_numbers(text) if q.asserted]
     if not numbers:
-        return None
+        return 0.0 if _NONE_STATED.search(text) else None
     anchors = [name_pattern(name)] if name and split_words(name) else []
     for anchor in anchors + [_CONCLUSION]:
         value = _last_associated(text, numbers, anchor)

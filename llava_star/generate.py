@@ -58,6 +58,7 @@ from llava_star.records import (
 if TYPE_CHECKING:
     from llava_star.models.loading import LoadedModel
     from llava_star.verify import Verdict
+    from llava_star.video import Frames
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class GenerateConfig:
 class Answerer(Protocol):
     """Answers prompts about videos, a batch at a time (a model, or a stand-in in benchmarks)."""
 
-    def answer(self, prompts: Sequence[str], videos: Sequence[Any]) -> list[str]: ...
+    def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]: ...
 
 
 class ModelAnswerer:
@@ -117,7 +118,7 @@ class ModelAnswerer:
         self.temperature = temperature
         self.seed = seed
 
-    def answer(self, prompts: Sequence[str], videos: Sequence[Any]) -> list[str]:
+    def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]:
         import torch
 
         from llava_star.models.inputs import build_inputs, video_conversation
@@ -397,6 +398,9 @@ def run(
     ``llava_star.video``; benchmarks pass stand-ins to time the pipeline alone.
     """
     context = process_context()
+    if not Path(config.video_root).is_dir():
+        # every sample would become a failure line, and a rerun with the right root would skip them
+        raise ConfigError(f"video_root: {config.video_root} is not a directory")
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     device = device_for(context, config.device)

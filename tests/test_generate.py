@@ -196,6 +196,12 @@ def test_rerun_skips_ids_written_by_any_rank_layout(dataset, tmp_path):
     assert not any("clip 15?" in prompt for prompt in second.prompts)
 
 
+def test_a_wrong_video_root_stops_before_marking_every_sample_failed(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="video_root"):
+        run(config_for(dataset, tmp_path, video_root=str(dataset / "no-such-folder")), answerer=HintFollower())
+    assert not list(tmp_path.glob("failures.*"))
+
+
 def test_summary_counts_every_shard(dataset, tmp_path):
     run(config_for(dataset, tmp_path), answerer=HintFollower())
     assert summarize(tmp_path)["samples"] == 24

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model_helpers import in_memory_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
 
 from llava_star.errors import ConfigError
 from llava_star.generate import GenerateConfig, ModelAnswerer, run, summarize
@@ -17,18 +18,9 @@ from llava_star.generate import main as generate_main
 from llava_star.models.loading import load_model
 from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
 from llava_star.records import read_jsonl, write_jsonl_atomic
-from llava_star.video import Frames, write_video
+from llava_star.video import write_video
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared CPU: extra intra-op threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,20 +33,6 @@ def colour_frames(rgb, count=8, size=32, seed=0):
     frames[:] = rgb
     noise = rng.integers(-10, 10, frames.shape)
     return np.clip(frames.astype(np.int16) + noise, 0, 255).astype(np.uint8)
-
-
-def in_memory_frames(array, fps=8.0):
-    count = len(array)
-    return Frames(
-        array=array,
-        timestamps=np.arange(count) / fps,
-        indices=np.arange(count, dtype=np.int64),
-        fps=fps,
-        duration=count / fps,
-        path="<memory>",
-        total_num_frames=count,
-        backend="frames",
-    )
 
 
 def sample_line(index, colour, video):

@@ -1,10 +1,9 @@
 """Tiny models of every family: built offline, loaded, prompted through the chat template."""
 
 import doctest
-from dataclasses import dataclass
 
-import numpy as np
 import pytest
+from tiny_model_helpers import noise_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
 
 import llava_star.models.inputs
 import llava_star.models.loading
@@ -15,37 +14,6 @@ from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
 from llava_star.models.tiny import main as tiny_model_main
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared CPU: extra intra-op threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@dataclass(frozen=True)
-class ArrayFrames:
-    """Frames made in memory, shaped like llava_star.video.Frames."""
-
-    array: np.ndarray
-    fps: float = 4.0
-
-    def metadata(self):
-        count = len(self.array)
-        return {
-            "fps": self.fps,
-            "duration": count / self.fps,
-            "total_num_frames": count,
-            "frames_indices": list(range(count)),
-        }
-
-
-def random_frames(seed: int, count: int = 4, size: int = 32) -> ArrayFrames:
-    rng = np.random.default_rng(seed)
-    return ArrayFrames(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +89,7 @@ def test_assistant_mask_covers_the_answer_and_end_of_turn(tiny_dirs, family):
     tokenizer = loaded.processor.tokenizer
     answers = ["The shape is red.", "It moves left, then it stops at the edge."]
     conversations = [video_conversation(f"Question {i}?", answer) for i, answer in enumerate(answers)]
-    videos = [random_frames(0), random_frames(1)]
+    videos = [noise_frames(0), noise_frames(1)]
     for padding_side in ("left", "right"):
         inputs = build_inputs(
             loaded.processor,
@@ -149,7 +117,7 @@ def test_generation_prompt_ends_where_the_answer_starts(tiny_dirs, family):
     prompt = loaded.processor.apply_chat_template(conversation, add_generation_prompt=True)
     full = loaded.processor.apply_chat_template(video_conversation("What colour is the shape?", "Red."))
     assert full.startswith(prompt)
-    inputs = build_inputs(loaded.processor, [conversation], [random_frames(0)], add_generation_prompt=True)
+    inputs = build_inputs(loaded.processor, [conversation], [noise_frames(0)], add_generation_prompt=True)
     with torch.no_grad():
         output = loaded.model.generate(**inputs.batch, max_new_tokens=4, do_sample=False)
     assert output.shape[1] <= inputs.batch["input_ids"].shape[1] + 4
@@ -161,14 +129,14 @@ def test_conversations_and_videos_must_pair_up(tiny_dirs):
         build_inputs(
             loaded.processor,
             [video_conversation("a?"), video_conversation("b?")],
-            [random_frames(0)],
+            [noise_frames(0)],
             add_generation_prompt=True,
         )
 
 
 def test_labels_need_the_mask(tiny_dirs):
     loaded = load_model(tiny_dirs["video_llava"])
-    inputs = build_inputs(loaded.processor, [video_conversation("a?")], [random_frames(0)], add_generation_prompt=True)
+    inputs = build_inputs(loaded.processor, [video_conversation("a?")], [noise_frames(0)], add_generation_prompt=True)
     with pytest.raises(ValueError, match="assistant_spans=True"):
         inputs.labels()
 
@@ -183,7 +151,7 @@ def test_llava_turns_become_the_processor_conversation(tiny_dirs):
     conversation = from_llava_turns(turns)
     assert conversation == video_conversation("What colour is it?", "It is red.")
     loaded = load_model(tiny_dirs["llava_onevision"])
-    inputs = build_inputs(loaded.processor, [conversation], [random_frames(0)], add_generation_prompt=False)
+    inputs = build_inputs(loaded.processor, [conversation], [noise_frames(0)], add_generation_prompt=False)
     assert "pixel_values_videos" in inputs.batch
     with pytest.raises(ValueError, match="turn 1"):
         from_llava_turns([turns[0], {"from": "assistant", "value": "x"}])

@@ -10,6 +10,7 @@ import llava_star.models.loading
 from llava_star.errors import ConfigError
 from llava_star.models.inputs import build_inputs, from_llava_turns, video_conversation
 from llava_star.models.loading import choose_attention, family_of, load_model
+from llava_star.models.templates import CHAT_TEMPLATES
 from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
 from llava_star.models.tiny import main as tiny_model_main
 
@@ -75,6 +76,17 @@ def test_attention_falls_back_to_sdpa_without_flash_attn_or_cuda(tiny_dirs):
 def test_qwen2_5_vl_loads_as_the_qwen2_vl_family(tiny_dirs):
     loaded = load_model(tiny_dirs["qwen2_5_vl"])
     assert loaded.family == "qwen2_vl" and loaded.model.config.model_type == "qwen2_5_vl"
+
+
+def test_a_checkpoint_without_chat_template_gets_its_family_template(tmp_path):
+    model_dir = build_tiny_model("llava_next_video", tmp_path / "m")
+    expected = (model_dir / "chat_template.jinja").read_text()
+    (model_dir / "chat_template.jinja").unlink()
+    from transformers import AutoProcessor
+
+    assert AutoProcessor.from_pretrained(model_dir).chat_template is None
+    loaded = load_model(model_dir)
+    assert loaded.processor.chat_template == expected == CHAT_TEMPLATES["llava_next_video"]
 
 
 def test_unsupported_model_type_names_it():

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava_star.models.templates import CHAT_TEMPLATES
+
 logger = logging.getLogger(__name__)
 
 FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl")
@@ -57,45 +59,6 @@ class _Family:
 
     special_tokens: tuple[str, ...]  # bos, eos, pad first; then the multimodal ones
     build: Callable[[Any, int], tuple[Any, Any]]  # (tokenizer, vocab size) -> (config, processor)
-
-
-# LLaVA-1.5 / Video-LLaVA conversation style: "USER: <video>\nq ASSISTANT: a</s>". The space
-# between turns opens the next turn, so an assistant turn ends with its </s>.
-_LLAVA_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if not loop.first -%}{{ ' ' }}{%- endif -%}"
-    "{%- if message['role'] == 'system' -%}"
-    "{{ message['content'] if message['content'] is string else message['content'][0]['text'] }}"
-    "{%- else -%}"
-    "{{ message['role'].upper() + ': ' }}"
-    "{%- if message['content'] is string -%}{{ message['content'] }}"
-    "{%- else -%}{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'video' -%}{{ '<video>\n' }}"
-    "{%- elif item['type'] == 'image' -%}{{ '<image>\n' }}"
-    "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- if message['role'] == 'assistant' -%}{{ '</s>' }}{%- endif -%}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ ' ASSISTANT:' if messages else 'ASSISTANT:' }}{%- endif -%}"
-)
-
-
-def _chatml_template(video: str, image: str) -> str:
-    """Qwen's ChatML: ``<|im_start|>role\\n...<|im_end|>\\n``, with the family's media tokens."""
-    return (
-        "{%- for message in messages -%}"
-        "{{ '<|im_start|>' + message['role'] + '\n' }}"
-        "{%- if message['content'] is string -%}{{ message['content'] }}"
-        "{%- else -%}{%- for item in message['content'] -%}"
-        f"{{%- if item['type'] == 'video' -%}}{{{{ '{video}' }}}}"
-        f"{{%- elif item['type'] == 'image' -%}}{{{{ '{image}' }}}}"
-        "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
-        "{%- endfor -%}{%- endif -%}"
-        "{{ '<|im_end|>\n' }}"
-        "{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
-    )
 
 
 def _clip_vision() -> Any:
@@ -145,7 +108,7 @@ def _llava_processor_settings(tokenizer: Any) -> dict[str, Any]:
         "patch_size": PATCH_SIZE,
         "vision_feature_select_strategy": "default",
         "num_additional_image_tokens": 1,  # the CLS token, which Video-LLaVA keeps for video
-        "chat_template": _LLAVA_TEMPLATE,
+        "chat_template": CHAT_TEMPLATES["video_llava"],
     }
 
 
@@ -235,7 +198,7 @@ def _build_llava_onevision(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
         tokenizer=tokenizer,
         num_image_tokens=(FRAME_SIZE // PATCH_SIZE) ** 2,
         vision_feature_select_strategy="full",
-        chat_template=_chatml_template("<video>\n", "<image>\n"),
+        chat_template=CHAT_TEMPLATES["llava_onevision"],
     )
     return config, processor
 
@@ -277,9 +240,7 @@ def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, 
         image_processor=Qwen2VLImageProcessor(**common),
         video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=True),
         tokenizer=tokenizer,
-        chat_template=_chatml_template(
-            "<|vision_start|><|video_pad|><|vision_end|>", "<|vision_start|><|image_pad|><|vision_end|>"
-        ),
+        chat_template=CHAT_TEMPLATES["qwen2_vl"],
     )
     return config, processor
 

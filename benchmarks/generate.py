@@ -9,8 +9,8 @@
    bookkeeping, verify, JSONL appends). Targets: >= 10,000 samples/s, and a peak
    resident memory that does not grow between 2,000 and 20,000 samples.
 
-    python benchmarks/generation.py
-    python benchmarks/generation.py --samples 64 --stand-in-samples 20000 --threads 2
+    python benchmarks/generate.py
+    python benchmarks/generate.py --samples 64 --stand-in-samples 20000 --threads 2
 
 Prints ``ratio batch8/batch1: X.XXx`` and ``stand-in: N samples/s`` lines.
 """

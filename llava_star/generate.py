@@ -195,6 +195,10 @@ def _batches(
     """Batches of decoded samples; the workers decode the next batches during generation."""
     import torch.utils.data
 
+    if config.num_workers == 0:
+        # without workers a DataLoader only adds its per-item fetch machinery: nothing to overlap
+        return _in_batches(_decoded_items(config, context, done, read_video), config.batch_size)
+
     class Items(torch.utils.data.IterableDataset):
         def __iter__(self) -> Iterator[_Item]:
             return _decoded_items(config, context, done, read_video)
@@ -210,6 +214,16 @@ def _batches(
         multiprocessing_context="fork" if config.num_workers else None,
     )
     return iter(loader)
+
+
+def _in_batches(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
+    """Consecutive lists of ``size`` items (the last may be shorter).
+
+    >>> list(_in_batches(iter("abcde"), 2))
+    [['a', 'b'], ['c', 'd'], ['e']]
+    """
+    while batch := list(itertools.islice(items, size)):
+        yield batch
 
 
 @dataclass

@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -127,7 +127,7 @@ class TimedVerifier:
         finally:
             self.seconds += time.perf_counter() - started
 
-    def __enter__(self) -> TimedVerifier:
+    def __enter__(self) -> Self:
         self.module.verify = self  # generate.py looks the verifier up at call time
         return self
 

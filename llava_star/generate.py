@@ -256,6 +256,7 @@ class _ShardWriter:
         )
         self.failures = JsonlAppender(shard_path(out, FAILURES_STEM, context.rank, context.world_size))
         self.counts = _RunCounts()
+        self._unwritten: list[Generation] = []  # this batch's finished samples, written together
 
     def finished(self, sample: Sample, answer: str, verdict: Verdict, *, rationalized: bool) -> None:
         generation = Generation(
@@ -267,14 +268,20 @@ class _ShardWriter:
             cycle=self.config.cycle,
             model=self.config.model,
         )
-        self.generations.write(generation)
+        self._unwritten.append(generation)
         self.counts.record(generation)
+
+    def write_finished(self) -> None:
+        """Append the finished samples held so far, in one system call per few hundred lines."""
+        self.generations.write_many(self._unwritten)
+        self._unwritten.clear()
 
     def failed(self, item: _Item) -> None:
         self.failures.write({"id": item.sample.id, "video": item.sample.video, "reason": item.error})
         self.counts.video_failures += 1
 
     def close(self) -> None:
+        self.write_finished()
         self.generations.close()
         self.failures.close()
 
@@ -332,6 +339,7 @@ def _generate_shard(
             while len(waiting) >= config.batch_size:
                 _rationalize(waiting[: config.batch_size], answerer, writer)
                 del waiting[: config.batch_size]
+            writer.write_finished()
             _show_progress(progress, writer.counts, len(batch))
         if waiting:
             _rationalize(waiting, answerer, writer)

@@ -14,6 +14,7 @@ fully on disk.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from llava_star.errors import LabelError, RecordError
 
@@ -386,9 +387,10 @@ def _truncate_torn_tail(path: Path) -> None:
 
 
 class JsonlAppender:
-    """Append records to a JSONL file, one whole line per ``write``.
+    """Append records to a JSONL file, one whole line per record.
 
-    The file is opened with O_APPEND and each line goes out in a single ``os.write``,
+    The file is opened with O_APPEND and each line (or run of whole lines, with
+    ``write_many``) goes out in a single ``os.write``,
     so concurrent readers never see half a record from a healthy writer; if the process
     is killed mid-line, the torn tail is removed the next time the file is opened.
     ``fsync_every`` bounds how much finished work a power loss can take.
@@ -404,17 +406,21 @@ class JsonlAppender:
         self._unsynced = 0
 
     def write(self, record: Any) -> None:
-        data = dumps_line(record)
+        self._append(dumps_line(record), 1)
+
+    def write_many(self, records: Iterable[Any], *, lines_per_write: int = 256) -> None:
+        """Append whole lines, many per system call (a killed write leaves a torn tail at worst)."""
+        records = iter(records)
+        while chunk := [dumps_line(record) for record in itertools.islice(records, lines_per_write)]:
+            self._append(b"".join(chunk), len(chunk))
+
+    def _append(self, data: bytes, lines: int) -> None:
         written = os.write(self._fd, data)
         while written < len(data):  # rare: a short write on a full disk or a signal
             written += os.write(self._fd, data[written:])
-        self._unsynced += 1
+        self._unsynced += lines
         if self._unsynced >= self._fsync_every:
             self.flush()
-
-    def write_many(self, records: Iterable[Any]) -> None:
-        for record in records:
-            self.write(record)
 
     def flush(self) -> None:
         os.fsync(self._fd)
@@ -426,7 +432,7 @@ class JsonlAppender:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> JsonlAppender:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -49,8 +49,9 @@ from llava_star.records import (
     Generation,
     JsonlAppender,
     Sample,
+    jsonl_lines,
+    parse_jsonl_lines,
     read_jsonl,
-    read_samples,
     write_json_atomic,
     written_ids,
 )
@@ -168,10 +169,20 @@ def frame_reader(video_root: str | os.PathLike[str], num_frames: int) -> VideoRe
     return read
 
 
-def _pending(config: GenerateConfig, context: ProcessContext, done: set[str]) -> Iterator[Sample]:
-    """This rank's samples, in file order, without those already finished."""
-    samples = itertools.islice(read_samples(config.samples), config.limit)
-    return (sample for sample in shard(samples, context.rank, context.world_size) if sample.id not in done)
+def _my_lines(
+    config: GenerateConfig, context: ProcessContext, worker_id: int = 0, num_workers: int = 1
+) -> Iterator[tuple[int, bytes]]:
+    """The unparsed lines of this rank (and DataLoader worker), so nobody parses another's lines."""
+    lines = itertools.islice(jsonl_lines(config.samples), config.limit)
+    return shard(shard(lines, context.rank, context.world_size), worker_id, num_workers)
+
+
+def _pending(
+    config: GenerateConfig, context: ProcessContext, done: set[str], worker_id: int = 0, num_workers: int = 1
+) -> Iterator[Sample]:
+    """This rank's (and worker's) samples, in file order, without those already finished."""
+    samples = parse_jsonl_lines(config.samples, _my_lines(config, context, worker_id, num_workers), Sample.from_dict)
+    return (sample for sample in samples if sample.id not in done)
 
 
 def _decoded_items(
@@ -182,7 +193,7 @@ def _decoded_items(
 
     worker = torch.utils.data.get_worker_info()
     worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
-    for sample in shard(_pending(config, context, done), worker_id, num_workers):
+    for sample in _pending(config, context, done, worker_id, num_workers):
         try:
             yield _Item(sample, frames=read_video(sample))
         except VideoError as error:

@@ -307,6 +307,15 @@ def read_jsonl(
     lines are skipped. A last line without its newline is what a killed writer leaves;
     with ``allow_torn_tail`` it is skipped with a warning instead of failing the read.
     """
+    return parse_jsonl_lines(path, jsonl_lines(path), parse, allow_torn_tail=allow_torn_tail)
+
+
+def jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of a JSONL file with their line numbers, not yet parsed.
+
+    A process that needs only some lines (its shard) picks them here and parses only
+    those with :func:`parse_jsonl_lines`.
+    """
     path = Path(path)
     try:
         handle = path.open("rb")
@@ -314,20 +323,31 @@ def read_jsonl(
         raise RecordError(f"{path}: cannot open: {error.strerror}") from None
     with handle:
         for line_number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            torn = not raw.endswith(b"\n")
-            try:
-                data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                if torn and allow_torn_tail:
-                    logger.warning("%s:%d: skipping an incomplete last line (interrupted write)", path, line_number)
-                    return
-                raise RecordError(f"{path}:{line_number}: not valid JSON: {error}") from None
-            try:
-                yield parse(data)
-            except RecordError as error:
-                raise type(error)(f"{path}:{line_number}: {error}") from None
+            if raw.strip():
+                yield line_number, raw
+
+
+def parse_jsonl_lines(
+    path: str | os.PathLike[str],
+    lines: Iterable[tuple[int, bytes]],
+    parse: Callable[[Any], RecordT] = lambda data: data,
+    *,
+    allow_torn_tail: bool = True,
+) -> Iterator[RecordT]:
+    """``parse(obj)`` of each ``(line_number, raw)`` of ``path``, as :func:`read_jsonl` does."""
+    for line_number, raw in lines:
+        torn = not raw.endswith(b"\n")
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            if torn and allow_torn_tail:
+                logger.warning("%s:%d: skipping an incomplete last line (interrupted write)", path, line_number)
+                return
+            raise RecordError(f"{path}:{line_number}: not valid JSON: {error}") from None
+        try:
+            yield parse(data)
+        except RecordError as error:
+            raise type(error)(f"{path}:{line_number}: {error}") from None
 
 
 def read_samples(path: str | os.PathLike[str]) -> Iterator[Sample]:

@@ -37,10 +37,17 @@ _LABEL_FIELDS = (
     "type", "value", "name", "synonyms", "vocabulary", "tolerance", "rel_tolerance",
     "duration", "min_iou", "options", "box_format",
 )  # fmt: skip
+_LABEL_FIELD_SET = frozenset(_LABEL_FIELDS)
+_NUMBER_FIELDS = ("tolerance", "rel_tolerance", "duration", "min_iou")
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_mapping(value: Any) -> bool:
+    """``isinstance(value, Mapping)``, without the abstract-class check for plain dicts (most rows)."""
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _check_label_value(label_type: str, value: Any) -> Any:
@@ -97,14 +104,15 @@ class Label:
         if self.type not in LABEL_TYPES:
             raise LabelError(f"type: unknown label type {self.type!r}; expected one of {', '.join(LABEL_TYPES)}")
         object.__setattr__(self, "value", _check_label_value(self.type, self.value))
-        if isinstance(self.synonyms, str) or not all(isinstance(s, str) for s in self.synonyms):
+        if isinstance(self.synonyms, str) or (self.synonyms and not all(isinstance(s, str) for s in self.synonyms)):
             raise LabelError(f"synonyms: expected a list of strings, got {self.synonyms!r}")
         object.__setattr__(self, "synonyms", tuple(self.synonyms))
         if self.vocabulary is not None and not isinstance(self.vocabulary, str):
-            if not all(isinstance(v, str) for v in self.vocabulary):
+            vocabulary = tuple(self.vocabulary)
+            if not all(isinstance(v, str) for v in vocabulary):
                 raise LabelError("vocabulary: expected a list of class names or a vocabulary name")
-            object.__setattr__(self, "vocabulary", tuple(self.vocabulary))
-        for key in ("tolerance", "rel_tolerance", "duration", "min_iou"):
+            object.__setattr__(self, "vocabulary", vocabulary)
+        for key in _NUMBER_FIELDS:
             number = getattr(self, key)
             if number is not None and (not _is_number(number) or number < 0):
                 raise LabelError(f"{key}: expected a non-negative number, got {number!r}")
@@ -121,23 +129,24 @@ class Label:
 
     @classmethod
     def from_dict(cls, data: Any) -> Label:
-        if not isinstance(data, Mapping):
+        if not _is_mapping(data):
             raise LabelError(f"expected a label object, got {type(data).__name__}")
-        unknown = set(data) - set(_LABEL_FIELDS)
+        unknown = data.keys() - _LABEL_FIELD_SET
         if unknown:
             raise LabelError(f"unknown label field(s) {sorted(unknown)}; expected {', '.join(_LABEL_FIELDS)}")
         if "type" not in data or "value" not in data:
             raise LabelError("a label needs 'type' and 'value'")
-        return cls(**{key: (tuple(v) if key == "synonyms" else v) for key, v in data.items()})
+        if "synonyms" in data:
+            return cls(**{**data, "synonyms": tuple(data["synonyms"])})
+        return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: empty optional fields are left out, tuples become lists."""
         out: dict[str, Any] = {}
-        for key in _LABEL_FIELDS:
-            value = getattr(self, key)
+        for key, value in vars(self).items():  # the fields, in their declared order
             if value is None or value == ():
                 continue
-            out[key] = list(value) if isinstance(value, tuple) else value
+            out[key] = list(value) if type(value) is tuple else value
         return out
 
 
@@ -189,7 +198,7 @@ class Sample:
 
     @classmethod
     def from_dict(cls, data: Any) -> Sample:
-        if not isinstance(data, Mapping):
+        if not _is_mapping(data):
             raise RecordError(f"expected a JSON object, got {type(data).__name__}")
         sample_id = data.get("id")
         if isinstance(sample_id, int) and not isinstance(sample_id, bool):
@@ -199,7 +208,7 @@ class Sample:
             if start is not None and end is not None and end <= start:
                 raise RecordError(f"end: clip end {end} must be after start {start}")
             meta = data.get("meta", {})
-            if not isinstance(meta, Mapping):
+            if not _is_mapping(meta):
                 raise RecordError("meta: expected an object")
             return cls(
                 id=_require_str({"id": sample_id}, "id"),
@@ -259,7 +268,7 @@ class Generation:
 
     @classmethod
     def from_dict(cls, data: Any) -> Generation:
-        if not isinstance(data, Mapping):
+        if not _is_mapping(data):
             raise RecordError(f"expected a JSON object, got {type(data).__name__}")
         missing = [key for key in _GENERATION_FIELDS if key not in data]
         if missing:

@@ -14,6 +14,7 @@ import functools
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from llava_star.verify.answer import Answer, split_words, word_forms
 
@@ -92,8 +93,7 @@ def _expand(words: list[str]) -> list[list[str]]:
     return [words]
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
     """Where a phrase occurs: words ``first..last`` of the answer."""
 
     phrase: Phrase
@@ -192,8 +192,7 @@ def distinguishing_phrases(texts: tuple[str, ...]) -> tuple[Phrase, ...]:
     )
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
     """How an answer uses a class: ``asserted``, ``negated``, ``hedged``, ``other`` or ``absent``."""
 
     status: str

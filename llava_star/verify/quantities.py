@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from llava_star.verify.answer import split_words, word_forms
 
@@ -39,8 +39,7 @@ _ASSOCIATE_AFTER_CHARS = 60
 _ASSOCIATE_BEFORE_CHARS = 25
 
 
-@dataclass(frozen=True)
-class Quantity:
+class Quantity(NamedTuple):
     """A number in the text: its value, where it is, and whether it is asserted."""
 
     value: float
@@ -176,8 +175,7 @@ _TIME_ALTERNATIVE_GAP = re.compile(r"^\s*(?:marks?\s*)?,?\s*(?:or|and/or)\s*(?:m
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
-@dataclass(frozen=True)
-class TimeMention:
+class TimeMention(NamedTuple):
     """A time in the text; ``kind`` is ``unit``, ``clock``, ``percent`` or ``bare`` (no unit)."""
 
     value: float
@@ -228,8 +226,7 @@ def find_times(text: str) -> list[TimeMention]:
     return mentions
 
 
-@dataclass(frozen=True)
-class TimeReading:
+class TimeReading(NamedTuple):
     """What an answer states about time: the chosen value (or None) and why."""
 
     value: float | tuple[float, float] | None
@@ -292,8 +289,7 @@ _BOX_NUMBER = r"\s*(\d*\.?\d+)\s*"
 _BOX = re.compile(r"[\[(]" + ",".join([_BOX_NUMBER] * 4) + r"[\])]")
 
 
-@dataclass(frozen=True)
-class BoxMention:
+class BoxMention(NamedTuple):
     numbers: tuple[float, float, float, float]
     start: int
 

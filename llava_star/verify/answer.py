@@ -46,6 +46,9 @@ _NEGATIVE_VERDICT_WORDS = frozenset(["incorrect", "wrong", "unlikely", "ruled", 
 # Substring tests first (cheap), the regular expression only when one of them hits.
 _NUMBER_WORD_LIST = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million"]
 _NUMBER_WORD = re.compile("|".join(_NUMBER_WORD_LIST))
+# Every number word contains one of these ("seven" is in "seventeen" and "seventy").
+_NUMBER_WORD_STEMS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                      "eleven", "twelve", "thir", "fif", "twenty", "forty", "hundred", "thousand", "million")  # fmt: skip
 
 
 ValueT = TypeVar("ValueT")
@@ -280,7 +283,7 @@ class Answer:
     def digits(self) -> str:
         """The text with number words as digits ("seventy-five" -> "75"), for number parsers."""
         text = self.text
-        if not any(word in text for word in _NUMBER_WORD_LIST) or not any(
+        if not any(stem in text for stem in _NUMBER_WORD_STEMS) or not any(
             _is_whole_word(text, m) for m in _NUMBER_WORD.finditer(text)
         ):
             return text

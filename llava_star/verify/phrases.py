@@ -11,6 +11,7 @@ whole answer instead, which passes "car" for "cart", answers that list every cla
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -104,6 +105,10 @@ class Match(NamedTuple):
         return self.first <= other.last and other.first <= self.last
 
 
+# Sort key: matches in reading order.
+in_reading_order = operator.attrgetter("first", "last")
+
+
 def may_occur(answer: Answer, phrase: Phrase) -> bool:
     """False when a word of the phrase is not even a substring of the answer, so
     :func:`find_phrase` would find nothing: a few substring tests instead of tokenizing.
@@ -126,7 +131,8 @@ def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
         return []
     sentence_of, clause_of = answer.sentence_of, answer.clause_of
     window = phrase.size + WINDOW_SLACK
-    anchor = min(range(len(lists)), key=lambda i: len(lists[i]))
+    sizes = [len(found) for found in lists]
+    anchor = sizes.index(min(sizes))
     matches = []
     for position in lists[anchor]:
         if answer.in_question(position):
@@ -142,12 +148,14 @@ def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
             if not near:
                 break
             # the nearest word, preferring one in the anchor's own clause
-            chosen.add(min(near, key=lambda c: (clause_of[c] != clause_of[position], abs(c - position))))
+            if len(near) > 1:
+                near.sort(key=lambda c: (clause_of[c] != clause_of[position], abs(c - position)))  # stable
+            chosen.add(near[0])
         else:
             first, last = min(chosen), max(chosen)
             if last - first < window:
                 matches.append(Match(phrase, first, last))
-    return sorted(set(matches), key=lambda m: (m.first, m.last))
+    return sorted(set(matches), key=in_reading_order) if len(matches) > 1 else matches
 
 
 @dataclass(frozen=True)

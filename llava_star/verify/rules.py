@@ -24,6 +24,7 @@ from llava_star.verify.phrases import (
     class_phrases,
     distinguishing_phrases,
     find_phrase,
+    in_reading_order,
     make_vocabulary,
     read_class,
 )
@@ -338,7 +339,7 @@ def parse_sequence(answer: Answer, label: Label) -> Parsed:
         matches = sorted(
             (m for phrase in class_phrases(step) for m in find_phrase(answer, phrase)
              if m.first > after and answer.negated(m.first, m.last) is None),
-            key=lambda m: (m.first, m.last),
+            key=in_reading_order,
         )  # fmt: skip
         if not matches:
             where = f" after step {number - 1}" if number > 1 else ""

@@ -28,7 +28,8 @@ _CLITIC = re.compile(r"'(?:s|re|ll|ve|d|m)\b")
 # A full stop, comma or colon between digits belongs to the number ("4.3", "1,200", "0:04").
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[a-z]+'t\b|[a-z]+|[.!?;:,\n]")
 _CONTENT = re.compile(r"[a-z0-9]")
-_SEPARATORS = str.maketrans(dict.fromkeys("\"()[]{}-–—/*&%$#@+=<>|\\~^`_\t\r…", " "))
+# Replaced by spaces; a character class is scanned faster than str.translate maps each character.
+_SEPARATORS = re.compile("[" + re.escape("\"()[]{}-–—/*&%$#@+=<>|\\~^`_\t\r…") + "]")
 _SENTENCE_END = frozenset(".!?\n")
 # Tokens that open a new clause: a negation before them does not reach past them.
 _CLAUSE_BREAK = frozenset(
@@ -155,7 +156,7 @@ class Answer:
         >>> Answer("He's at 4.3 s, isn't he? (Yes.)").words
         ['he', 'at', '4.3', 's', ',', "isn't", 'he', '?', 'yes', '.']
         """
-        text = self.text.translate(_SEPARATORS) + " "
+        text = _SEPARATORS.sub(" ", self.text) + " "
         if ".." in text:  # an ellipsis ends a sentence like a full stop
             text = re.sub(r"\.{2,}", " . ", text)
         for mark in "!?\n":

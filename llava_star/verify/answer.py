@@ -41,7 +41,8 @@ NEGATORS = frozenset(["not", "no", "never", "nobody", "none", "nothing", "neithe
 # "not only X", "no doubt X", "without a doubt X", "nothing but X" assert X.
 _NEGATION_EXEMPT_NEXT = frozenset(["only", "just", "merely", "doubt", "question", "matter"])
 NEGATION_WINDOW = 8
-_NEGATION_CANDIDATES = NEGATORS | {"of", "than"}
+# "instead of", "rather than": the second word negates, after the first.
+_CLAUSE_NEGATORS = {"of": "instead", "than": "rather"}
 _BE_DO = frozenset(["is", "are", "was", "were", "be", "does", "do", "did", "seems", "seem", "appears"])
 _NEGATIVE_VERDICT_WORDS = frozenset(["incorrect", "wrong", "unlikely", "ruled", "eliminated", "excluded"])
 # Substring tests first (cheap), the regular expression only when one of them hits.
@@ -243,13 +244,17 @@ class Answer:
         "instead of X" and "rather than X" negate X anywhere later in the clause; "not",
         "no one", "isn't", "never" negate within a few words.
         """
-        words = self.words
+        words, present = self.words, self.word_set
+        candidates = NEGATORS.intersection(present)
+        candidates |= {word for word, opener in _CLAUSE_NEGATORS.items() if opener in present}
         contractions = "'t" in self.text
+        if not candidates and not contractions:
+            return []  # most answers: no token scan
         found = []
         for position, word in enumerate(words):
-            if word in _NEGATION_CANDIDATES or (contractions and word.endswith("'t")):
-                if word in ("of", "than"):
-                    if position and words[position - 1] == ("instead" if word == "of" else "rather"):
+            if word in candidates or (contractions and word.endswith("'t")):
+                if word in _CLAUSE_NEGATORS:
+                    if position and words[position - 1] == _CLAUSE_NEGATORS[word]:
                         found.append((position, True))
                 elif _is_negator(words, position):
                     found.append((position, False))

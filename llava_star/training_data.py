@@ -149,6 +149,14 @@ def report_failure(path: str | None, record: Mapping[str, Any], reason: str) -> 
         os.close(descriptor)
 
 
+def _check_some_video_exists(records: Sequence[Mapping[str, Any]], video_root: str) -> None:
+    """Fail fast on a wrong ``video_root`` instead of reporting every sample as missing."""
+    root = Path(video_root)
+    if not any((root / media_paths(record, "video")[0]).exists() for record in records):
+        example = media_paths(records[0], "video")[0] if records else "?"
+        raise RecordError(f"video_root: none of the records' videos exist under {root} (e.g. {example!r})")
+
+
 class ConversationDataset:
     """Map-style dataset of LLaVA records; ``dataset[i]`` is an example dict or ``None``.
 
@@ -167,6 +175,7 @@ class ConversationDataset:
                 raise RecordError(f"record {index} (id {record.get('id')!r}): expected exactly one video")
         if settings.video_root is None:
             raise RecordError("video_root: the records name videos; give the folder they are relative to")
+        _check_some_video_exists(records, settings.video_root)
         self.records = list(records)
         self.processor = processor
         self.settings = settings

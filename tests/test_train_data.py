@@ -151,3 +151,5 @@ def test_dataset_refuses_records_it_cannot_train_on(processors):
         ConversationDataset([image], processors["video_llava"], settings)
     with pytest.raises(RecordError, match="video_root"):
         ConversationDataset([TWO_TURNS], processors["video_llava"], ExampleSettings(None, 8, 64))
+    with pytest.raises(RecordError, match="video_root: none of the records' videos exist under nowhere"):
+        ConversationDataset([TWO_TURNS], processors["video_llava"], ExampleSettings("nowhere", 8, 64))

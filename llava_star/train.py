@@ -46,7 +46,7 @@ _OWNED_TRAINING_ARGUMENTS = frozenset({
     "gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
     "activation_checkpointing_kwargs", "deepspeed", "dataloader_num_workers", "seed",
     "logging_steps", "save_strategy", "save_steps", "save_total_limit", "report_to", "remove_unused_columns",
-    "use_cpu",
+    "use_cpu", "dataloader_pin_memory",
 })  # fmt: skip
 
 
@@ -246,6 +246,7 @@ def deepspeed_stage(path: str | None) -> int:
 
 def build_training_arguments(config: TrainConfig) -> Any:
     """The ``transformers.TrainingArguments`` of a config (plus its ``trainer_args``)."""
+    import torch
     from transformers import TrainingArguments
 
     known = {field.name for field in dataclasses.fields(TrainingArguments)}
@@ -279,6 +280,9 @@ def build_training_arguments(config: TrainConfig) -> Any:
         save_total_limit=config.save_total_limit,
         report_to=list(config.report_to) or "none",
         remove_unused_columns=False,  # the collator's batch is exactly what the model takes
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # without CUDA, accelerate only sets up a (gloo) process group for torchrun when told it runs on CPU
+        use_cpu=not torch.cuda.is_available(),
         **extras,
     )
 
@@ -496,6 +500,8 @@ def run(config: TrainConfig) -> dict[str, Any]:
         "trainable_parameters": counts,
         "attn_implementation": attention,
         "deepspeed_stage": stage,
+        "deepspeed_enabled": bool(trainer.is_deepspeed_enabled),
+        "world_size": training_arguments.world_size,
     }
     if is_main_process():
         write_json_atomic(output_dir / SUMMARY_FILE, summary)

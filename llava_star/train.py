@@ -73,7 +73,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
-    model_max_length: int = 2048
+    # counts the expanded video tokens (Video-LLaVA-7B: 8 frames x 257), unlike LLaVA's
+    # --model_max_length, which counted one token per <video>; padding is per batch, so a
+    # generous cap costs nothing
+    model_max_length: int = 4096
     # which parts train: the paper tunes the projector and the language model
     freeze_vision_tower: bool = True
     freeze_projector: bool = False
@@ -473,10 +476,12 @@ def run(config: TrainConfig) -> dict[str, Any]:
     )
     tokenizer = processor.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    dataset = ConversationDataset(records, processor, settings)
+    logger.info("train: the first usable record is %d tokens long", dataset.check_usable())
     trainer = _trainer_class()(
         model=model,
         args=training_arguments,
-        train_dataset=ConversationDataset(records, processor, settings),
+        train_dataset=dataset,
         data_collator=PaddingCollator(pad_token_id=pad_token_id),
         processing_class=processor,
     )

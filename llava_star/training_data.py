@@ -183,17 +183,35 @@ class ConversationDataset:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def encode(self, index: int) -> dict[str, Any]:
+        """The example of record ``index``; raises VideoError / UnusableSample."""
         from llava_star.video import read_frames, resolve_video_path
 
         record = self.records[index]
+        path = resolve_video_path(self.settings.video_root, media_paths(record, "video")[0])
+        frames = read_frames(path, self.settings.num_frames, start=record.get("start"), end=record.get("end"))
+        return encode_example(self.processor, record, frames, self.settings.model_max_length)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
         try:
-            path = resolve_video_path(self.settings.video_root, media_paths(record, "video")[0])
-            frames = read_frames(path, self.settings.num_frames, start=record.get("start"), end=record.get("end"))
-            return encode_example(self.processor, record, frames, self.settings.model_max_length)
+            return self.encode(index)
         except (VideoError, UnusableSample) as error:
-            report_failure(self.settings.failures_path, record, str(error))
+            report_failure(self.settings.failures_path, self.records[index], str(error))
             return None
+
+    def check_usable(self, attempts: int = 8) -> int:
+        """Encode records until one works, before training starts; return its length in tokens.
+
+        A ``model_max_length`` shorter than the video tokens alone, or a wrong video folder,
+        would otherwise make every step a skipped batch; this fails fast and says why.
+        """
+        reasons = []
+        for index in range(min(attempts, len(self.records))):
+            try:
+                return len(self.encode(index)["input_ids"])
+            except (VideoError, UnusableSample) as error:
+                reasons.append(f"record {index} (id {self.records[index].get('id')!r}): {error}")
+        raise RecordError(f"none of the first {len(reasons)} records can be trained on: " + "; ".join(reasons[:3]))
 
 
 @dataclass(frozen=True)

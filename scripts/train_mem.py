@@ -6,7 +6,9 @@ A launch script written for LLaVA works after swapping the script path::
         --model_name_or_path LanguageBind/Video-LLaVA-7B-hf \\
         --data_path train.json --video_folder videos/ --bf16 True --tf32 True ...
 
-Flags map onto :class:`llava_star.train.TrainConfig`. Flags that describe the
+Flags map onto :class:`llava_star.train.TrainConfig`. Our ``model_max_length`` counts the
+video tokens the processor expands, so Video-LLaVA's ``--tokenizer_model_max_length``
+(its limit after expansion) takes precedence over its ``--model_max_length`` when given. Flags that describe the
 architecture (``--vision_tower``, ``--mm_projector_type``, ``--version`` ...) are fixed
 by the transformers checkpoint's config, so they are accepted and ignored with a note.
 Flags for things this trainer does not do (a separate projector learning rate,
@@ -39,7 +41,7 @@ IGNORED_FLAGS = (
     "version", "vision_tower", "image_tower", "video_tower", "mm_projector_type", "mm_vision_select_layer",
     "mm_vision_select_feature", "mm_use_im_start_end", "mm_use_im_patch_token", "mm_patch_merge_type",
     "image_aspect_ratio", "image_grid_pinpoints", "group_by_modality_length", "lazy_preprocess", "is_multimodal",
-    "cache_dir", "tokenizer_model_max_length", "per_device_eval_batch_size", "X", "double_quant", "quant_type",
+    "cache_dir", "per_device_eval_batch_size", "X", "double_quant", "quant_type",
     "lora_weight_path", "mpt_attn_impl", "remove_unused_columns", "freeze_mm_vision_resampler",
 )  # fmt: skip
 
@@ -79,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         flag(name, float)
     for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "model_max_length",
                  "dataloader_num_workers", "seed", "logging_steps", "save_steps", "save_total_limit", "lora_r",
-                 "lora_alpha", "bits", "local_rank"):  # fmt: skip
+                 "lora_alpha", "bits", "local_rank", "tokenizer_model_max_length"):  # fmt: skip
         flag(name, int)
     for name in ("bf16", "fp16", "tf32", "gradient_checkpointing", "lora_enable", "freeze_backbone",
                  "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "unfreeze_mm_vision_tower"):  # fmt: skip
@@ -171,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         logger.info("ignoring %s: fixed by the checkpoint's config", ", ".join("--" + name for name in ignored))
     values: dict[str, Any] = {key: getattr(args, flag) for flag, key in _RENAMED.items()}
     values.update({key: getattr(args, key) for key in _SAME})
+    if args.tokenizer_model_max_length:  # Video-LLaVA's limit after expanding media tokens, i.e. ours
+        values["model_max_length"] = args.tokenizer_model_max_length
     if args.tune_mm_mlp_adapter:  # LLaVA's pretraining stage: only the projector learns
         values.update(freeze_language_model=True, freeze_vision_tower=True)
     if args.unfreeze_mm_vision_tower:

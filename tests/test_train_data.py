@@ -153,3 +153,12 @@ def test_dataset_refuses_records_it_cannot_train_on(processors):
         ConversationDataset([TWO_TURNS], processors["video_llava"], ExampleSettings(None, 8, 64))
     with pytest.raises(RecordError, match="video_root: none of the records' videos exist under nowhere"):
         ConversationDataset([TWO_TURNS], processors["video_llava"], ExampleSettings("nowhere", 8, 64))
+
+
+def test_a_length_limit_below_the_video_tokens_fails_before_training(processors, synthetic_dataset):
+    settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=16)
+    dataset = ConversationDataset([TWO_TURNS], processors["video_llava"], settings)
+    with pytest.raises(RecordError, match=r"none of the first 1 records .* media tokens end at position \d+, past model_max_length 16"):
+        dataset.check_usable()
+    settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=4096)
+    assert ConversationDataset([TWO_TURNS], processors["video_llava"], settings).check_usable() > 100

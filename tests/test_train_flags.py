@@ -77,7 +77,7 @@ def test_video_llava_finetune_flags_map_onto_the_config(train_mem):
         weight_decay=0.0,
         per_device_train_batch_size=16,
         gradient_accumulation_steps=1,
-        model_max_length=2048,
+        model_max_length=3072,  # --tokenizer_model_max_length: Video-LLaVA's length after expanding video tokens
         bf16=True,
         tf32=True,
         gradient_checkpointing=True,

@@ -189,8 +189,8 @@ def set_trainable(model: Any, config: TrainConfig) -> dict[str, int]:
     for name, parameter in model.named_parameters():
         group = parameter_group(name)
         parameter.requires_grad_(group in groups)
-        if group in groups:
-            counts[group] += parameter.numel()
+        if group in groups:  # under ZeRO-3 a parameter is a shard; ds_numel is its full size
+            counts[group] += getattr(parameter, "ds_numel", parameter.numel())
     return counts
 
 

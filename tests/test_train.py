@@ -207,6 +207,7 @@ def test_deepspeed_zero_single_process(tiny_model, train_json, synthetic_dataset
     run_command(command, tmp_path, single_process_env())
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["deepspeed_stage"] == int(zero[-1]) and summary["deepspeed_enabled"]
+    assert summary["trainable_parameters"]["language"] > 0 and summary["trainable_parameters"]["vision"] == 0
     assert summary["global_step"] == 3
     before, after = parameters_by_group(load(tiny_model).model), parameters_by_group(load(output).model)
     assert changed_groups(before, after) == {"vision": False, "projector": True, "language": True}

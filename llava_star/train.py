@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError
+from llava_star.optional import require
 from llava_star.records import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -207,7 +209,7 @@ def language_linear_modules(model: Any) -> list[str]:
 
 def add_lora(model: Any, config: TrainConfig) -> Any:
     """Wrap ``model`` with peft LoRA adapters on the language model's linear layers."""
-    peft = _require_peft()
+    peft = require("peft", "LoRA fine-tuning (--lora)")
     targets = language_linear_modules(model)
     if not targets:
         raise ConfigError(f"lora: found no linear layers in the language model of {config.model}")
@@ -228,18 +230,10 @@ def add_lora(model: Any, config: TrainConfig) -> Any:
     return model
 
 
-def _require_peft() -> Any:
-    from llava_star.optional import require
-
-    return require("peft", "LoRA fine-tuning (--lora)")
-
-
 def deepspeed_stage(path: str | None) -> int:
     """The ZeRO stage a DeepSpeed JSON asks for (0 without one)."""
     if path is None:
         return 0
-    import json
-
     try:
         with open(path, encoding="utf-8") as handle:
             return int(json.load(handle).get("zero_optimization", {}).get("stage", 0))

@@ -118,7 +118,7 @@ def _finite_or_none(value: Any) -> Any:
 
 
 def task_metrics(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"task": {"accuracy,none": 0.5, "accuracy_stderr,none": ..., "alias": ...}}`` -> ``{"task": {"accuracy": 0.5}}``.
+    """lmms-eval's ``{"task": {"accuracy,none": 0.5, "accuracy_stderr_clt,none": ...}}`` -> ``{"task": {"accuracy": 0.5}}``.
 
     >>> task_metrics({"star_qa": {"alias": "star_qa", "accuracy,none": 0.5, "accuracy_stderr,none": "N/A"}})
     {'star_qa': {'accuracy': 0.5}}
@@ -128,7 +128,7 @@ def task_metrics(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         metrics[task] = {}
         for key, value in values.items():
             name, _, _filter = key.partition(",")
-            if key == "alias" or name.endswith("_stderr") or not _filter:
+            if key == "alias" or "_stderr" in name or not _filter:
                 continue
             metrics[task][name] = _finite_or_none(value)
     return metrics

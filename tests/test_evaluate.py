@@ -82,7 +82,12 @@ def test_arguments_are_checked(tmp_path):
     "results, expected",
     [
         (
-            {"star_qa": {"alias": "star_qa", "accuracy,none": 0.5, "accuracy_stderr,none": "N/A"}},
+            {
+                "star_qa": {
+                    "alias": "star_qa", "accuracy,none": 0.5, "accuracy_stderr,none": "N/A",
+                    "accuracy_stderr_clt,none": 0.1, "accuracy_stderr_clustered,none": "N/A",
+                }  # fmt: skip
+            },
             {"star_qa": {"accuracy": 0.5}},
         ),
         (

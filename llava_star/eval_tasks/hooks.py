@@ -136,6 +136,16 @@ kinetics700_qa_results = _verified_accuracy("kinetics700_qa")
 star_qa_results = _verified_accuracy("star_qa")
 
 
+def asserted_number(answer: str, label: Label) -> float | None:
+    """The value the answer states for the label's ``name``, read as the verifier reads it
+    (so the rank metrics and the accuracy never disagree on what an answer said)."""
+    from llava_star.verify.answer import Answer
+    from llava_star.verify.rules import RULES
+
+    value, _note = RULES["number"].parse(Answer(answer), label)
+    return value
+
+
 def finediving_aqa_results(doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, Any]:
     """Per answer: within-tolerance flags for score, difficulty and both, and the score read."""
     from llava_star.verify import verify

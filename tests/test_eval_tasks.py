@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llava_star.eval_tasks import GROUP_NAME, GROUP_TASKS, TASK_NAMES, tasks_dir
-from llava_star.eval_tasks import metrics
+from llava_star.eval_tasks import hooks, metrics
 from llava_star.eval_tasks.docs import bind_tasks, count_docs, sample_to_doc
 from llava_star.eval_tasks.hooks import doc_to_text, scored_labels, video_dir_variable, video_root
 from llava_star.errors import ConfigError, RecordError
@@ -29,7 +29,7 @@ DIVE = {
     "labels": [
         {"type": "number", "value": 75.6, "name": "score", "rel_tolerance": 0.05},
         {"type": "number", "value": 3.2, "name": "difficulty", "tolerance": 0.05},
-        {"type": "sequence", "value": ["Forward", "2.5 Soms.Pike", "Entry"]},
+        {"type": "sequence", "value": ["Forward", "Pike", "Entry"]},
     ],
     "source": "finediving", "task": "score",
 }  # fmt: skip
@@ -148,9 +148,10 @@ def test_each_task_scores_only_its_labels(task, row, scored_types):
     assert [label.type for label in scored_labels(task, _doc(row))] == scored_types
 
 
-def test_difficulty_alone_is_not_a_dive_assessment():
-    row = dict(DIVE, labels=[{"type": "number", "value": 3.2, "name": "difficulty"}])
-    assert scored_labels("finediving_aqa", _doc(row)) == ()
+def test_a_difficulty_alone_is_a_dive_doc():
+    """``prepare finediving`` asks for the score and the difficulty in separate samples."""
+    row = dict(DIVE, labels=[{"type": "number", "value": 3.2, "name": "difficulty", "tolerance": 0.05}])
+    assert [label.name for label in scored_labels("finediving_aqa", _doc(row))] == ["difficulty"]
 
 
 def test_count_docs():
@@ -258,3 +259,86 @@ def test_our_task_names_win_over_lmms_eval_built_ins():
     manager = TaskManager(include_path=str(REPO_ROOT / "eval_tasks"))
     for name in (*TASK_NAMES, GROUP_NAME):
         assert Path(manager.task_index[name]["yaml_path"]).resolve().parent == tasks_dir(), name
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("The person is abseiling down a cliff face.", 1.0),
+        ("The person is not abseiling; they are walking.", 0.0),
+        ("It could be abseiling or yoga.", 0.0),  # hedged between two classes
+        ("", 0.0),
+    ],
+)
+def test_kinetics700_qa_results(answer, expected):
+    assert hooks.kinetics700_qa_results(_doc(KINETICS), [answer]) == {"accuracy": expected}
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("B", 1.0),
+        ("The answer is (B) The clothes.", 1.0),
+        ("The person tidied up the clothes.", 1.0),
+        ("A", 0.0),
+        ("Either A or B.", 0.0),
+    ],
+)
+def test_star_qa_results(answer, expected):
+    assert hooks.star_qa_results(_doc(STAR), [answer]) == {"accuracy": expected}
+
+
+def test_llava_star_qa_scores_every_label():
+    doc = _doc(DIVE)  # score, difficulty and the sub-action sequence
+    right_numbers = "The dive scored 76 points with a difficulty of 3.2."
+    assert hooks.llava_star_qa_results(doc, [right_numbers]) == {"accuracy": 0.0}
+    steps = " First Forward, then a Pike, then the Entry."
+    assert hooks.llava_star_qa_results(doc, [right_numbers + steps]) == {"accuracy": 1.0}
+
+
+# answer -> (accuracy, score_accuracy, difficulty_accuracy, score read); gold: 75.6 ±5%, 3.2 ±0.05
+FINEDIVING_TABLE = [
+    ("The dive scored 76 points with a difficulty of 3.2.", (1.0, 1.0, 1.0, 76.0)),
+    ("Score: 60. Difficulty: 3.2", (0.0, 0.0, 1.0, 60.0)),
+    ("The difficulty is 3.5 and the score 79.", (0.0, 1.0, 0.0, 79.0)),
+    ("I cannot tell from this video.", (0.0, 0.0, 0.0, None)),
+]
+
+
+@pytest.mark.parametrize("answer, expected", FINEDIVING_TABLE)
+def test_finediving_aqa_results(answer, expected):
+    result = hooks.finediving_aqa_results(_doc(DIVE), [answer])
+    accuracy, score_accuracy, difficulty_accuracy, read = expected
+    assert (result["accuracy"], result["score_accuracy"], result["difficulty_accuracy"]) == (
+        accuracy, score_accuracy, difficulty_accuracy,
+    )  # fmt: skip
+    assert result["score_spearman"] == result["parse_rate"] == {"prediction": read, "gold": 75.6}
+
+
+def test_finediving_aqa_aggregates_a_table_of_answers():
+    """Four dives, each answered as in FINEDIVING_TABLE, through process_results and the aggregations."""
+    golds = [75.6, 48.0, 90.1, 60.0]
+    answers = [
+        "Score 70, difficulty 3.2.",
+        "Score 50, difficulty 3.2.",
+        "Score 94, difficulty 3.2.",
+        "No idea.",
+    ]
+    items = []
+    for gold, answer in zip(golds, answers):
+        row = dict(DIVE, labels=[dict(DIVE["labels"][0], value=gold), DIVE["labels"][1]])
+        items.append(hooks.finediving_aqa_results(_doc(row), [answer]))
+    pairs = [item["score_spearman"] for item in items]
+    assert metrics.spearman(pairs) == pytest.approx(1.0)  # the three read scores rank like their golds
+    spread = 90.1 - 48.0
+    assert metrics.relative_l2(pairs) == pytest.approx(((5.6 / spread) ** 2 + (2 / spread) ** 2 + (3.9 / spread) ** 2) / 3)
+    assert metrics.parse_rate(pairs) == 0.75
+    assert metrics.mean_of_known([item["score_accuracy"] for item in items]) == 0.5  # 50 ~ 48 and 94 ~ 90.1 are within 5%
+    assert metrics.mean_of_known([item["difficulty_accuracy"] for item in items]) == 0.75
+
+
+def test_difficulty_only_docs_leave_the_score_metrics_out():
+    row = dict(DIVE, labels=[DIVE["labels"][1]])
+    result = hooks.finediving_aqa_results(_doc(row), ["The difficulty is 3.2."])
+    assert result["accuracy"] == result["difficulty_accuracy"] == 1.0
+    assert result["score_accuracy"] is None and result["score_spearman"] is None

@@ -53,10 +53,7 @@ def labels_of(doc: Mapping[str, Any]) -> tuple[Label, ...]:
 def scored_labels(task: str, doc: Mapping[str, Any]) -> tuple[Label, ...]:
     """The labels of ``doc`` that ``task`` scores (empty: the doc is not in the task)."""
     keep = SCORED_LABELS[task]
-    labels = tuple(label for label in labels_of(doc) if keep(label))
-    if task == "finediving_aqa" and not any(label.name == "score" for label in labels):
-        return ()  # a difficulty alone is not an action quality assessment
-    return labels
+    return tuple(label for label in labels_of(doc) if keep(label))
 
 
 def video_dir_variable(source: str) -> str:
@@ -147,18 +144,22 @@ def asserted_number(answer: str, label: Label) -> float | None:
 
 
 def finediving_aqa_results(doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, Any]:
-    """Per answer: within-tolerance flags for score, difficulty and both, and the score read."""
+    """Per answer: within-tolerance flags, and the score read next to the gold score.
+
+    ``llava-star prepare finediving`` asks for the score and the difficulty in separate
+    samples, so a doc may have either; a metric about the missing one gets ``None``,
+    which the aggregations leave out.
+    """
     from llava_star.verify import verify
 
     answer = _answer(results)
     labels = scored_labels("finediving_aqa", doc)
     by_name = {label.name: label for label in labels}
-    score = by_name["score"]
-    difficulty = by_name.get("difficulty")
-    pair = {"prediction": asserted_number(answer, score), "gold": score.value}
+    score, difficulty = by_name.get("score"), by_name.get("difficulty")
+    pair = None if score is None else {"prediction": asserted_number(answer, score), "gold": score.value}
     return {
         "accuracy": float(verify(answer, labels).passed),
-        "score_accuracy": float(verify(answer, [score]).passed),
+        "score_accuracy": None if score is None else float(verify(answer, [score]).passed),
         "difficulty_accuracy": None if difficulty is None else float(verify(answer, [difficulty]).passed),
         "score_spearman": pair,
         "score_relative_l2": pair,

@@ -222,6 +222,7 @@ def bound_task_manager(tmp_path_factory):
     return TaskManager(include_path=str(folder), include_defaults=False)
 
 
+@pytest.mark.slow  # importing lmms_eval.tasks takes ~20 s
 def test_every_task_loads_its_docs_through_lmms_eval(bound_task_manager, monkeypatch, tmp_path):
     from lmms_eval.tasks import get_task_dict
 
@@ -241,6 +242,7 @@ def test_every_task_loads_its_docs_through_lmms_eval(bound_task_manager, monkeyp
     assert loaded["finediving_aqa"].aggregation()["score_spearman"] is metrics.spearman
 
 
+@pytest.mark.slow
 def test_the_group_holds_the_papers_three_tasks(bound_task_manager, monkeypatch, tmp_path):
     from lmms_eval.tasks import get_task_dict
 

@@ -151,3 +151,25 @@ def test_llava_star_eval_fails_loudly_when_lmms_eval_fails(evaluation_inputs, tm
     assert completed.returncode == 2, completed.stderr[-3000:]
     assert "lmms-eval" in completed.stderr and "lmms_eval.log" in completed.stderr
     assert not (out / "metrics.json").exists()
+
+
+def test_llava_star_eval_on_the_synthetic_test_split(tmp_path):
+    """What the cycle runs: the synthetic test split, scored on every label, with a Qwen2-VL-family model."""
+    from llava_star.datasets.synthetic import make_synthetic_dataset
+    from llava_star.models.tiny import build_tiny_model
+
+    synthetic = make_synthetic_dataset(tmp_path / "synthetic", num_videos=6, seed=0)
+    model = build_tiny_model("qwen2_vl", tmp_path / "tiny_qwen2_vl")
+    out = tmp_path / "eval"
+    command = [
+        sys.executable, "-m", "llava_star", "eval", "--model", str(model), "--tasks", "llava_star_qa,kinetics700_qa",
+        "--samples", str(synthetic.test), "--video-root", str(synthetic.root), "-o", str(out), "--limit", "2",
+        "--num-frames", "4", "--model-args", "max_new_tokens=8",
+    ]  # fmt: skip
+    env = _environment({"videos": synthetic.root, "root": tmp_path})
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["tasks"]) == {"llava_star_qa", "kinetics700_qa"}
+    assert report["num_docs"]["llava_star_qa"] == synthetic.num_samples - len(synthetic.train.read_text().splitlines())
+    assert 0.0 <= report["tasks"]["llava_star_qa"]["accuracy"] <= 1.0

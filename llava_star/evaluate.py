@@ -6,7 +6,7 @@ tasks bound to the given samples file (:mod:`llava_star.eval_tasks.docs`). The l
 command exits 0 even when a task crashed, so success is judged from its results file:
 every requested task must have a result. The metrics go to ``OUT_DIR/metrics.json``::
 
-    {"model": ..., "samples": ..., "limit": 2, "tasks": {"kinetics700_qa": {"accuracy": 0.5}},
+    {"config": {...}, "model": ..., "samples": ..., "limit": 2, "tasks": {"kinetics700_qa": {"accuracy": 0.5}},
      "num_docs": {"kinetics700_qa": 2}, "lmms_eval_results": ".../xxx_results.json"}
 """
 
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,7 @@ def run(config: EvalConfig) -> dict[str, Any]:
             f"its last lines:\n{_log_tail(log_path)}"
         )
     report = {
+        "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()},
         "model": config.model,
         "samples": None if config.samples is None else str(config.samples),
         "limit": config.limit,

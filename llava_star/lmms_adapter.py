@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "llava_star"
 CLASS_PATH = f"{__name__}.LlavaStarVideo"
-# keys lmms-eval adds to every model's arguments (CLI --batch_size, --device, ...)
-_LMMS_EVAL_KEYS = ("batch_size", "max_batch_size", "device")
+# what lmms-eval adds to every model's arguments besides --batch_size and --device
+_LMMS_EVAL_KEYS = ("max_batch_size",)
 
 
 def manifest() -> ModelManifest:

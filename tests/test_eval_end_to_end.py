@@ -130,6 +130,7 @@ def test_llava_star_eval_writes_the_metrics(evaluation_inputs, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["tasks"]) == {*TASKS, "video_star", "llava_star_qa"}
+    assert report["config"]["tasks"] == ["video_star", "llava_star_qa"] and report["config"]["limit"] == 2
     assert set(report["tasks"]["finediving_aqa"]) == FINEDIVING_METRICS
     assert 0.0 <= report["tasks"]["video_star"]["accuracy"] <= 1.0
     assert report["num_docs"] == {"kinetics700_qa": 3, "finediving_aqa": 3, "star_qa": 2, "llava_star_qa": 8}

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from llava_star.errors import ConfigError
 from llava_star.records import Label
 
 VIDEO_DIR_VARIABLE = "LLAVA_STAR_VIDEO_DIR"
@@ -72,8 +73,6 @@ def video_root(source: str, environ: Mapping[str, str] = os.environ) -> str:
     for variable in (video_dir_variable(source), VIDEO_DIR_VARIABLE):
         if environ.get(variable):
             return environ[variable]
-    from llava_star.errors import ConfigError
-
     raise ConfigError(
         f"{VIDEO_DIR_VARIABLE}: set it (or {video_dir_variable(source)}) to the folder the "
         f"{source!r} samples' videos are relative to"

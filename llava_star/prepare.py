@@ -34,6 +34,9 @@ from llava_star.video import resolve_video_path
 logger = logging.getLogger(__name__)
 
 MISSING_VIDEO = "video not found"
+EXAMPLES_PER_REASON = 5
+# datasets whose annotation file holds several splits; the others' files are one split each
+SPLIT_AWARE = frozenset({"kinetics", "kinetics400", "kinetics600", "kinetics700", "kinetics700_2020", "finediving", "generic"})
 
 
 @dataclass
@@ -44,8 +47,15 @@ class PrepareSummary:
     samples: int = 0
     videos: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    skipped_examples: dict[str, list[str]] = field(default_factory=dict)
     label_types: Counter[str] = field(default_factory=Counter)
     tasks: Counter[str] = field(default_factory=Counter)
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        examples = self.skipped_examples.setdefault(reason, [])
+        if len(examples) < EXAMPLES_PER_REASON:
+            examples.append(where)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +63,7 @@ class PrepareSummary:
             "samples": self.samples,
             "videos": self.videos,
             "skipped": dict(self.skipped.most_common()),
+            "skipped_examples": self.skipped_examples,
             "label_types": dict(self.label_types.most_common()),
             "tasks": dict(self.tasks.most_common()),
         }
@@ -77,7 +88,7 @@ def collect_samples(
     videos: set[str] = set()
     for proposal in tqdm(proposals, desc=f"prepare {request.dataset}", unit=" rows", disable=None):
         if isinstance(proposal, Skipped):
-            summary.skipped[proposal.reason] += 1
+            summary.skip(proposal.reason, proposal.where)
             logger.debug("%s: skipped: %s", proposal.where, proposal.reason)
             continue
         sample = proposal.sample
@@ -85,7 +96,7 @@ def collect_samples(
             raise AnnotationError(f"{proposal.where}: sample id {sample.id!r} repeats {first_seen[sample.id]}")
         first_seen[sample.id] = proposal.where
         if not _check_video(request, proposal):
-            summary.skipped[MISSING_VIDEO] += 1
+            summary.skip(MISSING_VIDEO, f"{proposal.where}: {sample.video}")
             logger.debug("%s: no video %s under %s", proposal.where, sample.video, request.video_root)
             continue
         samples.append(sample)
@@ -111,6 +122,8 @@ def prepare(request: PrepareRequest, output: Path, *, limit: int | None = None) 
     if not request.video_root.is_dir():
         raise AnnotationError(f"--video-root {request.video_root}: not a directory")
     adapter = get_adapter(request.dataset)
+    if request.split and request.dataset not in SPLIT_AWARE:
+        logger.warning("--split %s is ignored: a %s annotation file holds one split", request.split, request.dataset)
     samples, summary = collect_samples(request, adapter(request), limit=limit)
     write_jsonl_atomic(output, samples)
     write_json_atomic(summary_path(output), summary.to_dict())

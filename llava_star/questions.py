@@ -13,8 +13,8 @@ writes the same questions every time.
 
 from __future__ import annotations
 
+import functools
 import random
-import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -401,6 +401,7 @@ QUESTION_TEMPLATES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def template_slots(template: str) -> frozenset[str]:
     """The ``{slot}`` names a template needs.
 
@@ -447,11 +448,23 @@ def _templates(task: str) -> tuple[str, ...]:
 
 
 def _contains_phrase(text: str, phrase: str) -> bool:
-    """Whole-word, case-insensitive containment ("run" is not in "running late")."""
-    words = phrase.strip()
-    if not words:
+    """Whole-word, case-insensitive containment ("run" is not in "running late").
+
+    >>> _contains_phrase("What is the Runner doing?", "runner"), _contains_phrase("running late", "run")
+    (True, False)
+    """
+    text, phrase = text.casefold(), phrase.strip().casefold()
+    if not phrase:
         return False
-    return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", text, flags=re.IGNORECASE) is not None
+    start = text.find(phrase)
+    while start >= 0:
+        end = start + len(phrase)
+        before_ok = start == 0 or not (text[start - 1].isalnum() or text[start - 1] == "_")
+        after_ok = end == len(text) or not (text[end].isalnum() or text[end] == "_")
+        if before_ok and after_ok:
+            return True
+        start = text.find(phrase, start + 1)
+    return False
 
 
 def fill_template(

@@ -22,6 +22,7 @@ libx264 that PyAV wheels ship (decord reads it), MPEG-4 part 2 where libx264 is 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -313,6 +314,12 @@ def _read_frame_folder(path: Path, choose: IndexChooser, fps: float) -> Frames:
     return _frames(path, np.stack([images[int(i)] for i in indices]), indices, len(files), fps, "frames")
 
 
+@functools.lru_cache(maxsize=16)
+def _real_root(video_root: str) -> Path:
+    """The root with its symlinks resolved, once per root rather than once per sample."""
+    return Path(video_root).resolve()
+
+
 def resolve_video_path(video_root: str | os.PathLike[str], video: str) -> Path:
     """``video_root / video``, refusing names that would leave the root.
 
@@ -330,7 +337,7 @@ def resolve_video_path(video_root: str | os.PathLike[str], video: str) -> Path:
         raise VideoError(f"video {video!r}: '..' would leave the video root {video_root}")
     root = Path(video_root)
     joined = root / pure
-    real_root = root.resolve()
+    real_root = _real_root(str(root))
     if not joined.resolve().is_relative_to(real_root):
         raise VideoError(f"video {video!r}: resolves to {joined.resolve()}, outside the video root {real_root}")
     return joined

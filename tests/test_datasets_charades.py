@@ -105,3 +105,13 @@ def test_charades_sta_malformed_lines(tmp_path, line):
     path.write_text("VXJS4 0.0 3.4##a person walks through the doorway.\n" + line + "\n")
     with pytest.raises(AnnotationError, match=r"sta\.txt:2: "):
         run("charades_sta", path, tmp_path)
+
+
+def test_charades_sta_takes_durations_from_the_charades_csv_beside_it(tmp_path):
+    shutil.copy(DATA / "charades_sta_test_sample.txt", tmp_path / "charades_sta_test.txt")
+    (tmp_path / "Charades_v1_test.csv").write_text(HEADER + "3MSZA,S,Room,5,6,Yes,s,o,d,,28.5\nKVXJ9,S,Room,5,6,Yes,s,o,d,,0.5\n")
+    results = run("charades_sta", tmp_path / "charades_sta_test.txt", tmp_path)
+    light = results[0].sample.labels[0]
+    assert (light.value, light.duration) == ((24.3, 28.5), 28.5)
+    assert results[1].sample.labels[0].duration is None  # AMT7R is not in the CSV
+    assert [r.reason for r in results if isinstance(r, Skipped)] == ["moment starts after the end of the video"]

@@ -79,6 +79,14 @@ def test_real_label_triple_becomes_score_difficulty_and_steps(release):
     assert "85.78" not in score.question and "3.5" not in difficulty.question
 
 
+def test_numpy_scalars_in_metadata_become_json_numbers(tmp_path):
+    entry = real_entry() | {"judge_scores": [np.float32(8.5)] * 7, "start_frame": np.int64(489)}
+    dump(tmp_path / "Annotations" / "FineDiving_fine-grained_annotation.pkl", {KEY: entry})
+    sample = next(r.sample for r in run(tmp_path / "Annotations", tmp_path) if isinstance(r, Found))
+    assert json.loads(json.dumps(sample.to_dict()))["meta"]["start_frame"] == 489
+    assert sample.meta["judge_scores"] == [8.5] * 7
+
+
 def test_split_files_select_keys(release):
     annotations, frames = release
     test_ids = {r.sample.id for r in run(annotations, frames, split="test") if isinstance(r, Found)}

@@ -1,5 +1,6 @@
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +161,27 @@ def test_bad_jsonl_lines_name_the_line(tmp_path):
 def test_parse_mapping_accepts_own_templates_for_any_task_name():
     mapping = parse_mapping({"video": "v", "task": "dive_quality", "templates": ["How good is it?"], "labels": [{"type": "number", "column": "s"}]})
     assert mapping.task == "dive_quality" and mapping.templates == ("How good is it?",)
+
+
+def test_the_readme_example_runs_as_documented(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Any labeled table: the generic adapter", 1)[1]
+    table = section.split("```text\n", 1)[1].split("```", 1)[0]
+    mapping = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    sample = run(tmp_path, write(tmp_path, "clips.csv", table), mapping)[0].sample
+    assert sample.to_dict() == {
+        "id": "clips:2", "video": "zoo/cam1_0001.mp4", "question": "What is the otter doing?",
+        "labels": [
+            {"type": "class", "value": "swimming", "name": "behaviour", "vocabulary": ["swimming", "eating", "sleeping"]},
+            {"type": "time_range", "value": [2.5, 7.0]},
+            {"type": "number", "value": 3.0, "name": "count", "tolerance": 0},
+        ],
+        "source": "clips", "task": "action_recognition",
+    }
+
+
+def test_a_box_of_three_numbers_names_the_line(tmp_path):
+    annotations = write(tmp_path, "rows.jsonl", '{"v": "a.mp4", "b": [0.1, 0.2, 0.3, 0.4]}\n{"v": "b.mp4", "b": [0.1, 0.2, 0.3]}\n')
+    mapping = "video: v\ntask: grounding\nslots: {thing: v}\nlabels: [{type: box, column: b}]\n"
+    with pytest.raises(AnnotationError, match=r"rows\.jsonl:2: label b: value: a box label needs four numbers"):
+        run(tmp_path, annotations, mapping)

@@ -132,6 +132,14 @@ def test_class_folder_spellings_and_youtube_id_names(tmp_path):
     assert videos["-PBcrI7pXUM"] == files[4]
 
 
+def test_a_clip_listed_twice_is_skipped_once(tmp_path):
+    path = tmp_path / "k.csv"
+    path.write_text("label,youtube_id,time_start,time_end\nabseiling,abc,1,11\nabseiling,abc,1.0,11.0\n")
+    results = run("kinetics400", path, tmp_path)
+    assert [type(r).__name__ for r in results] == ["Found", "Skipped"]
+    assert results[1].reason == "clip listed twice" and results[1].where.endswith("k.csv:3")
+
+
 def test_label_folder_names():
     assert label_folder_names("skiing (not slalom or crosscountry)") == (
         "skiing (not slalom or crosscountry)",

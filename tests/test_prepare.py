@@ -34,10 +34,12 @@ def test_prepare_writes_existing_samples_and_a_summary(tmp_path, k400_root):
         "applauding/0Tq8uFakTbk.mp4",
     ]
     summary = json.loads((tmp_path / "out" / "k400.summary.json").read_text())
+    examples = summary.pop("skipped_examples")
     assert summary == {
         "dataset": "kinetics400", "samples": 3, "videos": 3, "skipped": {"video not found": 5},
         "label_types": {"class": 3}, "tasks": {"action_recognition": 3},
     }
+    assert examples["video not found"][0].endswith("kinetics400_val_sample.csv:4: _5PV4fkZisA_000139_000149.mp4")
 
 
 def test_limit_and_seed(tmp_path, k400_root):
@@ -73,18 +75,23 @@ def test_a_failed_run_leaves_the_previous_output_untouched(tmp_path, k400_root):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "o.jsonl", "videos"]  # no temp files left
 
 
+def prepare_table(tmp_path, root, table, mapping="video: video\ntask: caption\nlabels: [{type: text, column: label}]\n"):
+    """Run the generic adapter on a small CSV whose videos are in ``root``."""
+    annotations = tmp_path / "rows.csv"
+    annotations.write_text(table)
+    (tmp_path / "m.yaml").write_text(mapping)
+    args = ("--annotations", annotations, "--video-root", root, "-o", tmp_path / "o.jsonl", "--mapping", tmp_path / "m.yaml")
+    return run("generic", *args)
+
+
 @pytest.mark.parametrize("video", ["../outside.mp4", "/etc/passwd", "a/../../outside.mp4"])
 def test_paths_escaping_the_video_root_are_errors_naming_the_line(tmp_path, video):
     root = tmp_path / "root"
     root.mkdir()
     (tmp_path / "outside.mp4").touch()
-    annotations = tmp_path / "rows.csv"
-    annotations.write_text(f"video,label\nok.mp4,a\n{video},b\n")
     (root / "ok.mp4").touch()
-    mapping = tmp_path / "m.yaml"
-    mapping.write_text("video: video\ntask: caption\nlabels: [{type: text, column: label}]\n")
     with pytest.raises(AnnotationError, match=r"rows\.csv:3: .*video root"):
-        run("generic", "--annotations", annotations, "--video-root", root, "-o", tmp_path / "o.jsonl", "--mapping", mapping)
+        prepare_table(tmp_path, root, f"video,label\nok.mp4,a\n{video},b\n")
 
 
 def test_symlink_out_of_the_root_is_refused(tmp_path):
@@ -92,19 +99,21 @@ def test_symlink_out_of_the_root_is_refused(tmp_path):
     root.mkdir()
     (tmp_path / "secret.mp4").touch()
     (root / "link.mp4").symlink_to(tmp_path / "secret.mp4")
-    annotations = tmp_path / "rows.csv"
-    annotations.write_text("video,label\nlink.mp4,a\n")
-    mapping = tmp_path / "m.yaml"
-    mapping.write_text("video: video\ntask: caption\nlabels: [{type: text, column: label}]\n")
     with pytest.raises(AnnotationError, match=r"rows\.csv:2: .*outside the video root"):
-        run("generic", "--annotations", annotations, "--video-root", root, "-o", tmp_path / "o.jsonl", "--mapping", mapping)
+        prepare_table(tmp_path, root, "video,label\nlink.mp4,a\n")
 
 
 def test_repeated_sample_ids_are_an_error(tmp_path):
-    annotations = tmp_path / "dup.csv"
-    annotations.write_text("label,youtube_id,time_start,time_end\nabseiling,abc,1,11\nabseiling,abc,1,11\n")
-    with pytest.raises(AnnotationError, match=r"dup\.csv:3: sample id 'abc_000001_000011' repeats .*dup\.csv:2"):
-        run("kinetics400", "--annotations", annotations, "--video-root", tmp_path, "-o", tmp_path / "o.jsonl")
+    mapping = "video: video\nid: id\ntask: caption\nlabels: [{type: text, column: label}]\n"
+    with pytest.raises(AnnotationError, match=r"rows\.csv:3: sample id 'x1' repeats .*rows\.csv:2"):
+        prepare_table(tmp_path, tmp_path, "video,id,label\na.mp4,x1,a\nb.mp4,x1,b\n", mapping)
+
+
+def test_split_is_ignored_with_a_warning_for_one_split_files(tmp_path, caplog):
+    (tmp_path / "78687.webm").touch()
+    run("ssv2", "--annotations", DATA / "ssv2_train_sample.json", "--video-root", tmp_path, "-o", tmp_path / "o.jsonl", "--split", "val")
+    assert "--split val is ignored" in caplog.text
+    assert len(list(read_samples(tmp_path / "o.jsonl"))) == 1
 
 
 def test_generic_needs_a_mapping(tmp_path):

@@ -25,8 +25,9 @@ A real line of Charades-STA (``charades_sta_test.txt``)::
 
 becomes ``{"id": "3MSZA:1", "video": "3MSZA.mp4", "labels": [{"type": "time_range",
 "value": [24.3, 30.4], "name": "person turn a light on"}], "task": "temporal_localization",
-"question": "When does \"person turn a light on\" happen in the video?", ...}`` (no ``duration``:
-the lines do not carry it).
+"question": "When does \"person turn a light on\" happen in the video?", ...}``; when the
+Charades CSVs (``Charades_v1_*.csv``) sit next to it, ends are clamped to the video
+``length`` (as 2D-TAN does) and it becomes the label's ``duration``.
 """
 
 from __future__ import annotations
@@ -129,8 +130,19 @@ def adapt(request: PrepareRequest) -> Iterator[Found | Skipped]:
                 yield Found(Sample(f"{video_id}:caption", video, question, (label,), "charades", "caption", meta=meta), where)
 
 
+def video_lengths(folder: Path) -> dict[str, float]:
+    """Video id -> length in seconds from the Charades CSVs in ``folder`` (none: empty)."""
+    lengths = {}
+    for path in sorted(folder.glob("Charades_v1_*.csv")):
+        for line, row in read_csv_rows(path):
+            require_columns(path, row, ("id", "length"))
+            lengths[row["id"]] = parse_seconds(row["length"], f"{path}:{line}", "length")
+    return lengths
+
+
 def adapt_sta(request: PrepareRequest) -> Iterator[Found | Skipped]:
     index = VideoIndex.build(request.video_root)
+    lengths = video_lengths(request.annotations.parent)
     queries_per_video: Counter[str] = Counter()
     for line_number, line in read_text_lines(request.annotations):
         where = f"{request.annotations}:{line_number}"
@@ -144,8 +156,12 @@ def adapt_sta(request: PrepareRequest) -> Iterator[Found | Skipped]:
             raise AnnotationError(f"{where}: end {end} is not after start {start}")
         event = sentence.strip().rstrip(".").strip()
         queries_per_video[video_id] += 1
+        duration = lengths.get(video_id)
+        if duration is not None and start >= duration:
+            yield Skipped("moment starts after the end of the video", where)
+            continue
         with located(where):
-            label = Label("time_range", (start, end), name=event)
+            label = Label("time_range", (start, min(end, duration or end)), name=event, duration=duration)
             question = make_question("temporal_localization", request.rng, event=event_phrase(event, quote=True))
             video = index.find([video_id]) or f"{video_id}.mp4"
             sample_id = f"{video_id}:{queries_per_video[video_id]}"

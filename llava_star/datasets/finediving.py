@@ -103,8 +103,12 @@ def load_pickle(path: Path) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """numpy arrays and scalars as lists and Python numbers."""
-    return value.tolist() if hasattr(value, "tolist") else value
+    """numpy arrays and scalars (also inside lists) as lists and Python numbers, for JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)

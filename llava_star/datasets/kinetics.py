@@ -168,10 +168,15 @@ def adapt(request: PrepareRequest) -> Iterator[Found | Skipped]:
     vocabulary = choose_vocabulary(request.dataset, rows)
     source = request.dataset if request.dataset in VOCABULARY_BY_DATASET else vocabulary
     index = VideoIndex.build(request.video_root)
+    seen: set[str] = set()
     for row in rows:
         if row.label is None:
             yield Skipped("no label (test split)", row.where)
             continue
+        if row.clip_stem in seen:  # the same clip listed twice would become two identical samples
+            yield Skipped("clip listed twice", row.where)
+            continue
+        seen.add(row.clip_stem)
         split_folders = split_aliases(row.split) if row.split else frozenset()
         video = index.find(
             [row.clip_stem, row.youtube_id], prefer_dirs=split_folders | set(label_folder_names(row.label))

@@ -100,6 +100,15 @@ def _environment(config: EvalConfig, tasks_folder: Path) -> dict[str, str]:
     return env
 
 
+def _check_video_roots(samples: Path, env: Mapping[str, str]) -> None:
+    """Every dataset in the samples has a video folder (else lmms-eval would fail mid-run)."""
+    from llava_star.eval_tasks.hooks import video_root
+    from llava_star.records import read_samples
+
+    for source in sorted({sample.source for sample in read_samples(samples)}):
+        video_root(source, env)
+
+
 def _log_tail(log_path: Path) -> str:
     lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
     return "\n".join(lines[-_LOG_TAIL_LINES:])
@@ -153,13 +162,16 @@ def run(config: EvalConfig) -> dict[str, Any]:
                 f"--tasks: {', '.join(empty)} ha{'s' if len(empty) == 1 else 've'} no sample in {config.samples} "
                 f"(docs per task: {counts}); drop {'it' if len(empty) == 1 else 'them'} or use llava_star_qa"
             )
+    env = _environment(config, tasks_folder)
+    if config.own_tasks:
+        _check_video_roots(config.samples, env)
     output_path = out_dir / "lmms_eval"
     log_path = out_dir / "lmms_eval.log"
     command = lmms_eval_command(config, include_path, output_path)
     logger.info("running lmms-eval on %s (log: %s)", ",".join(config.tasks), log_path)
     started = time.time()
     with log_path.open("w", encoding="utf-8") as log:
-        completed = subprocess.run(command, env=_environment(config, tasks_folder), stdout=log, stderr=subprocess.STDOUT, check=False)
+        completed = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     results_path = find_results_file(output_path, started) if output_path.exists() else None
     if completed.returncode != 0 or results_path is None:
         raise EvaluationError(

@@ -119,6 +119,16 @@ def test_a_task_without_samples_fails_before_lmms_eval(tmp_path):
     assert not (tmp_path / "out" / "lmms_eval.log").exists()
 
 
+def test_a_dataset_without_a_video_folder_fails_before_lmms_eval(tmp_path, monkeypatch):
+    monkeypatch.delenv("LLAVA_STAR_VIDEO_DIR", raising=False)
+    monkeypatch.delenv("LLAVA_STAR_VIDEO_DIR_KINETICS700", raising=False)
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps(KINETICS) + "\n")
+    with pytest.raises(ConfigError, match="LLAVA_STAR_VIDEO_DIR_KINETICS700"):
+        run(_config(tmp_path, samples=samples))
+    assert not (tmp_path / "out" / "lmms_eval.log").exists()
+
+
 def _entry_point_from_setup_cfg() -> str:
     parser = configparser.ConfigParser()
     parser.read(REPO_ROOT / "setup.cfg")

@@ -13,7 +13,6 @@ from llava_star.records import (
     JsonlAppender,
     Label,
     Sample,
-    read_generations,
     read_samples,
     write_json_atomic,
     written_ids,

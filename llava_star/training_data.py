@@ -17,8 +17,9 @@ media tokens.
 A sample is never silently replaced by another. When its video or image cannot be read,
 or it cannot fit ``model_max_length`` with all its media tokens and at least one answer
 token, it is written to the failures file (``{"id", "video", "image", "reason"}`` per
-line) and left out of its batch. A batch left with no sample at all still runs a forward pass, with zero loss,
-so that every rank of a distributed run takes part in the same collectives.
+line) and left out of its batch. A batch left with no sample at all still runs a forward
+pass, with zero loss, so that every rank of a distributed run takes part in the same
+collectives.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def report_failure(path: str | None, record: Mapping[str, Any], reason: str) -> 
     logger.warning("skipping sample %r: %s", record.get("id"), reason)
     if path is None:
         return
-    line = dumps_line({"id": record.get("id"), "video": record.get("video"), "image": record.get("image"), "reason": reason})
+    line = dumps_line({key: record.get(key) for key in ("id", "video", "image")} | {"reason": reason})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -2,8 +2,8 @@
 
 import doctest
 
-import pytest
 import numpy as np
+import pytest
 from tiny_model_helpers import noise_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
 
 import llava_star.models.inputs

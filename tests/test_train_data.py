@@ -317,3 +317,14 @@ def test_unreadable_images_are_reported_and_skipped(processors, image_root, tmp_
     for line in lines[:3]:  # the reason names the file
         assert line["image"] == line["id"] and str(root / line["id"]) in line["reason"] and line["video"] is None
     assert "no such image file" in lines[2]["reason"] and "image root" in lines[3]["reason"]
+
+
+def test_doctests():
+    import doctest
+
+    import llava_star.images
+    import llava_star.llava_json
+    import llava_star.training_data
+
+    for module in (llava_star.images, llava_star.llava_json, llava_star.training_data):
+        assert doctest.testmod(module).failed == 0

@@ -27,6 +27,10 @@ class VideoError(LlavaStarError):
     """A video that is missing, corrupt, truncated or has no frames. Names the file."""
 
 
+class ImageError(LlavaStarError):
+    """An image that is missing, truncated or not an image. Names the file."""
+
+
 class ConfigError(LlavaStarError):
     """A config key that is unknown or has a bad value. Names the key."""
 

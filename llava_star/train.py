@@ -1,7 +1,8 @@
 """Stage 5b: instruction-tune a video LVLM on LLaVA conversation JSON with the HF Trainer.
 
-``llava-star train --model M --data train.json --video-root DIR -o CKPT_DIR`` runs one
-plain ``transformers.Trainer`` over :mod:`llava_star.training_data` (frames decoded in
+``llava-star train --model M --data train.json --video-root DIR [--image-root DIR] -o CKPT_DIR``
+runs one plain ``transformers.Trainer`` over :mod:`llava_star.training_data` (video,
+image and text-only records in one run, the paper's mixture; frames and images decoded in
 DataLoader workers, inputs built through the model's chat template, loss on assistant
 tokens only). Defaults are the paper's: 1 epoch, lr 2e-5, cosine schedule, 3% warmup,
 vision tower frozen, projector and language model trained. ``--lora`` trains LoRA
@@ -290,12 +291,13 @@ _FLAG_NAMES = {
     "num_train_epochs": ("--epochs", "--num-train-epochs"), "per_device_train_batch_size": ("--batch-size",),
     "gradient_accumulation_steps": ("--grad-accum", "--gradient-accumulation-steps"),
     "dataloader_num_workers": ("--num-workers",), "lora": ("--lora",),
+    "image_root": ("--image-root", "--image-folder"),
 }  # fmt: skip
 _HELP = {
     "model": "hub id or local checkpoint directory of a supported video LVLM",
     "data": "LLaVA conversation JSON file(s), e.g. the output of `llava-star export`",
     "video_root": "folder the records' `video` paths are relative to",
-    "image_root": "folder the records' `image` paths are relative to",
+    "image_root": "folder the records' `image` paths are relative to (LLaVA's --image_folder)",
     "output_dir": "checkpoint directory to write (loads with from_pretrained)",
     "freeze_vision_tower": "keep the vision tower fixed (default; --no-freeze-vision-tower trains it)",
     "lora": "train LoRA adapters on the language model (peft), merged into the saved weights",
@@ -409,6 +411,24 @@ def model_dtype(config: TrainConfig) -> str:
     return "float32"
 
 
+def parameter_anchor(model: Any) -> Any:
+    """Zero times the sum of every trainable parameter; add it to the loss before the forward pass.
+
+    In a mixed batch (video, image, text-only records) ranks use different modules: a
+    rank whose batch is text only never reaches the projector. DDP then waits for
+    gradients that never come (with gradient checkpointing, which turns off its
+    unused-parameter search) and ZeRO-2 reduces gradient buckets of different contents
+    ("collective mismatch"). Summing every trainable parameter first, before the forward
+    pass, gives each one a (zero) gradient on every rank, and since these sums are the
+    oldest nodes of the graph, autograd finishes each parameter's gradient last and in the
+    same order on every rank, whatever the batch held.
+    """
+    import torch
+
+    terms = [parameter.sum(dtype=torch.float32) for parameter in model.parameters() if parameter.requires_grad]
+    return torch.stack(terms).sum() * 0.0 if terms else None
+
+
 def _trainer_class() -> Any:
     from transformers import Trainer
 
@@ -418,15 +438,29 @@ def _trainer_class() -> Any:
         """The HF Trainer, plus a zero-loss step for a batch whose samples all failed.
 
         The forward pass still runs (on one pad token) so that DDP and DeepSpeed ranks
-        stay in step; its loss is multiplied by zero, so nothing is learned from it.
+        stay in step; its loss is multiplied by zero, so nothing is learned from it. In a
+        run of several processes every trainable parameter is anchored to the loss
+        (:func:`parameter_anchor`, not under ZeRO-3), so batches of different media keep
+        the ranks in step.
         """
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+            # under ZeRO-3 a parameter outside its module's forward pass is an empty shard
+            anchored = self.args.world_size > 1 and not is_deepspeed_zero3_enabled()
+            anchor = parameter_anchor(model) if anchored else None
             if bool((inputs["labels"] != IGNORE_INDEX).any()):
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            loss = outputs.logits.float().sum() * 0.0
-            return (loss, outputs) if return_outputs else loss
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            else:
+                outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+                loss = outputs.logits.float().sum() * 0.0
+                result = (loss, outputs) if return_outputs else loss
+            if anchor is None:
+                return result
+            if return_outputs:
+                return result[0] + anchor.to(result[0].dtype), result[1]
+            return result + anchor.to(result.dtype)
 
     return ConversationTrainer
 
@@ -464,6 +498,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     logger.info("train: %s (%s), %d records, trainable parameters %s", config.model, loaded.family, len(records), counts)
     settings = ExampleSettings(
         video_root=config.video_root,
+        image_root=config.image_root,
         num_frames=config.num_frames,
         model_max_length=config.model_max_length,
         failures_path=str(config.failures_path),

@@ -1,34 +1,38 @@
 """LLaVA conversation JSON as training examples: decode, tokenize, mask, truncate, pad.
 
-Each record's frames are decoded by :func:`llava_star.video.read_frames` and turned into
-model inputs by :func:`llava_star.models.inputs.build_inputs`, the same function the
-generation stage uses, so the model is trained on exactly the prompt layout it is later
-asked in. All of that happens in ``Dataset.__getitem__``, i.e. in the DataLoader's worker
-processes; the collator only pads and stacks.
+A record carries one video (Video-STaR's own data, VideoInstruct-100K), one image
+(LLaVA-665K) or no media (LLaVA-665K's text-only conversations); the paper trains on that
+mixture. Frames are decoded by :func:`llava_star.video.read_frames`, images by
+:func:`llava_star.images.read_image`, and both turned into model inputs by
+:func:`llava_star.models.inputs.build_inputs`, the same function the generation stage
+uses, so the model is trained on exactly the prompt layout it is later asked in. All of
+that happens in ``Dataset.__getitem__``, i.e. in the DataLoader's worker processes; the
+collator only pads and stacks.
 
 Labels are the input ids on assistant tokens and -100 everywhere else (system prompt,
-user turns, video tokens, padding). The assistant spans come from ``build_inputs``, which
-locates them after the processor has expanded each ``<video>`` into its many video tokens.
+user turns, media tokens, padding). The assistant spans come from ``build_inputs``, which
+locates them after the processor has expanded each ``<video>``/``<image>`` into its many
+media tokens.
 
-A sample is never silently replaced by another. When its video cannot be read, or it
-cannot fit ``model_max_length`` with all its media tokens and at least one answer token,
-it is written to the failures file (``{"id", "video", "reason"}`` per line) and left out
-of its batch. A batch left with no sample at all still runs a forward pass, with zero loss,
-so that every rank of a distributed run takes part in the same collectives.
+A sample is never silently replaced by another. When its video or image cannot be read,
+or it cannot fit ``model_max_length`` with all its media tokens and at least one answer
+token, it is written to the failures file (``{"id", "video", "image", "reason"}`` per
+line) and left out of its batch. A batch left with no sample at all still runs a forward
+pass, with zero loss, so that every rank of a distributed run takes part in the same
+collectives.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_star.errors import LlavaStarError, RecordError, VideoError
-from llava_star.llava_json import GPT, IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, media_paths
+from llava_star.errors import ImageError, LlavaStarError, RecordError, VideoError
+from llava_star.llava_json import media_paths
 from llava_star.records import dumps_line
 
 logger = logging.getLogger(__name__)
@@ -37,7 +41,12 @@ IGNORE_INDEX = -100
 # per-token tensors that the collator pads to the longest row; every other tensor is
 # per-media (pixel values, grid sizes) and is concatenated along its first axis
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "labels", "token_type_ids", "mm_token_type_ids")
-_PLACEHOLDER_PATTERN = re.compile(f"({re.escape(VIDEO_PLACEHOLDER)}|{re.escape(IMAGE_PLACEHOLDER)})")
+# LLaVA-NeXT(-Video) and LLaVA-OneVision stack an image's crops as [images, crops, 3, h, w]
+# and keep the first crops of each image by its image_sizes, so images with fewer crops
+# may be zero-padded along the crop axis when batched
+CROP_PADDED_KEYS = ("pixel_values",)
+# errors of one sample's media: report the sample and go on
+MEDIA_ERRORS = (VideoError, ImageError)
 
 
 class UnusableSample(LlavaStarError):
@@ -52,32 +61,7 @@ class ExampleSettings:
     num_frames: int
     model_max_length: int
     failures_path: str | None = None
-
-
-def to_chat_conversation(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A LLaVA record's turns in the processor chat format, placeholders as media items.
-
-    >>> to_chat_conversation({"conversations": [
-    ...     {"from": "human", "value": "<video>\\nWhat colour is it?"}, {"from": "gpt", "value": "Red."}]})
-    ... # doctest: +NORMALIZE_WHITESPACE
-    [{'role': 'user', 'content': [{'type': 'video'}, {'type': 'text', 'text': 'What colour is it?'}]},
-     {'role': 'assistant', 'content': [{'type': 'text', 'text': 'Red.'}]}]
-    """
-    conversation = []
-    for turn in record["conversations"]:
-        if turn["from"] == GPT:
-            conversation.append({"role": "assistant", "content": [{"type": "text", "text": turn["value"]}]})
-            continue
-        content: list[dict[str, Any]] = []
-        for piece in _PLACEHOLDER_PATTERN.split(turn["value"]):
-            if piece == VIDEO_PLACEHOLDER:
-                content.append({"type": "video"})
-            elif piece == IMAGE_PLACEHOLDER:
-                content.append({"type": "image"})
-            elif piece.strip():
-                content.append({"type": "text", "text": piece.strip()})
-        conversation.append({"role": "user", "content": content})
-    return conversation
+    image_root: str | None = None
 
 
 def truncation_length(input_ids: Sequence[int], labels: Sequence[int], max_length: int, media_token_ids: set[int]) -> int:
@@ -110,14 +94,18 @@ def media_token_ids(processor: Any) -> set[int]:
     }
 
 
-def encode_example(processor: Any, record: Mapping[str, Any], frames: Any, model_max_length: int) -> dict[str, Any]:
-    """One record + its decoded frames -> 1-D ``input_ids``/``attention_mask``/``labels`` + media tensors."""
-    from llava_star.models.inputs import build_inputs
+def encode_example(
+    processor: Any, record: Mapping[str, Any], frames: Any, model_max_length: int, image: Any = None
+) -> dict[str, Any]:
+    """One record + its decoded frames and/or image (``None`` when it has none) -> 1-D
+    ``input_ids``/``attention_mask``/``labels`` + media tensors."""
+    from llava_star.models.inputs import build_inputs, from_llava_turns
 
     inputs = build_inputs(
         processor,
-        [to_chat_conversation(record)],
+        [from_llava_turns(record["conversations"])],
         [frames],
+        images=[image],
         add_generation_prompt=False,
         assistant_spans=True,
         padding_side="right",
@@ -132,7 +120,7 @@ def encode_example(processor: Any, record: Mapping[str, Any], frames: Any, model
 
 
 def report_failure(path: str | None, record: Mapping[str, Any], reason: str) -> None:
-    """Append ``{"id", "video", "reason"}`` to the failures file (one whole line per write).
+    """Append ``{"id", "video", "image", "reason"}`` to the failures file (one whole line per write).
 
     DataLoader workers are separate processes; O_APPEND with one ``write`` per line keeps
     their lines whole without a lock.
@@ -140,7 +128,7 @@ def report_failure(path: str | None, record: Mapping[str, Any], reason: str) -> 
     logger.warning("skipping sample %r: %s", record.get("id"), reason)
     if path is None:
         return
-    line = dumps_line({"id": record.get("id"), "video": record.get("video"), "reason": reason})
+    line = dumps_line({key: record.get(key) for key in ("id", "video", "image")} | {"reason": reason})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -149,33 +137,35 @@ def report_failure(path: str | None, record: Mapping[str, Any], reason: str) -> 
         os.close(descriptor)
 
 
-def _check_some_video_exists(records: Sequence[Mapping[str, Any]], video_root: str) -> None:
-    """Fail fast on a wrong ``video_root`` instead of reporting every sample as missing."""
-    root = Path(video_root)
-    if not any((root / media_paths(record, "video")[0]).exists() for record in records):
-        example = media_paths(records[0], "video")[0] if records else "?"
-        raise RecordError(f"video_root: none of the records' videos exist under {root} (e.g. {example!r})")
+def _check_some_media_exists(records: Sequence[Mapping[str, Any]], kind: str, root: str | None, flag: str) -> None:
+    """Fail fast on a missing or wrong media root instead of reporting every sample as missing."""
+    names = [media_paths(record, kind)[0] for record in records if media_paths(record, kind)]
+    if not names:
+        return
+    if root is None:
+        raise RecordError(f"{flag}: {len(names)} records name {kind}s (e.g. {names[0]!r}); give the folder they are relative to")
+    if not any((Path(root) / name).exists() for name in names):
+        raise RecordError(f"{flag}: none of the records' {kind}s exist under {root} (e.g. {names[0]!r})")
 
 
 class ConversationDataset:
     """Map-style dataset of LLaVA records; ``dataset[i]`` is an example dict or ``None``.
 
-    ``None`` means the record was reported to the failures file; the collator leaves it
-    out. Records with images are refused up front: the shared input builder feeds videos.
+    A record has at most one video and at most one image (records with lists of several
+    are refused up front); text-only records need neither root. ``None`` means the record
+    was reported to the failures file; the collator leaves it out.
     """
 
     def __init__(self, records: Sequence[Mapping[str, Any]], processor: Any, settings: ExampleSettings) -> None:
         for index, record in enumerate(records):
-            if media_paths(record, "image"):
-                raise RecordError(
-                    f"record {index} (id {record.get('id')!r}): image records are not supported for training; "
-                    "the shared input builder (llava_star.models.inputs.build_inputs) takes one video per sample"
-                )
-            if len(media_paths(record, "video")) != 1:
-                raise RecordError(f"record {index} (id {record.get('id')!r}): expected exactly one video")
-        if settings.video_root is None:
-            raise RecordError("video_root: the records name videos; give the folder they are relative to")
-        _check_some_video_exists(records, settings.video_root)
+            for kind in ("video", "image"):
+                if len(media_paths(record, kind)) > 1:
+                    raise RecordError(
+                        f"record {index} (id {record.get('id')!r}): {len(media_paths(record, kind))} {kind}s; "
+                        f"training takes at most one {kind} per record"
+                    )
+        _check_some_media_exists(records, "video", settings.video_root, "video_root")
+        _check_some_media_exists(records, "image", settings.image_root, "image_root")
         self.records = list(records)
         self.processor = processor
         self.settings = settings
@@ -184,39 +174,63 @@ class ConversationDataset:
         return len(self.records)
 
     def encode(self, index: int) -> dict[str, Any]:
-        """The example of record ``index``; raises VideoError / UnusableSample."""
+        """The example of record ``index``; raises VideoError / ImageError / UnusableSample."""
+        from llava_star.images import read_image, resolve_image_path
         from llava_star.video import read_frames, resolve_video_path
 
         record = self.records[index]
-        path = resolve_video_path(self.settings.video_root, media_paths(record, "video")[0])
-        frames = read_frames(path, self.settings.num_frames, start=record.get("start"), end=record.get("end"))
-        return encode_example(self.processor, record, frames, self.settings.model_max_length)
+        frames = image = None
+        if media_paths(record, "video"):
+            path = resolve_video_path(self.settings.video_root, media_paths(record, "video")[0])
+            frames = read_frames(path, self.settings.num_frames, start=record.get("start"), end=record.get("end"))
+        if media_paths(record, "image"):
+            image = read_image(resolve_image_path(self.settings.image_root, media_paths(record, "image")[0]))
+        return encode_example(self.processor, record, frames, self.settings.model_max_length, image)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         try:
             return self.encode(index)
-        except (VideoError, UnusableSample) as error:
+        except (*MEDIA_ERRORS, UnusableSample) as error:
             report_failure(self.settings.failures_path, self.records[index], str(error))
             return None
 
     def check_usable(self, attempts: int = 8) -> int:
         """Encode records until one works, before training starts; return its length in tokens.
 
-        A ``model_max_length`` shorter than the video tokens alone, or a wrong video folder,
+        A ``model_max_length`` shorter than the media tokens alone, or a wrong media folder,
         would otherwise make every step a skipped batch; this fails fast and says why.
         """
         reasons = []
         for index in range(min(attempts, len(self.records))):
             try:
                 return len(self.encode(index)["input_ids"])
-            except (VideoError, UnusableSample) as error:
+            except (*MEDIA_ERRORS, UnusableSample) as error:
                 reasons.append(f"record {index} (id {self.records[index].get('id')!r}): {error}")
         raise RecordError(f"none of the first {len(reasons)} records can be trained on: " + "; ".join(reasons[:3]))
 
 
+def _stack_media(key: str, values: Sequence[Any]) -> Any:
+    """Concatenate per-media tensors along their first axis, zero-padding image crops."""
+    import torch
+
+    if key in CROP_PADDED_KEYS and len({value.shape[1:] for value in values}) > 1 and values[0].dim() == 5:
+        crops = max(value.shape[1] for value in values)
+        values = [torch.nn.functional.pad(value, (0, 0, 0, 0, 0, 0, 0, crops - value.shape[1])) for value in values]
+    try:
+        return torch.cat(list(values), dim=0)
+    except RuntimeError as error:
+        shapes = sorted({tuple(value.shape) for value in values})
+        raise RecordError(f"{key}: per-sample tensors of shapes {shapes} cannot be batched: {error}") from None
+
+
 @dataclass(frozen=True)
 class PaddingCollator:
-    """Pad per-token tensors on the right, concatenate per-media tensors, drop ``None``s."""
+    """Pad per-token tensors on the right, concatenate per-media tensors, drop ``None``s.
+
+    Examples may carry different media (video, image, none): a per-media key is batched
+    from the examples that have it, in batch order, which is the order the model meets
+    their placeholder tokens in.
+    """
 
     pad_token_id: int
 
@@ -233,17 +247,21 @@ class PaddingCollator:
             }
         length = max(len(example["input_ids"]) for example in kept)
         padding = {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX}
+        keys = list(dict.fromkeys(key for example in kept for key in example))
         batch: dict[str, Any] = {}
-        for key in kept[0]:
-            values = [example[key] for example in kept]
+        for key in keys:
+            values = [example[key] for example in kept if key in example]
+            if not all(isinstance(value, torch.Tensor) for value in values):
+                kind = next(type(value).__name__ for value in values if not isinstance(value, torch.Tensor))
+                raise RecordError(f"{key}: the processor returned a {kind}, not a tensor")
             if key in SEQUENCE_KEYS:
+                if len(values) != len(kept):
+                    raise RecordError(f"{key}: a per-token tensor that only some examples have")
                 batch[key] = torch.stack(
                     [torch.nn.functional.pad(value, (0, length - len(value)), value=padding.get(key, 0)) for value in values]
                 )
-            elif isinstance(values[0], torch.Tensor):
-                batch[key] = torch.cat(values, dim=0)
             else:
-                raise RecordError(f"{key}: the processor returned a {type(values[0]).__name__}, not a tensor")
+                batch[key] = _stack_media(key, values)
         return batch
 
 

@@ -10,6 +10,7 @@
 #   Many nodes, torchrun (run on every node):    NNODES=4 NODE_RANK=$i MASTER_ADDR=node0 bash scripts/finetune.sh
 #   Many nodes, deepspeed (run once, uses ssh):  LAUNCHER=deepspeed HOSTFILE=hostfile MASTER_ADDR=node0 bash scripts/finetune.sh
 #
+# IMAGE_ROOT: the image folder of mixed-in image records (LLaVA-665K), when DATA has any.
 # More environment knobs: GPUS (per node), ZERO (zero2 | zero3 | zero3_offload), PER_DEVICE_BATCH,
 # GRAD_ACCUM, NUM_FRAMES, MODEL_MAX_LENGTH, WORKERS, MASTER_PORT, REPORT_TO; DRY_RUN=1 prints the
 # command instead of running it. Arguments after the script go to train_mem.py and win over the
@@ -65,6 +66,9 @@ TRAIN_ARGS=(
   --save_strategy no
   --report_to "$REPORT_TO"
 )
+if [[ -n "${IMAGE_ROOT:-}" ]]; then
+  TRAIN_ARGS+=(--image_folder "$IMAGE_ROOT")
+fi
 
 case "$LAUNCHER" in
   torchrun)

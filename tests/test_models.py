@@ -2,6 +2,7 @@
 
 import doctest
 
+import numpy as np
 import pytest
 from tiny_model_helpers import noise_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
 
@@ -167,3 +168,74 @@ def test_llava_turns_become_the_processor_conversation(tiny_dirs):
     assert "pixel_values_videos" in inputs.batch
     with pytest.raises(ValueError, match="turn 1"):
         from_llava_turns([turns[0], {"from": "assistant", "value": "x"}])
+
+
+def noise_image(seed, height=24, width=40):
+    """An RGB image of another size and aspect than the video frames, as LLaVA-665K's are."""
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+MIXED_ANSWERS = ["The shape is red.", "A circle, then a square.", "Yes, it is."]
+
+
+def mixed_conversations():
+    """A video, an image (placeholder after the question, as in LLaVA-665K) and a text-only record."""
+    questions = ["<video>\nWhat colour is it?", "What shape is in the picture?\n<image>", "Is the answer yes?"]
+    return [
+        from_llava_turns([{"from": "human", "value": question}, {"from": "gpt", "value": answer}])
+        for question, answer in zip(questions, MIXED_ANSWERS)
+    ]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_batch_mixing_video_image_and_text_only_masks_each_answer(tiny_dirs, family):
+    loaded = load_model(tiny_dirs[family])
+    processor, tokenizer = loaded.processor, loaded.processor.tokenizer
+    media_ids = {processor.video_token_id, processor.image_token_id}
+    for padding_side in ("left", "right"):
+        inputs = build_inputs(
+            processor,
+            mixed_conversations(),
+            [noise_frames(0), None, None],
+            images=[None, noise_image(1), None],
+            add_generation_prompt=False,
+            assistant_spans=True,
+            padding_side=padding_side,
+        )
+        ids = inputs.batch["input_ids"]
+        assert (ids[0] == processor.video_token_id).sum() > 1 and not (ids[0] == processor.image_token_id).any()
+        assert (ids[1] == processor.image_token_id).sum() > 1 and not (ids[1] == processor.video_token_id).any()
+        assert not any(token in media_ids for token in ids[2].tolist())
+        for row, answer in enumerate(MIXED_ANSWERS):
+            mask = inputs.assistant_mask[row]
+            positions = mask.nonzero().flatten().tolist()
+            # one contiguous run: the answer and its end-of-turn token, nothing of the prompt or the media
+            assert positions == list(range(positions[0], positions[-1] + 1))
+            assert not any(token in media_ids for token in ids[row][mask].tolist())
+            text = tokenizer.decode(ids[row][mask])
+            assert text.strip().startswith(answer) and tokenizer.eos_token in text[len(answer) :]
+            prompt = tokenizer.decode(ids[row][: positions[0]][inputs.batch["attention_mask"][row][: positions[0]].bool()])
+            assert answer not in prompt and "?" in prompt
+        loss = loaded.model(**inputs.batch, labels=inputs.labels()).loss
+        assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_image_prompt_generates(tiny_dirs, family):
+    loaded = load_model(tiny_dirs[family])
+    conversation = from_llava_turns([{"from": "human", "value": "<image>\nWhat shape is it?"}])
+    inputs = build_inputs(loaded.processor, [conversation], [None], images=[noise_image(2)], add_generation_prompt=True)
+    with torch.no_grad():
+        output = loaded.model.generate(**inputs.batch, max_new_tokens=3, do_sample=False)
+    assert output.shape[1] > inputs.batch["input_ids"].shape[1]
+
+
+def test_media_must_match_the_conversation_items(tiny_dirs):
+    loaded = load_model(tiny_dirs["video_llava"])
+    image_question = from_llava_turns([{"from": "human", "value": "<image>\nWhat is it?"}])
+    with pytest.raises(ValueError, match="conversation 0: 1 image item.* but 0 image given"):
+        build_inputs(loaded.processor, [image_question], [None], add_generation_prompt=True)
+    with pytest.raises(ValueError, match="conversation 0: 0 video item.* but 1 video given"):
+        build_inputs(loaded.processor, [image_question], [noise_frames(0)], images=[noise_image(0)], add_generation_prompt=True)
+    with pytest.raises(ValueError, match="1 conversations but 2 images"):
+        build_inputs(loaded.processor, [image_question], [None], images=[None, None], add_generation_prompt=True)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llava_star.export import main as export_main
@@ -117,6 +118,55 @@ def test_training_lowers_the_loss_reports_bad_videos_and_reloads(tiny_model, tra
     assert json.loads((output / "llava_star_train_config.json").read_text())["max_steps"] == 20
 
 
+def mixed_instruction_data(tmp_path, count=6):
+    """LLaVA-665K-like records to mix in: images (one missing) and text-only conversations."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    (images / "coco").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    records = []
+    for index in range(count):
+        name = f"coco/{index:012d}.jpg"
+        Image.fromarray(rng.integers(0, 256, (24 + 4 * index, 40, 3), dtype=np.uint8)).save(images / name)
+        records.append({"id": f"image-{index}", "image": name, "conversations": [
+            {"from": "human", "value": "What colour is the picture?\n<image>"}, {"from": "gpt", "value": "It is red."}]})  # fmt: skip
+        records.append({"id": f"text-{index}", "conversations": [
+            {"from": "human", "value": "Is the answer yes?"}, {"from": "gpt", "value": "Yes, the answer is yes."}]})  # fmt: skip
+    records.append({"id": "missing-image", "image": "coco/missing.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A star."}]})  # fmt: skip
+    path = tmp_path / "llava_mix.json"
+    path.write_text(json.dumps(records))
+    return path, images
+
+
+@pytest.mark.slow
+def test_training_on_the_papers_mixture_of_video_image_and_text_records(tiny_model, train_json, synthetic_dataset, tmp_path):
+    """Exported video answers + mixed-in image and text-only instruction data, images decoded in workers."""
+    mix, images = mixed_instruction_data(tmp_path)
+    data = tmp_path / "train.json"
+    gen_dir = train_json.parent / "gen"
+    assert export_main([str(gen_dir), "-o", str(data), "--mix", str(mix)]) == 0
+    kinds = {("video" in r) + 2 * ("image" in r) for r in json.loads(data.read_text())}
+    assert kinds == {0, 1, 2}  # text-only, video, image
+    output = tmp_path / "checkpoint"
+    config = TrainConfig(
+        model=str(tiny_model), data=(str(data),), video_root=str(synthetic_dataset.root), image_root=str(images),
+        output_dir=str(output), max_steps=12, learning_rate=1e-3, warmup_ratio=0.0, per_device_train_batch_size=4,
+        dataloader_num_workers=2, seed=0,
+    )  # fmt: skip
+    summary = run(config)
+    losses = summary["losses"]
+    assert summary["global_step"] == 12 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    reported = [json.loads(line) for line in (output / FAILURES_FILE).read_text().splitlines()]
+    assert {line["id"] for line in reported} == {"missing-image"}
+    assert "coco/missing.jpg" in reported[0]["reason"] and reported[0]["image"] == "coco/missing.jpg"
+    before, after = parameters_by_group(load(tiny_model).model), parameters_by_group(load(output).model)
+    assert changed_groups(before, after) == {"vision": False, "projector": True, "language": True}
+    assert len(generate_a_few_tokens(load(output), synthetic_dataset.root / "videos" / "synthetic-00000.mp4")) >= 1
+
+
 @pytest.mark.slow
 def test_lora_is_merged_into_a_plain_checkpoint(tiny_model, train_json, synthetic_dataset, tmp_path):
     pytest.importorskip("peft")
@@ -150,6 +200,22 @@ def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, tmp_path):
     loss.backward()
     assert loss.item() == 0.0
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def test_the_parameter_anchor_gives_every_trainable_parameter_a_zero_gradient(tiny_model):
+    from llava_star.train import parameter_anchor
+
+    model = load(tiny_model).model
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(parameter_group(name) != "vision")
+    anchor = parameter_anchor(model)
+    assert anchor.item() == 0.0
+    anchor.backward()
+    for name, parameter in model.named_parameters():
+        if parameter_group(name) == "vision":
+            assert parameter.grad is None
+        else:
+            assert parameter.grad is not None and not parameter.grad.any(), name
 
 
 def free_port():
@@ -228,3 +294,24 @@ def test_torchrun_two_processes_on_gloo_with_zero2(tiny_model, train_json, synth
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["global_step"] == 3 and summary["world_size"] == 2 and summary["deepspeed_enabled"]
     assert load(output).family == "video_llava"
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_torchrun_two_processes_on_a_mixed_batch_with_zero2(tiny_model, train_json, synthetic_dataset, tmp_path):
+    """One record a step per rank, so ranks meet video, image and text-only batches at the same
+    step; without the parameter anchor ZeRO-2 fails with a gloo collective mismatch."""
+    pytest.importorskip("deepspeed")
+    mix, images = mixed_instruction_data(tmp_path)
+    data = tmp_path / "train.json"
+    assert export_main([str(train_json.parent / "gen"), "-o", str(data), "--mix", str(mix)]) == 0
+    output = tmp_path / "torchrun_mixed"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+        "-m", "llava_star", "train", "--model", str(tiny_model), "--data", str(data),
+        "--video-root", str(synthetic_dataset.root), "--image-folder", str(images), "-o", str(output),
+        "--max-steps", "8", "--batch-size", "1", "--num-workers", "0", "--deepspeed", str(REPO / "scripts" / "zero2.json"),
+    ]  # fmt: skip
+    run_command(command, tmp_path, {"OMP_NUM_THREADS": "1"})
+    summary = json.loads((output / SUMMARY_FILE).read_text())
+    assert summary["global_step"] == 8 and summary["world_size"] == 2 and summary["deepspeed_enabled"]

@@ -1,8 +1,10 @@
-"""Training examples: assistant-only labels after video-token expansion, truncation that
-keeps media whole, padding, and unreadable videos reported instead of substituted."""
+"""Training examples: assistant-only labels after video- and image-token expansion, text-only
+records, truncation that keeps media whole, padding of mixed batches, and unreadable videos
+and images reported instead of substituted."""
 
 import json
 
+import numpy as np
 import pytest
 
 from llava_star.errors import RecordError
@@ -37,12 +39,54 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
+IMAGE_RECORD = {  # LLaVA-665K style: the placeholder after the question, two turns
+    "id": "image-two-turns",
+    "image": "coco/000000033471.png",
+    "conversations": [
+        {"from": "human", "value": "What shape is in the picture?\n<image>"},
+        {"from": "gpt", "value": "A circle and a square."},
+        {"from": "human", "value": "Which one is larger?"},
+        {"from": "gpt", "value": "The square is larger."},
+    ],
+}
+TEXT_RECORD = {
+    "id": "text-only",
+    "conversations": [
+        {"from": "human", "value": "Say yes or no."},
+        {"from": "gpt", "value": "Yes."},
+        {"from": "human", "value": "Why?"},
+        {"from": "gpt", "value": "Because the answer is yes."},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
-def processors(tmp_path_factory):
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: build_tiny_model(family, root / family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def processors(tiny_dirs):
     from transformers import AutoProcessor
 
-    root = tmp_path_factory.mktemp("tiny")
-    return {family: AutoProcessor.from_pretrained(build_tiny_model(family, root / family)) for family in FAMILIES}
+    return {family: AutoProcessor.from_pretrained(path) for family, path in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def image():
+    """RGB, another size and aspect than the video frames."""
+    return np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory, image):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    (root / "coco").mkdir()
+    Image.fromarray(image).save(root / IMAGE_RECORD["image"])
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +187,18 @@ def test_unreadable_videos_are_reported_and_skipped(processors, synthetic_datase
     assert "missing.mp4" in lines[2]["reason"]
 
 
-def test_dataset_refuses_records_it_cannot_train_on(processors):
+def test_dataset_refuses_records_it_cannot_train_on(processors, image_root):
     settings = ExampleSettings(video_root="videos", num_frames=8, model_max_length=64)
-    image = {"id": "img", "image": "a.jpg", "conversations": [
-        {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."}]}  # fmt: skip
-    with pytest.raises(RecordError, match=r"record 0 \(id 'img'\): image records"):
-        ConversationDataset([image], processors["video_llava"], settings)
+    two_images = {"id": "img", "image": ["a.jpg", "b.jpg"], "conversations": [
+        {"from": "human", "value": "<image>\n<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."}]}  # fmt: skip
+    with pytest.raises(RecordError, match=r"record 0 \(id 'img'\): 2 images; training takes at most one image"):
+        ConversationDataset([two_images], processors["video_llava"], settings)
+    with pytest.raises(RecordError, match=r"image_root: 1 records name images \(e.g. 'coco/000000033471.png'\)"):
+        ConversationDataset([IMAGE_RECORD], processors["video_llava"], settings)
+    with pytest.raises(RecordError, match="image_root: none of the records' images exist under nowhere"):
+        ConversationDataset([IMAGE_RECORD], processors["video_llava"], ExampleSettings(None, 8, 64, image_root="nowhere"))
+    # text-only records need no folder at all
+    assert ConversationDataset([TEXT_RECORD], processors["video_llava"], ExampleSettings(None, 8, 4096))[0] is not None
     with pytest.raises(RecordError, match="video_root"):
         ConversationDataset([TWO_TURNS], processors["video_llava"], ExampleSettings(None, 8, 64))
     with pytest.raises(RecordError, match="video_root: none of the records' videos exist under nowhere"):
@@ -162,3 +212,119 @@ def test_a_length_limit_below_the_video_tokens_fails_before_training(processors,
         dataset.check_usable()
     settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=4096)
     assert ConversationDataset([TWO_TURNS], processors["video_llava"], settings).check_usable() > 100
+
+
+def labelled_runs_and_text(processor, example):
+    input_ids, labels = example["input_ids"].tolist(), example["labels"].tolist()
+    assert len(input_ids) == len(labels) == len(example["attention_mask"])
+    labelled = [label != IGNORE_INDEX for label in labels]
+    assert all(labels[i] == input_ids[i] for i in range(len(labels)) if labelled[i])
+    spans = runs(labelled)
+    return input_ids, spans, [processor.tokenizer.decode(input_ids[start:end]) for start, end in spans]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_only_assistant_tokens_are_labelled_after_image_expansion(processors, image, family):
+    processor = processors[family]
+    example = encode_example(processor, IMAGE_RECORD, None, model_max_length=4096, image=image)
+    input_ids, spans, texts = labelled_runs_and_text(processor, example)
+    image_positions = [i for i, token in enumerate(input_ids) if token == processor.image_token_id]
+    assert len(image_positions) > 1, "the processor expands <image> into many tokens"
+    assert processor.video_token_id not in input_ids
+    assert len(spans) == 2 and spans[0][0] > image_positions[-1]
+    assert not any(start <= i < end for i in image_positions for start, end in spans)
+    assert texts[0].strip().startswith("A circle and a square.") and texts[0].strip() != "A circle and a square."
+    assert texts[1].strip().startswith("The square is larger.") and texts[1].strip() != "The square is larger."
+    assert all("picture" not in text and "larger?" not in text for text in texts)
+    decode = processor.tokenizer.decode
+    assert "What shape is in the picture?" in decode(input_ids[: spans[0][0]])
+    assert "Which one is larger?" in decode(input_ids[spans[0][1] : spans[1][0]])
+    assert any(key.startswith("pixel_values") and "videos" not in key for key in example)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_only_assistant_tokens_are_labelled_in_a_text_only_record(processors, family):
+    processor = processors[family]
+    example = encode_example(processor, TEXT_RECORD, None, model_max_length=4096)
+    input_ids, spans, texts = labelled_runs_and_text(processor, example)
+    assert not media_token_ids(processor) & set(input_ids)
+    assert not any(key.startswith("pixel_values") for key in example)
+    assert len(spans) == 2
+    assert texts[0].strip().startswith("Yes.") and "Why" not in texts[0]
+    assert texts[1].strip().startswith("Because the answer is yes.")
+    decode = processor.tokenizer.decode
+    assert "Say yes or no." in decode(input_ids[: spans[0][0]]) and "Why?" in decode(input_ids[spans[0][1] : spans[1][0]])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_collated_mixed_batch_equals_the_processor_batch(tiny_dirs, processors, frames, image, family):
+    """Examples encoded one by one (as DataLoader workers do) and collated give the loss the
+    model gets from the same records processed as one batch: media meet their placeholders."""
+    from transformers import AutoModelForImageTextToText
+
+    from llava_star.models.inputs import build_inputs, from_llava_turns
+
+    processor = processors[family]
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dirs[family]).eval()
+    records = [TEXT_RECORD, IMAGE_RECORD, TWO_TURNS, TEXT_RECORD]
+    videos = [None, None, frames, None]
+    images = [None, image, None, None]
+    examples = [encode_example(processor, r, v, 4096, image=i) for r, v, i in zip(records, videos, images)]
+    collated = PaddingCollator(pad_token_id=processor.tokenizer.pad_token_id)(examples)
+    together = build_inputs(
+        processor, [from_llava_turns(r["conversations"]) for r in records], videos, images=images,
+        add_generation_prompt=False, assistant_spans=True, padding_side="right",
+    )  # fmt: skip
+    assert torch.equal(collated["input_ids"], together.batch["input_ids"])
+    assert torch.equal(collated["labels"], together.labels(IGNORE_INDEX))
+    assert set(collated) == set(together.batch) | {"labels"}
+    with torch.no_grad():
+        loss = model(**collated).loss
+        expected = model(**together.batch, labels=together.labels(IGNORE_INDEX)).loss
+    assert torch.isfinite(loss) and torch.allclose(loss, expected, atol=1e-5)
+    text_only = PaddingCollator(pad_token_id=processor.tokenizer.pad_token_id)([examples[0], None, examples[3]])
+    assert not any(key.startswith("pixel_values") for key in text_only)
+    with torch.no_grad():
+        assert torch.isfinite(model(**text_only).loss)
+
+
+def test_image_crops_are_padded_when_images_differ_in_crops():
+    from llava_star.training_data import _stack_media
+
+    few, many = torch.ones(1, 2, 3, 4, 4), torch.ones(1, 5, 3, 4, 4)
+    stacked = _stack_media("pixel_values", [few, many])
+    assert stacked.shape == (2, 5, 3, 4, 4) and stacked[0, 2:].abs().sum() == 0 and stacked[1].sum() == 5 * 48
+    with pytest.raises(RecordError, match="pixel_values_videos: per-sample tensors of shapes"):
+        _stack_media("pixel_values_videos", [torch.ones(1, 4, 3, 4, 4), torch.ones(1, 2, 3, 4, 4)])
+
+
+def test_unreadable_images_are_reported_and_skipped(processors, image_root, tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    good = (image_root / IMAGE_RECORD["image"]).read_bytes()
+    (root / "good.png").write_bytes(good)
+    (root / "cut.png").write_bytes(good[: len(good) // 2])
+    (root / "garbage.jpg").write_bytes(b"not an image" * 100)
+    records = [dict(IMAGE_RECORD, id=name, image=name) for name in ("good.png", "cut.png", "garbage.jpg", "missing.jpg")]
+    records.append(dict(IMAGE_RECORD, id="escape", image="../images/good.png"))
+    failures = tmp_path / "failures.jsonl"
+    settings = ExampleSettings(None, num_frames=8, model_max_length=4096, failures_path=str(failures), image_root=str(root))
+    dataset = ConversationDataset(records, processors["qwen2_vl"], settings)
+    items = [dataset[index] for index in range(len(dataset))]
+    assert items[0] is not None and items[1:] == [None] * 4
+    lines = [json.loads(line) for line in failures.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["cut.png", "garbage.jpg", "missing.jpg", "escape"]
+    for line in lines[:3]:  # the reason names the file
+        assert line["image"] == line["id"] and str(root / line["id"]) in line["reason"] and line["video"] is None
+    assert "no such image file" in lines[2]["reason"] and "image root" in lines[3]["reason"]
+
+
+def test_doctests():
+    import doctest
+
+    import llava_star.images
+    import llava_star.llava_json
+    import llava_star.training_data
+
+    for module in (llava_star.images, llava_star.llava_json, llava_star.training_data):
+        assert doctest.testmod(module).failed == 0

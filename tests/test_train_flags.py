@@ -137,10 +137,11 @@ def test_llava_star_train_flags_and_yaml(tmp_path):
     yaml_file.write_text("learning_rate: 1.0e-4\nlora: true\ntrainer_args: {max_grad_norm: 0.3}\n")
     args = build_parser().parse_args(
         ["--config", str(yaml_file), "--model", "m", "--data", "a.json", "b.json", "-o", "out",
-         "--video-root", "v", "--epochs", "2", "--no-freeze-vision-tower", "--trainer-arg", "optim=adamw_torch"]
+         "--video-root", "v", "--image-folder", "i", "--epochs", "2", "--no-freeze-vision-tower",
+         "--trainer-arg", "optim=adamw_torch"]
     )  # fmt: skip
     config = config_from_args(args)
-    assert config.data == ("a.json", "b.json") and config.video_root == "v"
+    assert config.data == ("a.json", "b.json") and config.video_root == "v" and config.image_root == "i"
     assert config.learning_rate == 1e-4 and config.lora and config.num_train_epochs == 2.0
     assert config.freeze_vision_tower is False
     assert dict(config.trainer_args) == {"max_grad_norm": 0.3, "optim": "adamw_torch"}

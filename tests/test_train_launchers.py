@@ -100,3 +100,8 @@ def test_the_launcher_really_trains_on_cpu(synthetic_dataset, tmp_path):
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads((tmp_path / "out" / "train_summary.json").read_text())["global_step"] == 2
+
+
+def test_an_image_folder_is_passed_when_given():
+    assert train_mem().parse_args(split_at_script(dry_run({}))[1]).image_root is None
+    assert train_mem().parse_args(split_at_script(dry_run({"IMAGE_ROOT": "coco"}))[1]).image_root == "coco"

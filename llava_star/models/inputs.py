@@ -1,7 +1,7 @@
-"""Conversations + decoded frames -> model inputs, through the processor's chat template.
+"""Conversations + decoded frames or images -> model inputs, through the processor's chat template.
 
 Generation and training build their inputs here, so both see exactly the same prompt
-text, video placeholders and frame preprocessing: a model fine-tuned on one layout and
+text, media placeholders and frame preprocessing: a model fine-tuned on one layout and
 asked in another would be evaluated on something it never saw.
 
 Training also needs to know which tokens are the assistant's, to compute the loss on the
@@ -10,12 +10,13 @@ ChatML for Qwen), and hub templates do not carry ``{% generation %}`` markers, s
 assistant spans are found in the rendered text (each assistant message from where its
 content starts to where the rendering of the conversation up to it ends, which includes
 the end-of-turn token, so the model learns to stop) and mapped to token positions with
-the tokenizer's offsets, shifted past the video placeholders the processor expands.
+the tokenizer's offsets, shifted past the video and image placeholders the processor expands.
 """
 
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -51,30 +52,52 @@ def video_conversation(question: str, answer: str | None = None) -> Conversation
 
 _LLAVA_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 VIDEO_PLACEHOLDER = "<video>"
+IMAGE_PLACEHOLDER = "<image>"
+_MEDIA_ITEMS = {VIDEO_PLACEHOLDER: {"type": "video"}, IMAGE_PLACEHOLDER: {"type": "image"}}
+_PLACEHOLDER_PATTERN = re.compile(f"({re.escape(VIDEO_PLACEHOLDER)}|{re.escape(IMAGE_PLACEHOLDER)})")
 
 
 def from_llava_turns(turns: Sequence[Mapping[str, str]]) -> Conversation:
     """LLaVA training JSON turns (``{"from", "value"}``) as a processor conversation.
 
-    The ``<video>`` placeholder of a turn becomes a video item at the start of that turn,
-    which is where every supported chat template puts it.
+    Each ``<video>`` / ``<image>`` placeholder becomes a media item where it stands (LLaVA
+    data puts ``<image>`` before or after the question); the text around it is stripped,
+    so ``"<video>\\nq"`` renders exactly as :func:`video_conversation` does. A turn with no
+    placeholder is text only (LLaVA-665K's text-only records, follow-up turns).
 
     >>> from_llava_turns([{"from": "human", "value": "<video>\\nWhat colour?"}, {"from": "gpt", "value": "Red."}])[0]
     {'role': 'user', 'content': [{'type': 'video'}, {'type': 'text', 'text': 'What colour?'}]}
+    >>> from_llava_turns([{"from": "human", "value": "What is it?\\n<image>"}])[0]["content"]
+    [{'type': 'text', 'text': 'What is it?'}, {'type': 'image'}]
     """
     conversation: Conversation = []
     for index, turn in enumerate(turns):
         role = _LLAVA_ROLES.get(turn.get("from", ""))
         if role is None or not isinstance(turn.get("value"), str):
             raise ValueError(f"turn {index}: expected from in {sorted(_LLAVA_ROLES)} and a string value, got {turn!r}")
-        text = turn["value"]
         content: list[dict[str, Any]] = []
-        if VIDEO_PLACEHOLDER in text:
-            content.append({"type": "video"})
-            text = text.replace(VIDEO_PLACEHOLDER + "\n", "").replace(VIDEO_PLACEHOLDER, "").strip()
-        content.append({"type": "text", "text": text})
+        for piece in _PLACEHOLDER_PATTERN.split(turn["value"]):
+            if piece in _MEDIA_ITEMS:
+                content.append(dict(_MEDIA_ITEMS[piece]))
+            elif piece.strip():
+                content.append({"type": "text", "text": piece.strip()})
         conversation.append({"role": role, "content": content})
     return conversation
+
+
+def media_count(conversation: Conversation, kind: str) -> int:
+    """How many ``kind`` ("video" / "image") items the conversation's messages hold.
+
+    >>> media_count([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]}], "image")
+    1
+    """
+    return sum(
+        1
+        for message in conversation
+        if not isinstance(message["content"], str)
+        for item in message["content"]
+        if item.get("type") == kind
+    )
 
 
 @dataclass(frozen=True)
@@ -141,26 +164,43 @@ def _token_mask(
     return mask
 
 
+def _check_media(conversations: Sequence[Conversation], media: Sequence[Any | None], kind: str) -> None:
+    """One ``kind`` item in each conversation that has a ``kind`` input, none in the others."""
+    if len(media) != len(conversations):
+        raise ValueError(f"{len(conversations)} conversations but {len(media)} {kind}s")
+    for row, (conversation, item) in enumerate(zip(conversations, media)):
+        expected = 0 if item is None else 1
+        found = media_count(conversation, kind)
+        if found != expected:
+            raise ValueError(f"conversation {row}: {found} {kind} item(s) but {expected} {kind} given")
+
+
 def build_inputs(
     processor: Any,
     conversations: Sequence[Conversation],
-    videos: Sequence[DecodedVideo],
+    videos: Sequence[DecodedVideo | None],
     *,
+    images: Sequence[Any | None] | None = None,
     add_generation_prompt: bool,
     assistant_spans: bool = False,
     padding_side: str = "left",
 ) -> ModelInputs:
-    """Render ``conversations`` with the chat template and process them with their videos.
+    """Render ``conversations`` with the chat template and process them with their media.
 
-    One video per conversation, in order. Generation passes conversations that end with
-    the user turn and ``add_generation_prompt=True`` and pads on the left (so every row's
-    answer starts at the same position); training passes the assistant turn too, with
+    ``videos[i]`` and ``images[i]`` (an RGB ``uint8 [height, width, 3]`` array or PIL image)
+    belong to ``conversations[i]``; either may be ``None``, so one batch can mix video,
+    image and text-only conversations (LLaVA-665K mixed into video data). Each
+    conversation holds one ``{"type": "video"}`` item per video and one ``{"type": "image"}``
+    per image it is given. Generation passes conversations that end with the user turn and
+    ``add_generation_prompt=True`` and pads on the left (so every row's answer starts at
+    the same position); training passes the assistant turn too, with
     ``assistant_spans=True`` for the loss mask, and may pad on the right.
     """
     import torch
 
-    if len(conversations) != len(videos):
-        raise ValueError(f"{len(conversations)} conversations but {len(videos)} videos")
+    images = [None] * len(conversations) if images is None else images
+    _check_media(conversations, videos, "video")
+    _check_media(conversations, images, "image")
     texts = [
         processor.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt)
         for conversation in conversations
@@ -168,15 +208,17 @@ def build_inputs(
     kwargs: dict[str, Any] = {}
     if assistant_spans:
         kwargs.update(return_offsets_mapping=True, return_text_replacement_offsets=True)
-    batch = processor(
-        text=texts,
-        videos=[video.array for video in videos],
-        video_metadata=[dict(video.metadata()) for video in videos],
-        padding=True,
-        padding_side=padding_side,
-        return_tensors="pt",
-        **kwargs,
-    )
+    # the processor pairs media with placeholders in order of appearance across the batch
+    present_videos = [video for video in videos if video is not None]
+    if present_videos:
+        kwargs.update(
+            videos=[video.array for video in present_videos],
+            video_metadata=[dict(video.metadata()) for video in present_videos],
+        )
+    present_images = [image for image in images if image is not None]
+    if present_images:
+        kwargs["images"] = present_images
+    batch = processor(text=texts, padding=True, padding_side=padding_side, return_tensors="pt", **kwargs)
     if not assistant_spans:
         return ModelInputs(batch=batch)
     offsets = batch.pop("offset_mapping").tolist()

@@ -1,0 +1,50 @@
+"""Still images of LLaVA instruction data (LLaVA-665K's ``image`` records), decoded to RGB arrays.
+
+Video-STaR trains on its own video data mixed with image instruction data; the image
+records name a file relative to an image folder (LLaVA's ``--image_folder``). Decoding
+happens in the training DataLoader workers, so a bad file is an :class:`ImageError` that
+names it, which the dataset reports and skips like an unreadable video.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePath
+
+import numpy as np
+
+from llava_star.errors import ImageError
+
+
+def resolve_image_path(image_root: str | os.PathLike[str], image: str) -> Path:
+    """``image_root / image``, refusing names that would leave the root (``..``, absolute, symlinks out).
+
+    >>> resolve_image_path("/data/coco", "train2017/000000033471.jpg").as_posix()
+    '/data/coco/train2017/000000033471.jpg'
+    """
+    pure = PurePath(image)
+    if not image or pure.is_absolute() or image.startswith(("/", "\\")) or ".." in image.replace("\\", "/").split("/"):
+        raise ImageError(f"image {image!r}: expected a path inside the image root {image_root}")
+    joined = Path(image_root) / pure
+    real_root = Path(image_root).resolve()
+    if not joined.resolve().is_relative_to(real_root):
+        raise ImageError(f"image {image!r}: resolves to {joined.resolve()}, outside the image root {real_root}")
+    return joined
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """The image at ``path`` as ``uint8 [height, width, 3]`` RGB (grey, palette and alpha converted).
+
+    The whole file is decoded here, so a truncated file fails now, naming it, rather than
+    inside the processor.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{path}: cannot decode the image: {error}") from None

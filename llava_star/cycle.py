@@ -36,10 +36,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from llava_star.config import check, config_to_dict, load_config, read_yaml_mapping, write_config
 from llava_star.errors import ConfigError, LlavaStarError
@@ -48,6 +50,7 @@ from llava_star.records import Generation, read_jsonl, write_json_atomic, write_
 logger = logging.getLogger(__name__)
 
 STAGES = ("generate", "export", "train", "eval")
+_TRAIN_KEYS_SET_BY_THE_CYCLE = ("model", "data", "output_dir", "video_root")
 CONFIG_NAME = "config.yaml"
 
 
@@ -71,11 +74,21 @@ class GenerateSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Options of ``llava-star train``; ``extra_args`` carries any other flag of that command."""
+    """How each cycle's model is trained.
+
+    ``options`` are keys of ``llava-star train``'s config (its flags with underscores:
+    ``learning_rate``, ``num_train_epochs``, ``per_device_train_batch_size``, ``deepspeed``,
+    ``lora`` ...); the cycle writes them with the model, data and output directory into
+    ``cycle_k/train_config.yaml`` and runs ``llava-star train --config`` on it.
+    """
 
     from_checkpoint: Literal["base", "previous"] = "base"  # STaR restarts from the base model
     mix: tuple[str, ...] = ()  # other LLaVA JSON files appended to each cycle's data
-    extra_args: tuple[str, ...] = ()  # e.g. [--learning-rate, "2e-5", --epochs, "1"]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in _TRAIN_KEYS_SET_BY_THE_CYCLE:
+            check(key not in self.options, f"options.{key}", "is set by the cycle itself; remove it")
 
 
 @dataclass(frozen=True)
@@ -259,9 +272,12 @@ class CycleRunner:
         out_dir = directory / "model"
         if out_dir.exists():  # a half-written checkpoint from a killed run: start it again
             shutil.rmtree(out_dir)
-        argv = ["--model", start_model, "--data", export_info["data"], "--video-root", self.config.video_root,
-                "-o", str(out_dir), "--seed", str(self.config.seed), *self.config.train.extra_args]  # fmt: skip
-        run_stage("train", argv, self.config.launch.train)
+        train_config = directory / "train_config.yaml"
+        values = {"seed": self.config.seed, "num_frames": self.config.generate.num_frames, **self.config.train.options,
+                  "model": start_model, "data": [export_info["data"]], "video_root": self.config.video_root,
+                  "output_dir": str(out_dir)}  # fmt: skip
+        write_text_atomic(train_config, yaml.safe_dump(config_to_dict(values), sort_keys=False))
+        run_stage("train", ["--config", str(train_config)], self.config.launch.train)
         return mark_done(directory, "train", {"model": str(out_dir), "trained": True, "from": start_model})
 
     def evaluate(self, directory: Path, model: str, cycle: int) -> dict[str, Any] | None:

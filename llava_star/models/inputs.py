@@ -1,0 +1,160 @@
+"""Conversations + decoded frames -> model inputs, through the processor's chat template.
+
+Generation and training build their inputs here, so both see exactly the same prompt
+text, video placeholders and frame preprocessing: a model fine-tuned on one layout and
+asked in another would be evaluated on something it never saw.
+
+Training also needs to know which tokens are the assistant's, to compute the loss on the
+answer only. Chat templates differ per family (``USER: ... ASSISTANT:`` for Video-LLaVA,
+ChatML for Qwen), and hub templates do not carry ``{% generation %}`` markers, so the
+assistant spans are found in the rendered text (each assistant message from where its
+content starts to where the rendering of the conversation up to it ends, which includes
+the end-of-turn token, so the model learns to stop) and mapped to token positions with
+the tokenizer's offsets, shifted past the video placeholders the processor expands.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from llava_star.errors import ConfigError
+
+Conversation = list[dict[str, Any]]
+
+
+class DecodedVideo(Protocol):
+    """What the inputs need of a decoded video (``llava_star.video.Frames`` is one)."""
+
+    array: np.ndarray  # uint8 [frames, height, width, 3] RGB
+
+    def metadata(self) -> Mapping[str, Any]: ...
+
+
+def video_conversation(question: str, answer: str | None = None) -> Conversation:
+    """A one-video, one-question conversation in the processor chat format.
+
+    >>> video_conversation("What colour is it?", "Red.")[1]
+    {'role': 'assistant', 'content': [{'type': 'text', 'text': 'Red.'}]}
+    """
+    conversation: Conversation = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]},
+    ]
+    if answer is not None:
+        conversation.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return conversation
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """A padded batch for ``model(**batch)`` / ``model.generate(**batch)``.
+
+    ``assistant_mask`` (bool ``[batch, length]``) marks the assistant tokens when they were
+    asked for; :meth:`labels` turns it into the usual causal-LM targets.
+    """
+
+    batch: Any  # transformers BatchFeature: input_ids, attention_mask, pixel_values_videos, ...
+    assistant_mask: Any = None
+
+    def labels(self, ignore_index: int = -100) -> Any:
+        """``input_ids`` where the assistant speaks, ``ignore_index`` elsewhere."""
+        if self.assistant_mask is None:
+            raise ValueError("labels need the assistant mask: build the inputs with assistant_spans=True")
+        return self.batch["input_ids"].masked_fill(~self.assistant_mask, ignore_index)
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(item["text"] for item in content if item.get("type") == "text")
+
+
+def assistant_char_spans(processor: Any, conversation: Conversation, rendered: str) -> list[tuple[int, int]]:
+    """Character spans of the assistant turns in ``rendered`` (the whole conversation)."""
+    spans = []
+    for index, message in enumerate(conversation):
+        if message["role"] != "assistant":
+            continue
+        prompt = processor.apply_chat_template(conversation[:index], add_generation_prompt=True)
+        through = processor.apply_chat_template(conversation[: index + 1])
+        if not rendered.startswith(through):
+            raise ConfigError(
+                "chat_template: rendering a conversation is not an extension of rendering its first turns; "
+                "the assistant tokens cannot be located"
+            )
+        start = rendered.find(_message_text(message), len(prompt))
+        if start < 0:
+            raise ConfigError(f"chat_template: assistant turn {index} does not appear in the rendered conversation")
+        spans.append((start, len(through)))
+    return spans
+
+
+def _token_mask(
+    offsets: Sequence[Sequence[int]],
+    replacements: Sequence[Mapping[str, Any]],
+    spans: Sequence[tuple[int, int]],
+) -> list[bool]:
+    """Mark the tokens overlapping ``spans`` (characters of the text before placeholders expanded)."""
+    placeholder_ends = [item["span"][1] for item in replacements]
+    # characters added by all the expansions up to and including each placeholder
+    gained = [0] + [item["new_span"][1] - item["span"][1] for item in replacements]
+    mask = [False] * len(offsets)
+    for start, end in spans:
+        start += gained[bisect.bisect_right(placeholder_ends, start)]
+        end += gained[bisect.bisect_right(placeholder_ends, end)]
+        for position, (token_start, token_end) in enumerate(offsets):
+            if token_start < end and token_end > start:  # zero-width tokens (padding) never match
+                mask[position] = True
+    return mask
+
+
+def build_inputs(
+    processor: Any,
+    conversations: Sequence[Conversation],
+    videos: Sequence[DecodedVideo],
+    *,
+    add_generation_prompt: bool,
+    assistant_spans: bool = False,
+    padding_side: str = "left",
+) -> ModelInputs:
+    """Render ``conversations`` with the chat template and process them with their videos.
+
+    One video per conversation, in order. Generation passes conversations that end with
+    the user turn and ``add_generation_prompt=True`` and pads on the left (so every row's
+    answer starts at the same position); training passes the assistant turn too, with
+    ``assistant_spans=True`` for the loss mask, and may pad on the right.
+    """
+    import torch
+
+    if len(conversations) != len(videos):
+        raise ValueError(f"{len(conversations)} conversations but {len(videos)} videos")
+    texts = [
+        processor.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt)
+        for conversation in conversations
+    ]
+    kwargs: dict[str, Any] = {}
+    if assistant_spans:
+        kwargs.update(return_offsets_mapping=True, return_text_replacement_offsets=True)
+    batch = processor(
+        text=texts,
+        videos=[video.array for video in videos],
+        video_metadata=[dict(video.metadata()) for video in videos],
+        padding=True,
+        padding_side=padding_side,
+        return_tensors="pt",
+        **kwargs,
+    )
+    if not assistant_spans:
+        return ModelInputs(batch=batch)
+    offsets = batch.pop("offset_mapping").tolist()
+    replacements = batch.pop("text_replacement_offsets")
+    rows = [
+        _token_mask(offsets[row], replacements[row], assistant_char_spans(processor, conversation, texts[row]))
+        for row, conversation in enumerate(conversations)
+    ]
+    return ModelInputs(batch=batch, assistant_mask=torch.tensor(rows, dtype=torch.bool))

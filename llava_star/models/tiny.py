@@ -1,0 +1,370 @@
+"""Tiny random video LVLMs of each supported family, for tests and the CPU demo.
+
+A real checkpoint is gigabytes and needs the hub; the tests and the demo need the same
+code paths (config, processor, chat template, video tokens, generate, train) in
+milliseconds and offline. Each family here is the real transformers architecture at
+~100-200k parameters: 32 px frames, two-layer vision tower and language model, and a
+byte-level BPE tokenizer trained locally on a few sentences (the ``tokenizers`` library
+trains it in milliseconds), saved with a chat template in the family's own style, so
+``AutoModelForImageTextToText.from_pretrained(DIR)`` and ``AutoProcessor.from_pretrained(DIR)``
+work with HF_HUB_OFFLINE=1.
+
+    llava-star tiny-model video_llava -o models/tiny-video-llava
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl")
+
+FRAME_SIZE = 32  # pixels; every tiny vision tower sees 32x32 frames
+PATCH_SIZE = 8
+HIDDEN_SIZE = 32
+VOCAB_SIZE = 384  # BPE merges on top of the 256 byte symbols and the special tokens
+
+# Words the demo and tests ask and answer about, so the tokenizer has merges for them.
+_CORPUS = (
+    "What colour is the moving shape in the video? The shape is red. It is blue. It is green.",
+    "The object is yellow, purple, orange, white, black, cyan or magenta.",
+    "What shape moves across the frames? A circle, a square, a triangle, a star, a rectangle.",
+    "Which direction does it move? It moves left, right, up or down.",
+    "How many objects are there? There are one, two, three, four or five objects.",
+    "When does the event happen? From 1.5 seconds to 3.0 seconds, between 0 and 10 s.",
+    "Where is the object? The box is [0.10, 0.20, 0.55, 0.80] in the frame.",
+    "Can you explain step-by-step how one can arrive at this conclusion?",
+    "Let me think step by step. First, I look at the first frame. Then I compare the frames.",
+    "Therefore, the answer is yes. No, the answer is not correct. Option A, B, C or D.",
+    "The person is playing guitar, riding a bike, swimming, dancing, cooking, running.",
+    "The dive has a score of 85.5 and a difficulty of 3.2 out of 10.",
+    "Question: Answer: Explain why the answer is right. I cannot tell from the video.",
+)
+
+
+@dataclass(frozen=True)
+class _Family:
+    """How one family's tokens, template and architecture are spelled."""
+
+    special_tokens: tuple[str, ...]  # bos, eos, pad first; then the multimodal ones
+    build: Callable[[Any, int], tuple[Any, Any]]  # (tokenizer, vocab size) -> (config, processor)
+
+
+# LLaVA-1.5 / Video-LLaVA conversation style: "USER: <video>\nq ASSISTANT: a</s>". The space
+# between turns opens the next turn, so an assistant turn ends with its </s>.
+_LLAVA_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if not loop.first -%}{{ ' ' }}{%- endif -%}"
+    "{%- if message['role'] == 'system' -%}"
+    "{{ message['content'] if message['content'] is string else message['content'][0]['text'] }}"
+    "{%- else -%}"
+    "{{ message['role'].upper() + ': ' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'video' -%}{{ '<video>\n' }}"
+    "{%- elif item['type'] == 'image' -%}{{ '<image>\n' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- if message['role'] == 'assistant' -%}{{ '</s>' }}{%- endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ ' ASSISTANT:' if messages else 'ASSISTANT:' }}{%- endif -%}"
+)
+
+
+def _chatml_template(video: str, image: str) -> str:
+    """Qwen's ChatML: ``<|im_start|>role\\n...<|im_end|>\\n``, with the family's media tokens."""
+    return (
+        "{%- for message in messages -%}"
+        "{{ '<|im_start|>' + message['role'] + '\n' }}"
+        "{%- if message['content'] is string -%}{{ message['content'] }}"
+        "{%- else -%}{%- for item in message['content'] -%}"
+        f"{{%- if item['type'] == 'video' -%}}{{{{ '{video}' }}}}"
+        f"{{%- elif item['type'] == 'image' -%}}{{{{ '{image}' }}}}"
+        "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        "{{ '<|im_end|>\n' }}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+    )
+
+
+def _clip_vision() -> Any:
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        hidden_size=HIDDEN_SIZE,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=FRAME_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=HIDDEN_SIZE,
+    )
+
+
+def _small_text(model_type: str, vocab_size: int, tokenizer: Any, **overrides: Any) -> dict[str, Any]:
+    return dict(
+        model_type=model_type,
+        vocab_size=vocab_size,
+        hidden_size=HIDDEN_SIZE,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **overrides,
+    )
+
+
+def _frame_processor_size() -> dict[str, Any]:
+    return {
+        "size": {"shortest_edge": FRAME_SIZE},
+        "crop_size": {"height": FRAME_SIZE, "width": FRAME_SIZE},
+    }
+
+
+def _build_video_llava(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
+    from transformers import (
+        VideoLlavaConfig,
+        VideoLlavaImageProcessor,
+        VideoLlavaProcessor,
+        VideoLlavaVideoProcessor,
+    )
+
+    tokens_per_frame = (FRAME_SIZE // PATCH_SIZE) ** 2
+    config = VideoLlavaConfig(
+        vision_config=_clip_vision(),
+        text_config=_small_text("llama", vocab_size, tokenizer),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+        image_seq_length=tokens_per_frame,
+        video_seq_length=(tokens_per_frame + 1) * 8,
+    )
+    processor = VideoLlavaProcessor(
+        image_processor=VideoLlavaImageProcessor(**_frame_processor_size()),
+        video_processor=VideoLlavaVideoProcessor(**_frame_processor_size()),
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # the CLS token, which Video-LLaVA keeps for video
+        chat_template=_LLAVA_TEMPLATE,
+    )
+    return config, processor
+
+
+def _build_llava_next_video(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
+    from transformers import (
+        LlavaNextImageProcessor,
+        LlavaNextVideoConfig,
+        LlavaNextVideoProcessor,
+        LlavaNextVideoVideoProcessor,
+    )
+
+    pinpoints = [[FRAME_SIZE, FRAME_SIZE]]
+    config = LlavaNextVideoConfig(
+        vision_config=_clip_vision(),
+        text_config=_small_text("llama", vocab_size, tokenizer),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints,
+        image_seq_length=(FRAME_SIZE // PATCH_SIZE) ** 2,
+        video_seq_length=(FRAME_SIZE // PATCH_SIZE) ** 2 // 4,
+    )
+    processor = LlavaNextVideoProcessor(
+        video_processor=LlavaNextVideoVideoProcessor(**_frame_processor_size()),
+        image_processor=LlavaNextImageProcessor(image_grid_pinpoints=pinpoints, **_frame_processor_size()),
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=_LLAVA_TEMPLATE,
+    )
+    return config, processor
+
+
+def _build_llava_onevision(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        SiglipVisionConfig,
+    )
+
+    pinpoints = [[FRAME_SIZE, FRAME_SIZE]]
+    size = {"height": FRAME_SIZE, "width": FRAME_SIZE}
+    config = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(
+            hidden_size=HIDDEN_SIZE,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=FRAME_SIZE,
+            patch_size=PATCH_SIZE,
+        ),
+        text_config=_small_text("qwen2", vocab_size, tokenizer),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints,
+    )
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=pinpoints),
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        tokenizer=tokenizer,
+        num_image_tokens=(FRAME_SIZE // PATCH_SIZE) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=_chatml_template("<video>\n", "<image>\n"),
+    )
+    return config, processor
+
+
+def _build_qwen2_vl(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    config = Qwen2VLConfig(
+        vision_config={
+            "depth": 2,
+            "embed_dim": HIDDEN_SIZE,
+            "hidden_size": HIDDEN_SIZE,
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "patch_size": PATCH_SIZE,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        text_config=_small_text(
+            "qwen2_vl_text",
+            vocab_size,
+            tokenizer,
+            # multimodal rope splits the rotary half of the head dimension (32 / 2 heads / 2)
+            # into time, height and width sections
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+    )
+    pixels = {"shortest_edge": FRAME_SIZE * FRAME_SIZE, "longest_edge": FRAME_SIZE * FRAME_SIZE}
+    common = {"patch_size": PATCH_SIZE, "merge_size": 2, "temporal_patch_size": 2, "size": pixels}
+    frames_common = {**common, "cap_pixels_per_frame": True}
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen2VLVideoProcessor(**frames_common),
+        tokenizer=tokenizer,
+        chat_template=_chatml_template(
+            "<|vision_start|><|video_pad|><|vision_end|>", "<|vision_start|><|image_pad|><|vision_end|>"
+        ),
+    )
+    return config, processor
+
+
+_LLAVA_TOKENS = ("<s>", "</s>", "<pad>", "<image>", "<video>")
+_CHATML_TOKENS = ("<|endoftext|>", "<|im_end|>", "<|pad|>", "<|im_start|>")
+
+_FAMILY_SPECS = {
+    "video_llava": _Family(_LLAVA_TOKENS, _build_video_llava),
+    "llava_next_video": _Family(_LLAVA_TOKENS, _build_llava_next_video),
+    "llava_onevision": _Family(_CHATML_TOKENS + ("<image>", "<video>"), _build_llava_onevision),
+    "qwen2_vl": _Family(
+        _CHATML_TOKENS + ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"),
+        _build_qwen2_vl,
+    ),
+}
+
+
+def train_tokenizer(special_tokens: tuple[str, ...], *, vocab_size: int = VOCAB_SIZE) -> Any:
+    """A byte-level BPE tokenizer trained on the small built-in corpus.
+
+    ``special_tokens`` are bos, eos and pad, then the multimodal and chat markers; eos is
+    also the end-of-turn token, so generation stops at the end of an answer.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(_CORPUS, trainer=trainer)
+    bos, eos, pad, *extra = special_tokens
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        extra_special_tokens=list(extra),
+        padding_side="left",
+    )
+
+
+def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """Build and save a tiny random model of ``family``; return the directory.
+
+    The weights come from ``seed`` alone (the global torch RNG is left as it was), so
+    two builds with the same seed are the same model.
+    """
+    if family not in _FAMILY_SPECS:
+        raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    spec = _FAMILY_SPECS[family]
+    tokenizer = train_tokenizer(spec.special_tokens)
+    config, processor = spec.build(tokenizer, len(tokenizer))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=32,
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    logger.info(
+        "wrote a tiny %s model (%d parameters, vocabulary %d) to %s",
+        family,
+        sum(p.numel() for p in model.parameters()),
+        len(tokenizer),
+        out,
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llava-star tiny-model", description=__doc__.split("\n\n")[0])
+    parser.add_argument("family", choices=FAMILIES, help="the architecture to build")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="directory to save the model to")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    args = parser.parse_args(argv)
+    build_tiny_model(args.family, args.output, seed=args.seed)
+    return 0

@@ -1,0 +1,313 @@
+"""Numbers, times and boxes read from an answer's text (number words already as digits).
+
+The original Video-STaR verifier took the closest of ALL numbers in an answer to the
+gold value, so an answer listing many numbers passed; here an answer states one value
+(the one next to the label's name, else its final one) and ranges ("between 50 and 85"),
+alternatives ("75 or 80") and denominators ("out of 10", "/10") state none.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+from dataclasses import dataclass
+
+from llava_star.verify.answer import split_words, word_keys
+
+_NUMBER = re.compile(r"(?<![\w.:,/])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\w:]|[.,]\d)")
+_DENOMINATOR_BEFORE = re.compile(r"(?:out of|/|scale of|scale from|range of|ranging from|from 0 to)\s*$")
+_RANGE_BEFORE = re.compile(r"(?:between|from|range|ranging)\s+(?:about |around |approximately )?$")
+_RANGE_GAP = re.compile(r"^\s*(?:-|–|—|to|and|or)\s*$")
+_ALTERNATIVE_GAP = re.compile(r"^\s*(?:,\s*)?(?:or|and/or|maybe|perhaps)\s*(?:maybe |perhaps |possibly )?$")
+_LIST_GAP = re.compile(r"^\s*(?:,|,?\s*and|,?\s*or|,?\s*and/or)\s*(?:maybe |perhaps |possibly )?$")
+_NOT_A_QUANTITY_BEFORE = re.compile(r"\b(?:not|step|frame|option|part|stage|phase|figure|no\.)\s*$")
+# "no one", "the one who", "one of them": "one" as a pronoun, not a count
+_ONE_AS_PRONOUN_BEFORE = re.compile(r"\b(?:no|any|every|some|the|this|that|which|each)\s+$")
+_ONE_AS_PRONOUN_AFTER = re.compile(r"^\s+(?:of|another|who|that)\b")
+_TIME_UNIT_AFTER = re.compile(r"^\s*-?\s*(?:seconds?|secs?|s|minutes?|mins?|hours?|hrs?)\b")
+_ENUMERATION = re.compile(r"(?:^|\n)\s*$")
+_CONCLUSION = re.compile(r"\b(?:answer|total|final|overall|altogether|in all|result|estimate|conclusion)\b")
+_ASSOCIATE_AFTER_CHARS = 60
+_ASSOCIATE_BEFORE_CHARS = 25
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number in the text: its value, where it is, and whether it is asserted."""
+
+    value: float
+    start: int
+    end: int
+    asserted: bool = True
+
+
+def _to_float(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def find_numbers(text: str) -> list[Quantity]:
+    """Every number, with ranges, alternatives, denominators and enumerations not asserted.
+
+    >>> [(q.value, q.asserted) for q in find_numbers("8.5 out of 10, between 50 and 85")]
+    [(8.5, True), (10.0, False), (50.0, False), (85.0, False)]
+    """
+    spans = [(m.start(), m.end()) for m in _NUMBER.finditer(text)]
+    hedged = _hedged_numbers(text, spans)
+    found = []
+    for i, (start, end) in enumerate(spans):
+        before, after = text[max(0, start - 24) : start], text[end : end + 24]
+        asserted = not (
+            i in hedged
+            or _DENOMINATOR_BEFORE.search(before)
+            or _NOT_A_QUANTITY_BEFORE.search(before)
+            or (text[start:end] == "1" and (_ONE_AS_PRONOUN_AFTER.match(after) or _ONE_AS_PRONOUN_BEFORE.search(before)))
+            or (_ENUMERATION.search(before) and after[:1] in (".", ")", ":") and not after[1:2].isdigit())
+            or _TIME_UNIT_AFTER.match(after)
+        )
+        found.append(Quantity(_to_float(text[start:end]), start, end, asserted))
+    return found
+
+
+def _hedged_numbers(text: str, spans: list[tuple[int, int]]) -> set[int]:
+    """Numbers in a range ("50-85", "between 50 and 85") or offered as alternatives
+    ("75 or 80", "60, 70, 80 or 90")."""
+    hedged: set[int] = set()
+    chain = [0]  # numbers joined by commas, "and", "or": a list, hedged when an "or" joins it
+    has_or = False
+    for i in range(len(spans) - 1):
+        gap = text[spans[i][1] : spans[i + 1][0]]
+        before = text[max(0, spans[i][0] - 24) : spans[i][0]]
+        is_range = _RANGE_GAP.match(gap) and (gap.strip() not in ("and", "or") or _RANGE_BEFORE.search(before))
+        if is_range or _ALTERNATIVE_GAP.match(gap):
+            hedged.update((i, i + 1))
+        if _LIST_GAP.match(gap):
+            chain.append(i + 1)
+            has_or = has_or or bool(_ALTERNATIVE_GAP.match(gap))
+            continue
+        if has_or:
+            hedged.update(chain)
+        chain, has_or = [i + 1], False
+    if has_or:
+        hedged.update(chain)
+    return hedged
+
+
+@functools.lru_cache(maxsize=1024)
+def name_pattern(name: str) -> re.Pattern[str]:
+    """The label's ``name`` in any inflection: "score" also finds "scores", "scored"."""
+    keys = sorted({key for word in split_words(name) for key in word_keys(word)}, key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(key) for key in keys) + r")\w*")
+
+
+def stated_number(text: str, name: str | None) -> float | None:
+    """The value the answer asserts for ``name``, else its conclusion, else its last number."""
+    numbers = [q for q in find_numbers(text) if q.asserted]
+    if not numbers:
+        return None
+    anchors = [name_pattern(name)] if name and split_words(name) else []
+    for anchor in anchors + [_CONCLUSION]:
+        value = _last_associated(text, numbers, anchor)
+        if value is not None:
+            return value
+    return numbers[-1].value
+
+
+def _last_associated(text: str, numbers: list[Quantity], anchor: re.Pattern[str]) -> float | None:
+    value = None
+    for match in anchor.finditer(text):
+        after = [q for q in numbers if 0 <= q.start - match.end() <= _ASSOCIATE_AFTER_CHARS]
+        after = [q for q in after if not re.search(r"[.!?\n]\s", text[match.end() : q.start])]
+        before = [q for q in numbers if 0 <= match.start() - q.end <= _ASSOCIATE_BEFORE_CHARS]
+        before = [q for q in before if not re.search(r"[.!?\n]\s", text[q.end : match.start()])]
+        if after:
+            value = after[0].value
+        elif before:
+            value = before[-1].value
+    return value
+
+
+# --- times -------------------------------------------------------------------------------
+
+_CLOCK = re.compile(r"(?<![\d:.])(?:(\d{1,2}):)?(\d{1,3}):(\d{2}(?:\.\d+)?)(?![\d:])")
+_MINUTES_AND_SECONDS = re.compile(
+    r"(?<![\w.])(\d+(?:\.\d+)?)\s*(hours?|hrs?|minutes?|mins?)\s*,?\s*(?:and\s*)?(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)\b"
+)
+_WITH_UNIT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*-?\s*(hours?|hrs?|minutes?|mins?|seconds?|secs?|s)\b")
+_PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:%|percent\b)")
+_BARE = re.compile(r"(?<![\w.:])(\d+(?:\.\d+)?)(?![\w:%]|\.\d|\s*%|\s*percent)")
+_BARE_POINT_BEFORE = re.compile(r"\b(?:at|around|about|approximately|roughly)\s+(?:the\s+)?$")
+_TIME_RANGE_GAP = re.compile(
+    r"^\s*(?:marks?\s*|points?\s*)?(?:-|–|—|to|until|till|through|and)\s*"
+    r"(?:(?:it\s+|then\s+)?(?:ends?|finish(?:es)?|stops?|lasts?)\s+(?:at|around|by|until)\s*)?"
+    r"(?:the\s+)?(?:about\s+|around\s+|approximately\s+)?$"
+)
+_TIME_ALTERNATIVE_GAP = re.compile(r"^\s*(?:marks?\s*)?,?\s*(?:or|and/or)\s*(?:maybe\s+|perhaps\s+)?(?:the\s+|from\s+|at\s+|in\s+|between\s+)?$")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+@dataclass(frozen=True)
+class TimeMention:
+    """A time in the text; ``kind`` is ``unit``, ``clock``, ``percent`` or ``bare`` (no unit)."""
+
+    value: float
+    start: int
+    end: int
+    kind: str
+
+    def seconds(self, duration: float | None, like: TimeMention | None = None) -> float | None:
+        kind = like.kind if self.kind == "bare" and like is not None else self.kind
+        if kind == "percent":
+            return None if duration is None else self.value / 100.0 * duration
+        return self.value
+
+
+def _unit_seconds(unit: str) -> float:
+    return _UNIT_SECONDS["s" if unit.startswith("s") else unit[0]]
+
+
+def find_times(text: str) -> list[TimeMention]:
+    """Times with a unit, clock times (m:ss, h:mm:ss), percents, and bare numbers.
+
+    >>> [(t.value, t.kind) for t in find_times("from 0:04 to 1:02:03, then 2 minutes and 5 s")]
+    [(4.0, 'clock'), (3723.0, 'clock'), (125.0, 'unit')]
+    """
+    mentions: list[TimeMention] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(value: float, start: int, end: int, kind: str) -> None:
+        if not any(start < e and s < end for s, e in taken):
+            mentions.append(TimeMention(value, start, end, kind))
+            taken.append((start, end))
+
+    for m in _CLOCK.finditer(text):
+        hours = float(m.group(1) or 0)
+        add(hours * 3600 + float(m.group(2)) * 60 + float(m.group(3)), m.start(), m.end(), "clock")
+    for m in _MINUTES_AND_SECONDS.finditer(text):
+        add(float(m.group(1)) * _unit_seconds(m.group(2)) + float(m.group(3)), m.start(), m.end(), "unit")
+    for m in _WITH_UNIT.finditer(text):
+        add(float(m.group(1)) * _unit_seconds(m.group(2)), m.start(), m.end(), "unit")
+    for m in _PERCENT.finditer(text):
+        add(float(m.group(1)), m.start(), m.end(), "percent")
+    for m in _BARE.finditer(text):
+        add(float(m.group(1)), m.start(), m.end(), "bare")
+    return sorted(mentions, key=lambda t: t.start)
+
+
+@dataclass(frozen=True)
+class TimeReading:
+    """What an answer states about time: the chosen value (or None) and why."""
+
+    value: float | tuple[float, float] | None
+    reason: str = ""
+
+
+def stated_range(text: str, duration: float | None) -> TimeReading:
+    """The last time range stated ("from 4 to 9 seconds", "0:04-0:09", "20% to 40%")."""
+    mentions = find_times(text)
+    ranges: list[tuple[int, int, tuple[float, float]]] = []
+    for a, b in itertools.pairwise(mentions):
+        if a.kind == "bare" and b.kind == "bare":
+            continue
+        if not _TIME_RANGE_GAP.match(text[a.end : b.start]):
+            continue
+        start, end = a.seconds(duration, like=b), b.seconds(duration, like=a)
+        if start is None or end is None:
+            return TimeReading(None, "a range in percent of the video, but the label has no duration")
+        ranges.append((a.start, b.end, (start, end)))
+    if not ranges:
+        return TimeReading(None, "no time range stated")
+    for left, right in itertools.pairwise(ranges):
+        if _TIME_ALTERNATIVE_GAP.match(text[left[1] : right[0]]):
+            return TimeReading(None, f"offers alternative ranges {_fmt_range(left[2])} or {_fmt_range(right[2])}")
+    return TimeReading(ranges[-1][2])
+
+
+def stated_time(text: str, duration: float | None) -> TimeReading:
+    """The last point in time stated; times that belong to a range or alternatives do not count."""
+    mentions = find_times(text)
+    in_range: set[int] = set()
+    for i, (a, b) in enumerate(itertools.pairwise(mentions)):
+        gap = text[a.end : b.start]
+        between = re.search(r"between\s+(?:the\s+)?$", text[max(0, a.start - 12) : a.start])
+        if (a.kind != "bare" or b.kind != "bare") and _TIME_RANGE_GAP.match(gap) and (gap.strip() != "and" or between):
+            in_range.update((i, i + 1))
+        if (a.kind != "bare" or b.kind != "bare") and _TIME_ALTERNATIVE_GAP.match(gap):
+            return TimeReading(None, "offers alternative times")
+    points = []
+    for i, mention in enumerate(mentions):
+        if i in in_range:
+            continue
+        if mention.kind == "bare" and not _BARE_POINT_BEFORE.search(text[max(0, mention.start - 20) : mention.start]):
+            continue
+        seconds = mention.seconds(duration)
+        if seconds is not None:
+            points.append(seconds)
+    if not points:
+        return TimeReading(None, "a range is not a point in time" if in_range else "no time stated")
+    return TimeReading(points[-1])
+
+
+def _fmt_range(value: tuple[float, float]) -> str:
+    return f"{value[0]:g}-{value[1]:g}s"
+
+
+# --- boxes -------------------------------------------------------------------------------
+
+_BOX_NUMBER = r"\s*(\d*\.?\d+)\s*"
+_BOX = re.compile(r"[\[(]" + ",".join([_BOX_NUMBER] * 4) + r"[\])]")
+
+
+@dataclass(frozen=True)
+class BoxMention:
+    numbers: tuple[float, float, float, float]
+    start: int
+
+
+def find_boxes(text: str) -> list[BoxMention]:
+    """Four numbers in brackets or parentheses.
+
+    >>> find_boxes("the cup is at [0.1, 0.2, 0.5, 0.6].")[0].numbers
+    (0.1, 0.2, 0.5, 0.6)
+    """
+    return [BoxMention(tuple(float(g) for g in m.groups()), m.start()) for m in _BOX.finditer(text)]
+
+
+def to_corners(numbers: tuple[float, float, float, float], box_format: str) -> tuple[float, float, float, float]:
+    """Convert a box to corners (x1, y1, x2, y2).
+
+    >>> to_corners((0.5, 0.5, 0.2, 0.4), "cxcywh")
+    (0.4, 0.3, 0.6, 0.7)
+    """
+    a, b, c, d = numbers
+    if box_format == "xywh":
+        return (a, b, a + c, b + d)
+    if box_format == "cxcywh":
+        return (round(a - c / 2, 12), round(b - d / 2, 12), round(a + c / 2, 12), round(b + d / 2, 12))
+    return (a, b, c, d)
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two corner boxes.
+
+    >>> round(box_iou((0, 0, 1, 1), (0.5, 0, 1, 1)), 2)
+    0.5
+    """
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def range_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Temporal intersection over union.
+
+    >>> range_iou((4.0, 9.0), (5.0, 10.0))
+    0.6666666666666666
+    """
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    if union <= 0:
+        return 1.0 if a == b else 0.0
+    return inter / union

@@ -1,0 +1,408 @@
+"""Decode N frames of a video, a clip of it, or a folder of frames, for an LVLM processor.
+
+transformers 5.23 decodes a video *path* only through torchcodec, so the project decodes
+itself and hands processors arrays plus :meth:`Frames.metadata`. Frames are sampled
+uniformly (the centre of N equal segments) within an optional ``[start, end]`` clip, and
+only those frames are decoded: decord's ``get_batch`` or PyAV seeks, never a full pass.
+
+Backends: ``decord`` by default; ``pyav`` when asked, or under ``"auto"`` when decord is
+missing or fails on a file (decord rejects some streams that FFmpeg itself reads). A
+folder of ``.jpg``/``.png`` frames (FineDiving ships videos this way) is a video whose
+frames are the images in natural order (``2.jpg`` before ``10.jpg``), at
+:data:`FRAME_FOLDER_FPS` unless ``folder_fps`` says otherwise.
+
+Every failure, whatever the backend, is a :class:`~llava_star.errors.VideoError` that
+names the file: missing, not a video, corrupt, truncated, no frames, a clip past the end.
+One limit: decord counts frames by reading packets, so a webm/mkv cut short (no index
+to contradict it) reads as a shorter video under decord; PyAV reports it as truncated.
+
+:func:`write_video` is the writer for synthetic clips and test media: H.264 through the
+libx264 that PyAV wheels ship (decord reads it), MPEG-4 part 2 where libx264 is absent.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+
+from llava_star.errors import MissingDependencyError, VideoError
+from llava_star.optional import require
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "decord", "pyav")
+FRAME_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+# Video-STaR re-encodes FineDiving frame folders at 12 fps and derives its time labels
+# from that rate, so a frame folder without a stated rate is read the same way.
+FRAME_FOLDER_FPS = 12.0
+# A container that states no frame count gets one estimated from its duration; decoding
+# may then end this many frames early without the file counting as truncated.
+_ESTIMATE_SLACK = 2
+# PyAV seeks (to the keyframe before the target) only when the next wanted frame is at
+# least this many seconds ahead; closer frames are cheaper to reach by decoding on.
+_SEEK_AHEAD_SECONDS = 2.0
+
+# (total_num_frames, fps) -> the frame indices to decode
+IndexChooser = Callable[[int, float], np.ndarray]
+
+
+class _ClipOutsideVideo(VideoError):
+    """The sample asks for a clip the video does not have: no other decoder will help."""
+
+
+@dataclass(frozen=True, eq=False)
+class Frames:
+    """Decoded frames of one video with what a processor needs to relate them to time.
+
+    ``timestamps`` are ``indices / fps`` seconds from the start of the file (not of the
+    clip), the same convention as transformers' ``VideoMetadata.timestamps``.
+    """
+
+    array: np.ndarray  # uint8 [N, H, W, 3], RGB
+    timestamps: np.ndarray  # float64 [N], seconds
+    indices: np.ndarray  # int64 [N], frame numbers in the whole file
+    fps: float
+    duration: float  # whole file, seconds
+    path: str
+    total_num_frames: int
+    backend: str  # "decord", "pyav" or "frames" (an image folder)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.array.shape[0])
+
+    def metadata(self) -> dict[str, Any]:
+        """Keyword values for ``transformers.video_utils.VideoMetadata``.
+
+        Passed as ``video_metadata`` so processors that place frames in time (Qwen2-VL's
+        timestamps, sampled-fps logic) see the real rate instead of a default of 24 fps.
+        """
+        return {
+            "total_num_frames": self.total_num_frames,
+            "fps": self.fps,
+            "duration": self.duration,
+            "width": int(self.array.shape[2]),
+            "height": int(self.array.shape[1]),
+            "video_backend": self.backend,
+            "frames_indices": self.indices.tolist(),
+        }
+
+
+def sample_indices(
+    total_num_frames: int, fps: float, num_frames: int, start: float | None = None, end: float | None = None
+) -> np.ndarray:
+    """Indices of ``num_frames`` frames at the centres of equal segments of the clip.
+
+    Centres rather than the clip's first and last frames, so a frame never sits on a cut
+    at the clip's edge. A clip shorter than ``num_frames`` frames repeats frames: models
+    take a fixed number. Raises ``ValueError`` for a clip that starts after the video ends.
+
+    >>> sample_indices(100, 10.0, 4).tolist()
+    [12, 37, 62, 87]
+    >>> sample_indices(100, 10.0, 2, start=2.0, end=4.0).tolist()
+    [25, 35]
+    >>> sample_indices(3, 10.0, 4).tolist()
+    [0, 1, 1, 2]
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if total_num_frames < 1:
+        raise ValueError("the video has no frames")
+    first, stop = 0, total_num_frames
+    if start is not None:
+        if start > total_num_frames / fps:
+            raise ValueError(f"clip start {start:g}s is after the end of the video ({total_num_frames / fps:g}s)")
+        first = min(math.floor(start * fps), total_num_frames - 1)
+    if end is not None:
+        stop = min(math.ceil(end * fps), total_num_frames)
+    stop = max(stop, first + 1)
+    positions = first + (np.arange(num_frames) + 0.5) * (stop - first) / num_frames
+    return np.minimum(np.floor(positions).astype(np.int64), stop - 1)
+
+
+def read_frames(
+    path: str | os.PathLike[str],
+    num_frames: int,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    backend: str = "auto",
+    folder_fps: float | None = None,
+) -> Frames:
+    """Decode ``num_frames`` frames sampled uniformly within ``[start, end]`` seconds.
+
+    ``path`` is a video file (mp4, webm, avi, mkv, anything FFmpeg reads) or a folder of
+    jpg/png frames, read at ``folder_fps`` (default :data:`FRAME_FOLDER_FPS`).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if start is not None and end is not None and end <= start:
+        raise ValueError(f"clip end {end} must be after its start {start}")
+    path = Path(path)
+
+    def choose(total_num_frames: int, fps: float) -> np.ndarray:
+        try:
+            return sample_indices(total_num_frames, fps, num_frames, start, end)
+        except ValueError as error:
+            raise _ClipOutsideVideo(f"{path}: {error}") from None
+
+    if path.is_dir():
+        return _read_frame_folder(path, choose, folder_fps or FRAME_FOLDER_FPS)
+    if not path.is_file():
+        raise VideoError(f"{path}: video not found")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file")
+    if backend == "decord":
+        return _read_with_decord(path, choose)
+    if backend == "pyav":
+        return _read_with_pyav(path, choose)
+    try:
+        return _read_with_decord(path, choose)
+    except _ClipOutsideVideo:
+        raise
+    except (VideoError, MissingDependencyError) as decord_error:
+        logger.debug("decord cannot read %s (%s); trying PyAV", path, decord_error)
+        try:
+            return _read_with_pyav(path, choose)
+        except VideoError as pyav_error:
+            raise VideoError(f"{pyav_error} (decord: {_without_path(decord_error, path)})") from None
+
+
+def _without_path(error: Exception, path: Path) -> str:
+    return str(error).removeprefix(f"{path}: ")
+
+
+def _frames(path: Path, array: np.ndarray, indices: np.ndarray, total: int, fps: float, backend: str) -> Frames:
+    return Frames(
+        array=np.ascontiguousarray(array, dtype=np.uint8),
+        timestamps=indices.astype(np.float64) / fps,
+        indices=indices.astype(np.int64),
+        fps=float(fps),
+        duration=total / fps,
+        path=str(path),
+        total_num_frames=int(total),
+        backend=backend,
+    )
+
+
+def _read_with_decord(path: Path, choose: IndexChooser) -> Frames:
+    decord = require("decord", "decoding videos with decord")
+    try:
+        reader = decord.VideoReader(str(path))
+        total, fps = len(reader), float(reader.get_avg_fps())
+    except (RuntimeError, decord.DECORDError) as error:
+        raise VideoError(f"{path}: cannot open as a video (corrupt, truncated or no video stream): {error}") from None
+    if total < 1 or not fps > 0:
+        raise VideoError(f"{path}: no frames (decord counts {total} at {fps:g} fps)")
+    indices = choose(total, fps)
+    try:
+        array = reader.get_batch(indices.tolist()).asnumpy()
+    except (RuntimeError, IndexError, decord.DECORDError) as error:
+        raise VideoError(f"{path}: cannot decode frames {indices.tolist()} (corrupt or truncated): {error}") from None
+    return _frames(path, array, indices, total, fps, "decord")
+
+
+def _read_with_pyav(path: Path, choose: IndexChooser) -> Frames:
+    av = require("av", "decoding videos with PyAV")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            if not fps > 0:
+                raise VideoError(f"{path}: the video stream states no frame rate")
+            declared = int(stream.frames or 0)
+            total = declared or _estimate_frame_count(container, stream, fps)
+            if total < 1:
+                # nothing states the length: count by decoding, then take what is wanted
+                decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+                if not decoded:
+                    raise VideoError(f"{path}: no frames")
+                indices = choose(len(decoded), fps)
+                return _frames(path, np.stack([decoded[i] for i in indices]), indices, len(decoded), fps, "pyav")
+            indices = choose(total, fps)
+            by_index, decoded, last_frame = _decode_wanted(container, stream, sorted(set(indices.tolist())), fps)
+    except av.error.FFmpegError as error:
+        raise VideoError(f"{path}: cannot decode (corrupt or truncated): {error}") from None
+    missing = [int(i) for i in indices if int(i) not in by_index]
+    if missing:
+        if declared or last_frame is None or decoded < total - _ESTIMATE_SLACK:
+            raise VideoError(f"{path}: truncated: the stream ends after {decoded} of {total} frames")
+        # the count was an estimate from the duration: the last frame stands in
+        by_index.update({index: last_frame for index in missing})
+    return _frames(path, np.stack([by_index[int(i)] for i in indices]), indices, total, fps, "pyav")
+
+
+def _estimate_frame_count(container: Any, stream: Any, fps: float) -> int:
+    """Frames implied by the stated duration (webm and mkv state no frame count)."""
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / 1_000_000  # AV_TIME_BASE
+    else:
+        return 0
+    return round(seconds * fps)
+
+
+def _decode_wanted(
+    container: Any, stream: Any, wanted: list[int], fps: float
+) -> tuple[dict[int, np.ndarray], int, np.ndarray | None]:
+    """Decode the frames numbered ``wanted`` (sorted), seeking over long gaps.
+
+    A frame's number comes from its timestamp, so a seek that lands on an earlier
+    keyframe is harmless: frames before the target are decoded and dropped. Returns the
+    frames found (those past the end of the stream are absent), and, for a stream that
+    ended early, how many frames it had and its last frame.
+    """
+    time_base = float(stream.time_base)
+    first_pts = stream.start_time or 0
+    found: dict[int, np.ndarray] = {}
+    frames = iter(container.decode(stream))
+    position = -1  # number of the last decoded frame
+    last = None
+    seek_gap = max(_SEEK_AHEAD_SECONDS * fps, 1.0)
+    for target in wanted:
+        if target - position > seek_gap:
+            container.seek(first_pts + int(target / fps / time_base), stream=stream, backward=True)
+            frames = iter(container.decode(stream))
+        for last in frames:
+            position = position + 1 if last.pts is None else round((last.pts - first_pts) * time_base * fps)
+            if position >= target:
+                found[target] = last.to_ndarray(format="rgb24")
+                break
+        else:  # the stream ended before the target
+            return found, position + 1, (None if last is None else last.to_ndarray(format="rgb24"))
+    return found, position + 1, None
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Sort ``frame_2.jpg`` before ``frame_10.jpg``.
+
+    >>> sorted(["f10.jpg", "f2.jpg"], key=lambda name: _natural_key(Path(name)))
+    ['f2.jpg', 'f10.jpg']
+    """
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _read_frame_folder(path: Path, choose: IndexChooser, fps: float) -> Frames:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+    if not files:
+        raise VideoError(f"{path}: frame folder has no {'/'.join(sorted(FRAME_SUFFIXES))} frames")
+    indices = choose(len(files), fps)
+    images: dict[int, np.ndarray] = {}
+    for index in sorted(set(indices.tolist())):
+        try:
+            with Image.open(files[index]) as image:
+                images[index] = np.asarray(image.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as error:
+            raise VideoError(f"{files[index]}: cannot read frame: {error}") from None
+    shapes = {array.shape for array in images.values()}
+    if len(shapes) > 1:
+        raise VideoError(f"{path}: frames differ in size {sorted(shapes)}")
+    return _frames(path, np.stack([images[int(i)] for i in indices]), indices, len(files), fps, "frames")
+
+
+@functools.lru_cache(maxsize=16)
+def _real_root(video_root: str) -> Path:
+    """The root with its symlinks resolved, once per root rather than once per sample."""
+    return Path(video_root).resolve()
+
+
+def resolve_video_path(video_root: str | os.PathLike[str], video: str) -> Path:
+    """``video_root / video``, refusing names that would leave the root.
+
+    Sample files come from users and downloads; a ``video`` of ``../../etc/passwd``,
+    an absolute path, or a symlink pointing out of the root is refused with a
+    ``VideoError``. Existence is not checked here (``read_frames`` reports a missing file).
+
+    >>> resolve_video_path("/data/k700", "abseiling/x.mp4").as_posix()
+    '/data/k700/abseiling/x.mp4'
+    """
+    pure = PurePath(video)
+    if not video or pure.is_absolute() or video.startswith(("/", "\\")):
+        raise VideoError(f"video {video!r}: expected a path relative to the video root {video_root}")
+    if ".." in pure.parts or ".." in video.replace("\\", "/").split("/"):
+        raise VideoError(f"video {video!r}: '..' would leave the video root {video_root}")
+    root = Path(video_root)
+    joined = root / pure
+    real_root = _real_root(str(root))
+    if not joined.resolve().is_relative_to(real_root):
+        raise VideoError(f"video {video!r}: resolves to {joined.resolve()}, outside the video root {real_root}")
+    return joined
+
+
+# Encoders tried in order; both are read by decord 0.6 and PyAV.
+VIDEO_CODECS = ("libx264", "mpeg4")
+_CODEC_OPTIONS = {
+    # near-lossless (colours survive for tiny models), fastest preset (no B-frames), and
+    # one thread: small clips lose more to thread start-up than they gain
+    "libx264": {"crf": "12", "preset": "ultrafast", "threads": "1"},
+    "mpeg4": {"qscale": "2"},
+}
+
+
+def available_video_codec() -> str:
+    """The first codec of :data:`VIDEO_CODECS` this PyAV build can encode with."""
+    av = require("av", "writing videos with PyAV")
+    for codec in VIDEO_CODECS:
+        if codec in av.codecs_available:
+            return codec
+    raise MissingDependencyError(f"PyAV {av.__version__} has none of the encoders {', '.join(VIDEO_CODECS)}")
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: np.ndarray,
+    *,
+    fps: float = 8.0,
+    codec: str | None = None,
+    options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
+) -> Path:
+    """Encode ``frames`` (uint8 [N, H, W, 3] RGB, even H and W) as a video file.
+
+    ``codec`` defaults to :func:`available_video_codec`; ``options`` replace the codec's
+    defaults and ``container_options`` reach the muxer (e.g. ``{"movflags": "faststart"}``).
+    """
+    av = require("av", "writing videos with PyAV")
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise ValueError(f"frame height and width must be even for yuv420p, got {frames.shape[1:3]}")
+    codec = codec or available_video_codec()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=_frame_rate(fps))
+        stream.height, stream.width = frames.shape[1], frames.shape[2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = dict(_CODEC_OPTIONS.get(codec, {}) if options is None else options)
+        container.start_encoding()
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def _frame_rate(fps: float) -> Any:
+    """``fps`` as the exact fraction PyAV wants (25 -> 25/1, 29.97 -> 2997/100).
+
+    >>> str(_frame_rate(12.5))
+    '25/2'
+    """
+    from fractions import Fraction
+
+    return Fraction(fps).limit_denominator(1001)

@@ -1,0 +1,51 @@
+"""Shared fixtures: small videos written on the fly (never committed media).
+
+``make_video`` writes a clip whose frame ``i`` is uniformly grey at ``FRAME_STEP * i``,
+so a test can tell from the pixels which frame a decoder returned
+(``frame_numbers.decoded_frame_numbers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from frame_numbers import numbered_frames
+
+
+@pytest.fixture
+def make_video(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_video("clip.mp4", num_frames=32, fps=8.0, size=32, codec=None, **kwargs)``.
+
+    ``frames`` overrides the numbered frames; other keyword arguments go to
+    :func:`llava_star.video.write_video` (``options``, ``container_options``).
+    """
+    from llava_star.video import write_video
+
+    def make(
+        name: str = "clip.mp4",
+        *,
+        num_frames: int = 32,
+        fps: float = 8.0,
+        size: int = 32,
+        frames: np.ndarray | None = None,
+        codec: str | None = None,
+        **kwargs: object,
+    ) -> Path:
+        pixels = numbered_frames(num_frames, size) if frames is None else frames
+        return write_video(tmp_path / name, pixels, fps=fps, codec=codec, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic dataset shared by the whole session (12 videos, seed 0): read it, don't write to it.
+
+    Returns :class:`llava_star.datasets.synthetic.SyntheticDataset`; its ``root`` is the video root.
+    """
+    from llava_star.datasets.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_videos=12, seed=0)

@@ -1,0 +1,156 @@
+"""Tiny models of every family: built offline, loaded, prompted through the chat template."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from llava_star.errors import ConfigError
+from llava_star.models.inputs import build_inputs, video_conversation
+from llava_star.models.loading import choose_attention, family_of, load_model
+from llava_star.models.tiny import FAMILIES, build_tiny_model
+from llava_star.models.tiny import main as tiny_model_main
+
+torch = pytest.importorskip("torch")
+
+
+@dataclass(frozen=True)
+class ArrayFrames:
+    """Frames made in memory, shaped like llava_star.video.Frames."""
+
+    array: np.ndarray
+    fps: float = 4.0
+
+    def metadata(self):
+        count = len(self.array)
+        return {
+            "fps": self.fps,
+            "duration": count / self.fps,
+            "total_num_frames": count,
+            "frames_indices": list(range(count)),
+        }
+
+
+def random_frames(seed: int, count: int = 4, size: int = 32) -> ArrayFrames:
+    rng = np.random.default_rng(seed)
+    return ArrayFrames(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: build_tiny_model(family, root / family) for family in FAMILIES}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_model_loads_with_auto_classes(tiny_dirs, family):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dirs[family])
+    processor = AutoProcessor.from_pretrained(tiny_dirs[family])
+    assert sum(p.numel() for p in model.parameters()) < 300_000
+    assert processor.tokenizer.eos_token_id == model.generation_config.eos_token_id
+    assert model.config.get_text_config().vocab_size == len(processor.tokenizer)
+
+
+def test_same_seed_same_weights_and_global_rng_untouched(tmp_path):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = build_tiny_model("video_llava", tmp_path / "a", seed=7)
+    assert torch.equal(torch.rand(1), expected_next)
+    second = build_tiny_model("video_llava", tmp_path / "b", seed=7)
+    other = build_tiny_model("video_llava", tmp_path / "c", seed=8)
+    weights = [(path / "model.safetensors").read_bytes() for path in (first, second, other)]
+    assert weights[0] == weights[1] != weights[2]
+
+
+def test_unknown_family_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="llava_next"):
+        build_tiny_model("llava_next", tmp_path)
+
+
+def test_cli_writes_a_loadable_model(tmp_path):
+    assert tiny_model_main(["qwen2_vl", "-o", str(tmp_path / "m")]) == 0
+    assert load_model(tmp_path / "m").family == "qwen2_vl"
+
+
+def test_attention_falls_back_to_sdpa_without_flash_attn_or_cuda(tiny_dirs):
+    loaded = load_model(tiny_dirs["video_llava"], device="cpu")
+    assert loaded.model.config._attn_implementation == "sdpa"
+    assert choose_attention(None, "cpu") == "sdpa"
+    assert choose_attention("eager", "cpu") == "eager"
+    with pytest.raises(ConfigError, match="flash_attention_2 needs a CUDA device"):
+        choose_attention("flash_attention_2", "cpu")
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        choose_attention("flash", "cpu")
+
+
+def test_unsupported_model_type_names_it():
+    assert family_of("qwen2_5_vl") == "qwen2_vl"
+    with pytest.raises(ConfigError, match="'llama'"):
+        family_of("llama")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_assistant_mask_covers_the_answer_and_end_of_turn(tiny_dirs, family):
+    loaded = load_model(tiny_dirs[family])
+    tokenizer = loaded.processor.tokenizer
+    answers = ["The shape is red.", "It moves left, then it stops at the edge."]
+    conversations = [video_conversation(f"Question {i}?", answer) for i, answer in enumerate(answers)]
+    videos = [random_frames(0), random_frames(1)]
+    for padding_side in ("left", "right"):
+        inputs = build_inputs(
+            loaded.processor,
+            conversations,
+            videos,
+            add_generation_prompt=False,
+            assistant_spans=True,
+            padding_side=padding_side,
+        )
+        for row, answer in enumerate(answers):
+            masked = inputs.batch["input_ids"][row][inputs.assistant_mask[row]]
+            text = tokenizer.decode(masked)
+            assert text.strip().startswith(answer)
+            assert tokenizer.eos_token in text[len(answer) :]
+        labels = inputs.labels()
+        assert (labels != -100).sum() == inputs.assistant_mask.sum()
+        loss = loaded.model(**inputs.batch, labels=labels).loss
+        assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generation_prompt_ends_where_the_answer_starts(tiny_dirs, family):
+    loaded = load_model(tiny_dirs[family])
+    conversation = video_conversation("What colour is the shape?")
+    prompt = loaded.processor.apply_chat_template(conversation, add_generation_prompt=True)
+    full = loaded.processor.apply_chat_template(video_conversation("What colour is the shape?", "Red."))
+    assert full.startswith(prompt)
+    inputs = build_inputs(loaded.processor, [conversation], [random_frames(0)], add_generation_prompt=True)
+    with torch.no_grad():
+        output = loaded.model.generate(**inputs.batch, max_new_tokens=4, do_sample=False)
+    assert output.shape[1] <= inputs.batch["input_ids"].shape[1] + 4
+
+
+def test_conversations_and_videos_must_pair_up(tiny_dirs):
+    loaded = load_model(tiny_dirs["video_llava"])
+    with pytest.raises(ValueError, match="2 conversations but 1 videos"):
+        build_inputs(
+            loaded.processor,
+            [video_conversation("a?"), video_conversation("b?")],
+            [random_frames(0)],
+            add_generation_prompt=True,
+        )
+
+
+def test_labels_need_the_mask(tiny_dirs):
+    loaded = load_model(tiny_dirs["video_llava"])
+    inputs = build_inputs(loaded.processor, [video_conversation("a?")], [random_frames(0)], add_generation_prompt=True)
+    with pytest.raises(ValueError, match="assistant_spans=True"):
+        inputs.labels()

@@ -45,7 +45,8 @@ import yaml
 
 from llava_star.config import check, config_to_dict, load_config, read_yaml_mapping, write_config
 from llava_star.errors import ConfigError, LlavaStarError
-from llava_star.records import Generation, read_jsonl, write_json_atomic, write_text_atomic
+from llava_star.records import Generation, write_json_atomic, write_text_atomic
+from llava_star.report import read_generation_dir, read_video_failures
 
 logger = logging.getLogger(__name__)
 
@@ -173,14 +174,6 @@ def mark_done(directory: Path, stage: str, info: dict[str, Any]) -> dict[str, An
     return info
 
 
-def read_generation_dir(directory: Path) -> list[Generation]:
-    """Every Generation in the JSONL shards of a generation directory."""
-    generations = []
-    for shard in sorted(directory.glob("*.jsonl")):
-        generations.extend(read_jsonl(shard, Generation.from_dict))
-    return generations
-
-
 def kept_fractions(generations: Sequence[Generation]) -> dict[str, float | int]:
     """Counts and fractions of kept answers, direct and after rationalization.
 
@@ -243,7 +236,8 @@ class CycleRunner:
         out_dir = directory / "generations"
         argv = self._generate_argv(model, self.config.samples, out_dir, cycle=cycle, rationalize=self.config.generate.rationalize)
         run_stage("generate", argv, self.config.launch.generate)
-        return mark_done(directory, "generate", {"model": model, **kept_fractions(read_generation_dir(out_dir))})
+        counts = kept_fractions(read_generation_dir(out_dir))
+        return mark_done(directory, "generate", {"model": model, **counts, "unreadable_videos": len(read_video_failures(out_dir))})
 
     def export(self, directory: Path, generation_dirs: Sequence[Path], *, direct_only: bool) -> dict[str, Any]:
         if (done := stage_done(directory, "export")) is not None:
@@ -287,10 +281,12 @@ class CycleRunner:
             return None
         if (done := stage_done(directory, "eval")) is not None:
             return done
-        samples = self._held_out_samples(directory)
+        samples = settings.samples
         out_dir = directory / "eval"
-        run_stage("generate", self._generate_argv(model, samples, out_dir / "generations", cycle=cycle, rationalize=False),
-                  self.config.launch.generate)  # fmt: skip
+        argv = self._generate_argv(model, samples, out_dir / "generations", cycle=cycle, rationalize=False)
+        if settings.limit is not None:
+            argv += ["--limit", str(settings.limit)]
+        run_stage("generate", argv, self.config.launch.generate)
         generations = read_generation_dir(out_dir / "generations")
         passed = sum(1 for g in generations if g.passed)
         result: dict[str, Any] = {
@@ -298,6 +294,7 @@ class CycleRunner:
             "samples": len(generations),
             "passed": passed,
             "accuracy": passed / len(generations) if generations else 0.0,
+            "unreadable_videos": len(read_video_failures(out_dir / "generations")),
         }
         if settings.lmms_tasks:
             lmms_dir = out_dir / "lmms_eval"
@@ -309,19 +306,6 @@ class CycleRunner:
             result["lmms_eval_dir"] = str(lmms_dir)
         write_json_atomic(directory / "eval.json", result)
         return mark_done(directory, "eval", result)
-
-    def _held_out_samples(self, directory: Path) -> str:
-        """The held-out file, cut to ``eval.limit`` lines (a copy beside the outputs)."""
-        samples = self.config.eval.samples
-        assert samples is not None
-        if self.config.eval.limit is None:
-            return samples
-        limited = directory / "eval" / "samples.jsonl"
-        if not limited.exists():
-            with open(samples, encoding="utf-8") as handle:
-                lines = [line for line in handle if line.strip()][: self.config.eval.limit]
-            write_text_atomic(limited, "".join(lines))
-        return str(limited)
 
     def run_cycle(self, cycle: int, model: str) -> dict[str, Any]:
         """One cycle: generate with ``model``, export, train the next model, evaluate it."""

@@ -52,10 +52,29 @@ class GenerationSet:
     directory: Path
 
 
+# file names written by `llava-star generate` (one shard per rank)
+GENERATION_SHARDS = "generations.*.jsonl"
+FAILURE_SHARDS = "failures.*.jsonl"  # {"id", "video", "reason"}: videos that could not be decoded
+
+
+def read_generation_dir(directory: Path) -> list[Generation]:
+    """Every Generation in the shards of one ``llava-star generate`` output directory."""
+    generations: dict[str, Generation] = {}
+    for shard in sorted(Path(directory).glob(GENERATION_SHARDS)):
+        for generation in read_jsonl(shard, Generation.from_dict):
+            generations.setdefault(generation.id, generation)
+    return list(generations.values())
+
+
+def read_video_failures(directory: Path) -> list[dict[str, Any]]:
+    """The samples whose video could not be decoded (not answered, so not in the fractions)."""
+    return [line for shard in sorted(Path(directory).glob(FAILURE_SHARDS)) for line in read_jsonl(shard)]
+
+
 def discover_sets(run_dir: Path) -> list[GenerationSet]:
     """The generation directories of a cycle run, in cycle order."""
     sets = []
-    if any(run_dir.glob("*.jsonl")):
+    if any(run_dir.glob(GENERATION_SHARDS)):
         return [GenerationSet("generations", 0, "train", run_dir)]
     baseline = run_dir / "baseline" / "eval" / "generations"
     if baseline.is_dir():
@@ -75,14 +94,6 @@ def discover_sets(run_dir: Path) -> list[GenerationSet]:
         last = max((s.cycle for s in sets), default=0)
         sets.append(GenerationSet("final held-out", last + 1, "held-out", final))
     return sets
-
-
-def read_set(generation_set: GenerationSet) -> list[Generation]:
-    generations: dict[str, Generation] = {}
-    for shard in sorted(generation_set.directory.glob("*.jsonl")):
-        for generation in read_jsonl(shard, Generation.from_dict):
-            generations.setdefault(generation.id, generation)
-    return list(generations.values())
 
 
 # ---------------------------------------------------------------- statistics
@@ -153,9 +164,15 @@ def label_types(generation: Generation) -> list[str]:
     return sorted({label.type for label in generation.sample.labels})
 
 
-def set_statistics(generations: Sequence[Generation]) -> dict[str, Any]:
-    """Overall, per source and per label type; held-out sets add ``accuracy``."""
-    stats = {
+def set_statistics(generations: Sequence[Generation], video_failures: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Overall, per source, per label type and per task.
+
+    ``accuracy`` (= ``kept_fraction``) is the held-out figure when the set was generated
+    without rationalization. Samples whose video could not be decoded are not answered:
+    they are counted apart, under ``unreadable_videos``.
+    """
+    stats: dict[str, Any] = {
+        "unreadable_videos": len(video_failures),
         "overall": summarize(generations),
         "by_source": _grouped(generations, lambda g: [g.sample.source]),
         "by_label_type": _grouped(generations, label_types),
@@ -172,7 +189,7 @@ def run_statistics(sets: Sequence[GenerationSet], generations: dict[str, list[Ge
     for generation_set in sets:
         entry = cycles.setdefault(generation_set.cycle, {"cycle": generation_set.cycle})
         key = "training" if generation_set.split == "train" else "held_out"
-        entry[key] = set_statistics(generations[generation_set.name])
+        entry[key] = set_statistics(generations[generation_set.name], read_video_failures(generation_set.directory))
         if key == "held_out":
             entry["held_out_accuracy"] = entry[key]["overall"]["accuracy"]
     return {"cycles": [cycles[cycle] for cycle in sorted(cycles)]}
@@ -420,8 +437,8 @@ def write_report(
     video_root = Path(video_root) if video_root is not None else _video_root_of(run_dir)
     sets = discover_sets(run_dir)
     if not sets:
-        raise LlavaStarError(f"{run_dir}: no generation shards found (expected cycle_*/generations/*.jsonl)")
-    generations = {s.name: read_set(s) for s in sets}
+        raise LlavaStarError(f"{run_dir}: no generation shards found (expected cycle_*/generations/{GENERATION_SHARDS})")
+    generations = {s.name: read_generation_dir(s.directory) for s in sets}
     stats = run_statistics(sets, generations)
     stats["run_dir"] = str(run_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,7 @@ def write_config(tmp_path, setup, **overrides):
 
 def ids_in(directory):
     ids = []
-    for shard in sorted(Path(directory).glob("*.jsonl")):
+    for shard in sorted(Path(directory).glob("generations.*.jsonl")):
         ids.extend(line["id"] for line in read_jsonl(shard))
     return ids
 
@@ -139,7 +139,7 @@ def test_two_cycles_end_to_end(tmp_path, tiny_setup, capsys):
             # STaR: every cycle starts again from the base checkpoint
             assert train_info["from"] == str(tiny_setup["model"].resolve())
     # model_2 (trained in cycle 1) generates cycle 2
-    generations = list(read_jsonl(next((run / "cycle_2" / "generations").glob("*.jsonl")), Generation.from_dict))
+    generations = list(read_jsonl(next((run / "cycle_2" / "generations").glob("generations.*.jsonl")), Generation.from_dict))
     assert {g.cycle for g in generations} == {2}
     assert (run / "baseline" / "eval.json").exists()
     saved = load_config(CycleConfig, run / "config.yaml")
@@ -190,7 +190,7 @@ def run_until(config, condition, timeout=600):
 
 
 def shard_lines(directory):
-    return sum(len(shard.read_bytes().splitlines()) for shard in Path(directory).glob("*.jsonl"))
+    return sum(len(shard.read_bytes().splitlines()) for shard in Path(directory).glob("generations.*.jsonl"))
 
 
 @pytest.mark.slow

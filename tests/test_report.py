@@ -71,6 +71,8 @@ def run_dir(tmp_path):
         generation("c", "blue", answer="It is red <script>alert(1)</script>", passed=False, reason="expected 'blue', answer names 'red'"),
         generation("d-count", "red", answer="", passed=False, reason="empty answer"),
     ])  # fmt: skip
+    with JsonlAppender(run / "cycle_1" / "generations" / "failures.rank00000-of-00001.jsonl") as appender:
+        appender.write({"id": "e", "video": "videos/missing.mp4", "reason": "videos/missing.mp4: no such file"})
     write_shard(run / "cycle_1" / "eval" / "generations", [
         generation("t1", "red", answer="It is red.", passed=True),
         generation("t2", "green", answer="It is blue.", passed=False, reason=wrong),
@@ -93,7 +95,7 @@ def test_stats_per_cycle_source_and_label_type(run_dir):
     assert sorted(by_cycle) == [0, 1, 2]
     assert by_cycle[0]["held_out_accuracy"] == 0.5 and "training" not in by_cycle[0]
     first = by_cycle[1]["training"]
-    assert first["overall"]["samples"] == 4
+    assert first["overall"]["samples"] == 4 and first["unreadable_videos"] == 1
     assert (first["overall"]["kept_direct"], first["overall"]["kept_rationalized"]) == (1, 1)
     assert first["overall"]["kept_fraction"] == 0.5
     assert first["overall"]["failures_by_reason"] == {"class: expected '…', answer names '…'": 1, "class: empty answer": 1}

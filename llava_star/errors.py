@@ -33,3 +33,7 @@ class ConfigError(LlavaStarError):
 
 class MissingDependencyError(LlavaStarError, ImportError):
     """An optional dependency is not installed; the message names the pip extra."""
+
+
+class EvaluationError(LlavaStarError):
+    """An lmms-eval run that failed or wrote no result for a requested task (names the log)."""

@@ -1,45 +1,26 @@
 """Tiny models of every family: built offline, loaded, prompted through the chat template."""
 
-from dataclasses import dataclass
+import doctest
 
-import numpy as np
 import pytest
+from tiny_model_helpers import noise_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
 
+import llava_star.models.inputs
+import llava_star.models.loading
 from llava_star.errors import ConfigError
-from llava_star.models.inputs import build_inputs, video_conversation
+from llava_star.models.inputs import build_inputs, from_llava_turns, video_conversation
 from llava_star.models.loading import choose_attention, family_of, load_model
-from llava_star.models.tiny import FAMILIES, build_tiny_model
+from llava_star.models.templates import CHAT_TEMPLATES
+from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
 from llava_star.models.tiny import main as tiny_model_main
 
 torch = pytest.importorskip("torch")
 
 
-@dataclass(frozen=True)
-class ArrayFrames:
-    """Frames made in memory, shaped like llava_star.video.Frames."""
-
-    array: np.ndarray
-    fps: float = 4.0
-
-    def metadata(self):
-        count = len(self.array)
-        return {
-            "fps": self.fps,
-            "duration": count / self.fps,
-            "total_num_frames": count,
-            "frames_indices": list(range(count)),
-        }
-
-
-def random_frames(seed: int, count: int = 4, size: int = 32) -> ArrayFrames:
-    rng = np.random.default_rng(seed)
-    return ArrayFrames(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
-
-
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {family: build_tiny_model(family, root / family) for family in FAMILIES}
+    return {family: build_tiny_model(family, root / family) for family in FAMILIES + VARIANTS}
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +29,7 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + VARIANTS)
 def test_tiny_model_loads_with_auto_classes(tiny_dirs, family):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -92,19 +73,35 @@ def test_attention_falls_back_to_sdpa_without_flash_attn_or_cuda(tiny_dirs):
         choose_attention("flash", "cpu")
 
 
+def test_qwen2_5_vl_loads_as_the_qwen2_vl_family(tiny_dirs):
+    loaded = load_model(tiny_dirs["qwen2_5_vl"])
+    assert loaded.family == "qwen2_vl" and loaded.model.config.model_type == "qwen2_5_vl"
+
+
+def test_a_checkpoint_without_chat_template_gets_its_family_template(tmp_path):
+    model_dir = build_tiny_model("llava_next_video", tmp_path / "m")
+    expected = (model_dir / "chat_template.jinja").read_text()
+    (model_dir / "chat_template.jinja").unlink()
+    from transformers import AutoProcessor
+
+    assert AutoProcessor.from_pretrained(model_dir).chat_template is None
+    loaded = load_model(model_dir)
+    assert loaded.processor.chat_template == expected == CHAT_TEMPLATES["llava_next_video"]
+
+
 def test_unsupported_model_type_names_it():
     assert family_of("qwen2_5_vl") == "qwen2_vl"
     with pytest.raises(ConfigError, match="'llama'"):
         family_of("llama")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + VARIANTS)
 def test_assistant_mask_covers_the_answer_and_end_of_turn(tiny_dirs, family):
     loaded = load_model(tiny_dirs[family])
     tokenizer = loaded.processor.tokenizer
     answers = ["The shape is red.", "It moves left, then it stops at the edge."]
     conversations = [video_conversation(f"Question {i}?", answer) for i, answer in enumerate(answers)]
-    videos = [random_frames(0), random_frames(1)]
+    videos = [noise_frames(0), noise_frames(1)]
     for padding_side in ("left", "right"):
         inputs = build_inputs(
             loaded.processor,
@@ -132,7 +129,7 @@ def test_generation_prompt_ends_where_the_answer_starts(tiny_dirs, family):
     prompt = loaded.processor.apply_chat_template(conversation, add_generation_prompt=True)
     full = loaded.processor.apply_chat_template(video_conversation("What colour is the shape?", "Red."))
     assert full.startswith(prompt)
-    inputs = build_inputs(loaded.processor, [conversation], [random_frames(0)], add_generation_prompt=True)
+    inputs = build_inputs(loaded.processor, [conversation], [noise_frames(0)], add_generation_prompt=True)
     with torch.no_grad():
         output = loaded.model.generate(**inputs.batch, max_new_tokens=4, do_sample=False)
     assert output.shape[1] <= inputs.batch["input_ids"].shape[1] + 4
@@ -144,13 +141,29 @@ def test_conversations_and_videos_must_pair_up(tiny_dirs):
         build_inputs(
             loaded.processor,
             [video_conversation("a?"), video_conversation("b?")],
-            [random_frames(0)],
+            [noise_frames(0)],
             add_generation_prompt=True,
         )
 
 
 def test_labels_need_the_mask(tiny_dirs):
     loaded = load_model(tiny_dirs["video_llava"])
-    inputs = build_inputs(loaded.processor, [video_conversation("a?")], [random_frames(0)], add_generation_prompt=True)
+    inputs = build_inputs(loaded.processor, [video_conversation("a?")], [noise_frames(0)], add_generation_prompt=True)
     with pytest.raises(ValueError, match="assistant_spans=True"):
         inputs.labels()
+
+
+def test_doctests():
+    for module in (llava_star.models.inputs, llava_star.models.loading):
+        assert doctest.testmod(module).failed == 0
+
+
+def test_llava_turns_become_the_processor_conversation(tiny_dirs):
+    turns = [{"from": "human", "value": "<video>\nWhat colour is it?"}, {"from": "gpt", "value": "It is red."}]
+    conversation = from_llava_turns(turns)
+    assert conversation == video_conversation("What colour is it?", "It is red.")
+    loaded = load_model(tiny_dirs["llava_onevision"])
+    inputs = build_inputs(loaded.processor, [conversation], [noise_frames(0)], add_generation_prompt=False)
+    assert "pixel_values_videos" in inputs.batch
+    with pytest.raises(ValueError, match="turn 1"):
+        from_llava_turns([turns[0], {"from": "assistant", "value": "x"}])

@@ -136,6 +136,9 @@ CLASS_CASES = [
     Case("Rather than running, the woman decides to swim across the lake to the other side.", [cls("swimming")], True, "'rather than X,' does not negate the next clause"),
     Case("The video could show playing guitar or playing ukulele, as the instrument is small.", [cls("playing guitar", "kinetics700")], False, "alternatives from the 700-class vocabulary hedge"),
     Case("Although the frames are a bit blurry, the person is clearly swimming in the pool.", [cls("swimming")], True, "a remark on image quality is no refusal"),
+    Case("A man paddles down the river. He is kayaking through the rapids with a double-bladed paddle.", [cls("canoeing or kayaking", "kinetics400")], True, "a class name's own 'or' offers alternatives: either word asserts it"),
+    Case("The player is catching a baseball with his glove near second base.", [cls("catching or throwing baseball", "kinetics400")], True, "'catching or throwing baseball' is asserted by 'catching a baseball'"),
+    Case("The person lifts a glass to their lips and drinks the water.", [cls("Drinking from a cup/glass/bottle", "ssv2")], True, "slash alternatives in a class name: 'glass' suffices"),
     Case("The man is walking the dog along the beach. Nearby, some people are swimming in the sea.", [cls("walking the dog")], True, "a stop word inside the class name is skipped"),
 ]
 
@@ -165,8 +168,10 @@ NUMBER_CASES = [
     Case("After 3 seconds, the 2 dogs start running across the yard.", [num(2, name="count")], True, "a duration is not a count"),
     Case("The diver performs well and the judges seem pleased with the result.", [num(80, name="score")], False, "no number stated"),
     Case("The final score is eighty two point five, reflecting the high difficulty.", [num(82.5, name="score")], True, "decimal number words ('eighty two point five')"),
+    Case("I looked at every frame, and there are no people in the video at all.", [num(0, name="count")], True, "'there are no people' states a count of zero"),
     Case("The count is 4, not 5, because one person leaves early.", [num(4, name="count")], True, "a negated number does not count"),
     Case("I see 3 cars, 2 bicycles and a truck; so the total number of vehicles is 6.", [num(6, name="vehicles")], True, "the total after the name, not the first number"),
+    Case("I count two dogs and one cat, so there are 3 animals in total.", [num(3, name="count")], True, "the name used as a verb ('I count two') is no anchor"),
 ]
 
 TIME_CASES = [
@@ -265,6 +270,8 @@ GUARD_CASES = [
     Case("It is impossible to tell what the person is doing because the video is too dark.", [cls("swimming")], False, "'impossible to tell' refuses"),
     Case("There is not enough information in the video to determine the score of the dive.", [num(80, name="score")], False, "'not enough information' refuses"),
     Case("I am unable to determine whether the man is holding a cup. Yes.", [yn(True)], False, "'unable to determine' refuses"),
+    Case("I'm sorry, the clip is too short. Yes, he holds a cup.", [yn(True)], False, "an apology ('I'm sorry') refuses"),
+    Case("I’m not able to tell what the man holds.", [yn(True)], False, "'I'm not able to tell' refuses (curly apostrophe)"),
     Case("The man is swimming. The man is swimming. The man is swimming. The man is swimming.", [cls("swimming")], False, "the same sentence repeated"),
     Case("The person is swimming and then and then and then and then and then and then", [cls("swimming")], False, "a phrase looping back to back"),
     Case("The person is swimming very " + "very " * 12 + "fast.", [cls("swimming")], False, "a word looping"),

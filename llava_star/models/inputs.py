@@ -49,6 +49,34 @@ def video_conversation(question: str, answer: str | None = None) -> Conversation
     return conversation
 
 
+_LLAVA_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+VIDEO_PLACEHOLDER = "<video>"
+
+
+def from_llava_turns(turns: Sequence[Mapping[str, str]]) -> Conversation:
+    """LLaVA training JSON turns (``{"from", "value"}``) as a processor conversation.
+
+    The ``<video>`` placeholder of a turn becomes a video item at the start of that turn,
+    which is where every supported chat template puts it.
+
+    >>> from_llava_turns([{"from": "human", "value": "<video>\\nWhat colour?"}, {"from": "gpt", "value": "Red."}])[0]
+    {'role': 'user', 'content': [{'type': 'video'}, {'type': 'text', 'text': 'What colour?'}]}
+    """
+    conversation: Conversation = []
+    for index, turn in enumerate(turns):
+        role = _LLAVA_ROLES.get(turn.get("from", ""))
+        if role is None or not isinstance(turn.get("value"), str):
+            raise ValueError(f"turn {index}: expected from in {sorted(_LLAVA_ROLES)} and a string value, got {turn!r}")
+        text = turn["value"]
+        content: list[dict[str, Any]] = []
+        if VIDEO_PLACEHOLDER in text:
+            content.append({"type": "video"})
+            text = text.replace(VIDEO_PLACEHOLDER + "\n", "").replace(VIDEO_PLACEHOLDER, "").strip()
+        content.append({"type": "text", "text": text})
+        conversation.append({"role": role, "content": content})
+    return conversation
+
+
 @dataclass(frozen=True)
 class ModelInputs:
     """A padded batch for ``model(**batch)`` / ``model.generate(**batch)``.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llava_star.errors import ConfigError
+from llava_star.models.templates import CHAT_TEMPLATES
 from llava_star.optional import is_available, require
 
 logger = logging.getLogger(__name__)
@@ -130,5 +131,8 @@ def load_model(
     model.to(device)
     model.eval()
     processor = AutoProcessor.from_pretrained(name)
+    if getattr(processor, "chat_template", None) is None:
+        logger.warning("%s has no chat template; using llava_star's %s template", name, family)
+        processor.chat_template = CHAT_TEMPLATES[family]
     logger.info("loaded %s (%s, %s, %s attention) on %s", name, family, torch_dtype, attention, device)
     return LoadedModel(model=model, processor=processor, family=family, name=name)

@@ -15,6 +15,7 @@ work with HF_HUB_OFFLINE=1.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -22,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava_star.models.templates import CHAT_TEMPLATES
+
 logger = logging.getLogger(__name__)
 
 FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl")
+VARIANTS = ("qwen2_5_vl",)  # buildable too; loaded as the family they belong to
 
 FRAME_SIZE = 32  # pixels; every tiny vision tower sees 32x32 frames
 PATCH_SIZE = 8
@@ -55,45 +59,6 @@ class _Family:
 
     special_tokens: tuple[str, ...]  # bos, eos, pad first; then the multimodal ones
     build: Callable[[Any, int], tuple[Any, Any]]  # (tokenizer, vocab size) -> (config, processor)
-
-
-# LLaVA-1.5 / Video-LLaVA conversation style: "USER: <video>\nq ASSISTANT: a</s>". The space
-# between turns opens the next turn, so an assistant turn ends with its </s>.
-_LLAVA_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if not loop.first -%}{{ ' ' }}{%- endif -%}"
-    "{%- if message['role'] == 'system' -%}"
-    "{{ message['content'] if message['content'] is string else message['content'][0]['text'] }}"
-    "{%- else -%}"
-    "{{ message['role'].upper() + ': ' }}"
-    "{%- if message['content'] is string -%}{{ message['content'] }}"
-    "{%- else -%}{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'video' -%}{{ '<video>\n' }}"
-    "{%- elif item['type'] == 'image' -%}{{ '<image>\n' }}"
-    "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- if message['role'] == 'assistant' -%}{{ '</s>' }}{%- endif -%}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ ' ASSISTANT:' if messages else 'ASSISTANT:' }}{%- endif -%}"
-)
-
-
-def _chatml_template(video: str, image: str) -> str:
-    """Qwen's ChatML: ``<|im_start|>role\\n...<|im_end|>\\n``, with the family's media tokens."""
-    return (
-        "{%- for message in messages -%}"
-        "{{ '<|im_start|>' + message['role'] + '\n' }}"
-        "{%- if message['content'] is string -%}{{ message['content'] }}"
-        "{%- else -%}{%- for item in message['content'] -%}"
-        f"{{%- if item['type'] == 'video' -%}}{{{{ '{video}' }}}}"
-        f"{{%- elif item['type'] == 'image' -%}}{{{{ '{image}' }}}}"
-        "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
-        "{%- endfor -%}{%- endif -%}"
-        "{{ '<|im_end|>\n' }}"
-        "{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
-    )
 
 
 def _clip_vision() -> Any:
@@ -127,6 +92,26 @@ def _small_text(model_type: str, vocab_size: int, tokenizer: Any, **overrides: A
     )
 
 
+def _llava_media_tokens(tokenizer: Any) -> dict[str, Any]:
+    """The LLaVA configs' placeholder ids, and features from the last vision layer (2 layers only)."""
+    return {
+        "image_token_index": tokenizer.convert_tokens_to_ids("<image>"),
+        "video_token_index": tokenizer.convert_tokens_to_ids("<video>"),
+        "vision_feature_layer": -1,
+    }
+
+
+def _llava_processor_settings(tokenizer: Any) -> dict[str, Any]:
+    """What Video-LLaVA's and LLaVA-NeXT-Video's processors need to count video tokens."""
+    return {
+        "tokenizer": tokenizer,
+        "patch_size": PATCH_SIZE,
+        "vision_feature_select_strategy": "default",
+        "num_additional_image_tokens": 1,  # the CLS token, which Video-LLaVA keeps for video
+        "chat_template": CHAT_TEMPLATES["video_llava"],
+    }
+
+
 def _frame_processor_size() -> dict[str, Any]:
     return {
         "size": {"shortest_edge": FRAME_SIZE},
@@ -146,20 +131,14 @@ def _build_video_llava(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     config = VideoLlavaConfig(
         vision_config=_clip_vision(),
         text_config=_small_text("llama", vocab_size, tokenizer),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        vision_feature_layer=-1,
+        **_llava_media_tokens(tokenizer),
         image_seq_length=tokens_per_frame,
         video_seq_length=(tokens_per_frame + 1) * 8,
     )
     processor = VideoLlavaProcessor(
         image_processor=VideoLlavaImageProcessor(**_frame_processor_size()),
         video_processor=VideoLlavaVideoProcessor(**_frame_processor_size()),
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # the CLS token, which Video-LLaVA keeps for video
-        chat_template=_LLAVA_TEMPLATE,
+        **_llava_processor_settings(tokenizer),
     )
     return config, processor
 
@@ -176,9 +155,7 @@ def _build_llava_next_video(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     config = LlavaNextVideoConfig(
         vision_config=_clip_vision(),
         text_config=_small_text("llama", vocab_size, tokenizer),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        vision_feature_layer=-1,
+        **_llava_media_tokens(tokenizer),
         image_grid_pinpoints=pinpoints,
         image_seq_length=(FRAME_SIZE // PATCH_SIZE) ** 2,
         video_seq_length=(FRAME_SIZE // PATCH_SIZE) ** 2 // 4,
@@ -186,11 +163,7 @@ def _build_llava_next_video(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     processor = LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(**_frame_processor_size()),
         image_processor=LlavaNextImageProcessor(image_grid_pinpoints=pinpoints, **_frame_processor_size()),
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=_LLAVA_TEMPLATE,
+        **_llava_processor_settings(tokenizer),
     )
     return config, processor
 
@@ -216,9 +189,7 @@ def _build_llava_onevision(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
             patch_size=PATCH_SIZE,
         ),
         text_config=_small_text("qwen2", vocab_size, tokenizer),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        vision_feature_layer=-1,
+        **_llava_media_tokens(tokenizer),
         image_grid_pinpoints=pinpoints,
     )
     processor = LlavaOnevisionProcessor(
@@ -227,32 +198,31 @@ def _build_llava_onevision(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
         tokenizer=tokenizer,
         num_image_tokens=(FRAME_SIZE // PATCH_SIZE) ** 2,
         vision_feature_select_strategy="full",
-        chat_template=_chatml_template("<video>\n", "<image>\n"),
+        chat_template=CHAT_TEMPLATES["llava_onevision"],
     )
     return config, processor
 
 
-def _build_qwen2_vl(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, Any]:
+    """Qwen2-VL (``version="2"``) or Qwen2.5-VL (``"2.5"``): the same tokens, template and processors."""
+    import transformers
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    config = Qwen2VLConfig(
-        vision_config={
-            "depth": 2,
-            "embed_dim": HIDDEN_SIZE,
-            "hidden_size": HIDDEN_SIZE,
-            "mlp_ratio": 2,
-            "num_heads": 2,
-            "patch_size": PATCH_SIZE,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
+    vision = {
+        "depth": 2, "hidden_size": HIDDEN_SIZE, "num_heads": 2, "patch_size": PATCH_SIZE,
+        "spatial_merge_size": 2, "temporal_patch_size": 2,
+    }  # fmt: skip
+    if version == "2":
+        config_class, processor_class = transformers.Qwen2VLConfig, transformers.Qwen2VLProcessor
+        vision.update(embed_dim=HIDDEN_SIZE, mlp_ratio=2)
+    else:  # 2.5: windowed attention in all but the listed blocks, a separate output width
+        config_class, processor_class = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLProcessor
+        vision.update(intermediate_size=64, out_hidden_size=HIDDEN_SIZE, window_size=2 * PATCH_SIZE * 2)
+        vision.update(fullatt_block_indexes=[1])
+    config = config_class(
+        vision_config=vision,
         text_config=_small_text(
-            "qwen2_vl_text",
+            f"{config_class.model_type}_text",
             vocab_size,
             tokenizer,
             # multimodal rope splits the rotary half of the head dimension (32 / 2 heads / 2)
@@ -266,14 +236,11 @@ def _build_qwen2_vl(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     )
     pixels = {"shortest_edge": FRAME_SIZE * FRAME_SIZE, "longest_edge": FRAME_SIZE * FRAME_SIZE}
     common = {"patch_size": PATCH_SIZE, "merge_size": 2, "temporal_patch_size": 2, "size": pixels}
-    frames_common = {**common, "cap_pixels_per_frame": True}
-    processor = Qwen2VLProcessor(
+    processor = processor_class(
         image_processor=Qwen2VLImageProcessor(**common),
-        video_processor=Qwen2VLVideoProcessor(**frames_common),
+        video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=True),
         tokenizer=tokenizer,
-        chat_template=_chatml_template(
-            "<|vision_start|><|video_pad|><|vision_end|>", "<|vision_start|><|image_pad|><|vision_end|>"
-        ),
+        chat_template=CHAT_TEMPLATES["qwen2_vl"],
     )
     return config, processor
 
@@ -281,14 +248,15 @@ def _build_qwen2_vl(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
 _LLAVA_TOKENS = ("<s>", "</s>", "<pad>", "<image>", "<video>")
 _CHATML_TOKENS = ("<|endoftext|>", "<|im_end|>", "<|pad|>", "<|im_start|>")
 
+_QWEN_TOKENS = _CHATML_TOKENS + ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
 _FAMILY_SPECS = {
     "video_llava": _Family(_LLAVA_TOKENS, _build_video_llava),
     "llava_next_video": _Family(_LLAVA_TOKENS, _build_llava_next_video),
     "llava_onevision": _Family(_CHATML_TOKENS + ("<image>", "<video>"), _build_llava_onevision),
-    "qwen2_vl": _Family(
-        _CHATML_TOKENS + ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"),
-        _build_qwen2_vl,
-    ),
+    "qwen2_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2")),
+    # Qwen2.5-VL belongs to the qwen2_vl family; buildable for tests, not in FAMILIES
+    "qwen2_5_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2.5")),
 }
 
 
@@ -329,7 +297,7 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int 
     two builds with the same seed are the same model.
     """
     if family not in _FAMILY_SPECS:
-        raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES + VARIANTS)}")
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
@@ -362,7 +330,7 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llava-star tiny-model", description=__doc__.split("\n\n")[0])
-    parser.add_argument("family", choices=FAMILIES, help="the architecture to build")
+    parser.add_argument("family", choices=FAMILIES + VARIANTS, help="the architecture to build")
     parser.add_argument("-o", "--output", required=True, type=Path, help="directory to save the model to")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from dataclasses import dataclass
 
-from llava_star.verify.answer import Answer, split_words, word_keys
+from llava_star.verify.answer import Answer, split_words, word_forms
 
 # Words that carry no meaning of a class name ("playing the guitar" == "playing guitar").
 STOPWORDS = frozenset(["a", "an", "the", "of", "on", "in", "at", "to", "for", "with", "and", "or", "by", "from", "his", "her", "their", "its", "some", "someone", "something"])
@@ -34,7 +35,7 @@ MAX_OTHER_CLASSES = 3
 
 @dataclass(frozen=True)
 class Phrase:
-    """A class name reduced to the lemma keys of its content words."""
+    """A class name reduced to its content words, each as the set of its inflections."""
 
     text: str
     words: tuple[frozenset[str], ...]
@@ -48,13 +49,47 @@ class Phrase:
 def make_phrase(text: str) -> Phrase:
     """Content words of a class name; qualifiers in parentheses are optional.
 
-    >>> [sorted(keys) for keys in make_phrase("brushing teeth (person)").words]
-    [['brush', 'brushing'], ['teeth', 'tooth']]
+    >>> [sorted(forms) for forms in make_phrase("brushing teeth (person)").words]
+    [['brush', 'brushed', 'brushes', 'brushing', 'brushings'], ['teeth', 'tooth']]
     """
     words = [word for word in split_words(_PARENTHESES.sub(" ", text)) if word not in STOPWORDS]
     if not words:  # a name made only of stop words ("on") still has to match
         words = split_words(text)
-    return Phrase(text=text, words=tuple(word_keys(word) for word in words))
+    return Phrase(text=text, words=tuple(word_forms(word) for word in words))
+
+
+# Bounds the variants of a name with many "/" and "or" alternatives.
+_MAX_VARIANTS = 16
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def class_phrases(name: str) -> tuple[Phrase, ...]:
+    """The phrases that assert a class name. Dataset names carry their own alternatives:
+    Kinetics' "canoeing or kayaking" is asserted by either word, Something-Something's
+    "Drinking from a cup/glass/bottle" by any of the three; "dish/es" is a plural.
+
+    >>> [len(p.words) for p in class_phrases("catching or throwing baseball")]
+    [2, 2]
+    >>> len(class_phrases("Drinking from a cup/glass/bottle"))
+    3
+    """
+    words = _PARENTHESES.sub(" ", name).lower().split()
+    variants = list(dict.fromkeys(" ".join(v) for v in _expand(words)))[:_MAX_VARIANTS]
+    phrases = [Phrase(name, make_phrase(variant).words) for variant in variants]
+    return tuple(p for p in phrases if p.words) or (make_phrase(name),)
+
+
+def _expand(words: list[str]) -> list[list[str]]:
+    if "or" in words[1:-1]:
+        at = words.index("or", 1)
+        left, right = words[:at], words[at + 1 :]
+        return _expand(left + right[1:]) + _expand(left[:-1] + right)
+    for at, word in enumerate(words):
+        if "/" in word:
+            # "towel/s", "dish/es": a plural spelled out, which inflections cover anyway
+            options = [option for option in word.split("/") if len(option) > 2] or [word.split("/")[0]]
+            return [variant for option in options for variant in _expand(words[:at] + [option] + words[at + 1 :])]
+    return [words]
 
 
 @dataclass(frozen=True)
@@ -69,19 +104,11 @@ class Match:
         return self.first <= other.last and other.first <= self.last
 
 
-def _positions(answer: Answer, keys: frozenset[str]) -> list[int]:
-    index = answer.index
-    found: set[int] = set()
-    for key in keys:
-        found.update(index.get(key, ()))
-    return sorted(found)
-
-
 def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
     """Every place the phrase's words occur close together in one asserted sentence."""
     if not phrase.words:
         return []
-    lists = [_positions(answer, keys) for keys in phrase.words]
+    lists = [answer.positions_of(forms) for forms in phrase.words]
     if not all(lists):
         return []
     sentence_of, clause_of = answer.sentence_of, answer.clause_of
@@ -115,35 +142,38 @@ class Vocabulary:
     """A dataset's class names, indexed by content word to find the few an answer names."""
 
     phrases: tuple[Phrase, ...]
-    by_key: dict[str, tuple[int, ...]]
+    by_form: dict[str, tuple[int, ...]]
 
     @classmethod
     def of(cls, phrases: tuple[Phrase, ...]) -> Vocabulary:
-        by_key: dict[str, list[int]] = {}
+        # Index each class by its rarest word ("guitar", not "playing"): an answer that
+        # says "playing" then pulls in a handful of classes, not the fifty "playing X".
+        frequency = Counter(forms for phrase in phrases for forms in set(phrase.words))
+        by_form: dict[str, list[int]] = {}
         for number, phrase in enumerate(phrases):
-            for keys in phrase.words[:1]:  # every match contains the first word
-                for key in keys:
-                    by_key.setdefault(key, []).append(number)
-        return cls(phrases, {key: tuple(numbers) for key, numbers in by_key.items()})
+            if phrase.words:
+                for form in min(phrase.words, key=frequency.__getitem__):
+                    by_form.setdefault(form, []).append(number)
+        return cls(phrases, {form: tuple(numbers) for form, numbers in by_form.items()})
 
 
 @functools.lru_cache(maxsize=64)
 def make_vocabulary(names: tuple[str, ...]) -> Vocabulary:
     """The vocabulary of a dataset's class names (cached: Kinetics has 700)."""
-    return Vocabulary.of(tuple(make_phrase(name) for name in names))
+    return Vocabulary.of(tuple(phrase for name in names for phrase in class_phrases(name)))
 
 
 def vocabulary_matches(
     answer: Answer, vocabulary: Vocabulary, exclude: frozenset[tuple[frozenset[str], ...]]
 ) -> list[Match]:
     """Matches of the vocabulary classes the answer names, other than the ``exclude`` phrases."""
-    candidates: set[int] = set()
-    for key in answer.index:
-        candidates.update(vocabulary.by_key.get(key, ()))
+    present = answer.word_set
+    candidates = set().union(*filter(None, map(vocabulary.by_form.get, present)))
     found = []
     for number in sorted(candidates):
         phrase = vocabulary.phrases[number]
-        if phrase.words not in exclude:
+        # cheap test first: every content word of the class occurs somewhere
+        if phrase.words not in exclude and all(not forms.isdisjoint(present) for forms in phrase.words):
             found.extend(find_phrase(answer, phrase))
     return found
 

@@ -13,9 +13,12 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from llava_star.verify.answer import split_words, word_keys
+from llava_star.verify.answer import split_words, word_forms
 
-_NUMBER = re.compile(r"(?<![\w.:,/])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\w:]|[.,]\d)")
+_NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")  # one branch starting with a digit: a fast scan
+# A number glued to a word, a clock time or a fraction ("x2", "0:04", "7/10") is not a value.
+_GLUE_BEFORE = frozenset(".:,/")
+_GLUE_AFTER = re.compile(r"[\w:]|[.,]\d")
 _DENOMINATOR_BEFORE = re.compile(r"(?:out of|/|scale of|scale from|range of|ranging from|from 0 to)\s*$")
 _RANGE_BEFORE = re.compile(r"(?:between|from|range|ranging)\s+(?:about |around |approximately )?$")
 _RANGE_GAP = re.compile(r"^\s*(?:-|–|—|to|and|or)\s*$")
@@ -27,7 +30,11 @@ _ONE_AS_PRONOUN_BEFORE = re.compile(r"\b(?:no|any|every|some|the|this|that|which
 _ONE_AS_PRONOUN_AFTER = re.compile(r"^\s+(?:of|another|who|that)\b")
 _TIME_UNIT_AFTER = re.compile(r"^\s*-?\s*(?:seconds?|secs?|s|minutes?|mins?|hours?|hrs?)\b")
 _ENUMERATION = re.compile(r"(?:^|\n)\s*$")
-_CONCLUSION = re.compile(r"\b(?:answer|total|final|overall|altogether|in all|result|estimate|conclusion)\b")
+# Word patterns start with the literal (a leading \b makes the scan several times slower);
+# the word boundary before a match is checked by ``word_matches``.
+_CONCLUSION = re.compile(r"(?:answer|total|final|overall|altogether|in all|result|estimate|conclusion)\b")
+_NONE_STATED = re.compile(r"\bthere (?:are|is|were|was) no\b|\bnone\b|\bnobody\b|\bno one\b")
+_VERB_USE_BEFORE = re.compile(r"\b(?:i|we|you|let|to|can|will|must)\s+$")
 _ASSOCIATE_AFTER_CHARS = 60
 _ASSOCIATE_BEFORE_CHARS = 25
 
@@ -52,7 +59,10 @@ def find_numbers(text: str) -> list[Quantity]:
     >>> [(q.value, q.asserted) for q in find_numbers("8.5 out of 10, between 50 and 85")]
     [(8.5, True), (10.0, False), (50.0, False), (85.0, False)]
     """
-    spans = [(m.start(), m.end()) for m in _NUMBER.finditer(text)]
+    spans = [
+        (m.start(), m.end()) for m in _NUMBER.finditer(text)
+        if not _glued(text, m.start(), m.end())
+    ]  # fmt: skip
     hedged = _hedged_numbers(text, spans)
     found = []
     for i, (start, end) in enumerate(spans):
@@ -67,6 +77,11 @@ def find_numbers(text: str) -> list[Quantity]:
         )
         found.append(Quantity(_to_float(text[start:end]), start, end, asserted))
     return found
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    before = text[start - 1] if start else " "
+    return before.isalnum() or before in _GLUE_BEFORE or _GLUE_AFTER.match(text, end) is not None
 
 
 def _hedged_numbers(text: str, spans: list[tuple[int, int]]) -> set[int]:
@@ -96,15 +111,29 @@ def _hedged_numbers(text: str, spans: list[tuple[int, int]]) -> set[int]:
 @functools.lru_cache(maxsize=1024)
 def name_pattern(name: str) -> re.Pattern[str]:
     """The label's ``name`` in any inflection: "score" also finds "scores", "scored"."""
-    keys = sorted({key for word in split_words(name) for key in word_keys(word)}, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(key) for key in keys) + r")\w*")
+    keys = sorted({form for word in split_words(name) for form in word_forms(word)}, key=len, reverse=True)
+    return re.compile(r"(?:" + "|".join(re.escape(key) for key in keys) + r")\b")
+
+
+def word_matches(pattern: re.Pattern[str], text: str) -> list[re.Match[str]]:
+    """Matches of a word pattern that start a word ("scores", not "underscores").
+
+    >>> [m.start() for m in word_matches(name_pattern("score"), "underscores, scores")]
+    [13]
+    """
+    return [m for m in pattern.finditer(text) if not (m.start() and text[m.start() - 1].isalnum())]
 
 
 def stated_number(text: str, name: str | None) -> float | None:
-    """The value the answer asserts for ``name``, else its conclusion, else its last number."""
+    """The value the answer asserts for ``name``, else its conclusion, else its last number;
+    with no number at all, "there are no people" / "nobody" states zero.
+
+    >>> stated_number("there are no people in the video.", "count")
+    0.0
+    """
     numbers = [q for q in find_numbers(text) if q.asserted]
     if not numbers:
-        return None
+        return 0.0 if _NONE_STATED.search(text) else None
     anchors = [name_pattern(name)] if name and split_words(name) else []
     for anchor in anchors + [_CONCLUSION]:
         value = _last_associated(text, numbers, anchor)
@@ -115,7 +144,9 @@ def stated_number(text: str, name: str | None) -> float | None:
 
 def _last_associated(text: str, numbers: list[Quantity], anchor: re.Pattern[str]) -> float | None:
     value = None
-    for match in anchor.finditer(text):
+    for match in word_matches(anchor, text):
+        if _VERB_USE_BEFORE.search(text, max(0, match.start() - 8), match.start()):
+            continue  # "I count two dogs ...": the name used as a verb, not a stated value
         after = [q for q in numbers if 0 <= q.start - match.end() <= _ASSOCIATE_AFTER_CHARS]
         after = [q for q in after if not re.search(r"[.!?\n]\s", text[match.end() : q.start])]
         before = [q for q in numbers if 0 <= match.start() - q.end <= _ASSOCIATE_BEFORE_CHARS]
@@ -129,13 +160,12 @@ def _last_associated(text: str, numbers: list[Quantity], anchor: re.Pattern[str]
 
 # --- times -------------------------------------------------------------------------------
 
-_CLOCK = re.compile(r"(?<![\d:.])(?:(\d{1,2}):)?(\d{1,3}):(\d{2}(?:\.\d+)?)(?![\d:])")
-_MINUTES_AND_SECONDS = re.compile(
-    r"(?<![\w.])(\d+(?:\.\d+)?)\s*(hours?|hrs?|minutes?|mins?)\s*,?\s*(?:and\s*)?(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)\b"
+# One scan for numbers (clock times included), then an anchored look at what follows each.
+_TIME_NUMBER = re.compile(r"\d+(?:\.\d+)?(?::\d{2}(?:\.\d+)?){0,2}")
+_TIME_AFTER = re.compile(
+    r"\s*-?\s*(hours?|hrs?|minutes?|mins?)\b(?:\s*,?\s*(?:and\s*)?(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)\b)?"
+    r"|\s*-?\s*(seconds?|secs?|s)\b|\s*(%|percent\b)"
 )
-_WITH_UNIT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*-?\s*(hours?|hrs?|minutes?|mins?|seconds?|secs?|s)\b")
-_PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:%|percent\b)")
-_BARE = re.compile(r"(?<![\w.:])(\d+(?:\.\d+)?)(?![\w:%]|\.\d|\s*%|\s*percent)")
 _BARE_POINT_BEFORE = re.compile(r"\b(?:at|around|about|approximately|roughly)\s+(?:the\s+)?$")
 _TIME_RANGE_GAP = re.compile(
     r"^\s*(?:marks?\s*|points?\s*)?(?:-|–|—|to|until|till|through|and)\s*"
@@ -169,29 +199,33 @@ def _unit_seconds(unit: str) -> float:
 def find_times(text: str) -> list[TimeMention]:
     """Times with a unit, clock times (m:ss, h:mm:ss), percents, and bare numbers.
 
-    >>> [(t.value, t.kind) for t in find_times("from 0:04 to 1:02:03, then 2 minutes and 5 s")]
-    [(4.0, 'clock'), (3723.0, 'clock'), (125.0, 'unit')]
+    >>> [(t.value, t.kind) for t in find_times("from 0:04 to 1:02:03, then 2 minutes and 5 s, 20% in")]
+    [(4.0, 'clock'), (3723.0, 'clock'), (125.0, 'unit'), (20.0, 'percent')]
     """
     mentions: list[TimeMention] = []
-    taken: list[tuple[int, int]] = []
-
-    def add(value: float, start: int, end: int, kind: str) -> None:
-        if not any(start < e and s < end for s, e in taken):
-            mentions.append(TimeMention(value, start, end, kind))
-            taken.append((start, end))
-
-    for m in _CLOCK.finditer(text):
-        hours = float(m.group(1) or 0)
-        add(hours * 3600 + float(m.group(2)) * 60 + float(m.group(3)), m.start(), m.end(), "clock")
-    for m in _MINUTES_AND_SECONDS.finditer(text):
-        add(float(m.group(1)) * _unit_seconds(m.group(2)) + float(m.group(3)), m.start(), m.end(), "unit")
-    for m in _WITH_UNIT.finditer(text):
-        add(float(m.group(1)) * _unit_seconds(m.group(2)), m.start(), m.end(), "unit")
-    for m in _PERCENT.finditer(text):
-        add(float(m.group(1)), m.start(), m.end(), "percent")
-    for m in _BARE.finditer(text):
-        add(float(m.group(1)), m.start(), m.end(), "bare")
-    return sorted(mentions, key=lambda t: t.start)
+    for match in _TIME_NUMBER.finditer(text):
+        start, end, number = match.start(), match.end(), match.group()
+        if (mentions and start < mentions[-1].end) or (start and (text[start - 1].isalnum() or text[start - 1] in ".:")):
+            continue
+        if ":" in number:
+            value = 0.0
+            for part in number.split(":"):
+                value = value * 60 + float(part)
+            mentions.append(TimeMention(value, start, end, "clock"))
+            continue
+        after = _TIME_AFTER.match(text, end)
+        if after is None:
+            if end < len(text) and (text[end].isalnum() or text[end] == ":"):
+                continue  # "3rd", "4k"
+            mentions.append(TimeMention(float(number), start, end, "bare"))
+        elif after.group(1):
+            value = float(number) * _unit_seconds(after.group(1)) + float(after.group(2) or 0)
+            mentions.append(TimeMention(value, start, after.end(), "unit"))
+        elif after.group(3):
+            mentions.append(TimeMention(float(number), start, after.end(), "unit"))
+        else:
+            mentions.append(TimeMention(float(number), start, after.end(), "percent"))
+    return mentions
 
 
 @dataclass(frozen=True)

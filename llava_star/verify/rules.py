@@ -21,9 +21,9 @@ from llava_star.verify.answer import NEGATORS, Answer, split_words
 from llava_star.verify.phrases import (
     Reading,
     Vocabulary,
+    class_phrases,
     distinguishing_phrases,
     find_phrase,
-    make_phrase,
     make_vocabulary,
     read_class,
 )
@@ -63,7 +63,8 @@ def _vocabulary(reference: tuple[str, ...] | str) -> Vocabulary:
 
 def parse_class(answer: Answer, label: Label) -> Parsed:
     vocabulary = _vocabulary(label.vocabulary) if label.vocabulary else None
-    reading = read_class(answer, tuple(make_phrase(name) for name in (label.value, *label.synonyms)), vocabulary)
+    phrases = tuple(phrase for name in (label.value, *label.synonyms) for phrase in class_phrases(name))
+    reading = read_class(answer, phrases, vocabulary)
     return reading, reading.status
 
 
@@ -148,7 +149,7 @@ def parse_box(answer: Answer, label: Label) -> Parsed:
     if not boxes:
         return None, "states no box (four numbers in brackets)"
     if label.name and len(boxes) > 1:
-        mentions = [m.end() for m in quantities.name_pattern(label.name).finditer(answer.text)]
+        mentions = [m.end() for m in quantities.word_matches(quantities.name_pattern(label.name), answer.text)]
         after_name = [b for b in boxes if any(0 <= b.start - end <= 80 for end in mentions)]
         boxes = after_name[-1:] or boxes
     box_format = label.box_format or "xyxy"
@@ -175,15 +176,34 @@ _LEADING_YES_NO = re.compile(
     r"|(no|nope|false|incorrect)(?=\s*[,.!;:]|\s*$|\s+(?:it|there|the|he|she|they|this|that|i|we)\b))"
 )
 _STATED_YES_NO = re.compile(
-    r"\b(?:answer|response)\s*(?:is|would be|should be|:)\s*:?\s*[\"']?(?:(yes|true)|(no|false))\b(?!\s+one)"
-    r"|\b(?:so|therefore|thus|hence|in conclusion|in summary|to conclude|to summarize|overall)\s*,?\s*"
+    r"(?:answer|response)\s*(?:is|would be|should be|:)\s*:?\s*[\"']?(?:(yes|true)|(no|false))\b(?!\s+one)"
+    r"|(?:so|therefore|thus|hence|in conclusion|in summary|to conclude|to summarize|overall)\s*,?\s*"
     r"(?:(yes)|(no))\b(?=\s*[,.!;:]|\s*$)"
-    r"|\bthe (?:statement|claim) is (?:(true|correct)|(false|incorrect))\b"
+    r"|the (?:statement|claim) is (?:(true|correct)|(false|incorrect))\b"
 )
 _YES_NO_HEDGE = re.compile(
     r"\b(?:yes and no|yes or no|maybe|perhaps|possibly|not sure|unsure|unclear|hard to say|it depends|"
     r"difficult to say|can't be sure|cannot be sure)\b"
 )
+# Every stated answer starts with one of these: finding them with str.find and matching
+# there is several times faster than scanning the whole answer with the pattern.
+_YES_NO_CUES = ("answer", "response", "so", "therefore", "thus", "hence", "in conclusion", "in summary",
+                "to conclude", "to summarize", "overall", "the statement", "the claim")  # fmt: skip
+
+
+def _stated_yes_no(text: str) -> list[re.Match[str]]:
+    found = {}
+    for cue in _YES_NO_CUES:
+        position = text.find(cue)
+        while position >= 0:
+            if not (position and text[position - 1].isalnum()):
+                match = _STATED_YES_NO.match(text, position)
+                if match:
+                    found[match.start()] = match
+            position = text.find(cue, position + 1)
+    return [found[start] for start in sorted(found)]
+
+
 _SENTENCE_AROUND = re.compile(r"[^.!?\n]*")
 
 
@@ -198,7 +218,7 @@ def parse_yes_no(answer: Answer, label: Label) -> Parsed:
     leading = _LEADING_YES_NO.match(text)
     if leading:
         stated.append((leading.group(1) is not None, leading.start()))
-    for match in _STATED_YES_NO.finditer(text):
+    for match in _stated_yes_no(text):
         groups = match.groups()
         stated.append((any(groups[i] for i in (0, 2, 4)), match.start()))
     if not stated:
@@ -293,10 +313,11 @@ def parse_sequence(answer: Answer, label: Label) -> Parsed:
     positions: list[int] = []
     after = -1
     for number, step in enumerate(label.value, start=1):
-        matches = [
-            m for m in find_phrase(answer, make_phrase(step))
-            if m.first > after and answer.negated(m.first, m.last) is None
-        ]  # fmt: skip
+        matches = sorted(
+            (m for phrase in class_phrases(step) for m in find_phrase(answer, phrase)
+             if m.first > after and answer.negated(m.first, m.last) is None),
+            key=lambda m: (m.first, m.last),
+        )  # fmt: skip
         if not matches:
             where = f" after step {number - 1}" if number > 1 else ""
             return None, f"step {number} {step!r} is not stated{where}"

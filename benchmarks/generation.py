@@ -1,0 +1,188 @@
+"""Generation throughput: batched vs one-at-a-time, and the pipeline's own overhead.
+
+1. The same tiny Video-LLaVA model on the same generated videos, through the whole
+   stage (DataLoader decoding, prompts, generate, verify, rationalize, shard writes),
+   at batch size 1 and 8. Greedy batched output equals one-at-a-time output (tested),
+   so both runs do the same work. Target: batch 8 >= 3x the samples/s of batch 1.
+2. The stage with an instant stand-in model (a fixed answer) and an instant frame reader
+   over 20,000 samples: what the pipeline itself costs per sample (sharding, resume
+   bookkeeping, verify, JSONL appends). Targets: >= 10,000 samples/s, and a peak
+   resident memory that does not grow between 2,000 and 20,000 samples.
+
+    python benchmarks/generation.py
+    python benchmarks/generation.py --samples 64 --stand-in-samples 20000 --threads 2
+
+Prints ``ratio batch8/batch1: X.XXx`` and ``stand-in: N samples/s`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from llava_star.generate import GenerateConfig, run
+from llava_star.models.tiny import build_tiny_model
+from llava_star.records import JsonlAppender, Sample
+from llava_star.verify import verify
+from llava_star.video import Frames, write_video
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+STAND_IN_ANSWER = "The square is blue."
+
+
+def colour_clip(rgb: tuple[int, int, int], rng: np.random.Generator, frames: int = 16, size: int = 64) -> np.ndarray:
+    clip = np.empty((frames, size, size, 3), dtype=np.int16)
+    clip[:] = rgb
+    return np.clip(clip + rng.integers(-12, 12, clip.shape), 0, 255).astype(np.uint8)
+
+
+def sample_lines(num_samples: int, num_videos: int) -> Iterator[dict[str, Any]]:
+    """Colour questions about ``num_videos`` clips, generated one at a time."""
+    names = sorted(COLOURS)
+    for index in range(num_samples):
+        video_index = index % num_videos
+        yield {
+            "id": f"bench-{index:06d}",
+            "video": f"videos/{video_index:03d}.mp4",
+            "question": f"What colour is the square in video {video_index}?",
+            "labels": [{"type": "class", "value": names[video_index % len(names)], "vocabulary": names}],
+            "source": "benchmark",
+            "task": "colour",
+        }
+
+
+def write_dataset(root: Path, num_samples: int, num_videos: int, *, encode: bool = True) -> Path:
+    """``num_videos`` coloured clips and ``num_samples`` colour questions about them.
+
+    The samples are streamed to the file, so the benchmark's own memory does not grow
+    with their number (the peak memory it reports is the pipeline's).
+    """
+    names = sorted(COLOURS)
+    if encode:
+        rng = np.random.default_rng(0)
+        for video_index in range(num_videos):
+            colour = COLOURS[names[video_index % len(names)]]
+            write_video(root / f"videos/{video_index:03d}.mp4", colour_clip(colour, rng), fps=8.0)
+    root.mkdir(parents=True, exist_ok=True)
+    with JsonlAppender(root / "samples.jsonl") as samples:
+        samples.write_many(sample_lines(num_samples, num_videos))
+    return root / "samples.jsonl"
+
+
+def verify_ceiling(num_samples: int) -> float:
+    """Samples/s of the verifier alone on the stand-in's work (1 check, +1 when rationalized)."""
+    samples = [Sample.from_dict(line) for line in sample_lines(num_samples, 16)]
+    started = time.perf_counter()
+    for sample in samples:
+        if not verify(STAND_IN_ANSWER, sample.labels).passed:
+            verify(STAND_IN_ANSWER, sample.labels, rationalized=True)
+    return num_samples / (time.perf_counter() - started)
+
+
+def model_throughput(root: Path, model: Path, batch_size: int, *, num_frames: int, max_new_tokens: int) -> float:
+    config = GenerateConfig(
+        model=str(model),
+        samples=str(root / "samples.jsonl"),
+        video_root=str(root),
+        output_dir=str(root / f"out-batch{batch_size}"),
+        batch_size=batch_size,
+        num_frames=num_frames,
+        max_new_tokens=max_new_tokens,
+        num_workers=1,
+        device="cpu",
+    )
+    return run(config)["this_run"]["samples_per_second"]
+
+
+class InstantAnswerer:
+    """A stand-in model: the same answer for every prompt, at no cost."""
+
+    def answer(self, prompts, videos):
+        return [STAND_IN_ANSWER] * len(prompts)
+
+
+def stand_in_run(root: Path, num_samples: int) -> tuple[float, int]:
+    """Samples/s of the pipeline alone, and this process's peak resident memory after it (KiB)."""
+    samples = write_dataset(root / f"n{num_samples}", num_samples, 16, encode=False)
+    frames = Frames(
+        array=np.zeros((4, 32, 32, 3), dtype=np.uint8),
+        timestamps=np.arange(4) / 8.0,
+        indices=np.arange(4, dtype=np.int64),
+        fps=8.0,
+        duration=0.5,
+        path="<constant>",
+        total_num_frames=4,
+        backend="frames",
+    )
+    config = GenerateConfig(
+        model="stand-in",
+        samples=str(samples),
+        video_root=str(samples.parent),
+        output_dir=str(samples.parent / "out"),
+        batch_size=64,
+        num_workers=0,
+    )
+    summary = run(config, answerer=InstantAnswerer(), read_video=lambda sample: frames)
+    return summary["this_run"]["samples_per_second"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=48, help="samples for the tiny-model runs")
+    parser.add_argument("--videos", type=int, default=16)
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--stand-in-samples", type=int, default=20_000)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription on a shared machine)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory(prefix="llava-star-bench-") as folder:
+        root = Path(folder)
+        model = build_tiny_model("video_llava", root / "model")
+        data = root / "data"
+        write_dataset(data, args.samples, args.videos)
+        speed = {}
+        for batch_size in (8, 1, 8):  # the first run warms up caches and is discarded
+            speed[batch_size] = model_throughput(
+                data, model, batch_size, num_frames=args.num_frames, max_new_tokens=args.max_new_tokens
+            )
+            for stale in data.glob("out-batch*"):
+                for path in stale.iterdir():
+                    path.unlink()
+        print(
+            f"tiny video_llava, {args.samples} samples, {args.num_frames} frames, <= {args.max_new_tokens} new tokens"
+        )
+        print(f"batch 1: {speed[1]:.2f} samples/s")
+        print(f"batch 8: {speed[8]:.2f} samples/s")
+        print(f"ratio batch8/batch1: {speed[8] / speed[1]:.2f}x (target >= 3x)")
+
+        small_speed, small_peak = stand_in_run(root, 2_000)
+        speed_big, big_peak = stand_in_run(root, args.stand_in_samples)
+        print(f"stand-in: {args.stand_in_samples} samples at {speed_big:,.0f} samples/s (target >= 10,000)")
+        print(f"stand-in: 2,000 samples at {small_speed:,.0f} samples/s")
+        print(f"verifier alone on the same answers: {verify_ceiling(args.stand_in_samples):,.0f} samples/s (ceiling)")
+        print(
+            f"peak resident memory: {small_peak / 1024:.0f} MiB after 2,000 samples, "
+            f"{big_peak / 1024:.0f} MiB after {args.stand_in_samples:,} (growth {(big_peak - small_peak) / 1024:.1f} MiB)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""The functions lmms-eval calls for the project's tasks (``!function`` in the YAML files).
+
+A doc is one line of the docs file written by :mod:`llava_star.eval_tasks.docs`: the
+sample's fields with its labels as a JSON string (``labels_json``), because a column of
+mixed label values (strings, numbers, ranges) cannot be an Arrow column.
+
+Each task scores only the labels it is about (:data:`SCORED_LABELS`) and keeps only the
+docs that have such labels, so one prepared test file can feed every task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from llava_star.errors import ConfigError
+from llava_star.records import Label
+
+VIDEO_DIR_VARIABLE = "LLAVA_STAR_VIDEO_DIR"
+
+
+def _is_class(label: Label) -> bool:
+    return label.type == "class"
+
+
+def _is_choice(label: Label) -> bool:
+    return label.type == "choice"
+
+
+def _is_dive_number(label: Label) -> bool:
+    return label.type == "number" and label.name in ("score", "difficulty")
+
+
+def _any_label(label: Label) -> bool:
+    return True
+
+
+# task -> which labels of a doc the task scores; a doc without any is not in the task
+SCORED_LABELS: Mapping[str, Callable[[Label], bool]] = {
+    "llava_star_qa": _any_label,
+    "kinetics700_qa": _is_class,
+    "finediving_aqa": _is_dive_number,
+    "star_qa": _is_choice,
+}
+
+
+def labels_of(doc: Mapping[str, Any]) -> tuple[Label, ...]:
+    return tuple(Label.from_dict(label) for label in json.loads(doc["labels_json"]))
+
+
+def scored_labels(task: str, doc: Mapping[str, Any]) -> tuple[Label, ...]:
+    """The labels of ``doc`` that ``task`` scores (empty: the doc is not in the task)."""
+    keep = SCORED_LABELS[task]
+    return tuple(label for label in labels_of(doc) if keep(label))
+
+
+def video_dir_variable(source: str) -> str:
+    """The per-dataset override of the video folder: ``LLAVA_STAR_VIDEO_DIR_<SOURCE>``.
+
+    >>> video_dir_variable("kinetics700")
+    'LLAVA_STAR_VIDEO_DIR_KINETICS700'
+    >>> video_dir_variable("fine-diving")
+    'LLAVA_STAR_VIDEO_DIR_FINE_DIVING'
+    """
+    return f"{VIDEO_DIR_VARIABLE}_{re.sub(r'[^A-Za-z0-9]', '_', source).upper()}"
+
+
+def video_root(source: str, environ: Mapping[str, str] = os.environ) -> str:
+    """The folder the doc's ``video`` is relative to: the per-dataset variable, else the common one."""
+    for variable in (video_dir_variable(source), VIDEO_DIR_VARIABLE):
+        if environ.get(variable):
+            return environ[variable]
+    raise ConfigError(
+        f"{VIDEO_DIR_VARIABLE}: set it (or {video_dir_variable(source)}) to the folder the "
+        f"{source!r} samples' videos are relative to"
+    )
+
+
+# ---- hooks named in the YAML files ----------------------------------------------------
+
+
+def doc_to_visual(doc: Mapping[str, Any]) -> list[str]:
+    """The video path under its root; the model adapter reads the clip range from the doc."""
+    from llava_star.video import resolve_video_path
+
+    return [str(resolve_video_path(video_root(doc["source"]), doc["video"]))]
+
+
+def doc_to_text(doc: Mapping[str, Any], lmms_eval_specific_kwargs: Mapping[str, str] | None = None) -> str:
+    kwargs = lmms_eval_specific_kwargs or {}
+    return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', '')}"
+
+
+def doc_to_target(doc: Mapping[str, Any]) -> str:
+    """The gold labels as text, for logs; scoring reads the labels themselves."""
+    return doc["labels_json"]
+
+
+def _docs_for(task: str) -> Callable[[Any], Any]:
+    def process_docs(dataset: Any) -> Any:
+        return dataset.filter(lambda doc: bool(scored_labels(task, doc)))
+
+    process_docs.__name__ = f"{task}_docs"
+    return process_docs
+
+
+llava_star_qa_docs = _docs_for("llava_star_qa")
+kinetics700_qa_docs = _docs_for("kinetics700_qa")
+finediving_aqa_docs = _docs_for("finediving_aqa")
+star_qa_docs = _docs_for("star_qa")
+
+
+def _answer(results: Sequence[str]) -> str:
+    return results[0] if results else ""
+
+
+def _verified_accuracy(task: str) -> Callable[[Mapping[str, Any], Sequence[str]], dict[str, float]]:
+    def process_results(doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, float]:
+        from llava_star.verify import verify
+
+        return {"accuracy": float(verify(_answer(results), scored_labels(task, doc)).passed)}
+
+    process_results.__name__ = f"{task}_results"
+    return process_results
+
+
+llava_star_qa_results = _verified_accuracy("llava_star_qa")
+kinetics700_qa_results = _verified_accuracy("kinetics700_qa")
+star_qa_results = _verified_accuracy("star_qa")
+
+
+def asserted_number(answer: str, label: Label) -> float | None:
+    """The value the answer states for the label's ``name``, read as the verifier reads it
+    (so the rank metrics and the accuracy never disagree on what an answer said)."""
+    from llava_star.verify.answer import Answer
+    from llava_star.verify.rules import RULES
+
+    value, _note = RULES["number"].parse(Answer(answer), label)
+    return value
+
+
+def finediving_aqa_results(doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, Any]:
+    """Per answer: within-tolerance flags, and the score read next to the gold score.
+
+    ``llava-star prepare finediving`` asks for the score and the difficulty in separate
+    samples, so a doc may have either; a metric about the missing one gets ``None``,
+    which the aggregations leave out.
+    """
+    from llava_star.verify import verify
+
+    answer = _answer(results)
+    labels = scored_labels("finediving_aqa", doc)
+    by_name = {label.name: label for label in labels}
+    score, difficulty = by_name.get("score"), by_name.get("difficulty")
+    pair = None if score is None else {"prediction": asserted_number(answer, score), "gold": score.value}
+    return {
+        "accuracy": float(verify(answer, labels).passed),
+        "score_accuracy": None if score is None else float(verify(answer, [score]).passed),
+        "difficulty_accuracy": None if difficulty is None else float(verify(answer, [difficulty]).passed),
+        "score_spearman": pair,
+        "score_relative_l2": pair,
+        "parse_rate": pair,
+    }

@@ -1,0 +1,243 @@
+"""``llava-star eval``: score a model on the project's lmms-eval tasks.
+
+lmms-eval runs in a subprocess (its import sets up logging and CUDA state we do not want
+in the caller, e.g. the cycle) with the ``llava_star`` model adapter registered, and the
+tasks bound to the given samples file (:mod:`llava_star.eval_tasks.docs`). The lmms-eval
+command exits 0 even when a task crashed, so success is judged from its results file:
+every requested task must have a result. The metrics go to ``OUT_DIR/metrics.json``::
+
+    {"config": {...}, "model": ..., "samples": ..., "limit": 2, "tasks": {"kinetics700_qa": {"accuracy": 0.5}},
+     "num_docs": {"kinetics700_qa": 2}, "lmms_eval_results": ".../xxx_results.json"}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llava_star.errors import ConfigError, EvaluationError
+from llava_star.eval_tasks import GROUP_NAME, GROUP_TASKS, TASK_NAMES
+from llava_star.records import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "llava_star"  # the lmms-eval model name of llava_star.lmms_adapter
+# lmms-eval's own command line, with our adapter registered whether or not the package
+# is installed (the entry point only exists after `pip install`)
+_LAUNCH = "import sys; from llava_star.lmms_adapter import lmms_eval_main; sys.exit(lmms_eval_main(sys.argv[1:]))"
+_LOG_TAIL_LINES = 25
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: str
+    tasks: tuple[str, ...]
+    output_dir: Path
+    samples: Path | None = None
+    video_root: Path | None = None
+    limit: int | None = None
+    num_frames: int = 8
+    batch_size: int = 1
+    model_args: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.tasks or any(not task for task in self.tasks):
+            raise ConfigError(f"--tasks: expected a comma-separated list of task names, got {','.join(self.tasks)!r}")
+        if "," in self.model:
+            raise ConfigError(f"--model: lmms-eval splits model arguments on ',', so the path cannot hold one: {self.model!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit: expected a positive number of samples per task, got {self.limit}")
+        if self.num_frames < 1:
+            raise ConfigError(f"--num-frames: expected at least 1, got {self.num_frames}")
+        if self.own_tasks and self.samples is None:
+            raise ConfigError(f"--samples: the tasks {', '.join(self.own_tasks)} read a prepared samples file")
+
+    @property
+    def own_tasks(self) -> tuple[str, ...]:
+        """The requested tasks (groups expanded) that are the project's, not lmms-eval's."""
+        expanded = []
+        for task in self.tasks:
+            expanded.extend(GROUP_TASKS if task == GROUP_NAME else [task] if task in TASK_NAMES else [])
+        return tuple(dict.fromkeys(expanded))
+
+
+def _model_args(config: EvalConfig) -> str:
+    model = Path(config.model).resolve() if Path(config.model).exists() else config.model
+    args = [f"pretrained={model}", f"num_frames={config.num_frames}"]
+    return ",".join(args + ([config.model_args] if config.model_args else []))
+
+
+def lmms_eval_command(config: EvalConfig, include_path: Path | None, output_path: Path) -> list[str]:
+    """The lmms-eval argument list (``--include_path`` takes one folder in 0.7.3)."""
+    command = [sys.executable, "-c", _LAUNCH, "--model", MODEL_NAME, "--model_args", _model_args(config)]
+    command += ["--tasks", ",".join(config.tasks), "--batch_size", str(config.batch_size)]
+    command += ["--output_path", str(output_path), "--log_samples"]
+    if include_path is not None:
+        command += ["--include_path", str(include_path)]
+    if config.limit is not None:
+        command += ["--limit", str(config.limit)]
+    return command
+
+
+def _environment(config: EvalConfig, tasks_folder: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+    if config.video_root is not None:
+        env["LLAVA_STAR_VIDEO_DIR"] = str(Path(config.video_root).resolve())
+    # docs are small; a cache beside them never serves a stale copy of another samples file
+    env.setdefault("LMMS_EVAL_DATASETS_CACHE", str(tasks_folder / ".datasets_cache"))
+    return env
+
+
+def _check_video_roots(samples: Path, env: Mapping[str, str]) -> None:
+    """Every dataset in the samples has a video folder (else lmms-eval would fail mid-run)."""
+    from llava_star.eval_tasks.hooks import video_root
+    from llava_star.records import read_samples
+
+    for source in sorted({sample.source for sample in read_samples(samples)}):
+        video_root(source, env)
+
+
+def _log_tail(log_path: Path) -> str:
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+def find_results_file(output_path: Path, since: float) -> Path | None:
+    """The newest ``*_results.json`` lmms-eval wrote under ``output_path`` after ``since``."""
+    candidates = [path for path in output_path.rglob("*_results.json") if path.stat().st_mtime >= since]
+    return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def task_metrics(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """lmms-eval's ``{"task": {"accuracy,none": 0.5, "accuracy_stderr_clt,none": ...}}`` -> ``{"task": {"accuracy": 0.5}}``.
+
+    >>> task_metrics({"star_qa": {"alias": "star_qa", "accuracy,none": 0.5, "accuracy_stderr,none": "N/A"}})
+    {'star_qa': {'accuracy': 0.5}}
+    """
+    metrics: dict[str, dict[str, Any]] = {}
+    for task, values in results.items():
+        metrics[task] = {}
+        for key, value in values.items():
+            name, _, _filter = key.partition(",")
+            if key == "alias" or "_stderr" in name or not _filter:
+                continue
+            metrics[task][name] = _finite_or_none(value)
+    return metrics
+
+
+def run(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate, check every requested task has a result, write and return the metrics."""
+    out_dir = Path(config.output_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks_folder = out_dir / "tasks"
+    num_docs: dict[str, int] = {}
+    include_path = None
+    if config.own_tasks:
+        from llava_star.eval_tasks.docs import bind_tasks
+
+        assert config.samples is not None  # checked by EvalConfig
+        include_path, counts = bind_tasks(config.samples, tasks_folder)
+        num_docs = {task: counts[task] for task in config.own_tasks}
+        empty = [task for task, count in num_docs.items() if count == 0]
+        if empty:
+            raise ConfigError(
+                f"--tasks: {', '.join(empty)} ha{'s' if len(empty) == 1 else 've'} no sample in {config.samples} "
+                f"(docs per task: {counts}); drop {'it' if len(empty) == 1 else 'them'} or use llava_star_qa"
+            )
+    env = _environment(config, tasks_folder)
+    if config.own_tasks:
+        _check_video_roots(config.samples, env)
+    output_path = out_dir / "lmms_eval"
+    log_path = out_dir / "lmms_eval.log"
+    command = lmms_eval_command(config, include_path, output_path)
+    logger.info("running lmms-eval on %s (log: %s)", ",".join(config.tasks), log_path)
+    started = time.time()
+    with log_path.open("w", encoding="utf-8") as log:
+        completed = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    results_path = find_results_file(output_path, started) if output_path.exists() else None
+    if completed.returncode != 0 or results_path is None:
+        raise EvaluationError(
+            f"lmms-eval {'exited with status ' + str(completed.returncode) if completed.returncode else 'wrote no results file'}; "
+            f"see {log_path}; its last lines:\n{_log_tail(log_path)}"
+        )
+    # lmms-eval writes NaN for an undefined metric (Spearman over one answer): json reads it
+    metrics = task_metrics(json.loads(results_path.read_text(encoding="utf-8")).get("results", {}))
+    expected = list(config.own_tasks) + [task for task in config.tasks if task not in TASK_NAMES and task != GROUP_NAME]
+    missing = [task for task in expected if not metrics.get(task)]
+    if missing:
+        raise EvaluationError(
+            f"lmms-eval wrote no result for {', '.join(missing)} in {results_path}; see {log_path}; "
+            f"its last lines:\n{_log_tail(log_path)}"
+        )
+    report = {
+        "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()},
+        "model": config.model,
+        "samples": None if config.samples is None else str(config.samples),
+        "limit": config.limit,
+        "tasks": metrics,
+        "num_docs": num_docs,
+        "lmms_eval_results": str(results_path),
+    }
+    write_json_atomic(out_dir / "metrics.json", report)
+    logger.info("metrics: %s", json.dumps(metrics))
+    return report
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llava-star eval", description="Evaluate a model with lmms-eval on the project's tasks.")
+    parser.add_argument("--model", required=True, help="checkpoint folder or hub id of a video LVLM")
+    parser.add_argument(
+        "--tasks",
+        required=True,
+        help=f"comma-separated: {', '.join(TASK_NAMES)}, the group {GROUP_NAME}, or lmms-eval tasks (tempcompass)",
+    )
+    parser.add_argument("--samples", type=Path, help="prepared test samples (llava-star prepare --split test, or synthetic)")
+    parser.add_argument("--video-root", type=Path, help="folder the samples' videos are relative to")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics.json and lmms-eval's files")
+    parser.add_argument("--limit", type=int, help="score only the first N samples of each task")
+    parser.add_argument("--num-frames", type=int, default=8, help="frames decoded per video (default 8)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--model-args", default="", help="more key=value,... for the adapter (dtype, device, max_new_tokens)")
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> EvalConfig:
+    args = _parser().parse_args(argv)
+    if args.samples is not None and not args.samples.is_file():
+        raise ConfigError(f"--samples: no such file {args.samples}")
+    if args.video_root is not None and not args.video_root.is_dir():
+        raise ConfigError(f"--video-root: no such folder {args.video_root}")
+    return EvalConfig(
+        model=args.model,
+        tasks=tuple(task.strip() for task in args.tasks.split(",")),
+        output_dir=args.output,
+        samples=args.samples,
+        video_root=args.video_root,
+        limit=args.limit,
+        num_frames=args.num_frames,
+        batch_size=args.batch_size,
+        model_args=args.model_args,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(config_from_args(argv))
+    return 0

@@ -1,0 +1,466 @@
+"""Stages 2-4: answer every sample with reasoning, verify, rationalize the failures.
+
+    llava-star generate --model M --samples S.jsonl --video-root DIR -o OUT_DIR
+    torchrun --nproc_per_node 8 -m llava_star generate --model M ...   # same, sharded by rank
+
+Each process takes every WORLD_SIZE-th sample of the file (by position), decodes videos in
+DataLoader workers while the model generates, answers a batch with the direct prompt,
+verifies each answer, and queues the failures; once a batch worth of failures is queued
+it asks them again with the gold label as a hint (rationalization) and verifies again.
+A sample is written, as one line of this rank's shard, only when it is finished, so a
+run killed at any moment loses nothing but unfinished batches, and a rerun of the same
+command skips every id already written by any rank of any earlier layout. A video that
+cannot be decoded becomes a line of the failures file with the reason, never a
+substitute sample. The rationalized answer is stored with the ORIGINAL question: the
+hint is only ever in the prompt.
+
+Outputs in OUT_DIR: ``generations.rankRRRRR-of-WWWWW.jsonl`` (Generation lines),
+``failures.rankRRRRR-of-WWWWW.jsonl`` (``{"id", "video", "reason"}``), ``config.json``
+(the resolved config), ``summary.json`` (totals over every shard on disk and this run's
+speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from llava_star.distributed import (
+    ProcessContext,
+    barrier,
+    device_for,
+    process_context,
+    process_group,
+    shard,
+    shard_path,
+)
+from llava_star.errors import ConfigError, VideoError
+from llava_star.prompts import direct_prompt, hint_prompt
+from llava_star.records import (
+    Generation,
+    JsonlAppender,
+    Sample,
+    read_jsonl,
+    read_samples,
+    write_json_atomic,
+    written_ids,
+)
+
+if TYPE_CHECKING:
+    from llava_star.models.loading import LoadedModel
+    from llava_star.verify import Verdict
+    from llava_star.video import Frames
+
+logger = logging.getLogger(__name__)
+
+GENERATIONS_STEM = "generations"
+FAILURES_STEM = "failures"
+FSYNC_EVERY = 512  # lines between flushes to disk of a generations shard
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Everything a generation run depends on; written to OUT_DIR/config.json."""
+
+    model: str
+    samples: str
+    video_root: str
+    output_dir: str
+    batch_size: int = 8
+    num_frames: int = 8
+    max_new_tokens: int = 512
+    temperature: float = 0.0  # 0 is greedy; the paper's code samples at 0.2
+    rationalize: bool = True
+    cycle: int = 0
+    num_workers: int = 2
+    dtype: str = "auto"
+    device: str = "auto"
+    attn_implementation: str | None = None
+    seed: int = 0
+    limit: int | None = None  # only the first N samples of the file
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "num_frames", "max_new_tokens")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("num_workers", "cycle", "temperature"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError(f"limit: must be >= 0, got {self.limit}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Answerer(Protocol):
+    """Answers prompts about videos, a batch at a time (a model, or a stand-in in benchmarks)."""
+
+    def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]: ...
+
+
+class ModelAnswerer:
+    """Batched, left-padded ``generate`` with a transformers video LVLM."""
+
+    def __init__(self, loaded: LoadedModel, *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> None:
+        self.loaded = loaded
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.seed = seed
+
+    def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]:
+        import torch
+
+        from llava_star.models.inputs import build_inputs, video_conversation
+
+        processor, model = self.loaded.processor, self.loaded.model
+        conversations = [video_conversation(prompt) for prompt in prompts]
+        inputs = build_inputs(processor, conversations, videos, add_generation_prompt=True, padding_side="left")
+        batch = inputs.batch.to(model.device)
+        if model.dtype != torch.float32:
+            batch = batch.to(model.dtype)  # casts only the floating tensors (pixels)
+        sampling = {"do_sample": False}
+        if self.temperature > 0:
+            sampling = {"do_sample": True, "temperature": self.temperature, "top_p": 1.0}
+        pad_token_id = processor.tokenizer.pad_token_id
+        if pad_token_id is None:
+            pad_token_id = processor.tokenizer.eos_token_id
+        # a seed per batch content: reruns of the same batch sample the same answers,
+        # without touching the global generator of the caller
+        devices = [model.device] if model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(self.seed + zlib.crc32("\n".join(prompts).encode("utf-8")))
+            output = model.generate(**batch, max_new_tokens=self.max_new_tokens, pad_token_id=pad_token_id, **sampling)
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+VideoReader = Callable[[Sample], Any]
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A sample with its decoded frames, or the reason they could not be decoded."""
+
+    sample: Sample
+    frames: Any = None
+    error: str | None = None
+
+
+def frame_reader(video_root: str | os.PathLike[str], num_frames: int) -> VideoReader:
+    """Decode a sample's clip with ``llava_star.video`` (raises ``VideoError``)."""
+    from llava_star.video import read_frames, resolve_video_path
+
+    def read(sample: Sample) -> Any:
+        path = resolve_video_path(video_root, sample.video)
+        return read_frames(path, num_frames, start=sample.start, end=sample.end)
+
+    return read
+
+
+def _pending(config: GenerateConfig, context: ProcessContext, done: set[str]) -> Iterator[Sample]:
+    """This rank's samples, in file order, without those already finished."""
+    samples = itertools.islice(read_samples(config.samples), config.limit)
+    return (sample for sample in shard(samples, context.rank, context.world_size) if sample.id not in done)
+
+
+def _decoded_items(
+    config: GenerateConfig, context: ProcessContext, done: set[str], read_video: VideoReader
+) -> Iterator[_Item]:
+    """Every pending sample with its frames; runs inside DataLoader workers."""
+    import torch.utils.data
+
+    worker = torch.utils.data.get_worker_info()
+    worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
+    for sample in shard(_pending(config, context, done), worker_id, num_workers):
+        try:
+            yield _Item(sample, frames=read_video(sample))
+        except VideoError as error:
+            yield _Item(sample, error=str(error))
+
+
+def _batches(
+    config: GenerateConfig, context: ProcessContext, done: set[str], read_video: VideoReader
+) -> Iterator[list[_Item]]:
+    """Batches of decoded samples; the workers decode the next batches during generation."""
+    import torch.utils.data
+
+    class Items(torch.utils.data.IterableDataset):
+        def __iter__(self) -> Iterator[_Item]:
+            return _decoded_items(config, context, done, read_video)
+
+    loader = torch.utils.data.DataLoader(
+        Items(),
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        collate_fn=list,
+        prefetch_factor=4 if config.num_workers else None,
+        # forked workers inherit the sample stream and the video reader as they are (no
+        # pickling of closures), and they never touch CUDA: they only decode
+        multiprocessing_context="fork" if config.num_workers else None,
+    )
+    return iter(loader)
+
+
+@dataclass
+class _RunCounts:
+    """What this process did in this run (totals over all runs come from the files)."""
+
+    finished: int = 0
+    kept: int = 0
+    rationalized: int = 0
+    kept_rationalized: int = 0
+    video_failures: int = 0
+
+    def record(self, generation: Generation) -> None:
+        self.finished += 1
+        self.kept += generation.passed
+        self.rationalized += generation.rationalized
+        self.kept_rationalized += generation.passed and generation.rationalized
+
+
+class _ShardWriter:
+    """This rank's generations and failures files, and its counts."""
+
+    def __init__(self, config: GenerateConfig, context: ProcessContext) -> None:
+        out = Path(config.output_dir)
+        self.config = config
+        # A killed process loses nothing written (the page cache outlives it); fsync only
+        # bounds what a power loss can take, so it need not cost a disk flush every few lines.
+        self.generations = JsonlAppender(
+            shard_path(out, GENERATIONS_STEM, context.rank, context.world_size), fsync_every=FSYNC_EVERY
+        )
+        self.failures = JsonlAppender(shard_path(out, FAILURES_STEM, context.rank, context.world_size))
+        self.counts = _RunCounts()
+
+    def finished(self, sample: Sample, answer: str, verdict: Verdict, *, rationalized: bool) -> None:
+        generation = Generation(
+            sample=sample,
+            answer=answer,
+            rationalized=rationalized,
+            passed=verdict.passed,
+            checks=tuple(verdict.to_dict()["checks"]),
+            cycle=self.config.cycle,
+            model=self.config.model,
+        )
+        self.generations.write(generation)
+        self.counts.record(generation)
+
+    def failed(self, item: _Item) -> None:
+        self.failures.write({"id": item.sample.id, "video": item.sample.video, "reason": item.error})
+        self.counts.video_failures += 1
+
+    def close(self) -> None:
+        self.generations.close()
+        self.failures.close()
+
+
+def _answer_directly(
+    items: Sequence[_Item], answerer: Answerer, writer: _ShardWriter, *, rationalize: bool
+) -> list[_Item]:
+    """Ask the question as is; write what passed (or everything); return what to rationalize."""
+    from llava_star.verify import verify
+
+    if not items:
+        return []
+    answers = answerer.answer([direct_prompt(item.sample.question) for item in items], [item.frames for item in items])
+    failed = []
+    for item, answer in zip(items, answers, strict=True):
+        verdict = verify(answer, item.sample.labels)
+        if verdict.passed or not rationalize:
+            writer.finished(item.sample, answer, verdict, rationalized=False)
+        else:
+            failed.append(item)
+    return failed
+
+
+def _rationalize(items: Sequence[_Item], answerer: Answerer, writer: _ShardWriter) -> None:
+    """Ask again with the gold labels as a hint; the stored question stays the original."""
+    from llava_star.verify import verify
+
+    prompts = [hint_prompt(item.sample.question, item.sample.labels) for item in items]
+    answers = answerer.answer(prompts, [item.frames for item in items])
+    for item, answer in zip(items, answers, strict=True):
+        writer.finished(item.sample, answer, verify(answer, item.sample.labels, rationalized=True), rationalized=True)
+
+
+def _generate_shard(
+    config: GenerateConfig,
+    context: ProcessContext,
+    answerer: Answerer,
+    read_video: VideoReader,
+    done: set[str],
+) -> _RunCounts:
+    from tqdm import tqdm
+
+    total = sum(1 for _ in _pending(config, context, done))  # also validates every line up front
+    writer = _ShardWriter(config, context)
+    waiting: list[_Item] = []  # failed direct answers, rationalized a full batch at a time
+    # one bar, on rank 0; None hides it when stderr is not a terminal
+    progress = tqdm(total=total, unit="sample", desc=f"cycle {config.cycle}", disable=None if context.is_main else True)
+    try:
+        for batch in _batches(config, context, done, read_video):
+            for item in batch:
+                if item.error is not None:
+                    writer.failed(item)
+            decoded = [item for item in batch if item.error is None]
+            waiting += _answer_directly(decoded, answerer, writer, rationalize=config.rationalize)
+            while len(waiting) >= config.batch_size:
+                _rationalize(waiting[: config.batch_size], answerer, writer)
+                del waiting[: config.batch_size]
+            _show_progress(progress, writer.counts, len(batch))
+        if waiting:
+            _rationalize(waiting, answerer, writer)
+            _show_progress(progress, writer.counts, 0)
+    finally:
+        progress.close()
+        writer.close()
+    return writer.counts
+
+
+def _show_progress(progress: Any, counts: _RunCounts, advanced: int) -> None:
+    progress.update(advanced)
+    if counts.finished:
+        progress.set_postfix(
+            kept=f"{counts.kept / counts.finished:.0%}",
+            rationalized=f"{counts.rationalized / counts.finished:.0%}",
+            refresh=False,
+        )
+
+
+def _finished_ids(output_dir: Path) -> set[str]:
+    """Ids finished by any earlier run, whatever its rank layout (generations and failures)."""
+    shards = sorted(output_dir.glob(f"{GENERATIONS_STEM}.*.jsonl")) + sorted(
+        output_dir.glob(f"{FAILURES_STEM}.*.jsonl")
+    )
+    return written_ids(shards)
+
+
+def summarize(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Totals over every shard on disk: what was kept, how much came from rationalization."""
+    output_dir = Path(output_dir)
+    totals = {"samples": 0, "kept": 0, "kept_direct": 0, "kept_rationalized": 0, "rationalized": 0}
+    for path in sorted(output_dir.glob(f"{GENERATIONS_STEM}.*.jsonl")):
+        for line in read_jsonl(path):
+            totals["samples"] += 1
+            totals["kept"] += bool(line["passed"])
+            totals["rationalized"] += bool(line["rationalized"])
+            if line["passed"]:
+                totals["kept_rationalized" if line["rationalized"] else "kept_direct"] += 1
+    failures = sum(1 for path in output_dir.glob(f"{FAILURES_STEM}.*.jsonl") for _ in read_jsonl(path))
+    samples = totals["samples"]
+    return {
+        **totals,
+        "video_failures": failures,
+        "kept_fraction": totals["kept"] / samples if samples else 0.0,
+        "rationalized_fraction": totals["rationalized"] / samples if samples else 0.0,
+    }
+
+
+def _run_stats_path(output_dir: Path, context: ProcessContext) -> Path:
+    return shard_path(output_dir, "run", context.rank, context.world_size).with_suffix(".json")
+
+
+def _this_run(output_dir: Path, context: ProcessContext) -> dict[str, Any]:
+    """This run's counts summed over ranks; speed from the slowest rank (they run together)."""
+    import json
+
+    per_rank = [
+        json.loads(_run_stats_path(output_dir, ProcessContext(rank, context.world_size)).read_text())
+        for rank in range(context.world_size)
+    ]
+    run = {key: sum(stats[key] for stats in per_rank) for key in dataclasses.asdict(_RunCounts())}
+    seconds = max(stats["seconds"] for stats in per_rank)
+    run.update(processes=context.world_size, seconds=round(seconds, 3))
+    run["samples_per_second"] = round((run["finished"] + run["video_failures"]) / seconds, 3) if seconds else 0.0
+    return run
+
+
+def run(
+    config: GenerateConfig,
+    *,
+    answerer: Answerer | None = None,
+    read_video: VideoReader | None = None,
+) -> dict[str, Any]:
+    """Generate this process's share; on rank 0, return (and write) the summary.
+
+    ``answerer`` and ``read_video`` default to the model of ``config.model`` and to
+    ``llava_star.video``; benchmarks pass stand-ins to time the pipeline alone.
+    """
+    context = process_context()
+    if not Path(config.video_root).is_dir():
+        # every sample would become a failure line, and a rerun with the right root would skip them
+        raise ConfigError(f"video_root: {config.video_root} is not a directory")
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device = device_for(context, config.device)
+    with process_group(context, device):
+        if context.is_main:
+            write_json_atomic(output_dir / "config.json", {**config.to_dict(), "world_size": context.world_size})
+        done = _finished_ids(output_dir)
+        if answerer is None:
+            from llava_star.models.loading import load_model
+
+            loaded = load_model(
+                config.model, dtype=config.dtype, device=device, attn_implementation=config.attn_implementation
+            )
+            answerer = ModelAnswerer(
+                loaded, max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed
+            )
+        read_video = read_video or frame_reader(config.video_root, config.num_frames)
+        started = time.perf_counter()
+        counts = _generate_shard(config, context, answerer, read_video, done)
+        stats = {**dataclasses.asdict(counts), "seconds": time.perf_counter() - started}
+        write_json_atomic(_run_stats_path(output_dir, context), stats)
+        barrier()
+        summary: dict[str, Any] = {}
+        if context.is_main:
+            summary = {**summarize(output_dir), "this_run": _this_run(output_dir, context)}
+            summary.update(model=config.model, cycle=config.cycle)
+            write_json_atomic(output_dir / "summary.json", summary)
+            logger.info(
+                "%d samples in %s: %.0f%% kept, %.0f%% rationalized, %d videos failed",
+                summary["samples"], output_dir, 100 * summary["kept_fraction"],
+                100 * summary["rationalized_fraction"], summary["video_failures"],
+            )  # fmt: skip
+    return summary
+
+
+def parse_args(argv: list[str] | None) -> GenerateConfig:
+    parser = argparse.ArgumentParser(
+        prog="llava-star generate",
+        description="Answer samples with step-by-step reasoning, verify, rationalize the failures.",
+    )
+    parser.add_argument("--model", required=True, help="hub id or directory of a supported video LVLM")
+    parser.add_argument("--samples", required=True, help="samples JSONL (llava-star prepare / synthetic)")
+    parser.add_argument("--video-root", required=True, help="directory the samples' video paths are relative to")
+    parser.add_argument("-o", "--output-dir", required=True, help="directory for the shards and summary")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-frames", type=int, default=8, help="frames sampled per video (Video-LLaVA: 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default)")
+    parser.add_argument("--no-rationalize", dest="rationalize", action="store_false", help="keep direct answers only")
+    parser.add_argument("--cycle", type=int, default=0, help="self-training cycle number stored in each line")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader processes decoding videos")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    parser.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda:N")
+    parser.add_argument("--attn-implementation", default=None, help="flash_attention_2, sdpa or eager")
+    parser.add_argument("--seed", type=int, default=0, help="seed of sampling when --temperature > 0")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N samples of the file")
+    args = parser.parse_args(argv)
+    return GenerateConfig(**vars(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_args(argv))
+    return 0

@@ -1,0 +1,146 @@
+"""The ``llava_star`` model of lmms-eval: any checkpoint ``llava-star train`` writes, or a
+hub LLaVA-family / Qwen-VL video checkpoint, answering from frames it decodes itself.
+
+lmms-eval finds it through the ``lmms_eval.models`` entry point (``manifest``) once
+llava-star is installed; :func:`lmms_eval_main` registers it explicitly so ``llava-star
+eval`` also works from a source tree. Built-in adapters do not serve: ``video_llava``
+breaks on transformers 5 (``read_video() takes 1 positional argument``) and ``llava_hf``
+needs ``--force_simple``; and none prompts the way our training does, so a fine-tuned
+model would be scored on a layout it never saw. Here the prompt goes through
+:func:`llava_star.models.inputs.build_inputs`, the function training uses.
+
+Video: ``doc_to_visual`` gives the path; a doc with ``start``/``end`` (our tasks' docs)
+is read as that clip. One process (lmms-eval shards by rank only for models that set up
+a process group, which this adapter does not).
+
+    lmms-eval --model llava_star --model_args pretrained=CKPT,num_frames=8 \\
+        --tasks kinetics700_qa --include_path TASKS_DIR --output_path out/
+
+This module imports lmms-eval at the top: only lmms-eval (or :func:`lmms_eval_main`)
+imports it, and the class must subclass lmms-eval's base.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from lmms_eval.models.registry_v2 import ModelManifest
+
+from llava_star.errors import ConfigError, EvaluationError
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "llava_star"
+CLASS_PATH = f"{__name__}.LlavaStarVideo"
+# what lmms-eval adds to every model's arguments besides --batch_size and --device
+_LMMS_EVAL_KEYS = ("max_batch_size",)
+
+
+def manifest() -> ModelManifest:
+    """The ``lmms_eval.models`` entry point: the name lmms-eval knows the adapter by."""
+    return ModelManifest(model_id=MODEL_NAME, simple_class_path=CLASS_PATH)
+
+
+def lmms_eval_main(argv: Sequence[str]) -> int:
+    """lmms-eval's command line (``lmms-eval ARGS``) with this adapter registered."""
+    from lmms_eval.cli.dispatch import main
+    from lmms_eval.models import MODEL_REGISTRY_V2
+
+    MODEL_REGISTRY_V2.register_manifest(manifest(), overwrite=True)
+    sys.argv = ["lmms-eval", *argv]
+    main()
+    return 0
+
+
+def _as_int(key: str, value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--model_args {key}: expected an integer, got {value!r}") from None
+
+
+def _clip(doc: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    start, end = doc.get("start"), doc.get("end")
+    return (None if start is None else float(start)), (None if end is None else float(end))
+
+
+class LlavaStarVideo(lmms):
+    """Greedy answers of a transformers video LVLM, one video per question."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str,
+        num_frames: int | str = 8,
+        dtype: str = "auto",
+        device: str | None = None,
+        attn_implementation: str | None = None,
+        max_new_tokens: int | str = 256,
+        batch_size: int | str = 1,
+        **extra: Any,
+    ) -> None:
+        super().__init__()
+        from llava_star.models.loading import load_model
+
+        unknown = sorted(key for key in extra if key not in _LMMS_EVAL_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"--model_args: unknown key(s) {unknown}; expected pretrained, num_frames, dtype, device, "
+                "attn_implementation, max_new_tokens, batch_size"
+            )
+        self.num_frames = _as_int("num_frames", num_frames)
+        self.max_new_tokens = _as_int("max_new_tokens", max_new_tokens)
+        self.batch_size_per_call = _as_int("batch_size", batch_size)
+        self.loaded = load_model(pretrained, dtype=dtype, device=device or "auto", attn_implementation=attn_implementation)
+
+    def _frames(self, visuals: Sequence[Any], doc: Mapping[str, Any]) -> Any:
+        from llava_star.video import read_frames
+
+        paths = [visual for visual in visuals if isinstance(visual, str)]
+        if len(paths) != 1:
+            raise EvaluationError(f"the llava_star adapter answers about one video per question, got {visuals!r}")
+        start, end = _clip(doc)
+        return read_frames(paths[0], self.num_frames, start=start, end=end)
+
+    def _answer(self, questions: Sequence[str], videos: Sequence[Any], max_new_tokens: int) -> list[str]:
+        import torch
+
+        from llava_star.models.inputs import build_inputs, video_conversation
+
+        conversations = [video_conversation(question) for question in questions]
+        inputs = build_inputs(self.loaded.processor, conversations, videos, add_generation_prompt=True)
+        batch = inputs.batch.to(self.loaded.device)
+        with torch.inference_mode():
+            output = self.loaded.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        return [text.strip() for text in self.loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        from tqdm import tqdm
+
+        answers: list[str] = []
+        step = max(1, self.batch_size_per_call)
+        for first in tqdm(range(0, len(requests), step), desc="llava_star answers", disable=None):
+            chunk = requests[first : first + step]
+            questions, videos, budgets = [], [], []
+            for context, gen_kwargs, doc_to_visual, doc_id, task, split in (request.args for request in chunk):
+                doc = self.task_dict[task][split][doc_id]
+                questions.append(context)
+                videos.append(self._frames(doc_to_visual(doc), doc))
+                budgets.append(int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)))
+            for request, answer in zip(chunk, self._answer(questions, videos, max(budgets))):
+                answers.append(answer)
+                self.cache_hook.add_partial("generate_until", (request.args[0], request.args[1]), answer)
+        return answers
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        raise EvaluationError("the llava_star adapter generates answers; loglikelihood tasks are not supported")
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise EvaluationError("the llava_star adapter answers one question per video; multi-round tasks are not supported")

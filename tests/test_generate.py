@@ -1,0 +1,309 @@
+"""Generation stage: batching, verification, rationalization, shards, resume, bad videos."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_model_helpers import in_memory_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
+
+from llava_star.errors import ConfigError
+from llava_star.generate import GenerateConfig, ModelAnswerer, run, summarize
+from llava_star.generate import main as generate_main
+from llava_star.models.loading import load_model
+from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
+from llava_star.records import read_jsonl, write_jsonl_atomic
+from llava_star.video import write_video
+
+torch = pytest.importorskip("torch")
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def colour_frames(rgb, count=8, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = np.empty((count, size, size, 3), dtype=np.uint8)
+    frames[:] = rgb
+    noise = rng.integers(-10, 10, frames.shape)
+    return np.clip(frames.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def sample_line(index, colour, video):
+    return {
+        "id": f"s{index:03d}",
+        "video": video,
+        "question": f"What colour is the square in clip {index}?",
+        "labels": [{"type": "class", "value": colour, "vocabulary": sorted(COLOURS)}],
+        "source": "test",
+        "task": "colour",
+    }
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Eight videos (two per colour), 24 samples (three questions per video)."""
+    root = tmp_path_factory.mktemp("data")
+    lines = []
+    for video_index in range(8):
+        colour = sorted(COLOURS)[video_index % 4]
+        name = f"videos/{colour}_{video_index}.mp4"
+        write_video(root / name, colour_frames(COLOURS[colour], seed=video_index), fps=8.0)
+        for question in range(3):
+            lines.append(sample_line(video_index * 3 + question, colour, name))
+    write_jsonl_atomic(root / "samples.jsonl", lines)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model("video_llava", tmp_path_factory.mktemp("model") / "video_llava")
+
+
+@pytest.fixture(autouse=True)
+def single_process(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+
+
+class HintFollower:
+    """A stand-in model: names blue when asked directly; repeats the hint when given one.
+
+    So red/green/yellow samples fail the direct prompt and pass after rationalization,
+    and the test can see exactly which prompts were asked.
+    """
+
+    def __init__(self):
+        self.prompts = []
+
+    def answer(self, prompts, videos):
+        assert len(prompts) == len(videos)
+        self.prompts.extend(prompts)
+        answers = []
+        for prompt in prompts:
+            hint = re.search(r"\nAnswer: (.+)\.\n", prompt)
+            colour = hint.group(1) if hint else "blue"
+            answers.append(f"The square fills every frame and its colour is {colour}. So the square is {colour}.")
+        return answers
+
+
+def read_all(directory, stem="generations"):
+    return [line for path in sorted(Path(directory).glob(f"{stem}.*.jsonl")) for line in read_jsonl(path)]
+
+
+def config_for(dataset, out, model="stand-in", **overrides):
+    settings = {
+        "model": str(model),
+        "samples": str(dataset / "samples.jsonl"),
+        "video_root": str(dataset),
+        "output_dir": str(out),
+        "batch_size": 4,
+        "num_frames": 4,
+        "max_new_tokens": 8,
+        "num_workers": 0,
+    }
+    settings.update(overrides)
+    return GenerateConfig(**settings)
+
+
+def test_failed_samples_are_rationalized_and_the_hint_is_not_stored(dataset, tmp_path):
+    answerer = HintFollower()
+    summary = run(config_for(dataset, tmp_path), answerer=answerer)
+    lines = read_all(tmp_path)
+    assert sorted(line["id"] for line in lines) == [f"s{i:03d}" for i in range(24)]
+    by_colour = {line["id"]: line["labels"][0]["value"] for line in lines}
+    for line in lines:
+        assert line["passed"], line
+        assert line["rationalized"] == (by_colour[line["id"]] != "blue")
+        assert line["question"].startswith("What colour is the square")
+        assert "Answer:" not in json.dumps({k: v for k, v in line.items() if k != "answer"})
+        assert line["model"] == "stand-in" and line["cycle"] == 0
+        assert [check["type"] for check in line["checks"]] == ["answer", "class"]
+    hint_prompts = [prompt for prompt in answerer.prompts if "\nAnswer: " in prompt]
+    assert len(hint_prompts) == 18 and len(answerer.prompts) == 24 + 18
+    assert summary["samples"] == 24 and summary["kept"] == 24
+    assert summary["kept_direct"] == 6 and summary["kept_rationalized"] == 18
+    assert summary["this_run"]["finished"] == 24
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 4
+
+
+def test_no_rationalize_keeps_the_direct_verdicts(dataset, tmp_path):
+    answerer = HintFollower()
+    summary = run(config_for(dataset, tmp_path, rationalize=False), answerer=answerer)
+    assert not any("\nAnswer: " in prompt for prompt in answerer.prompts)
+    assert summary["samples"] == 24 and summary["kept"] == 6 and summary["rationalized"] == 0
+
+
+def test_bad_videos_are_recorded_and_the_run_goes_on(dataset, tmp_path):
+    root = tmp_path / "data"
+    (root / "videos").mkdir(parents=True)
+    (root / "videos" / "good.mp4").write_bytes((dataset / "videos" / "blue_0.mp4").read_bytes())
+    (root / "videos" / "corrupt.mp4").write_bytes(os.urandom(3000))
+    (root / "videos" / "empty.mp4").write_bytes(b"")
+    videos = ["videos/good.mp4", "videos/missing.mp4", "videos/corrupt.mp4", "videos/empty.mp4", "../escape.mp4"]
+    write_jsonl_atomic(root / "samples.jsonl", [sample_line(i, "blue", video) for i, video in enumerate(videos)])
+    summary = run(config_for(root, tmp_path / "out", num_workers=1), answerer=HintFollower())
+    assert [line["id"] for line in read_all(tmp_path / "out")] == ["s000"]
+    failures = {line["id"]: line for line in read_all(tmp_path / "out", "failures")}
+    assert sorted(failures) == ["s001", "s002", "s003", "s004"]
+    assert "missing.mp4" in failures["s001"]["reason"] and failures["s001"]["video"] == "videos/missing.mp4"
+    assert "empty" in failures["s003"]["reason"]
+    assert "video root" in failures["s004"]["reason"]
+    assert summary["video_failures"] == 4 and summary["samples"] == 1
+
+
+def test_rerun_skips_ids_written_by_any_rank_layout(dataset, tmp_path):
+    first = HintFollower()
+    run(config_for(dataset, tmp_path, limit=10), answerer=first)
+    # as if an earlier 2-process run had also finished s015
+    earlier = read_all(tmp_path)[0] | {"id": "s015"}
+    write_jsonl_atomic(tmp_path / "generations.rank00001-of-00002.jsonl", [earlier])
+    second = HintFollower()
+    summary = run(config_for(dataset, tmp_path), answerer=second)
+    ids = [line["id"] for line in read_all(tmp_path)]
+    assert sorted(ids) == [f"s{i:03d}" for i in range(24)]
+    assert summary["this_run"]["finished"] == 13
+    assert not any("clip 15?" in prompt for prompt in second.prompts)
+
+
+def test_a_wrong_video_root_stops_before_marking_every_sample_failed(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="video_root"):
+        run(config_for(dataset, tmp_path, video_root=str(dataset / "no-such-folder")), answerer=HintFollower())
+    assert not list(tmp_path.glob("failures.*"))
+
+
+def test_summary_counts_every_shard(dataset, tmp_path):
+    run(config_for(dataset, tmp_path), answerer=HintFollower())
+    assert summarize(tmp_path)["samples"] == 24
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [({"batch_size": 0}, "batch_size"), ({"temperature": -1.0}, "temperature"), ({"num_frames": 0}, "num_frames")],
+)
+def test_bad_config_names_the_key(dataset, tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key):
+        config_for(dataset, tmp_path, **override)
+
+
+@pytest.mark.parametrize("family", FAMILIES + VARIANTS)
+def test_batched_greedy_answers_equal_one_at_a_time(tmp_path, family):
+    loaded = load_model(build_tiny_model(family, tmp_path / family))
+    answerer = ModelAnswerer(loaded, max_new_tokens=12)
+    prompts = ["What colour?", "What colour is the large square in the middle of the video?", "Which way?"]
+    videos = [in_memory_frames(colour_frames(rgb, count=4, seed=i)) for i, rgb in enumerate(COLOURS.values())][:3]
+    batched = answerer.answer(prompts, videos)
+    alone = [answerer.answer([prompt], [video])[0] for prompt, video in zip(prompts, videos)]
+    assert batched == alone
+    assert any(batched)
+
+
+def test_sampling_is_seeded_and_leaves_the_global_generator_alone(tmp_path):
+    loaded = load_model(build_tiny_model("qwen2_vl", tmp_path / "qwen"))
+    video = [in_memory_frames(colour_frames(COLOURS["red"], count=4))]
+    torch.manual_seed(5)
+    expected_next = torch.rand(1)
+    torch.manual_seed(5)
+    first = ModelAnswerer(loaded, max_new_tokens=12, temperature=1.0, seed=1).answer(["Colour?"], video)
+    assert torch.equal(torch.rand(1), expected_next)
+    again = ModelAnswerer(loaded, max_new_tokens=12, temperature=1.0, seed=1).answer(["Colour?"], video)
+    assert first == again
+
+
+@pytest.mark.slow
+def test_cli_with_a_tiny_model_writes_every_sample_once(dataset, tiny_model, tmp_path):
+    argv = ["--model", str(tiny_model), "--samples", str(dataset / "samples.jsonl"), "--video-root", str(dataset)]
+    argv += ["-o", str(tmp_path), "--batch-size", "5", "--num-frames", "4", "--max-new-tokens", "6"]
+    assert generate_main(argv + ["--num-workers", "1", "--cycle", "2"]) == 0
+    lines = read_all(tmp_path)
+    assert sorted(line["id"] for line in lines) == [f"s{i:03d}" for i in range(24)]
+    assert {line["cycle"] for line in lines} == {2}
+    # a random model's answers fail, so every sample was asked again with the hint
+    assert all(line["rationalized"] and not line["passed"] for line in lines)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["samples"] == 24 and summary["rationalized_fraction"] == 1.0
+
+
+def _generate_command(dataset, model, out, *extra):
+    return [
+        sys.executable, "-m", "llava_star", "generate", "--model", str(model),
+        "--samples", str(dataset / "samples.jsonl"), "--video-root", str(dataset), "-o", str(out),
+        "--batch-size", "3", "--num-frames", "4", "--max-new-tokens", "6", "--num-workers", "0", *extra,
+    ]  # fmt: skip
+
+
+def _environment():
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return env
+
+
+def _count_lines(directory):
+    return sum(path.read_bytes().count(b"\n") for path in Path(directory).glob("generations.*.jsonl"))
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_loses_and_duplicates_nothing(dataset, tiny_model, tmp_path):
+    rng = np.random.default_rng(2024)
+    command = _generate_command(dataset, tiny_model, tmp_path)
+    killed_mid_run = 0
+    for _ in range(3):
+        before = _count_lines(tmp_path)
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=_environment(), stderr=subprocess.DEVNULL)
+        # imports take seconds: wait until this process has written something, then kill at a random moment
+        while process.poll() is None and _count_lines(tmp_path) == before:
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0.0, 0.6)))
+        killed_mid_run += process.poll() is None
+        process.kill()
+        process.wait()
+    assert killed_mid_run >= 2
+    subprocess.run(command, cwd=REPO_ROOT, env=_environment(), check=True, stderr=subprocess.DEVNULL)
+    ids = [line["id"] for line in read_all(tmp_path)]
+    assert sorted(ids) == [f"s{i:03d}" for i in range(24)]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_torchrun_two_processes_equal_one_process(dataset, tiny_model, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    command = torchrun + _generate_command(dataset, tiny_model, tmp_path / "two")[1:]
+    subprocess.run(command, cwd=REPO_ROOT, env=_environment(), check=True, capture_output=True)
+    assert sorted(p.name for p in (tmp_path / "two").glob("generations.*")) == [
+        "generations.rank00000-of-00002.jsonl",
+        "generations.rank00001-of-00002.jsonl",
+    ]
+    generate_main(_generate_command(dataset, tiny_model, tmp_path / "one")[4:])
+    two = sorted(line["id"] for line in read_all(tmp_path / "two"))
+    one = sorted(line["id"] for line in read_all(tmp_path / "one"))
+    assert two == one == [f"s{i:03d}" for i in range(24)]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["samples"] == 24 and summary["this_run"]["processes"] == 2
+
+
+def test_distributed_helpers(monkeypatch):
+    import doctest
+
+    import llava_star.distributed
+    from llava_star.distributed import process_context, shard
+
+    assert doctest.testmod(llava_star.distributed).failed == 0
+    assert process_context().world_size == 1
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    context = process_context()
+    assert (context.rank, context.world_size, context.local_rank, context.is_main) == (3, 4, 1, False)
+    items = list(range(10))
+    assert sorted(x for rank in range(4) for x in shard(items, rank, 4)) == items
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="RANK=4"):
+        process_context()

@@ -60,6 +60,7 @@ class DemoConfig:
     num_frames: int = 8
     warmup_videos: int = 40  # captioned training videos the warm-up sees
     warmup_steps: int = 120
+    warmup_hints: bool = True  # also show the captions behind the hint prompt (see warmup_records)
     cycles: int = 3
     cycle_train_steps: int = 80
     learning_rate: float = 1.0e-3
@@ -103,28 +104,63 @@ def caption(labels_by_task: dict[str, str]) -> str:
     return f"A {labels_by_task['colour']} {labels_by_task['shape']} moves {labels_by_task['motion_direction']}."
 
 
-def warmup_records(train_samples: list[Sample], count: int, rng: random.Random) -> list[dict[str, Any]]:
-    """LLaVA conversations captioning ``count`` training videos (the warm-up data)."""
+def balanced_pick(videos_by_colour: dict[str, list[str]], count: int, rng: random.Random) -> list[str]:
+    """``count`` videos taken in turn from each colour, so the warm-up sees every colour.
+
+    A colour the warm model never names is a colour self-training cannot learn: no answer
+    naming it is ever kept (measured: 2 red captions of 12 gave 0 correct red answers).
+
+    >>> balanced_pick({"red": ["r1", "r2"], "blue": ["b1"]}, 3, random.Random(0))
+    ['b1', 'r1', 'r2']
+    """
+    queues = {colour: rng.sample(videos, len(videos)) for colour, videos in sorted(videos_by_colour.items())}
+    picked: list[str] = []
+    while len(picked) < count and any(queues.values()):
+        for queue in queues.values():
+            if queue and len(picked) < count:
+                picked.append(queue.pop(0))
+    return sorted(picked)
+
+
+def warmup_records(
+    train_samples: list[Sample], count: int, rng: random.Random, *, with_hints: bool = False
+) -> list[dict[str, Any]]:
+    """LLaVA conversations captioning ``count`` training videos, balanced over colours.
+
+    ``with_hints`` adds each caption once more behind the rationalization prompt with the
+    colour as the hint (:func:`llava_star.prompts.hint_prompt`): a pretrained LVLM can
+    already use a hint, a random tiny one cannot, and without it rationalization rescues
+    nothing.
+    """
+    from llava_star.prompts import hint_prompt
     from llava_star.questions import make_question
+    from llava_star.records import Label
 
     labels: dict[str, dict[str, str]] = {}
     for sample in train_samples:
         labels.setdefault(sample.video, {})[sample.task] = str(sample.labels[0].value)
-    videos = sorted(video for video, tasks in labels.items() if {"colour", "shape", "motion_direction"} <= set(tasks))
-    rng.shuffle(videos)
-    return [
-        {
-            "id": f"warmup-{index:04d}",
-            "video": video,
-            "conversations": [
-                {"from": "human", "value": "<video>\n" + make_question("caption", rng)},
-                {"from": "gpt", "value": caption(labels[video])},
-            ],
-            "source": "synthetic",
-            "task": "caption",
-        }
-        for index, video in enumerate(videos[:count])
-    ]
+    by_colour: dict[str, list[str]] = {}
+    for video, tasks in sorted(labels.items()):
+        if {"colour", "shape", "motion_direction"} <= set(tasks):
+            by_colour.setdefault(tasks["colour"], []).append(video)
+    records = []
+    for index, video in enumerate(balanced_pick(by_colour, count, rng)):
+        question = make_question("caption", rng)
+        prompts = [question]
+        if with_hints:
+            prompts.append(hint_prompt(question, [Label("class", labels[video]["colour"], name="colour")]))
+        for variant, prompt in enumerate(prompts):
+            records.append({
+                "id": f"warmup-{index:04d}-{('caption', 'hint')[variant]}",
+                "video": video,
+                "conversations": [
+                    {"from": "human", "value": "<video>\n" + prompt},
+                    {"from": "gpt", "value": caption(labels[video])},
+                ],
+                "source": "synthetic",
+                "task": "caption",
+            })  # fmt: skip
+    return records
 
 
 def train_options(config: DemoConfig, steps: int) -> dict[str, Any]:
@@ -150,7 +186,8 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
     from llava_star.models.tiny import build_tiny_model
 
     base = build_tiny_model(config.family, directory / "random_model", seed=config.seed)
-    records = warmup_records(list(read_samples(data["all_train"])), config.warmup_videos, random.Random(config.seed))
+    records = warmup_records(list(read_samples(data["all_train"])), config.warmup_videos, random.Random(config.seed),
+                             with_hints=config.warmup_hints)  # fmt: skip
     write_json_atomic(directory / "captions.json", records)
     import yaml
 

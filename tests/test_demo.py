@@ -34,6 +34,10 @@ def test_warmup_captions_come_from_the_labels_of_moving_scenes():
     assert records[0]["video"] == "a.mp4"
     assert records[0]["conversations"][1] == {"from": "gpt", "value": "A red circle moves up."}
     assert records[0]["conversations"][0]["value"].startswith("<video>\n")
+    caption_record, hint_record = warmup_records(samples, 5, random.Random(0), with_hints=True)
+    assert caption_record == records[0] | {"id": caption_record["id"]}
+    assert "Answer: red." in hint_record["conversations"][0]["value"]
+    assert hint_record["conversations"][1] == caption_record["conversations"][1]
 
 
 @pytest.mark.slow

@@ -243,6 +243,10 @@ class CycleRunner:
         if (done := stage_done(directory, "export")) is not None:
             return done
         data = directory / "train.json"
+        kept = [g for d in generation_dirs for g in read_generation_dir(d) if g.passed and not (direct_only and g.rationalized)]
+        if not kept and not self.config.train.mix:  # `llava-star export` refuses to write an empty file
+            logger.warning("%s: no answer was kept; nothing to export", directory.name)
+            return mark_done(directory, "export", {"data": None, "samples": 0})
         argv = [*map(str, generation_dirs), "-o", str(data)]
         if direct_only:
             argv.append("--direct-only")

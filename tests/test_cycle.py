@@ -83,7 +83,14 @@ def tiny_setup(tmp_path_factory):
         assert lines, f"no {COLOUR_TASK} samples in the synthetic {split} split"
         (root / f"{split}.jsonl").write_text("\n".join(lines[:limit]) + "\n")
     model = build_tiny_model("video_llava", root / "model", seed=0)
-    return {"root": root, "model": model}
+    # A random model keeps no answer; a few mixed-in LLaVA records make every cycle train.
+    samples = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()][:4]
+    mix = [{"id": f"mix-{index}", "video": sample["video"],
+            "conversations": [{"from": "human", "value": "<video>\n" + sample["question"]},
+                              {"from": "gpt", "value": f"The object is {sample['labels'][0]['value']}."}]}
+           for index, sample in enumerate(samples)]  # fmt: skip
+    (root / "mix.json").write_text(json.dumps(mix))
+    return {"root": root, "model": model, "mix": root / "mix.json"}
 
 
 def write_config(tmp_path, setup, **overrides):
@@ -95,7 +102,7 @@ def write_config(tmp_path, setup, **overrides):
         "cycles": 2,
         "min_kept_gain": None,
         "generate": {"batch_size": 4, "num_frames": 8, "max_new_tokens": 12},
-        "train": {"options": {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1.0e-3,
+        "train": {"mix": [str(setup["mix"])], "options": {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1.0e-3,
                               "dataloader_num_workers": 0}},
         "eval": {"samples": str(setup["root"] / "test.jsonl")},
     }  # fmt: skip
@@ -132,12 +139,13 @@ def test_two_cycles_end_to_end(tmp_path, tiny_setup, capsys):
         assert evaluation["samples"] == len(test_ids) and 0 <= evaluation["accuracy"] <= 1
         for stage in ("generate", "export", "train", "eval"):
             assert (directory / "done" / f"{stage}.json").exists()
-        assert isinstance(json.loads((directory / "train.json").read_text()), list)
+        exported = json.loads((directory / "done" / "export.json").read_text())
+        records = json.loads((directory / "train.json").read_text())
+        assert len(records) == exported["samples"] >= 4  # the kept answers and the mix
         train_info = json.loads((directory / "done" / "train.json").read_text())
-        if train_info["trained"]:
-            assert (directory / "model" / "config.json").exists()
-            # STaR: every cycle starts again from the base checkpoint
-            assert train_info["from"] == str(tiny_setup["model"].resolve())
+        assert train_info["trained"] and (directory / "model" / "config.json").exists()
+        # STaR: every cycle starts again from the base checkpoint
+        assert train_info["from"] == str(tiny_setup["model"].resolve())
     # model_2 (trained in cycle 1) generates cycle 2
     generations = list(read_jsonl(next((run / "cycle_2" / "generations").glob("generations.*.jsonl")), Generation.from_dict))
     assert {g.cycle for g in generations} == {2}

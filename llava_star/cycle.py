@@ -271,9 +271,7 @@ class CycleRunner:
         if out_dir.exists():  # a half-written checkpoint from a killed run: start it again
             shutil.rmtree(out_dir)
         train_config = directory / "train_config.yaml"
-        values = {"seed": self.config.seed, "num_frames": self.config.generate.num_frames, **self.config.train.options,
-                  "model": start_model, "data": [export_info["data"]], "video_root": self.config.video_root,
-                  "output_dir": str(out_dir)}  # fmt: skip
+        values = _train_values(self.config, start_model, export_info["data"], str(out_dir))
         write_text_atomic(train_config, yaml.safe_dump(config_to_dict(values), sort_keys=False))
         run_stage("train", ["--config", str(train_config)], self.config.launch.train)
         return mark_done(directory, "train", {"model": str(out_dir), "trained": True, "from": start_model})
@@ -397,9 +395,25 @@ def resolve_paths(config: CycleConfig) -> CycleConfig:
 
 
 def _check_inputs(config: CycleConfig) -> None:
+    """Fail before any model loads: missing files, and train options ``llava-star train`` would refuse."""
     for key, path in (("samples", config.samples), ("video_root", config.video_root), ("eval.samples", config.eval.samples)):
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{key}: {path} does not exist")
+    for index, path in enumerate(config.train.mix):
+        if not Path(path).exists():
+            raise ConfigError(f"train.mix[{index}]: {path} does not exist")
+    from llava_star.train import make_config
+
+    try:
+        make_config({**_train_values(config, config.model, "train.json", "model"), **config.train.options})
+    except ConfigError as error:
+        raise ConfigError(f"train.options.{error}") from None
+
+
+def _train_values(config: CycleConfig, model: str, data: str, output_dir: str) -> dict[str, Any]:
+    """The ``llava-star train`` config of one cycle: the user's options around the cycle's own keys."""
+    return {"seed": config.seed, "num_frames": config.generate.num_frames, **config.train.options,
+            "model": model, "data": [data], "video_root": config.video_root, "output_dir": output_dir}  # fmt: skip
 
 
 def save_config(config: CycleConfig) -> None:

@@ -184,10 +184,15 @@ def set_statistics(generations: Sequence[Generation], video_failures: Sequence[d
 
 
 def run_statistics(sets: Sequence[GenerationSet], generations: dict[str, list[Generation]]) -> dict[str, Any]:
-    """``stats.json``: one entry per cycle with its training and held-out statistics."""
+    """``stats.json``: one entry per cycle with its training and held-out statistics.
+
+    Cycle 0 (``label`` "start") is the starting model; the final direct-only model, when
+    there is one, comes last (``label`` "final").
+    """
     cycles: dict[int, dict[str, Any]] = {}
     for generation_set in sets:
-        entry = cycles.setdefault(generation_set.cycle, {"cycle": generation_set.cycle})
+        label = "final" if generation_set.name.startswith("final") else ("start" if generation_set.cycle == 0 else str(generation_set.cycle))
+        entry = cycles.setdefault(generation_set.cycle, {"cycle": generation_set.cycle, "label": label})
         key = "training" if generation_set.split == "train" else "held_out"
         entry[key] = set_statistics(generations[generation_set.name], read_video_failures(generation_set.directory))
         if key == "held_out":
@@ -367,7 +372,7 @@ def _summary_table(stats: dict[str, Any]) -> str:
     rows = ["<tr><th>cycle</th><th>samples</th><th>kept</th><th>kept directly</th><th>rationalized</th><th>held-out accuracy</th></tr>"]
     for entry in stats["cycles"]:
         training = entry.get("training", {}).get("overall")
-        cells = [str(entry["cycle"])]
+        cells = [html.escape(entry["label"])]
         if training:
             cells += [str(training["samples"]), f"{100 * training['kept_fraction']:.1f}%",
                       f"{100 * training['direct_fraction']:.1f}%", f"{100 * training['rationalized_fraction']:.1f}%"]  # fmt: skip

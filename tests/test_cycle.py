@@ -55,6 +55,18 @@ def test_missing_inputs_name_the_key(tmp_path):
         run_cycles(config)
 
 
+@pytest.mark.parametrize("options, key", [({"learning_rte": 1e-3}, "train.options.learning_rte"),
+                                          ({"learning_rate": -1.0}, "train.options.learning_rate")])
+def test_bad_train_options_fail_before_any_stage_runs(tmp_path, options, key):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("")
+    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={samples}", f"video_root={tmp_path}",
+                                             f"output_dir={tmp_path / 'run'}", f"train.options={json.dumps(options)}"])  # fmt: skip
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        run_cycles(config)
+    assert not (tmp_path / "run" / "cycle_1").exists()
+
+
 def test_cli_reports_a_bad_override_naming_the_key(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "llava_star", "cycle", "--config", str(ROOT / "configs" / "cycle.yaml"), "generate.batchsize=4"],
@@ -126,7 +138,7 @@ def ids_in(directory):
 
 @pytest.mark.slow
 def test_two_cycles_end_to_end(tmp_path, tiny_setup, capsys):
-    config = write_config(tmp_path, tiny_setup)
+    config = write_config(tmp_path, tiny_setup, final_direct_only=True)
     assert main(["--config", str(config)]) == 0
     run = tmp_path / "run"
     train_ids = [json.loads(line)["id"] for line in (tiny_setup["root"] / "train.jsonl").read_text().splitlines()]
@@ -153,10 +165,14 @@ def test_two_cycles_end_to_end(tmp_path, tiny_setup, capsys):
     saved = load_config(CycleConfig, run / "config.yaml")
     assert saved.output_dir == str(run.resolve()) and saved.cycles == 2
     stats = json.loads((run / "report" / "stats.json").read_text())
-    assert [entry["cycle"] for entry in stats["cycles"]] == [0, 1, 2]
+    assert [entry["label"] for entry in stats["cycles"]] == ["start", "1", "2", "final"]
     assert (run / "report" / "index.html").exists() and (run / "report" / "accuracy_by_cycle.png").exists()
     summary = json.loads((run / "run.json").read_text())
     assert summary["stopped"] == "completed all cycles" and len(summary["cycles"]) == 2
+    # the paper's final model: from the base, on the last cycle's direct answers only
+    final_records = json.loads((run / "final" / "train.json").read_text())
+    assert final_records and not any(record.get("rationalized") for record in final_records)
+    assert summary["final"]["eval"]["samples"] == len(test_ids) and summary["model"] == str(run / "final" / "model")
     out = capsys.readouterr().out
     assert "held-out accuracy" in out and "report:" in out
 
@@ -169,11 +185,15 @@ def test_two_cycles_end_to_end(tmp_path, tiny_setup, capsys):
 @pytest.mark.slow
 def test_plateau_stops_early(tmp_path, tiny_setup):
     # kept fraction can never grow by more than 100 points: the run stops after cycle 2
-    config = load_config(CycleConfig, write_config(tmp_path, tiny_setup, cycles=4, min_kept_gain=1.01))
+    # ... with generation launched as a separate process, as torchrun would start it
+    launch = [sys.executable, "-m", "llava_star"]
+    config = load_config(CycleConfig, write_config(tmp_path, tiny_setup, cycles=4, min_kept_gain=1.01,
+                                                   **{"launch.generate": launch, "eval.samples": None}))  # fmt: skip
     summary = run_cycles(config)
     assert len(summary["cycles"]) == 2 and summary["stopped"].startswith("plateau after cycle 2")
     assert not (tmp_path / "run" / "cycle_3").exists()
-    assert "plateau" in format_summary(summary)
+    assert "plateau" in format_summary(summary) and summary["baseline"] is None
+    assert ids_in(tmp_path / "run" / "cycle_2" / "generations")  # written by the launched process
 
 
 def run_until(config, condition, timeout=600):

@@ -31,7 +31,6 @@ import argparse
 import importlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys

@@ -207,8 +207,9 @@ def cycle_config(config: DemoConfig, out: Path, data: dict[str, Any], model: str
         cycles=config.cycles,
         min_kept_gain=config.min_kept_gain,
         seed=config.seed,
-        generate=GenerateSettings(batch_size=config.batch_size, num_frames=config.num_frames,
-                                  max_new_tokens=config.max_new_tokens),  # fmt: skip
+        generate=GenerateSettings(
+            batch_size=config.batch_size, num_frames=config.num_frames, max_new_tokens=config.max_new_tokens
+        ),
         train=TrainSettings(options=train_options(config, config.cycle_train_steps)),
         eval=EvalSettings(samples=data["held_out"], baseline=True),
     )
@@ -254,9 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     result = outcome["result"]
     lines = [
         format_summary(outcome["summary"]),
-        f"held-out accuracy: warm start {100 * result['warm_start_accuracy']:.1f}% -> after the last cycle "
-        f"{100 * result['accuracy_by_cycle'][-1]:.1f}% ({result['gain_points']:+.1f} points, "
-        f"{result['held_out_samples']} held-out questions)",
+        (
+            f"held-out accuracy: warm start {100 * result['warm_start_accuracy']:.1f}% -> after the last cycle "
+            f"{100 * result['accuracy_by_cycle'][-1]:.1f}% ({result['gain_points']:+.1f} points, "
+            f"{result['held_out_samples']} held-out questions)"
+        ),
         f"wall time: {result['wall_seconds_this_run']:.0f} s",
         f"report: {Path(result['report']).resolve()}",
     ]

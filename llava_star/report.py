@@ -164,11 +164,13 @@ def label_types(generation: Generation) -> list[str]:
     return sorted({label.type for label in generation.sample.labels})
 
 
-def set_statistics(generations: Sequence[Generation], video_failures: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def set_statistics(
+    generations: Sequence[Generation], video_failures: Sequence[dict[str, Any]] = (), *, held_out: bool = False
+) -> dict[str, Any]:
     """Overall, per source, per label type and per task.
 
-    ``accuracy`` (= ``kept_fraction``) is the held-out figure when the set was generated
-    without rationalization. Samples whose video could not be decoded are not answered:
+    A held-out set (answered without rationalization) adds ``accuracy``: the fraction of
+    direct answers that pass. Samples whose video could not be decoded are not answered:
     they are counted apart, under ``unreadable_videos``.
     """
     stats: dict[str, Any] = {
@@ -178,8 +180,10 @@ def set_statistics(generations: Sequence[Generation], video_failures: Sequence[d
         "by_label_type": _grouped(generations, label_types),
         "by_task": _grouped(generations, lambda g: [g.sample.task]),
     }
-    for group in [stats["overall"], *stats["by_source"].values(), *stats["by_label_type"].values(), *stats["by_task"].values()]:
-        group["accuracy"] = group["kept_fraction"]
+    if held_out:
+        for group in [stats["overall"], *stats["by_source"].values(), *stats["by_label_type"].values(),
+                      *stats["by_task"].values()]:  # fmt: skip
+            group["accuracy"] = group["direct_fraction"]
     return stats
 
 
@@ -194,7 +198,9 @@ def run_statistics(sets: Sequence[GenerationSet], generations: dict[str, list[Ge
         label = "final" if generation_set.name.startswith("final") else ("start" if generation_set.cycle == 0 else str(generation_set.cycle))
         entry = cycles.setdefault(generation_set.cycle, {"cycle": generation_set.cycle, "label": label})
         key = "training" if generation_set.split == "train" else "held_out"
-        entry[key] = set_statistics(generations[generation_set.name], read_video_failures(generation_set.directory))
+        entry[key] = set_statistics(
+            generations[generation_set.name], read_video_failures(generation_set.directory), held_out=key == "held_out"
+        )
         if key == "held_out":
             entry["held_out_accuracy"] = entry[key]["overall"]["accuracy"]
     return {"cycles": [cycles[cycle] for cycle in sorted(cycles)]}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -61,12 +62,34 @@ def _float_from_text(text: str, key: str) -> float:
     return number
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def numbers_in_scientific_notation(value: Any) -> Any:
+    """``value`` with strings like ``"2e-5"`` made floats, in lists and mappings too.
+
+    PyYAML follows YAML 1.1, where ``2e-5`` (no dot) is a string; in a config it always
+    means the number, and a free-form section (``train.options``) has no field type to
+    say so.
+
+    >>> numbers_in_scientific_notation({"learning_rate": "2e-5", "name": "e5", "steps": [1, "1E3"]})
+    {'learning_rate': 2e-05, 'name': 'e5', 'steps': [1, 1000.0]}
+    """
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {key: numbers_in_scientific_notation(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [numbers_in_scientific_notation(item) for item in value]
+    return value
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Return ``value`` checked against (and lightly converted to) the field type ``annotation``."""
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
     if annotation is Any:
-        return value
+        return numbers_in_scientific_notation(value)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in arguments:
             return None

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 import yaml
@@ -107,6 +107,15 @@ def test_resolved_config_round_trips(tmp_path):
     write_config(config, tmp_path / "resolved.yaml")
     assert load_config(Toy, tmp_path / "resolved.yaml") == config
     assert config_to_dict(config)["optimizer"] == {"learning_rate": 1e-3, "schedule": "linear"}
+
+
+def test_free_form_sections_read_scientific_notation_as_numbers():
+    @dataclass(frozen=True)
+    class WithOptions:
+        options: dict[str, Any] = field(default_factory=dict)
+
+    config = load_config(WithOptions, None, ["options={learning_rate: 2e-5, run_name: e5}"])
+    assert dict(config.options) == {"learning_rate": 2e-5, "run_name": "e5"}
 
 
 def test_parse_override_keeps_strings_and_parses_scalars():

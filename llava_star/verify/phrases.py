@@ -11,9 +11,11 @@ whole answer instead, which passes "car" for "cart", answers that list every cla
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from llava_star.verify.answer import Answer, split_words, word_forms
 
@@ -92,8 +94,7 @@ def _expand(words: list[str]) -> list[list[str]]:
     return [words]
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
     """Where a phrase occurs: words ``first..last`` of the answer."""
 
     phrase: Phrase
@@ -102,6 +103,23 @@ class Match:
 
     def overlaps(self, other: Match) -> bool:
         return self.first <= other.last and other.first <= self.last
+
+
+# Sort key: matches in reading order.
+in_reading_order = operator.attrgetter("first", "last")
+
+
+def may_occur(answer: Answer, phrase: Phrase) -> bool:
+    """False when a word of the phrase is not even a substring of the answer, so
+    :func:`find_phrase` would find nothing: a few substring tests instead of tokenizing.
+
+    >>> may_occur(Answer("He plays the guitar."), make_phrase("playing guitar"))
+    True
+    >>> may_occur(Answer("He plays the piano."), make_phrase("playing guitar"))
+    False
+    """
+    text = answer.text
+    return all(any(form in text for form in forms) for forms in phrase.words)
 
 
 def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
@@ -113,7 +131,8 @@ def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
         return []
     sentence_of, clause_of = answer.sentence_of, answer.clause_of
     window = phrase.size + WINDOW_SLACK
-    anchor = min(range(len(lists)), key=lambda i: len(lists[i]))
+    sizes = [len(found) for found in lists]
+    anchor = sizes.index(min(sizes))
     matches = []
     for position in lists[anchor]:
         if answer.in_question(position):
@@ -129,12 +148,14 @@ def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
             if not near:
                 break
             # the nearest word, preferring one in the anchor's own clause
-            chosen.add(min(near, key=lambda c: (clause_of[c] != clause_of[position], abs(c - position))))
+            if len(near) > 1:
+                near.sort(key=lambda c: (clause_of[c] != clause_of[position], abs(c - position)))  # stable
+            chosen.add(near[0])
         else:
             first, last = min(chosen), max(chosen)
             if last - first < window:
                 matches.append(Match(phrase, first, last))
-    return sorted(set(matches), key=lambda m: (m.first, m.last))
+    return sorted(set(matches), key=in_reading_order) if len(matches) > 1 else matches
 
 
 @dataclass(frozen=True)
@@ -192,8 +213,7 @@ def distinguishing_phrases(texts: tuple[str, ...]) -> tuple[Phrase, ...]:
     )
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
     """How an answer uses a class: ``asserted``, ``negated``, ``hedged``, ``other`` or ``absent``."""
 
     status: str
@@ -202,6 +222,8 @@ class Reading:
 
 def read_class(answer: Answer, phrases: tuple[Phrase, ...], vocabulary: Vocabulary | None = None) -> Reading:
     """Decide whether the class (any of ``phrases``: label and synonyms) is asserted."""
+    if not any(may_occur(answer, phrase) for phrase in phrases):
+        return Reading("absent")  # known without tokenizing the answer
     matches = sorted(
         (match for phrase in phrases for match in find_phrase(answer, phrase)),
         key=lambda m: (m.first, -m.last),

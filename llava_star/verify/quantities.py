@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from llava_star.verify.answer import split_words, word_forms
 
@@ -35,12 +35,12 @@ _ENUMERATION = re.compile(r"(?:^|\n)\s*$")
 _CONCLUSION = re.compile(r"(?:answer|total|final|overall|altogether|in all|result|estimate|conclusion)\b")
 _NONE_STATED = re.compile(r"\bthere (?:are|is|were|was) no\b|\bnone\b|\bnobody\b|\bno one\b")
 _VERB_USE_BEFORE = re.compile(r"\b(?:i|we|you|let|to|can|will|must)\s+$")
+_SENTENCE_BREAK = re.compile(r"[.!?\n]\s")
 _ASSOCIATE_AFTER_CHARS = 60
 _ASSOCIATE_BEFORE_CHARS = 25
 
 
-@dataclass(frozen=True)
-class Quantity:
+class Quantity(NamedTuple):
     """A number in the text: its value, where it is, and whether it is asserted."""
 
     value: float
@@ -134,12 +134,17 @@ def stated_number(text: str, name: str | None) -> float | None:
     numbers = [q for q in find_numbers(text) if q.asserted]
     if not numbers:
         return 0.0 if _NONE_STATED.search(text) else None
-    anchors = [name_pattern(name)] if name and split_words(name) else []
-    for anchor in anchors + [_CONCLUSION]:
+    for anchor in _anchors(name):
         value = _last_associated(text, numbers, anchor)
         if value is not None:
             return value
     return numbers[-1].value
+
+
+@functools.lru_cache(maxsize=1024)
+def _anchors(name: str | None) -> tuple[re.Pattern[str], ...]:
+    """What a stated value sits next to: the label's name (when it has words), then a conclusion."""
+    return ((name_pattern(name),) if name and split_words(name) else ()) + (_CONCLUSION,)
 
 
 def _last_associated(text: str, numbers: list[Quantity], anchor: re.Pattern[str]) -> float | None:
@@ -148,9 +153,9 @@ def _last_associated(text: str, numbers: list[Quantity], anchor: re.Pattern[str]
         if _VERB_USE_BEFORE.search(text, max(0, match.start() - 8), match.start()):
             continue  # "I count two dogs ...": the name used as a verb, not a stated value
         after = [q for q in numbers if 0 <= q.start - match.end() <= _ASSOCIATE_AFTER_CHARS]
-        after = [q for q in after if not re.search(r"[.!?\n]\s", text[match.end() : q.start])]
+        after = [q for q in after if not _SENTENCE_BREAK.search(text, match.end(), q.start)]
         before = [q for q in numbers if 0 <= match.start() - q.end <= _ASSOCIATE_BEFORE_CHARS]
-        before = [q for q in before if not re.search(r"[.!?\n]\s", text[q.end : match.start()])]
+        before = [q for q in before if not _SENTENCE_BREAK.search(text, q.end, match.start())]
         if after:
             value = after[0].value
         elif before:
@@ -176,8 +181,7 @@ _TIME_ALTERNATIVE_GAP = re.compile(r"^\s*(?:marks?\s*)?,?\s*(?:or|and/or)\s*(?:m
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
-@dataclass(frozen=True)
-class TimeMention:
+class TimeMention(NamedTuple):
     """A time in the text; ``kind`` is ``unit``, ``clock``, ``percent`` or ``bare`` (no unit)."""
 
     value: float
@@ -228,8 +232,7 @@ def find_times(text: str) -> list[TimeMention]:
     return mentions
 
 
-@dataclass(frozen=True)
-class TimeReading:
+class TimeReading(NamedTuple):
     """What an answer states about time: the chosen value (or None) and why."""
 
     value: float | tuple[float, float] | None
@@ -292,8 +295,7 @@ _BOX_NUMBER = r"\s*(\d*\.?\d+)\s*"
 _BOX = re.compile(r"[\[(]" + ",".join([_BOX_NUMBER] * 4) + r"[\])]")
 
 
-@dataclass(frozen=True)
-class BoxMention:
+class BoxMention(NamedTuple):
     numbers: tuple[float, float, float, float]
     start: int
 

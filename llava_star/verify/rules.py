@@ -24,6 +24,7 @@ from llava_star.verify.phrases import (
     class_phrases,
     distinguishing_phrases,
     find_phrase,
+    in_reading_order,
     make_vocabulary,
     read_class,
 )
@@ -259,11 +260,33 @@ def _choice_patterns(keys: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     return conclusion, verdict, leading, mention, alternative
 
 
+_MARKDOWN_MARKS = str.maketrans("*_`#", "    ")
+# How a conclusion can begin (the alternatives that open the conclusion pattern above).
+_CONCLUSION_CUES = ("answer", "correct ", "best ", "right ", "i choose", "i pick", "i select", "i would", "i'd ",
+                    "it must", "it has to", "it should", "this must", "this has to", "this should", "must be",
+                    "has to be")  # fmt: skip
+_VERDICT_CUE = re.compile(r"is (?:the )?(?:correct|right|best|answer)")
+
+
+def _first_cue(lowered: str | None, cues: tuple[str, ...]) -> int:
+    """Where the first cue occurs in ``lowered`` (0 when unknown, the end when absent)."""
+    if lowered is None:
+        return 0
+    found = [position for position in map(lowered.find, cues) if position >= 0]
+    return min(found, default=len(lowered))
+
+
 def parse_choice(answer: Answer, label: Label) -> Parsed:
     options = _options(label)
     conclusion, verdict, leading, mention, alternative = _choice_patterns(tuple(options))
-    raw = answer.raw.translate(str.maketrans("*_`#", "    "))
-    concluded = [m for pattern in (conclusion, verdict) for m in pattern.finditer(raw)]
+    raw = answer.raw.translate(_MARKDOWN_MARKS)
+    # Both patterns are tried at every character; start where a conclusion can begin and
+    # skip the verdict pattern when no "is correct" is said. Lower-cased text has the same
+    # positions as the answer only when it is ASCII; other answers are scanned in full.
+    lowered = raw.lower() if raw.isascii() else None
+    concluded = list(conclusion.finditer(raw, _first_cue(lowered, _CONCLUSION_CUES)))
+    if lowered is None or _VERDICT_CUE.search(lowered):
+        concluded += verdict.finditer(raw)
     found = max(concluded, key=lambda m: m.start(), default=None) or leading.match(raw)
     if found:
         other = alternative.match(raw, found.end())
@@ -316,7 +339,7 @@ def parse_sequence(answer: Answer, label: Label) -> Parsed:
         matches = sorted(
             (m for phrase in class_phrases(step) for m in find_phrase(answer, phrase)
              if m.first > after and answer.negated(m.first, m.last) is None),
-            key=lambda m: (m.first, m.last),
+            key=in_reading_order,
         )  # fmt: skip
         if not matches:
             where = f" after step {number - 1}" if number > 1 else ""

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 # The check type of the whole-answer guards (empty, refusal, degenerate, hint leakage).
 ANSWER_CHECK = "answer"
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """One decision: a label of ``type`` (or the whole answer) passed or not, and why.
 
     >>> Check("class", False, "'swimming' is negated").to_dict()
@@ -25,8 +23,7 @@ class Check:
         return {"type": self.type, "passed": self.passed, "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """An answer passes when every check passes (the guard and each label)."""
 
     passed: bool

@@ -1,0 +1,536 @@
+"""Stage 5b: instruction-tune a video LVLM on LLaVA conversation JSON with the HF Trainer.
+
+``llava-star train --model M --data train.json --video-root DIR -o CKPT_DIR`` runs one
+plain ``transformers.Trainer`` over :mod:`llava_star.training_data` (frames decoded in
+DataLoader workers, inputs built through the model's chat template, loss on assistant
+tokens only). Defaults are the paper's: 1 epoch, lr 2e-5, cosine schedule, 3% warmup,
+vision tower frozen, projector and language model trained. ``--lora`` trains LoRA
+adapters on the language model through peft instead (merged into the weights at the
+end); ``--deepspeed scripts/zero2.json`` shards optimizer state across GPUs.
+
+The output directory is a ``save_pretrained`` checkpoint with its processor, so
+``llava-star generate --model CKPT_DIR`` and lmms-eval load it like a hub model. The
+resolved config goes to ``CKPT_DIR/llava_star_train_config.json``, samples that could not
+be used to ``CKPT_DIR/train_failures.jsonl``, and the run's figures to
+``CKPT_DIR/train_summary.json``.
+
+``scripts/train_mem.py`` maps LLaVA / Video-LLaVA's flag names onto :class:`TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llava_star.errors import ConfigError
+from llava_star.optional import require
+from llava_star.records import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "llava_star_train_config.json"
+FAILURES_FILE = "train_failures.jsonl"
+SUMMARY_FILE = "train_summary.json"
+SAVE_STRATEGIES = ("no", "steps", "epoch")
+LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+# TrainingArguments that TrainConfig sets itself; passing them as extras would be ambiguous
+_OWNED_TRAINING_ARGUMENTS = frozenset({
+    "output_dir", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
+    "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "tf32",
+    "gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
+    "activation_checkpointing_kwargs", "deepspeed", "dataloader_num_workers", "seed",
+    "logging_steps", "save_strategy", "save_steps", "save_total_limit", "report_to", "remove_unused_columns",
+    "use_cpu", "dataloader_pin_memory",
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a fine-tuning run depends on; written next to the checkpoint.
+
+    ``trainer_args`` passes further ``transformers.TrainingArguments`` (``max_grad_norm``,
+    ``optim``, ``run_name`` ...) through unchanged, as LLaVA's HfArgumentParser did.
+    """
+
+    model: str
+    data: tuple[str, ...]
+    output_dir: str
+    video_root: str | None = None
+    image_root: str | None = None
+    num_frames: int = 8
+    # the paper's schedule (Video-STaR, section 4): 1 epoch, lr 2e-5, cosine, warmup 0.03
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 2e-5
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    # counts the expanded video tokens (Video-LLaVA-7B: 8 frames x 257), unlike LLaVA's
+    # --model_max_length, which counted one token per <video>; padding is per batch, so a
+    # generous cap costs nothing
+    model_max_length: int = 4096
+    # which parts train: the paper tunes the projector and the language model
+    freeze_vision_tower: bool = True
+    freeze_projector: bool = False
+    freeze_language_model: bool = False
+    lora: bool = False
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    # hardware
+    bf16: bool = False
+    fp16: bool = False
+    tf32: bool | None = None
+    gradient_checkpointing: bool = False
+    deepspeed: str | None = None
+    attn_implementation: str | None = None
+    dataloader_num_workers: int = 2
+    seed: int = 0
+    logging_steps: int = 1
+    save_strategy: str = "no"
+    save_steps: int = 500
+    save_total_limit: int | None = 1
+    report_to: tuple[str, ...] = ()
+    resume_from_checkpoint: str | None = None
+    trainer_args: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        for key in ("data", "report_to"):
+            value = getattr(self, key)
+            object.__setattr__(self, key, (value,) if isinstance(value, str) else tuple(str(v) for v in value))
+        if isinstance(self.trainer_args, Mapping):
+            object.__setattr__(self, "trainer_args", tuple(sorted(self.trainer_args.items())))
+        if not self.data:
+            raise ConfigError("data: give at least one LLaVA JSON file")
+        positive = ("num_frames", "per_device_train_batch_size", "gradient_accumulation_steps", "model_max_length",
+                    "lora_r", "lora_alpha", "logging_steps")  # fmt: skip
+        for key in positive:
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ConfigError(f"{key}: expected a positive integer, got {getattr(self, key)!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ConfigError(f"learning_rate: expected a positive number, got {self.learning_rate!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio: expected a fraction in [0, 1), got {self.warmup_ratio!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout: expected a fraction in [0, 1), got {self.lora_dropout!r}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay: expected >= 0, got {self.weight_decay!r}")
+        if self.num_train_epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError("num_train_epochs: expected > 0 (or set max_steps)")
+        if self.lr_scheduler_type not in LR_SCHEDULERS:
+            raise ConfigError(f"lr_scheduler_type: expected one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler_type!r}")
+        if self.bf16 and self.fp16:
+            raise ConfigError("bf16, fp16: choose one mixed precision")
+        if self.dataloader_num_workers < 0:
+            raise ConfigError(f"dataloader_num_workers: expected >= 0, got {self.dataloader_num_workers!r}")
+        if self.save_strategy not in SAVE_STRATEGIES:
+            raise ConfigError(f"save_strategy: expected one of {', '.join(SAVE_STRATEGIES)}, got {self.save_strategy!r}")
+        if self.save_steps < 1:
+            raise ConfigError(f"save_steps: expected a positive integer, got {self.save_steps!r}")
+        if self.freeze_vision_tower and self.freeze_projector and self.freeze_language_model and not self.lora:
+            raise ConfigError("freeze_vision_tower, freeze_projector, freeze_language_model: nothing left to train")
+        for key, _ in self.trainer_args:
+            if key in _OWNED_TRAINING_ARGUMENTS or key.replace("-", "_") in {f.name for f in dataclasses.fields(self)}:
+                raise ConfigError(f"trainer_args.{key}: set it through the config's own '{key}' option")
+
+    @property
+    def failures_path(self) -> Path:
+        return Path(self.output_dir) / FAILURES_FILE
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["trainer_args"] = dict(self.trainer_args)
+        return out
+
+
+def parameter_group(name: str) -> str:
+    """Which part of a LLaVA-family model a parameter belongs to, from its name.
+
+    The part names are those of transformers' Video-LLaVA, LLaVA-NeXT-Video,
+    LLaVA-OneVision and Qwen2-VL (where the projector is the vision tower's ``merger``).
+
+    >>> parameter_group("model.video_tower.encoder.layers.0.mlp.fc1.weight")
+    'vision'
+    >>> parameter_group("model.visual.merger.mlp.0.weight"), parameter_group("model.multi_modal_projector.linear_1.bias")
+    ('projector', 'projector')
+    >>> parameter_group("model.language_model.layers.0.self_attn.q_proj.weight"), parameter_group("lm_head.weight")
+    ('language', 'language')
+    """
+    if "multi_modal_projector" in name or "mm_projector" in name or "visual.merger" in name:
+        return "projector"
+    if any(part in name for part in ("vision_tower", "video_tower", "image_tower", "visual.")):
+        return "vision"
+    return "language"
+
+
+def trainable_groups(config: TrainConfig) -> set[str]:
+    groups = {"vision", "projector", "language"}
+    if config.freeze_vision_tower:
+        groups.discard("vision")
+    if config.freeze_projector:
+        groups.discard("projector")
+    if config.freeze_language_model or config.lora:  # with LoRA the adapters train, not the base weights
+        groups.discard("language")
+    return groups
+
+
+def set_trainable(model: Any, config: TrainConfig) -> dict[str, int]:
+    """Freeze the parts the config keeps fixed; return trainable parameter counts per part."""
+    groups = trainable_groups(config)
+    counts = {"vision": 0, "projector": 0, "language": 0}
+    for name, parameter in model.named_parameters():
+        group = parameter_group(name)
+        parameter.requires_grad_(group in groups)
+        if group in groups:  # under ZeRO-3 a parameter is a shard; ds_numel is its full size
+            counts[group] += getattr(parameter, "ds_numel", parameter.numel())
+    return counts
+
+
+def language_linear_modules(model: Any) -> list[str]:
+    """Names of the language model's linear layers, the LoRA targets (LLaVA's choice)."""
+    import torch
+
+    return sorted(
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and parameter_group(name + ".") == "language" and not name.endswith("lm_head")
+    )
+
+
+def add_lora(model: Any, config: TrainConfig) -> Any:
+    """Wrap ``model`` with peft LoRA adapters on the language model's linear layers."""
+    peft = require("peft", "LoRA fine-tuning (--lora)")
+    targets = language_linear_modules(model)
+    if not targets:
+        raise ConfigError(f"lora: found no linear layers in the language model of {config.model}")
+    lora_config = peft.LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = peft.get_peft_model(model, lora_config)
+    # get_peft_model freezes everything but the adapters; the projector keeps training unless frozen
+    groups = trainable_groups(config)
+    for name, parameter in model.named_parameters():
+        if "lora_" not in name and parameter_group(name) in groups:
+            parameter.requires_grad_(True)
+    return model
+
+
+def deepspeed_stage(path: str | None) -> int:
+    """The ZeRO stage a DeepSpeed JSON asks for (0 without one)."""
+    if path is None:
+        return 0
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return int(json.load(handle).get("zero_optimization", {}).get("stage", 0))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"deepspeed: cannot read {path}: {error}") from None
+
+
+def build_training_arguments(config: TrainConfig) -> Any:
+    """The ``transformers.TrainingArguments`` of a config (plus its ``trainer_args``)."""
+    import torch
+    from transformers import TrainingArguments
+
+    known = {field.name for field in dataclasses.fields(TrainingArguments)}
+    extras = dict(config.trainer_args)
+    for key in extras:
+        if key not in known:
+            raise ConfigError(f"trainer_args.{key}: not a transformers.TrainingArguments field")
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,  # transformers 5 reads a float < 1 as a ratio of the steps
+        weight_decay=config.weight_decay,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        bf16=config.bf16,
+        fp16=config.fp16,
+        tf32=config.tf32,
+        activation_checkpointing=config.gradient_checkpointing,
+        # non-reentrant checkpointing needs no input grads, so a frozen vision tower is fine
+        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        deepspeed=config.deepspeed,
+        dataloader_num_workers=config.dataloader_num_workers,
+        dataloader_persistent_workers=False,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy=config.save_strategy,  # the final model is always saved, to output_dir itself
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=list(config.report_to) or "none",
+        remove_unused_columns=False,  # the collator's batch is exactly what the model takes
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # without CUDA, accelerate only sets up a (gloo) process group for torchrun when told it runs on CPU
+        use_cpu=not torch.cuda.is_available(),
+        **extras,
+    )
+
+
+# flags whose name is not simply --field-name
+_FLAG_NAMES = {
+    "model": ("--model",), "data": ("--data",), "output_dir": ("-o", "--output-dir"),
+    "num_train_epochs": ("--epochs", "--num-train-epochs"), "per_device_train_batch_size": ("--batch-size",),
+    "gradient_accumulation_steps": ("--grad-accum", "--gradient-accumulation-steps"),
+    "dataloader_num_workers": ("--num-workers",), "lora": ("--lora",),
+}  # fmt: skip
+_HELP = {
+    "model": "hub id or local checkpoint directory of a supported video LVLM",
+    "data": "LLaVA conversation JSON file(s), e.g. the output of `llava-star export`",
+    "video_root": "folder the records' `video` paths are relative to",
+    "image_root": "folder the records' `image` paths are relative to",
+    "output_dir": "checkpoint directory to write (loads with from_pretrained)",
+    "freeze_vision_tower": "keep the vision tower fixed (default; --no-freeze-vision-tower trains it)",
+    "lora": "train LoRA adapters on the language model (peft), merged into the saved weights",
+    "deepspeed": "DeepSpeed JSON, e.g. scripts/zero2.json",
+    "attn_implementation": "flash_attention_2 | sdpa | eager (default: flash_attention_2 when usable, else sdpa)",
+    "trainer_args": "further transformers.TrainingArguments as KEY=VALUE (e.g. max_grad_norm=1.0)",
+}
+
+
+def _field_types() -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(TrainConfig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags generated from :class:`TrainConfig`: the config is the command line."""
+    parser = argparse.ArgumentParser(prog="llava-star train", description=__doc__.split("\n\n")[0],
+                                     argument_default=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument("--config", type=Path, help="YAML file of TrainConfig keys (flags override it)")
+    types = _field_types()
+    for field in dataclasses.fields(TrainConfig):
+        flags = _FLAG_NAMES.get(field.name, ("--" + field.name.replace("_", "-"),))
+        kind = types[field.name]
+        options: dict[str, Any] = {"dest": field.name, "help": _HELP.get(field.name, "")}
+        if field.name == "trainer_args":
+            options.update(action="append", metavar="KEY=VALUE")
+            flags = ("--trainer-arg",)
+        elif kind in (bool, bool | None):
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind == tuple[str, ...]:
+            options.update(nargs="+", metavar=field.name.upper())
+        else:
+            base = next((t for t in (int, float, str) if kind in (t, t | None)), str)
+            options["type"] = base
+        if field.default is not dataclasses.MISSING and field.name != "trainer_args":
+            options["help"] = (options["help"] + f" (default: {field.default})").strip()
+        parser.add_argument(*flags, **options)
+    return parser
+
+
+def parse_key_value(text: str) -> tuple[str, Any]:
+    """``key=value`` with a YAML value, for config overrides.
+
+    >>> parse_key_value("max_grad_norm=0.5"), parse_key_value("optim=adamw_torch")
+    (('max_grad_norm', 0.5), ('optim', 'adamw_torch'))
+    """
+    import yaml
+
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise ConfigError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
+def load_yaml_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the config: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of TrainConfig keys")
+    return data
+
+
+def make_config(values: Mapping[str, Any]) -> TrainConfig:
+    """A TrainConfig from a mapping; an unknown key is an error naming it."""
+    known = {field.name for field in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown training option; known: {', '.join(sorted(known))}")
+    missing = [key for key in ("model", "data", "output_dir") if key not in values]
+    if missing:
+        raise ConfigError(f"{missing[0]}: required")
+    try:
+        return TrainConfig(**values)
+    except TypeError as error:
+        raise ConfigError(f"bad training option: {error}") from None
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = vars(args).copy()
+    config_file = values.pop("config", None)
+    merged = load_yaml_config(config_file) if config_file else {}
+    trainer_args = dict(merged.pop("trainer_args", None) or {})
+    trainer_args.update(parse_key_value(item) for item in values.pop("trainer_args", []))
+    merged.update(values)
+    merged["trainer_args"] = trainer_args
+    return make_config(merged)
+
+
+def load_records(paths: Sequence[str]) -> list[dict[str, Any]]:
+    from llava_star.llava_json import read_llava_json
+
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        records.extend(read_llava_json(path))
+    if not records:
+        raise ConfigError(f"data: no records in {', '.join(paths)}")
+    return records
+
+
+def model_dtype(config: TrainConfig) -> str:
+    """Weights in half precision only where DeepSpeed keeps fp32 master weights; else fp32 + autocast."""
+    if config.deepspeed and config.bf16:
+        return "bfloat16"
+    if config.deepspeed and config.fp16:
+        return "float16"
+    return "float32"
+
+
+def _trainer_class() -> Any:
+    from transformers import Trainer
+
+    from llava_star.training_data import IGNORE_INDEX
+
+    class ConversationTrainer(Trainer):
+        """The HF Trainer, plus a zero-loss step for a batch whose samples all failed.
+
+        The forward pass still runs (on one pad token) so that DDP and DeepSpeed ranks
+        stay in step; its loss is multiplied by zero, so nothing is learned from it.
+        """
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            if bool((inputs["labels"] != IGNORE_INDEX).any()):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            loss = outputs.logits.float().sum() * 0.0
+            return (loss, outputs) if return_outputs else loss
+
+    return ConversationTrainer
+
+
+def _log_history_losses(log_history: Sequence[Mapping[str, Any]]) -> list[float]:
+    return [float(entry["loss"]) for entry in log_history if "loss" in entry]
+
+
+def run(config: TrainConfig) -> dict[str, Any]:
+    """Fine-tune ``config.model`` on ``config.data``; return the run's summary (also written to disk)."""
+    import torch
+
+    from llava_star.log import is_main_process
+    from llava_star.models.loading import choose_attention, load_model
+    from llava_star.training_data import ConversationDataset, ExampleSettings, PaddingCollator, failures_in
+
+    stage = deepspeed_stage(config.deepspeed)
+    if config.lora and stage == 3:
+        raise ConfigError("lora: LoRA with ZeRO-3 is not supported (merging needs whole weights); use scripts/zero2.json")
+    records = load_records(config.data)
+    output_dir = Path(config.output_dir)
+    # TrainingArguments first: under ZeRO-3 it must exist before the model loads (zero.Init partitions it)
+    training_arguments = build_training_arguments(config)
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(output_dir / CONFIG_FILE, config.to_dict())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    attention = choose_attention(config.attn_implementation, device)
+    loaded = load_model(config.model, dtype=model_dtype(config), device="cpu", attn_implementation=attention)
+    model, processor = loaded.model, loaded.processor
+    counts = set_trainable(model, config)
+    if config.lora:
+        model = add_lora(model, config)
+        counts["lora"] = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name and p.requires_grad)
+    logger.info("train: %s (%s), %d records, trainable parameters %s", config.model, loaded.family, len(records), counts)
+    settings = ExampleSettings(
+        video_root=config.video_root,
+        num_frames=config.num_frames,
+        model_max_length=config.model_max_length,
+        failures_path=str(config.failures_path),
+    )
+    tokenizer = processor.tokenizer
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    dataset = ConversationDataset(records, processor, settings)
+    logger.info("train: the first usable record is %d tokens long", dataset.check_usable())
+    trainer = _trainer_class()(
+        model=model,
+        args=training_arguments,
+        train_dataset=dataset,
+        data_collator=PaddingCollator(pad_token_id=pad_token_id),
+        processing_class=processor,
+    )
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    seconds = time.perf_counter() - started
+    save_checkpoint(trainer, processor, config)
+    losses = _log_history_losses(trainer.state.log_history)
+    summary = {
+        "model": config.model,
+        "family": loaded.family,
+        "records": len(records),
+        "failures": failures_in(config.failures_path),
+        "global_step": result.global_step,
+        "training_loss": result.training_loss,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "losses": losses,
+        "train_seconds": seconds,
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        "trainable_parameters": counts,
+        "attn_implementation": attention,
+        "deepspeed_stage": stage,
+        "deepspeed_enabled": bool(trainer.is_deepspeed_enabled),
+        "world_size": training_arguments.world_size,
+    }
+    if is_main_process():
+        write_json_atomic(output_dir / SUMMARY_FILE, summary)
+        logger.info(
+            "train: %d steps, loss %.4f -> %.4f, %d failed samples, checkpoint %s",
+            result.global_step, summary["first_loss"] or float("nan"), summary["last_loss"] or float("nan"),
+            summary["failures"], output_dir,
+        )  # fmt: skip
+    return summary
+
+
+def save_checkpoint(trainer: Any, processor: Any, config: TrainConfig) -> None:
+    """Write a from_pretrained-loadable model + processor to ``config.output_dir``.
+
+    LoRA adapters are merged into the base weights, so generation and lmms-eval load a
+    plain checkpoint; under ZeRO-3 ``trainer.save_model`` gathers the 16-bit weights
+    (``stage3_gather_16bit_weights_on_model_save`` in scripts/zero3*.json).
+    """
+    if not config.lora:
+        trainer.save_model(config.output_dir)
+        return
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(config.output_dir)
+        processor.save_pretrained(config.output_dir)
+    trainer.accelerator.wait_for_everyone()
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = config_from_args(build_parser().parse_args(argv))
+    run(config)
+    return 0

@@ -1,0 +1,201 @@
+"""Drop-in for LLaVA's / Video-LLaVA's ``train_mem.py``: the same flag names, our trainer.
+
+A launch script written for LLaVA works after swapping the script path::
+
+    deepspeed scripts/train_mem.py --deepspeed scripts/zero2.json \\
+        --model_name_or_path LanguageBind/Video-LLaVA-7B-hf \\
+        --data_path train.json --video_folder videos/ --bf16 True --tf32 True ...
+
+Flags map onto :class:`llava_star.train.TrainConfig`. Our ``model_max_length`` counts the
+video tokens the processor expands, so Video-LLaVA's ``--tokenizer_model_max_length``
+(its limit after expansion) takes precedence over its ``--model_max_length`` when given. Flags that describe the
+architecture (``--vision_tower``, ``--mm_projector_type``, ``--version`` ...) are fixed
+by the transformers checkpoint's config, so they are accepted and ignored with a note.
+Flags for things this trainer does not do (a separate projector learning rate,
+4/8-bit quantized training, loading a pretrained projector file) are errors rather than
+silently ignored. Any other ``--name value`` that is a ``transformers.TrainingArguments``
+field is passed through, as LLaVA's HfArgumentParser did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+# run as a file (`python scripts/train_mem.py`, `deepspeed scripts/train_mem.py`) from a checkout
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+if (_REPO_ROOT / "llava_star").is_dir() and str(_REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from llava_star.errors import ConfigError, LlavaStarError
+from llava_star.log import configure_logging
+from llava_star.train import TrainConfig, make_config, parse_key_value, run
+
+logger = logging.getLogger("train_mem")
+
+# fixed by the checkpoint's config.json / processor, so nothing to do
+IGNORED_FLAGS = (
+    "version", "vision_tower", "image_tower", "video_tower", "mm_projector_type", "mm_vision_select_layer",
+    "mm_vision_select_feature", "mm_use_im_start_end", "mm_use_im_patch_token", "mm_patch_merge_type",
+    "image_aspect_ratio", "image_grid_pinpoints", "group_by_modality_length", "lazy_preprocess", "is_multimodal",
+    "cache_dir", "per_device_eval_batch_size", "X", "double_quant", "quant_type",
+    "lora_weight_path", "mpt_attn_impl", "remove_unused_columns", "freeze_mm_vision_resampler",
+)  # fmt: skip
+
+
+def str_to_bool(text: str) -> bool:
+    """HfArgumentParser's booleans: ``--bf16 True``, ``--bf16 false``, ``--bf16 1``.
+
+    >>> str_to_bool("True"), str_to_bool("no")
+    (True, False)
+    """
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "y"):
+        return True
+    if lowered in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train_mem.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+
+    def flag(name: str, kind: Any = str, **options: Any) -> None:
+        if kind is bool:
+            options.update(type=str_to_bool, nargs="?", const=True)
+        else:
+            options.setdefault("type", kind)
+        parser.add_argument("--" + name, **options)
+
+    flag("model_name_or_path", required=True)
+    flag("data_path", nargs="+", required=True)
+    flag("video_folder")
+    flag("image_folder")
+    flag("output_dir", required=True)
+    flag("num_frames", int)
+    for name in ("num_train_epochs", "learning_rate", "weight_decay", "warmup_ratio", "lora_dropout",
+                 "mm_projector_lr", "mm_vision_tower_lr"):  # fmt: skip
+        flag(name, float)
+    for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "model_max_length",
+                 "dataloader_num_workers", "seed", "logging_steps", "save_steps", "save_total_limit", "lora_r",
+                 "lora_alpha", "bits", "local_rank", "tokenizer_model_max_length"):  # fmt: skip
+        flag(name, int)
+    for name in ("bf16", "fp16", "tf32", "gradient_checkpointing", "lora_enable", "freeze_backbone",
+                 "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "unfreeze_mm_vision_tower"):  # fmt: skip
+        flag(name, bool)
+    flag("lr_scheduler_type")
+    flag("save_strategy")
+    flag("evaluation_strategy")
+    flag("eval_strategy")
+    flag("deepspeed")
+    flag("attn_implementation")
+    flag("lora_bias")
+    flag("pretrain_mm_mlp_adapter")
+    flag("resume_from_checkpoint")
+    flag("report_to", nargs="+")
+    for name in IGNORED_FLAGS:
+        flag(name, nargs="*")
+    return parser
+
+
+def passthrough_arguments(rest: list[str]) -> dict[str, Any]:
+    """``--name value`` / ``--name=value`` / ``--name`` pairs left over, for TrainingArguments."""
+    extras: dict[str, Any] = {}
+    index = 0
+    while index < len(rest):
+        token = rest[index]
+        if not token.startswith("--"):
+            raise ConfigError(f"unexpected argument {token!r}")
+        name, separator, value = token[2:].partition("=")
+        if not separator:
+            has_value = index + 1 < len(rest) and not rest[index + 1].startswith("--")
+            value = rest[index + 1] if has_value else "true"
+            index += has_value
+        extras[name] = parse_key_value(f"{name}={value}")[1]
+        index += 1
+    return extras
+
+
+def _check_training_argument_names(extras: dict[str, Any]) -> None:
+    if not extras:
+        return
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    known = {field.name for field in dataclasses.fields(TrainingArguments)}
+    for name in extras:
+        if name not in known:
+            raise ConfigError(f"--{name}: unknown flag (neither a LLaVA train_mem.py flag nor a TrainingArguments field)")
+
+
+def _reject_unsupported(args: argparse.Namespace) -> None:
+    if args.bits not in (None, 16):
+        raise ConfigError("--bits: 4/8-bit (QLoRA) training is not supported; use --bits 16 with --lora_enable True")
+    if args.pretrain_mm_mlp_adapter:
+        raise ConfigError(
+            "--pretrain_mm_mlp_adapter: transformers checkpoints (e.g. LanguageBind/Video-LLaVA-7B-hf) already "
+            "contain the projector; pass such a checkpoint as --model_name_or_path"
+        )
+    for name in ("mm_projector_lr", "mm_vision_tower_lr"):
+        if getattr(args, name) is not None:
+            raise ConfigError(f"--{name}: a separate learning rate per part is not supported; use --learning_rate")
+    if args.lora_bias not in (None, "none"):
+        raise ConfigError(f"--lora_bias: only 'none' is supported, got {args.lora_bias!r}")
+    for name in ("evaluation_strategy", "eval_strategy"):
+        if getattr(args, name) not in (None, "no"):
+            raise ConfigError(f"--{name}: evaluation during training is not supported; use `llava-star eval`")
+
+
+# LLaVA flag -> TrainConfig key, where the value carries over unchanged
+_RENAMED = {
+    "model_name_or_path": "model", "data_path": "data", "video_folder": "video_root", "image_folder": "image_root",
+    "lora_enable": "lora", "freeze_backbone": "freeze_language_model", "freeze_mm_mlp_adapter": "freeze_projector",
+}  # fmt: skip
+_SAME = (
+    "output_dir", "num_frames", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type",
+    "warmup_ratio", "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "model_max_length", "lora_r", "lora_alpha", "lora_dropout", "bf16", "fp16", "tf32", "gradient_checkpointing",
+    "deepspeed", "attn_implementation", "dataloader_num_workers", "seed", "logging_steps", "save_strategy",
+    "save_steps", "save_total_limit", "report_to", "resume_from_checkpoint",
+)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """LLaVA-style command line -> TrainConfig (errors name the flag)."""
+    args, rest = build_parser().parse_known_args(argv)
+    _reject_unsupported(args)
+    ignored = sorted(name for name in IGNORED_FLAGS if getattr(args, name) is not None)
+    if ignored:
+        logger.info("ignoring %s: fixed by the checkpoint's config", ", ".join("--" + name for name in ignored))
+    values: dict[str, Any] = {key: getattr(args, flag) for flag, key in _RENAMED.items()}
+    values.update({key: getattr(args, key) for key in _SAME})
+    if args.tokenizer_model_max_length:  # Video-LLaVA's limit after expanding media tokens, i.e. ours
+        values["model_max_length"] = args.tokenizer_model_max_length
+    if args.tune_mm_mlp_adapter:  # LLaVA's pretraining stage: only the projector learns
+        values.update(freeze_language_model=True, freeze_vision_tower=True)
+    if args.unfreeze_mm_vision_tower:
+        values["freeze_vision_tower"] = False
+    if values.get("report_to") == ["none"]:
+        values["report_to"] = []
+    extras = passthrough_arguments(rest)
+    _check_training_argument_names(extras)
+    values["trainer_args"] = extras
+    return make_config({key: value for key, value in values.items() if value is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    try:
+        run(parse_args(argv))
+    except LlavaStarError as error:
+        logger.error("%s", error)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""Fine-tuning end to end on CPU: synthetic videos -> generation shards -> export -> Trainer
+-> a checkpoint that reloads and generates. LoRA, LLaVA's train_mem.py flags, DeepSpeed
+ZeRO single-process and a 2-process torchrun on gloo."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llava_star.export import main as export_main
+from llava_star.models.tiny import build_tiny_model
+from llava_star.records import Generation, JsonlAppender, read_samples
+from llava_star.train import FAILURES_FILE, SUMMARY_FILE, TrainConfig, parameter_group, run
+
+torch = pytest.importorskip("torch")
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINED_TASKS = ("colour", "shape", "motion_direction")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model("video_llava", tmp_path_factory.mktemp("tiny") / "video_llava")
+
+
+@pytest.fixture(scope="module")
+def train_json(synthetic_dataset, tmp_path_factory):
+    """LLaVA JSON exported from generation shards whose answers state the class labels."""
+    root = tmp_path_factory.mktemp("export")
+    samples = [s for s in read_samples(synthetic_dataset.train) if s.task in TRAINED_TASKS]
+    with JsonlAppender(root / "gen" / "generations.rank00000-of-00001.jsonl") as shard:
+        for index, sample in enumerate(samples):
+            answer = f"The {sample.task.replace('_', ' ')} is {sample.labels[0].value}."
+            shard.write(Generation(sample, answer, index % 3 == 0, True, (), 1, "tiny"))
+    assert export_main([str(root / "gen"), "-o", str(root / "train.json")]) == 0
+    return root / "train.json"
+
+
+def data_with_a_corrupt_video(train_json, synthetic_dataset, tmp_path):
+    """The exported data plus one record whose video is garbage: it must be reported, not replaced."""
+    records = json.loads(train_json.read_text())
+    videos = tmp_path / "videos"
+    (videos / "videos").mkdir(parents=True)
+    for name in {record["video"] for record in records}:
+        shutil.copyfile(synthetic_dataset.root / name, videos / name)
+    (videos / "videos" / "corrupt.mp4").write_bytes(b"\x00garbage" * 64)
+    records.append(dict(records[0], id="corrupt-video", video="videos/corrupt.mp4"))
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps(records))
+    return data, videos
+
+
+def parameters_by_group(model):
+    return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+
+
+def changed_groups(before, after):
+    changed = {"vision": False, "projector": False, "language": False}
+    for name, value in before.items():
+        if not torch.equal(value, after[name]):
+            changed[parameter_group(name)] = True
+    return changed
+
+
+def load(path):
+    from llava_star.models.loading import load_model
+
+    return load_model(path, device="cpu")
+
+
+def generate_a_few_tokens(loaded, video_path):
+    from llava_star.models.inputs import build_inputs, video_conversation
+    from llava_star.video import read_frames
+
+    frames = read_frames(video_path, 8)
+    inputs = build_inputs(loaded.processor, [video_conversation("What colour is it?")], [frames], add_generation_prompt=True)
+    with torch.no_grad():
+        output = loaded.model.generate(**inputs.batch, max_new_tokens=4, do_sample=False)
+    return output[0, inputs.batch["input_ids"].shape[1] :]
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_reports_bad_videos_and_reloads(tiny_model, train_json, synthetic_dataset, tmp_path):
+    data, videos = data_with_a_corrupt_video(train_json, synthetic_dataset, tmp_path)
+    output = tmp_path / "checkpoint"
+    config = TrainConfig(
+        model=str(tiny_model), data=(str(data),), video_root=str(videos), output_dir=str(output),
+        max_steps=20, learning_rate=1e-3, warmup_ratio=0.0, per_device_train_batch_size=4,
+        dataloader_num_workers=2, seed=0,
+    )  # fmt: skip
+    summary = run(config)
+    losses = summary["losses"]
+    assert len(losses) == 20 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.2
+    assert summary["failures"] >= 1  # reported each time the sampler reaches it, never replaced
+    reported = {json.loads(line)["id"] for line in (output / FAILURES_FILE).read_text().splitlines()}
+    assert reported == {"corrupt-video"}
+    assert json.loads((output / SUMMARY_FILE).read_text())["global_step"] == 20
+    # the vision tower stays frozen; projector and language model learn (the paper's recipe)
+    before, after = parameters_by_group(load(tiny_model).model), parameters_by_group(load(output).model)
+    assert changed_groups(before, after) == {"vision": False, "projector": True, "language": True}
+    # the checkpoint is a plain from_pretrained directory (model + processor) that generates
+    reloaded = load(output)
+    assert reloaded.family == "video_llava"
+    assert len(generate_a_few_tokens(reloaded, synthetic_dataset.root / "videos" / "synthetic-00000.mp4")) >= 1
+    assert json.loads((output / "llava_star_train_config.json").read_text())["max_steps"] == 20
+
+
+@pytest.mark.slow
+def test_lora_is_merged_into_a_plain_checkpoint(tiny_model, train_json, synthetic_dataset, tmp_path):
+    pytest.importorskip("peft")
+    from safetensors import safe_open
+
+    output = tmp_path / "lora"
+    config = TrainConfig(
+        model=str(tiny_model), data=(str(train_json),), video_root=str(synthetic_dataset.root),
+        output_dir=str(output), max_steps=3, learning_rate=1e-2, lora=True, lora_r=4, lora_alpha=8,
+        per_device_train_batch_size=2, dataloader_num_workers=0,
+    )  # fmt: skip
+    summary = run(config)
+    assert summary["trainable_parameters"]["lora"] > 0 and summary["trainable_parameters"]["language"] == 0
+    with safe_open(str(output / "model.safetensors"), "pt") as weights:
+        assert not [key for key in weights.keys() if "lora_" in key or "base_layer" in key]
+    before, after = parameters_by_group(load(tiny_model).model), parameters_by_group(load(output).model)
+    assert changed_groups(before, after) == {"vision": False, "projector": True, "language": True}
+
+
+def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, tmp_path):
+    from transformers import TrainingArguments
+
+    from llava_star.train import _trainer_class
+    from llava_star.training_data import PaddingCollator
+
+    model = load(tiny_model).model
+    model.train()
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    trainer = _trainer_class()(model=model, args=args)
+    loss = trainer.compute_loss(model, PaddingCollator(pad_token_id=0)([None, None]))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_command(command, tmp_path, extra_env=None):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO), **(extra_env or {}))
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def single_process_env():
+    """What DeepSpeed needs to run in one process without mpi4py (torchrun would set these)."""
+    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+
+
+@pytest.mark.slow
+def test_train_mem_script_runs_with_llava_flags(tiny_model, train_json, synthetic_dataset, tmp_path):
+    output = tmp_path / "llava_flags"
+    command = [
+        sys.executable, str(REPO / "scripts" / "train_mem.py"),
+        "--model_name_or_path", str(tiny_model), "--version", "v1",
+        "--data_path", str(train_json), "--video_folder", str(synthetic_dataset.root),
+        "--mm_projector_type", "mlp2x_gelu", "--mm_use_im_start_end", "False", "--image_aspect_ratio", "pad",
+        "--group_by_modality_length", "True", "--bf16", "False", "--tf32", "False", "--output_dir", str(output),
+        "--num_train_epochs", "1", "--max_steps", "2", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--evaluation_strategy", "no", "--save_strategy", "no",
+        "--learning_rate", "2e-5", "--weight_decay", "0.", "--warmup_ratio", "0.03", "--lr_scheduler_type", "cosine",
+        "--logging_steps", "1", "--model_max_length", "2048", "--gradient_checkpointing", "True",
+        "--dataloader_num_workers", "0", "--lazy_preprocess", "True", "--report_to", "none", "--max_grad_norm", "1.0",
+    ]  # fmt: skip
+    run_command(command, tmp_path)
+    summary = json.loads((output / SUMMARY_FILE).read_text())
+    assert summary["global_step"] == 2
+    config = json.loads((output / "llava_star_train_config.json").read_text())
+    assert config["gradient_checkpointing"] and config["trainer_args"] == {"max_grad_norm": 1.0}
+    assert (output / "model.safetensors").exists() and (output / "processor_config.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_deepspeed_zero_single_process(tiny_model, train_json, synthetic_dataset, tmp_path, zero):
+    """ZeRO through the Trainer on CPU (the first run JIT-builds DeepSpeed's CPU op, ~45 s, cached)."""
+    pytest.importorskip("deepspeed")
+    output = tmp_path / zero
+    command = [
+        sys.executable, "-m", "llava_star", "train", "--model", str(tiny_model), "--data", str(train_json),
+        "--video-root", str(synthetic_dataset.root), "-o", str(output), "--max-steps", "3", "--batch-size", "2",
+        "--num-workers", "0", "--learning-rate", "1e-3", "--deepspeed", str(REPO / "scripts" / f"{zero}.json"),
+    ]  # fmt: skip
+    run_command(command, tmp_path, single_process_env())
+    summary = json.loads((output / SUMMARY_FILE).read_text())
+    assert summary["deepspeed_stage"] == int(zero[-1]) and summary["deepspeed_enabled"]
+    assert summary["trainable_parameters"]["language"] > 0 and summary["trainable_parameters"]["vision"] == 0
+    assert summary["global_step"] == 3
+    before, after = parameters_by_group(load(tiny_model).model), parameters_by_group(load(output).model)
+    assert changed_groups(before, after) == {"vision": False, "projector": True, "language": True}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_torchrun_two_processes_on_gloo_with_zero2(tiny_model, train_json, synthetic_dataset, tmp_path):
+    pytest.importorskip("deepspeed")
+    output = tmp_path / "torchrun"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+        "-m", "llava_star", "train", "--model", str(tiny_model), "--data", str(train_json),
+        "--video-root", str(synthetic_dataset.root), "-o", str(output), "--max-steps", "3", "--batch-size", "2",
+        "--num-workers", "0", "--deepspeed", str(REPO / "scripts" / "zero2.json"),
+    ]  # fmt: skip
+    run_command(command, tmp_path, {"OMP_NUM_THREADS": "1"})
+    summary = json.loads((output / SUMMARY_FILE).read_text())
+    assert summary["global_step"] == 3 and summary["world_size"] == 2 and summary["deepspeed_enabled"]
+    assert load(output).family == "video_llava"

@@ -45,7 +45,7 @@ import yaml
 from llava_star.config import check, config_to_dict, load_config, read_yaml_mapping, write_config
 from llava_star.errors import ConfigError, LlavaStarError
 from llava_star.records import Generation, write_json_atomic, write_text_atomic
-from llava_star.report import read_generation_dir, read_video_failures
+from llava_star.report import read_generation_dir, read_video_failures, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -179,17 +179,9 @@ def kept_fractions(generations: Sequence[Generation]) -> dict[str, float | int]:
     >>> kept_fractions([])
     {'samples': 0, 'kept': 0, 'kept_direct': 0, 'kept_rationalized': 0, 'kept_fraction': 0.0, 'rationalized_fraction': 0.0}
     """
-    total = len(generations)
-    direct = sum(1 for g in generations if g.passed and not g.rationalized)
-    rationalized = sum(1 for g in generations if g.passed and g.rationalized)
-    return {
-        "samples": total,
-        "kept": direct + rationalized,
-        "kept_direct": direct,
-        "kept_rationalized": rationalized,
-        "kept_fraction": (direct + rationalized) / total if total else 0.0,
-        "rationalized_fraction": rationalized / total if total else 0.0,
-    }
+    counts = summarize(generations)
+    keys = ("samples", "kept", "kept_direct", "kept_rationalized", "kept_fraction", "rationalized_fraction")
+    return {key: counts[key] for key in keys}
 
 
 def is_plateau(kept_by_cycle: Sequence[float], min_gain: float | None) -> bool:

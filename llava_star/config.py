@@ -1,0 +1,271 @@
+"""Configs as frozen dataclasses: defaults, then a YAML file, then ``key=value`` overrides.
+
+A stage declares its settings as a frozen dataclass (nested dataclasses for sections);
+:func:`load_config` fills it from the three layers and checks every value against the
+field's type, so a typo or a wrong type fails before any model loads, with an error that
+names the key (``generate.batch_size: expected an integer, got 'eight'``). The resolved
+config is written beside the outputs (:func:`write_config`), so a run can be reproduced
+or resumed from its own directory.
+
+Overrides use dotted keys for sections and YAML for values::
+
+    llava-star cycle --config cycle.yaml cycles=2 generate.batch_size=8 train.learning_rate=1e-4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from llava_star.errors import ConfigError
+from llava_star.records import write_text_atomic
+
+ConfigT = TypeVar("ConfigT")
+
+_MISSING = object()
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """Raise ``ConfigError("key: message")`` unless ``condition``; for ``__post_init__`` checks.
+
+    >>> check(True, "cycles", "must be >= 1")
+    """
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _float_from_text(text: str, key: str) -> float:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; a float field still means a number.
+
+    >>> _float_from_text("1e-3", "learning_rate")
+    0.001
+    """
+    try:
+        number = float(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number, got {text!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: expected a finite number, got {text!r}")
+    return number
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def numbers_in_scientific_notation(value: Any) -> Any:
+    """``value`` with strings like ``"2e-5"`` made floats, in lists and mappings too.
+
+    PyYAML follows YAML 1.1, where ``2e-5`` (no dot) is a string; in a config it always
+    means the number, and a free-form section (``train.options``) has no field type to
+    say so.
+
+    >>> numbers_in_scientific_notation({"learning_rate": "2e-5", "name": "e5", "steps": [1, "1E3"]})
+    {'learning_rate': 2e-05, 'name': 'e5', 'steps': [1, 1000.0]}
+    """
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {key: numbers_in_scientific_notation(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [numbers_in_scientific_notation(item) for item in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Return ``value`` checked against (and lightly converted to) the field type ``annotation``."""
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if annotation is Any:
+        return numbers_in_scientific_notation(value)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in arguments:
+            return None
+        errors = []
+        for option in (a for a in arguments if a is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {_describe(value)} matches none of {annotation}")
+    if origin is typing.Literal:
+        if value not in arguments:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(str, arguments))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a section (mapping), got {_describe(value)}")
+        return _build(annotation, value, prefix=f"{key}.")
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ConfigError(f"{key}: expected a list, got {_describe(value)}")
+        item_type = arguments[0] if arguments else Any
+        return tuple(_coerce(item, item_type, f"{key}[{index}]") for index, item in enumerate(value))
+    if origin in (dict, Mapping) or annotation in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {_describe(value)}")
+        value_type = arguments[1] if len(arguments) == 2 else Any
+        return types.MappingProxyType({str(k): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()})
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {_describe(value)}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {_describe(value)}")
+        return value
+    if annotation is float:
+        if isinstance(value, str):
+            value = _float_from_text(value, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {_describe(value)}")
+        return float(value)
+    if annotation is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{key}: expected a string, got {_describe(value)}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported field type {annotation!r}")
+
+
+def _build(config_class: type[ConfigT], values: Mapping[str, Any], *, prefix: str = "") -> ConfigT:
+    hints = typing.get_type_hints(config_class)
+    fields = {f.name: f for f in dataclasses.fields(config_class) if f.init}
+    unknown = [key for key in values if key not in fields]
+    if unknown:
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown key; expected one of {', '.join(prefix + name for name in fields)}"
+        )
+    kwargs = {}
+    for name, field in fields.items():
+        if name in values:
+            kwargs[name] = _coerce(values[name], hints[name], prefix + name)
+        elif dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], {}, prefix=f"{prefix}{name}.")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}{name}: required key is missing")
+    try:
+        return config_class(**kwargs)
+    except ConfigError as error:
+        message = str(error)
+        if prefix and not message.startswith(prefix):
+            message = prefix + message
+        raise ConfigError(message) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b=value"`` into its key path and its YAML-parsed value.
+
+    >>> parse_override("generate.batch_size=8")
+    (['generate', 'batch_size'], 8)
+    >>> parse_override("model=LanguageBind/Video-LLaVA-7B-hf")
+    (['model'], 'LanguageBind/Video-LLaVA-7B-hf')
+    """
+    key, separator, raw = text.partition("=")
+    key = key.strip()
+    if not separator or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"{text!r}: an override is key=value (dotted keys for sections, e.g. train.epochs=2)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{key}: cannot parse the value {raw!r}: {error}") from None
+    return key.split("."), value
+
+
+def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
+    node = base
+    for depth, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path[: depth + 1])}: is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (an empty file is an empty mapping)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def _deep_copy_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _deep_copy_mapping(value) if isinstance(value, Mapping) else value for key, value in data.items()}
+
+
+def load_config(
+    config_class: type[ConfigT],
+    path: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+) -> ConfigT:
+    """Build ``config_class`` from its defaults, the YAML file at ``path``, then ``overrides``.
+
+    Every key is checked: unknown keys and values of the wrong type raise
+    :class:`~llava_star.errors.ConfigError` naming the key (``train.epochs``), with the file
+    name in front when the bad key came from the YAML file.
+    """
+    values = _deep_copy_mapping(read_yaml_mapping(path)) if path is not None else {}
+    if path is not None:
+        try:
+            _build(config_class, values)
+        except ConfigError as error:
+            # only a key the overrides leave alone can be blamed on the file
+            override_keys = {parse_override(item)[0][0] for item in overrides}
+            if str(error).split(".")[0].split(":")[0] not in override_keys:
+                raise ConfigError(f"{path}: {error}") from None
+    for item in overrides:
+        key_path, value = parse_override(item)
+        _merge(values, key_path, value)
+    return _build(config_class, values)
+
+
+def config_from_mapping(config_class: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
+    """Build ``config_class`` from a plain mapping (e.g. from Python), with the same checks."""
+    return _build(config_class, _deep_copy_mapping(values))
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain dict (lists, dicts, scalars) of a config, ready for YAML or JSON."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Mapping):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, (tuple, list)):
+            return [plain(item) for item in value]
+        return value
+
+    return plain(config)
+
+
+def write_config(config: Any, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML (atomically); :func:`load_config` reads it back."""
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
+    write_text_atomic(path, text)

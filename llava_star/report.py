@@ -1,0 +1,498 @@
+"""What each self-training cycle did, in numbers and pictures.
+
+``llava-star report RUN_DIR`` (also run at the end of every cycle) reads the generation
+shards and evaluation files of a cycle run (see :mod:`llava_star.cycle`) and writes
+``RUN_DIR/report/``:
+
+- ``stats.json``: per cycle, overall / per source / per label type: samples, kept
+  directly, kept after rationalization, failures by reason, answer length, and the
+  held-out accuracy (fraction of direct answers that pass);
+- ``kept_by_cycle.png`` and ``accuracy_by_cycle.png`` (matplotlib);
+- ``index.html``: a static gallery of samples, each with a strip of frames, the
+  question, the answer and the verdict with its reason, filterable by
+  passed / failed / rationalized, by cycle and by split (training or held-out).
+
+RUN_DIR may also be a single generation directory (the shards of one
+``llava-star generate`` run); it is then reported as one set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import json
+import logging
+import random
+import re
+import statistics
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llava_star.errors import LlavaStarError, VideoError
+from llava_star.records import Generation, read_jsonl, write_json_atomic, write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+STRIP_FRAMES = 6
+STRIP_HEIGHT = 96
+
+
+@dataclass(frozen=True)
+class GenerationSet:
+    """One directory of generation shards: a cycle's training answers or a held-out evaluation."""
+
+    name: str  # "cycle 1", "cycle 1 held-out", ...
+    cycle: int  # 0: the starting model; K+1: the final model
+    split: str  # "train" or "held-out"
+    directory: Path
+
+
+# file names written by `llava-star generate` (one shard per rank)
+GENERATION_SHARDS = "generations.*.jsonl"
+FAILURE_SHARDS = "failures.*.jsonl"  # {"id", "video", "reason"}: videos that could not be decoded
+
+
+def read_generation_dir(directory: Path) -> list[Generation]:
+    """Every Generation in the shards of one ``llava-star generate`` output directory."""
+    generations: dict[str, Generation] = {}
+    for shard in sorted(Path(directory).glob(GENERATION_SHARDS)):
+        for generation in read_jsonl(shard, Generation.from_dict):
+            generations.setdefault(generation.id, generation)
+    return list(generations.values())
+
+
+def read_video_failures(directory: Path) -> list[dict[str, Any]]:
+    """The samples whose video could not be decoded (not answered, so not in the fractions)."""
+    return [line for shard in sorted(Path(directory).glob(FAILURE_SHARDS)) for line in read_jsonl(shard)]
+
+
+def discover_sets(run_dir: Path) -> list[GenerationSet]:
+    """The generation directories of a cycle run, in cycle order."""
+    sets = []
+    if any(run_dir.glob(GENERATION_SHARDS)):
+        return [GenerationSet("generations", 0, "train", run_dir)]
+    baseline = run_dir / "baseline" / "eval" / "generations"
+    if baseline.is_dir():
+        sets.append(GenerationSet("start held-out", 0, "held-out", baseline))
+    cycle_dirs = sorted(
+        (path for path in run_dir.glob("cycle_*") if re.fullmatch(r"cycle_\d+", path.name)),
+        key=lambda path: int(path.name.split("_")[1]),
+    )
+    for cycle_dir in cycle_dirs:
+        cycle = int(cycle_dir.name.split("_")[1])
+        if (cycle_dir / "generations").is_dir():
+            sets.append(GenerationSet(f"cycle {cycle}", cycle, "train", cycle_dir / "generations"))
+        if (cycle_dir / "eval" / "generations").is_dir():
+            sets.append(GenerationSet(f"cycle {cycle} held-out", cycle, "held-out", cycle_dir / "eval" / "generations"))
+    final = run_dir / "final" / "eval" / "generations"
+    if final.is_dir():
+        last = max((s.cycle for s in sets), default=0)
+        sets.append(GenerationSet("final held-out", last + 1, "held-out", final))
+    return sets
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def failure_reason(generation: Generation) -> str:
+    """The kind of the first failing check, for counting failures by reason."""
+    for check in generation.checks:
+        if not check.get("passed", False):
+            return _reason_kind(check)
+    return "failed without a failing check"
+
+
+def _reason_kind(check: dict[str, Any]) -> str:
+    """``type: reason`` with quoted values and numbers elided, so reasons group by kind.
+
+    >>> _reason_kind({"type": "class", "passed": False, "reason": "expected 'red', got 'blue' at 0.5 s"})
+    "class: expected '…', got '…' at N s"
+    """
+    reason = str(check.get("reason", "")).strip() or "no reason given"
+    reason = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
+    reason = re.sub(r"\d+(?:\.\d+)?", "N", reason)
+    return f"{check.get('type', '?')}: {reason}"
+
+
+def first_failing_reason(generation: Generation) -> str:
+    """The verifier's reason as written (for the gallery), '' when the answer passed."""
+    for check in generation.checks:
+        if not check.get("passed", False):
+            return f"{check.get('type', '?')}: {check.get('reason', '')}"
+    return ""
+
+
+def summarize(generations: Sequence[Generation]) -> dict[str, Any]:
+    """Counts for one group of generations.
+
+    >>> summarize([])["samples"]
+    0
+    """
+    total = len(generations)
+    direct = sum(1 for g in generations if g.passed and not g.rationalized)
+    rationalized = sum(1 for g in generations if g.passed and g.rationalized)
+    lengths = [len(g.answer.split()) for g in generations]
+    failures = Counter(failure_reason(g) for g in generations if not g.passed)
+    return {
+        "samples": total,
+        "kept_direct": direct,
+        "kept_rationalized": rationalized,
+        "kept": direct + rationalized,
+        "kept_fraction": (direct + rationalized) / total if total else 0.0,
+        "direct_fraction": direct / total if total else 0.0,
+        "rationalized_fraction": rationalized / total if total else 0.0,
+        "failures_by_reason": dict(failures.most_common()),
+        "answer_words_mean": statistics.fmean(lengths) if lengths else 0.0,
+        "answer_words_median": statistics.median(lengths) if lengths else 0.0,
+    }
+
+
+def _grouped(generations: Sequence[Generation], keys_of) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[Generation]] = defaultdict(list)
+    for generation in generations:
+        for key in keys_of(generation):
+            groups[key].append(generation)
+    return {key: summarize(groups[key]) for key in sorted(groups)}
+
+
+def label_types(generation: Generation) -> list[str]:
+    return sorted({label.type for label in generation.sample.labels})
+
+
+def set_statistics(
+    generations: Sequence[Generation], video_failures: Sequence[dict[str, Any]] = (), *, held_out: bool = False
+) -> dict[str, Any]:
+    """Overall, per source, per label type and per task.
+
+    A held-out set (answered without rationalization) adds ``accuracy``: the fraction of
+    direct answers that pass. Samples whose video could not be decoded are not answered:
+    they are counted apart, under ``unreadable_videos``.
+    """
+    stats: dict[str, Any] = {
+        "unreadable_videos": len(video_failures),
+        "overall": summarize(generations),
+        "by_source": _grouped(generations, lambda g: [g.sample.source]),
+        "by_label_type": _grouped(generations, label_types),
+        "by_task": _grouped(generations, lambda g: [g.sample.task]),
+    }
+    if held_out:
+        for group in [stats["overall"], *stats["by_source"].values(), *stats["by_label_type"].values(),
+                      *stats["by_task"].values()]:  # fmt: skip
+            group["accuracy"] = group["direct_fraction"]
+    return stats
+
+
+def run_statistics(sets: Sequence[GenerationSet], generations: dict[str, list[Generation]]) -> dict[str, Any]:
+    """``stats.json``: one entry per cycle with its training and held-out statistics.
+
+    Cycle 0 (``label`` "start") is the starting model; the final direct-only model, when
+    there is one, comes last (``label`` "final").
+    """
+    cycles: dict[int, dict[str, Any]] = {}
+    for generation_set in sets:
+        label = "final" if generation_set.name.startswith("final") else ("start" if generation_set.cycle == 0 else str(generation_set.cycle))
+        entry = cycles.setdefault(generation_set.cycle, {"cycle": generation_set.cycle, "label": label})
+        key = "training" if generation_set.split == "train" else "held_out"
+        entry[key] = set_statistics(
+            generations[generation_set.name], read_video_failures(generation_set.directory), held_out=key == "held_out"
+        )
+        if key == "held_out":
+            entry["held_out_accuracy"] = entry[key]["overall"]["accuracy"]
+    return {"cycles": [cycles[cycle] for cycle in sorted(cycles)]}
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plot_by_cycle(stats: dict[str, Any], split: str, metric: str, title: str, path: Path) -> bool:
+    """A line per label type (and overall) of ``metric`` against the cycle; False when no data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for entry in stats["cycles"]:
+        if split not in entry:
+            continue
+        series["overall"].append((entry["cycle"], entry[split]["overall"][metric]))
+        for label_type, group in entry[split]["by_label_type"].items():
+            series[f"label: {label_type}"].append((entry["cycle"], group[metric]))
+    if not series:
+        return False
+    figure, axes = pyplot.subplots(figsize=(6.4, 4.0), dpi=100)
+    for name, points in series.items():
+        cycles, values = zip(*points)
+        style = {"color": "black", "linewidth": 2.5, "zorder": 3} if name == "overall" else {"linestyle": "--", "linewidth": 1.2}
+        axes.plot(cycles, [100 * v for v in values], marker="o", label=name, **style)
+    axes.set_xlabel("after cycle (0 = starting model)" if split == "held_out" else "cycle")
+    axes.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    axes.set_ylim(-2, 102)
+    axes.set_xticks(sorted({c for points in series.values() for c, _ in points}))
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    pyplot.close(figure)
+    return True
+
+
+# ---------------------------------------------------------------- gallery
+
+
+def pick_gallery(generations: Sequence[Generation], size: int, rng: random.Random) -> list[Generation]:
+    """Up to ``size`` generations, balanced over passed directly / rationalized / failed."""
+    buckets: dict[str, list[Generation]] = {"passed": [], "rationalized": [], "failed": []}
+    for generation in generations:
+        buckets[status_of(generation)].append(generation)
+    for bucket in buckets.values():
+        rng.shuffle(bucket)
+    picked: list[Generation] = []
+    while len(picked) < size and any(buckets.values()):
+        for bucket in buckets.values():
+            if bucket and len(picked) < size:
+                picked.append(bucket.pop())
+    return sorted(picked, key=lambda g: g.id)
+
+
+def status_of(generation: Generation) -> str:
+    if not generation.passed:
+        return "failed"
+    return "rationalized" if generation.rationalized else "passed"
+
+
+def frame_strip(generation: Generation, video_root: Path | None, frames_dir: Path) -> tuple[str | None, str]:
+    """A PNG strip of frames for the sample's clip: (path relative to the report, error)."""
+    if video_root is None:
+        return None, "no video root known"
+    key = hashlib.sha1(f"{generation.sample.video}|{generation.sample.start}|{generation.sample.end}".encode()).hexdigest()[:16]
+    path = frames_dir / f"{key}.png"
+    if not path.exists():
+        from llava_star.video import read_frames, resolve_video_path
+
+        try:
+            video = resolve_video_path(video_root, generation.sample.video)
+            frames = read_frames(video, STRIP_FRAMES, start=generation.sample.start, end=generation.sample.end)
+        except VideoError as error:
+            return None, str(error)
+        _save_strip(frames.array, path)
+    return f"{frames_dir.name}/{path.name}", ""
+
+
+def _save_strip(array, path: Path) -> None:
+    from PIL import Image
+
+    height, width = array.shape[1:3]
+    scale = STRIP_HEIGHT / height
+    tiles = [Image.fromarray(frame).resize((max(1, round(width * scale)), STRIP_HEIGHT), Image.NEAREST) for frame in array]
+    strip = Image.new("RGB", (sum(tile.width for tile in tiles) + 2 * (len(tiles) - 1), STRIP_HEIGHT), (255, 255, 255))
+    x = 0
+    for tile in tiles:
+        strip.paste(tile, (x, 0))
+        x += tile.width + 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp.png")
+    strip.save(temporary)
+    temporary.replace(path)
+
+
+def _label_text(generation: Generation) -> str:
+    parts = []
+    for label in generation.sample.labels:
+        value = label.value
+        text = ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        parts.append(f"{label.name or label.type}: {text}")
+    return "; ".join(parts)
+
+
+def _card(generation: Generation, generation_set: GenerationSet, image: str | None, image_error: str) -> str:
+    status = status_of(generation)
+    verdict = {"passed": "passed", "rationalized": "passed after rationalization", "failed": "failed"}[status]
+    reason = first_failing_reason(generation)
+    strip = (
+        f'<img class="strip" src="{html.escape(image)}" alt="frames of {html.escape(generation.sample.video)}">'
+        if image
+        else f'<div class="nostrip">frames unavailable: {html.escape(image_error)}</div>'
+    )
+    return f"""<article class="card {status}" data-status="{status}" data-cycle="{generation_set.cycle}" data-split="{generation_set.split}">
+{strip}
+<div class="meta">{html.escape(generation_set.name)} · {html.escape(generation.sample.source)} · {html.escape(generation.sample.task)} · <code>{html.escape(generation.id)}</code></div>
+<p class="question"><b>Q:</b> {html.escape(generation.sample.question)}</p>
+<p class="answer"><b>A:</b> {html.escape(generation.answer) or "<i>(empty)</i>"}</p>
+<p class="label"><b>Label:</b> {html.escape(_label_text(generation))}</p>
+<p class="verdict {status}"><b>{verdict}</b>{(" — " + html.escape(reason)) if reason else ""}</p>
+</article>"""
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; background: #fafafa; color: #222; }
+h1 { margin-bottom: 0.2em; }
+.plots img { max-width: 48%; border: 1px solid #ddd; background: white; margin-right: 1%; }
+table.summary { border-collapse: collapse; margin: 1em 0; }
+table.summary td, table.summary th { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
+.filters { margin: 1em 0; padding: 0.6em; background: #eee; border-radius: 6px; }
+.filters label { margin-right: 1.2em; }
+#gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 12px; }
+.card { background: white; border: 1px solid #ccc; border-left: 6px solid #999; border-radius: 6px; padding: 8px; }
+.card.passed { border-left-color: #2a9d47; } .card.rationalized { border-left-color: #e0a100; } .card.failed { border-left-color: #d03030; }
+.card[hidden] { display: none; }
+.strip { max-width: 100%; image-rendering: pixelated; display: block; }
+.nostrip { color: #888; font-size: 0.85em; padding: 1em 0; }
+.meta { font-size: 0.8em; color: #666; margin-top: 4px; }
+.card p { margin: 0.35em 0; }
+.verdict.passed { color: #2a9d47; } .verdict.rationalized { color: #a07000; } .verdict.failed { color: #d03030; }
+"""
+
+# Filters also read the page's query string (?status=failed&split=train&cycle=1), so a
+# link can open a filtered view.
+_SCRIPT = """
+const controls = { status: document.getElementById('status'), split: document.getElementById('split'), cycle: document.getElementById('cycle') };
+function applyFilters() {
+  let shown = 0;
+  for (const card of document.querySelectorAll('#gallery .card')) {
+    const status = controls.status.value, split = controls.split.value, cycle = controls.cycle.value;
+    const statusOk = status === 'all' || card.dataset.status === status || (status === 'passed_any' && card.dataset.status !== 'failed');
+    const visible = statusOk && (split === 'all' || card.dataset.split === split) && (cycle === 'all' || card.dataset.cycle === cycle);
+    card.hidden = !visible;
+    if (visible) shown += 1;
+  }
+  document.getElementById('shown').textContent = shown;
+}
+const params = new URLSearchParams(window.location.search);
+for (const [name, control] of Object.entries(controls)) {
+  if (params.has(name)) control.value = params.get(name);
+  control.addEventListener('change', applyFilters);
+}
+applyFilters();
+"""
+
+
+def _summary_table(stats: dict[str, Any]) -> str:
+    rows = ["<tr><th>cycle</th><th>samples</th><th>kept</th><th>kept directly</th><th>rationalized</th><th>held-out accuracy</th></tr>"]
+    for entry in stats["cycles"]:
+        training = entry.get("training", {}).get("overall")
+        cells = [html.escape(entry["label"])]
+        if training:
+            cells += [str(training["samples"]), f"{100 * training['kept_fraction']:.1f}%",
+                      f"{100 * training['direct_fraction']:.1f}%", f"{100 * training['rationalized_fraction']:.1f}%"]  # fmt: skip
+        else:
+            cells += ["-"] * 4
+        accuracy = entry.get("held_out_accuracy")
+        cells.append("-" if accuracy is None else f"{100 * accuracy:.1f}%")
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    return '<table class="summary">' + "".join(rows) + "</table>"
+
+
+def _select(name: str, label: str, options: Iterable[tuple[str, str]]) -> str:
+    items = "".join(f'<option value="{html.escape(value)}">{html.escape(text)}</option>' for value, text in options)
+    return f'<label>{label} <select id="{name}">{items}</select></label>'
+
+
+def render_html(run_dir: Path, stats: dict[str, Any], cards: Sequence[str], plots: Sequence[str], sets: Sequence[GenerationSet]) -> str:
+    cycles = sorted({s.cycle for s in sets})
+    filters = " ".join([
+        _select("status", "verdict", [("all", "all"), ("passed_any", "passed (any)"), ("passed", "passed directly"),
+                                      ("rationalized", "rationalized"), ("failed", "failed")]),
+        _select("split", "split", [("all", "all"), ("train", "training"), ("held-out", "held-out")]),
+        _select("cycle", "cycle", [("all", "all"), *[(str(c), str(c)) for c in cycles]]),
+    ])  # fmt: skip
+    plot_images = "".join(f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' for name in plots)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>llava-star report: {html.escape(run_dir.name)}</title>
+<style>{_STYLE}</style></head>
+<body>
+<h1>Self-training report</h1>
+<p>Run: <code>{html.escape(str(run_dir))}</code> · statistics in <a href="stats.json">stats.json</a></p>
+{_summary_table(stats)}
+<div class="plots">{plot_images}</div>
+<h2>Gallery</h2>
+<div class="filters">{filters} <span><span id="shown">{len(cards)}</span> of {len(cards)} shown</span></div>
+<section id="gallery">
+{chr(10).join(cards)}
+</section>
+<script>{_SCRIPT}</script>
+</body></html>
+"""
+
+
+def _video_root_of(run_dir: Path) -> Path | None:
+    config = run_dir / "config.yaml"
+    if not config.exists():
+        return None
+    from llava_star.config import read_yaml_mapping
+
+    video_root = read_yaml_mapping(config).get("video_root")
+    return Path(video_root) if isinstance(video_root, str) else None
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    video_root: str | Path | None = None,
+    gallery_per_set: int = 24,
+    seed: int = 0,
+) -> Path:
+    """Write stats.json, the plots and index.html for ``run_dir``; returns the HTML path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LlavaStarError(f"{run_dir}: not a directory")
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    video_root = Path(video_root) if video_root is not None else _video_root_of(run_dir)
+    sets = discover_sets(run_dir)
+    if not sets:
+        raise LlavaStarError(f"{run_dir}: no generation shards found (expected cycle_*/generations/{GENERATION_SHARDS})")
+    generations = {s.name: read_generation_dir(s.directory) for s in sets}
+    stats = run_statistics(sets, generations)
+    stats["run_dir"] = str(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "stats.json", stats)
+    plots = []
+    if plot_by_cycle(stats, "training", "kept_fraction", "Kept answers per cycle (training samples)", out / "kept_by_cycle.png"):
+        plots.append("kept_by_cycle.png")
+    if plot_by_cycle(stats, "held_out", "accuracy", "Held-out accuracy (direct answers that pass)", out / "accuracy_by_cycle.png"):
+        plots.append("accuracy_by_cycle.png")
+    rng = random.Random(seed)
+    cards = []
+    for generation_set in sets:
+        for generation in pick_gallery(generations[generation_set.name], gallery_per_set, rng):
+            image, error = frame_strip(generation, video_root, out / "frames")
+            cards.append(_card(generation, generation_set, image, error))
+    page = out / "index.html"
+    write_text_atomic(page, render_html(run_dir, stats, cards, plots, sets))
+    logger.info("report: %s (%d cards)", page, len(cards))
+    return page
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="llava-star report",
+        description="Write stats.json, plots and an HTML gallery for a cycle run (or one generation directory).",
+    )
+    parser.add_argument("run_dir", help="output_dir of `llava-star cycle`, or a generation directory")
+    parser.add_argument("-o", "--output", help="report directory (default RUN_DIR/report)")
+    parser.add_argument("--video-root", help="where the videos are (default: video_root of RUN_DIR/config.yaml)")
+    parser.add_argument("--gallery-size", type=int, default=24, help="samples shown per cycle and split (default 24)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for picking gallery samples")
+    args = parser.parse_args(argv)
+    page = write_report(args.run_dir, out_dir=args.output, video_root=args.video_root, gallery_per_set=args.gallery_size, seed=args.seed)
+    stats = json.loads((page.parent / "stats.json").read_text(encoding="utf-8"))
+    for entry in stats["cycles"]:
+        logger.info(
+            "cycle %d: kept %s, held-out accuracy %s", entry["cycle"],
+            f"{100 * entry['training']['overall']['kept_fraction']:.1f}%" if "training" in entry else "-",
+            f"{100 * entry['held_out_accuracy']:.1f}%" if "held_out_accuracy" in entry else "-",
+        )  # fmt: skip
+    sys.stdout.write(f"report: {page}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

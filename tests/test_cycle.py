@@ -1,0 +1,250 @@
+"""Self-training cycles: end to end on tiny data, resume after kills, plateau stop, config errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llava_star.config import load_config
+from llava_star.cycle import CycleConfig, format_summary, is_plateau, kept_fractions, main, run_cycles
+from llava_star.errors import ConfigError
+from llava_star.records import Generation, read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- fast checks
+
+
+def test_plateau_rule():
+    assert not is_plateau([0.2], 0.05)
+    assert not is_plateau([0.2, 0.3], 0.05)
+    assert is_plateau([0.2, 0.3, 0.31], 0.05)
+    assert is_plateau([0.5, 0.4], 0.0)  # a drop is a plateau too
+    assert not is_plateau([0.5, 0.5], None)
+
+
+def test_kept_fractions_count_direct_and_rationalized():
+    def gen(sample_id, passed, rationalized):
+        return Generation.from_dict({
+            "id": sample_id, "video": "v.mp4", "question": "q?", "source": "s", "task": "colour",
+            "labels": [{"type": "class", "value": "red"}], "answer": "red", "rationalized": rationalized,
+            "passed": passed, "checks": [], "cycle": 1, "model": "m",
+        })  # fmt: skip
+
+    counts = kept_fractions([gen("a", True, False), gen("b", True, True), gen("c", False, True), gen("d", False, False)])
+    assert counts == {"samples": 4, "kept": 2, "kept_direct": 1, "kept_rationalized": 1,
+                      "kept_fraction": 0.5, "rationalized_fraction": 0.25}  # fmt: skip
+
+
+def test_train_options_the_cycle_owns_are_refused():
+    with pytest.raises(ConfigError, match="train.options.output_dir"):
+        load_config(CycleConfig, ROOT / "configs" / "cycle.yaml", ["train.options={output_dir: elsewhere}"])
+
+
+def test_missing_inputs_name_the_key(tmp_path):
+    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={tmp_path / 'nope.jsonl'}",
+                                             f"video_root={tmp_path}", f"output_dir={tmp_path / 'run'}"])  # fmt: skip
+    with pytest.raises(ConfigError, match="^samples: .*nope.jsonl does not exist"):
+        run_cycles(config)
+
+
+@pytest.mark.parametrize("options, key", [({"learning_rte": 1e-3}, "train.options.learning_rte"),
+                                          ({"learning_rate": -1.0}, "train.options.learning_rate")])
+def test_bad_train_options_fail_before_any_stage_runs(tmp_path, options, key):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("")
+    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={samples}", f"video_root={tmp_path}",
+                                             f"output_dir={tmp_path / 'run'}", f"train.options={json.dumps(options)}"])  # fmt: skip
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        run_cycles(config)
+    assert not (tmp_path / "run" / "cycle_1").exists()
+
+
+def test_cli_reports_a_bad_override_naming_the_key(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "llava_star", "cycle", "--config", str(ROOT / "configs" / "cycle.yaml"), "generate.batchsize=4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "generate.batchsize: unknown key" in result.stderr
+
+
+# ---------------------------------------------------------------- real runs on tiny data
+
+COLOUR_TASK = "colour"
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    """Synthetic videos, the colour questions split into train / held-out, and a tiny VideoLlava."""
+    from llava_star.datasets.synthetic import main as synthetic_main
+    from llava_star.models.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-cycle")
+    assert synthetic_main(["-o", str(root / "data"), "--num-videos", "24", "--seed", "0"]) == 0
+    for split, limit in (("train", 16), ("test", 6)):
+        lines = [line for line in (root / "data" / f"{split}.jsonl").read_text().splitlines()
+                 if json.loads(line)["task"] == COLOUR_TASK]  # fmt: skip
+        assert lines, f"no {COLOUR_TASK} samples in the synthetic {split} split"
+        (root / f"{split}.jsonl").write_text("\n".join(lines[:limit]) + "\n")
+    model = build_tiny_model("video_llava", root / "model", seed=0)
+    # A random model keeps no answer; a few mixed-in LLaVA records make every cycle train.
+    samples = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()][:4]
+    mix = [{"id": f"mix-{index}", "video": sample["video"],
+            "conversations": [{"from": "human", "value": "<video>\n" + sample["question"]},
+                              {"from": "gpt", "value": f"The object is {sample['labels'][0]['value']}."}]}
+           for index, sample in enumerate(samples)]  # fmt: skip
+    (root / "mix.json").write_text(json.dumps(mix))
+    return {"root": root, "model": model, "mix": root / "mix.json"}
+
+
+def write_config(tmp_path, setup, **overrides):
+    data = {
+        "model": str(setup["model"]),
+        "samples": str(setup["root"] / "train.jsonl"),
+        "video_root": str(setup["root"] / "data"),
+        "output_dir": str(tmp_path / "run"),
+        "cycles": 2,
+        "min_kept_gain": None,
+        "generate": {"batch_size": 4, "num_frames": 8, "max_new_tokens": 12},
+        "train": {"mix": [str(setup["mix"])], "options": {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1.0e-3,
+                              "dataloader_num_workers": 0}},
+        "eval": {"samples": str(setup["root"] / "test.jsonl")},
+    }  # fmt: skip
+    for key, value in overrides.items():
+        node = data
+        *parents, last = key.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[last] = value
+    path = tmp_path / "cycle.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def ids_in(directory):
+    ids = []
+    for shard in sorted(Path(directory).glob("generations.*.jsonl")):
+        ids.extend(line["id"] for line in read_jsonl(shard))
+    return ids
+
+
+@pytest.mark.slow
+def test_two_cycles_end_to_end(tmp_path, tiny_setup, capsys):
+    config = write_config(tmp_path, tiny_setup, final_direct_only=True)
+    assert main(["--config", str(config)]) == 0
+    run = tmp_path / "run"
+    train_ids = [json.loads(line)["id"] for line in (tiny_setup["root"] / "train.jsonl").read_text().splitlines()]
+    test_ids = [json.loads(line)["id"] for line in (tiny_setup["root"] / "test.jsonl").read_text().splitlines()]
+    for cycle in (1, 2):
+        directory = run / f"cycle_{cycle}"
+        assert sorted(ids_in(directory / "generations")) == sorted(train_ids)
+        assert sorted(ids_in(directory / "eval" / "generations")) == sorted(test_ids)
+        evaluation = json.loads((directory / "eval.json").read_text())
+        assert evaluation["samples"] == len(test_ids) and 0 <= evaluation["accuracy"] <= 1
+        for stage in ("generate", "export", "train", "eval"):
+            assert (directory / "done" / f"{stage}.json").exists()
+        exported = json.loads((directory / "done" / "export.json").read_text())
+        records = json.loads((directory / "train.json").read_text())
+        assert len(records) == exported["samples"] >= 4  # the kept answers and the mix
+        train_info = json.loads((directory / "done" / "train.json").read_text())
+        assert train_info["trained"] and (directory / "model" / "config.json").exists()
+        # STaR: every cycle starts again from the base checkpoint
+        assert train_info["from"] == str(tiny_setup["model"].resolve())
+    # model_2 (trained in cycle 1) generates cycle 2
+    generations = list(read_jsonl(next((run / "cycle_2" / "generations").glob("generations.*.jsonl")), Generation.from_dict))
+    assert {g.cycle for g in generations} == {2}
+    assert (run / "baseline" / "eval.json").exists()
+    saved = load_config(CycleConfig, run / "config.yaml")
+    assert saved.output_dir == str(run.resolve()) and saved.cycles == 2
+    stats = json.loads((run / "report" / "stats.json").read_text())
+    assert [entry["label"] for entry in stats["cycles"]] == ["start", "1", "2", "final"]
+    assert (run / "report" / "index.html").exists() and (run / "report" / "accuracy_by_cycle.png").exists()
+    summary = json.loads((run / "run.json").read_text())
+    assert summary["stopped"] == "completed all cycles" and len(summary["cycles"]) == 2
+    # the paper's final model: from the base, on the last cycle's direct answers only
+    final_records = json.loads((run / "final" / "train.json").read_text())
+    assert final_records and not any(record.get("rationalized") for record in final_records)
+    assert summary["final"]["eval"]["samples"] == len(test_ids) and summary["model"] == str(run / "final" / "model")
+    out = capsys.readouterr().out
+    assert "held-out accuracy" in out and "report:" in out
+
+    # a rerun of a finished run does nothing again
+    before = {path: path.stat().st_mtime_ns for path in run.rglob("*.jsonl")}
+    assert main(["--config", str(config)]) == 0
+    assert before == {path: path.stat().st_mtime_ns for path in run.rglob("*.jsonl")}
+
+
+@pytest.mark.slow
+def test_plateau_stops_early(tmp_path, tiny_setup):
+    # kept fraction can never grow by more than 100 points: the run stops after cycle 2
+    # ... with generation launched as a separate process, as torchrun would start it
+    launch = [sys.executable, "-m", "llava_star"]
+    config = load_config(CycleConfig, write_config(tmp_path, tiny_setup, cycles=4, min_kept_gain=1.01,
+                                                   **{"launch.generate": launch, "eval.samples": None}))  # fmt: skip
+    summary = run_cycles(config)
+    assert len(summary["cycles"]) == 2 and summary["stopped"].startswith("plateau after cycle 2")
+    assert not (tmp_path / "run" / "cycle_3").exists()
+    assert "plateau" in format_summary(summary) and summary["baseline"] is None
+    assert ids_in(tmp_path / "run" / "cycle_2" / "generations")  # written by the launched process
+
+
+def run_until(config, condition, timeout=600):
+    """Start `llava-star cycle` in a subprocess and kill -9 it as soon as ``condition()`` holds."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llava_star", "cycle", "--config", str(config)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    try:
+        while not condition():
+            if process.poll() is not None:
+                raise AssertionError(f"the run ended before the kill point: {process.stderr.read().decode()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out waiting for the kill point")
+            time.sleep(0.01)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stderr.close()
+
+
+def shard_lines(directory):
+    return sum(len(shard.read_bytes().splitlines()) for shard in Path(directory).glob("generations.*.jsonl"))
+
+
+@pytest.mark.slow
+def test_resume_after_kill_between_stages(tmp_path, tiny_setup):
+    config = write_config(tmp_path, tiny_setup, cycles=1, **{"eval.baseline": False})
+    cycle_dir = tmp_path / "run" / "cycle_1"
+    run_until(config, lambda: (cycle_dir / "done" / "export.json").exists())
+    assert not (cycle_dir / "done" / "eval.json").exists()
+    generated = {path: path.stat().st_mtime_ns for path in (cycle_dir / "generations").glob("*.jsonl")}
+    exported = (cycle_dir / "train.json").stat().st_mtime_ns
+    assert main(["--config", str(config)]) == 0
+    # the finished stages were not run again, the unfinished ones were
+    assert generated == {path: path.stat().st_mtime_ns for path in (cycle_dir / "generations").glob("*.jsonl")}
+    assert (cycle_dir / "train.json").stat().st_mtime_ns == exported
+    assert (cycle_dir / "done" / "train.json").exists() and (cycle_dir / "eval.json").exists()
+
+
+@pytest.mark.slow
+def test_resume_after_kill_in_the_middle_of_generation(tmp_path, tiny_setup):
+    config = write_config(tmp_path, tiny_setup, cycles=1, **{"eval.baseline": False, "generate.batch_size": 1})
+    generations = tmp_path / "run" / "cycle_1" / "generations"
+    run_until(config, lambda: generations.is_dir() and shard_lines(generations) >= 3)
+    written = shard_lines(generations)
+    train_ids = [json.loads(line)["id"] for line in (tiny_setup["root"] / "train.jsonl").read_text().splitlines()]
+    assert 3 <= written < len(train_ids) + 1, "the kill came too late to test a resume inside generation"
+    assert main(["--config", str(config)]) == 0
+    ids = ids_in(generations)
+    assert sorted(ids) == sorted(train_ids)  # every sample exactly once
+    assert (tmp_path / "run" / "cycle_1" / "eval.json").exists()

@@ -30,6 +30,13 @@ _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[a-z]+'t\b|[a-z]+|[.!?;:,\n]")
 _CONTENT = re.compile(r"[a-z0-9]")
 # Replaced by spaces; a character class is scanned faster than str.translate maps each character.
 _SEPARATORS = re.compile("[" + re.escape("\"()[]{}-–—/*&%$#@+=<>|\\~^`_\t\r…") + "]")
+# A full stop between letters joins abbreviations ("Soms.Pike", "Arm.Forward", "e.g"): two
+# words, as the label side splits them. The literal "." first lets the scan skip ahead.
+_DOTTED = re.compile(r"\.(?<=[a-z]\.)(?=[a-z])")
+# "two and a half" reads 2.5 once number words are digits; "a half twist" 0.5.
+_AND_A_HALF = re.compile(r"\b(\d+) and (?:a|one|1) half\b")
+_HALF = re.compile(r"\b(?:(?:a|one|1) )?half(?: an?\b)?")
+_HYPHEN_BETWEEN_LETTERS = re.compile(r"(?<=[a-z])-(?=[a-z])")
 _SENTENCE_END = frozenset(".!?\n")
 # Tokens that open a new clause: a negation before them does not reach past them.
 _CLAUSE_BREAK = frozenset(
@@ -47,7 +54,10 @@ _BE_DO = frozenset(["is", "are", "was", "were", "be", "does", "do", "did", "seem
 _NEGATIVE_VERDICT_WORDS = frozenset(["incorrect", "wrong", "unlikely", "ruled", "eliminated", "excluded"])
 # Substring tests first (cheap), the regular expression only when one of them hits.
 _NUMBER_WORD_LIST = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million"]
-_NUMBER_WORD = re.compile("|".join(_NUMBER_WORD_LIST))
+# Longest first and whole words only: "six" alone must not stop the scan inside "sixteen".
+_NUMBER_WORD = re.compile(
+    r"(?<![a-z])(?:" + "|".join(sorted(_NUMBER_WORD_LIST, key=len, reverse=True)) + r")(?![a-z])"
+)
 # Every number word contains one of these ("seven" is in "seventeen" and "seventy").
 _NUMBER_WORD_STEMS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
                       "eleven", "twelve", "thir", "fif", "twenty", "forty", "hundred", "thousand", "million")  # fmt: skip
@@ -121,11 +131,6 @@ def split_words(text: str) -> list[str]:
     return [token for token in _TOKEN.findall(normalize(text)) if token[0].isalnum()]
 
 
-def _is_whole_word(text: str, match: re.Match[str]) -> bool:
-    start, end = match.span()
-    return not ((start and text[start - 1].isalpha()) or (end < len(text) and text[end].isalpha()))
-
-
 def _is_negator(words: list[str], index: int) -> bool:
     word = words[index]
     if word not in NEGATORS and not word.endswith("'t"):
@@ -166,6 +171,8 @@ class Answer:
         for mark in (". ", ", ", ": ", "; "):
             if mark in text:
                 text = text.replace(mark, " " + mark)
+        if text.count(".") != text.count(" . "):  # a full stop inside a word: "4.3", "soms.pike"
+            text = _DOTTED.sub(" ", text)
         if "'" in text:  # quotes, not contractions
             text = text.replace(" '", " ").replace("' ", " ")
         return text.split()
@@ -288,11 +295,30 @@ class Answer:
     @_lazy
     def digits(self) -> str:
         """The text with number words as digits ("seventy-five" -> "75"), for number parsers."""
-        text = self.text
-        if not any(stem in text for stem in _NUMBER_WORD_STEMS) or not any(
-            _is_whole_word(text, m) for m in _NUMBER_WORD.finditer(text)
-        ):
-            return text
-        from text_to_num import alpha2digit
+        return with_digits(self.text)
 
-        return alpha2digit(self.text, "en", threshold=0)
+    @_lazy
+    def numeric(self) -> Answer:
+        """The answer with its counts as digits, for class names that contain numbers
+        ("2.5 Soms.Pike" is asserted by "two and a half somersaults in the pike position").
+
+        >>> Answer("One and a half twists, then a half-twist.").numeric.words
+        ['1.5', 'twists', ',', 'then', '0.5', 'twist', '.']
+        """
+        text = self.digits if "-" not in self.text else with_digits(_HYPHEN_BETWEEN_LETTERS.sub(" ", self.text))
+        if "half" in text:
+            text = _HALF.sub("0.5", _AND_A_HALF.sub(r"\1.5", text))
+        return self if text == self.text else Answer(text)
+
+
+def with_digits(text: str) -> str:
+    """Number words as digits; the text itself (no parser call) when it has none.
+
+    >>> with_digits("sixteen people and seventy-five chairs")
+    '16 people and 75 chairs'
+    """
+    if not any(stem in text for stem in _NUMBER_WORD_STEMS) or _NUMBER_WORD.search(text) is None:
+        return text
+    from text_to_num import alpha2digit
+
+    return alpha2digit(text, "en", threshold=0)

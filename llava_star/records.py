@@ -84,7 +84,7 @@ def _check_synonyms(label_type: str, synonyms: Any, steps: Any) -> tuple[str, ..
                 raise LabelError(f"synonyms: {step!r} is not a step of the sequence {list(steps)}")
             if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
                 raise LabelError(f"synonyms: step {step!r} needs a list of strings, got {names!r}")
-        return {step: tuple(names) for step, names in synonyms.items()}
+        return {step: tuple(names) for step, names in synonyms.items()} or ()
     if isinstance(synonyms, (str, Mapping)) or not all(isinstance(s, str) for s in synonyms):
         raise LabelError(f"synonyms: expected a list of strings (a sequence: {{step: [names]}}), got {synonyms!r}")
     if label_type == "sequence" and synonyms:

@@ -109,6 +109,7 @@ def test_sequence_synonyms_map_steps_to_names_and_survive_json() -> None:
     assert label.synonyms == {"Entry": ("enter water",)}
     assert Label.from_dict(json.loads(json.dumps(label.to_dict()))) == label
     assert label.to_dict()["synonyms"] == {"Entry": ["enter water"]}
+    assert "synonyms" not in Label("sequence", ["Forward", "Entry"], synonyms={}).to_dict()
     assert verify("He takes off forward and enters the water.", [label]).passed
     assert not verify("He takes off forward and enters the water.", [Label("sequence", ["Forward", "Entry"])]).passed
 

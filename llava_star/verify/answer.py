@@ -35,7 +35,7 @@ _SEPARATORS = re.compile("[" + re.escape("\"()[]{}-–—/*&%$#@+=<>|\\~^`_\t\r�
 _DOTTED = re.compile(r"\.(?<=[a-z]\.)(?=[a-z])")
 # "two and a half" reads 2.5 once number words are digits; "a half twist" 0.5.
 _AND_A_HALF = re.compile(r"\b(\d+) and (?:a|one|1) half\b")
-_HALF = re.compile(r"\b(?:(?:a|one|1) )?half(?: an?\b)?")
+_HALF = re.compile(r"\b(?:(?:a|one|1) )?half\b(?: an?\b)?")
 _HYPHEN_BETWEEN_LETTERS = re.compile(r"(?<=[a-z])-(?=[a-z])")
 _SENTENCE_END = frozenset(".!?\n")
 # Tokens that open a new clause: a negation before them does not reach past them.
@@ -43,6 +43,7 @@ _CLAUSE_BREAK = frozenset(
     [",", ";", ":", "but", "however", "although", "though", "whereas", "while", "yet", "because", "since"]
     + ["so", "therefore", "thus", "hence", "which", "who", "whose", "where", "when"]
 )
+_CLAUSE_OPENERS = _CLAUSE_BREAK | _SENTENCE_END
 _SUBJECTS_AFTER_AND = frozenset(["he", "she", "they", "it", "then", "there", "we", "i", "you", "this", "that"])
 NEGATORS = frozenset(["not", "no", "never", "nobody", "none", "nothing", "neither", "nor", "without", "cannot"])
 # "not only X", "no doubt X", "without a doubt X", "nothing but X" assert X.
@@ -184,18 +185,21 @@ class Answer:
     @_lazy
     def sentence_of(self) -> list[int]:
         """The sentence of each token (an end mark belongs to the sentence it ends)."""
-        ends = [word in _SENTENCE_END for word in self.words]
+        ends = list(map(_SENTENCE_END.__contains__, self.words))  # map runs the test in C
         return list(itertools.accumulate([0] + ends[:-1]))
 
     @_lazy
     def clause_of(self) -> list[int]:
-        """The clause of each token: commas, sentence ends and "but", "which", "and he" ... open one."""
+        """The clause of each token: commas, sentence ends and "but", "which", "and he" ... open one
+        (a punctuation mark belongs to the clause it opens)."""
         words = self.words
-        previous = [""] + words[:-1]
-        breaks = [
-            word in _CLAUSE_BREAK or before in _SENTENCE_END or (before == "and" and word in _SUBJECTS_AFTER_AND)
-            for word, before in zip(words, previous)
-        ]
+        breaks = list(map(_CLAUSE_OPENERS.__contains__, words))
+        if "and" in self.word_set:
+            position = -1
+            for _ in range(words.count("and")):
+                position = words.index("and", position + 1)
+                if position + 1 < len(words) and words[position + 1] in _SUBJECTS_AFTER_AND:
+                    breaks[position + 1] = True
         return list(itertools.accumulate(breaks))
 
     @_lazy

@@ -84,6 +84,22 @@ def _check_label_value(label_type: str, value: Any) -> Any:
     raise LabelError(f"type: unknown label type {label_type!r}; expected one of {', '.join(LABEL_TYPES)}")
 
 
+def _check_synonyms(label_type: str, synonyms: Any, steps: Any) -> tuple[str, ...] | dict[str, tuple[str, ...]]:
+    """A list of names; for a sequence, a mapping step -> names ("2.5 Soms.Pike" -> ["2.5 somersaults pike"])."""
+    if label_type == "sequence" and isinstance(synonyms, Mapping):
+        for step, names in synonyms.items():
+            if step not in steps:
+                raise LabelError(f"synonyms: {step!r} is not a step of the sequence {list(steps)}")
+            if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+                raise LabelError(f"synonyms: step {step!r} needs a list of strings, got {names!r}")
+        return {step: tuple(names) for step, names in synonyms.items()} or ()
+    if isinstance(synonyms, (str, Mapping)) or not all(isinstance(s, str) for s in synonyms):
+        raise LabelError(f"synonyms: expected a list of strings (a sequence: {{step: [names]}}), got {synonyms!r}")
+    if label_type == "sequence" and synonyms:
+        raise LabelError(f"synonyms: a sequence label maps each step to its names, got the list {synonyms!r}")
+    return tuple(synonyms)
+
+
 @dataclass(frozen=True)
 class Label:
     """One gold label of a sample (DESIGN.md "Label"). Validated on construction."""
@@ -91,7 +107,7 @@ class Label:
     type: str
     value: Any
     name: str | None = None
-    synonyms: tuple[str, ...] = ()
+    synonyms: tuple[str, ...] | Mapping[str, tuple[str, ...]] = ()  # a sequence: step -> names
     vocabulary: tuple[str, ...] | str | None = None
     tolerance: float | None = None
     rel_tolerance: float | None = None
@@ -104,9 +120,7 @@ class Label:
         if self.type not in LABEL_TYPES:
             raise LabelError(f"type: unknown label type {self.type!r}; expected one of {', '.join(LABEL_TYPES)}")
         object.__setattr__(self, "value", _check_label_value(self.type, self.value))
-        if isinstance(self.synonyms, str) or (self.synonyms and not all(isinstance(s, str) for s in self.synonyms)):
-            raise LabelError(f"synonyms: expected a list of strings, got {self.synonyms!r}")
-        object.__setattr__(self, "synonyms", tuple(self.synonyms))
+        object.__setattr__(self, "synonyms", _check_synonyms(self.type, self.synonyms, self.value))
         if self.vocabulary is not None and not isinstance(self.vocabulary, str):
             vocabulary = tuple(self.vocabulary)
             if not all(isinstance(v, str) for v in vocabulary):
@@ -136,8 +150,9 @@ class Label:
             raise LabelError(f"unknown label field(s) {sorted(unknown)}; expected {', '.join(_LABEL_FIELDS)}")
         if "type" not in data or "value" not in data:
             raise LabelError("a label needs 'type' and 'value'")
-        if "synonyms" in data:
-            return cls(**{**data, "synonyms": tuple(data["synonyms"])})
+        synonyms = data.get("synonyms")
+        if synonyms is not None and not isinstance(synonyms, Mapping):
+            return cls(**{**data, "synonyms": tuple(synonyms)})
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +161,8 @@ class Label:
         for key, value in vars(self).items():  # the fields, in their declared order
             if value is None or value == ():
                 continue
+            if key == "synonyms" and isinstance(value, Mapping):
+                value = {step: list(names) for step, names in value.items()}
             out[key] = list(value) if type(value) is tuple else value
         return out
 

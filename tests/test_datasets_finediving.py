@@ -9,7 +9,7 @@ import pytest
 
 from llava_star.datasets import get_adapter
 from llava_star.datasets.adapter import Found, PrepareRequest, Skipped
-from llava_star.datasets.finediving import load_pickle
+from llava_star.datasets.finediving import load_pickle, step_synonyms
 from llava_star.errors import AnnotationError
 
 DATA = Path(__file__).parent / "data"
@@ -73,6 +73,7 @@ def test_real_label_triple_becomes_score_difficulty_and_steps(release):
     assert difficulty.labels[0].to_dict() == {"type": "number", "value": 3.5, "name": "difficulty", "tolerance": 0.05}
     assert steps.labels[0].value == ("Reverse", "3.5 Soms.Tuck", "Entry")
     assert steps.labels[0].type == "sequence"
+    assert steps.labels[0].synonyms["3.5 Soms.Tuck"] == ("3.5 somersaults tuck", "3.5 somersaults tucked")
     assert score.meta["dive_number"] == "307C"
     assert score.meta["judge_scores"] == JUDGES
     assert score.meta["steps_transit_frames"] == [30, 80]  # numpy arrays come back as lists
@@ -203,3 +204,13 @@ def test_truncated_pickle_is_an_annotation_error(tmp_path):
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(AnnotationError, match=r"cut\.pkl: not a readable pickle"):
         load_pickle(path)
+
+
+def test_step_synonyms_spell_out_the_abbreviated_sub_actions():
+    names = [name for name in STRUCTURE["Sub_action_Types_Table.pkl"]["contents_name_to_id"]]
+    synonyms = step_synonyms(tuple(names))
+    assert synonyms["0.5 Som.Pike"] == ["0.5 somersaults pike", "0.5 somersaults piked"]
+    assert synonyms["Arm.Forward"] == ["armstand forward"]
+    assert "enter water" in synonyms["Entry"]
+    assert "2.5 Twists" not in synonyms  # the verifier reads "two and a half twists" itself
+    assert all(name in synonyms for name in names if "Som" in name)

@@ -92,12 +92,26 @@ def test_json_labels_are_accepted_and_validated() -> None:
         ({"type": "class", "value": "swimming", "vocabulary": "no_such_list"}, "labels[0].vocabulary"),
         ({"type": "choice", "value": "A", "options": {"A": 3}}, "labels[0].options"),
         ({"type": "class", "value": "swimming", "colour": "red"}, "labels[0]"),
+        ({"type": "class", "value": "swimming", "synonyms": {"swimming": ["bathing"]}}, "labels[0].synonyms"),
+        ({"type": "sequence", "value": ["Forward", "Entry"], "synonyms": ["forwards"]}, "labels[0].synonyms"),
+        ({"type": "sequence", "value": ["Forward", "Entry"], "synonyms": {"Back": ["backward"]}}, "labels[0].synonyms"),
+        ({"type": "sequence", "value": ["Forward", "Entry"], "synonyms": {"Entry": "enter water"}}, "labels[0].synonyms"),
     ],
 )
 def test_bad_labels_are_errors_naming_the_field(label: dict, field: str) -> None:
     with pytest.raises(LabelError) as caught:
         verify("The person is swimming and picks option A.", [label])
     assert str(caught.value).startswith(field)
+
+
+def test_sequence_synonyms_map_steps_to_names_and_survive_json() -> None:
+    label = Label.from_dict({"type": "sequence", "value": ["Forward", "Entry"], "synonyms": {"Entry": ["enter water"]}})
+    assert label.synonyms == {"Entry": ("enter water",)}
+    assert Label.from_dict(json.loads(json.dumps(label.to_dict()))) == label
+    assert label.to_dict()["synonyms"] == {"Entry": ["enter water"]}
+    assert "synonyms" not in Label("sequence", ["Forward", "Entry"], synonyms={}).to_dict()
+    assert verify("He takes off forward and enters the water.", [label]).passed
+    assert not verify("He takes off forward and enters the water.", [Label("sequence", ["Forward", "Entry"])]).passed
 
 
 @pytest.mark.parametrize("answer", [None, 3, b"swimming", ["swimming"]])

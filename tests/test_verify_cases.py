@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from llava_star.datasets.finediving import step_synonyms
 from llava_star.records import Label
 from llava_star.verify import verify
 
@@ -146,6 +147,13 @@ NUMBER_CASES = [
     Case("Looking at the dive, the entry was clean with minimal splash. The judges would likely give it a score of 85.5.", [num(85.5, name="score")], True, "the value after the name"),
     Case("The diver rotates three and a half times. I would estimate the final score to be seventy-five points.", [num(75, name="score")], True, "number words are read ('seventy-five')"),
     Case("There are three people in the video: a man, a woman and a child sitting at the table.", [num(3, name="count")], True, "a count in words"),
+    Case("Counting row by row, I can see that there are sixteen people standing on the stage.", [num(16, name="count")], True, "'sixteen' is read whole, not as 'six'"),
+    Case("Step 1: I count the cars in the lot. Step 2: I add the ones by the gate. In total there are seventeen cars.", [num(17, name="count")], True, "'seventeen' is read whole"),
+    Case("The group is large; after counting everyone carefully, I find nineteen dancers on the floor.", [num(19, name="count")], True, "'nineteen' is read whole"),
+    Case("I count the birds sitting on the wire carefully, and there are fourteen of them in total.", [num(14, name="count")], True, "'fourteen' is read whole"),
+    Case("Judging by the clean entry, I would give this dive a score of eighty points overall.", [num(80, name="score")], True, "'eighty' is read whole"),
+    Case("The crowd in the bleachers looks big. I estimate sixty spectators in the stands.", [num(60, name="count")], True, "'sixty' is read whole"),
+    Case("Counting row by row, I can see that there are sixteen people standing on the stage.", [num(6, name="count")], False, "'sixteen' is not six"),
     Case("The stadium is packed. I estimate roughly 1,200 spectators are watching the match.", [num(1200, name="count")], True, "thousands separators are read"),
     Case("The execution was very good overall. I would rate it 8 out of 10.", [num(8, name="score")], True, "'out of 10' is a denominator"),
     Case("The execution was very good overall. I would rate it 8 out of 10.", [num(10, name="score")], False, "a denominator is never the stated value"),
@@ -261,6 +269,34 @@ SEQUENCE_CASES = [
     Case("She opens the fridge, takes out an onion and washes it under the tap.", [seq()], False, "no step named"),
 ]
 
+DIVE = ["Forward", "2.5 Soms.Pike", "Entry"]
+
+
+def dive(steps: list[str] = DIVE) -> Label:
+    """A sub-action sequence as the FineDiving adapter emits it, synonyms included."""
+    return Label("sequence", steps, name="sub-actions", synonyms=step_synonyms(tuple(steps)))
+
+
+DIVE_CASES = [
+    Case("First Forward, then 2.5 Soms.Pike, then the Entry.", [Label("sequence", DIVE)], True, "the sub-action names themselves, 'Soms.Pike' split at the dot"),
+    Case("Step 1: the takeoff is Arm.Back. Step 2: 2 Soms.Tuck. Step 3: Entry.", [Label("sequence", ["Arm.Back", "2 Soms.Tuck", "Entry"])], True, "'Arm.Back' split at the dot like the label"),
+    Case("The diver takes off forward, performs two and a half somersaults in the pike position, and enters the water.", [dive()], True, "number words for the count, 'Soms' spelled out, 'enters the water' for Entry"),
+    Case("Let me go through the dive. The athlete leaves the board with a forward takeoff. Then she completes 2.5 somersaults in a piked position. Finally, she makes a clean entry into the water.", [dive()], True, "digits for the count, 'piked' for Pike, over three sentences"),
+    Case("The diver takes off forward, performs two-and-a-half somersaults piked, then enters the pool with little splash.", [dive()], True, "a hyphenated count"),
+    Case("The diver takes off forward, performs three and a half somersaults in the pike position, and enters the water.", [dive()], False, "a wrong count in words (3.5 for 2.5)"),
+    Case("The diver takes off forward, performs 3.5 somersaults in the pike position, and enters the water.", [dive()], False, "a wrong count in digits"),
+    Case("The diver takes off forward, performs two and a half somersaults in the tuck position, and enters the water.", [dive()], False, "a wrong position (tuck for pike)"),
+    Case("The diver takes off forward, performs two somersaults in the pike position, and enters the water.", [dive()], False, "two somersaults is not two and a half"),
+    Case("The diver enters the water after two and a half somersaults in the pike position from a forward takeoff.", [dive()], False, "sub-actions out of order"),
+    Case("The diver takes off forward and enters the water; he does not perform two and a half somersaults in the pike position.", [dive()], False, "a negated somersault step"),
+    Case("First, a reverse takeoff. Then three and a half somersaults in the tuck position. Finally, the entry.", [dive(["Reverse", "3.5 Soms.Tuck", "Entry"])], True, "the real label of the Video-STaR paper, Fig. 5"),
+    Case("He starts from an armstand facing back, does two somersaults tucked with one and a half twists, then enters the water.", [dive(["Arm.Back", "2 Soms.Tuck", "1.5 Twists", "Entry"])], True, "an armstand takeoff and twists counted in words"),
+    Case("He starts from an armstand facing back, does two somersaults tucked with two twists, then enters the water.", [dive(["Arm.Back", "2 Soms.Tuck", "1.5 Twists", "Entry"])], False, "a wrong twist count"),
+    Case("He starts from an armstand facing back, does two and a half somersaults tucked with 1.5 twists, then enters the water.", [dive(["Arm.Back", "2 Soms.Tuck", "1.5 Twists", "Entry"])], False, "two and a half somersaults is not two"),
+    Case("The diver takes off inward, performs one somersault in the pike position with a half twist, and enters the water.", [dive(["Inward", "1 Som.Pike", "0.5 Twist", "Entry"])], True, "'one somersault' and 'a half twist'"),
+    Case("The diver takes off inward, performs one and a half somersaults in the pike position with a half twist, and enters the water.", [dive(["Inward", "1 Som.Pike", "0.5 Twist", "Entry"])], False, "'one and a half' is not one"),
+]
+
 GUARD_CASES = [
     Case("", [cls("swimming")], False, "an empty answer"),
     Case("   \n\t  ", [cls("swimming")], False, "only whitespace"),
@@ -296,7 +332,7 @@ MULTI_LABEL_CASES = [
 
 ALL_CASES = (
     CLASS_CASES + NUMBER_CASES + TIME_CASES + BOX_CASES + YES_NO_CASES
-    + CHOICE_CASES + SEQUENCE_CASES + GUARD_CASES + MULTI_LABEL_CASES
+    + CHOICE_CASES + SEQUENCE_CASES + DIVE_CASES + GUARD_CASES + MULTI_LABEL_CASES
 )  # fmt: skip
 
 

@@ -35,6 +35,7 @@ import logging
 import math
 import pickle
 import random
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,36 @@ def step_names(dive: Dive) -> tuple[str, ...] | int:
     return tuple(steps)
 
 
+# The sub-action names abbreviate; answers spell them out ("2.5 Soms.Pike": "two and a half
+# somersaults in the pike position"). The verifier reads number words and inflections
+# itself; these are the diving words it cannot know.
+_SOMERSAULTS = re.compile(r"^(?P<count>\d+(?:\.\d+)?) Soms?\.(?P<position>Pike|Tuck)$")
+_POSITION_ADJECTIVES = {"Pike": "piked", "Tuck": "tucked"}
+_TAKEOFF_SYNONYMS = {"Back": ["backward"], "Arm.Forward": ["armstand forward"], "Arm.Back": ["armstand back", "armstand backward"], "Arm.Reverse": ["armstand reverse"]}  # fmt: skip
+_ENTRY_SYNONYMS = ["enter water", "enter pool", "entry water"]
+
+
+def step_synonyms(steps: tuple[str, ...]) -> dict[str, list[str]]:
+    """Plain-word names of the sub-actions, for the sequence label's ``synonyms``.
+
+    >>> step_synonyms(("Reverse", "3.5 Soms.Tuck", "Entry"))["3.5 Soms.Tuck"]
+    ['3.5 somersaults tuck', '3.5 somersaults tucked']
+    """
+    synonyms: dict[str, list[str]] = {}
+    for step in steps:
+        somersaults = _SOMERSAULTS.match(step)
+        if somersaults:
+            count, position = somersaults["count"], somersaults["position"]
+            names = [f"{count} somersaults {position.lower()}", f"{count} somersaults {_POSITION_ADJECTIVES[position]}"]
+        elif step == "Entry":
+            names = _ENTRY_SYNONYMS
+        else:
+            names = _TAKEOFF_SYNONYMS.get(step, [])
+        if names:
+            synonyms[step] = list(names)
+    return synonyms
+
+
 def _annotation_file(path: Path) -> Path:
     if path.is_dir():
         for name in (FINE_GRAINED_FILE, AQA_FILE):
@@ -267,5 +298,5 @@ def adapt(request: PrepareRequest) -> Iterator[Found | Skipped]:
             elif not steps:
                 yield Skipped("no frames_labels", where)
             else:
-                sequence = Label("sequence", steps, name="sub-actions")
+                sequence = Label("sequence", steps, name="sub-actions", synonyms=step_synonyms(steps))
                 yield Found(_sample(dive, video, "step_sequence", sequence, request.rng), where)

@@ -30,12 +30,20 @@ _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[a-z]+'t\b|[a-z]+|[.!?;:,\n]")
 _CONTENT = re.compile(r"[a-z0-9]")
 # Replaced by spaces; a character class is scanned faster than str.translate maps each character.
 _SEPARATORS = re.compile("[" + re.escape("\"()[]{}-–—/*&%$#@+=<>|\\~^`_\t\r…") + "]")
+# A full stop between letters joins abbreviations ("Soms.Pike", "Arm.Forward", "e.g"): two
+# words, as the label side splits them. The literal "." first lets the scan skip ahead.
+_DOTTED = re.compile(r"\.(?<=[a-z]\.)(?=[a-z])")
+# "two and a half" reads 2.5 once number words are digits; "a half twist" 0.5.
+_AND_A_HALF = re.compile(r"\b(\d+) and (?:a|one|1) half\b")
+_HALF = re.compile(r"\b(?:(?:a|one|1) )?half\b(?: an?\b)?")
+_HYPHEN_BETWEEN_LETTERS = re.compile(r"(?<=[a-z])-(?=[a-z])")
 _SENTENCE_END = frozenset(".!?\n")
 # Tokens that open a new clause: a negation before them does not reach past them.
 _CLAUSE_BREAK = frozenset(
     [",", ";", ":", "but", "however", "although", "though", "whereas", "while", "yet", "because", "since"]
     + ["so", "therefore", "thus", "hence", "which", "who", "whose", "where", "when"]
 )
+_CLAUSE_OPENERS = _CLAUSE_BREAK | _SENTENCE_END
 _SUBJECTS_AFTER_AND = frozenset(["he", "she", "they", "it", "then", "there", "we", "i", "you", "this", "that"])
 NEGATORS = frozenset(["not", "no", "never", "nobody", "none", "nothing", "neither", "nor", "without", "cannot"])
 # "not only X", "no doubt X", "without a doubt X", "nothing but X" assert X.
@@ -47,7 +55,10 @@ _BE_DO = frozenset(["is", "are", "was", "were", "be", "does", "do", "did", "seem
 _NEGATIVE_VERDICT_WORDS = frozenset(["incorrect", "wrong", "unlikely", "ruled", "eliminated", "excluded"])
 # Substring tests first (cheap), the regular expression only when one of them hits.
 _NUMBER_WORD_LIST = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million"]
-_NUMBER_WORD = re.compile("|".join(_NUMBER_WORD_LIST))
+# Longest first and whole words only: "six" alone must not stop the scan inside "sixteen".
+_NUMBER_WORD = re.compile(
+    r"(?<![a-z])(?:" + "|".join(sorted(_NUMBER_WORD_LIST, key=len, reverse=True)) + r")(?![a-z])"
+)
 # Every number word contains one of these ("seven" is in "seventeen" and "seventy").
 _NUMBER_WORD_STEMS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
                       "eleven", "twelve", "thir", "fif", "twenty", "forty", "hundred", "thousand", "million")  # fmt: skip
@@ -121,11 +132,6 @@ def split_words(text: str) -> list[str]:
     return [token for token in _TOKEN.findall(normalize(text)) if token[0].isalnum()]
 
 
-def _is_whole_word(text: str, match: re.Match[str]) -> bool:
-    start, end = match.span()
-    return not ((start and text[start - 1].isalpha()) or (end < len(text) and text[end].isalpha()))
-
-
 def _is_negator(words: list[str], index: int) -> bool:
     word = words[index]
     if word not in NEGATORS and not word.endswith("'t"):
@@ -166,6 +172,8 @@ class Answer:
         for mark in (". ", ", ", ": ", "; "):
             if mark in text:
                 text = text.replace(mark, " " + mark)
+        if text.count(".") != text.count(" . "):  # a full stop inside a word: "4.3", "soms.pike"
+            text = _DOTTED.sub(" ", text)
         if "'" in text:  # quotes, not contractions
             text = text.replace(" '", " ").replace("' ", " ")
         return text.split()
@@ -177,18 +185,21 @@ class Answer:
     @_lazy
     def sentence_of(self) -> list[int]:
         """The sentence of each token (an end mark belongs to the sentence it ends)."""
-        ends = [word in _SENTENCE_END for word in self.words]
+        ends = list(map(_SENTENCE_END.__contains__, self.words))  # map runs the test in C
         return list(itertools.accumulate([0] + ends[:-1]))
 
     @_lazy
     def clause_of(self) -> list[int]:
-        """The clause of each token: commas, sentence ends and "but", "which", "and he" ... open one."""
+        """The clause of each token: commas, sentence ends and "but", "which", "and he" ... open one
+        (a punctuation mark belongs to the clause it opens)."""
         words = self.words
-        previous = [""] + words[:-1]
-        breaks = [
-            word in _CLAUSE_BREAK or before in _SENTENCE_END or (before == "and" and word in _SUBJECTS_AFTER_AND)
-            for word, before in zip(words, previous)
-        ]
+        breaks = list(map(_CLAUSE_OPENERS.__contains__, words))
+        if "and" in self.word_set:
+            position = -1
+            for _ in range(words.count("and")):
+                position = words.index("and", position + 1)
+                if position + 1 < len(words) and words[position + 1] in _SUBJECTS_AFTER_AND:
+                    breaks[position + 1] = True
         return list(itertools.accumulate(breaks))
 
     @_lazy
@@ -288,11 +299,30 @@ class Answer:
     @_lazy
     def digits(self) -> str:
         """The text with number words as digits ("seventy-five" -> "75"), for number parsers."""
-        text = self.text
-        if not any(stem in text for stem in _NUMBER_WORD_STEMS) or not any(
-            _is_whole_word(text, m) for m in _NUMBER_WORD.finditer(text)
-        ):
-            return text
-        from text_to_num import alpha2digit
+        return with_digits(self.text)
 
-        return alpha2digit(self.text, "en", threshold=0)
+    @_lazy
+    def numeric(self) -> Answer:
+        """The answer with its counts as digits, for class names that contain numbers
+        ("2.5 Soms.Pike" is asserted by "two and a half somersaults in the pike position").
+
+        >>> Answer("One and a half twists, then a half-twist.").numeric.words
+        ['1.5', 'twists', ',', 'then', '0.5', 'twist', '.']
+        """
+        text = self.digits if "-" not in self.text else with_digits(_HYPHEN_BETWEEN_LETTERS.sub(" ", self.text))
+        if "half" in text:
+            text = _HALF.sub("0.5", _AND_A_HALF.sub(r"\1.5", text))
+        return self if text == self.text else Answer(text)
+
+
+def with_digits(text: str) -> str:
+    """Number words as digits; the text itself (no parser call) when it has none.
+
+    >>> with_digits("sixteen people and seventy-five chairs")
+    '16 people and 75 chairs'
+    """
+    if not any(stem in text for stem in _NUMBER_WORD_STEMS) or _NUMBER_WORD.search(text) is None:
+        return text
+    from text_to_num import alpha2digit
+
+    return alpha2digit(text, "en", threshold=0)

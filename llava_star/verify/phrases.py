@@ -81,6 +81,28 @@ def class_phrases(name: str) -> tuple[Phrase, ...]:
     return tuple(p for p in phrases if p.words) or (make_phrase(name),)
 
 
+class Names(NamedTuple):
+    """The phrases of a class name and its synonyms, and whether any of them counts
+    something ("2.5 Soms.Pike"): those are matched on :attr:`Answer.numeric`."""
+
+    phrases: tuple[Phrase, ...]
+    counts: bool
+
+    def view(self, answer: Answer) -> Answer:
+        return answer.numeric if self.counts else answer
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def names_phrases(names: tuple[str, ...]) -> Names:
+    """Phrases asserting any of ``names`` (a label and its synonyms).
+
+    >>> names_phrases(("2.5 Soms.Pike",)).counts, names_phrases(("swimming",)).counts
+    (True, False)
+    """
+    phrases = tuple(phrase for name in names for phrase in class_phrases(name))
+    return Names(phrases, any(form[0].isdigit() for p in phrases for forms in p.words for form in forms))
+
+
 def _expand(words: list[str]) -> list[list[str]]:
     if "or" in words[1:-1]:
         at = words.index("or", 1)

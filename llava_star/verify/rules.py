@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +21,11 @@ from llava_star.verify.answer import NEGATORS, Answer, split_words
 from llava_star.verify.phrases import (
     Reading,
     Vocabulary,
-    class_phrases,
     distinguishing_phrases,
     find_phrase,
     in_reading_order,
     make_vocabulary,
+    names_phrases,
     read_class,
 )
 from llava_star.vocabularies import resolve_vocabulary
@@ -64,8 +64,8 @@ def _vocabulary(reference: tuple[str, ...] | str) -> Vocabulary:
 
 def parse_class(answer: Answer, label: Label) -> Parsed:
     vocabulary = _vocabulary(label.vocabulary) if label.vocabulary else None
-    phrases = tuple(phrase for name in (label.value, *label.synonyms) for phrase in class_phrases(name))
-    reading = read_class(answer, phrases, vocabulary)
+    names = names_phrases((label.value, *label.synonyms))
+    reading = read_class(names.view(answer), names.phrases, vocabulary)
     return reading, reading.status
 
 
@@ -333,11 +333,15 @@ def check_choice(value: str, label: Label) -> Outcome:
 
 def parse_sequence(answer: Answer, label: Label) -> Parsed:
     """Where each step is asserted, each after the one before."""
+    synonyms = label.synonyms if isinstance(label.synonyms, Mapping) else {}
+    steps = [names_phrases((step, *synonyms.get(step, ()))) for step in label.value]
+    if any(names.counts for names in steps):  # one view for all steps, so positions compare
+        answer = answer.numeric
     positions: list[int] = []
     after = -1
-    for number, step in enumerate(label.value, start=1):
+    for number, (step, names) in enumerate(zip(label.value, steps), start=1):
         matches = sorted(
-            (m for phrase in class_phrases(step) for m in find_phrase(answer, phrase)
+            (m for phrase in names.phrases for m in find_phrase(answer, phrase)
              if m.first > after and answer.negated(m.first, m.last) is None),
             key=in_reading_order,
         )  # fmt: skip

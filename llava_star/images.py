@@ -38,8 +38,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     The whole file is decoded here, so a truncated file fails now, naming it, rather than
     inside the processor.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
+    # lmms-eval 0.7.3 sets PIL's process-wide LOAD_TRUNCATED_IMAGES = True when imported
+    # (lmms_eval/api/task.py), which would make a cut-off file decode as a half-grey image.
+    # Decode strictly whatever else the process imported, then put the flag back.
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as image:
             image.load()
@@ -48,3 +53,5 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageError(f"{path}: no such image file") from None
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{path}: cannot decode the image: {error}") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient

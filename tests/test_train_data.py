@@ -328,3 +328,23 @@ def test_doctests():
 
     for module in (llava_star.images, llava_star.llava_json, llava_star.training_data):
         assert doctest.testmod(module).failed == 0
+
+
+def test_truncated_image_fails_even_after_lmms_eval_relaxed_pil(image_root, tmp_path):
+    """lmms-eval flips PIL's global LOAD_TRUNCATED_IMAGES on import; read_image stays strict."""
+    from PIL import ImageFile
+
+    from llava_star.errors import ImageError
+    from llava_star.images import read_image
+
+    good = (image_root / IMAGE_RECORD["image"]).read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good[: len(good) // 2])
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # what `import lmms_eval.api.task` does
+    try:
+        with pytest.raises(ImageError, match="cut.png"):
+            read_image(cut)
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is put back
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before

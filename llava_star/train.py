@@ -340,29 +340,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_key_value(text: str) -> tuple[str, Any]:
-    """``key=value`` with a YAML value, for config overrides.
+    """``key=value`` with a YAML value, for config overrides (``2e-5`` is a number).
 
-    >>> parse_key_value("max_grad_norm=0.5"), parse_key_value("optim=adamw_torch")
-    (('max_grad_norm', 0.5), ('optim', 'adamw_torch'))
+    >>> parse_key_value("max_grad_norm=0.5"), parse_key_value("learning_rate=2e-5")
+    (('max_grad_norm', 0.5), ('learning_rate', 2e-05))
     """
     import yaml
+
+    from llava_star.config import numbers_in_scientific_notation
 
     key, separator, value = text.partition("=")
     if not separator or not key:
         raise ConfigError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), numbers_in_scientific_notation(yaml.safe_load(value))
 
 
 def load_yaml_config(path: Path) -> dict[str, Any]:
-    import yaml
+    """The TrainConfig keys of a YAML file, read as the cycle's configs are (``2e-5`` is a number)."""
+    from llava_star.config import numbers_in_scientific_notation, read_yaml_mapping
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read the config: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of TrainConfig keys")
-    return data
+    return numbers_in_scientific_notation(read_yaml_mapping(path))
 
 
 def make_config(values: Mapping[str, Any]) -> TrainConfig:

@@ -190,3 +190,12 @@ def test_training_arguments_from_config(tmp_path):
 )
 def test_parameter_groups(name, group):
     assert parameter_group(name) == group
+
+
+def test_yaml_learning_rate_in_scientific_notation_is_a_number(tmp_path):
+    """PyYAML reads `2e-5` (no dot) as a string; a train config means the number."""
+    yaml_file = tmp_path / "train.yaml"
+    yaml_file.write_text("model: m\ndata: [a.json]\noutput_dir: o\nlearning_rate: 2e-5\n")
+    config = config_from_args(build_parser().parse_args(["--config", str(yaml_file), "--trainer-arg", "max_grad_norm=1e0"]))
+    assert config.learning_rate == 2e-5 and isinstance(config.learning_rate, float)
+    assert dict(config.trainer_args)["max_grad_norm"] == 1.0

@@ -160,6 +160,8 @@ def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
     lists = [answer.positions_of(forms) for forms in phrase.words]
     if not all(lists):
         return []
+    if len(lists) == 1:  # one content word: each occurrence outside a question is a match
+        return [Match(phrase, position, position) for position in lists[0] if not answer.in_question(position)]
     window = phrase.size + WINDOW_SLACK
     sizes = [len(found) for found in lists]
     anchor = sizes.index(min(sizes))

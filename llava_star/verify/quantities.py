@@ -210,6 +210,7 @@ _TIME_RANGE_GAP = re.compile(
     r"(?:the\s+)?(?:about\s+|around\s+|approximately\s+)?$"
 )
 _TIME_ALTERNATIVE_GAP = re.compile(r"^\s*(?:marks?\s*)?,?\s*(?:or|and/or)\s*(?:maybe\s+|perhaps\s+)?(?:the\s+|from\s+|at\s+|in\s+|between\s+)?$")
+_BETWEEN_BEFORE = re.compile(r"between\s+(?:the\s+)?$")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
@@ -298,7 +299,7 @@ def stated_time(text: str, duration: float | None) -> TimeReading:
     in_range: set[int] = set()
     for i, (a, b) in enumerate(itertools.pairwise(mentions)):
         gap = text[a.end : b.start]
-        between = re.search(r"between\s+(?:the\s+)?$", text[max(0, a.start - 12) : a.start])
+        between = _BETWEEN_BEFORE.search(text, max(0, a.start - 12), a.start)
         if (a.kind != "bare" or b.kind != "bare") and _TIME_RANGE_GAP.match(gap) and (gap.strip() != "and" or between):
             in_range.update((i, i + 1))
         if (a.kind != "bare" or b.kind != "bare") and _TIME_ALTERNATIVE_GAP.match(gap):

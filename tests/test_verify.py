@@ -63,7 +63,7 @@ def test_choice_conclusions_found_at_cues_are_the_ones_a_full_scan_finds() -> No
         raw = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
         expected = [m.span() for m in conclusion.finditer(raw)]
         starts = rules._cue_positions(raw.lower(), rules._CONCLUSION_CUES)
-        assert [m.span() for m in rules._matches_at(conclusion, raw, starts)] == expected, raw
+        assert [m.span() for m in quantities.matches_at(conclusion, raw, starts)] == expected, raw
 
 
 def test_the_table_covers_every_label_type() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,18 +282,6 @@ def _cue_positions(lowered: str, cues: tuple[str, ...]) -> list[int]:
     return sorted(positions)
 
 
-def _matches_at(pattern: re.Pattern[str], text: str, starts: list[int]) -> Iterator[re.Match[str]]:
-    """``pattern.finditer(text)`` for a pattern that can only match at ``starts``: a few
-    anchored matches instead of the engine trying the pattern at every character."""
-    end = 0
-    for start in starts:
-        if start >= end:
-            match = pattern.match(text, start)
-            if match:
-                end = match.end()
-                yield match
-
-
 def parse_choice(answer: Answer, label: Label) -> Parsed:
     options = _options(label)
     conclusion, verdict, leading, mention, alternative = _choice_patterns(tuple(options))
@@ -307,7 +295,7 @@ def parse_choice(answer: Answer, label: Label) -> Parsed:
     if lowered is None:
         concluded = list(conclusion.finditer(raw))
     else:
-        concluded = list(_matches_at(conclusion, raw, _cue_positions(lowered, _CONCLUSION_CUES)))
+        concluded = list(quantities.matches_at(conclusion, raw, _cue_positions(lowered, _CONCLUSION_CUES)))
     if lowered is None or _VERDICT_CUE.search(lowered):
         concluded += verdict.finditer(raw)
     found = max(concluded, key=lambda m: m.start(), default=None) or leading.match(raw)

@@ -268,7 +268,7 @@ def _chunks(
         batch_size=None,  # the workers send whole chunks: one transfer per chunk, not per sample
         num_workers=config.num_workers,
         collate_fn=_as_sent,
-        # one chunk waiting per worker holds as many samples as 4 waiting batches did
+        # about 4 batches waiting per worker (at least one chunk)
         prefetch_factor=max(1, 4 * config.batch_size // _chunk_size(config.batch_size)),
         # forked workers inherit the sample stream and the video reader as they are (no
         # pickling of closures), and they never touch CUDA: they only decode
@@ -401,8 +401,6 @@ def _generate_shard(
     )
     try:
         for chunk in _chunks(config, context, done, read_video):
-            if chunk.error is not None:
-                raise chunk.error
             for batch in _in_batches(iter(chunk.items), config.batch_size):
                 for item in batch:
                     if item.error is not None:
@@ -413,7 +411,10 @@ def _generate_shard(
                     _rationalize(waiting[: config.batch_size], answerer, writer)
                     del waiting[: config.batch_size]
                 writer.write_finished()
-            _show_progress(progress, writer.counts, chunk.lines)
+                _show_progress(progress, writer.counts, len(batch))
+            progress.update(chunk.lines - len(chunk.items))  # lines finished by an earlier run
+            if chunk.error is not None:  # the samples before the bad line are written: a rerun skips them
+                raise chunk.error
         if waiting:
             _rationalize(waiting, answerer, writer)
             _show_progress(progress, writer.counts, 0)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tiny_model_helpers import in_memory_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
 
-from llava_star.errors import ConfigError
+from llava_star.errors import ConfigError, RecordError
 from llava_star.generate import GenerateConfig, ModelAnswerer, run, summarize
 from llava_star.generate import main as generate_main
 from llava_star.models.loading import load_model
@@ -307,3 +307,22 @@ def test_distributed_helpers(monkeypatch):
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(ValueError, match="RANK=4"):
         process_context()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_bad_line_stops_the_run_naming_file_and_line(dataset, tmp_path, num_workers):
+    lines = (dataset / "samples.jsonl").read_text().splitlines(keepends=True)
+    lines[13] = lines[13].replace('"type":"class"', '"type":"colour"')
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(lines))
+    config = config_for(dataset, tmp_path / "out", samples=str(samples), num_workers=num_workers)
+    with pytest.raises(RecordError) as raised:
+        run(config, answerer=HintFollower())
+    # the worker's error as it is: one line naming the file and line, not a worker's traceback
+    assert str(raised.value).startswith(f"{samples}:14: id 's013': labels[0].type: unknown label type 'colour'")
+    assert "\n" not in str(raised.value)
+    # what was finished before it stays written; once the line is fixed, a rerun does the rest
+    samples.write_text((dataset / "samples.jsonl").read_text())
+    summary = run(config, answerer=HintFollower())
+    assert sorted(line["id"] for line in read_all(tmp_path / "out")) == [f"s{i:03d}" for i in range(24)]
+    assert 0 < summary["this_run"]["finished"] < 24

@@ -41,6 +41,21 @@ _LABEL_FIELD_SET = frozenset(_LABEL_FIELDS)
 _NUMBER_FIELDS = ("tolerance", "rel_tolerance", "duration", "min_iou")
 
 
+FrozenT = TypeVar("FrozenT")
+
+
+def _frozen_instance(cls: type[FrozenT], fields: dict[str, Any]) -> FrozenT:
+    """``cls(**fields)`` for a frozen dataclass, minus the ``object.__setattr__`` per field of its ``__init__``.
+
+    Parsing sets every field of every record of a file, so this is most of the cost of
+    reading one. ``fields`` must hold every field in declared order (``vars`` of a record is
+    what ``to_dict`` and pickling see); validating them stays the caller's job.
+    """
+    instance = object.__new__(cls)
+    vars(instance).update(fields)
+    return instance
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -86,6 +101,8 @@ def _check_label_value(label_type: str, value: Any) -> Any:
 
 def _check_synonyms(label_type: str, synonyms: Any, steps: Any) -> tuple[str, ...] | dict[str, tuple[str, ...]]:
     """A list of names; for a sequence, a mapping step -> names ("2.5 Soms.Pike" -> ["2.5 somersaults pike"])."""
+    if type(synonyms) is tuple and not synonyms:  # the default, and what most labels have
+        return ()
     if label_type == "sequence" and isinstance(synonyms, Mapping):
         for step, names in synonyms.items():
             if step not in steps:
@@ -150,10 +167,13 @@ class Label:
             raise LabelError(f"unknown label field(s) {sorted(unknown)}; expected {', '.join(_LABEL_FIELDS)}")
         if "type" not in data or "value" not in data:
             raise LabelError("a label needs 'type' and 'value'")
+        fields = {"type": data["type"], "value": data["value"], **_LABEL_DEFAULTS, **data}  # declared order
         synonyms = data.get("synonyms")
         if synonyms is not None and not isinstance(synonyms, Mapping):
-            return cls(**{**data, "synonyms": tuple(synonyms)})
-        return cls(**data)
+            fields["synonyms"] = tuple(synonyms)
+        label = _frozen_instance(cls, fields)
+        label.__post_init__()
+        return label
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: empty optional fields are left out, tuples become lists."""
@@ -165,6 +185,9 @@ class Label:
                 value = {step: list(names) for step, names in value.items()}
             out[key] = list(value) if type(value) is tuple else value
         return out
+
+
+_LABEL_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Label) if field.name not in ("type", "value")}
 
 
 def _labels_from_list(data: Any) -> tuple[Label, ...]:
@@ -227,17 +250,18 @@ class Sample:
             meta = data.get("meta", {})
             if not _is_mapping(meta):
                 raise RecordError("meta: expected an object")
-            return cls(
-                id=_require_str({"id": sample_id}, "id"),
-                video=_require_str(data, "video"),
-                question=_require_str(data, "question"),
-                labels=_labels_from_list(data.get("labels")),
-                source=_require_str(data, "source"),
-                task=_require_str(data, "task"),
-                start=start,
-                end=end,
-                meta=dict(meta),
-            )
+            fields = {
+                "id": _require_str({"id": sample_id}, "id"),
+                "video": _require_str(data, "video"),
+                "question": _require_str(data, "question"),
+                "labels": _labels_from_list(data.get("labels")),
+                "source": _require_str(data, "source"),
+                "task": _require_str(data, "task"),
+                "start": start,
+                "end": end,
+                "meta": dict(meta),
+            }
+            return _frozen_instance(cls, fields)
         except RecordError as error:
             if sample_id is not None:
                 raise type(error)(f"id {sample_id!r}: {error}") from None
@@ -392,10 +416,13 @@ def _to_jsonable(record: Any) -> Any:
     return record
 
 
+# one encoder for every line: json.dumps with options builds a new one per call
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def dumps_line(record: Any) -> bytes:
     """One record as one JSONL line (UTF-8, newline-terminated, no NaN)."""
-    text = json.dumps(_to_jsonable(record), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return (text + "\n").encode("utf-8")
+    return (_LINE_ENCODER.encode(_to_jsonable(record)) + "\n").encode("utf-8")
 
 
 def _truncate_torn_tail(path: Path) -> None:

@@ -1,5 +1,6 @@
 """Records: validation with file:line errors, crash-safe appends, atomic writes."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -64,6 +65,19 @@ def test_sample_and_generation_round_trip():
     line = generation.to_dict()
     assert line["answer"] == "He is abseiling." and line["id"] == SAMPLE["id"]
     assert Generation.from_dict(line) == generation
+
+
+def test_parsed_records_equal_constructed_ones():
+    """``from_dict`` fills the fields at once: the same values, in the same order, as the constructor."""
+    label = Label.from_dict({"type": "class", "value": " red ", "synonyms": ["scarlet"], "vocabulary": ["red", "blue"]})
+    built = Label("class", "red", synonyms=("scarlet",), vocabulary=("red", "blue"))
+    assert label == built and hash(label) == hash(built) and repr(label) == repr(built)
+    assert list(vars(label)) == [field.name for field in dataclasses.fields(Label)]
+    sample = Sample.from_dict(SAMPLE)
+    assert list(vars(sample)) == [field.name for field in dataclasses.fields(Sample)]
+    assert sample == Sample(**vars(sample))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        label.value = "blue"
 
 
 def test_reader_names_file_and_line(tmp_path):

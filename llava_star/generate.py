@@ -49,6 +49,8 @@ from llava_star.records import (
     Generation,
     JsonlAppender,
     Sample,
+    encode_sample,
+    generation_line,
     jsonl_lines,
     parse_jsonl_lines,
     read_jsonl,
@@ -152,9 +154,14 @@ VideoReader = Callable[[Sample], Any]
 
 @dataclass(frozen=True)
 class _Item:
-    """A sample with its decoded frames, or the reason they could not be decoded."""
+    """A sample with its decoded frames, or the reason they could not be decoded.
+
+    ``sample_json`` is the sample encoded by the worker that parsed it, so the main
+    process writes the generation line without encoding the sample again.
+    """
 
     sample: Sample
+    sample_json: str
     frames: Any = None
     error: str | None = None
 
@@ -239,9 +246,9 @@ def _decoded_chunks(
 
 def _decoded(sample: Sample, read_video: VideoReader) -> _Item:
     try:
-        return _Item(sample, frames=read_video(sample))
+        return _Item(sample, encode_sample(sample), frames=read_video(sample))
     except VideoError as error:
-        return _Item(sample, error=str(error))
+        return _Item(sample, encode_sample(sample), error=str(error))
 
 
 def _as_sent(chunk: _Chunk) -> _Chunk:
@@ -322,11 +329,11 @@ class _ShardWriter:
         )
         self.failures = JsonlAppender(shard_path(out, FAILURES_STEM, context.rank, context.world_size))
         self.counts = _RunCounts()
-        self._unwritten: list[Generation] = []  # this batch's finished samples, written together
+        self._unwritten: list[bytes] = []  # this batch's finished samples, written together
 
-    def finished(self, sample: Sample, answer: str, verdict: Verdict, *, rationalized: bool) -> None:
+    def finished(self, item: _Item, answer: str, verdict: Verdict, *, rationalized: bool) -> None:
         generation = Generation(
-            sample=sample,
+            sample=item.sample,
             answer=answer,
             rationalized=rationalized,
             passed=verdict.passed,
@@ -334,12 +341,12 @@ class _ShardWriter:
             cycle=self.config.cycle,
             model=self.config.model,
         )
-        self._unwritten.append(generation)
+        self._unwritten.append(generation_line(generation, item.sample_json))
         self.counts.record(generation)
 
     def write_finished(self) -> None:
         """Append the finished samples held so far, in one system call per few hundred lines."""
-        self.generations.write_many(self._unwritten)
+        self.generations.write_lines(self._unwritten)
         self._unwritten.clear()
 
     def failed(self, item: _Item) -> None:
@@ -365,7 +372,7 @@ def _answer_directly(
     for item, answer in zip(items, answers, strict=True):
         verdict = verify(answer, item.sample.labels)
         if verdict.passed or not rationalize:
-            writer.finished(item.sample, answer, verdict, rationalized=False)
+            writer.finished(item, answer, verdict, rationalized=False)
         else:
             failed.append(item)
     return failed
@@ -378,7 +385,7 @@ def _rationalize(items: Sequence[_Item], answerer: Answerer, writer: _ShardWrite
     prompts = [hint_prompt(item.sample.question, item.sample.labels) for item in items]
     answers = answerer.answer(prompts, [item.frames for item in items])
     for item, answer in zip(items, answers, strict=True):
-        writer.finished(item.sample, answer, verify(answer, item.sample.labels, rationalized=True), rationalized=True)
+        writer.finished(item, answer, verify(answer, item.sample.labels, rationalized=True), rationalized=True)
 
 
 def _generate_shard(

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -330,16 +330,18 @@ class Generation:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out = self.sample.to_dict()
-        out.update(
-            answer=self.answer,
-            rationalized=self.rationalized,
-            passed=self.passed,
-            checks=[dict(check) for check in self.checks],
-            cycle=self.cycle,
-            model=self.model,
-        )
-        return out
+        return {**self.sample.to_dict(), **self._own_fields()}
+
+    def _own_fields(self) -> dict[str, Any]:
+        """The fields a generation adds to its sample's (``_GENERATION_FIELDS``), in that order."""
+        return {
+            "answer": self.answer,
+            "rationalized": self.rationalized,
+            "passed": self.passed,
+            "checks": [dict(check) for check in self.checks],
+            "cycle": self.cycle,
+            "model": self.model,
+        }
 
 
 RecordT = TypeVar("RecordT")
@@ -425,6 +427,26 @@ def dumps_line(record: Any) -> bytes:
     return (_LINE_ENCODER.encode(_to_jsonable(record)) + "\n").encode("utf-8")
 
 
+def encode_sample(sample: Sample) -> str:
+    """A sample as a JSON object, for :func:`generation_line` to reuse.
+
+    Made where the sample is parsed (generation's DataLoader workers), so that the
+    process writing the generations does not encode every sample again.
+    """
+    return _LINE_ENCODER.encode(sample.to_dict())
+
+
+def generation_line(generation: Generation, sample_json: str) -> bytes:
+    """``dumps_line(generation)``, with the sample's part taken as is from ``sample_json``.
+
+    A generation line is its sample's object with the generation's fields after them, so
+    the two JSON objects join at the brace; ``sample_json`` is ``encode_sample`` of
+    ``generation.sample``.
+    """
+    own = _LINE_ENCODER.encode(generation._own_fields())
+    return f"{sample_json[:-1]},{own[1:]}\n".encode("utf-8")
+
+
 def _truncate_torn_tail(path: Path) -> None:
     """Cut a last line that is not whole JSON: the remains of a write killed half-way."""
     size = path.stat().st_size
@@ -485,6 +507,12 @@ class JsonlAppender:
         """Append whole lines, many per system call (a killed write leaves a torn tail at worst)."""
         records = iter(records)
         while chunk := [dumps_line(record) for record in itertools.islice(records, lines_per_write)]:
+            self._append(b"".join(chunk), len(chunk))
+
+    def write_lines(self, lines: Sequence[bytes], *, lines_per_write: int = 256) -> None:
+        """Append lines already encoded (each one record, newline-terminated), many per system call."""
+        for start in range(0, len(lines), lines_per_write):
+            chunk = lines[start : start + lines_per_write]
             self._append(b"".join(chunk), len(chunk))
 
     def _append(self, data: bytes, lines: int) -> None:

@@ -213,9 +213,9 @@ def _chunk_size(batch_size: int) -> int:
 
 
 def _decoded_chunks(
-    config: GenerateConfig, context: ProcessContext, done: set[str], read_video: VideoReader
+    config: GenerateConfig, context: ProcessContext, done: set[str], read_video: VideoReader, size: int
 ) -> Iterator[_Chunk]:
-    """This worker's pending samples with their frames, a chunk at a time; runs in DataLoader workers.
+    """This worker's pending samples with their frames, ``size`` at a time; runs in DataLoader workers.
 
     Each line is parsed and validated here, once, by the only process that uses it.
     """
@@ -225,7 +225,6 @@ def _decoded_chunks(
     worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
     lines = _my_lines(config, context, worker_id, num_workers)
     samples = parse_jsonl_lines(config.samples, lines, Sample.from_dict)
-    size = _chunk_size(config.batch_size)
     items: list[_Item] = []
     consumed = 0
     try:
@@ -263,12 +262,15 @@ def _chunks(
     import torch.utils.data
 
     if config.num_workers == 0:
-        # without workers a DataLoader only adds its per-item fetch machinery: nothing to overlap
-        return _decoded_chunks(config, context, done, read_video)
+        # without workers a DataLoader only adds its per-item fetch machinery: nothing to overlap,
+        # and nothing to transfer, so each batch is decoded just before it is generated
+        return _decoded_chunks(config, context, done, read_video, config.batch_size)
+
+    size = _chunk_size(config.batch_size)
 
     class Chunks(torch.utils.data.IterableDataset):
         def __iter__(self) -> Iterator[_Chunk]:
-            return _decoded_chunks(config, context, done, read_video)
+            return _decoded_chunks(config, context, done, read_video, size)
 
     loader = torch.utils.data.DataLoader(
         Chunks(),
@@ -276,7 +278,7 @@ def _chunks(
         num_workers=config.num_workers,
         collate_fn=_as_sent,
         # about 4 batches waiting per worker (at least one chunk)
-        prefetch_factor=max(1, 4 * config.batch_size // _chunk_size(config.batch_size)),
+        prefetch_factor=max(1, 4 * config.batch_size // size),
         # forked workers inherit the sample stream and the video reader as they are (no
         # pickling of closures), and they never touch CUDA: they only decode
         multiprocessing_context="fork",

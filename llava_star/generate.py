@@ -68,7 +68,12 @@ logger = logging.getLogger(__name__)
 GENERATIONS_STEM = "generations"
 FAILURES_STEM = "failures"
 FSYNC_EVERY = 512  # lines between flushes to disk of a generations shard
-MIN_CHUNK = 32  # samples per DataLoader transfer, at least (see _chunk_size)
+# A DataLoader transfer costs the main process ~0.25 ms whatever it carries, as much as the
+# rest of the pipeline spends on several samples; so a worker sends whole batches together
+# until it holds CHUNK_SAMPLES or has spent CHUNK_SECONDS decoding them. Real videos take
+# longer than that per batch, so they still travel a batch at a time.
+CHUNK_SAMPLES = 128
+CHUNK_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -200,24 +205,20 @@ class _Chunk:
     error: RecordError | None = None
 
 
-def _chunk_size(batch_size: int) -> int:
-    """Samples per DataLoader transfer: whole batches, at least ``MIN_CHUNK`` samples.
-
-    A transfer costs the main process ~0.2 ms whatever its size, as much as the rest of
-    the pipeline spends on 2-3 samples; so small batches travel several to a chunk.
-
-    >>> _chunk_size(8), _chunk_size(5), _chunk_size(64)
-    (32, 35, 64)
-    """
-    return batch_size * -(-MIN_CHUNK // batch_size)
-
-
 def _decoded_chunks(
-    config: GenerateConfig, context: ProcessContext, done: set[str], read_video: VideoReader, size: int
+    config: GenerateConfig,
+    context: ProcessContext,
+    done: set[str],
+    read_video: VideoReader,
+    *,
+    max_samples: int,
+    max_seconds: float,
 ) -> Iterator[_Chunk]:
-    """This worker's pending samples with their frames, ``size`` at a time; runs in DataLoader workers.
+    """This worker's pending samples with their frames, in chunks; runs in DataLoader workers.
 
-    Each line is parsed and validated here, once, by the only process that uses it.
+    A chunk is whole batches (so the batches are the same however the samples travel),
+    closed once it holds ``max_samples`` or took ``max_seconds`` to decode. Each line is
+    parsed and validated here, once, by the only process that uses it.
     """
     import torch.utils.data
 
@@ -227,15 +228,19 @@ def _decoded_chunks(
     samples = parse_jsonl_lines(config.samples, lines, Sample.from_dict)
     items: list[_Item] = []
     consumed = 0
+    started = time.monotonic()
     try:
         for sample in samples:
             consumed += 1
             if sample.id in done:
                 continue
             items.append(_decoded(sample, read_video))
-            if len(items) == size:
+            if len(items) % config.batch_size == 0 and (
+                len(items) >= max_samples or time.monotonic() - started >= max_seconds
+            ):
                 yield _Chunk(items, consumed)
                 items, consumed = [], 0
+                started = time.monotonic()
     except RecordError as error:
         yield _Chunk(items, consumed, error=error)
         return
@@ -264,21 +269,20 @@ def _chunks(
     if config.num_workers == 0:
         # without workers a DataLoader only adds its per-item fetch machinery: nothing to overlap,
         # and nothing to transfer, so each batch is decoded just before it is generated
-        return _decoded_chunks(config, context, done, read_video, config.batch_size)
-
-    size = _chunk_size(config.batch_size)
+        return _decoded_chunks(config, context, done, read_video, max_samples=config.batch_size, max_seconds=0.0)
 
     class Chunks(torch.utils.data.IterableDataset):
         def __iter__(self) -> Iterator[_Chunk]:
-            return _decoded_chunks(config, context, done, read_video, size)
+            return _decoded_chunks(
+                config, context, done, read_video, max_samples=CHUNK_SAMPLES, max_seconds=CHUNK_SECONDS
+            )
 
     loader = torch.utils.data.DataLoader(
         Chunks(),
         batch_size=None,  # the workers send whole chunks: one transfer per chunk, not per sample
         num_workers=config.num_workers,
         collate_fn=_as_sent,
-        # about 4 batches waiting per worker (at least one chunk)
-        prefetch_factor=max(1, 4 * config.batch_size // size),
+        prefetch_factor=4,  # chunks waiting per worker: 4 batches of real videos
         # forked workers inherit the sample stream and the video reader as they are (no
         # pickling of closures), and they never touch CUDA: they only decode
         multiprocessing_context="fork",

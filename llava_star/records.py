@@ -136,15 +136,20 @@ class Label:
     def __post_init__(self) -> None:
         if self.type not in LABEL_TYPES:
             raise LabelError(f"type: unknown label type {self.type!r}; expected one of {', '.join(LABEL_TYPES)}")
-        object.__setattr__(self, "value", _check_label_value(self.type, self.value))
-        object.__setattr__(self, "synonyms", _check_synonyms(self.type, self.synonyms, self.value))
+        fields = vars(self)
+        value = _check_label_value(self.type, self.value)
+        if value is not self.value:  # a class name that was stripped, a list that became a tuple
+            object.__setattr__(self, "value", value)
+        synonyms = _check_synonyms(self.type, self.synonyms, self.value)
+        if synonyms is not self.synonyms:
+            object.__setattr__(self, "synonyms", synonyms)
         if self.vocabulary is not None and not isinstance(self.vocabulary, str):
             vocabulary = tuple(self.vocabulary)
             if not all(isinstance(v, str) for v in vocabulary):
                 raise LabelError("vocabulary: expected a list of class names or a vocabulary name")
             object.__setattr__(self, "vocabulary", vocabulary)
         for key in _NUMBER_FIELDS:
-            number = getattr(self, key)
+            number = fields[key]
             if number is not None and (not _is_number(number) or number < 0):
                 raise LabelError(f"{key}: expected a non-negative number, got {number!r}")
         if self.min_iou is not None and self.min_iou > 1:
@@ -162,8 +167,8 @@ class Label:
     def from_dict(cls, data: Any) -> Label:
         if not _is_mapping(data):
             raise LabelError(f"expected a label object, got {type(data).__name__}")
-        unknown = data.keys() - _LABEL_FIELD_SET
-        if unknown:
+        if not _LABEL_FIELD_SET.issuperset(data):
+            unknown = data.keys() - _LABEL_FIELD_SET
             raise LabelError(f"unknown label field(s) {sorted(unknown)}; expected {', '.join(_LABEL_FIELDS)}")
         if "type" not in data or "value" not in data:
             raise LabelError("a label needs 'type' and 'value'")

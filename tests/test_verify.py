@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import random
 import subprocess
 import sys
 import time
@@ -37,6 +38,19 @@ SWIM = {"type": "class", "value": "swimming", "vocabulary": ["swimming", "diving
 def test_docstring_examples(module) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("pattern", [quantities._NUMBER, quantities._TIME_NUMBER], ids=["number", "time"])
+def test_digit_matches_finds_what_finditer_finds(pattern) -> None:
+    """The shortcut past the regex scan must not change a single match (random strings
+    dense in digits, separators and letters, where the two could disagree)."""
+    rng = random.Random(0)
+    alphabet = "0123456789 .,:ab-/%s"
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        expected = [(m.span(), m.group()) for m in pattern.finditer(text)]
+        assert [(m.span(), m.group()) for m in quantities.digit_matches(pattern, text)] == expected, text
+    assert [m.group() for m in quantities.digit_matches(pattern, "٣ and 4")] == ["٣", "4"]  # non-ASCII digits
 
 
 def test_the_table_covers_every_label_type() -> None:

@@ -9,10 +9,10 @@ so a ``yes_no`` label never pays for lemmatizing.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import re
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -28,8 +28,10 @@ _CLITIC = re.compile(r"'(?:s|re|ll|ve|d|m)\b")
 # A full stop, comma or colon between digits belongs to the number ("4.3", "1,200", "0:04").
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[a-z]+'t\b|[a-z]+|[.!?;:,\n]")
 _CONTENT = re.compile(r"[a-z0-9]")
-# Replaced by spaces; a character class is scanned faster than str.translate maps each character.
+# Replaced by spaces. ASCII answers (nearly all) map bytes, the cheapest pass in C: str.translate
+# looks each character up in a dict, and a regular expression tries each one in turn.
 _SEPARATORS = re.compile("[" + re.escape("\"()[]{}-–—/*&%$#@+=<>|\\~^`_\t\r…") + "]")
+_SEPARATOR_BYTES = bytes(ord(" ") if _SEPARATORS.match(chr(code)) else code for code in range(256))
 # A full stop between letters joins abbreviations ("Soms.Pike", "Arm.Forward", "e.g"): two
 # words, as the label side splits them. The literal "." first lets the scan skip ahead.
 _DOTTED = re.compile(r"\.(?<=[a-z]\.)(?=[a-z])")
@@ -44,6 +46,8 @@ _CLAUSE_BREAK = frozenset(
     + ["so", "therefore", "thus", "hence", "which", "who", "whose", "where", "when"]
 )
 _CLAUSE_OPENERS = _CLAUSE_BREAK | _SENTENCE_END
+_AND = frozenset(["and"])
+_QUESTION_MARK = frozenset("?")
 _SUBJECTS_AFTER_AND = frozenset(["he", "she", "they", "it", "then", "there", "we", "i", "you", "this", "that"])
 NEGATORS = frozenset(["not", "no", "never", "nobody", "none", "nothing", "neither", "nor", "without", "cannot"])
 # "not only X", "no doubt X", "without a doubt X", "nothing but X" assert X.
@@ -163,7 +167,11 @@ class Answer:
         >>> Answer("He's at 4.3 s, isn't he? (Yes.)").words
         ['he', 'at', '4.3', 's', ',', "isn't", 'he', '?', 'yes', '.']
         """
-        text = _SEPARATORS.sub(" ", self.text) + " "
+        text = self.text
+        if text.isascii():
+            text = text.encode("ascii").translate(_SEPARATOR_BYTES).decode("ascii") + " "
+        else:
+            text = _SEPARATORS.sub(" ", text) + " "
         if ".." in text:  # an ellipsis ends a sentence like a full stop
             text = re.sub(r"\.{2,}", " . ", text)
         for mark in "!?\n":
@@ -183,44 +191,59 @@ class Answer:
         return _CONTENT.search(self.text) is not None
 
     @_lazy
-    def sentence_of(self) -> list[int]:
-        """The sentence of each token (an end mark belongs to the sentence it ends)."""
-        ends = list(map(_SENTENCE_END.__contains__, self.words))  # map runs the test in C
-        return list(itertools.accumulate([0] + ends[:-1]))
+    def _sentence_ends(self) -> list[int]:
+        """Positions of the tokens that end sentences, in order."""
+        return self._positions_among(_SENTENCE_END)
+
+    def sentence(self, index: int) -> int:
+        """The sentence of token ``index`` (an end mark belongs to the sentence it ends).
+
+        Found by bisecting the few sentence ends: cheaper than numbering every token,
+        and answers are only ever asked about the handful of tokens a phrase matched.
+
+        >>> answer = Answer("He runs. She swims!")
+        >>> [answer.sentence(i) for i in range(len(answer.words))]
+        [0, 0, 0, 1, 1, 1]
+        """
+        return bisect.bisect_left(self._sentence_ends, index)
 
     @_lazy
-    def clause_of(self) -> list[int]:
-        """The clause of each token: commas, sentence ends and "but", "which", "and he" ... open one
-        (a punctuation mark belongs to the clause it opens)."""
-        words = self.words
-        breaks = list(map(_CLAUSE_OPENERS.__contains__, words))
-        if "and" in self.word_set:
-            position = -1
-            for _ in range(words.count("and")):
-                position = words.index("and", position + 1)
+    def _clause_starts(self) -> list[int]:
+        """Positions of the tokens that open clauses: commas, sentence ends and "but",
+        "which", "and he" ... (a punctuation mark belongs to the clause it opens)."""
+        starts = self._positions_among(_CLAUSE_OPENERS)
+        if "and" in self.word_set and not _SUBJECTS_AFTER_AND.isdisjoint(self.word_set):
+            words, subjects = self.words, []
+            for position in self.positions_of(_AND):
                 if position + 1 < len(words) and words[position + 1] in _SUBJECTS_AFTER_AND:
-                    breaks[position + 1] = True
-        return list(itertools.accumulate(breaks))
+                    subjects.append(position + 1)
+            if subjects:
+                starts = sorted(set(starts).union(subjects))
+        return starts
+
+    def clause(self, index: int) -> int:
+        """The clause of token ``index``.
+
+        >>> answer = Answer("He runs, but she swims and he waits.")
+        >>> [answer.clause(i) for i in range(len(answer.words))]
+        [0, 0, 1, 2, 2, 2, 2, 3, 3, 4]
+        """
+        return bisect.bisect_right(self._clause_starts, index)
+
+    def sentence_start(self, index: int) -> int:
+        """The first token of the sentence of token ``index``."""
+        sentence = self.sentence(index)
+        return self._sentence_ends[sentence - 1] + 1 if sentence else 0
 
     @_lazy
     def _questions(self) -> frozenset[int]:
         if "?" not in self.text:
             return frozenset()
-        sentence_of = self.sentence_of
-        return frozenset(sentence_of[i] for i, word in enumerate(self.words) if word == "?")
+        return frozenset(self.sentence(position) for position in self.positions_of(_QUESTION_MARK))
 
     def in_question(self, index: int) -> bool:
         """True when token ``index`` is in a sentence ending with "?" (asked, not asserted)."""
-        return self.sentence_of[index] in self._questions
-
-    @property
-    def sentences(self) -> list[str]:
-        """Each sentence as its tokens joined by spaces."""
-        grouped: dict[int, list[str]] = defaultdict(list)
-        for word, sentence in zip(self.words, self.sentence_of):
-            if word not in _SENTENCE_END:
-                grouped[sentence].append(word)
-        return [" ".join(words) for words in grouped.values()]
+        return bool(self._questions) and self.sentence(index) in self._questions
 
     def span_text(self, first: int, last: int) -> str:
         """Tokens ``first`` to ``last`` (inclusive), for evidence in reasons."""
@@ -233,6 +256,12 @@ class Answer:
     @_lazy
     def word_set(self) -> frozenset[str]:
         return frozenset(self.words)
+
+    def _positions_among(self, tokens: frozenset[str]) -> list[int]:
+        """Where any of ``tokens`` occurs, for sets of common tokens (punctuation, "but"):
+        one pass in C (``compress``), cheaper than a search per occurrence."""
+        words = self.words
+        return list(itertools.compress(range(len(words)), map(tokens.__contains__, words)))
 
     def positions_of(self, forms: frozenset[str]) -> list[int]:
         """Where any of ``forms`` occurs (cached per answer: synonyms share words)."""
@@ -273,21 +302,23 @@ class Answer:
 
     def negated(self, first: int, last: int) -> str | None:
         """The negating words when the phrase at words ``first..last`` is negated in its clause."""
-        clause = self.clause_of[first]
-        for position, whole_clause in self._negator_positions:
-            if position >= first:
-                break
-            if self.clause_of[position] == clause and (whole_clause or first - position <= NEGATION_WINDOW):
-                return self.span_text(position, last)
+        before = [(position, whole) for position, whole in self._negator_positions if position < first]
+        if before:
+            clause = self.clause(first)
+            for position, whole_clause in before:
+                if self.clause(position) == clause and (whole_clause or first - position <= NEGATION_WINDOW):
+                    return self.span_text(position, last)
         return self._negated_after(last)
 
     def _negated_after(self, last: int) -> str | None:
         """"swimming is not ...", "B is incorrect": a verdict right after the phrase."""
-        words, clause = self.words, self.clause_of[last]
-        after = [i for i in range(last + 1, min(last + 4, len(words))) if self.clause_of[i] == clause]
+        words, starts = self.words, self._clause_starts
+        following = bisect.bisect_right(starts, last)  # the next clause opens at starts[following]
+        end = min(last + 4, len(words), starts[following] if following < len(starts) else len(words))
+        after = range(last + 1, end)
         if not after:
             return None
-        next_words = [words[i] for i in after]
+        next_words = words[last + 1 : end]
         if any(word in _NEGATIVE_VERDICT_WORDS for word in next_words):
             return self.span_text(last, after[-1])
         if next_words[0].endswith("'t") or (
@@ -321,7 +352,7 @@ def with_digits(text: str) -> str:
     >>> with_digits("sixteen people and seventy-five chairs")
     '16 people and 75 chairs'
     """
-    if not any(stem in text for stem in _NUMBER_WORD_STEMS) or _NUMBER_WORD.search(text) is None:
+    if not any(map(text.__contains__, _NUMBER_WORD_STEMS)) or _NUMBER_WORD.search(text) is None:
         return text
     from text_to_num import alpha2digit
 

@@ -57,13 +57,13 @@ def check_answer(answer: Answer, *, rationalized: bool) -> Check:
     if not answer.has_content:
         return Check(ANSWER_CHECK, False, "empty")
     text = answer.text
-    refusal = _REFUSAL.search(text) if any(word in text for word in _REFUSAL_WORDS) else None
+    refusal = _REFUSAL.search(text) if any(map(text.__contains__, _REFUSAL_WORDS)) else None
     if refusal:
         return Check(ANSWER_CHECK, False, f"refusal: {refusal.group()!r}")
     loop = degenerate_repetition(answer)
     if loop:
         return Check(ANSWER_CHECK, False, f"degenerate: {loop}")
-    if rationalized and any(word in text for word in _HINT_WORDS):
+    if rationalized and any(map(text.__contains__, _HINT_WORDS)):
         leak = _HINT_LEAK.search(text)
         if leak:
             return Check(ANSWER_CHECK, False, f"refers to the hint: {leak.group()!r}")
@@ -86,9 +86,9 @@ def degenerate_repetition(answer: Answer) -> str | None:
         return None
     pairs = list(itertools.pairwise(words))
     counts = Counter(pairs)
-    frequent = [pair for pair, count in counts.items() if count >= _MIN_SENTENCE_REPEATS]
-    if not frequent:  # every kind of repetition below repeats some word pair 3+ times
+    if max(counts.values()) < _MIN_SENTENCE_REPEATS:  # every kind of repetition below repeats some pair 3+ times
         return None
+    frequent = [pair for pair, count in counts.items() if count >= _MIN_SENTENCE_REPEATS]
     sentences = Counter(" ".join(s.split()) for s in _SENTENCE.findall(answer.text))
     sentence, count = sentences.most_common(1)[0]
     if count >= _MIN_SENTENCE_REPEATS and sentence.count(" ") >= 3:

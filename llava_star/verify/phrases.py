@@ -46,6 +46,15 @@ class Phrase:
     def size(self) -> int:
         return len(self.words)
 
+    @functools.cached_property
+    def probes(self) -> tuple[tuple[str, ...], ...]:
+        """Per word, the forms no other form of it contains ("brush" for "brushing",
+        "brushes", ...): the fewest substring tests that can rule the phrase out."""
+        return tuple(
+            tuple(form for form in forms if not any(other in form for other in forms if other != form))
+            for forms in self.words
+        )
+
 
 @functools.lru_cache(maxsize=1 << 14)
 def make_phrase(text: str) -> Phrase:
@@ -140,8 +149,8 @@ def may_occur(answer: Answer, phrase: Phrase) -> bool:
     >>> may_occur(Answer("He plays the piano."), make_phrase("playing guitar"))
     False
     """
-    text = answer.text
-    return all(any(form in text for form in forms) for forms in phrase.words)
+    contains = answer.text.__contains__
+    return all(any(map(contains, probes)) for probes in phrase.probes)
 
 
 def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
@@ -151,7 +160,8 @@ def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
     lists = [answer.positions_of(forms) for forms in phrase.words]
     if not all(lists):
         return []
-    sentence_of, clause_of = answer.sentence_of, answer.clause_of
+    if len(lists) == 1:  # one content word: each occurrence outside a question is a match
+        return [Match(phrase, position, position) for position in lists[0] if not answer.in_question(position)]
     window = phrase.size + WINDOW_SLACK
     sizes = [len(found) for found in lists]
     anchor = sizes.index(min(sizes))
@@ -159,19 +169,21 @@ def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
     for position in lists[anchor]:
         if answer.in_question(position):
             continue
+        sentence = answer.sentence(position)
         chosen = {position}
         for other, candidates in enumerate(lists):
             if other == anchor:
                 continue
             near = [
                 c for c in candidates
-                if c not in chosen and abs(c - position) < window and sentence_of[c] == sentence_of[position]
+                if c not in chosen and abs(c - position) < window and answer.sentence(c) == sentence
             ]  # fmt: skip
             if not near:
                 break
             # the nearest word, preferring one in the anchor's own clause
             if len(near) > 1:
-                near.sort(key=lambda c: (clause_of[c] != clause_of[position], abs(c - position)))  # stable
+                clause = answer.clause(position)
+                near.sort(key=lambda c: (answer.clause(c) != clause, abs(c - position)))  # stable
             chosen.add(near[0])
         else:
             first, last = min(chosen), max(chosen)
@@ -283,23 +295,23 @@ def _read_match(answer: Answer, match: Match, others: list[Match]) -> Reading:
 
 def _next_to_or(answer: Answer, match: Match) -> bool:
     """"swimming or something else", "either swimming": alternatives with no vocabulary."""
-    words, clause = answer.words, answer.clause_of[match.first]
+    words, clause = answer.words, answer.clause(match.first)
     following = words[match.last + 1] if match.last + 1 < len(words) else ""
     preceding = [w for w in words[max(0, match.first - 3) : match.first] if w not in ("a", "an", "the")]
-    if following == "or" and answer.clause_of[match.last + 1] == clause:
+    if following == "or" and answer.clause(match.last + 1) == clause:
         return words[match.last + 2 : match.last + 3] != ["not"]
     return bool(preceding) and preceding[-1] in ("or", "either")
 
 
 def _alternatives(answer: Answer, match: Match, others: list[Match]) -> list[str]:
     """Other classes offered in the same sentence as alternatives to ``match``."""
-    sentence = answer.sentence_of[match.first]
-    same = [o for o in others if answer.sentence_of[o.first] == sentence]
+    sentence = answer.sentence(match.first)
+    same = [o for o in others if answer.sentence(o.first) == sentence]
     if not same:
         return []
     first = min([match.first] + [o.first for o in same])
     last = max([match.last] + [o.last for o in same])
-    if _HEDGE_CUE.search(answer.span_text(max(0, _sentence_start(answer, first)), last)):
+    if _HEDGE_CUE.search(answer.span_text(answer.sentence_start(first), last)):
         return sorted({o.phrase.text for o in same})
     chain = _list_around(answer, match, same)
     joined_by_or = any(
@@ -310,13 +322,6 @@ def _alternatives(answer: Answer, match: Match, others: list[Match]) -> list[str
     if chain and "," in _gap(answer, match, chain[0]) and " and " not in f" {_gap(answer, match, chain[0])} ":
         return [chain[0].phrase.text]
     return []
-
-
-def _sentence_start(answer: Answer, position: int) -> int:
-    sentence_of, start = answer.sentence_of, position
-    while start > 0 and sentence_of[start - 1] == sentence_of[position]:
-        start -= 1
-    return start
 
 
 def _gap(answer: Answer, a: Match, b: Match) -> str:

@@ -91,8 +91,11 @@ def _within(value: float, gold: float, tolerance: float | None, rel_tolerance: f
 
 
 def _tolerance_text(tolerance: float | None, rel_tolerance: float | None) -> str:
-    parts = [f"±{tolerance:g}" for _ in [0] if tolerance] + [f"±{rel_tolerance:.0%}" for _ in [0] if rel_tolerance]
-    return " or ".join(parts) if parts else "exact"
+    if tolerance and rel_tolerance:
+        return f"±{tolerance:g} or ±{rel_tolerance:.0%}"
+    if tolerance:
+        return f"±{tolerance:g}"
+    return f"±{rel_tolerance:.0%}" if rel_tolerance else "exact"
 
 
 def parse_number(answer: Answer, label: Label) -> Parsed:

@@ -69,11 +69,12 @@ GENERATIONS_STEM = "generations"
 FAILURES_STEM = "failures"
 FSYNC_EVERY = 512  # lines between flushes to disk of a generations shard
 # A DataLoader transfer costs the main process ~0.25 ms whatever it carries, as much as the
-# rest of the pipeline spends on several samples; so a worker sends whole batches together
-# until it holds CHUNK_SAMPLES or has spent CHUNK_SECONDS decoding them. Real videos take
-# longer than that per batch, so they still travel a batch at a time.
+# rest of the pipeline spends on several samples; so a worker sends whole batches together:
+# one batch first (generation starts early), then twice as many each time up to
+# CHUNK_SAMPLES, or fewer once their frames hold CHUNK_BYTES (real videos travel a batch
+# or two at a time, so memory stays as it was with one batch per transfer).
 CHUNK_SAMPLES = 128
-CHUNK_SECONDS = 0.02
+CHUNK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class ModelAnswerer:
         return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
-VideoReader = Callable[[Sample], Any]
+VideoReader = Callable[[Sample], "Frames"]  # raises VideoError for a video it cannot decode
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ class _Item:
 
     sample: Sample
     sample_json: str
-    frames: Any = None
+    frames: Frames | None = None
     error: str | None = None
 
 
@@ -175,7 +176,7 @@ def frame_reader(video_root: str | os.PathLike[str], num_frames: int) -> VideoRe
     """Decode a sample's clip with ``llava_star.video`` (raises ``VideoError``)."""
     from llava_star.video import read_frames, resolve_video_path
 
-    def read(sample: Sample) -> Any:
+    def read(sample: Sample) -> Frames:
         path = resolve_video_path(video_root, sample.video)
         return read_frames(path, num_frames, start=sample.start, end=sample.end)
 
@@ -212,13 +213,14 @@ def _decoded_chunks(
     read_video: VideoReader,
     *,
     max_samples: int,
-    max_seconds: float,
+    max_bytes: int,
 ) -> Iterator[_Chunk]:
     """This worker's pending samples with their frames, in chunks; runs in DataLoader workers.
 
-    A chunk is whole batches (so the batches are the same however the samples travel),
-    closed once it holds ``max_samples`` or took ``max_seconds`` to decode. Each line is
-    parsed and validated here, once, by the only process that uses it.
+    A chunk is whole batches: one, then twice as many as the last up to ``max_samples``,
+    closed early once its frames hold ``max_bytes``. It depends only on the samples, so a
+    run's batches, and the order they reach the main process in, are the same every time.
+    Each line is parsed and validated here, once, by the only process that uses it.
     """
     import torch.utils.data
 
@@ -227,20 +229,20 @@ def _decoded_chunks(
     lines = _my_lines(config, context, worker_id, num_workers)
     samples = parse_jsonl_lines(config.samples, lines, Sample.from_dict)
     items: list[_Item] = []
-    consumed = 0
-    started = time.monotonic()
+    consumed = frame_bytes = 0
+    target = config.batch_size
     try:
         for sample in samples:
             consumed += 1
             if sample.id in done:
                 continue
-            items.append(_decoded(sample, read_video))
-            if len(items) % config.batch_size == 0 and (
-                len(items) >= max_samples or time.monotonic() - started >= max_seconds
-            ):
+            item = _decoded(sample, read_video)
+            items.append(item)
+            frame_bytes += item.frames.array.nbytes if item.frames is not None else 0
+            if len(items) % config.batch_size == 0 and (len(items) >= target or frame_bytes >= max_bytes):
                 yield _Chunk(items, consumed)
-                items, consumed = [], 0
-                started = time.monotonic()
+                items, consumed, frame_bytes = [], 0, 0
+                target = min(2 * target, max_samples)
     except RecordError as error:
         yield _Chunk(items, consumed, error=error)
         return
@@ -269,12 +271,12 @@ def _chunks(
     if config.num_workers == 0:
         # without workers a DataLoader only adds its per-item fetch machinery: nothing to overlap,
         # and nothing to transfer, so each batch is decoded just before it is generated
-        return _decoded_chunks(config, context, done, read_video, max_samples=config.batch_size, max_seconds=0.0)
+        return _decoded_chunks(config, context, done, read_video, max_samples=config.batch_size, max_bytes=0)
 
     class Chunks(torch.utils.data.IterableDataset):
         def __iter__(self) -> Iterator[_Chunk]:
             return _decoded_chunks(
-                config, context, done, read_video, max_samples=CHUNK_SAMPLES, max_seconds=CHUNK_SECONDS
+                config, context, done, read_video, max_samples=CHUNK_SAMPLES, max_bytes=CHUNK_BYTES
             )
 
     loader = torch.utils.data.DataLoader(
@@ -282,7 +284,7 @@ def _chunks(
         batch_size=None,  # the workers send whole chunks: one transfer per chunk, not per sample
         num_workers=config.num_workers,
         collate_fn=_as_sent,
-        prefetch_factor=4,  # chunks waiting per worker: 4 batches of real videos
+        prefetch_factor=4,  # chunks waiting per worker: about 4 batches of real videos
         # forked workers inherit the sample stream and the video reader as they are (no
         # pickling of closures), and they never touch CUDA: they only decode
         multiprocessing_context="fork",

@@ -328,3 +328,12 @@ def test_a_bad_line_stops_the_run_naming_file_and_line(dataset, tmp_path, num_wo
     summary = run(config, answerer=HintFollower())
     assert sorted(line["id"] for line in read_all(tmp_path / "out")) == [f"s{i:03d}" for i in range(24)]
     assert 0 < summary["this_run"]["finished"] < 24
+
+
+def test_with_workers_two_runs_write_the_same_lines_in_the_same_order(dataset, tmp_path):
+    """Chunks depend on the samples only, so batches (and the seeds of sampling) repeat."""
+    first, second = HintFollower(), HintFollower()
+    run(config_for(dataset, tmp_path / "a", num_workers=2, batch_size=2), answerer=first)
+    run(config_for(dataset, tmp_path / "b", num_workers=2, batch_size=2), answerer=second)
+    assert first.prompts == second.prompts and len(first.prompts) == 24 + 18
+    assert [line["id"] for line in read_all(tmp_path / "a")] == [line["id"] for line in read_all(tmp_path / "b")]

@@ -53,6 +53,19 @@ def test_digit_matches_finds_what_finditer_finds(pattern) -> None:
     assert [m.group() for m in quantities.digit_matches(pattern, "٣ and 4")] == ["٣", "4"]  # non-ASCII digits
 
 
+def test_choice_conclusions_found_at_cues_are_the_ones_a_full_scan_finds() -> None:
+    conclusion = rules._choice_patterns(("A", "B", "C", "D"))[0]
+    rng = random.Random(1)
+    pieces = ["the answer is B", "answer: (c)", "I choose A", "i'd go with D", "it must be B", "This has to be C",
+              "correct option A", "best choice d", "must be A", " ", ", ", "answering ", "A ", "option B", "Answer",
+              "I would pick C", "it should be  A", "has to be (D)"]  # fmt: skip
+    for _ in range(3000):
+        raw = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        expected = [m.span() for m in conclusion.finditer(raw)]
+        starts = rules._cue_positions(raw.lower(), rules._CONCLUSION_CUES)
+        assert [m.span() for m in quantities.matches_at(conclusion, raw, starts)] == expected, raw
+
+
 def test_the_table_covers_every_label_type() -> None:
     from llava_star.records import LABEL_TYPES
 

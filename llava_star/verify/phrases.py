@@ -228,7 +228,7 @@ def vocabulary_matches(
     for number in sorted(candidates):
         phrase = vocabulary.phrases[number]
         # cheap test first: every content word of the class occurs somewhere
-        if phrase.words not in exclude and all(not forms.isdisjoint(present) for forms in phrase.words):
+        if phrase.words not in exclude and not any(map(present.isdisjoint, phrase.words)):
             found.extend(find_phrase(answer, phrase))
     return found
 

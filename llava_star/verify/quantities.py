@@ -81,6 +81,18 @@ def digit_matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]
                 yield match
 
 
+def matches_at(pattern: re.Pattern[str], text: str, starts: list[int]) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)`` for a pattern that can only match at ``starts`` (sorted):
+    a few anchored matches instead of the engine trying the pattern at every character."""
+    end = 0
+    for start in starts:
+        if start >= end:
+            match = pattern.match(text, start)
+            if match:
+                end = match.end()
+                yield match
+
+
 def _to_float(text: str) -> float:
     return float(text.replace(",", ""))
 
@@ -339,7 +351,15 @@ def find_boxes(text: str) -> list[BoxMention]:
     >>> find_boxes("the cup is at [0.1, 0.2, 0.5, 0.6].")[0].numbers
     (0.1, 0.2, 0.5, 0.6)
     """
-    return [BoxMention(tuple(float(g) for g in m.groups()), m.start()) for m in _BOX.finditer(text)]
+    brackets = sorted(position for mark in "[(" for position in _positions_of_char(text, mark))
+    return [BoxMention(tuple(float(g) for g in m.groups()), m.start()) for m in matches_at(_BOX, text, brackets)]
+
+
+def _positions_of_char(text: str, char: str) -> Iterator[int]:
+    position = text.find(char)
+    while position >= 0:
+        yield position
+        position = text.find(char, position + 1)
 
 
 def to_corners(numbers: tuple[float, float, float, float], box_format: str) -> tuple[float, float, float, float]:

@@ -271,23 +271,31 @@ _CONCLUSION_CUES = ("answer", "correct ", "best ", "right ", "i choose", "i pick
 _VERDICT_CUE = re.compile(r"is (?:the )?(?:correct|right|best|answer)")
 
 
-def _first_cue(lowered: str | None, cues: tuple[str, ...]) -> int:
-    """Where the first cue occurs in ``lowered`` (0 when unknown, the end when absent)."""
-    if lowered is None:
-        return 0
-    found = [position for position in map(lowered.find, cues) if position >= 0]
-    return min(found, default=len(lowered))
+def _cue_positions(lowered: str, cues: tuple[str, ...]) -> list[int]:
+    """Every position where one of ``cues`` starts, in order."""
+    positions = []
+    for cue in cues:
+        position = lowered.find(cue)
+        while position >= 0:
+            positions.append(position)
+            position = lowered.find(cue, position + 1)
+    return sorted(positions)
 
 
 def parse_choice(answer: Answer, label: Label) -> Parsed:
     options = _options(label)
     conclusion, verdict, leading, mention, alternative = _choice_patterns(tuple(options))
-    raw = answer.raw.translate(_MARKDOWN_MARKS)
-    # Both patterns are tried at every character; start where a conclusion can begin and
-    # skip the verdict pattern when no "is correct" is said. Lower-cased text has the same
-    # positions as the answer only when it is ASCII; other answers are scanned in full.
+    raw = answer.raw
+    if any(map(raw.__contains__, "*_`#")):  # four memchr scans; translate maps every character
+        raw = raw.translate(_MARKDOWN_MARKS)
+    # A conclusion is tried only where one can begin, and the verdict pattern only when
+    # "is correct" is said. Lower-cased text has the same positions as the answer only
+    # when it is ASCII; other answers are scanned in full.
     lowered = raw.lower() if raw.isascii() else None
-    concluded = list(conclusion.finditer(raw, _first_cue(lowered, _CONCLUSION_CUES)))
+    if lowered is None:
+        concluded = list(conclusion.finditer(raw))
+    else:
+        concluded = list(quantities.matches_at(conclusion, raw, _cue_positions(lowered, _CONCLUSION_CUES)))
     if lowered is None or _VERDICT_CUE.search(lowered):
         concluded += verdict.finditer(raw)
     found = max(concluded, key=lambda m: m.start(), default=None) or leading.match(raw)
@@ -343,16 +351,16 @@ def parse_sequence(answer: Answer, label: Label) -> Parsed:
     positions: list[int] = []
     after = -1
     for number, (step, names) in enumerate(zip(label.value, steps), start=1):
-        matches = sorted(
-            (m for phrase in names.phrases for m in find_phrase(answer, phrase)
-             if m.first > after and answer.negated(m.first, m.last) is None),
+        later = sorted(
+            (m for phrase in names.phrases for m in find_phrase(answer, phrase) if m.first > after),
             key=in_reading_order,
-        )  # fmt: skip
-        if not matches:
+        )
+        stated = next((m for m in later if answer.negated(m.first, m.last) is None), None)
+        if stated is None:
             where = f" after step {number - 1}" if number > 1 else ""
             return None, f"step {number} {step!r} is not stated{where}"
-        after = matches[0].last
-        positions.append(matches[0].first)
+        after = stated.last
+        positions.append(stated.first)
     return tuple(positions), ""
 
 

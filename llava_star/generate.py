@@ -417,15 +417,7 @@ def _generate_shard(
     try:
         for chunk in _chunks(config, context, done, read_video):
             for batch in _in_batches(iter(chunk.items), config.batch_size):
-                for item in batch:
-                    if item.error is not None:
-                        writer.failed(item)
-                decoded = [item for item in batch if item.error is None]
-                waiting += _answer_directly(decoded, answerer, writer, rationalize=config.rationalize)
-                while len(waiting) >= config.batch_size:
-                    _rationalize(waiting[: config.batch_size], answerer, writer)
-                    del waiting[: config.batch_size]
-                writer.write_finished()
+                _generate_batch(config, batch, waiting, answerer, writer)
                 _show_progress(progress, writer.counts, len(batch))
             progress.update(chunk.lines - len(chunk.items))  # lines finished by an earlier run
             if chunk.error is not None:  # the samples before the bad line are written: a rerun skips them
@@ -437,6 +429,21 @@ def _generate_shard(
         progress.close()
         writer.close()
     return writer.counts
+
+
+def _generate_batch(
+    config: GenerateConfig, batch: list[_Item], waiting: list[_Item], answerer: Answerer, writer: _ShardWriter
+) -> None:
+    """Answer a batch, queue its failures in ``waiting``, rationalize full batches of them, write."""
+    for item in batch:
+        if item.error is not None:
+            writer.failed(item)
+    decoded = [item for item in batch if item.error is None]
+    waiting += _answer_directly(decoded, answerer, writer, rationalize=config.rationalize)
+    while len(waiting) >= config.batch_size:
+        _rationalize(waiting[: config.batch_size], answerer, writer)
+        del waiting[: config.batch_size]
+    writer.write_finished()
 
 
 def _show_progress(progress: Any, counts: _RunCounts, advanced: int) -> None:

@@ -10,6 +10,7 @@ barrier (so rank 0 summarises once every shard is complete).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -56,9 +57,7 @@ def shard(items: Iterable[ItemT], rank: int, world_size: int) -> Iterator[ItemT]
     >>> list(shard("abcdefg", 1, 3))
     ['b', 'e']
     """
-    for position, item in enumerate(items):
-        if position % world_size == rank:
-            yield item
+    return itertools.islice(items, rank, None, world_size)
 
 
 def shard_path(directory: str | os.PathLike[str], stem: str, rank: int, world_size: int) -> Path:

@@ -43,12 +43,14 @@ from llava_star.distributed import (
     shard,
     shard_path,
 )
-from llava_star.errors import ConfigError, VideoError
+from llava_star.errors import ConfigError, RecordError, VideoError
 from llava_star.prompts import direct_prompt, hint_prompt
 from llava_star.records import (
     Generation,
     JsonlAppender,
     Sample,
+    encode_sample,
+    generation_line,
     jsonl_lines,
     parse_jsonl_lines,
     read_jsonl,
@@ -66,6 +68,13 @@ logger = logging.getLogger(__name__)
 GENERATIONS_STEM = "generations"
 FAILURES_STEM = "failures"
 FSYNC_EVERY = 512  # lines between flushes to disk of a generations shard
+# A DataLoader transfer costs the main process ~0.25 ms whatever it carries, as much as the
+# rest of the pipeline spends on several samples; so a worker sends whole batches together:
+# one batch first (generation starts early), then twice as many each time up to
+# CHUNK_SAMPLES, or fewer once their frames hold CHUNK_BYTES (real videos travel a batch
+# or two at a time, so memory stays as it was with one batch per transfer).
+CHUNK_SAMPLES = 128
+CHUNK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -146,15 +155,20 @@ class ModelAnswerer:
         return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
-VideoReader = Callable[[Sample], Any]
+VideoReader = Callable[[Sample], "Frames"]  # raises VideoError for a video it cannot decode
 
 
 @dataclass(frozen=True)
 class _Item:
-    """A sample with its decoded frames, or the reason they could not be decoded."""
+    """A sample with its decoded frames, or the reason they could not be decoded.
+
+    ``sample_json`` is the sample encoded by the worker that parsed it, so the main
+    process writes the generation line without encoding the sample again.
+    """
 
     sample: Sample
-    frames: Any = None
+    sample_json: str
+    frames: Frames | None = None
     error: str | None = None
 
 
@@ -162,7 +176,7 @@ def frame_reader(video_root: str | os.PathLike[str], num_frames: int) -> VideoRe
     """Decode a sample's clip with ``llava_star.video`` (raises ``VideoError``)."""
     from llava_star.video import read_frames, resolve_video_path
 
-    def read(sample: Sample) -> Any:
+    def read(sample: Sample) -> Frames:
         path = resolve_video_path(video_root, sample.video)
         return read_frames(path, num_frames, start=sample.start, end=sample.end)
 
@@ -177,52 +191,103 @@ def _my_lines(
     return shard(shard(lines, context.rank, context.world_size), worker_id, num_workers)
 
 
-def _pending(
-    config: GenerateConfig, context: ProcessContext, done: set[str], worker_id: int = 0, num_workers: int = 1
-) -> Iterator[Sample]:
-    """This rank's (and worker's) samples, in file order, without those already finished."""
-    samples = parse_jsonl_lines(config.samples, _my_lines(config, context, worker_id, num_workers), Sample.from_dict)
-    return (sample for sample in samples if sample.id not in done)
+@dataclass(frozen=True)
+class _Chunk:
+    """Decoded pending samples of one DataLoader worker, sent to the main process in one piece.
+
+    ``lines`` counts the lines of this rank's share that went into the chunk, finished
+    ones included, so progress moves through the whole share. ``error`` is a bad line's
+    ``RecordError`` (naming file:line), carried as data so that the main process raises
+    it as it is rather than as a worker's traceback.
+    """
+
+    items: list[_Item]
+    lines: int
+    error: RecordError | None = None
 
 
-def _decoded_items(
-    config: GenerateConfig, context: ProcessContext, done: set[str], read_video: VideoReader
-) -> Iterator[_Item]:
-    """Every pending sample with its frames; runs inside DataLoader workers."""
+def _decoded_chunks(
+    config: GenerateConfig,
+    context: ProcessContext,
+    done: set[str],
+    read_video: VideoReader,
+    *,
+    max_samples: int,
+    max_bytes: int,
+) -> Iterator[_Chunk]:
+    """This worker's pending samples with their frames, in chunks; runs in DataLoader workers.
+
+    A chunk is whole batches: one, then twice as many as the last up to ``max_samples``,
+    closed early once its frames hold ``max_bytes``. It depends only on the samples, so a
+    run's batches, and the order they reach the main process in, are the same every time.
+    Each line is parsed and validated here, once, by the only process that uses it.
+    """
     import torch.utils.data
 
     worker = torch.utils.data.get_worker_info()
     worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
-    for sample in _pending(config, context, done, worker_id, num_workers):
-        try:
-            yield _Item(sample, frames=read_video(sample))
-        except VideoError as error:
-            yield _Item(sample, error=str(error))
+    lines = _my_lines(config, context, worker_id, num_workers)
+    samples = parse_jsonl_lines(config.samples, lines, Sample.from_dict)
+    items: list[_Item] = []
+    consumed = frame_bytes = 0
+    target = config.batch_size
+    try:
+        for sample in samples:
+            consumed += 1
+            if sample.id in done:
+                continue
+            item = _decoded(sample, read_video)
+            items.append(item)
+            frame_bytes += item.frames.array.nbytes if item.frames is not None else 0
+            if len(items) % config.batch_size == 0 and (len(items) >= target or frame_bytes >= max_bytes):
+                yield _Chunk(items, consumed)
+                items, consumed, frame_bytes = [], 0, 0
+                target = min(2 * target, max_samples)
+    except RecordError as error:
+        yield _Chunk(items, consumed, error=error)
+        return
+    if consumed:
+        yield _Chunk(items, consumed)
 
 
-def _batches(
+def _decoded(sample: Sample, read_video: VideoReader) -> _Item:
+    try:
+        return _Item(sample, encode_sample(sample), frames=read_video(sample))
+    except VideoError as error:
+        return _Item(sample, encode_sample(sample), error=str(error))
+
+
+def _as_sent(chunk: _Chunk) -> _Chunk:
+    """The DataLoader's collate step: a chunk is already what the main process needs."""
+    return chunk
+
+
+def _chunks(
     config: GenerateConfig, context: ProcessContext, done: set[str], read_video: VideoReader
-) -> Iterator[list[_Item]]:
-    """Batches of decoded samples; the workers decode the next batches during generation."""
+) -> Iterator[_Chunk]:
+    """Chunks of decoded samples; the workers decode the next chunks during generation."""
     import torch.utils.data
 
     if config.num_workers == 0:
-        # without workers a DataLoader only adds its per-item fetch machinery: nothing to overlap
-        return _in_batches(_decoded_items(config, context, done, read_video), config.batch_size)
+        # without workers a DataLoader only adds its per-item fetch machinery: nothing to overlap,
+        # and nothing to transfer, so each batch is decoded just before it is generated
+        return _decoded_chunks(config, context, done, read_video, max_samples=config.batch_size, max_bytes=0)
 
-    class Items(torch.utils.data.IterableDataset):
-        def __iter__(self) -> Iterator[_Item]:
-            return _decoded_items(config, context, done, read_video)
+    class Chunks(torch.utils.data.IterableDataset):
+        def __iter__(self) -> Iterator[_Chunk]:
+            return _decoded_chunks(
+                config, context, done, read_video, max_samples=CHUNK_SAMPLES, max_bytes=CHUNK_BYTES
+            )
 
     loader = torch.utils.data.DataLoader(
-        Items(),
-        batch_size=config.batch_size,
+        Chunks(),
+        batch_size=None,  # the workers send whole chunks: one transfer per chunk, not per sample
         num_workers=config.num_workers,
-        collate_fn=list,
-        prefetch_factor=4 if config.num_workers else None,
+        collate_fn=_as_sent,
+        prefetch_factor=4,  # chunks waiting per worker: about 4 batches of real videos
         # forked workers inherit the sample stream and the video reader as they are (no
         # pickling of closures), and they never touch CUDA: they only decode
-        multiprocessing_context="fork" if config.num_workers else None,
+        multiprocessing_context="fork",
     )
     return iter(loader)
 
@@ -235,6 +300,11 @@ def _in_batches(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
     """
     while batch := list(itertools.islice(items, size)):
         yield batch
+
+
+def _share_size(config: GenerateConfig, context: ProcessContext) -> int:
+    """Lines in this rank's share (finished or not): the progress bar's total, counted unparsed."""
+    return sum(1 for _ in _my_lines(config, context))
 
 
 @dataclass
@@ -267,11 +337,11 @@ class _ShardWriter:
         )
         self.failures = JsonlAppender(shard_path(out, FAILURES_STEM, context.rank, context.world_size))
         self.counts = _RunCounts()
-        self._unwritten: list[Generation] = []  # this batch's finished samples, written together
+        self._unwritten: list[bytes] = []  # this batch's finished samples, written together
 
-    def finished(self, sample: Sample, answer: str, verdict: Verdict, *, rationalized: bool) -> None:
+    def finished(self, item: _Item, answer: str, verdict: Verdict, *, rationalized: bool) -> None:
         generation = Generation(
-            sample=sample,
+            sample=item.sample,
             answer=answer,
             rationalized=rationalized,
             passed=verdict.passed,
@@ -279,12 +349,12 @@ class _ShardWriter:
             cycle=self.config.cycle,
             model=self.config.model,
         )
-        self._unwritten.append(generation)
+        self._unwritten.append(generation_line(generation, item.sample_json))
         self.counts.record(generation)
 
     def write_finished(self) -> None:
         """Append the finished samples held so far, in one system call per few hundred lines."""
-        self.generations.write_many(self._unwritten)
+        self.generations.write_lines(self._unwritten)
         self._unwritten.clear()
 
     def failed(self, item: _Item) -> None:
@@ -310,7 +380,7 @@ def _answer_directly(
     for item, answer in zip(items, answers, strict=True):
         verdict = verify(answer, item.sample.labels)
         if verdict.passed or not rationalize:
-            writer.finished(item.sample, answer, verdict, rationalized=False)
+            writer.finished(item, answer, verdict, rationalized=False)
         else:
             failed.append(item)
     return failed
@@ -323,7 +393,7 @@ def _rationalize(items: Sequence[_Item], answerer: Answerer, writer: _ShardWrite
     prompts = [hint_prompt(item.sample.question, item.sample.labels) for item in items]
     answers = answerer.answer(prompts, [item.frames for item in items])
     for item, answer in zip(items, answers, strict=True):
-        writer.finished(item.sample, answer, verify(answer, item.sample.labels, rationalized=True), rationalized=True)
+        writer.finished(item, answer, verify(answer, item.sample.labels, rationalized=True), rationalized=True)
 
 
 def _generate_shard(
@@ -335,23 +405,23 @@ def _generate_shard(
 ) -> _RunCounts:
     from tqdm import tqdm
 
-    total = sum(1 for _ in _pending(config, context, done))  # also validates every line up front
     writer = _ShardWriter(config, context)
     waiting: list[_Item] = []  # failed direct answers, rationalized a full batch at a time
     # one bar, on rank 0; None hides it when stderr is not a terminal
-    progress = tqdm(total=total, unit="sample", desc=f"cycle {config.cycle}", disable=None if context.is_main else True)
+    progress = tqdm(
+        total=_share_size(config, context),
+        unit="sample",
+        desc=f"cycle {config.cycle}",
+        disable=None if context.is_main else True,
+    )
     try:
-        for batch in _batches(config, context, done, read_video):
-            for item in batch:
-                if item.error is not None:
-                    writer.failed(item)
-            decoded = [item for item in batch if item.error is None]
-            waiting += _answer_directly(decoded, answerer, writer, rationalize=config.rationalize)
-            while len(waiting) >= config.batch_size:
-                _rationalize(waiting[: config.batch_size], answerer, writer)
-                del waiting[: config.batch_size]
-            writer.write_finished()
-            _show_progress(progress, writer.counts, len(batch))
+        for chunk in _chunks(config, context, done, read_video):
+            for batch in _in_batches(iter(chunk.items), config.batch_size):
+                _generate_batch(config, batch, waiting, answerer, writer)
+                _show_progress(progress, writer.counts, len(batch))
+            progress.update(chunk.lines - len(chunk.items))  # lines finished by an earlier run
+            if chunk.error is not None:  # the samples before the bad line are written: a rerun skips them
+                raise chunk.error
         if waiting:
             _rationalize(waiting, answerer, writer)
             _show_progress(progress, writer.counts, 0)
@@ -359,6 +429,21 @@ def _generate_shard(
         progress.close()
         writer.close()
     return writer.counts
+
+
+def _generate_batch(
+    config: GenerateConfig, batch: list[_Item], waiting: list[_Item], answerer: Answerer, writer: _ShardWriter
+) -> None:
+    """Answer a batch, queue its failures in ``waiting``, rationalize full batches of them, write."""
+    for item in batch:
+        if item.error is not None:
+            writer.failed(item)
+    decoded = [item for item in batch if item.error is None]
+    waiting += _answer_directly(decoded, answerer, writer, rationalize=config.rationalize)
+    while len(waiting) >= config.batch_size:
+        _rationalize(waiting[: config.batch_size], answerer, writer)
+        del waiting[: config.batch_size]
+    writer.write_finished()
 
 
 def _show_progress(progress: Any, counts: _RunCounts, advanced: int) -> None:

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -39,6 +39,21 @@ _LABEL_FIELDS = (
 )  # fmt: skip
 _LABEL_FIELD_SET = frozenset(_LABEL_FIELDS)
 _NUMBER_FIELDS = ("tolerance", "rel_tolerance", "duration", "min_iou")
+
+
+FrozenT = TypeVar("FrozenT")
+
+
+def _frozen_instance(cls: type[FrozenT], fields: dict[str, Any]) -> FrozenT:
+    """``cls(**fields)`` for a frozen dataclass, minus the ``object.__setattr__`` per field of its ``__init__``.
+
+    Parsing sets every field of every record of a file, so this is most of the cost of
+    reading one. ``fields`` must hold every field in declared order (``vars`` of a record is
+    what ``to_dict`` and pickling see); validating them stays the caller's job.
+    """
+    instance = object.__new__(cls)
+    vars(instance).update(fields)
+    return instance
 
 
 def _is_number(value: Any) -> bool:
@@ -86,6 +101,8 @@ def _check_label_value(label_type: str, value: Any) -> Any:
 
 def _check_synonyms(label_type: str, synonyms: Any, steps: Any) -> tuple[str, ...] | dict[str, tuple[str, ...]]:
     """A list of names; for a sequence, a mapping step -> names ("2.5 Soms.Pike" -> ["2.5 somersaults pike"])."""
+    if type(synonyms) is tuple and not synonyms:  # the default, and what most labels have
+        return ()
     if label_type == "sequence" and isinstance(synonyms, Mapping):
         for step, names in synonyms.items():
             if step not in steps:
@@ -119,15 +136,20 @@ class Label:
     def __post_init__(self) -> None:
         if self.type not in LABEL_TYPES:
             raise LabelError(f"type: unknown label type {self.type!r}; expected one of {', '.join(LABEL_TYPES)}")
-        object.__setattr__(self, "value", _check_label_value(self.type, self.value))
-        object.__setattr__(self, "synonyms", _check_synonyms(self.type, self.synonyms, self.value))
+        fields = vars(self)
+        value = _check_label_value(self.type, self.value)
+        if value is not self.value:  # a class name that was stripped, a list that became a tuple
+            object.__setattr__(self, "value", value)
+        synonyms = _check_synonyms(self.type, self.synonyms, self.value)
+        if synonyms is not self.synonyms:
+            object.__setattr__(self, "synonyms", synonyms)
         if self.vocabulary is not None and not isinstance(self.vocabulary, str):
             vocabulary = tuple(self.vocabulary)
             if not all(isinstance(v, str) for v in vocabulary):
                 raise LabelError("vocabulary: expected a list of class names or a vocabulary name")
             object.__setattr__(self, "vocabulary", vocabulary)
         for key in _NUMBER_FIELDS:
-            number = getattr(self, key)
+            number = fields[key]
             if number is not None and (not _is_number(number) or number < 0):
                 raise LabelError(f"{key}: expected a non-negative number, got {number!r}")
         if self.min_iou is not None and self.min_iou > 1:
@@ -145,15 +167,18 @@ class Label:
     def from_dict(cls, data: Any) -> Label:
         if not _is_mapping(data):
             raise LabelError(f"expected a label object, got {type(data).__name__}")
-        unknown = data.keys() - _LABEL_FIELD_SET
-        if unknown:
+        if not _LABEL_FIELD_SET.issuperset(data):
+            unknown = data.keys() - _LABEL_FIELD_SET
             raise LabelError(f"unknown label field(s) {sorted(unknown)}; expected {', '.join(_LABEL_FIELDS)}")
         if "type" not in data or "value" not in data:
             raise LabelError("a label needs 'type' and 'value'")
+        fields = {"type": data["type"], "value": data["value"], **_LABEL_DEFAULTS, **data}  # declared order
         synonyms = data.get("synonyms")
         if synonyms is not None and not isinstance(synonyms, Mapping):
-            return cls(**{**data, "synonyms": tuple(synonyms)})
-        return cls(**data)
+            fields["synonyms"] = tuple(synonyms)
+        label = _frozen_instance(cls, fields)
+        label.__post_init__()
+        return label
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: empty optional fields are left out, tuples become lists."""
@@ -165,6 +190,9 @@ class Label:
                 value = {step: list(names) for step, names in value.items()}
             out[key] = list(value) if type(value) is tuple else value
         return out
+
+
+_LABEL_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Label) if field.name not in ("type", "value")}
 
 
 def _labels_from_list(data: Any) -> tuple[Label, ...]:
@@ -227,17 +255,18 @@ class Sample:
             meta = data.get("meta", {})
             if not _is_mapping(meta):
                 raise RecordError("meta: expected an object")
-            return cls(
-                id=_require_str({"id": sample_id}, "id"),
-                video=_require_str(data, "video"),
-                question=_require_str(data, "question"),
-                labels=_labels_from_list(data.get("labels")),
-                source=_require_str(data, "source"),
-                task=_require_str(data, "task"),
-                start=start,
-                end=end,
-                meta=dict(meta),
-            )
+            fields = {
+                "id": _require_str({"id": sample_id}, "id"),
+                "video": _require_str(data, "video"),
+                "question": _require_str(data, "question"),
+                "labels": _labels_from_list(data.get("labels")),
+                "source": _require_str(data, "source"),
+                "task": _require_str(data, "task"),
+                "start": start,
+                "end": end,
+                "meta": dict(meta),
+            }
+            return _frozen_instance(cls, fields)
         except RecordError as error:
             if sample_id is not None:
                 raise type(error)(f"id {sample_id!r}: {error}") from None
@@ -306,16 +335,18 @@ class Generation:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out = self.sample.to_dict()
-        out.update(
-            answer=self.answer,
-            rationalized=self.rationalized,
-            passed=self.passed,
-            checks=[dict(check) for check in self.checks],
-            cycle=self.cycle,
-            model=self.model,
-        )
-        return out
+        return {**self.sample.to_dict(), **self._own_fields()}
+
+    def _own_fields(self) -> dict[str, Any]:
+        """The fields a generation adds to its sample's (``_GENERATION_FIELDS``), in that order."""
+        return {
+            "answer": self.answer,
+            "rationalized": self.rationalized,
+            "passed": self.passed,
+            "checks": [dict(check) for check in self.checks],
+            "cycle": self.cycle,
+            "model": self.model,
+        }
 
 
 RecordT = TypeVar("RecordT")
@@ -392,10 +423,33 @@ def _to_jsonable(record: Any) -> Any:
     return record
 
 
+# one encoder for every line: json.dumps with options builds a new one per call
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def dumps_line(record: Any) -> bytes:
     """One record as one JSONL line (UTF-8, newline-terminated, no NaN)."""
-    text = json.dumps(_to_jsonable(record), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return (text + "\n").encode("utf-8")
+    return (_LINE_ENCODER.encode(_to_jsonable(record)) + "\n").encode("utf-8")
+
+
+def encode_sample(sample: Sample) -> str:
+    """A sample as a JSON object, for :func:`generation_line` to reuse.
+
+    Made where the sample is parsed (generation's DataLoader workers), so that the
+    process writing the generations does not encode every sample again.
+    """
+    return _LINE_ENCODER.encode(sample.to_dict())
+
+
+def generation_line(generation: Generation, sample_json: str) -> bytes:
+    """``dumps_line(generation)``, with the sample's part taken as is from ``sample_json``.
+
+    A generation line is its sample's object with the generation's fields after them, so
+    the two JSON objects join at the brace; ``sample_json`` is ``encode_sample`` of
+    ``generation.sample``.
+    """
+    own = _LINE_ENCODER.encode(generation._own_fields())
+    return f"{sample_json[:-1]},{own[1:]}\n".encode("utf-8")
 
 
 def _truncate_torn_tail(path: Path) -> None:
@@ -458,6 +512,12 @@ class JsonlAppender:
         """Append whole lines, many per system call (a killed write leaves a torn tail at worst)."""
         records = iter(records)
         while chunk := [dumps_line(record) for record in itertools.islice(records, lines_per_write)]:
+            self._append(b"".join(chunk), len(chunk))
+
+    def write_lines(self, lines: Sequence[bytes], *, lines_per_write: int = 256) -> None:
+        """Append lines already encoded (each one record, newline-terminated), many per system call."""
+        for start in range(0, len(lines), lines_per_write):
+            chunk = lines[start : start + lines_per_write]
             self._append(b"".join(chunk), len(chunk))
 
     def _append(self, data: bytes, lines: int) -> None:

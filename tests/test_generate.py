@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tiny_model_helpers import in_memory_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
 
-from llava_star.errors import ConfigError
+from llava_star.errors import ConfigError, RecordError
 from llava_star.generate import GenerateConfig, ModelAnswerer, run, summarize
 from llava_star.generate import main as generate_main
 from llava_star.models.loading import load_model
@@ -255,14 +255,16 @@ def test_kill_9_at_random_moments_then_resume_loses_and_duplicates_nothing(datas
     rng = np.random.default_rng(2024)
     command = _generate_command(dataset, tiny_model, tmp_path)
     killed_mid_run = 0
-    for _ in range(3):
-        before = _count_lines(tmp_path)
+    # The tiny model writes all 24 lines within a few tenths of a second after seconds of
+    # imports, so a fixed delay after the first line can miss the run; instead each run
+    # is killed a random instant after the shards reach a random line count short of 24.
+    for target in sorted(rng.choice(np.arange(3, 19), size=3, replace=False)):
+        goal = max(int(target), _count_lines(tmp_path) + 1)  # this run writes at least one line
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=_environment(), stderr=subprocess.DEVNULL)
-        # imports take seconds: wait until this process has written something, then kill at a random moment
-        while process.poll() is None and _count_lines(tmp_path) == before:
-            time.sleep(0.05)
-        time.sleep(float(rng.uniform(0.0, 0.6)))
-        killed_mid_run += process.poll() is None
+        while process.poll() is None and _count_lines(tmp_path) < goal:
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0.0, 0.03)))
+        killed_mid_run += process.poll() is None and _count_lines(tmp_path) < 24
         process.kill()
         process.wait()
     assert killed_mid_run >= 2
@@ -307,3 +309,31 @@ def test_distributed_helpers(monkeypatch):
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(ValueError, match="RANK=4"):
         process_context()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_bad_line_stops_the_run_naming_file_and_line(dataset, tmp_path, num_workers):
+    lines = (dataset / "samples.jsonl").read_text().splitlines(keepends=True)
+    lines[13] = lines[13].replace('"type":"class"', '"type":"colour"')
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(lines))
+    config = config_for(dataset, tmp_path / "out", samples=str(samples), num_workers=num_workers)
+    with pytest.raises(RecordError) as raised:
+        run(config, answerer=HintFollower())
+    # the worker's error as it is: one line naming the file and line, not a worker's traceback
+    assert str(raised.value).startswith(f"{samples}:14: id 's013': labels[0].type: unknown label type 'colour'")
+    assert "\n" not in str(raised.value)
+    # what was finished before it stays written; once the line is fixed, a rerun does the rest
+    samples.write_text((dataset / "samples.jsonl").read_text())
+    summary = run(config, answerer=HintFollower())
+    assert sorted(line["id"] for line in read_all(tmp_path / "out")) == [f"s{i:03d}" for i in range(24)]
+    assert 0 < summary["this_run"]["finished"] < 24
+
+
+def test_with_workers_two_runs_write_the_same_lines_in_the_same_order(dataset, tmp_path):
+    """Chunks depend on the samples only, so batches (and the seeds of sampling) repeat."""
+    first, second = HintFollower(), HintFollower()
+    run(config_for(dataset, tmp_path / "a", num_workers=2, batch_size=2), answerer=first)
+    run(config_for(dataset, tmp_path / "b", num_workers=2, batch_size=2), answerer=second)
+    assert first.prompts == second.prompts and len(first.prompts) == 24 + 18
+    assert [line["id"] for line in read_all(tmp_path / "a")] == [line["id"] for line in read_all(tmp_path / "b")]

@@ -1,5 +1,6 @@
 """Records: validation with file:line errors, crash-safe appends, atomic writes."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,6 +14,10 @@ from llava_star.records import (
     JsonlAppender,
     Label,
     Sample,
+    dumps_line,
+    encode_sample,
+    generation_line,
+    read_jsonl,
     read_samples,
     write_json_atomic,
     written_ids,
@@ -64,6 +69,34 @@ def test_sample_and_generation_round_trip():
     line = generation.to_dict()
     assert line["answer"] == "He is abseiling." and line["id"] == SAMPLE["id"]
     assert Generation.from_dict(line) == generation
+
+
+def test_parsed_records_equal_constructed_ones():
+    """``from_dict`` fills the fields at once: the same values, in the same order, as the constructor."""
+    label = Label.from_dict({"type": "class", "value": " red ", "synonyms": ["scarlet"], "vocabulary": ["red", "blue"]})
+    built = Label("class", "red", synonyms=("scarlet",), vocabulary=("red", "blue"))
+    assert label == built and hash(label) == hash(built) and repr(label) == repr(built)
+    assert list(vars(label)) == [field.name for field in dataclasses.fields(Label)]
+    sample = Sample.from_dict(SAMPLE)
+    assert list(vars(sample)) == [field.name for field in dataclasses.fields(Sample)]
+    assert sample == Sample(**vars(sample))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        label.value = "blue"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"start": 1.5, "end": 4.0, "meta": {"note": "naïve café ✓", "n": [1, 2]}}, {"question": "Qu'est-ce \"là\"?\n"}],
+)
+def test_generation_line_with_the_sample_encoded_beforehand_equals_dumps_line(extra, tmp_path):
+    sample = Sample.from_dict(SAMPLE | extra)
+    checks = ({"type": "class", "passed": False, "reason": "does not name 'abseiling' ✗"},)
+    generation = Generation(sample, "Il fait du rappel.", True, False, checks, 2, "m")
+    line = generation_line(generation, encode_sample(sample))
+    assert line == dumps_line(generation)
+    with JsonlAppender(tmp_path / "g.jsonl") as appender:
+        appender.write_lines([line, line])
+    assert [Generation.from_dict(data) for data in read_jsonl(tmp_path / "g.jsonl")] == [generation, generation]
 
 
 def test_reader_names_file_and_line(tmp_path):

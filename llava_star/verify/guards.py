@@ -81,6 +81,8 @@ def degenerate_repetition(answer: Answer) -> str | None:
     # Whitespace-separated words (punctuation attached) are enough to see repetition, and
     # cheaper than the tokens, which answers with only number or yes/no labels never need.
     words = answer.text.split()
+    if len(words) < _MIN_REPEATED_PAIRS + 2:  # too few word pairs to repeat that many
+        return None
     repeated = len(words) - 1 - len(set(itertools.pairwise(words)))
     if repeated < _MIN_REPEATED_PAIRS:
         return None

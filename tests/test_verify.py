@@ -66,6 +66,18 @@ def test_choice_conclusions_found_at_cues_are_the_ones_a_full_scan_finds() -> No
         assert [m.span() for m in quantities.matches_at(conclusion, raw, starts)] == expected, raw
 
 
+def test_refusals_found_at_cues_are_the_ones_a_full_scan_finds() -> None:
+    rng = random.Random(3)
+    pieces = ["i ", "am ", "cannot ", "can't ", "can not ", "determine", "sorry", "as an ai", "as a language model",
+              " be ", "determined", "not possible", "impossible", "no way", " to ", "tell", "not enough ",
+              "insufficient ", "information", "unable ", "not able ", "no video ", "was ", "provided", "hi ", ", "]  # fmt: skip
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 10)))
+        expected = guards._REFUSAL.search(text)
+        found = guards._first_refusal(text)
+        assert (found and found.span()) == (expected and expected.span()), text
+
+
 def test_the_table_covers_every_label_type() -> None:
     from llava_star.records import LABEL_TYPES
 

@@ -13,6 +13,7 @@ import re
 from collections import Counter
 
 from llava_star.verify.answer import MAX_ANSWER_CHARS, Answer
+from llava_star.verify.quantities import matches_at, occurrences
 from llava_star.verify.verdict import ANSWER_CHECK, Check
 
 # Matched on normalized text, where "I'm" has become "i" (answer.normalize drops clitics).
@@ -32,6 +33,8 @@ _HINT_LEAK = re.compile(
     r"|\bas (?:stated|given|indicated|mentioned|provided|suggested)(?: (?:in|by) the (?:answer|hint|label|question))?\b"
     r"|\bthe hint\b|\bground[- ]truth\b|\baccording to the (?:answer|label|hint)\b|\bwe are told\b"
 )
+# Where a match of _REFUSAL can start: each of its alternatives begins with one of these.
+_REFUSAL_STARTS = ("i ", "as a", "can", "not ", "impossible", "no ", "insufficient", "unable")
 _SENTENCE = re.compile(r"[^.!?\n]+")
 # Cheap substrings that every refusal / leak pattern contains: most answers skip the regex.
 _REFUSAL_WORDS = ("sorry", "not", "n't", "unable", "as an ai", "language model", "impossible", "no way",
@@ -57,7 +60,7 @@ def check_answer(answer: Answer, *, rationalized: bool) -> Check:
     if not answer.has_content:
         return Check(ANSWER_CHECK, False, "empty")
     text = answer.text
-    refusal = _REFUSAL.search(text) if any(map(text.__contains__, _REFUSAL_WORDS)) else None
+    refusal = _first_refusal(text) if any(map(text.__contains__, _REFUSAL_WORDS)) else None
     if refusal:
         return Check(ANSWER_CHECK, False, f"refusal: {refusal.group()!r}")
     loop = degenerate_repetition(answer)
@@ -68,6 +71,13 @@ def check_answer(answer: Answer, *, rationalized: bool) -> Check:
         if leak:
             return Check(ANSWER_CHECK, False, f"refers to the hint: {leak.group()!r}")
     return Check(ANSWER_CHECK, True, "usable answer")
+
+
+def _first_refusal(text: str) -> re.Match[str] | None:
+    """``_REFUSAL.search(text)``, tried only where a refusal can start: the engine's scan
+    of every character costs more than the whole guard on a chatty answer with a "not"."""
+    starts = sorted(position for cue in _REFUSAL_STARTS for position in occurrences(text, cue))
+    return next(matches_at(_REFUSAL, text, starts), None)
 
 
 def degenerate_repetition(answer: Answer) -> str | None:

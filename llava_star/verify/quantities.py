@@ -351,15 +351,20 @@ def find_boxes(text: str) -> list[BoxMention]:
     >>> find_boxes("the cup is at [0.1, 0.2, 0.5, 0.6].")[0].numbers
     (0.1, 0.2, 0.5, 0.6)
     """
-    brackets = sorted(position for mark in "[(" for position in _positions_of_char(text, mark))
+    brackets = sorted(position for mark in "[(" for position in occurrences(text, mark))
     return [BoxMention(tuple(float(g) for g in m.groups()), m.start()) for m in matches_at(_BOX, text, brackets)]
 
 
-def _positions_of_char(text: str, char: str) -> Iterator[int]:
-    position = text.find(char)
+def occurrences(text: str, part: str) -> Iterator[int]:
+    """Every position where ``part`` starts in ``text`` (str.find: memchr-fast for a character).
+
+    >>> list(occurrences("a [b] [c]", "["))
+    [2, 6]
+    """
+    position = text.find(part)
     while position >= 0:
         yield position
-        position = text.find(char, position + 1)
+        position = text.find(part, position + 1)
 
 
 def to_corners(numbers: tuple[float, float, float, float], box_format: str) -> tuple[float, float, float, float]:

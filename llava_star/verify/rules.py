@@ -273,13 +273,7 @@ _VERDICT_CUE = re.compile(r"is (?:the )?(?:correct|right|best|answer)")
 
 def _cue_positions(lowered: str, cues: tuple[str, ...]) -> list[int]:
     """Every position where one of ``cues`` starts, in order."""
-    positions = []
-    for cue in cues:
-        position = lowered.find(cue)
-        while position >= 0:
-            positions.append(position)
-            position = lowered.find(cue, position + 1)
-    return sorted(positions)
+    return sorted(position for cue in cues for position in quantities.occurrences(lowered, cue))
 
 
 def parse_choice(answer: Answer, label: Label) -> Parsed:

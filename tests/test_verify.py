@@ -23,6 +23,7 @@ from llava_star.verify import (
     phrases,
     quantities,
     rules,
+    scan,
     verdict,
     verify,
 )
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SWIM = {"type": "class", "value": "swimming", "vocabulary": ["swimming", "diving", "surfing"]}
 
 
-@pytest.mark.parametrize("module", [answer_module, core, guards, phrases, quantities, rules, verdict])
+@pytest.mark.parametrize("module", [answer_module, core, guards, phrases, quantities, rules, scan, verdict])
 def test_docstring_examples(module) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
@@ -49,8 +50,8 @@ def test_digit_matches_finds_what_finditer_finds(pattern) -> None:
     for _ in range(5000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         expected = [(m.span(), m.group()) for m in pattern.finditer(text)]
-        assert [(m.span(), m.group()) for m in quantities.digit_matches(pattern, text)] == expected, text
-    assert [m.group() for m in quantities.digit_matches(pattern, "٣ and 4")] == ["٣", "4"]  # non-ASCII digits
+        assert [(m.span(), m.group()) for m in scan.digit_matches(pattern, text)] == expected, text
+    assert [m.group() for m in scan.digit_matches(pattern, "٣ and 4")] == ["٣", "4"]  # non-ASCII digits
 
 
 def test_choice_conclusions_found_at_cues_are_the_ones_a_full_scan_finds() -> None:
@@ -62,8 +63,8 @@ def test_choice_conclusions_found_at_cues_are_the_ones_a_full_scan_finds() -> No
     for _ in range(3000):
         raw = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
         expected = [m.span() for m in conclusion.finditer(raw)]
-        starts = rules._cue_positions(raw.lower(), rules._CONCLUSION_CUES)
-        assert [m.span() for m in quantities.matches_at(conclusion, raw, starts)] == expected, raw
+        starts = scan.starts_of(raw.lower(), rules._CONCLUSION_CUES)
+        assert [m.span() for m in scan.matches_at(conclusion, raw, starts)] == expected, raw
 
 
 def test_refusals_found_at_cues_are_the_ones_a_full_scan_finds() -> None:

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 
 from llava_star.verify.answer import MAX_ANSWER_CHARS, Answer
-from llava_star.verify.quantities import matches_at, occurrences
+from llava_star.verify.scan import matches_at, starts_of
 from llava_star.verify.verdict import ANSWER_CHECK, Check
 
 # Matched on normalized text, where "I'm" has become "i" (answer.normalize drops clitics).
@@ -76,8 +76,7 @@ def check_answer(answer: Answer, *, rationalized: bool) -> Check:
 def _first_refusal(text: str) -> re.Match[str] | None:
     """``_REFUSAL.search(text)``, tried only where a refusal can start: the engine's scan
     of every character costs more than the whole guard on a chatty answer with a "not"."""
-    starts = sorted(position for cue in _REFUSAL_STARTS for position in occurrences(text, cue))
-    return next(matches_at(_REFUSAL, text, starts), None)
+    return next(matches_at(_REFUSAL, text, starts_of(text, _REFUSAL_STARTS)), None)
 
 
 def degenerate_repetition(answer: Answer) -> str | None:

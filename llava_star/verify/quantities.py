@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Iterator
 from typing import NamedTuple
 
 from llava_star.verify.answer import split_words, word_forms
+from llava_star.verify.scan import digit_matches, matches_at, starts_of
 
 _NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")  # one branch starting with a digit: a fast scan
 # A number glued to a word, a clock time or a fraction ("x2", "0:04", "7/10") is not a value.
@@ -48,49 +48,6 @@ class Quantity(NamedTuple):
     start: int
     end: int
     asserted: bool = True
-
-
-# Every byte but the ASCII digits, as a space: what is left splits into runs of digits.
-_DIGITS_ONLY = bytes(code if chr(code) in "0123456789" else ord(" ") for code in range(256))
-
-
-def digit_matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
-    """``pattern.finditer(text)`` for a pattern whose matches start with a digit.
-
-    The regular expression engine tries every character of the answer as a start; here
-    it is tried only where a run of digits starts, found by ``bytes.translate`` and
-    ``split`` (one pass in C, four times cheaper than the scan), so a chatty answer with
-    a handful of numbers costs a handful of anchored matches.
-
-    >>> [m.group() for m in digit_matches(_NUMBER, "scores 7.5, 1,200 and 3, then 1,2345")]
-    ['7.5', '1,200', '3', '1,234', '5']
-    """
-    if not text.isascii():  # other scripts have digits of their own: scan as usual
-        yield from pattern.finditer(text)
-        return
-    spaced = text.encode("ascii").translate(_DIGITS_ONLY)
-    position = end = 0
-    for run in spaced.split():
-        position = spaced.find(run, position)
-        # A run the previous number took ("1,200" holds "200") is skipped, or its rest tried.
-        start, position = max(position, end), position + len(run)
-        if start < position:
-            match = pattern.match(text, start)
-            if match:  # a digit always starts a match; the guard is for the type checker
-                end = match.end()
-                yield match
-
-
-def matches_at(pattern: re.Pattern[str], text: str, starts: list[int]) -> Iterator[re.Match[str]]:
-    """``pattern.finditer(text)`` for a pattern that can only match at ``starts`` (sorted):
-    a few anchored matches instead of the engine trying the pattern at every character."""
-    end = 0
-    for start in starts:
-        if start >= end:
-            match = pattern.match(text, start)
-            if match:
-                end = match.end()
-                yield match
 
 
 def _to_float(text: str) -> float:
@@ -351,20 +308,8 @@ def find_boxes(text: str) -> list[BoxMention]:
     >>> find_boxes("the cup is at [0.1, 0.2, 0.5, 0.6].")[0].numbers
     (0.1, 0.2, 0.5, 0.6)
     """
-    brackets = sorted(position for mark in "[(" for position in occurrences(text, mark))
+    brackets = starts_of(text, ("[", "("))
     return [BoxMention(tuple(float(g) for g in m.groups()), m.start()) for m in matches_at(_BOX, text, brackets)]
-
-
-def occurrences(text: str, part: str) -> Iterator[int]:
-    """Every position where ``part`` starts in ``text`` (str.find: memchr-fast for a character).
-
-    >>> list(occurrences("a [b] [c]", "["))
-    [2, 6]
-    """
-    position = text.find(part)
-    while position >= 0:
-        yield position
-        position = text.find(part, position + 1)
 
 
 def to_corners(numbers: tuple[float, float, float, float], box_format: str) -> tuple[float, float, float, float]:

@@ -28,6 +28,7 @@ from llava_star.verify.phrases import (
     names_phrases,
     read_class,
 )
+from llava_star.verify.scan import matches_at, starts_of
 from llava_star.vocabularies import resolve_vocabulary
 
 Parsed = tuple[Any, str]
@@ -271,11 +272,6 @@ _CONCLUSION_CUES = ("answer", "correct ", "best ", "right ", "i choose", "i pick
 _VERDICT_CUE = re.compile(r"is (?:the )?(?:correct|right|best|answer)")
 
 
-def _cue_positions(lowered: str, cues: tuple[str, ...]) -> list[int]:
-    """Every position where one of ``cues`` starts, in order."""
-    return sorted(position for cue in cues for position in quantities.occurrences(lowered, cue))
-
-
 def parse_choice(answer: Answer, label: Label) -> Parsed:
     options = _options(label)
     conclusion, verdict, leading, mention, alternative = _choice_patterns(tuple(options))
@@ -289,7 +285,7 @@ def parse_choice(answer: Answer, label: Label) -> Parsed:
     if lowered is None:
         concluded = list(conclusion.finditer(raw))
     else:
-        concluded = list(quantities.matches_at(conclusion, raw, _cue_positions(lowered, _CONCLUSION_CUES)))
+        concluded = list(matches_at(conclusion, raw, starts_of(lowered, _CONCLUSION_CUES)))
     if lowered is None or _VERDICT_CUE.search(lowered):
         concluded += verdict.finditer(raw)
     found = max(concluded, key=lambda m: m.start(), default=None) or leading.match(raw)

@@ -13,7 +13,7 @@ import bisect
 import functools
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, KeysView
 from typing import Any, Generic, TypeVar
 
 # Work per answer is bounded by refusing longer answers in the guard (guards.py); real
@@ -191,9 +191,17 @@ class Answer:
         return _CONTENT.search(self.text) is not None
 
     @_lazy
+    def _openers(self) -> list[int]:
+        """Positions of the punctuation and words that open clauses (sentence ends included):
+        one pass over the tokens serves both sentences and clauses."""
+        words = self.words
+        return list(itertools.compress(range(len(words)), map(_CLAUSE_OPENERS.__contains__, words)))
+
+    @_lazy
     def _sentence_ends(self) -> list[int]:
         """Positions of the tokens that end sentences, in order."""
-        return self._positions_among(_SENTENCE_END)
+        words = self.words
+        return [position for position in self._openers if words[position] in _SENTENCE_END]
 
     def sentence(self, index: int) -> int:
         """The sentence of token ``index`` (an end mark belongs to the sentence it ends).
@@ -211,8 +219,8 @@ class Answer:
     def _clause_starts(self) -> list[int]:
         """Positions of the tokens that open clauses: commas, sentence ends and "but",
         "which", "and he" ... (a punctuation mark belongs to the clause it opens)."""
-        starts = self._positions_among(_CLAUSE_OPENERS)
-        if "and" in self.word_set and not _SUBJECTS_AFTER_AND.isdisjoint(self.word_set):
+        starts = self._openers
+        if "and" in self.word_set and not self.word_set.isdisjoint(_SUBJECTS_AFTER_AND):
             words, subjects = self.words, []
             for position in self.positions_of(_AND):
                 if position + 1 < len(words) and words[position + 1] in _SUBJECTS_AFTER_AND:
@@ -254,25 +262,38 @@ class Answer:
         return " ".join(self.words[first + 1 : last])
 
     @_lazy
-    def word_set(self) -> frozenset[str]:
-        return frozenset(self.words)
-
-    def _positions_among(self, tokens: frozenset[str]) -> list[int]:
-        """Where any of ``tokens`` occurs, for sets of common tokens (punctuation, "but"):
-        one pass in C (``compress``), cheaper than a search per occurrence."""
+    def _last_position(self) -> dict[str, int]:
+        """Each distinct word and where it last occurs (built in C: later positions win)."""
         words = self.words
-        return list(itertools.compress(range(len(words)), map(tokens.__contains__, words)))
+        return dict(zip(words, range(len(words))))
+
+    @_lazy
+    def _first_position(self) -> dict[str, int]:
+        words = self.words
+        return dict(zip(reversed(words), range(len(words) - 1, -1, -1)))
+
+    @property
+    def word_set(self) -> KeysView[str]:
+        """The distinct words (a set view: ``in``, ``isdisjoint``, iteration)."""
+        return self._last_position.keys()
 
     def positions_of(self, forms: frozenset[str]) -> list[int]:
-        """Where any of ``forms`` occurs (cached per answer: synonyms share words)."""
+        """Where any of ``forms`` occurs (cached per answer: synonyms share words).
+
+        Most words occur once, found by two dictionary lookups; a repeated word's other
+        positions lie between its first and last and are found by ``list.index`` (C).
+        """
         found = self._positions.get(forms)
         if found is None:
-            words, found = self.words, []
-            for word in forms.intersection(self.word_set):  # list.index and count scan in C
-                position = -1
-                for _ in range(words.count(word)):
-                    position = words.index(word, position + 1)
+            last, found = self._last_position, []
+            for word in forms:  # a handful of inflections
+                end = last.get(word)
+                if end is not None:
+                    position = self._first_position[word]
                     found.append(position)
+                    while position != end:
+                        position = self.words.index(word, position + 1)
+                        found.append(position)
             found.sort()
             self._positions[forms] = found
         return found
@@ -285,19 +306,23 @@ class Answer:
         "no one", "isn't", "never" negate within a few words.
         """
         words, present = self.words, self.word_set
-        candidates = NEGATORS.intersection(present)
-        candidates |= {word for word, opener in _CLAUSE_NEGATORS.items() if opener in present}
+        candidates = {word for word in NEGATORS if word in present}
+        candidates |= {word for word, opener in _CLAUSE_NEGATORS.items() if opener in present and word in present}
         contractions = "'t" in self.text
         if not candidates and not contractions:
             return []  # most answers: no token scan
+        if contractions:
+            positions = [i for i, word in enumerate(words) if word in candidates or word.endswith("'t")]
+        else:
+            positions = self.positions_of(frozenset(candidates))
         found = []
-        for position, word in enumerate(words):
-            if word in candidates or (contractions and word.endswith("'t")):
-                if word in _CLAUSE_NEGATORS:
-                    if position and words[position - 1] == _CLAUSE_NEGATORS[word]:
-                        found.append((position, True))
-                elif _is_negator(words, position):
-                    found.append((position, False))
+        for position in positions:
+            word = words[position]
+            if word in _CLAUSE_NEGATORS:
+                if position and words[position - 1] == _CLAUSE_NEGATORS[word]:
+                    found.append((position, True))
+            elif _is_negator(words, position):
+                found.append((position, False))
         return found
 
     def negated(self, first: int, last: int) -> str | None:

@@ -79,6 +79,23 @@ def test_refusals_found_at_cues_are_the_ones_a_full_scan_finds() -> None:
         assert (found and found.span()) == (expected and expected.span()), text
 
 
+def test_patterns_searched_at_the_end_find_what_a_full_search_finds() -> None:
+    """The words before a bare number ("at 4", "around the 4") are searched for only
+    when the text ends with one of them: on random texts, the same matches as a full search."""
+    cases = [(quantities._BARE_POINT_BEFORE, (*quantities._BARE_POINT_WORDS, "the"))]
+    words = ["not", "step", "no.", "no", "i", "we", "can", "to", "at", "around", "the", "x", "sat", "é", "_", "5"]
+    rng = random.Random(11)
+    for _ in range(3000):
+        text = "".join(rng.choice(words) + rng.choice(["", " ", "  ", "\n", "."]) for _ in range(rng.randint(0, 5)))
+        start, end = rng.randint(0, len(text)), rng.randint(0, len(text))
+        for pattern, endings in cases:
+            expected = pattern.search(text, start, end)
+            found = scan.search_at_end(pattern, endings, text, start, end)
+            assert (found and found.span()) == (expected and expected.span()), (pattern.pattern, text, start, end)
+    for hedge in rules._YES_NO_HEDGES:
+        assert rules._YES_NO_HEDGE.search(f"so, {hedge}.").group() == hedge
+
+
 def test_the_table_covers_every_label_type() -> None:
     from llava_star.records import LABEL_TYPES
 

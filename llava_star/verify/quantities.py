@@ -14,7 +14,7 @@ import re
 from typing import NamedTuple
 
 from llava_star.verify.answer import split_words, word_forms
-from llava_star.verify.scan import digit_matches, matches_at, starts_of
+from llava_star.verify.scan import digit_matches, matches_at, search_at_end, starts_of
 
 _NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")  # one branch starting with a digit: a fast scan
 # A number glued to a word, a clock time or a fraction ("x2", "0:04", "7/10") is not a value.
@@ -73,7 +73,7 @@ def find_numbers(text: str) -> list[Quantity]:
             or _DENOMINATOR_BEFORE.search(before)
             or _NOT_A_QUANTITY_BEFORE.search(before)
             or (text[start:end] == "1" and (_ONE_AS_PRONOUN_AFTER.match(after) or _ONE_AS_PRONOUN_BEFORE.search(before)))
-            or (_ENUMERATION.search(before) and after[:1] in (".", ")", ":") and not after[1:2].isdigit())
+            or (after[:1] in (".", ")", ":") and not after[1:2].isdigit() and _ENUMERATION.search(before))
             or _TIME_UNIT_AFTER.match(after)
         )
         found.append(Quantity(_to_float(text[start:end]), start, end, asserted))
@@ -172,7 +172,8 @@ _TIME_AFTER = re.compile(
     r"\s*-?\s*(hours?|hrs?|minutes?|mins?)\b(?:\s*,?\s*(?:and\s*)?(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)\b)?"
     r"|\s*-?\s*(seconds?|secs?|s)\b|\s*(%|percent\b)"
 )
-_BARE_POINT_BEFORE = re.compile(r"\b(?:at|around|about|approximately|roughly)\s+(?:the\s+)?$")
+_BARE_POINT_WORDS = ("at", "around", "about", "approximately", "roughly")
+_BARE_POINT_BEFORE = re.compile(r"\b(?:" + "|".join(_BARE_POINT_WORDS) + r")\s+(?:the\s+)?$")
 _TIME_RANGE_GAP = re.compile(
     r"^\s*(?:marks?\s*|points?\s*)?(?:-|–|—|to|until|till|through|and)\s*"
     r"(?:(?:it\s+|then\s+)?(?:ends?|finish(?:es)?|stops?|lasts?)\s+(?:at|around|by|until)\s*)?"
@@ -277,7 +278,9 @@ def stated_time(text: str, duration: float | None) -> TimeReading:
     for i, mention in enumerate(mentions):
         if i in in_range:
             continue
-        if mention.kind == "bare" and not _BARE_POINT_BEFORE.search(text[max(0, mention.start - 20) : mention.start]):
+        if mention.kind == "bare" and not search_at_end(
+            _BARE_POINT_BEFORE, (*_BARE_POINT_WORDS, "the"), text, max(0, mention.start - 20), mention.start
+        ):
             continue
         seconds = mention.seconds(duration)
         if seconds is not None:

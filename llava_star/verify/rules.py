@@ -186,10 +186,9 @@ _STATED_YES_NO = re.compile(
     r"(?:(yes)|(no))\b(?=\s*[,.!;:]|\s*$)"
     r"|the (?:statement|claim) is (?:(true|correct)|(false|incorrect))\b"
 )
-_YES_NO_HEDGE = re.compile(
-    r"\b(?:yes and no|yes or no|maybe|perhaps|possibly|not sure|unsure|unclear|hard to say|it depends|"
-    r"difficult to say|can't be sure|cannot be sure)\b"
-)
+_YES_NO_HEDGES = ("yes and no", "yes or no", "maybe", "perhaps", "possibly", "not sure", "unsure", "unclear", "hard to say",
+                  "it depends", "difficult to say", "can't be sure", "cannot be sure")  # fmt: skip
+_YES_NO_HEDGE = re.compile(r"\b(?:" + "|".join(_YES_NO_HEDGES) + r")\b")
 # Every stated answer starts with one of these: finding them with str.find and matching
 # there is several times faster than scanning the whole answer with the pattern.
 _YES_NO_CUES = ("answer", "response", "so", "therefore", "thus", "hence", "in conclusion", "in summary",
@@ -231,7 +230,9 @@ def parse_yes_no(answer: Answer, label: Label) -> Parsed:
     if len({value for value, _ in stated}) > 1:
         return None, "says both yes and no"
     value, position = stated[-1]
-    hedge = _YES_NO_HEDGE.search(_sentence_at(text, position + 1))
+    sentence = _sentence_at(text, position + 1)
+    # the engine would try the pattern at every character; most sentences hold no hedge at all
+    hedge = _YES_NO_HEDGE.search(sentence) if any(map(sentence.__contains__, _YES_NO_HEDGES)) else None
     if hedge:
         return None, f"hedges: {hedge.group()!r}"
     return value, ""

@@ -25,6 +25,20 @@ def matches_at(pattern: re.Pattern[str], text: str, starts: list[int]) -> Iterat
                 yield match
 
 
+def search_at_end(
+    pattern: re.Pattern[str], endings: tuple[str, ...], text: str, start: int = 0, end: int | None = None
+) -> re.Match[str] | None:
+    """``pattern.search(text, start, end)`` for a pattern that ends with ``\\s*$`` after one of ``endings``
+    ("out of 10" before a number): ``str.endswith`` rules out nearly every text, and the
+    engine, which would try the pattern at every character, runs only for the rest.
+
+    >>> bool(search_at_end(re.compile(r"\\bstep\\s*$"), ("step",), "in step ")), search_at_end(re.compile(r"x$"), ("x",), "y")
+    (True, None)
+    """
+    end = len(text) if end is None else end
+    return pattern.search(text, start, end) if text[start:end].rstrip().endswith(endings) else None
+
+
 def starts_of(text: str, parts: Iterable[str]) -> list[int]:
     """Every position where one of ``parts`` starts in ``text``, in order.
 

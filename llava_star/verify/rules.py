@@ -196,16 +196,14 @@ _YES_NO_CUES = ("answer", "response", "so", "therefore", "thus", "hence", "in co
 
 
 def _stated_yes_no(text: str) -> list[re.Match[str]]:
-    found = {}
-    for cue in _YES_NO_CUES:
-        position = text.find(cue)
-        while position >= 0:
-            if not (position and text[position - 1].isalnum()):
-                match = _STATED_YES_NO.match(text, position)
-                if match:
-                    found[match.start()] = match
-            position = text.find(cue, position + 1)
-    return [found[start] for start in sorted(found)]
+    """Every stated answer, tried at each cue that starts a word (matches may overlap)."""
+    found = {}  # by start: two cues can start at one position
+    for position in starts_of(text, _YES_NO_CUES):
+        if not (position and text[position - 1].isalnum()):
+            match = _STATED_YES_NO.match(text, position)
+            if match:
+                found[match.start()] = match
+    return list(found.values())
 
 
 _SENTENCE_AROUND = re.compile(r"[^.!?\n]*")

@@ -42,17 +42,20 @@ def search_at_end(
 def starts_of(text: str, parts: Iterable[str]) -> list[int]:
     """Every position where one of ``parts`` starts in ``text``, in order.
 
+    Most parts do not occur at all: ``filter`` rules them out with one C-level substring
+    test each, and only the parts present are looked for again, one ``str.find`` per hit.
+
     >>> starts_of("a [b] (c) [d]", ("[", "("))
     [2, 6, 10]
     """
-    return sorted(position for part in parts for position in _occurrences(text, part))
-
-
-def _occurrences(text: str, part: str) -> Iterator[int]:
-    position = text.find(part)
-    while position >= 0:
-        yield position
-        position = text.find(part, position + 1)
+    found = []
+    for part in filter(text.__contains__, parts):
+        position = text.find(part)
+        while position >= 0:
+            found.append(position)
+            position = text.find(part, position + 1)
+    found.sort()
+    return found
 
 
 # Every byte but the ASCII digits, as a space: what is left splits into runs of digits.

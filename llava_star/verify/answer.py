@@ -327,10 +327,12 @@ class Answer:
 
     def negated(self, first: int, last: int) -> str | None:
         """The negating words when the phrase at words ``first..last`` is negated in its clause."""
-        before = [(position, whole) for position, whole in self._negator_positions if position < first]
-        if before:
+        negators = self._negator_positions
+        if negators and negators[0][0] < first:  # most answers negate nothing
             clause = self.clause(first)
-            for position, whole_clause in before:
+            for position, whole_clause in negators:
+                if position >= first:
+                    break
                 if self.clause(position) == clause and (whole_clause or first - position <= NEGATION_WINDOW):
                     return self.span_text(position, last)
         return self._negated_after(last)
@@ -344,7 +346,7 @@ class Answer:
         if not after:
             return None
         next_words = words[last + 1 : end]
-        if any(word in _NEGATIVE_VERDICT_WORDS for word in next_words):
+        if not _NEGATIVE_VERDICT_WORDS.isdisjoint(next_words):
             return self.span_text(last, after[-1])
         if next_words[0].endswith("'t") or (
             next_words[0] in _BE_DO and len(next_words) > 1 and next_words[1] in ("not", "never")

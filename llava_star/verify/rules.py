@@ -19,6 +19,8 @@ from llava_star.records import Label
 from llava_star.verify import quantities
 from llava_star.verify.answer import NEGATORS, Answer, split_words
 from llava_star.verify.phrases import (
+    Match,
+    Phrase,
     Reading,
     Vocabulary,
     distinguishing_phrases,
@@ -340,17 +342,24 @@ def parse_sequence(answer: Answer, label: Label) -> Parsed:
     positions: list[int] = []
     after = -1
     for number, (step, names) in enumerate(zip(label.value, steps), start=1):
-        later = sorted(
-            (m for phrase in names.phrases for m in find_phrase(answer, phrase) if m.first > after),
-            key=in_reading_order,
-        )
-        stated = next((m for m in later if answer.negated(m.first, m.last) is None), None)
+        stated = _first_asserted(answer, names.phrases, after)
         if stated is None:
             where = f" after step {number - 1}" if number > 1 else ""
             return None, f"step {number} {step!r} is not stated{where}"
         after = stated.last
         positions.append(stated.first)
     return tuple(positions), ""
+
+
+def _first_asserted(answer: Answer, phrases: tuple[Phrase, ...], after: int) -> Match | None:
+    """The first match of any of ``phrases`` past token ``after`` that is not negated."""
+    later = [match for phrase in phrases for match in find_phrase(answer, phrase) if match.first > after]
+    if len(later) > 1:
+        later.sort(key=in_reading_order)
+    for match in later:
+        if answer.negated(match.first, match.last) is None:
+            return match
+    return None
 
 
 def check_sequence(value: tuple[int, ...], label: Label) -> Outcome:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -52,6 +53,17 @@ def test_digit_matches_finds_what_finditer_finds(pattern) -> None:
         expected = [(m.span(), m.group()) for m in pattern.finditer(text)]
         assert [(m.span(), m.group()) for m in scan.digit_matches(pattern, text)] == expected, text
     assert [m.group() for m in scan.digit_matches(pattern, "٣ and 4")] == ["٣", "4"]  # non-ASCII digits
+
+
+def test_starts_of_finds_every_start_a_lookahead_scan_finds() -> None:
+    """Overlapping occurrences ("aa" twice in "aaa") and parts that share a start included."""
+    rng = random.Random(5)
+    parts = ("aa", "ab", "b", "so", "a b")
+    for _ in range(3000):
+        text = "".join(rng.choice("ab so") for _ in range(rng.randint(0, 20)))
+        chosen = rng.sample(parts, rng.randint(1, len(parts)))
+        expected = sorted(m.start() for part in chosen for m in re.finditer(f"(?={re.escape(part)})", text))
+        assert scan.starts_of(text, chosen) == expected, (text, chosen)
 
 
 def test_choice_conclusions_found_at_cues_are_the_ones_a_full_scan_finds() -> None:

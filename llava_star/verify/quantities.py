@@ -312,7 +312,12 @@ def find_boxes(text: str) -> list[BoxMention]:
     (0.1, 0.2, 0.5, 0.6)
     """
     brackets = starts_of(text, ("[", "("))
-    return [BoxMention(tuple(float(g) for g in m.groups()), m.start()) for m in matches_at(_BOX, text, brackets)]
+    return [BoxMention(_four_numbers(m), m.start()) for m in matches_at(_BOX, text, brackets)]
+
+
+def _four_numbers(match: re.Match[str]) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = map(float, match.groups())  # _BOX has exactly four groups
+    return x0, y0, x1, y1
 
 
 def to_corners(numbers: tuple[float, float, float, float], box_format: str) -> tuple[float, float, float, float]:

@@ -213,7 +213,8 @@ _SENTENCE_AROUND = re.compile(r"[^.!?\n]*")
 
 def _sentence_at(text: str, start: int) -> str:
     begin = max(text.rfind(".", 0, start), text.rfind("\n", 0, start), text.rfind("!", 0, start)) + 1
-    return _SENTENCE_AROUND.match(text, begin).group()
+    sentence = _SENTENCE_AROUND.match(text, begin)
+    return sentence.group() if sentence else ""  # the pattern also matches "", so always a match
 
 
 def parse_yes_no(answer: Answer, label: Label) -> Parsed:
@@ -304,7 +305,7 @@ def parse_choice(answer: Answer, label: Label) -> Parsed:
 
 
 def _options(label: Label) -> dict[str, str]:
-    options = dict(label.options or {})
+    options: dict[Any, Any] = dict(label.options or {})  # untrusted: checked below
     for key, text in options.items():
         if not isinstance(key, str) or not isinstance(text, str) or not text.strip():
             raise LabelError(f"options: option {key!r} needs a non-empty text, got {text!r}")

@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, KeysView
 from typing import Any, Generic, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 # Work per answer is bounded by refusing longer answers in the guard (guards.py); real
 # answers are a few hundred words, runaway generations are far longer.
 MAX_ANSWER_CHARS = 20_000
@@ -77,8 +79,11 @@ class _lazy(Generic[ValueT]):
 
     def __init__(self, function: Callable[[Any], ValueT]) -> None:
         self.function = function
-        self.name = function.__name__
+        self.name = ""
         self.__doc__ = function.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name  # not ``function.__name__``: mypyc-compiled functions have none
 
     def __get__(self, instance: Any, owner: type | None = None) -> ValueT:
         if instance is None:
@@ -148,6 +153,7 @@ def _is_negator(words: list[str], index: int) -> bool:
     return not (word == "nothing" and following[:1] == ["but"]) and following != ["to", "mention"]
 
 
+@mypyc_attr(native_class=False)  # compiled (setup.py): the lazy views write the instance __dict__
 class Answer:
     """Views of one answer text, each computed once on first use."""
 

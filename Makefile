@@ -9,7 +9,7 @@ EXTRAS ?= test,train,eval
 DEMO_DIR ?= demo_run
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast install compile clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,5 +29,10 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# Optional: the verifier as C extensions (mypyc, about 1.3x), built next to its sources.
+# Python loads them instead of the .py files: run it again after editing llava_star/verify.
+compile: $(VENV)/.installed
+	LLAVA_STAR_COMPILE=1 $(PY) setup.py build_ext --inplace
+
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *__mypyc*.so llava_star/verify/*.so

@@ -550,7 +550,8 @@ def written_ids(paths: Iterable[str | os.PathLike[str]]) -> set[str]:
     ids: set[str] = set()
     for path in paths:
         if Path(path).exists():
-            ids.update(str(data["id"]) for data in read_jsonl(path) if isinstance(data, dict) and "id" in data)
+            rows: Iterable[Any] = read_jsonl(path)
+            ids.update(str(data["id"]) for data in rows if isinstance(data, dict) and "id" in data)
     return ids
 
 

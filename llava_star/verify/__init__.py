@@ -8,7 +8,22 @@ guards (empty, refusal, degenerate repetition, hint leakage) come first. Usage::
     verdict.passed, verdict.reason, verdict.to_dict()
 """
 
+from __future__ import annotations
+
+import sys
+
 from llava_star.verify.core import verify
 from llava_star.verify.verdict import Check, Verdict
 
-__all__ = ["Check", "Verdict", "verify"]
+__all__ = ["Check", "Verdict", "compiled_modules", "verify"]
+
+
+def compiled_modules() -> list[str]:
+    """The verifier modules running as C extensions: those of a ``LLAVA_STAR_COMPILE=1``
+    build (setup.py), empty for the default pure-Python install. Python prefers an
+    extension module to the ``.py`` file next to it, so this is what ``verify`` runs."""
+    return sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith(f"{__name__}.") and not str(getattr(module, "__file__", "") or "").endswith(".py")
+    )

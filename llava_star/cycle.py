@@ -17,7 +17,9 @@ The loop stops early when the kept fraction grows by less than ``min_kept_gain``
 Resuming: every stage writes its outputs first and a marker ``done/STAGE.json``
 (atomically) last, so a rerun of the same command skips finished stages and resumes at
 the first unfinished stage of the first unfinished cycle; a generation stage killed
-half-way resumes inside its shards (``llava-star generate`` skips ids already written).
+half-way resumes inside its shards (``llava-star generate`` skips ids already written),
+a training stage from its last ``checkpoint-N`` when ``train.options`` saves some
+(``save_strategy: steps``; without checkpoints it starts again).
 
 On one machine every stage runs in this process. On a cluster, ``launch.generate``,
 ``launch.train`` and ``launch.eval`` give the command that starts ``llava_star`` for that
@@ -50,7 +52,9 @@ from llava_star.report import read_generation_dir, read_video_failures, summariz
 logger = logging.getLogger(__name__)
 
 STAGES = ("generate", "export", "train", "eval")
-_TRAIN_KEYS_SET_BY_THE_CYCLE = ("model", "data", "output_dir", "video_root")
+_TRAIN_KEYS_SET_BY_THE_CYCLE = ("model", "data", "output_dir", "video_root", "resume_from_checkpoint")
+# The file the Trainer writes last into a checkpoint-N directory: a checkpoint without it was cut short.
+_TRAINER_STATE = "trainer_state.json"
 CONFIG_NAME = "config.yaml"
 
 
@@ -259,10 +263,14 @@ class CycleRunner:
             logger.warning("%s: no kept answers to train on; keeping %s", directory.name, start_model)
             return mark_done(directory, "train", {"model": start_model, "trained": False})
         out_dir = directory / "model"
-        if out_dir.exists():  # a half-written checkpoint from a killed run: start it again
+        values = _train_values(self.config, start_model, export_info["data"], str(out_dir))
+        resume = last_trainer_checkpoint(out_dir)
+        if resume is not None:  # a killed run saved checkpoints (save_strategy: steps): go on from the last
+            logger.info("%s: resuming training from %s", directory.name, resume)
+            values["resume_from_checkpoint"] = str(resume)
+        elif out_dir.exists():  # a killed run with nothing to resume from: start it again
             shutil.rmtree(out_dir)
         train_config = directory / "train_config.yaml"
-        values = _train_values(self.config, start_model, export_info["data"], str(out_dir))
         write_text_atomic(train_config, yaml.safe_dump(config_to_dict(values), sort_keys=False))
         run_stage("train", ["--config", str(train_config)], self.config.launch.train)
         return mark_done(directory, "train", {"model": str(out_dir), "trained": True, "from": start_model})
@@ -399,6 +407,16 @@ def _check_inputs(config: CycleConfig) -> None:
         make_config({**_train_values(config, config.model, "train.json", "model"), **config.train.options})
     except ConfigError as error:
         raise ConfigError(f"train.options.{error}") from None
+
+
+def last_trainer_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` the Trainer saved in ``output_dir``, if any."""
+    steps = []
+    for path in output_dir.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and (path / _TRAINER_STATE).is_file():
+            steps.append((int(step), path))
+    return max(steps)[1] if steps else None
 
 
 def _train_values(config: CycleConfig, model: str, data: str, output_dir: str) -> dict[str, Any]:

@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from llava_star.config import load_config
-from llava_star.cycle import CycleConfig, format_summary, is_plateau, kept_fractions, main, run_cycles
+from llava_star.cycle import (
+    CycleConfig,
+    format_summary,
+    is_plateau,
+    kept_fractions,
+    last_trainer_checkpoint,
+    main,
+    run_cycles,
+)
 from llava_star.errors import ConfigError
 from llava_star.records import Generation, read_jsonl
 
@@ -248,3 +256,35 @@ def test_resume_after_kill_in_the_middle_of_generation(tmp_path, tiny_setup):
     ids = ids_in(generations)
     assert sorted(ids) == sorted(train_ids)  # every sample exactly once
     assert (tmp_path / "run" / "cycle_1" / "eval.json").exists()
+
+
+def test_last_trainer_checkpoint_skips_cut_short_ones(tmp_path):
+    assert last_trainer_checkpoint(tmp_path / "missing") is None
+    for step, complete in ((2, True), (10, True), (12, False)):  # checkpoint-12 was cut short
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-final").mkdir()
+    assert last_trainer_checkpoint(tmp_path) == tmp_path / "checkpoint-10"  # 10 > 2 as numbers, not as text
+
+
+@pytest.mark.slow
+def test_resume_after_kill_in_the_middle_of_training(tmp_path, tiny_setup):
+    options = {"max_steps": 8, "per_device_train_batch_size": 2, "learning_rate": 1.0e-3, "dataloader_num_workers": 0,
+               "save_strategy": "steps", "save_steps": 1, "save_total_limit": None}  # fmt: skip
+    config = write_config(tmp_path, tiny_setup, cycles=1, **{"eval.baseline": False, "train.options": options})
+    cycle_dir = tmp_path / "run" / "cycle_1"
+    model_dir = cycle_dir / "model"
+    run_until(config, lambda: (model_dir / "checkpoint-2" / "trainer_state.json").exists())
+    assert not (cycle_dir / "done" / "train.json").exists(), "the kill came too late to test a resume inside training"
+    kept = last_trainer_checkpoint(model_dir)
+    assert kept is not None and int(kept.name.split("-")[1]) < 8
+    first = model_dir / "checkpoint-1" / "trainer_state.json"
+    first_written = first.stat().st_mtime_ns
+    assert main(["--config", str(config)]) == 0
+    train_config = yaml.safe_load((cycle_dir / "train_config.yaml").read_text())
+    assert train_config["resume_from_checkpoint"] == str(kept)
+    assert first.stat().st_mtime_ns == first_written  # resumed: the early checkpoints were not written again
+    state = json.loads((model_dir / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    assert (cycle_dir / "done" / "train.json").exists() and (cycle_dir / "eval.json").exists()

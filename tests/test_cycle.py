@@ -288,3 +288,16 @@ def test_resume_after_kill_in_the_middle_of_training(tmp_path, tiny_setup):
     state = json.loads((model_dir / "checkpoint-8" / "trainer_state.json").read_text())
     assert state["global_step"] == 8
     assert (cycle_dir / "done" / "train.json").exists() and (cycle_dir / "eval.json").exists()
+
+
+@pytest.mark.slow
+def test_lmms_eval_tasks_run_after_each_cycle(tmp_path, tiny_setup):
+    pytest.importorskip("lmms_eval", reason="the eval extra is not installed")
+    config = write_config(tmp_path, tiny_setup, cycles=1, **{"eval.baseline": False, "eval.lmms_tasks": ["llava_star_qa"]})
+    assert main(["--config", str(config)]) == 0
+    evaluated = json.loads((tmp_path / "run" / "cycle_1" / "eval.json").read_text())
+    metrics = json.loads((Path(evaluated["lmms_eval_dir"]) / "metrics.json").read_text())
+    assert metrics["model"] == evaluated["model"] == str(tmp_path / "run" / "cycle_1" / "model")  # the cycle's new model
+    assert metrics["num_docs"] == {"llava_star_qa": evaluated["samples"]}  # every held-out sample
+    accuracy = metrics["tasks"]["llava_star_qa"]["accuracy"]
+    assert 0.0 <= accuracy <= 1.0

@@ -29,7 +29,7 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# Optional: the verifier as C extensions (mypyc, about 1.3x), built next to its sources.
+# Optional: the verifier as C extensions (mypyc, about 1.2x faster), built next to its sources.
 # Python loads them instead of the .py files: run it again after editing llava_star/verify.
 compile: $(VENV)/.installed
 	LLAVA_STAR_COMPILE=1 $(PY) setup.py build_ext --inplace

@@ -1,7 +1,7 @@
 """Build hook for the optional compiled verifier; everything else is in setup.cfg.
 
 ``LLAVA_STAR_COMPILE=1`` compiles the verifier's parsers with mypyc (C extensions built
-from the same, type-annotated sources), about 1.3x faster on the self-training hot path
+from the same, type-annotated sources), about 1.2x faster on the self-training hot path
 (``benchmarks/verifier.py``). It needs ``mypy`` and a C compiler at build time::
 
     pip install mypy==2.4.1 setuptools wheel

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,12 @@ def test_compiled_verifier_passes_the_verifier_tests(tmp_path: Path) -> None:
     tests = _in_copy(tmp_path, "-m", "pytest", "-q", "-p", "no:cacheprovider", *VERIFIER_TESTS)
     assert tests.returncode == 0, tests.stdout[-5000:]
     assert " passed" in tests.stdout and "failed" not in tests.stdout
+
+    # An edit after the build is noticed: the old extension would run instead of it.
+    edited = tmp_path / "llava_star" / "verify" / "rules.py"
+    later = time.time() + 60
+    os.utime(edited, (later, later))
+    stale = _in_copy(tmp_path, "-c", "import llava_star.verify as v; print(*v.stale_compiled_modules())")
+    assert stale.stdout.split() == ["llava_star.verify.rules"], stale.stderr
+    refused = _in_copy(tmp_path, "-m", "pytest", "-q", "-p", "no:cacheprovider", VERIFIER_TESTS[0])
+    assert refused.returncode != 0 and "llava_star.verify.rules: edited after `make compile`" in refused.stderr

@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: a 1M-step Python loop takes {python_loop_seconds():.3f} s of CPU")
     compiled = compiled_modules()
     print(f"verifier build: {f'compiled (mypyc): {len(compiled)} modules' if compiled else 'pure Python (LLAVA_STAR_COMPILE=1 compiles it, see README)'}")
-    if stale_compiled_modules():
-        print(f"WARNING: edited since they were compiled (rebuild: make compile): {', '.join(stale_compiled_modules())}")
+    stale = stale_compiled_modules()
+    if stale:
+        print(f"WARNING: edited since they were compiled (rebuild: make compile): {', '.join(stale)}")
     print(f"verify costs {baseline / rate:.1f}x the baseline; target >= 20,000 answers/s: {'met' if rate >= 20_000 else 'NOT met'}")
     return 0
 

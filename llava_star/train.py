@@ -242,6 +242,37 @@ def deepspeed_stage(path: str | None) -> int:
         raise ConfigError(f"deepspeed: cannot read {path}: {error}") from None
 
 
+def share_process_group_with_deepspeed() -> None:
+    """ZeRO-3 partitions the model while it loads (``zero.Init``) and counts the ranks
+    through DeepSpeed's own communication layer. On GPUs accelerate sets that layer up; on
+    CPUs it starts a plain gloo group DeepSpeed does not see, and every rank would believe
+    it runs alone ("train_batch_size is not equal to ... world_size"). Hand it that group."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+
+
+def refuse_mixed_media(records: Sequence[Mapping[str, Any]]) -> None:
+    """ZeRO-3 gathers a module's weights from every rank as the module runs, so all ranks
+    must run the same modules at each step. A rank with a text-only batch skips the vision
+    tower that another rank's video batch runs: gloo stops with a "collective mismatch",
+    NCCL hangs until its timeout. (The zero-times-every-parameter anchor that keeps DDP and
+    ZeRO-2 in step cannot help: under ZeRO-3 a parameter outside its forward pass is an
+    empty shard.)"""
+    from llava_star.training_data import first_record_of_each_media_kind
+
+    first = first_record_of_each_media_kind(records)
+    if len(first) > 1:
+        examples = ", ".join(f"{kind} (record {index}, id {records[index].get('id')!r})" for kind, index in first.items())
+        raise ConfigError(
+            f"deepspeed: ZeRO-3 over several processes needs records of one media kind; the data mixes {examples}. "
+            "Use scripts/zero2.json, or train on each kind separately"
+        )
+
+
 def build_training_arguments(config: TrainConfig) -> Any:
     """The ``transformers.TrainingArguments`` of a config (plus its ``trainer_args``)."""
     import torch
@@ -434,8 +465,9 @@ def _trainer_class() -> Any:
     class ConversationTrainer(Trainer):
         """The HF Trainer, plus a zero-loss step for a batch whose samples all failed.
 
-        The forward pass still runs (on one pad token) so that DDP and DeepSpeed ranks
-        stay in step; its loss is multiplied by zero, so nothing is learned from it. In a
+        The forward pass still runs (on the collator's placeholder example, else one pad
+        token) so that DDP and DeepSpeed ranks stay in step; its loss is multiplied by zero,
+        so nothing is learned from it. In a
         run of several processes every trainable parameter is anchored to the loss
         (:func:`parameter_anchor`, not under ZeRO-3), so batches of different media keep
         the ranks in step.
@@ -450,7 +482,7 @@ def _trainer_class() -> Any:
             if bool((inputs["labels"] != IGNORE_INDEX).any()):
                 result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             else:
-                outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+                outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
                 loss = outputs.logits.float().sum() * 0.0
                 result = (loss, outputs) if return_outputs else loss
             if anchor is None:
@@ -481,6 +513,9 @@ def run(config: TrainConfig) -> dict[str, Any]:
     output_dir = Path(config.output_dir)
     # TrainingArguments first: under ZeRO-3 it must exist before the model loads (zero.Init partitions it)
     training_arguments = build_training_arguments(config)
+    if stage == 3 and training_arguments.world_size > 1:
+        share_process_group_with_deepspeed()
+        refuse_mixed_media(records)
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output_dir / CONFIG_FILE, config.to_dict())
@@ -503,12 +538,13 @@ def run(config: TrainConfig) -> dict[str, Any]:
     tokenizer = processor.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     dataset = ConversationDataset(records, processor, settings)
-    logger.info("train: the first usable record is %d tokens long", dataset.check_usable())
+    placeholder = dataset.first_usable()
+    logger.info("train: the first usable record is %d tokens long", len(placeholder["input_ids"]))
     trainer = _trainer_class()(
         model=model,
         args=training_arguments,
         train_dataset=dataset,
-        data_collator=PaddingCollator(pad_token_id=pad_token_id),
+        data_collator=PaddingCollator(pad_token_id=pad_token_id, placeholder=placeholder),
         processing_class=processor,
     )
     started = time.perf_counter()

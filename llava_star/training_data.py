@@ -194,8 +194,8 @@ class ConversationDataset:
             report_failure(self.settings.failures_path, self.records[index], str(error))
             return None
 
-    def check_usable(self, attempts: int = 8) -> int:
-        """Encode records until one works, before training starts; return its length in tokens.
+    def first_usable(self, attempts: int = 8) -> dict[str, Any]:
+        """The example of the first record that encodes, found before training starts.
 
         A ``model_max_length`` shorter than the media tokens alone, or a wrong media folder,
         would otherwise make every step a skipped batch; this fails fast and says why.
@@ -203,10 +203,24 @@ class ConversationDataset:
         reasons = []
         for index in range(min(attempts, len(self.records))):
             try:
-                return len(self.encode(index)["input_ids"])
+                return self.encode(index)
             except (*MEDIA_ERRORS, UnusableSample) as error:
                 reasons.append(f"record {index} (id {self.records[index].get('id')!r}): {error}")
         raise RecordError(f"none of the first {len(reasons)} records can be trained on: " + "; ".join(reasons[:3]))
+
+
+def media_kind(record: Mapping[str, Any]) -> str:
+    """Which media a record feeds the model: ``video``, ``image``, ``video+image`` or ``text``."""
+    kinds = [kind for kind in ("video", "image") if media_paths(record, kind)]
+    return "+".join(kinds) or "text"
+
+
+def first_record_of_each_media_kind(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Each media kind in the data and the index of its first record."""
+    first: dict[str, int] = {}
+    for index, record in enumerate(records):
+        first.setdefault(media_kind(record), index)
+    return first
 
 
 def _stack_media(key: str, values: Sequence[Any]) -> Any:
@@ -233,11 +247,16 @@ class PaddingCollator:
     """
 
     pad_token_id: int
+    # What a batch whose samples all failed becomes, with nothing to learn (labels ignored):
+    # a real example runs the same modules as the other ranks' batches, which ZeRO-3 needs.
+    placeholder: dict[str, Any] | None = None
 
     def __call__(self, examples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         import torch
 
         kept = [example for example in examples if example is not None]
+        if not kept and self.placeholder is not None:
+            kept = [{**self.placeholder, "labels": torch.full_like(self.placeholder["labels"], IGNORE_INDEX)}]
         if not kept:
             # every sample failed: one pad token with nothing to learn keeps the step's collectives
             return {

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llava_star.errors import ConfigError
 from llava_star.export import main as export_main
 from llava_star.models.tiny import build_tiny_model
 from llava_star.records import Generation, JsonlAppender, read_samples
@@ -186,19 +187,30 @@ def test_lora_is_merged_into_a_plain_checkpoint(tiny_model, train_json, syntheti
     assert changed_groups(before, after) == {"vision": False, "projector": True, "language": True}
 
 
-def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, tmp_path):
+@pytest.mark.parametrize("placeholder", [False, True], ids=["pad-token", "placeholder-example"])
+def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, train_json, synthetic_dataset, tmp_path, placeholder):
+    """With a placeholder example (what training uses) the step still runs the vision tower."""
     from transformers import TrainingArguments
 
-    from llava_star.train import _trainer_class
-    from llava_star.training_data import PaddingCollator
+    from llava_star.train import _trainer_class, load_records
+    from llava_star.training_data import ConversationDataset, ExampleSettings, PaddingCollator
 
-    model = load(tiny_model).model
+    loaded = load(tiny_model)
+    model = loaded.model
     model.train()
+    example = None
+    if placeholder:
+        settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=4096)
+        example = ConversationDataset(load_records([str(train_json)]), loaded.processor, settings).first_usable()
+    tower_calls = []
+    model.model.video_tower.register_forward_hook(lambda *_: tower_calls.append(1))
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
     trainer = _trainer_class()(model=model, args=args)
-    loss = trainer.compute_loss(model, PaddingCollator(pad_token_id=0)([None, None]))
+    batch = PaddingCollator(pad_token_id=0, placeholder=example)([None, None])
+    assert ("pixel_values_videos" in batch) is placeholder
+    loss = trainer.compute_loss(model, batch)
     loss.backward()
-    assert loss.item() == 0.0
+    assert loss.item() == 0.0 and len(tower_calls) == int(placeholder)
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
 
 
@@ -294,6 +306,41 @@ def test_torchrun_two_processes_on_gloo_with_zero2(tiny_model, train_json, synth
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["global_step"] == 3 and summary["world_size"] == 2 and summary["deepspeed_enabled"]
     assert load(output).family == "video_llava"
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_torchrun_two_processes_with_zero3_and_a_corrupt_video(train_json, synthetic_dataset, tiny_model, tmp_path):
+    """ZeRO-3 partitions the model as it loads, counting ranks through DeepSpeed's own process
+    group (on CPU it used to see one rank: "train_batch_size is not equal to ..."). A batch
+    whose only video is corrupt becomes the placeholder example, so both ranks still run the
+    vision tower at that step (a text-only stand-in stops gloo with a collective mismatch)."""
+    pytest.importorskip("deepspeed")
+    data, videos = data_with_a_corrupt_video(train_json, synthetic_dataset, tmp_path)
+    records = len(json.loads(data.read_text()))
+    output = tmp_path / "zero3"
+    steps = -(-records // 2)  # one epoch: every record, the corrupt one included, is met once
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+        "-m", "llava_star", "train", "--model", str(tiny_model), "--data", str(data), "--video-root", str(videos),
+        "-o", str(output), "--max-steps", str(steps), "--batch-size", "1", "--num-workers", "0",
+        "--deepspeed", str(REPO / "scripts" / "zero3.json"),
+    ]  # fmt: skip
+    run_command(command, tmp_path, {"OMP_NUM_THREADS": "1"})
+    summary = json.loads((output / SUMMARY_FILE).read_text())
+    assert summary["global_step"] == steps and summary["world_size"] == 2 and summary["deepspeed_stage"] == 3
+    assert summary["failures"] == 1 and "corrupt-video" in (output / FAILURES_FILE).read_text()
+    before, after = parameters_by_group(load(tiny_model).model), parameters_by_group(load(output).model)
+    assert changed_groups(before, after) == {"vision": False, "projector": True, "language": True}
+
+
+def test_zero3_over_several_processes_refuses_mixed_media():
+    from llava_star.train import refuse_mixed_media
+
+    videos = [{"id": "v0", "video": "a.mp4"}, {"id": "v1", "video": "b.mp4"}]
+    refuse_mixed_media(videos)  # one kind: fine
+    with pytest.raises(ConfigError, match=r"mixes video \(record 0, id 'v0'\), text \(record 2, id 't'\)"):
+        refuse_mixed_media(videos + [{"id": "t", "conversations": []}])
 
 
 @pytest.mark.slow

@@ -209,9 +209,9 @@ def test_a_length_limit_below_the_video_tokens_fails_before_training(processors,
     settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=16)
     dataset = ConversationDataset([TWO_TURNS], processors["video_llava"], settings)
     with pytest.raises(RecordError, match=r"none of the first 1 records .* media tokens end at position \d+, past model_max_length 16"):
-        dataset.check_usable()
+        dataset.first_usable()
     settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=4096)
-    assert ConversationDataset([TWO_TURNS], processors["video_llava"], settings).check_usable() > 100
+    assert ConversationDataset([TWO_TURNS], processors["video_llava"], settings).first_usable()["input_ids"].numel() > 100
 
 
 def labelled_runs_and_text(processor, example):

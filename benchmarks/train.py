@@ -96,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         dataset = make_synthetic_dataset(root / "synthetic", num_videos=args.videos, seed=0)
         data = write_training_json(dataset.root, dataset.samples, root / "train.json")
         model = build_tiny_model(args.family, root / "model")
-        common = dict(
-            model=str(model), data=(str(data),), video_root=str(dataset.root), max_steps=args.steps,
-            per_device_train_batch_size=args.batch_size, learning_rate=1e-4, warmup_ratio=0.0, logging_steps=10,
-        )  # fmt: skip
+        common = {
+            "model": str(model), "data": (str(data),), "video_root": str(dataset.root), "max_steps": args.steps,
+            "per_device_train_batch_size": args.batch_size, "learning_rate": 1e-4, "warmup_ratio": 0.0,
+            "logging_steps": 10,
+        }  # fmt: skip
         baseline, ours_rate = 0.0, 0.0
         for _ in range(args.repeats):  # alternating evens out a machine whose load changes
             baseline = max(baseline, pre_decoded_samples_per_second(

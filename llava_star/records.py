@@ -449,7 +449,7 @@ def generation_line(generation: Generation, sample_json: str) -> bytes:
     ``generation.sample``.
     """
     own = _LINE_ENCODER.encode(generation._own_fields())
-    return f"{sample_json[:-1]},{own[1:]}\n".encode("utf-8")
+    return f"{sample_json[:-1]},{own[1:]}\n".encode()
 
 
 def _truncate_torn_tail(path: Path) -> None:

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Drop-in for LLaVA's / Video-LLaVA's ``train_mem.py``: the same flag names, our trainer.
 
 A launch script written for LLaVA works after swapping the script path::

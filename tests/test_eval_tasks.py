@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from llava_star.eval_tasks import GROUP_NAME, GROUP_TASKS, TASK_NAMES, tasks_dir
-from llava_star.eval_tasks import hooks, metrics
+from llava_star.errors import ConfigError, RecordError
+from llava_star.eval_tasks import GROUP_NAME, GROUP_TASKS, TASK_NAMES, hooks, metrics, tasks_dir
 from llava_star.eval_tasks.docs import bind_tasks, count_docs, sample_to_doc
 from llava_star.eval_tasks.hooks import doc_to_text, scored_labels, video_dir_variable, video_root
-from llava_star.errors import ConfigError, RecordError
 from llava_star.records import Sample
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

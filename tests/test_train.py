@@ -182,7 +182,7 @@ def test_lora_is_merged_into_a_plain_checkpoint(tiny_model, train_json, syntheti
     summary = run(config)
     assert summary["trainable_parameters"]["lora"] > 0 and summary["trainable_parameters"]["language"] == 0
     with safe_open(str(output / "model.safetensors"), "pt") as weights:
-        assert not [key for key in weights.keys() if "lora_" in key or "base_layer" in key]
+        assert not [key for key in weights if "lora_" in key or "base_layer" in key]
     before, after = parameters_by_group(load(tiny_model).model), parameters_by_group(load(output).model)
     assert changed_groups(before, after) == {"vision": False, "projector": True, "language": True}
 
@@ -238,7 +238,7 @@ def free_port():
 
 def run_command(command, tmp_path, extra_env=None):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO), **(extra_env or {}))
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 

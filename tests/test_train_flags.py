@@ -59,7 +59,7 @@ VIDEO_LLAVA_FINETUNE = """
     --report_to tensorboard
     --cache_dir ./cache_dir
     --local_rank=0
-""".split()
+""".split()  # noqa: SIM905 (the flags as the shell script spells them)
 
 
 def test_video_llava_finetune_flags_map_onto_the_config(train_mem):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llava_star.errors import ConfigError, LlavaStarError
 from llava_star.eval_tasks import tasks_dir
 from llava_star.eval_tasks.docs import bind_tasks
-from llava_star.errors import ConfigError, LlavaStarError
 
 
 def main(argv: list[str] | None = None) -> int:

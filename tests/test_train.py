@@ -311,7 +311,7 @@ def test_torchrun_two_processes_on_gloo_with_zero2(tiny_model, train_json, synth
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_torchrun_two_processes_with_zero3_and_a_corrupt_video(train_json, synthetic_dataset, tiny_model, tmp_path):
-    """ZeRO-3 partitions the model as it loads, counting ranks through DeepSpeed's own process
+    """ZeRO-3 with gradient checkpointing, as the GPU recipe runs it. ZeRO-3 partitions the model as it loads, counting ranks through DeepSpeed's own process
     group (on CPU it used to see one rank: "train_batch_size is not equal to ..."). A batch
     whose only video is corrupt becomes the placeholder example, so both ranks still run the
     vision tower at that step (a text-only stand-in stops gloo with a collective mismatch)."""
@@ -324,12 +324,13 @@ def test_torchrun_two_processes_with_zero3_and_a_corrupt_video(train_json, synth
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
         "-m", "llava_star", "train", "--model", str(tiny_model), "--data", str(data), "--video-root", str(videos),
         "-o", str(output), "--max-steps", str(steps), "--batch-size", "1", "--num-workers", "0",
-        "--deepspeed", str(REPO / "scripts" / "zero3.json"),
+        "--deepspeed", str(REPO / "scripts" / "zero3.json"), "--gradient-checkpointing",
     ]  # fmt: skip
     run_command(command, tmp_path, {"OMP_NUM_THREADS": "1"})
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["global_step"] == steps and summary["world_size"] == 2 and summary["deepspeed_stage"] == 3
     assert summary["failures"] == 1 and "corrupt-video" in (output / FAILURES_FILE).read_text()
+    assert json.loads((output / "llava_star_train_config.json").read_text())["gradient_checkpointing"]
     before, after = parameters_by_group(load(tiny_model).model), parameters_by_group(load(output).model)
     assert changed_groups(before, after) == {"vision": False, "projector": True, "language": True}
 

@@ -404,33 +404,9 @@ def _check_inputs(config: CycleConfig) -> None:
     from llava_star.train import make_config
 
     try:
-        train_config = make_config({**_train_values(config, config.model, "train.json", "model"), **config.train.options})
+        make_config({**_train_values(config, config.model, "train.json", "model"), **config.train.options})
     except ConfigError as error:
         raise ConfigError(f"train.options.{error}") from None
-    if config.launch.train and config.train.mix:
-        try:
-            _warn_when_zero3_meets_other_media(train_config.deepspeed, config.train.mix)
-        except ConfigError as error:
-            raise ConfigError(f"train.options.{error}") from None
-
-
-def _warn_when_zero3_meets_other_media(deepspeed: str | None, mix: Sequence[str]) -> None:
-    """Say now, not hours later at the first train stage, that ZeRO-3 over several processes
-    will refuse the mix (the cycle's own records are all videos; see train.refuse_mixed_media)."""
-    from llava_star.llava_json import read_llava_json
-    from llava_star.train import deepspeed_stage
-    from llava_star.training_data import first_record_of_each_media_kind
-
-    if deepspeed_stage(deepspeed) != 3:
-        return
-    for index, path in enumerate(mix):
-        others = {kind: at for kind, at in first_record_of_each_media_kind(read_llava_json(path)).items() if kind != "video"}
-        if others:
-            kinds = ", ".join(f"{kind} (record {at})" for kind, at in others.items())
-            logger.warning(
-                "train.mix[%d]: %s has %s records; with ZeRO-3 over several processes the train stage refuses "
-                "mixed media kinds (use scripts/zero2.json, or mix video records only)", index, path, kinds,
-            )  # fmt: skip
 
 
 def last_trainer_checkpoint(output_dir: Path) -> Path | None:

@@ -94,6 +94,10 @@ class TrainConfig:
     tf32: bool | None = None
     gradient_checkpointing: bool = False
     deepspeed: str | None = None
+    # batches of one media kind (video, image, text only) at each step on every rank, as
+    # LLaVA's --group_by_modality_length; turned on by itself for ZeRO-3 over several
+    # processes when the data mixes kinds (see MediaGroupedSampler)
+    group_by_media: bool = False
     attn_implementation: str | None = None
     dataloader_num_workers: int = 2
     seed: int = 0
@@ -255,22 +259,26 @@ def share_process_group_with_deepspeed() -> None:
         deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
 
 
-def refuse_mixed_media(records: Sequence[Mapping[str, Any]]) -> None:
-    """ZeRO-3 gathers a module's weights from every rank as the module runs, so all ranks
-    must run the same modules at each step. A rank with a text-only batch skips the vision
-    tower that another rank's video batch runs: gloo stops with a "collective mismatch",
-    NCCL hangs until its timeout. (The zero-times-every-parameter anchor that keeps DDP and
-    ZeRO-2 in step cannot help: under ZeRO-3 a parameter outside its forward pass is an
-    empty shard.)"""
+def group_by_media_needed(config: TrainConfig, stage: int, world_size: int, records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether batches must hold one media kind at each step on every rank.
+
+    ZeRO-3 gathers a module's weights from every rank as the module runs, so all ranks
+    must run the same modules at each step: a rank with a text-only batch that skips the
+    vision tower another rank runs stops gloo with a "collective mismatch" and hangs NCCL
+    until its timeout. (The zero-times-every-parameter anchor that keeps DDP and ZeRO-2 in
+    step cannot help: under ZeRO-3 a parameter outside its forward pass is an empty shard.)
+    """
     from llava_star.training_data import first_record_of_each_media_kind
 
-    first = first_record_of_each_media_kind(records)
-    if len(first) > 1:
-        examples = ", ".join(f"{kind} (record {index}, id {records[index].get('id')!r})" for kind, index in first.items())
-        raise ConfigError(
-            f"deepspeed: ZeRO-3 over several processes needs records of one media kind; the data mixes {examples}. "
-            "Use scripts/zero2.json, or train on each kind separately"
-        )
+    if config.group_by_media:
+        return True
+    if stage == 3 and world_size > 1:
+        kinds = first_record_of_each_media_kind(records)
+        if len(kinds) > 1:
+            logger.info("train: ZeRO-3 over %d processes with %s records: batches of one kind per step",
+                        world_size, ", ".join(kinds))  # fmt: skip
+            return True
+    return False
 
 
 def build_training_arguments(config: TrainConfig) -> Any:
@@ -333,6 +341,8 @@ _HELP = {
     "freeze_vision_tower": "keep the vision tower fixed (default; --no-freeze-vision-tower trains it)",
     "lora": "train LoRA adapters on the language model (peft), merged into the saved weights",
     "deepspeed": "DeepSpeed JSON, e.g. scripts/zero2.json",
+    "group_by_media": "batches of one media kind per step on all ranks (LLaVA's --group_by_modality_length); "
+    "on by itself for ZeRO-3 over several processes with mixed media",
     "attn_implementation": "flash_attention_2 | sdpa | eager (default: flash_attention_2 when usable, else sdpa)",
     "trainer_args": "further transformers.TrainingArguments as KEY=VALUE (e.g. max_grad_norm=1.0)",
 }
@@ -460,18 +470,30 @@ def parameter_anchor(model: Any) -> Any:
 def _trainer_class() -> Any:
     from transformers import Trainer
 
-    from llava_star.training_data import IGNORE_INDEX
+    from llava_star.training_data import IGNORE_INDEX, MediaGroupedSampler, media_kind
 
     class ConversationTrainer(Trainer):
-        """The HF Trainer, plus a zero-loss step for a batch whose samples all failed.
+        """The HF Trainer, plus a zero-loss step for a batch whose samples all failed, and
+        batches of one media kind per step when ``group_by_media``.
 
-        The forward pass still runs (on the collator's placeholder example, else one pad
-        token) so that DDP and DeepSpeed ranks stay in step; its loss is multiplied by zero,
-        so nothing is learned from it. In a
-        run of several processes every trainable parameter is anchored to the loss
-        (:func:`parameter_anchor`, not under ZeRO-3), so batches of different media keep
-        the ranks in step.
+        The forward pass of a failed batch still runs (on the collator's placeholder
+        example of the batch's media kind) so that DDP and DeepSpeed ranks stay in step;
+        its loss is multiplied by zero, so nothing is learned from it. In a run of several
+        processes every trainable parameter is anchored to the loss (:func:`parameter_anchor`,
+        not under ZeRO-3, which needs ``group_by_media`` instead), so batches of different
+        media keep the ranks in step.
         """
+
+        def __init__(self, *args: Any, group_by_media: bool = False, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.group_by_media = group_by_media
+
+        def _get_train_sampler(self, train_dataset=None):  # type: ignore[override]
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if not self.group_by_media:
+                return super()._get_train_sampler(train_dataset)
+            kinds = [media_kind(record) for record in dataset.records]
+            return MediaGroupedSampler(kinds, self._train_batch_size * self.args.world_size, self.args.seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
             from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -515,7 +537,6 @@ def run(config: TrainConfig) -> dict[str, Any]:
     training_arguments = build_training_arguments(config)
     if stage == 3 and training_arguments.world_size > 1:
         share_process_group_with_deepspeed()
-        refuse_mixed_media(records)
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output_dir / CONFIG_FILE, config.to_dict())
@@ -538,14 +559,17 @@ def run(config: TrainConfig) -> dict[str, Any]:
     tokenizer = processor.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     dataset = ConversationDataset(records, processor, settings)
-    placeholder = dataset.first_usable()
-    logger.info("train: the first usable record is %d tokens long", len(placeholder["input_ids"]))
+    placeholders = dataset.usable_example_of_each_kind()
+    for kind, example in placeholders.items():
+        logger.info("train: the first usable %s record is %d tokens long", kind, len(example["input_ids"]))
+    group_by_media = group_by_media_needed(config, stage, training_arguments.world_size, records)
     trainer = _trainer_class()(
         model=model,
         args=training_arguments,
         train_dataset=dataset,
-        data_collator=PaddingCollator(pad_token_id=pad_token_id, placeholder=placeholder),
+        data_collator=PaddingCollator(pad_token_id=pad_token_id, placeholders=placeholders),
         processing_class=processor,
+        group_by_media=group_by_media,
     )
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
@@ -568,6 +592,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
         "attn_implementation": attention,
         "deepspeed_stage": stage,
         "deepspeed_enabled": bool(trainer.is_deepspeed_enabled),
+        "group_by_media": group_by_media,
         "world_size": training_arguments.world_size,
     }
     if is_main_process():

@@ -18,15 +18,17 @@ A sample is never silently replaced by another. When its video or image cannot b
 or it cannot fit ``model_max_length`` with all its media tokens and at least one answer
 token, it is written to the failures file (``{"id", "video", "image", "reason"}`` per
 line) and left out of its batch. A batch left with no sample at all still runs a forward
-pass, with zero loss, so that every rank of a distributed run takes part in the same
-collectives.
+pass, with zero loss, on a usable record of the same media kind, so that every rank of a
+distributed run takes part in the same collectives.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import random
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,11 +151,12 @@ def _check_some_media_exists(records: Sequence[Mapping[str, Any]], kind: str, ro
 
 
 class ConversationDataset:
-    """Map-style dataset of LLaVA records; ``dataset[i]`` is an example dict or ``None``.
+    """Map-style dataset of LLaVA records; ``dataset[i]`` is an example dict or a
+    :class:`FailedSample`.
 
     A record has at most one video and at most one image (records with lists of several
-    are refused up front); text-only records need neither root. ``None`` means the record
-    was reported to the failures file; the collator leaves it out.
+    are refused up front); text-only records need neither root. A :class:`FailedSample`
+    means the record was reported to the failures file; the collator leaves it out.
     """
 
     def __init__(self, records: Sequence[Mapping[str, Any]], processor: Any, settings: ExampleSettings) -> None:
@@ -187,26 +190,46 @@ class ConversationDataset:
             image = read_image(resolve_image_path(self.settings.image_root, media_paths(record, "image")[0]))
         return encode_example(self.processor, record, frames, self.settings.model_max_length, image)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int) -> dict[str, Any] | FailedSample:
         try:
             return self.encode(index)
         except (*MEDIA_ERRORS, UnusableSample) as error:
             report_failure(self.settings.failures_path, self.records[index], str(error))
-            return None
+            return FailedSample(media_kind(self.records[index]))
 
-    def first_usable(self, attempts: int = 8) -> dict[str, Any]:
-        """The example of the first record that encodes, found before training starts.
+    def usable_example_of_each_kind(self, attempts: int = 8) -> dict[str, dict[str, Any]]:
+        """For each media kind, the example of its first record that encodes (trying up to
+        ``attempts`` records of the kind), found before training starts.
 
         A ``model_max_length`` shorter than the media tokens alone, or a wrong media folder,
-        would otherwise make every step a skipped batch; this fails fast and says why.
+        would otherwise make every step a skipped batch; this fails fast and says why. The
+        examples are the placeholders of batches whose samples all fail.
         """
-        reasons = []
-        for index in range(min(attempts, len(self.records))):
+        pending = set(first_record_of_each_media_kind(self.records))
+        tried: Counter[str] = Counter()
+        examples: dict[str, dict[str, Any]] = {}
+        reasons: list[tuple[str, str]] = []
+        for index, record in enumerate(self.records):
+            if not pending:
+                break
+            kind = media_kind(record)
+            if kind not in pending:
+                continue
+            tried[kind] += 1
             try:
-                return self.encode(index)
+                examples[kind] = self.encode(index)
+                pending.discard(kind)
             except (*MEDIA_ERRORS, UnusableSample) as error:
-                reasons.append(f"record {index} (id {self.records[index].get('id')!r}): {error}")
-        raise RecordError(f"none of the first {len(reasons)} records can be trained on: " + "; ".join(reasons[:3]))
+                reasons.append((kind, f"record {index} (id {record.get('id')!r}): {error}"))
+                if tried[kind] >= attempts:
+                    pending.discard(kind)
+        if not examples:
+            shown = "; ".join(reason for _, reason in reasons[:3])
+            raise RecordError(f"none of the first {len(reasons)} records can be trained on: {shown}")
+        for kind in sorted(tried.keys() - examples.keys()):
+            shown = "; ".join([reason for of, reason in reasons if of == kind][:3])
+            logger.warning("no usable %s record among the first %d: %s", kind, tried[kind], shown)
+        return examples
 
 
 def media_kind(record: Mapping[str, Any]) -> str:
@@ -221,6 +244,54 @@ def first_record_of_each_media_kind(records: Sequence[Mapping[str, Any]]) -> dic
     for index, record in enumerate(records):
         first.setdefault(media_kind(record), index)
     return first
+
+
+@dataclass(frozen=True)
+class FailedSample:
+    """What the dataset gives for a record it reported as unusable: its media kind, so a
+    batch left with no sample can run a placeholder example of the same kind."""
+
+    kind: str
+
+
+class MediaGroupedSampler:
+    """Record indices in groups of ``group_size`` records of one media kind, in an order
+    shuffled anew each epoch (the same on every rank: seeded by ``seed`` and the epoch).
+
+    With ``group_size`` = per-device batch x processes, accelerate hands the i-th batch of
+    each group to rank i, so at every step all ranks hold the same kind and run the same
+    modules, which ZeRO-3 needs (LLaVA's ``--group_by_modality_length`` does this too).
+    A kind's last group is filled up with its own records again, as DistributedSampler
+    pads the last batch.
+    """
+
+    def __init__(self, kinds: Sequence[str], group_size: int, seed: int = 0) -> None:
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        self.by_kind: dict[str, list[int]] = {}
+        for index, kind in enumerate(kinds):
+            self.by_kind.setdefault(kind, []).append(index)
+        self.group_size = group_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return sum(-(-len(indices) // self.group_size) * self.group_size for indices in self.by_kind.values())
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        groups = []
+        for kind in sorted(self.by_kind):
+            indices = list(self.by_kind[kind])
+            rng.shuffle(indices)
+            filled = -(-len(indices) // self.group_size) * self.group_size
+            indices = (indices * -(-filled // len(indices)))[:filled]
+            groups += [indices[start : start + self.group_size] for start in range(0, filled, self.group_size)]
+        rng.shuffle(groups)
+        return (index for group in groups for index in group)
 
 
 def _stack_media(key: str, values: Sequence[Any]) -> Any:
@@ -239,7 +310,7 @@ def _stack_media(key: str, values: Sequence[Any]) -> Any:
 
 @dataclass(frozen=True)
 class PaddingCollator:
-    """Pad per-token tensors on the right, concatenate per-media tensors, drop ``None``s.
+    """Pad per-token tensors on the right, concatenate per-media tensors, leave out failed samples.
 
     Examples may carry different media (video, image, none): a per-media key is batched
     from the examples that have it, in batch order, which is the order the model meets
@@ -247,16 +318,17 @@ class PaddingCollator:
     """
 
     pad_token_id: int
-    # What a batch whose samples all failed becomes, with nothing to learn (labels ignored):
-    # a real example runs the same modules as the other ranks' batches, which ZeRO-3 needs.
-    placeholder: dict[str, Any] | None = None
+    # What a batch whose samples all failed becomes, by media kind, with nothing to learn
+    # (labels ignored): an example of the batch's own kind runs the same modules as the
+    # other ranks' batches, which ZeRO-3 needs.
+    placeholders: Mapping[str, dict[str, Any]] | None = None
 
-    def __call__(self, examples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    def __call__(self, examples: Sequence[dict[str, Any] | FailedSample | None]) -> dict[str, Any]:
         import torch
 
-        kept = [example for example in examples if example is not None]
-        if not kept and self.placeholder is not None:
-            kept = [{**self.placeholder, "labels": torch.full_like(self.placeholder["labels"], IGNORE_INDEX)}]
+        kept = [example for example in examples if isinstance(example, dict)]
+        if not kept and self.placeholders:
+            kept = [_placeholder_for(examples, self.placeholders)]
         if not kept:
             # every sample failed: one pad token with nothing to learn keeps the step's collectives
             return {
@@ -282,6 +354,16 @@ class PaddingCollator:
             else:
                 batch[key] = _stack_media(key, values)
         return batch
+
+
+def _placeholder_for(failed: Sequence[Any], placeholders: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The placeholder of the failed samples' media kind (any other when there is none)."""
+    import torch
+
+    kinds = [sample.kind for sample in failed if isinstance(sample, FailedSample)]
+    example = placeholders.get(kinds[0]) if kinds else None
+    example = example or next(iter(placeholders.values()))
+    return {**example, "labels": torch.full_like(example["labels"], IGNORE_INDEX)}
 
 
 def failures_in(path: str | os.PathLike[str]) -> int:

@@ -41,7 +41,7 @@ logger = logging.getLogger("train_mem")
 IGNORED_FLAGS = (
     "version", "vision_tower", "image_tower", "video_tower", "mm_projector_type", "mm_vision_select_layer",
     "mm_vision_select_feature", "mm_use_im_start_end", "mm_use_im_patch_token", "mm_patch_merge_type",
-    "image_aspect_ratio", "image_grid_pinpoints", "group_by_modality_length", "lazy_preprocess", "is_multimodal",
+    "image_aspect_ratio", "image_grid_pinpoints", "lazy_preprocess", "is_multimodal",
     "cache_dir", "per_device_eval_batch_size", "X", "double_quant", "quant_type",
     "lora_weight_path", "mpt_attn_impl", "remove_unused_columns", "freeze_mm_vision_resampler",
 )  # fmt: skip
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "lora_alpha", "bits", "local_rank", "tokenizer_model_max_length"):  # fmt: skip
         flag(name, int)
     for name in ("bf16", "fp16", "tf32", "gradient_checkpointing", "lora_enable", "freeze_backbone",
-                 "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "unfreeze_mm_vision_tower"):  # fmt: skip
+                 "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "unfreeze_mm_vision_tower",
+                 "group_by_modality_length"):  # fmt: skip
         flag(name, bool)
     flag("lr_scheduler_type")
     flag("save_strategy")
@@ -155,6 +156,7 @@ def _reject_unsupported(args: argparse.Namespace) -> None:
 _RENAMED = {
     "model_name_or_path": "model", "data_path": "data", "video_folder": "video_root", "image_folder": "image_root",
     "lora_enable": "lora", "freeze_backbone": "freeze_language_model", "freeze_mm_mlp_adapter": "freeze_projector",
+    "group_by_modality_length": "group_by_media",
 }  # fmt: skip
 _SAME = (
     "output_dir", "num_frames", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type",

@@ -75,29 +75,6 @@ def test_bad_train_options_fail_before_any_stage_runs(tmp_path, options, key):
     assert not (tmp_path / "run" / "cycle_1").exists()
 
 
-@pytest.mark.parametrize("zero", ["zero2", "zero3"])
-def test_zero3_with_a_mix_of_other_media_is_flagged_at_start(tmp_path, caplog, zero):
-    from llava_star.cycle import _check_inputs
-
-    samples = tmp_path / "samples.jsonl"
-    samples.write_text("")
-    def turns(media):
-        return [{"from": "human", "value": f"<{media}>\nDescribe it."}, {"from": "gpt", "value": "A cat."}]
-
-    mix = tmp_path / "mix.json"
-    mix.write_text(json.dumps([{"id": "v", "video": "a.mp4", "conversations": turns("video")},
-                               {"id": "i", "image": "a.jpg", "conversations": turns("image")}]))  # fmt: skip
-    options = {"deepspeed": str(ROOT / "scripts" / f"{zero}.json")}
-    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={samples}", f"video_root={tmp_path}",
-                                             f"output_dir={tmp_path / 'run'}", f"train.options={json.dumps(options)}",
-                                             f"train.mix=[{mix}]", "launch.train=[torchrun, --nproc_per_node=2]"])  # fmt: skip
-    with caplog.at_level("WARNING", logger="llava_star.cycle"):
-        _check_inputs(config)
-    flagged = [r.getMessage() for r in caplog.records if "refuses mixed media kinds" in r.getMessage()]
-    assert len(flagged) == (zero == "zero3")
-    assert all("image (record 1)" in message for message in flagged)
-
-
 def test_cli_reports_a_bad_override_naming_the_key(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "llava_star", "cycle", "--config", str(ROOT / "configs" / "cycle.yaml"), "generate.batchsize=4"],

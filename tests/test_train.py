@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llava_star.errors import ConfigError
 from llava_star.export import main as export_main
 from llava_star.models.tiny import build_tiny_model
 from llava_star.records import Generation, JsonlAppender, read_samples
@@ -193,20 +192,21 @@ def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, train_json,
     from transformers import TrainingArguments
 
     from llava_star.train import _trainer_class, load_records
-    from llava_star.training_data import ConversationDataset, ExampleSettings, PaddingCollator
+    from llava_star.training_data import ConversationDataset, ExampleSettings, FailedSample, PaddingCollator
 
     loaded = load(tiny_model)
     model = loaded.model
     model.train()
-    example = None
+    examples = None
     if placeholder:
         settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=4096)
-        example = ConversationDataset(load_records([str(train_json)]), loaded.processor, settings).first_usable()
+        dataset = ConversationDataset(load_records([str(train_json)]), loaded.processor, settings)
+        examples = dataset.usable_example_of_each_kind()
     tower_calls = []
     model.model.video_tower.register_forward_hook(lambda *_: tower_calls.append(1))
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
     trainer = _trainer_class()(model=model, args=args)
-    batch = PaddingCollator(pad_token_id=0, placeholder=example)([None, None])
+    batch = PaddingCollator(pad_token_id=0, placeholders=examples)([FailedSample("video"), FailedSample("video")])
     assert ("pixel_values_videos" in batch) is placeholder
     loss = trainer.compute_loss(model, batch)
     loss.backward()
@@ -335,20 +335,26 @@ def test_torchrun_two_processes_with_zero3_and_a_corrupt_video(train_json, synth
     assert changed_groups(before, after) == {"vision": False, "projector": True, "language": True}
 
 
-def test_zero3_over_several_processes_refuses_mixed_media():
-    from llava_star.train import refuse_mixed_media
+def test_zero3_over_several_processes_groups_mixed_media():
+    from llava_star.train import group_by_media_needed
 
+    config = TrainConfig(model="m", data=("d.json",), output_dir="o")
     videos = [{"id": "v0", "video": "a.mp4"}, {"id": "v1", "video": "b.mp4"}]
-    refuse_mixed_media(videos)  # one kind: fine
-    with pytest.raises(ConfigError, match=r"mixes video \(record 0, id 'v0'\), text \(record 2, id 't'\)"):
-        refuse_mixed_media(videos + [{"id": "t", "conversations": []}])
+    mixed = videos + [{"id": "t", "conversations": []}]
+    assert group_by_media_needed(config, 3, 2, mixed)
+    assert not group_by_media_needed(config, 3, 2, videos)  # one kind: nothing to group
+    assert not group_by_media_needed(config, 2, 2, mixed)  # ZeRO-2: the parameter anchor keeps ranks in step
+    assert not group_by_media_needed(config, 3, 1, mixed)
+    assert group_by_media_needed(TrainConfig(model="m", data=("d.json",), output_dir="o", group_by_media=True), 0, 1, videos)
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_torchrun_two_processes_on_a_mixed_batch_with_zero2(tiny_model, train_json, synthetic_dataset, tmp_path):
-    """One record a step per rank, so ranks meet video, image and text-only batches at the same
-    step; without the parameter anchor ZeRO-2 fails with a gloo collective mismatch."""
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_torchrun_two_processes_on_mixed_media(tiny_model, train_json, synthetic_dataset, tmp_path, zero):
+    """Video, image and text-only records, one a step per rank. ZeRO-2: ranks meet different
+    media at the same step, and without the parameter anchor gloo stops with a collective
+    mismatch. ZeRO-3: batches of one kind per step (group_by_media), without which it stops too."""
     pytest.importorskip("deepspeed")
     mix, images = mixed_instruction_data(tmp_path)
     data = tmp_path / "train.json"
@@ -358,8 +364,9 @@ def test_torchrun_two_processes_on_a_mixed_batch_with_zero2(tiny_model, train_js
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
         "-m", "llava_star", "train", "--model", str(tiny_model), "--data", str(data),
         "--video-root", str(synthetic_dataset.root), "--image-folder", str(images), "-o", str(output),
-        "--max-steps", "8", "--batch-size", "1", "--num-workers", "0", "--deepspeed", str(REPO / "scripts" / "zero2.json"),
+        "--max-steps", "8", "--batch-size", "1", "--num-workers", "0", "--deepspeed", str(REPO / "scripts" / f"{zero}.json"),
     ]  # fmt: skip
     run_command(command, tmp_path, {"OMP_NUM_THREADS": "1"})
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["global_step"] == 8 and summary["world_size"] == 2 and summary["deepspeed_enabled"]
+    assert summary["deepspeed_stage"] == int(zero[-1]) and summary["group_by_media"] == (zero == "zero3")

@@ -13,6 +13,8 @@ from llava_star.training_data import (
     IGNORE_INDEX,
     ConversationDataset,
     ExampleSettings,
+    FailedSample,
+    MediaGroupedSampler,
     PaddingCollator,
     UnusableSample,
     encode_example,
@@ -180,7 +182,7 @@ def test_unreadable_videos_are_reported_and_skipped(processors, synthetic_datase
     settings = ExampleSettings(video_root=str(root), num_frames=8, model_max_length=4096, failures_path=str(failures))
     dataset = ConversationDataset(records, processors["video_llava"], settings)
     items = [dataset[index] for index in range(len(dataset))]
-    assert items[0] is not None and items[1:] == [None, None, None]
+    assert isinstance(items[0], dict) and items[1:] == [FailedSample("video")] * 3
     lines = [json.loads(line) for line in failures.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["cut", "garbage", "missing"]
     assert all(line["reason"] and line["video"].endswith(".mp4") for line in lines)
@@ -198,7 +200,7 @@ def test_dataset_refuses_records_it_cannot_train_on(processors, image_root):
     with pytest.raises(RecordError, match="image_root: none of the records' images exist under nowhere"):
         ConversationDataset([IMAGE_RECORD], processors["video_llava"], ExampleSettings(None, 8, 64, image_root="nowhere"))
     # text-only records need no folder at all
-    assert ConversationDataset([TEXT_RECORD], processors["video_llava"], ExampleSettings(None, 8, 4096))[0] is not None
+    assert ConversationDataset([TEXT_RECORD], processors["video_llava"], ExampleSettings(None, 8, 4096))[0]["input_ids"].numel() > 0
     with pytest.raises(RecordError, match="video_root"):
         ConversationDataset([TWO_TURNS], processors["video_llava"], ExampleSettings(None, 8, 64))
     with pytest.raises(RecordError, match="video_root: none of the records' videos exist under nowhere"):
@@ -209,9 +211,10 @@ def test_a_length_limit_below_the_video_tokens_fails_before_training(processors,
     settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=16)
     dataset = ConversationDataset([TWO_TURNS], processors["video_llava"], settings)
     with pytest.raises(RecordError, match=r"none of the first 1 records .* media tokens end at position \d+, past model_max_length 16"):
-        dataset.first_usable()
+        dataset.usable_example_of_each_kind()
     settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=4096)
-    assert ConversationDataset([TWO_TURNS], processors["video_llava"], settings).first_usable()["input_ids"].numel() > 100
+    examples = ConversationDataset([TWO_TURNS], processors["video_llava"], settings).usable_example_of_each_kind()
+    assert list(examples) == ["video"] and examples["video"]["input_ids"].numel() > 100
 
 
 def labelled_runs_and_text(processor, example):
@@ -311,7 +314,7 @@ def test_unreadable_images_are_reported_and_skipped(processors, image_root, tmp_
     settings = ExampleSettings(None, num_frames=8, model_max_length=4096, failures_path=str(failures), image_root=str(root))
     dataset = ConversationDataset(records, processors["qwen2_vl"], settings)
     items = [dataset[index] for index in range(len(dataset))]
-    assert items[0] is not None and items[1:] == [None] * 4
+    assert isinstance(items[0], dict) and items[1:] == [FailedSample("image")] * 4
     lines = [json.loads(line) for line in failures.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["cut.png", "garbage.jpg", "missing.jpg", "escape"]
     for line in lines[:3]:  # the reason names the file
@@ -348,3 +351,35 @@ def test_truncated_image_fails_even_after_lmms_eval_relaxed_pil(image_root, tmp_
         assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is put back
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
+def test_media_grouped_batches_hold_one_kind_on_every_rank_at_every_step():
+    """Sharded as accelerate shards it (batch i of each run of `ranks` batches to rank i),
+    every step gives all ranks records of one kind; every record comes at least once."""
+    kinds = ["video"] * 11 + ["image"] * 4 + ["text"] * 6
+    batch_size, ranks = 2, 3
+    sampler = MediaGroupedSampler(kinds, group_size=batch_size * ranks, seed=7)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 12 + 6 + 6 and set(order) == set(range(len(kinds)))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    for step in range(len(batches) // ranks):
+        on_ranks = batches[step * ranks : (step + 1) * ranks]
+        assert len({kinds[index] for batch in on_ranks for index in batch}) == 1, on_ranks
+    assert order == list(MediaGroupedSampler(kinds, batch_size * ranks, seed=7)), "the same on every rank"
+    sampler.set_epoch(1)
+    again = list(sampler)
+    assert again != order and len(again) == len(order) and set(again) == set(order)
+
+
+def test_a_failed_batch_becomes_a_placeholder_of_its_own_kind(processors, frames, image):
+    processor = processors["video_llava"]
+    placeholders = {
+        "video": encode_example(processor, TWO_TURNS, frames, 4096),
+        "image": encode_example(processor, IMAGE_RECORD, None, 4096, image=image),
+    }
+    collate = PaddingCollator(pad_token_id=0, placeholders=placeholders)
+    for kind, media_key in (("video", "pixel_values_videos"), ("image", "pixel_values_images")):
+        batch = collate([FailedSample(kind), FailedSample(kind)])
+        assert media_key in batch and (batch["labels"] == IGNORE_INDEX).all()
+        assert torch.equal(batch["input_ids"][0], placeholders[kind]["input_ids"])
+    assert "pixel_values_videos" in collate([FailedSample("text")]), "no text placeholder: another kind"

@@ -82,6 +82,7 @@ def test_video_llava_finetune_flags_map_onto_the_config(train_mem):
         tf32=True,
         gradient_checkpointing=True,
         deepspeed="scripts/zero2.json",
+        group_by_media=True,  # --group_by_modality_length True
         dataloader_num_workers=4,
         logging_steps=1,
         save_strategy="steps",

@@ -259,7 +259,7 @@ def share_process_group_with_deepspeed() -> None:
         deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
 
 
-def group_by_media_needed(config: TrainConfig, stage: int, world_size: int, records: Sequence[Mapping[str, Any]]) -> bool:
+def group_by_media_needed(config: TrainConfig, stage: int, world_size: int, kinds: Sequence[str]) -> bool:
     """Whether batches must hold one media kind at each step on every rank.
 
     ZeRO-3 gathers a module's weights from every rank as the module runs, so all ranks
@@ -268,16 +268,13 @@ def group_by_media_needed(config: TrainConfig, stage: int, world_size: int, reco
     until its timeout. (The zero-times-every-parameter anchor that keeps DDP and ZeRO-2 in
     step cannot help: under ZeRO-3 a parameter outside its forward pass is an empty shard.)
     """
-    from llava_star.training_data import first_record_of_each_media_kind
-
     if config.group_by_media:
         return True
-    if stage == 3 and world_size > 1:
-        kinds = first_record_of_each_media_kind(records)
-        if len(kinds) > 1:
-            logger.info("train: ZeRO-3 over %d processes with %s records: batches of one kind per step",
-                        world_size, ", ".join(kinds))  # fmt: skip
-            return True
+    present = sorted(set(kinds))
+    if stage == 3 and world_size > 1 and len(present) > 1:
+        logger.info("train: ZeRO-3 over %d processes with %s records: batches of one kind per step",
+                    world_size, ", ".join(present))  # fmt: skip
+        return True
     return False
 
 
@@ -470,7 +467,7 @@ def parameter_anchor(model: Any) -> Any:
 def _trainer_class() -> Any:
     from transformers import Trainer
 
-    from llava_star.training_data import IGNORE_INDEX, MediaGroupedSampler, media_kind
+    from llava_star.training_data import IGNORE_INDEX, MediaGroupedSampler
 
     class ConversationTrainer(Trainer):
         """The HF Trainer, plus a zero-loss step for a batch whose samples all failed, and
@@ -489,11 +486,10 @@ def _trainer_class() -> Any:
             self.group_by_media = group_by_media
 
         def _get_train_sampler(self, train_dataset=None):  # type: ignore[override]
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
             if not self.group_by_media:
                 return super()._get_train_sampler(train_dataset)
-            kinds = [media_kind(record) for record in dataset.records]
-            return MediaGroupedSampler(kinds, self._train_batch_size * self.args.world_size, self.args.seed)
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return MediaGroupedSampler(dataset.kinds, self._train_batch_size * self.args.world_size, self.args.seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
             from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -562,7 +558,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     placeholders = dataset.usable_example_of_each_kind()
     for kind, example in placeholders.items():
         logger.info("train: the first usable %s record is %d tokens long", kind, len(example["input_ids"]))
-    group_by_media = group_by_media_needed(config, stage, training_arguments.world_size, records)
+    group_by_media = group_by_media_needed(config, stage, training_arguments.world_size, dataset.kinds)
     trainer = _trainer_class()(
         model=model,
         args=training_arguments,

@@ -170,6 +170,8 @@ class ConversationDataset:
         _check_some_media_exists(records, "video", settings.video_root, "video_root")
         _check_some_media_exists(records, "image", settings.image_root, "image_root")
         self.records = list(records)
+        # the media kind of each record: what the sampler groups by and placeholders stand in for
+        self.kinds = [media_kind(record) for record in self.records]
         self.processor = processor
         self.settings = settings
 
@@ -195,7 +197,7 @@ class ConversationDataset:
             return self.encode(index)
         except (*MEDIA_ERRORS, UnusableSample) as error:
             report_failure(self.settings.failures_path, self.records[index], str(error))
-            return FailedSample(media_kind(self.records[index]))
+            return FailedSample(self.kinds[index])
 
     def usable_example_of_each_kind(self, attempts: int = 8) -> dict[str, dict[str, Any]]:
         """For each media kind, the example of its first record that encodes (trying up to
@@ -205,14 +207,13 @@ class ConversationDataset:
         would otherwise make every step a skipped batch; this fails fast and says why. The
         examples are the placeholders of batches whose samples all fail.
         """
-        pending = set(first_record_of_each_media_kind(self.records))
+        pending = set(self.kinds)
         tried: Counter[str] = Counter()
         examples: dict[str, dict[str, Any]] = {}
         reasons: list[tuple[str, str]] = []
-        for index, record in enumerate(self.records):
+        for index, (record, kind) in enumerate(zip(self.records, self.kinds)):
             if not pending:
                 break
-            kind = media_kind(record)
             if kind not in pending:
                 continue
             tried[kind] += 1
@@ -236,14 +237,6 @@ def media_kind(record: Mapping[str, Any]) -> str:
     """Which media a record feeds the model: ``video``, ``image``, ``video+image`` or ``text``."""
     kinds = [kind for kind in ("video", "image") if media_paths(record, kind)]
     return "+".join(kinds) or "text"
-
-
-def first_record_of_each_media_kind(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Each media kind in the data and the index of its first record."""
-    first: dict[str, int] = {}
-    for index, record in enumerate(records):
-        first.setdefault(media_kind(record), index)
-    return first
 
 
 @dataclass(frozen=True)
@@ -278,8 +271,12 @@ class MediaGroupedSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _filled(self, count: int) -> int:
+        """``count`` records of a kind, rounded up to whole groups."""
+        return -(-count // self.group_size) * self.group_size
+
     def __len__(self) -> int:
-        return sum(-(-len(indices) // self.group_size) * self.group_size for indices in self.by_kind.values())
+        return sum(self._filled(len(indices)) for indices in self.by_kind.values())
 
     def __iter__(self) -> Iterator[int]:
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
@@ -287,7 +284,7 @@ class MediaGroupedSampler:
         for kind in sorted(self.by_kind):
             indices = list(self.by_kind[kind])
             rng.shuffle(indices)
-            filled = -(-len(indices) // self.group_size) * self.group_size
+            filled = self._filled(len(indices))
             indices = (indices * -(-filled // len(indices)))[:filled]
             groups += [indices[start : start + self.group_size] for start in range(0, filled, self.group_size)]
         rng.shuffle(groups)

@@ -339,8 +339,8 @@ def test_zero3_over_several_processes_groups_mixed_media():
     from llava_star.train import group_by_media_needed
 
     config = TrainConfig(model="m", data=("d.json",), output_dir="o")
-    videos = [{"id": "v0", "video": "a.mp4"}, {"id": "v1", "video": "b.mp4"}]
-    mixed = videos + [{"id": "t", "conversations": []}]
+    videos = ["video", "video"]
+    mixed = [*videos, "text"]
     assert group_by_media_needed(config, 3, 2, mixed)
     assert not group_by_media_needed(config, 3, 2, videos)  # one kind: nothing to group
     assert not group_by_media_needed(config, 2, 2, mixed)  # ZeRO-2: the parameter anchor keeps ranks in step

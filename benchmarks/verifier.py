@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llava_star.records import Label
-from llava_star.verify import compiled_modules, stale_compiled_modules, verify
+from llava_star.verify import verify
 from llava_star.vocabularies import load_vocabulary
 
 OPENINGS = (
@@ -136,11 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'all':<11} verify: {rate:>10,.0f} answers/s  ({passed}/{len(answers)} passed)")
     print(f"{'all':<11} naive substring baseline: {baseline:>10,.0f} answers/s")
     print(f"machine: a 1M-step Python loop takes {python_loop_seconds():.3f} s of CPU")
-    compiled = compiled_modules()
-    print(f"verifier build: {f'compiled (mypyc): {len(compiled)} modules' if compiled else 'pure Python (LLAVA_STAR_COMPILE=1 compiles it, see README)'}")
-    stale = stale_compiled_modules()
-    if stale:
-        print(f"WARNING: edited since they were compiled (rebuild: make compile): {', '.join(stale)}")
     print(f"verify costs {baseline / rate:.1f}x the baseline; target >= 20,000 answers/s: {'met' if rate >= 20_000 else 'NOT met'}")
     return 0
 

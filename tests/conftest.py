@@ -15,18 +15,6 @@ import pytest
 from frame_numbers import numbered_frames
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Refuse to test a compiled verifier older than its sources (``make compile`` builds
-    in place, and Python would run the old extension instead of the edited file)."""
-    from llava_star.verify import stale_compiled_modules
-
-    stale = stale_compiled_modules()
-    if stale:
-        raise pytest.UsageError(
-            f"{', '.join(stale)}: edited after `make compile`; rebuild it, or `make clean` for pure Python"
-        )
-
-
 @pytest.fixture
 def make_video(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_video("clip.mp4", num_frames=32, fps=8.0, size=32, codec=None, **kwargs)``.

@@ -16,8 +16,6 @@ import re
 from collections.abc import Callable, KeysView
 from typing import Any, Generic, TypeVar
 
-from mypy_extensions import mypyc_attr
-
 # Work per answer is bounded by refusing longer answers in the guard (guards.py); real
 # answers are a few hundred words, runaway generations are far longer.
 MAX_ANSWER_CHARS = 20_000
@@ -83,7 +81,7 @@ class _lazy(Generic[ValueT]):
         self.__doc__ = function.__doc__
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name  # not ``function.__name__``: mypyc-compiled functions have none
+        self.name = name
 
     def __get__(self, instance: Any, owner: type | None = None) -> ValueT:
         if instance is None:
@@ -153,7 +151,6 @@ def _is_negator(words: list[str], index: int) -> bool:
     return not (word == "nothing" and following[:1] == ["but"]) and following != ["to", "mention"]
 
 
-@mypyc_attr(native_class=False)  # compiled (setup.py): the lazy views write the instance __dict__
 class Answer:
     """Views of one answer text, each computed once on first use."""
 

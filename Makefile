@@ -1,24 +1,34 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Each creates .venv when missing and installs llava-star into it (CPU machine: torch is
-# the 2.14.1 build that pip finds on local disk; on a GPU machine use the same pins).
+# Each creates .venv when missing and installs llava-star into it with the lock of the
+# tested environment (requirements/lock.txt, a pip constraints file): every package at the
+# version the test suite passed with. `make lock` regenerates the lock from setup.cfg.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= test,train,eval
+# The resolver is part of the lock: the same pip makes it and installs from it.
+PIP_VERSION ?= 26.3
+LOCK ?= requirements/lock.txt
+EXTRAS ?= test,train,eval,text
 DEMO_DIR ?= demo_run
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install compile clean
+.PHONY: demo test test-fast install lock clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]' $(TORCH_PINS)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: setup.cfg pyproject.toml $(LOCK) | $(PY)
+	$(PY) -m pip install --quiet pip==$(PIP_VERSION)
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
 	touch $@
 
 install: $(VENV)/.installed
+
+# Resolve setup.cfg anew (pip's own resolver, nothing installed) and write the lock; then
+# `make install` and the test suite (tests/test_lock.py) check the environment against it.
+lock: | $(PY)
+	$(PY) -m pip install --quiet pip==$(PIP_VERSION)
+	$(PY) scripts/lock.py --extras $(EXTRAS) -o $(LOCK)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/llava-star demo -o $(DEMO_DIR)
@@ -29,10 +39,5 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# Optional: the verifier as C extensions (mypyc, about 1.2x faster), built next to its sources.
-# Python loads them instead of the .py files: run it again after editing llava_star/verify.
-compile: $(VENV)/.installed
-	LLAVA_STAR_COMPILE=1 $(PY) setup.py build_ext --inplace
-
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *__mypyc*.so llava_star/verify/*.so
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build

@@ -36,11 +36,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from llava_star.generate import GenerateConfig, run
+from llava_star.media.video import Frames, write_video
 from llava_star.models.tiny import build_tiny_model
 from llava_star.records import JsonlAppender, Sample
+from llava_star.stages.generate import GenerateConfig, run
 from llava_star.verify import verify
-from llava_star.video import Frames, write_video
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 STAND_IN_ANSWER = "The square is blue."

@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from llava_star.datasets.adapter import PrepareRequest
-from llava_star.prepare import prepare
-from llava_star.vocabularies import load_vocabulary
+from llava_star.datasets.vocabularies import load_vocabulary
+from llava_star.stages.prepare import prepare
 
 
 def write_dataset(folder: Path, rows: int, seed: int = 0) -> tuple[Path, Path]:

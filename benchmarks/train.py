@@ -4,7 +4,7 @@ Fine-tuning decodes every video in DataLoader workers and builds its inputs thro
 chat template on the fly. That must never be what the GPUs wait for. This measures, in
 one run and for the same tiny model, data and settings:
 
-- ``ours``: ``llava_star.train.run`` (frames decoded and tokenized in the workers,
+- ``ours``: ``llava_star.stages.train.run`` (frames decoded and tokenized in the workers,
   padded per batch by the collator);
 - ``pre-decoded``: a plain ``transformers.Trainer`` over the same examples decoded and
   padded beforehand, held in memory (no decoding, no collation work).
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from llava_star.datasets.synthetic import make_synthetic_dataset
 from llava_star.models.tiny import build_tiny_model
 from llava_star.records import read_samples
-from llava_star.train import TrainConfig, build_training_arguments, run
+from llava_star.stages.train import TrainConfig, build_training_arguments, run
 
 
 def write_training_json(dataset_root: Path, samples_path: Path, out: Path) -> Path:
@@ -56,8 +56,8 @@ def pre_decoded_samples_per_second(config: TrainConfig) -> float:
     from transformers import Trainer, default_data_collator
 
     from llava_star.models.loading import load_model
-    from llava_star.train import load_records, set_trainable
-    from llava_star.training_data import ConversationDataset, ExampleSettings
+    from llava_star.stages.train import load_records, set_trainable
+    from llava_star.training.data import ConversationDataset, ExampleSettings
 
     loaded = load_model(config.model, dtype="float32", device="cpu")
     set_trainable(loaded.model, config)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llava_star.datasets.vocabularies import load_vocabulary
 from llava_star.records import Label
 from llava_star.verify import verify
-from llava_star.vocabularies import load_vocabulary
 
 OPENINGS = (
     "The video shows a person in an indoor setting with good lighting.",

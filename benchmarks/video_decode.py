@@ -1,4 +1,4 @@
-"""How much llava_star.video.read_frames costs over raw decord, for 8 sampled frames.
+"""How much llava_star.media.video.read_frames costs over raw decord, for 8 sampled frames.
 
 Both sides decode the same 8 frames of the same files: the baseline is what a script
 would write by hand (``decord.VideoReader(path)``, ``get_batch(indices).asnumpy()``),
@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from llava_star.video import read_frames, write_video
+from llava_star.media.video import read_frames, write_video
 
 NUM_FRAMES = 8
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov")

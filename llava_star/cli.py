@@ -19,17 +19,17 @@ logger = logging.getLogger(__name__)
 
 # command -> (module with main(argv), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("llava_star.prepare", "turn a labeled dataset into samples.jsonl"),
+    "prepare": ("llava_star.stages.prepare", "turn a labeled dataset into samples.jsonl"),
     "synthetic": ("llava_star.datasets.synthetic", "write synthetic labeled videos and their samples"),
     "tiny-model": ("llava_star.models.tiny", "build a tiny random video LVLM for tests and the demo"),
-    "generate": ("llava_star.generate", "answer samples with reasoning, verify, rationalize failures"),
+    "generate": ("llava_star.stages.generate", "answer samples with reasoning, verify, rationalize failures"),
     "verify": ("llava_star.verify.cli", "check answers against gold labels"),
-    "export": ("llava_star.export", "turn kept generations into LLaVA training JSON"),
-    "train": ("llava_star.train", "instruction-tune a video LVLM on LLaVA JSON"),
-    "cycle": ("llava_star.cycle", "run self-training cycles from a YAML config"),
-    "eval": ("llava_star.evaluate", "evaluate a model with lmms-eval on the project's tasks"),
-    "report": ("llava_star.report", "write stats, plots and an HTML gallery for a run"),
-    "demo": ("llava_star.demo", "the CPU demo: synthetic videos, tiny model, self-training cycles"),
+    "export": ("llava_star.stages.export", "turn kept generations into LLaVA training JSON"),
+    "train": ("llava_star.stages.train", "instruction-tune a video LVLM on LLaVA JSON"),
+    "cycle": ("llava_star.stages.cycle", "run self-training cycles from a YAML config"),
+    "eval": ("llava_star.stages.evaluate", "evaluate a model with lmms-eval on the project's tasks"),
+    "report": ("llava_star.stages.report", "write stats, plots and an HTML gallery for a run"),
+    "demo": ("llava_star.stages.demo", "the CPU demo: synthetic videos, tiny model, self-training cycles"),
 }
 
 

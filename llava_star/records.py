@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 LABEL_TYPES = ("class", "number", "timestamp", "time_range", "box", "yes_no", "choice", "sequence", "text")
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 # `vocabulary` is either an inline list or a reference string: a packaged vocabulary name
-# ("kinetics700") or "file:PATH" (see llava_star.vocabularies).
+# ("kinetics700") or "file:PATH" (see llava_star.datasets.vocabularies).
 _LABEL_FIELDS = (
     "type", "value", "name", "synonyms", "vocabulary", "tolerance", "rel_tolerance",
     "duration", "min_iou", "options", "box_format",

@@ -7,7 +7,7 @@ A launch script written for LLaVA works after swapping the script path::
         --model_name_or_path LanguageBind/Video-LLaVA-7B-hf \\
         --data_path train.json --video_folder videos/ --bf16 True --tf32 True ...
 
-Flags map onto :class:`llava_star.train.TrainConfig`. Our ``model_max_length`` counts the
+Flags map onto :class:`llava_star.stages.train.TrainConfig`. Our ``model_max_length`` counts the
 video tokens the processor expands, so Video-LLaVA's ``--tokenizer_model_max_length``
 (its limit after expansion) takes precedence over its ``--model_max_length`` when given. Flags that describe the
 architecture (``--vision_tower``, ``--mm_projector_type``, ``--version`` ...) are fixed
@@ -33,7 +33,7 @@ if (_REPO_ROOT / "llava_star").is_dir() and str(_REPO_ROOT) not in sys.path:
 
 from llava_star.errors import ConfigError, LlavaStarError
 from llava_star.log import configure_logging
-from llava_star.train import TrainConfig, make_config, parse_key_value, run
+from llava_star.stages.train import TrainConfig, make_config, parse_key_value, run
 
 logger = logging.getLogger("train_mem")
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from llava_star.config import check, config_from_mapping, config_to_dict, load_config, parse_override, write_config
-from llava_star.cycle import CycleConfig
 from llava_star.errors import ConfigError
+from llava_star.stages.cycle import CycleConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from llava_star.config import load_config
-from llava_star.cycle import (
+from llava_star.errors import ConfigError
+from llava_star.records import Generation, read_jsonl
+from llava_star.stages.cycle import (
     CycleConfig,
     format_summary,
     is_plateau,
@@ -21,8 +23,6 @@ from llava_star.cycle import (
     main,
     run_cycles,
 )
-from llava_star.errors import ConfigError
-from llava_star.records import Generation, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,8 +10,8 @@ from llava_star.datasets.kinetics import (
     label_folder_names,
     read_rows,
 )
+from llava_star.datasets.vocabularies import load_vocabulary
 from llava_star.errors import AnnotationError
-from llava_star.vocabularies import load_vocabulary
 
 DATA = Path(__file__).parent / "data"
 

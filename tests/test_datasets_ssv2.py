@@ -6,8 +6,8 @@ import pytest
 
 from llava_star.datasets import get_adapter
 from llava_star.datasets.adapter import Found, PrepareRequest, Skipped
+from llava_star.datasets.vocabularies import load_vocabulary
 from llava_star.errors import AnnotationError
-from llava_star.vocabularies import load_vocabulary
 
 DATA = Path(__file__).parent / "data"
 

@@ -6,9 +6,9 @@ import random
 import pytest
 
 from llava_star.config import load_config
-from llava_star.demo import DemoConfig, main, warmup_records
 from llava_star.errors import ConfigError
 from llava_star.records import Label, Sample
+from llava_star.stages.demo import DemoConfig, main, warmup_records
 
 MINIATURE = [
     "num_videos=24", "warmup_videos=4", "warmup_steps=2", "cycles=2", "cycle_train_steps=2",

@@ -64,8 +64,8 @@ def _samples() -> list[dict]:
 def evaluation_inputs(tmp_path_factory):
     from PIL import Image
 
+    from llava_star.media.video import write_video
     from llava_star.models.tiny import build_tiny_model
-    from llava_star.video import write_video
 
     root = tmp_path_factory.mktemp("eval_inputs")
     rng = np.random.default_rng(0)

@@ -7,9 +7,9 @@ import pytest
 
 from llava_star import cli
 from llava_star.errors import RecordError
-from llava_star.export import main
 from llava_star.llava_json import read_llava_json, validate_record
 from llava_star.records import Generation, JsonlAppender
+from llava_star.stages.export import main
 
 
 def generation(sample_id, *, passed=True, rationalized=False, source="synthetic", task="colour", labels=None, **extra):
@@ -108,7 +108,7 @@ def test_ids_are_deduplicated_first_directory_wins(gen_dir, tmp_path):
 
 def test_stats_line_per_source_and_label_type(gen_dir, tmp_path, caplog):
     out = tmp_path / "train.json"
-    with caplog.at_level(logging.INFO, logger="llava_star.export"):
+    with caplog.at_level(logging.INFO, logger="llava_star.stages.export"):
         main([str(gen_dir), "-o", str(out)])
     lines = [r.getMessage() for r in caplog.records if "label_type=" in r.getMessage()]
     assert "export: source=synthetic label_type=class generated=4 passed=3 kept=3 (rationalized 1)" in lines

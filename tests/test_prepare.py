@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from llava_star import cli, prepare
+from llava_star import cli
 from llava_star.errors import AnnotationError, ConfigError
 from llava_star.records import read_samples
+from llava_star.stages import prepare
 
 DATA = Path(__file__).parent / "data"
 
@@ -56,7 +57,7 @@ def test_limit_and_seed(tmp_path, k400_root):
 
 
 def test_summary_is_logged(tmp_path, k400_root, caplog):
-    caplog.set_level("INFO", logger="llava_star.prepare")
+    caplog.set_level("INFO", logger="llava_star.stages.prepare")
     run("kinetics", "--annotations", DATA / "kinetics400_val_sample.csv", "--video-root", k400_root, "-o", tmp_path / "o.jsonl")
     text = caplog.text
     assert "wrote 3 samples (3 videos)" in text

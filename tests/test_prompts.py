@@ -4,13 +4,13 @@ import doctest
 
 import pytest
 
-import llava_star.prompts
-from llava_star.prompts import direct_prompt, format_number, hint_prompt, render_label
+import llava_star.generation.prompts
+from llava_star.generation.prompts import direct_prompt, format_number, hint_prompt, render_label
 from llava_star.records import Label
 
 
 def test_doctests():
-    assert doctest.testmod(llava_star.prompts).failed == 0
+    assert doctest.testmod(llava_star.generation.prompts).failed == 0
 
 
 def test_direct_prompt_snapshot():

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from llava_star.questions import (
+from llava_star.datasets.questions import (
     QUESTION_TEMPLATES,
     format_options,
     make_question,

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from llava_star.datasets.vocabularies import load_vocabulary, resolve_vocabulary
 from llava_star.errors import LabelError, RecordError
 from llava_star.records import (
     Generation,
@@ -22,7 +23,6 @@ from llava_star.records import (
     write_json_atomic,
     written_ids,
 )
-from llava_star.vocabularies import load_vocabulary, resolve_vocabulary
 
 SAMPLE = {
     "id": "k700-0001",

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from llava_star import report
 from llava_star.records import JsonlAppender
+from llava_star.stages import report
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230)}
 
@@ -196,5 +196,5 @@ def test_gallery_renders_in_chromium(run_dir, tmp_path):
 def test_report_command_is_registered():
     from llava_star.cli import COMMANDS
 
-    assert COMMANDS["report"][0] == "llava_star.report"
-    assert sys.modules.get("llava_star.report") is report
+    assert COMMANDS["report"][0] == "llava_star.stages.report"
+    assert sys.modules.get("llava_star.stages.report") is report

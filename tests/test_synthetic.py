@@ -20,8 +20,8 @@ from llava_star.datasets.synthetic import (
     make_synthetic_dataset,
 )
 from llava_star.errors import ConfigError
+from llava_star.media.video import read_frames, resolve_video_path
 from llava_star.records import read_samples
-from llava_star.video import read_frames, resolve_video_path
 
 PALETTE = np.array(list(COLOURS.values()), dtype=float)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llava_star.export import main as export_main
 from llava_star.models.tiny import build_tiny_model
 from llava_star.records import Generation, JsonlAppender, read_samples
-from llava_star.train import FAILURES_FILE, SUMMARY_FILE, TrainConfig, parameter_group, run
+from llava_star.stages.export import main as export_main
+from llava_star.stages.train import FAILURES_FILE, SUMMARY_FILE, TrainConfig, parameter_group, run
 
 torch = pytest.importorskip("torch")
 
@@ -81,8 +81,8 @@ def load(path):
 
 
 def generate_a_few_tokens(loaded, video_path):
+    from llava_star.media.video import read_frames
     from llava_star.models.inputs import build_inputs, video_conversation
-    from llava_star.video import read_frames
 
     frames = read_frames(video_path, 8)
     inputs = build_inputs(loaded.processor, [video_conversation("What colour is it?")], [frames], add_generation_prompt=True)
@@ -191,8 +191,8 @@ def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, train_json,
     """With a placeholder example (what training uses) the step still runs the vision tower."""
     from transformers import TrainingArguments
 
-    from llava_star.train import _trainer_class, load_records
-    from llava_star.training_data import ConversationDataset, ExampleSettings, FailedSample, PaddingCollator
+    from llava_star.stages.train import _trainer_class, load_records
+    from llava_star.training.data import ConversationDataset, ExampleSettings, FailedSample, PaddingCollator
 
     loaded = load(tiny_model)
     model = loaded.model
@@ -215,7 +215,7 @@ def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, train_json,
 
 
 def test_the_parameter_anchor_gives_every_trainable_parameter_a_zero_gradient(tiny_model):
-    from llava_star.train import parameter_anchor
+    from llava_star.stages.train import parameter_anchor
 
     model = load(tiny_model).model
     for name, parameter in model.named_parameters():
@@ -336,7 +336,7 @@ def test_torchrun_two_processes_with_zero3_and_a_corrupt_video(train_json, synth
 
 
 def test_zero3_over_several_processes_groups_mixed_media():
-    from llava_star.train import group_by_media_needed
+    from llava_star.stages.train import group_by_media_needed
 
     config = TrainConfig(model="m", data=("d.json",), output_dir="o")
     videos = ["video", "video"]

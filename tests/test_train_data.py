@@ -9,7 +9,7 @@ import pytest
 
 from llava_star.errors import RecordError
 from llava_star.models.tiny import FAMILIES, build_tiny_model
-from llava_star.training_data import (
+from llava_star.training.data import (
     IGNORE_INDEX,
     ConversationDataset,
     ExampleSettings,
@@ -93,7 +93,7 @@ def image_root(tmp_path_factory, image):
 
 @pytest.fixture(scope="module")
 def frames(synthetic_dataset):
-    from llava_star.video import read_frames
+    from llava_star.media.video import read_frames
 
     return read_frames(synthetic_dataset.root / TWO_TURNS["video"], 8)
 
@@ -292,7 +292,7 @@ def test_a_collated_mixed_batch_equals_the_processor_batch(tiny_dirs, processors
 
 
 def test_image_crops_are_padded_when_images_differ_in_crops():
-    from llava_star.training_data import _stack_media
+    from llava_star.training.data import _stack_media
 
     few, many = torch.ones(1, 2, 3, 4, 4), torch.ones(1, 5, 3, 4, 4)
     stacked = _stack_media("pixel_values", [few, many])
@@ -325,11 +325,11 @@ def test_unreadable_images_are_reported_and_skipped(processors, image_root, tmp_
 def test_doctests():
     import doctest
 
-    import llava_star.images
     import llava_star.llava_json
-    import llava_star.training_data
+    import llava_star.media.images
+    import llava_star.training.data
 
-    for module in (llava_star.images, llava_star.llava_json, llava_star.training_data):
+    for module in (llava_star.media.images, llava_star.llava_json, llava_star.training.data):
         assert doctest.testmod(module).failed == 0
 
 
@@ -338,7 +338,7 @@ def test_truncated_image_fails_even_after_lmms_eval_relaxed_pil(image_root, tmp_
     from PIL import ImageFile
 
     from llava_star.errors import ImageError
-    from llava_star.images import read_image
+    from llava_star.media.images import read_image
 
     good = (image_root / IMAGE_RECORD["image"]).read_bytes()
     cut = tmp_path / "cut.png"

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from llava_star.errors import ConfigError
-from llava_star.train import TrainConfig, build_parser, build_training_arguments, config_from_args, parameter_group
+from llava_star.stages.train import (
+    TrainConfig,
+    build_parser,
+    build_training_arguments,
+    config_from_args,
+    parameter_group,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_mem.py"
 

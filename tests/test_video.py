@@ -10,9 +10,9 @@ import pytest
 from frame_numbers import decoded_frame_numbers, numbered_frames
 from PIL import Image
 
-from llava_star import video
 from llava_star.errors import VideoError
-from llava_star.video import (
+from llava_star.media import video
+from llava_star.media.video import (
     FRAME_FOLDER_FPS,
     read_frames,
     resolve_video_path,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llava_star.video import Frames
+from llava_star.media.video import Frames
 
 
 def in_memory_frames(array: np.ndarray, fps: float = 8.0) -> Frames:

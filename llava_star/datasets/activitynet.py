@@ -32,8 +32,8 @@ from llava_star.datasets.adapter import (
     located,
     parse_seconds,
 )
+from llava_star.datasets.questions import event_phrase, make_question
 from llava_star.errors import AnnotationError
-from llava_star.questions import event_phrase, make_question
 from llava_star.records import Label, Sample
 
 logger = logging.getLogger(__name__)

@@ -49,10 +49,10 @@ from llava_star.datasets.adapter import (
     read_text_lines,
     require_columns,
 )
+from llava_star.datasets.questions import event_phrase, make_question
+from llava_star.datasets.vocabularies import load_vocabulary
 from llava_star.errors import AnnotationError
-from llava_star.questions import event_phrase, make_question
 from llava_star.records import Label, Sample
-from llava_star.vocabularies import load_vocabulary
 
 logger = logging.getLogger(__name__)
 

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.datasets.adapter import Found, PrepareRequest, Skipped, located
+from llava_star.datasets.questions import make_question
 from llava_star.errors import AnnotationError
-from llava_star.questions import make_question
 from llava_star.records import Label, Sample
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ becomes::
      "source": "clips", "task": "action_recognition"}
 
 Mapping keys (an unknown key is an error naming it): ``video`` (required), ``task``
-(required: a task of ``llava_star.questions``, or any name when ``question`` or
+(required: a task of ``llava_star.datasets.questions``, or any name when ``question`` or
 ``templates`` is given), ``labels`` (required), ``id``, ``start``, ``end``, ``split``
 (columns), ``question`` (a column holding the question text), ``templates`` and
 ``slots`` (own paraphrases and which column fills each ``{slot}``), ``source``.
@@ -58,14 +58,14 @@ from llava_star.datasets.adapter import (
     read_text_lines,
     split_aliases,
 )
-from llava_star.errors import AnnotationError, ConfigError
-from llava_star.questions import (
+from llava_star.datasets.questions import (
     QUESTION_TEMPLATES,
     fill_template,
     make_question,
     task_slots,
     template_slots,
 )
+from llava_star.errors import AnnotationError, ConfigError
 from llava_star.records import LABEL_TYPES, Label, Sample
 
 logger = logging.getLogger(__name__)

@@ -44,10 +44,10 @@ from llava_star.datasets.adapter import (
     require_columns,
     split_aliases,
 )
+from llava_star.datasets.questions import make_question
+from llava_star.datasets.vocabularies import load_vocabulary
 from llava_star.errors import AnnotationError
-from llava_star.questions import make_question
 from llava_star.records import Label, Sample
-from llava_star.vocabularies import load_vocabulary
 
 logger = logging.getLogger(__name__)
 

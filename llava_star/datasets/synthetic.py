@@ -41,8 +41,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from llava_star.datasets.questions import make_question
 from llava_star.errors import ConfigError
-from llava_star.questions import make_question
 from llava_star.records import Label, Sample, write_json_atomic, write_jsonl_atomic
 
 logger = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def make_synthetic_dataset(
     """
     from tqdm import tqdm
 
-    from llava_star.video import write_video
+    from llava_star.media.video import write_video
 
     if num_videos < 1:
         raise ConfigError(f"num_videos: expected at least 1, got {num_videos}")

@@ -84,7 +84,7 @@ def video_root(source: str, environ: Mapping[str, str] = os.environ) -> str:
 
 def doc_to_visual(doc: Mapping[str, Any]) -> list[str]:
     """The video path under its root; the model adapter reads the clip range from the doc."""
-    from llava_star.video import resolve_video_path
+    from llava_star.media.video import resolve_video_path
 
     return [str(resolve_video_path(video_root(doc["source"]), doc["video"]))]
 

@@ -29,7 +29,7 @@ Conversation = list[dict[str, Any]]
 
 
 class DecodedVideo(Protocol):
-    """What the inputs need of a decoded video (``llava_star.video.Frames`` is one)."""
+    """What the inputs need of a decoded video (``llava_star.media.video.Frames`` is one)."""
 
     array: np.ndarray  # uint8 [frames, height, width, 3] RGB
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llava_star.datasets.vocabularies import resolve_vocabulary
 from llava_star.errors import LabelError
 from llava_star.records import Label
 from llava_star.verify import quantities
@@ -31,7 +32,6 @@ from llava_star.verify.phrases import (
     read_class,
 )
 from llava_star.verify.scan import matches_at, starts_of
-from llava_star.vocabularies import resolve_vocabulary
 
 Parsed = tuple[Any, str]
 Outcome = tuple[bool, str]

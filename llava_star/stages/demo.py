@@ -7,7 +7,7 @@
 2. builds a tiny random Video-LLaVA (:mod:`llava_star.models.tiny`);
 3. warms it up briefly on captions of a few training videos ("A red square moves left."),
    so it starts with partial competence, the way a pretrained LVLM starts on a new task;
-4. runs self-training cycles (:mod:`llava_star.cycle`) on the colour questions: the model
+4. runs self-training cycles (:mod:`llava_star.stages.cycle`) on the colour questions: the model
    answers, the verifier keeps the answers that name the right colour, failures are asked
    again with the colour as a hint, the warm model is fine-tuned on what was kept, and
    the held-out accuracy is measured after each cycle;
@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.config import check, load_config, write_config
-from llava_star.cycle import (
+from llava_star.records import Sample, read_samples, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from llava_star.stages.cycle import (
     CycleConfig,
     EvalSettings,
     GenerateSettings,
@@ -43,7 +44,6 @@ from llava_star.cycle import (
     run_stage,
     stage_done,
 )
-from llava_star.records import Sample, read_samples, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +128,12 @@ def warmup_records(
     """LLaVA conversations captioning ``count`` training videos, balanced over colours.
 
     ``with_hints`` adds each caption once more behind the rationalization prompt with the
-    colour as the hint (:func:`llava_star.prompts.hint_prompt`): a pretrained LVLM can
+    colour as the hint (:func:`llava_star.generation.prompts.hint_prompt`): a pretrained LVLM can
     already use a hint, a random tiny one cannot, and without it rationalization rescues
     nothing.
     """
-    from llava_star.prompts import hint_prompt
-    from llava_star.questions import make_question
+    from llava_star.datasets.questions import make_question
+    from llava_star.generation.prompts import hint_prompt
     from llava_star.records import Label
 
     labels: dict[str, dict[str, str]] = {}

@@ -44,7 +44,7 @@ from llava_star.distributed import (
     shard_path,
 )
 from llava_star.errors import ConfigError, RecordError, VideoError
-from llava_star.prompts import direct_prompt, hint_prompt
+from llava_star.generation.prompts import direct_prompt, hint_prompt
 from llava_star.records import (
     Generation,
     JsonlAppender,
@@ -59,9 +59,9 @@ from llava_star.records import (
 )
 
 if TYPE_CHECKING:
+    from llava_star.media.video import Frames
     from llava_star.models.loading import LoadedModel
     from llava_star.verify import Verdict
-    from llava_star.video import Frames
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +173,8 @@ class _Item:
 
 
 def frame_reader(video_root: str | os.PathLike[str], num_frames: int) -> VideoReader:
-    """Decode a sample's clip with ``llava_star.video`` (raises ``VideoError``)."""
-    from llava_star.video import read_frames, resolve_video_path
+    """Decode a sample's clip with ``llava_star.media.video`` (raises ``VideoError``)."""
+    from llava_star.media.video import read_frames, resolve_video_path
 
     def read(sample: Sample) -> Frames:
         path = resolve_video_path(video_root, sample.video)
@@ -513,7 +513,7 @@ def run(
     """Generate this process's share; on rank 0, return (and write) the summary.
 
     ``answerer`` and ``read_video`` default to the model of ``config.model`` and to
-    ``llava_star.video``; benchmarks pass stand-ins to time the pipeline alone.
+    ``llava_star.media.video``; benchmarks pass stand-ins to time the pipeline alone.
     """
     context = process_context()
     if not Path(config.video_root).is_dir():

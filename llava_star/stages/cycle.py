@@ -47,7 +47,7 @@ import yaml
 from llava_star.config import check, config_to_dict, load_config, read_yaml_mapping, write_config
 from llava_star.errors import ConfigError, LlavaStarError
 from llava_star.records import Generation, write_json_atomic, write_text_atomic
-from llava_star.report import read_generation_dir, read_video_failures, summarize
+from llava_star.stages.report import read_generation_dir, read_video_failures, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +363,7 @@ class CycleRunner:
 
 
 def _write_report(run_dir: Path) -> None:
-    from llava_star.report import write_report
+    from llava_star.stages.report import write_report
 
     write_report(run_dir)
 
@@ -401,7 +401,7 @@ def _check_inputs(config: CycleConfig) -> None:
     for index, path in enumerate(config.train.mix):
         if not Path(path).exists():
             raise ConfigError(f"train.mix[{index}]: {path} does not exist")
-    from llava_star.train import make_config
+    from llava_star.stages.train import make_config
 
     try:
         make_config({**_train_values(config, config.model, "train.json", "model"), **config.train.options})

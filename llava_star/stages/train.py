@@ -1,7 +1,7 @@
 """Stage 5b: instruction-tune a video LVLM on LLaVA conversation JSON with the HF Trainer.
 
 ``llava-star train --model M --data train.json --video-root DIR [--image-root DIR] -o CKPT_DIR``
-runs one plain ``transformers.Trainer`` over :mod:`llava_star.training_data` (video,
+runs one plain ``transformers.Trainer`` over :mod:`llava_star.training.data` (video,
 image and text-only records in one run, the paper's mixture; frames and images decoded in
 DataLoader workers, inputs built through the model's chat template, loss on assistant
 tokens only). Defaults are the paper's: 1 epoch, lr 2e-5, cosine schedule, 3% warmup,
@@ -467,7 +467,7 @@ def parameter_anchor(model: Any) -> Any:
 def _trainer_class() -> Any:
     from transformers import Trainer
 
-    from llava_star.training_data import IGNORE_INDEX, MediaGroupedSampler
+    from llava_star.training.data import IGNORE_INDEX, MediaGroupedSampler
 
     class ConversationTrainer(Trainer):
         """The HF Trainer, plus a zero-loss step for a batch whose samples all failed, and
@@ -522,7 +522,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
 
     from llava_star.log import is_main_process
     from llava_star.models.loading import choose_attention, load_model
-    from llava_star.training_data import ConversationDataset, ExampleSettings, PaddingCollator, failures_in
+    from llava_star.training.data import ConversationDataset, ExampleSettings, PaddingCollator, failures_in
 
     stage = deepspeed_stage(config.deepspeed)
     if config.lora and stage == 3:

@@ -31,10 +31,10 @@ from llava_star.records import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "llava_star"  # the lmms-eval model name of llava_star.lmms_adapter
+MODEL_NAME = "llava_star"  # the lmms-eval model name of llava_star.eval_tasks.lmms_adapter
 # lmms-eval's own command line, with our adapter registered whether or not the package
 # is installed (the entry point only exists after `pip install`)
-_LAUNCH = "import sys; from llava_star.lmms_adapter import lmms_eval_main; sys.exit(lmms_eval_main(sys.argv[1:]))"
+_LAUNCH = "import sys; from llava_star.eval_tasks.lmms_adapter import lmms_eval_main; sys.exit(lmms_eval_main(sys.argv[1:]))"
 _LOG_TAIL_LINES = 25
 
 
@@ -91,7 +91,7 @@ def lmms_eval_command(config: EvalConfig, include_path: Path | None, output_path
 
 def _environment(config: EvalConfig, tasks_folder: Path) -> dict[str, str]:
     env = dict(os.environ)
-    package_parent = str(Path(__file__).resolve().parents[1])
+    package_parent = str(Path(__file__).resolve().parents[2])  # the folder holding llava_star/
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
     if config.video_root is not None:
         env["LLAVA_STAR_VIDEO_DIR"] = str(Path(config.video_root).resolve())

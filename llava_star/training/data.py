@@ -2,8 +2,8 @@
 
 A record carries one video (Video-STaR's own data, VideoInstruct-100K), one image
 (LLaVA-665K) or no media (LLaVA-665K's text-only conversations); the paper trains on that
-mixture. Frames are decoded by :func:`llava_star.video.read_frames`, images by
-:func:`llava_star.images.read_image`, and both turned into model inputs by
+mixture. Frames are decoded by :func:`llava_star.media.video.read_frames`, images by
+:func:`llava_star.media.images.read_image`, and both turned into model inputs by
 :func:`llava_star.models.inputs.build_inputs`, the same function the generation stage
 uses, so the model is trained on exactly the prompt layout it is later asked in. All of
 that happens in ``Dataset.__getitem__``, i.e. in the DataLoader's worker processes; the
@@ -77,7 +77,7 @@ def truncation_length(input_ids: Sequence[int], labels: Sequence[int], max_lengt
     >>> truncation_length([1, 9, 9, 2, 3, 4], [-100, -100, -100, -100, 3, 4], 2, {9})
     Traceback (most recent call last):
     ...
-    llava_star.training_data.UnusableSample: media tokens end at position 3, past model_max_length 2
+    llava_star.training.data.UnusableSample: media tokens end at position 3, past model_max_length 2
     """
     keep = min(len(input_ids), max_length)
     media_positions = [position for position, token in enumerate(input_ids) if token in media_token_ids]
@@ -180,8 +180,8 @@ class ConversationDataset:
 
     def encode(self, index: int) -> dict[str, Any]:
         """The example of record ``index``; raises VideoError / ImageError / UnusableSample."""
-        from llava_star.images import read_image, resolve_image_path
-        from llava_star.video import read_frames, resolve_video_path
+        from llava_star.media.images import read_image, resolve_image_path
+        from llava_star.media.video import read_frames, resolve_video_path
 
         record = self.records[index]
         frames = image = None

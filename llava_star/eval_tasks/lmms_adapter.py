@@ -100,7 +100,7 @@ class LlavaStarVideo(lmms):
         self.loaded = load_model(pretrained, dtype=dtype, device=device or "auto", attn_implementation=attn_implementation)
 
     def _frames(self, visuals: Sequence[Any], doc: Mapping[str, Any]) -> Any:
-        from llava_star.video import read_frames
+        from llava_star.media.video import read_frames
 
         paths = [visual for visual in visuals if isinstance(visual, str)]
         if len(paths) != 1:

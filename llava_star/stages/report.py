@@ -1,7 +1,7 @@
 """What each self-training cycle did, in numbers and pictures.
 
 ``llava-star report RUN_DIR`` (also run at the end of every cycle) reads the generation
-shards and evaluation files of a cycle run (see :mod:`llava_star.cycle`) and writes
+shards and evaluation files of a cycle run (see :mod:`llava_star.stages.cycle`) and writes
 ``RUN_DIR/report/``:
 
 - ``stats.json``: per cycle, overall / per source / per label type: samples, kept
@@ -275,7 +275,7 @@ def frame_strip(generation: Generation, video_root: Path | None, frames_dir: Pat
     key = hashlib.sha1(f"{generation.sample.video}|{generation.sample.start}|{generation.sample.end}".encode()).hexdigest()[:16]
     path = frames_dir / f"{key}.png"
     if not path.exists():
-        from llava_star.video import read_frames, resolve_video_path
+        from llava_star.media.video import read_frames, resolve_video_path
 
         try:
             video = resolve_video_path(video_root, generation.sample.video)

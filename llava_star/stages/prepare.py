@@ -28,8 +28,8 @@ from tqdm import tqdm
 from llava_star.datasets import ADAPTERS, get_adapter
 from llava_star.datasets.adapter import Found, PrepareRequest, Skipped
 from llava_star.errors import AnnotationError, ConfigError, VideoError
+from llava_star.media.video import resolve_video_path
 from llava_star.records import Sample, write_json_atomic, write_jsonl_atomic
-from llava_star.video import resolve_video_path
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What the generate stage shares with evaluation: the direct and hint prompts."""

@@ -1,0 +1,1 @@
+"""Reading media: video frames (PyAV / decord, clip ranges, frame folders) and images."""

@@ -1,0 +1,1 @@
+"""What the train stage is built from: the conversation dataset, collator and sampler."""

@@ -3,9 +3,9 @@ import random
 import pytest
 
 from llava_star.datasets.questions import (
-    QUESTION_TEMPLATES,
     format_options,
     make_question,
+    question_templates,
     task_slots,
     template_slots,
 )
@@ -43,14 +43,14 @@ def test_every_contract_task_makes_a_question_with_its_slots(task, slots):
 
 @pytest.mark.parametrize("task", COMMON_TASKS)
 def test_common_tasks_have_at_least_twenty_distinct_paraphrases(task):
-    templates = QUESTION_TEMPLATES[task]
+    templates = question_templates()[task]
     assert len(templates) >= 20
     assert len(set(templates)) == len(templates)
 
 
-@pytest.mark.parametrize("task", sorted(QUESTION_TEMPLATES))
+@pytest.mark.parametrize("task", sorted(question_templates()))
 def test_all_paraphrases_of_a_task_need_the_same_slots(task):
-    slot_sets = {template_slots(template) for template in QUESTION_TEMPLATES[task]}
+    slot_sets = {template_slots(template) for template in question_templates()[task]}
     assert len(slot_sets) == 1
 
 
@@ -81,7 +81,7 @@ def test_avoid_keeps_the_answer_out_of_every_draw(answer):
                 question = make_question(task, rng, avoid=[answer])
             except ValueError:
                 # every paraphrase of e.g. "score" names the score: refusing is the correct outcome
-                assert all(answer in template.lower() for template in QUESTION_TEMPLATES[task])
+                assert all(answer in template.lower() for template in question_templates()[task])
                 break
             assert answer not in question.lower().replace("?", " ").replace(".", " ").split()
 
@@ -97,7 +97,7 @@ def test_avoid_matches_whole_words_case_insensitively():
 def test_templates_do_not_contain_typical_answers(task):
     # a template (with no slot filled) must never state an answer by itself
     answers = {"yes", "no", "true.", "false.", "left", "right", "red", "square", "circle"}
-    for template in QUESTION_TEMPLATES[task]:
+    for template in question_templates()[task]:
         words = set(template.lower().replace("?", " ").replace(",", " ").split())
         if task == "yes_no":
             words -= {"yes", "no"}  # the answer format, offered as alternatives

@@ -59,9 +59,9 @@ from llava_star.datasets.adapter import (
     split_aliases,
 )
 from llava_star.datasets.questions import (
-    QUESTION_TEMPLATES,
     fill_template,
     make_question,
+    question_templates,
     task_slots,
     template_slots,
 )
@@ -185,12 +185,12 @@ def parse_mapping(data: Any, source: str = "mapping") -> ColumnMapping:
     if not mapping.question:
         if templates:
             needed = frozenset().union(*(template_slots(template) for template in templates))
-        elif mapping.task in QUESTION_TEMPLATES:
+        elif mapping.task in question_templates():
             needed = task_slots(mapping.task)
         else:
             raise ConfigError(
                 f"{source}: mapping key 'task': {mapping.task!r} has no packaged templates "
-                f"({', '.join(QUESTION_TEMPLATES)}); add 'templates' or a 'question' column"
+                f"({', '.join(question_templates())}); add 'templates' or a 'question' column"
             )
         if needed != set(slots):
             raise ConfigError(

@@ -120,6 +120,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {_describe(value)}")
         value_type = arguments[1] if len(arguments) == 2 else Any
         return types.MappingProxyType({str(k): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()})
+    if annotation is Path:
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            raise ConfigError(f"{key}: expected a path, got {_describe(value)}")
+        return Path(value)
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {_describe(value)}")
@@ -260,6 +264,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             return {key: plain(item) for key, item in value.items()}
         if isinstance(value, (tuple, list)):
             return [plain(item) for item in value]
+        if isinstance(value, Path):
+            return str(value)
         return value
 
     return plain(config)

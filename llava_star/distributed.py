@@ -16,7 +16,6 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 logger = logging.getLogger(__name__)
@@ -58,15 +57,6 @@ def shard(items: Iterable[ItemT], rank: int, world_size: int) -> Iterator[ItemT]
     ['b', 'e']
     """
     return itertools.islice(items, rank, None, world_size)
-
-
-def shard_path(directory: str | os.PathLike[str], stem: str, rank: int, world_size: int) -> Path:
-    """The file one rank appends to, named so that any rank layout can be merged later.
-
-    >>> shard_path("out", "generations", 3, 8).name
-    'generations.rank00003-of-00008.jsonl'
-    """
-    return Path(directory) / f"{stem}.rank{rank:05d}-of-{world_size:05d}.jsonl"
 
 
 def device_for(context: ProcessContext, device: str) -> str:

@@ -349,6 +349,38 @@ class Generation:
         }
 
 
+def kept_counts(generations: Iterable[Generation]) -> dict[str, int | float]:
+    """What self-training watches: answers kept, directly and after the hint, as three numbers.
+
+    ``rationalized`` counts the samples asked again with the label (kept or not).
+
+    >>> kept_counts([])
+    {'samples': 0, 'kept': 0, 'kept_direct': 0, 'kept_rationalized': 0, 'rationalized': 0, 'kept_fraction': 0.0, 'kept_direct_fraction': 0.0, 'kept_rationalized_fraction': 0.0}
+    """
+    counts = {"samples": 0, "kept": 0, "kept_direct": 0, "kept_rationalized": 0, "rationalized": 0}
+    for generation in generations:
+        counts["samples"] += 1
+        counts["rationalized"] += generation.rationalized
+        if generation.passed:
+            counts["kept"] += 1
+            counts["kept_rationalized" if generation.rationalized else "kept_direct"] += 1
+    total = counts["samples"]
+    fractions = {f"{key}_fraction": counts[key] / total if total else 0.0 for key in ("kept", "kept_direct", "kept_rationalized")}
+    return {**counts, **fractions}
+
+
+def format_kept(counts: Mapping[str, Any]) -> str:
+    """One log line for :func:`kept_counts`.
+
+    >>> format_kept({"samples": 4, "kept_fraction": 0.5, "kept_direct_fraction": 0.25, "kept_rationalized_fraction": 0.25})
+    '4 samples: 50% kept (25% directly, 25% after the hint)'
+    """
+    return (
+        f"{counts['samples']} samples: {100 * counts['kept_fraction']:.0f}% kept "
+        f"({100 * counts['kept_direct_fraction']:.0f}% directly, {100 * counts['kept_rationalized_fraction']:.0f}% after the hint)"
+    )
+
+
 RecordT = TypeVar("RecordT")
 
 

@@ -13,12 +13,11 @@ import yaml
 
 from llava_star.config import load_config
 from llava_star.errors import ConfigError
-from llava_star.records import Generation, read_jsonl
+from llava_star.records import Generation, kept_counts, read_jsonl
 from llava_star.stages.cycle import (
     CycleConfig,
     format_summary,
     is_plateau,
-    kept_fractions,
     last_trainer_checkpoint,
     main,
     run_cycles,
@@ -38,7 +37,7 @@ def test_plateau_rule():
     assert not is_plateau([0.5, 0.5], None)
 
 
-def test_kept_fractions_count_direct_and_rationalized():
+def test_kept_counts_are_three_numbers_kept_direct_and_after_the_hint():
     def gen(sample_id, passed, rationalized):
         return Generation.from_dict({
             "id": sample_id, "video": "v.mp4", "question": "q?", "source": "s", "task": "colour",
@@ -46,9 +45,9 @@ def test_kept_fractions_count_direct_and_rationalized():
             "passed": passed, "checks": [], "cycle": 1, "model": "m",
         })  # fmt: skip
 
-    counts = kept_fractions([gen("a", True, False), gen("b", True, True), gen("c", False, True), gen("d", False, False)])
-    assert counts == {"samples": 4, "kept": 2, "kept_direct": 1, "kept_rationalized": 1,
-                      "kept_fraction": 0.5, "rationalized_fraction": 0.25}  # fmt: skip
+    counts = kept_counts([gen("a", True, False), gen("b", True, True), gen("c", False, True), gen("d", False, False)])
+    assert counts == {"samples": 4, "kept": 2, "kept_direct": 1, "kept_rationalized": 1, "rationalized": 2,
+                      "kept_fraction": 0.5, "kept_direct_fraction": 0.25, "kept_rationalized_fraction": 0.25}  # fmt: skip
 
 
 def test_train_options_the_cycle_owns_are_refused():
@@ -193,15 +192,21 @@ def test_two_cycles_end_to_end(tmp_path, tiny_setup, capsys):
 @pytest.mark.slow
 def test_plateau_stops_early(tmp_path, tiny_setup):
     # kept fraction can never grow by more than 100 points: the run stops after cycle 2
-    # ... with generation launched as a separate process, as torchrun would start it
+    # ... with generation and training launched as separate processes, as torchrun would start them
     launch = [sys.executable, "-m", "llava_star"]
     config = load_config(CycleConfig, write_config(tmp_path, tiny_setup, cycles=4, min_kept_gain=1.01,
-                                                   **{"launch.generate": launch, "eval.samples": None}))  # fmt: skip
+                                                   **{"launch.generate": launch, "launch.train": launch,
+                                                      "eval.samples": None}))  # fmt: skip
     summary = run_cycles(config)
     assert len(summary["cycles"]) == 2 and summary["stopped"].startswith("plateau after cycle 2")
     assert not (tmp_path / "run" / "cycle_3").exists()
     assert "plateau" in format_summary(summary) and summary["baseline"] is None
     assert ids_in(tmp_path / "run" / "cycle_2" / "generations")  # written by the launched process
+    # the launched stages ran the configs the cycle wrote from its own dataclasses
+    generate_config = yaml.safe_load((tmp_path / "run" / "cycle_2" / "generate_config.yaml").read_text())
+    assert generate_config["seed"] == config.seed and generate_config["batch_size"] == 4 and generate_config["cycle"] == 2
+    assert yaml.safe_load((tmp_path / "run" / "cycle_1" / "train_config.yaml").read_text())["max_steps"] == 2
+    assert (tmp_path / "run" / "cycle_1" / "model" / "config.json").exists()
 
 
 def run_until(config, condition, timeout=600):
@@ -282,7 +287,7 @@ def test_resume_after_kill_in_the_middle_of_training(tmp_path, tiny_setup):
     first = model_dir / "checkpoint-1" / "trainer_state.json"
     first_written = first.stat().st_mtime_ns
     assert main(["--config", str(config)]) == 0
-    train_config = yaml.safe_load((cycle_dir / "train_config.yaml").read_text())
+    train_config = json.loads((model_dir / "llava_star_train_config.json").read_text())  # what the train stage ran
     assert train_config["resume_from_checkpoint"] == str(kept)
     assert first.stat().st_mtime_ns == first_written  # resumed: the early checkpoints were not written again
     state = json.loads((model_dir / "checkpoint-8" / "trainer_state.json").read_text())
@@ -301,3 +306,57 @@ def test_lmms_eval_tasks_run_after_each_cycle(tmp_path, tiny_setup):
     assert metrics["num_docs"] == {"llava_star_qa": evaluated["samples"]}  # every held-out sample
     accuracy = metrics["tasks"]["llava_star_qa"]["accuracy"]
     assert 0.0 <= accuracy <= 1.0
+
+
+def break_videos(root, names, good):
+    """Missing, corrupt, empty and truncated copies of real videos, as real datasets have them."""
+    good_bytes = (root / good).read_bytes()
+    (root / names["corrupt"]).write_bytes(bytes(range(256)) * 40)
+    (root / names["empty"]).write_bytes(b"")
+    (root / names["truncated"]).write_bytes(good_bytes[: len(good_bytes) // 3])
+
+
+@pytest.mark.slow
+def test_a_cycle_over_broken_videos_and_images_finishes_and_reports_them(tmp_path, tiny_setup):
+    # on 50b0a39 one missing video stopped the cycle at its first export
+    import shutil
+
+    from PIL import Image
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_setup["root"] / "data", data)
+    train = [json.loads(line) for line in (tiny_setup["root"] / "train.jsonl").read_text().splitlines()]
+    held_out = [json.loads(line) for line in (tiny_setup["root"] / "test.jsonl").read_text().splitlines()]
+    names = {kind: f"videos/broken_{kind}.mp4" for kind in ("missing", "corrupt", "empty", "truncated")}
+    break_videos(data, names, train[0]["video"])
+    broken = [{**train[0], "id": f"broken-{kind}", "video": name} for kind, name in names.items()]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(s) + "\n" for s in train + broken))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(s) + "\n" for s in held_out + broken[:1]))
+    Image.new("RGB", (32, 32), "red").save(data / "good.png")
+    (data / "broken.png").write_bytes(b"not a png")
+    mix = json.loads(tiny_setup["mix"].read_text()) + [
+        {"id": f"image-{name}", "image": name,
+         "conversations": [{"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "gpt", "value": "Red."}]}
+        for name in ("good.png", "broken.png")
+    ]  # fmt: skip
+    (tmp_path / "mix.json").write_text(json.dumps(mix))
+    config = write_config(tmp_path, tiny_setup, cycles=1, samples=str(tmp_path / "train.jsonl"), video_root=str(data),
+                          **{"eval.samples": str(tmp_path / "test.jsonl"), "train.mix": [str(tmp_path / "mix.json")],
+                             "train.options.image_root": str(data)})  # fmt: skip
+    assert main(["--config", str(config)]) == 0
+    run = tmp_path / "run"
+    generations = run / "cycle_1" / "generations"
+    failed = sorted(line["id"] for line in read_all_lines(generations, "failures"))
+    assert failed == sorted(sample["id"] for sample in broken)
+    assert sorted(ids_in(generations)) == sorted(sample["id"] for sample in train)
+    summary = json.loads((run / "run.json").read_text())
+    assert summary["cycles"][0]["generate"]["unreadable_videos"] == 4
+    assert summary["cycles"][0]["eval"]["unreadable_videos"] == 1
+    assert summary["cycles"][0]["train"]["unusable_records"] == 1  # broken.png
+    stats = json.loads((run / "report" / "stats.json").read_text())
+    cycle_1 = next(entry for entry in stats["cycles"] if entry["cycle"] == 1)
+    assert cycle_1["training"]["unreadable_videos"] == 4 and cycle_1["unusable_training_records"] == 1
+
+
+def read_all_lines(directory, stem):
+    return [line for shard in sorted(Path(directory).glob(f"{stem}.*.jsonl")) for line in read_jsonl(shard)]

@@ -137,8 +137,8 @@ def test_llava_star_eval_writes_the_metrics(evaluation_inputs, tmp_path):
     assert logged, "per-answer logs (--log_samples) are missing"
 
 
-def test_llava_star_eval_fails_loudly_when_lmms_eval_fails(evaluation_inputs, tmp_path):
-    """lmms-eval exits 0 when a task crashes: a missing video must still fail the command."""
+def test_llava_star_eval_fails_loudly_when_no_video_decodes(evaluation_inputs, tmp_path):
+    """A wrong video root: every doc unreadable is an error, not a score of zero."""
     out = tmp_path / "eval"
     empty_videos = tmp_path / "no_videos"
     empty_videos.mkdir()
@@ -149,8 +149,27 @@ def test_llava_star_eval_fails_loudly_when_lmms_eval_fails(evaluation_inputs, tm
     ]  # fmt: skip
     completed = subprocess.run(command, cwd=REPO_ROOT, env=_environment(evaluation_inputs), capture_output=True, text=True, timeout=900, check=False)
     assert completed.returncode == 2, completed.stderr[-3000:]
-    assert "lmms-eval" in completed.stderr and "lmms_eval.log" in completed.stderr
+    assert "none of the 1 videos could be decoded" in completed.stderr and "--video-root" in completed.stderr
     assert not (out / "metrics.json").exists()
+
+
+def test_one_unreadable_video_is_scored_as_failed_and_counted(evaluation_inputs, tmp_path):
+    # on 50b0a39 one missing video failed the whole lmms-eval run
+    samples = [sample for sample in _samples() if sample["source"] == "kinetics700"]
+    samples.append({**samples[0], "id": "k700-missing", "video": "kinetics/missing.mp4"})
+    samples_path = tmp_path / "test.jsonl"
+    samples_path.write_text("".join(json.dumps(sample) + "\n" for sample in samples), encoding="utf-8")
+    out = tmp_path / "eval"
+    command = [
+        sys.executable, "-m", "llava_star", "eval", "--model", str(evaluation_inputs["model"]),
+        "--tasks", "kinetics700_qa", "--samples", str(samples_path), "--video-root", str(evaluation_inputs["videos"]),
+        "-o", str(out), "--num-frames", "2", "--model-args", "max_new_tokens=8",
+    ]  # fmt: skip
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=_environment(evaluation_inputs), capture_output=True, text=True, timeout=900, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["unreadable_videos"] == 1 and report["num_docs"] == {"kinetics700_qa": 4}
+    assert [json.loads(line)["video"].endswith("missing.mp4") for line in (out / "unreadable_videos.jsonl").read_text().splitlines()] == [True]
 
 
 def test_llava_star_eval_on_the_synthetic_test_split(tmp_path):

@@ -229,7 +229,7 @@ def test_cli_with_a_tiny_model_writes_every_sample_once(dataset, tiny_model, tmp
     # a random model's answers fail, so every sample was asked again with the hint
     assert all(line["rationalized"] and not line["passed"] for line in lines)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["samples"] == 24 and summary["rationalized_fraction"] == 1.0
+    assert summary["samples"] == 24 and summary["rationalized"] == 24 and summary["kept_fraction"] == 0.0
 
 
 def _generate_command(dataset, model, out, *extra):
@@ -337,3 +337,21 @@ def test_with_workers_two_runs_write_the_same_lines_in_the_same_order(dataset, t
     run(config_for(dataset, tmp_path / "b", num_workers=2, batch_size=2), answerer=second)
     assert first.prompts == second.prompts and len(first.prompts) == 24 + 18
     assert [line["id"] for line in read_all(tmp_path / "a")] == [line["id"] for line in read_all(tmp_path / "b")]
+
+
+def test_a_second_copy_on_the_same_output_stops_before_writing(dataset, tmp_path):
+    # on 50b0a39 two copies both wrote every sample (36 samples gave 72 lines)
+    from llava_star.runs import OutputInUseError, exclusive_directory
+
+    refused = pytest.raises(OutputInUseError, match="already being written by llava-star generate")
+    with exclusive_directory(tmp_path, "generate"), refused:
+        run(config_for(dataset, tmp_path), answerer=HintFollower())
+    assert read_all(tmp_path) == [] and not (tmp_path / "config.json").exists()
+
+
+def test_summary_keeps_kept_direct_and_after_the_hint_apart(dataset, tmp_path, caplog):
+    # on 50b0a39 the log said "0% kept, 100% rationalized" when every answer was kept after the hint
+    caplog.set_level("INFO", logger="llava_star.stages.generate")
+    summary = run(config_for(dataset, tmp_path), answerer=HintFollower())
+    assert (summary["kept_fraction"], summary["kept_direct_fraction"], summary["kept_rationalized_fraction"]) == (1.0, 0.25, 0.75)
+    assert "24 samples: 100% kept (25% directly, 75% after the hint)" in caplog.text

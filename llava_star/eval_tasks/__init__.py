@@ -19,6 +19,8 @@ from pathlib import Path
 TASK_NAMES = ("llava_star_qa", "kinetics700_qa", "finediving_aqa", "star_qa")
 GROUP_NAME = "video_star"
 GROUP_TASKS = ("kinetics700_qa", "finediving_aqa", "star_qa")
+# `llava-star eval` sets this to a JSONL file; the lmms adapter appends each video it cannot decode
+UNREADABLE_VIDEOS_ENV = "LLAVA_STAR_UNREADABLE_VIDEOS"
 
 
 def tasks_dir() -> Path:

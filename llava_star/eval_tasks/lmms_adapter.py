@@ -10,7 +10,8 @@ model would be scored on a layout it never saw. Here the prompt goes through
 :func:`llava_star.models.inputs.build_inputs`, the function training uses.
 
 Video: ``doc_to_visual`` gives the path; a doc with ``start``/``end`` (our tasks' docs)
-is read as that clip. One process (lmms-eval shards by rank only for models that set up
+is read as that clip. A video that cannot be decoded is answered with nothing (so scored
+as failed) and listed for ``llava-star eval``'s ``metrics.json``, instead of failing the run. One process (lmms-eval shards by rank only for models that set up
 a process group, which this adapter does not).
 
     lmms-eval --model llava_star --model_args pretrained=CKPT,num_frames=8 \\
@@ -23,6 +24,7 @@ imports it, and the class must subclass lmms-eval's base.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,6 +34,7 @@ from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 
 from llava_star.errors import ConfigError, EvaluationError
+from llava_star.eval_tasks import UNREADABLE_VIDEOS_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -100,29 +103,34 @@ class LlavaStarVideo(lmms):
         self.loaded = load_model(pretrained, dtype=dtype, device=device or "auto", attn_implementation=attn_implementation)
 
     def _frames(self, visuals: Sequence[Any], doc: Mapping[str, Any]) -> Any:
+        """The doc's clip, or None when it cannot be decoded (scored as an empty answer)."""
+        from llava_star.errors import VideoError
         from llava_star.media.video import read_frames
 
         paths = [visual for visual in visuals if isinstance(visual, str)]
         if len(paths) != 1:
             raise EvaluationError(f"the llava_star adapter answers about one video per question, got {visuals!r}")
         start, end = _clip(doc)
-        return read_frames(paths[0], self.num_frames, start=start, end=end)
+        try:
+            return read_frames(paths[0], self.num_frames, start=start, end=end)
+        except VideoError as error:
+            logger.warning("%s: cannot decode, scored as failed: %s", paths[0], error)
+            self._record_unreadable(doc, paths[0], str(error))
+            return None
 
-    def _answer(self, questions: Sequence[str], videos: Sequence[Any], max_new_tokens: int) -> list[str]:
-        import torch
+    def _record_unreadable(self, doc: Mapping[str, Any], path: str, reason: str) -> None:
+        """One line per unreadable video in the file `llava-star eval` counts into metrics.json."""
+        target = os.environ.get(UNREADABLE_VIDEOS_ENV)
+        if target:
+            from llava_star.records import JsonlAppender
 
-        from llava_star.models.inputs import build_inputs, video_conversation
-
-        conversations = [video_conversation(question) for question in questions]
-        inputs = build_inputs(self.loaded.processor, conversations, videos, add_generation_prompt=True)
-        batch = inputs.batch.to(self.loaded.device)
-        with torch.inference_mode():
-            output = self.loaded.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        return [text.strip() for text in self.loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+            with JsonlAppender(target) as out:
+                out.write({"id": str(doc.get("id", "")), "video": path, "reason": reason})
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         from tqdm import tqdm
+
+        from llava_star.generation.answerer import ModelAnswerer
 
         answers: list[str] = []
         step = max(1, self.batch_size_per_call)
@@ -134,7 +142,14 @@ class LlavaStarVideo(lmms):
                 questions.append(context)
                 videos.append(self._frames(doc_to_visual(doc), doc))
                 budgets.append(int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)))
-            for request, answer in zip(chunk, self._answer(questions, videos, max(budgets))):
+            readable = [index for index, frames in enumerate(videos) if frames is not None]
+            chunk_answers = [""] * len(chunk)  # an unreadable video's answer: empty, which never passes
+            if readable:
+                answerer = ModelAnswerer(self.loaded, max_new_tokens=max(budgets))
+                found = answerer.answer([questions[i] for i in readable], [videos[i] for i in readable])
+                for index, answer in zip(readable, found):
+                    chunk_answers[index] = answer
+            for request, answer in zip(chunk, chunk_answers):
                 answers.append(answer)
                 self.cache_hook.add_partial("generate_until", (request.args[0], request.args[1]), answer)
         return answers

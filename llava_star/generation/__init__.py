@@ -1,1 +1,1 @@
-"""What the generate stage shares with evaluation: the direct and hint prompts."""
+"""What the generate stage shares with evaluation: the prompts and the model answerer."""

@@ -30,6 +30,7 @@ stage (e.g. ``[torchrun, --nproc_per_node=8, -m, llava_star]`` or
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -42,12 +43,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from llava_star.config import check, config_to_dict, load_config, read_yaml_mapping, write_config
 from llava_star.errors import ConfigError, LlavaStarError
-from llava_star.records import Generation, write_json_atomic, write_text_atomic
-from llava_star.stages.report import read_generation_dir, read_video_failures, summarize
+from llava_star.records import Generation, format_kept, kept_counts, write_json_atomic
+from llava_star.runs import CycleRunDir, GenerationDir, StageDir, exclusive_directory
+from llava_star.stages.generate import GenerationOptions
 
 logger = logging.getLogger(__name__)
 
@@ -55,25 +55,6 @@ STAGES = ("generate", "export", "train", "eval")
 _TRAIN_KEYS_SET_BY_THE_CYCLE = ("model", "data", "output_dir", "video_root", "resume_from_checkpoint")
 # The file the Trainer writes last into a checkpoint-N directory: a checkpoint without it was cut short.
 _TRAINER_STATE = "trainer_state.json"
-CONFIG_NAME = "config.yaml"
-
-
-@dataclass(frozen=True)
-class GenerateSettings:
-    """Options of ``llava-star generate`` used for both training and held-out samples."""
-
-    batch_size: int = 8
-    num_frames: int = 8
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    rationalize: bool = True
-    extra_args: tuple[str, ...] = ()  # passed verbatim, e.g. [--dtype, bfloat16]
-
-    def __post_init__(self) -> None:
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.num_frames >= 1, "num_frames", f"must be >= 1, got {self.num_frames}")
-        check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
-        check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
 
 
 @dataclass(frozen=True)
@@ -129,7 +110,7 @@ class CycleConfig:
     min_kept_gain: float | None = 0.01  # stop when the kept fraction grows less; null: never
     final_direct_only: bool = False  # train a final model on direct answers only
     seed: int = 0
-    generate: GenerateSettings = field(default_factory=GenerateSettings)
+    generate: GenerationOptions = field(default_factory=GenerationOptions)  # its seed is the cycle's `seed`
     train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     launch: LaunchSettings = field(default_factory=LaunchSettings)
@@ -142,50 +123,26 @@ class CycleConfig:
 
 # ---------------------------------------------------------------- running the stages
 
-
-def _module_for(stage: str) -> str:
-    from llava_star.cli import COMMANDS
-
-    return COMMANDS[stage][0]
+STAGE_MODULES = {"generate": "llava_star.stages.generate", "train": "llava_star.stages.train",
+                 "eval": "llava_star.stages.evaluate", "export": "llava_star.stages.export"}  # fmt: skip
 
 
-def run_stage(command: str, argv: list[str], launch_prefix: Sequence[str] = ()) -> None:
-    """Run ``llava-star COMMAND argv`` in this process, or through ``launch_prefix`` when set."""
+def run_stage(stage: str, config: Any, launch_prefix: Sequence[str], config_file: Path) -> None:
+    """Run one stage on its config: in this process (its ``run(config)``), or, with a
+    launcher (torchrun, deepspeed), as ``PREFIX STAGE --config FILE`` with the same config
+    written to ``config_file``."""
     started = time.monotonic()
     if launch_prefix:
-        full = [*launch_prefix, command, *argv]
-        logger.info("launching: %s", " ".join(full))
-        status = subprocess.run(full, check=False).returncode
+        write_config(config, config_file)
+        command = [*launch_prefix, stage, "--config", str(config_file)]
+        logger.info("launching: %s", " ".join(command))
+        status = subprocess.run(command, check=False).returncode
+        if status != 0:
+            raise LlavaStarError(f"{' '.join(command)} exited with status {status}")
     else:
-        logger.info("running: llava-star %s %s", command, " ".join(argv))
-        status = int(importlib.import_module(_module_for(command)).main(argv) or 0)
-    if status != 0:
-        raise LlavaStarError(f"llava-star {command} exited with status {status}")
-    logger.info("llava-star %s finished in %.1f s", command, time.monotonic() - started)
-
-
-def stage_done(directory: Path, stage: str) -> dict[str, Any] | None:
-    """The marker a finished stage left in ``directory/done/``, or None."""
-    marker = directory / "done" / f"{stage}.json"
-    if not marker.exists():
-        return None
-    return json.loads(marker.read_text(encoding="utf-8"))
-
-
-def mark_done(directory: Path, stage: str, info: dict[str, Any]) -> dict[str, Any]:
-    write_json_atomic(directory / "done" / f"{stage}.json", info)
-    return info
-
-
-def kept_fractions(generations: Sequence[Generation]) -> dict[str, float | int]:
-    """Counts and fractions of kept answers, direct and after rationalization.
-
-    >>> kept_fractions([])
-    {'samples': 0, 'kept': 0, 'kept_direct': 0, 'kept_rationalized': 0, 'kept_fraction': 0.0, 'rationalized_fraction': 0.0}
-    """
-    counts = summarize(generations)
-    keys = ("samples", "kept", "kept_direct", "kept_rationalized", "kept_fraction", "rationalized_fraction")
-    return {key: counts[key] for key in keys}
+        logger.info("running %s in this process", stage)
+        importlib.import_module(STAGE_MODULES[stage]).run(config)
+    logger.info("%s finished in %.1f s", stage, time.monotonic() - started)
 
 
 def is_plateau(kept_by_cycle: Sequence[float], min_gain: float | None) -> bool:
@@ -206,138 +163,122 @@ class CycleRunner:
     config: CycleConfig
 
     @property
-    def root(self) -> Path:
-        return Path(self.config.output_dir)
+    def run_dir(self) -> CycleRunDir:
+        return CycleRunDir(Path(self.config.output_dir))
 
-    def cycle_dir(self, cycle: int) -> Path:
-        return self.root / f"cycle_{cycle}"
+    def generate_config(self, model: str, samples: str, output: GenerationDir, **run: Any) -> Any:
+        """The generate stage's config: the cycle's ``generate`` options, seeded by the cycle."""
+        from llava_star.stages.generate import GenerateConfig
 
-    def _generate_argv(self, model: str, samples: str, out_dir: Path, *, cycle: int, rationalize: bool) -> list[str]:
-        settings = self.config.generate
-        argv = [
-            "--model", model, "--samples", samples, "--video-root", self.config.video_root, "-o", str(out_dir),
-            "--batch-size", str(settings.batch_size), "--num-frames", str(settings.num_frames),
-            "--max-new-tokens", str(settings.max_new_tokens), "--temperature", str(settings.temperature),
-            "--cycle", str(cycle),
-        ]  # fmt: skip
-        if not rationalize:
-            argv.append("--no-rationalize")
-        return argv + list(settings.extra_args)
+        options = {**dataclasses.asdict(self.config.generate), "seed": self.config.seed, **run}
+        return GenerateConfig(**options, model=model, samples=samples, video_root=self.config.video_root,
+                              output_dir=str(output.path))  # fmt: skip
 
-    def generate(self, directory: Path, model: str, cycle: int) -> dict[str, Any]:
+    def generate(self, stage: StageDir, model: str, cycle: int) -> dict[str, Any]:
         """Answer the training samples with ``model``; kept fractions go into the marker."""
-        if (done := stage_done(directory, "generate")) is not None:
+        if (done := stage.done("generate")) is not None:
             return done
-        out_dir = directory / "generations"
-        argv = self._generate_argv(model, self.config.samples, out_dir, cycle=cycle, rationalize=self.config.generate.rationalize)
-        run_stage("generate", argv, self.config.launch.generate)
-        counts = kept_fractions(read_generation_dir(out_dir))
-        return mark_done(directory, "generate", {"model": model, **counts, "unreadable_videos": len(read_video_failures(out_dir))})
+        config = self.generate_config(model, self.config.samples, stage.generations, cycle=cycle)
+        run_stage("generate", config, self.config.launch.generate, stage.path / "generate_config.yaml")
+        counts = kept_counts(stage.generations.generations())
+        unreadable = len(stage.generations.video_failures())
+        return stage.mark_done("generate", {"model": model, **counts, "unreadable_videos": unreadable})
 
-    def export(self, directory: Path, generation_dirs: Sequence[Path], *, direct_only: bool) -> dict[str, Any]:
-        if (done := stage_done(directory, "export")) is not None:
+    def export(self, stage: StageDir, generation_dirs: Sequence[GenerationDir], *, direct_only: bool) -> dict[str, Any]:
+        if (done := stage.done("export")) is not None:
             return done
-        data = directory / "train.json"
-        kept = [g for d in generation_dirs for g in read_generation_dir(d) if g.passed and not (direct_only and g.rationalized)]
-        if not kept and not self.config.train.mix:  # `llava-star export` refuses to write an empty file
-            logger.warning("%s: no answer was kept; nothing to export", directory.name)
-            return mark_done(directory, "export", {"data": None, "samples": 0})
-        argv = [*map(str, generation_dirs), "-o", str(data)]
-        if direct_only:
-            argv.append("--direct-only")
-        for extra in self.config.train.mix:
-            argv += ["--mix", extra]
-        run_stage("export", argv)
-        records = json.loads(data.read_text(encoding="utf-8"))
-        return mark_done(directory, "export", {"data": str(data), "samples": len(records)})
+        from llava_star.stages.export import ExportConfig
 
-    def train(self, directory: Path, start_model: str, export_info: dict[str, Any]) -> dict[str, Any]:
-        """Fine-tune ``start_model`` on the exported data into ``directory/model``.
+        kept = [g for d in generation_dirs for g in d.generations() if g.passed and not (direct_only and g.rationalized)]
+        if not kept and not self.config.train.mix:  # the export stage refuses to write an empty file
+            logger.warning("%s: no answer was kept; nothing to export", stage.path.name)
+            return stage.mark_done("export", {"data": None, "samples": 0})
+        config = ExportConfig(gen_dirs=tuple(d.path for d in generation_dirs), output=stage.train_data,
+                              direct_only=direct_only, mix=tuple(Path(p) for p in self.config.train.mix))  # fmt: skip
+        run_stage("export", config, (), stage.path / "export_config.yaml")
+        records = json.loads(stage.train_data.read_text(encoding="utf-8"))
+        return stage.mark_done("export", {"data": str(stage.train_data), "samples": len(records)})
+
+    def train(self, stage: StageDir, start_model: str, export_info: dict[str, Any]) -> dict[str, Any]:
+        """Fine-tune ``start_model`` on the exported data into ``stage.model``.
 
         With nothing kept there is nothing to learn from: the stage records the starting
         model as its result, so the next cycle generates with it again.
         """
-        if (done := stage_done(directory, "train")) is not None:
+        if (done := stage.done("train")) is not None:
             return done
         if export_info["samples"] == 0:
-            logger.warning("%s: no kept answers to train on; keeping %s", directory.name, start_model)
-            return mark_done(directory, "train", {"model": start_model, "trained": False})
-        out_dir = directory / "model"
-        values = _train_values(self.config, start_model, export_info["data"], str(out_dir))
-        resume = last_trainer_checkpoint(out_dir)
-        if resume is not None:  # a killed run saved checkpoints (save_strategy: steps): go on from the last
-            logger.info("%s: resuming training from %s", directory.name, resume)
-            values["resume_from_checkpoint"] = str(resume)
-        elif out_dir.exists():  # a killed run with nothing to resume from: start it again
-            shutil.rmtree(out_dir)
-        train_config = directory / "train_config.yaml"
-        write_text_atomic(train_config, yaml.safe_dump(config_to_dict(values), sort_keys=False))
-        run_stage("train", ["--config", str(train_config)], self.config.launch.train)
-        return mark_done(directory, "train", {"model": str(out_dir), "trained": True, "from": start_model})
+            logger.warning("%s: no kept answers to train on; keeping %s", stage.path.name, start_model)
+            return stage.mark_done("train", {"model": start_model, "trained": False})
+        from llava_star.stages.train import SUMMARY_FILE as TRAIN_SUMMARY_FILE
+        from llava_star.stages.train import make_config
 
-    def evaluate(self, directory: Path, model: str, cycle: int) -> dict[str, Any] | None:
+        values = _train_values(self.config, start_model, export_info["data"], str(stage.model))
+        resume = last_trainer_checkpoint(stage.model)
+        if resume is not None:  # a killed run saved checkpoints (save_strategy: steps): go on from the last
+            logger.info("%s: resuming training from %s", stage.path.name, resume)
+            values["resume_from_checkpoint"] = str(resume)
+        elif stage.model.exists():  # a killed run with nothing to resume from: start it again
+            shutil.rmtree(stage.model)
+        run_stage("train", make_config(values), self.config.launch.train, stage.train_config)
+        trained = json.loads((stage.model / TRAIN_SUMMARY_FILE).read_text(encoding="utf-8"))
+        return stage.mark_done("train", {"model": str(stage.model), "trained": True, "from": start_model,
+                                         "unusable_records": trained["failures"]})  # fmt: skip
+
+    def evaluate(self, stage: StageDir, model: str, cycle: int) -> dict[str, Any] | None:
         """Held-out accuracy of ``model``: direct answers only, checked by the verifier."""
         settings = self.config.eval
         if settings.samples is None:
             return None
-        if (done := stage_done(directory, "eval")) is not None:
+        if (done := stage.done("eval")) is not None:
             return done
-        samples = settings.samples
-        out_dir = directory / "eval"
-        argv = self._generate_argv(model, samples, out_dir / "generations", cycle=cycle, rationalize=False)
-        if settings.limit is not None:
-            argv += ["--limit", str(settings.limit)]
-        run_stage("generate", argv, self.config.launch.generate)
-        generations = read_generation_dir(out_dir / "generations")
-        passed = sum(1 for g in generations if g.passed)
+        output = stage.eval_generations
+        config = self.generate_config(model, settings.samples, output, cycle=cycle, rationalize=False, limit=settings.limit)
+        run_stage("generate", config, self.config.launch.generate, stage.path / "eval_generate_config.yaml")
         result: dict[str, Any] = {
             "model": model,
-            "samples": len(generations),
-            "passed": passed,
-            "accuracy": passed / len(generations) if generations else 0.0,
-            "unreadable_videos": len(read_video_failures(out_dir / "generations")),
+            **held_out_accuracy(output.generations()),
+            "unreadable_videos": len(output.video_failures()),
         }
         if settings.lmms_tasks:
-            lmms_dir = out_dir / "lmms_eval"
-            argv = ["--model", model, "--tasks", ",".join(settings.lmms_tasks), "--samples", samples,
-                    "--video-root", self.config.video_root, "-o", str(lmms_dir)]  # fmt: skip
-            if settings.limit is not None:
-                argv += ["--limit", str(settings.limit)]
-            run_stage("eval", argv, self.config.launch.eval)
-            result["lmms_eval_dir"] = str(lmms_dir)
-        write_json_atomic(directory / "eval.json", result)
-        return mark_done(directory, "eval", result)
+            from llava_star.stages.evaluate import EvalConfig
+
+            lmms = EvalConfig(model=model, tasks=settings.lmms_tasks, output_dir=stage.lmms_eval,
+                              samples=Path(settings.samples), video_root=Path(self.config.video_root),
+                              limit=settings.limit, num_frames=self.config.generate.num_frames)  # fmt: skip
+            run_stage("eval", lmms, self.config.launch.eval, stage.path / "lmms_eval_config.yaml")
+            result["lmms_eval_dir"] = str(stage.lmms_eval)
+        write_json_atomic(stage.eval_result, result)
+        return stage.mark_done("eval", result)
 
     def run_cycle(self, cycle: int, model: str) -> dict[str, Any]:
         """One cycle: generate with ``model``, export, train the next model, evaluate it."""
-        directory = self.cycle_dir(cycle)
-        generated = self.generate(directory, model, cycle)
-        exported = self.export(directory, [directory / "generations"], direct_only=False)
+        stage = self.run_dir.cycle(cycle)
+        generated = self.generate(stage, model, cycle)
+        exported = self.export(stage, [stage.generations], direct_only=False)
         start_model = self.config.model if self.config.train.from_checkpoint == "base" else model
-        trained = self.train(directory, start_model, exported)
-        evaluated = self.evaluate(directory, trained["model"], cycle)
+        trained = self.train(stage, start_model, exported)
+        evaluated = self.evaluate(stage, trained["model"], cycle)
         summary = {"cycle": cycle, "generate": generated, "export": exported, "train": trained, "eval": evaluated}
         logger.info(
-            "cycle %d: kept %.1f%% (rationalized %.1f%%), held-out accuracy %s",
-            cycle, 100 * generated["kept_fraction"], 100 * generated["rationalized_fraction"],
+            "cycle %d: %s; held-out accuracy %s", cycle, format_kept(generated),
             "n/a" if evaluated is None else f"{100 * evaluated['accuracy']:.1f}%",
         )  # fmt: skip
         return summary
 
     def run_final(self, last_cycle: int) -> dict[str, Any]:
         """The paper's last step: train from the base model on direct answers only."""
-        directory = self.root / "final"
-        exported = self.export(directory, [self.cycle_dir(last_cycle) / "generations"], direct_only=True)
-        trained = self.train(directory, self.config.model, exported)
-        evaluated = self.evaluate(directory, trained["model"], last_cycle + 1)
+        stage = self.run_dir.final
+        exported = self.export(stage, [self.run_dir.cycle(last_cycle).generations], direct_only=True)
+        trained = self.train(stage, self.config.model, exported)
+        evaluated = self.evaluate(stage, trained["model"], last_cycle + 1)
         return {"export": exported, "train": trained, "eval": evaluated}
 
     def run(self) -> dict[str, Any]:
         """All cycles, resuming where a previous run stopped; returns the run summary."""
-        self.root.mkdir(parents=True, exist_ok=True)
         summary: dict[str, Any] = {"baseline": None, "cycles": [], "stopped": "completed all cycles", "final": None}
         if self.config.eval.baseline:
-            summary["baseline"] = self.evaluate(self.root / "baseline", self.config.model, 0)
+            summary["baseline"] = self.evaluate(self.run_dir.baseline, self.config.model, 0)
         model = self.config.model
         kept: list[float] = []
         for cycle in range(1, self.config.cycles + 1):
@@ -345,8 +286,8 @@ class CycleRunner:
             summary["cycles"].append(result)
             kept.append(result["generate"]["kept_fraction"])
             model = result["train"]["model"]
-            write_json_atomic(self.root / "run.json", summary)
-            _write_report(self.root)
+            write_json_atomic(self.run_dir.summary, summary)
+            _write_report(self.run_dir.path)
             if is_plateau(kept, self.config.min_kept_gain):
                 summary["stopped"] = (
                     f"plateau after cycle {cycle}: kept fraction {kept[-2]:.3f} -> {kept[-1]:.3f} "
@@ -357,9 +298,19 @@ class CycleRunner:
         if self.config.final_direct_only:
             summary["final"] = self.run_final(len(summary["cycles"]))
         summary["model"] = summary["final"]["train"]["model"] if summary["final"] else model
-        write_json_atomic(self.root / "run.json", summary)
-        _write_report(self.root)
+        write_json_atomic(self.run_dir.summary, summary)
+        _write_report(self.run_dir.path)
         return summary
+
+
+def held_out_accuracy(generations: Sequence[Generation]) -> dict[str, Any]:
+    """Direct answers that pass, over the held-out samples answered (rationalization off).
+
+    >>> held_out_accuracy([])
+    {'samples': 0, 'passed': 0, 'accuracy': 0.0}
+    """
+    counts = kept_counts(generations)
+    return {"samples": counts["samples"], "passed": counts["kept_direct"], "accuracy": counts["kept_direct_fraction"]}
 
 
 def _write_report(run_dir: Path) -> None:
@@ -427,7 +378,7 @@ def _train_values(config: CycleConfig, model: str, data: str, output_dir: str) -
 
 def save_config(config: CycleConfig) -> None:
     """Write the resolved config beside the outputs; say which keys changed since the last run."""
-    path = Path(config.output_dir) / CONFIG_NAME
+    path = CycleRunDir(Path(config.output_dir)).config
     new = config_to_dict(config)
     if path.exists():
         old = read_yaml_mapping(path)
@@ -441,9 +392,9 @@ def run_cycles(config: CycleConfig) -> dict[str, Any]:
     """Run (or resume) the self-training cycles described by ``config``."""
     config = resolve_paths(config)
     _check_inputs(config)
-    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    save_config(config)
-    return CycleRunner(config).run()
+    with exclusive_directory(config.output_dir, "cycle"):
+        save_config(config)
+        return CycleRunner(config).run()
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -452,17 +403,17 @@ def format_summary(summary: dict[str, Any]) -> str:
     def accuracy(result: dict[str, Any] | None) -> str:
         return "-" if result is None else f"{100 * result['accuracy']:.1f}%"
 
-    lines = [f"{'cycle':>8}  {'kept':>7}  {'rationalized':>12}  {'held-out accuracy':>17}"]
+    lines = [f"{'cycle':>8}  {'kept':>7}  {'direct':>7}  {'after hint':>10}  {'held-out accuracy':>17}"]
     if summary.get("baseline") is not None:
-        lines.append(f"{'start':>8}  {'-':>7}  {'-':>12}  {accuracy(summary['baseline']):>17}")
+        lines.append(f"{'start':>8}  {'-':>7}  {'-':>7}  {'-':>10}  {accuracy(summary['baseline']):>17}")
     for result in summary["cycles"]:
         generated = result["generate"]
         lines.append(
-            f"{result['cycle']:>8}  {100 * generated['kept_fraction']:>6.1f}%  "
-            f"{100 * generated['rationalized_fraction']:>11.1f}%  {accuracy(result['eval']):>17}"
+            f"{result['cycle']:>8}  {100 * generated['kept_fraction']:>6.1f}%  {100 * generated['kept_direct_fraction']:>6.1f}%  "
+            f"{100 * generated['kept_rationalized_fraction']:>9.1f}%  {accuracy(result['eval']):>17}"
         )
     if summary.get("final") is not None:
-        lines.append(f"{'final':>8}  {'-':>7}  {'-':>12}  {accuracy(summary['final']['eval']):>17}")
+        lines.append(f"{'final':>8}  {'-':>7}  {'-':>7}  {'-':>10}  {accuracy(summary['final']['eval']):>17}")
     lines.append(f"stopped: {summary['stopped']}")
     return "\n".join(lines)
 

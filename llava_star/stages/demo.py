@@ -32,18 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.config import check, load_config, write_config
-from llava_star.records import Sample, read_samples, write_json_atomic, write_jsonl_atomic, write_text_atomic
-from llava_star.stages.cycle import (
-    CycleConfig,
-    EvalSettings,
-    GenerateSettings,
-    TrainSettings,
-    format_summary,
-    mark_done,
-    run_cycles,
-    run_stage,
-    stage_done,
-)
+from llava_star.records import Sample, read_samples, write_json_atomic, write_jsonl_atomic
+from llava_star.runs import StageDir
+from llava_star.stages.cycle import CycleConfig, EvalSettings, TrainSettings, format_summary, run_cycles
+from llava_star.stages.generate import GenerationOptions
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +72,7 @@ class DemoConfig:
 
 def make_data(config: DemoConfig, out: Path) -> dict[str, Any]:
     """Synthetic videos, and their colour questions split into training and held-out files."""
-    if (done := stage_done(out, "data")) is not None:
+    if (done := StageDir(out).done("data")) is not None:
         return done
     from llava_star.datasets.synthetic import make_synthetic_dataset
 
@@ -92,7 +84,7 @@ def make_data(config: DemoConfig, out: Path) -> dict[str, Any]:
         files[split] = str(out / f"{TASK}_{split}.jsonl")
         write_jsonl_atomic(files[split], samples)
         files[f"{split}_samples"] = len(samples)
-    return mark_done(out, "data", {"video_root": str(dataset.root), "all_train": str(dataset.train), **files})
+    return StageDir(out).mark_done("data", {"video_root": str(dataset.root), "all_train": str(dataset.train), **files})
 
 
 def caption(labels_by_task: dict[str, str]) -> str:
@@ -181,7 +173,7 @@ def train_options(config: DemoConfig, steps: int) -> dict[str, Any]:
 def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
     """Build the tiny model and train it briefly on captions; returns the warm checkpoint."""
     directory = out / "warmup"
-    if (done := stage_done(directory, "train")) is not None:
+    if (done := StageDir(directory).done("train")) is not None:
         return done["model"]
     from llava_star.models.tiny import build_tiny_model
 
@@ -189,13 +181,12 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
     records = warmup_records(list(read_samples(data["all_train"])), config.warmup_videos, random.Random(config.seed),
                              with_hints=config.warmup_hints)  # fmt: skip
     write_json_atomic(directory / "captions.json", records)
-    import yaml
+    from llava_star.stages import train
 
     options = {**train_options(config, config.warmup_steps), "model": str(base), "data": [str(directory / "captions.json")],
                "video_root": data["video_root"], "output_dir": str(directory / "model")}  # fmt: skip
-    write_text_atomic(directory / "train_config.yaml", yaml.safe_dump(options, sort_keys=False))
-    run_stage("train", ["--config", str(directory / "train_config.yaml")])
-    return mark_done(directory, "train", {"model": str(directory / "model"), "captions": len(records)})["model"]
+    train.run(train.make_config(options))
+    return StageDir(directory).mark_done("train", {"model": str(directory / "model"), "captions": len(records)})["model"]
 
 
 def cycle_config(config: DemoConfig, out: Path, data: dict[str, Any], model: str) -> CycleConfig:
@@ -207,7 +198,7 @@ def cycle_config(config: DemoConfig, out: Path, data: dict[str, Any], model: str
         cycles=config.cycles,
         min_kept_gain=config.min_kept_gain,
         seed=config.seed,
-        generate=GenerateSettings(
+        generate=GenerationOptions(
             batch_size=config.batch_size, num_frames=config.num_frames, max_new_tokens=config.max_new_tokens
         ),
         train=TrainSettings(options=train_options(config, config.cycle_train_steps)),

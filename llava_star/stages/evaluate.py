@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError, EvaluationError
-from llava_star.eval_tasks import GROUP_NAME, GROUP_TASKS, TASK_NAMES
-from llava_star.records import write_json_atomic
+from llava_star.eval_tasks import GROUP_NAME, GROUP_TASKS, TASK_NAMES, UNREADABLE_VIDEOS_ENV
+from llava_star.records import read_jsonl, write_json_atomic
+from llava_star.runs import exclusive_directory
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,11 @@ def task_metrics(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def run(config: EvalConfig) -> dict[str, Any]:
     """Evaluate, check every requested task has a result, write and return the metrics."""
     out_dir = Path(config.output_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_directory(out_dir, "eval"):
+        return _evaluate(config, out_dir)
+
+
+def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
     tasks_folder = out_dir / "tasks"
     num_docs: dict[str, int] = {}
     include_path = None
@@ -163,6 +168,9 @@ def run(config: EvalConfig) -> dict[str, Any]:
                 f"(docs per task: {counts}); drop {'it' if len(empty) == 1 else 'them'} or use llava_star_qa"
             )
     env = _environment(config, tasks_folder)
+    unreadable_path = out_dir / "unreadable_videos.jsonl"
+    unreadable_path.unlink(missing_ok=True)  # every doc is answered again
+    env[UNREADABLE_VIDEOS_ENV] = str(unreadable_path)
     if config.own_tasks:
         _check_video_roots(config.samples, env)
     output_path = out_dir / "lmms_eval"
@@ -179,7 +187,15 @@ def run(config: EvalConfig) -> dict[str, Any]:
             f"see {log_path}; its last lines:\n{_log_tail(log_path)}"
         )
     # lmms-eval writes NaN for an undefined metric (Spearman over one answer): json reads it
-    metrics = task_metrics(json.loads(results_path.read_text(encoding="utf-8")).get("results", {}))
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    metrics = task_metrics(results.get("results", {}))
+    unreadable = sum(1 for _ in read_jsonl(unreadable_path)) if unreadable_path.exists() else 0
+    answered = sum(int(counts.get("effective", 0)) for counts in results.get("n-samples", {}).values())
+    if unreadable and unreadable >= answered:
+        raise EvaluationError(
+            f"none of the {unreadable} videos could be decoded (listed in {unreadable_path}); "
+            "check --video-root and LLAVA_STAR_VIDEO_DIR"
+        )
     expected = list(config.own_tasks) + [task for task in config.tasks if task not in TASK_NAMES and task != GROUP_NAME]
     missing = [task for task in expected if not metrics.get(task)]
     if missing:
@@ -194,6 +210,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
         "limit": config.limit,
         "tasks": metrics,
         "num_docs": num_docs,
+        # decoded by the llava_star adapter only; their docs were scored as failed answers
+        "unreadable_videos": unreadable,
         "lmms_eval_results": str(results_path),
     }
     write_json_atomic(out_dir / "metrics.json", report)
@@ -220,6 +238,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> EvalConfig:
+    if argv and argv[0] == "--config":  # what the cycle writes for a launcher
+        from llava_star.config import load_config
+
+        return load_config(EvalConfig, argv[1], list(argv[2:]))
     args = _parser().parse_args(argv)
     if args.samples is not None and not args.samples.is_file():
         raise ConfigError(f"--samples: no such file {args.samples}")

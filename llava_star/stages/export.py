@@ -1,7 +1,7 @@
 """Stage 5a: turn the kept generations into LLaVA conversation JSON for fine-tuning.
 
 ``llava-star export GEN_DIR [GEN_DIR ...] -o train.json`` reads every generation shard
-(``*.jsonl``) of each directory, keeps the answers that passed verification, and writes
+(``generations.rank*.jsonl``) of each directory, keeps the answers that passed verification, and writes
 one LLaVA record per sample: the ORIGINAL question (never the hint of a rationalized
 answer) as the human turn and the kept answer as the gpt turn, plus metadata (source,
 task, label types, rationalized, cycle, clip start/end). Ids are deduplicated, the first
@@ -31,6 +31,7 @@ from typing import Any
 from llava_star.errors import RecordError
 from llava_star.llava_json import GPT, HUMAN, VIDEO_PLACEHOLDER, media_paths, read_llava_json
 from llava_star.records import Generation, read_generations, write_json_atomic
+from llava_star.runs import GenerationDir, exclusive_file
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +79,18 @@ class ExportStats:
 
 
 def shard_paths(gen_dir: Path) -> list[Path]:
-    """The generation shards of a directory (or a single shard file given directly)."""
+    """The generation shards of a directory (or a single shard file given directly).
+
+    Only the shards: a generation directory also holds failures, stats and config files.
+    """
     if gen_dir.is_file():
         return [gen_dir]
     if not gen_dir.is_dir():
         raise RecordError(f"{gen_dir}: no such generation directory")
-    shards = sorted(gen_dir.glob("*.jsonl"))
-    if not shards:
-        raise RecordError(f"{gen_dir}: no generation shards (*.jsonl) in this directory")
-    return shards
+    directory = GenerationDir(gen_dir)
+    if not directory.exists():
+        raise RecordError(f"{gen_dir}: no generation shards (generations.rank*-of-*.jsonl) in this directory")
+    return directory.generation_shards()
 
 
 def read_all_generations(gen_dirs: Iterable[Path]) -> Iterator[Generation]:
@@ -152,6 +156,12 @@ def _describe_mixed(records: list[dict[str, Any]]) -> str:
 
 
 def run(config: ExportConfig) -> ExportStats:
+    """Export under a lock on the output file: a second copy of the same export stops at once."""
+    with exclusive_file(config.output, "export"):
+        return _export(config)
+
+
+def _export(config: ExportConfig) -> ExportStats:
     stats = ExportStats()
     records = select_records(read_all_generations(config.gen_dirs), direct_only=config.direct_only, stats=stats)
     for mix_path in config.mix:

@@ -28,12 +28,12 @@ import itertools
 import logging
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from llava_star.config import load_config
 from llava_star.distributed import (
     ProcessContext,
     barrier,
@@ -41,32 +41,31 @@ from llava_star.distributed import (
     process_context,
     process_group,
     shard,
-    shard_path,
 )
 from llava_star.errors import ConfigError, RecordError, VideoError
+from llava_star.generation.answerer import Answerer, ModelAnswerer
 from llava_star.generation.prompts import direct_prompt, hint_prompt
 from llava_star.records import (
     Generation,
     JsonlAppender,
     Sample,
     encode_sample,
+    format_kept,
     generation_line,
     jsonl_lines,
+    kept_counts,
     parse_jsonl_lines,
-    read_jsonl,
     write_json_atomic,
     written_ids,
 )
+from llava_star.runs import GenerationDir, exclusive_directory_for_job
 
 if TYPE_CHECKING:
     from llava_star.media.video import Frames
-    from llava_star.models.loading import LoadedModel
     from llava_star.verify import Verdict
 
 logger = logging.getLogger(__name__)
 
-GENERATIONS_STEM = "generations"
-FAILURES_STEM = "failures"
 FSYNC_EVERY = 512  # lines between flushes to disk of a generations shard
 # A DataLoader transfer costs the main process ~0.25 ms whatever it carries, as much as the
 # rest of the pipeline spends on several samples; so a worker sends whole batches together:
@@ -77,82 +76,50 @@ CHUNK_SAMPLES = 128
 CHUNK_BYTES = 16 << 20
 
 
-@dataclass(frozen=True)
-class GenerateConfig:
+@dataclass(frozen=True, kw_only=True)
+class GenerationOptions:
+    """How answers are generated, whatever is answered: the cycle's ``generate`` section too."""
+
+    batch_size: int = 8
+    num_frames: int = 8
+    max_new_tokens: int = 512
+    temperature: float = 0.0  # 0 is greedy; the paper's code samples at 0.2
+    rationalize: bool = True
+    num_workers: int = 2
+    dtype: str = "auto"
+    device: str = "auto"
+    attn_implementation: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "num_frames", "max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("num_workers", "temperature"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateConfig(GenerationOptions):
     """Everything a generation run depends on; written to OUT_DIR/config.json."""
 
     model: str
     samples: str
     video_root: str
     output_dir: str
-    batch_size: int = 8
-    num_frames: int = 8
-    max_new_tokens: int = 512
-    temperature: float = 0.0  # 0 is greedy; the paper's code samples at 0.2
-    rationalize: bool = True
     cycle: int = 0
-    num_workers: int = 2
-    dtype: str = "auto"
-    device: str = "auto"
-    attn_implementation: str | None = None
-    seed: int = 0
     limit: int | None = None  # only the first N samples of the file
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "num_frames", "max_new_tokens")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
-        for key in ("num_workers", "cycle", "temperature"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
+        super().__post_init__()
+        if self.cycle < 0:
+            raise ConfigError(f"cycle: must be >= 0, got {self.cycle}")
         if self.limit is not None and self.limit < 0:
             raise ConfigError(f"limit: must be >= 0, got {self.limit}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-class Answerer(Protocol):
-    """Answers prompts about videos, a batch at a time (a model, or a stand-in in benchmarks)."""
-
-    def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]: ...
-
-
-class ModelAnswerer:
-    """Batched, left-padded ``generate`` with a transformers video LVLM."""
-
-    def __init__(self, loaded: LoadedModel, *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> None:
-        self.loaded = loaded
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.seed = seed
-
-    def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]:
-        import torch
-
-        from llava_star.models.inputs import build_inputs, video_conversation
-
-        processor, model = self.loaded.processor, self.loaded.model
-        conversations = [video_conversation(prompt) for prompt in prompts]
-        inputs = build_inputs(processor, conversations, videos, add_generation_prompt=True, padding_side="left")
-        batch = inputs.batch.to(model.device)
-        if model.dtype != torch.float32:
-            batch = batch.to(model.dtype)  # casts only the floating tensors (pixels)
-        sampling = {"do_sample": False}
-        if self.temperature > 0:
-            sampling = {"do_sample": True, "temperature": self.temperature, "top_p": 1.0}
-        pad_token_id = processor.tokenizer.pad_token_id
-        if pad_token_id is None:
-            pad_token_id = processor.tokenizer.eos_token_id
-        # a seed per batch content: reruns of the same batch sample the same answers,
-        # without touching the global generator of the caller
-        devices = [model.device] if model.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            torch.manual_seed(self.seed + zlib.crc32("\n".join(prompts).encode("utf-8")))
-            output = model.generate(**batch, max_new_tokens=self.max_new_tokens, pad_token_id=pad_token_id, **sampling)
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
 VideoReader = Callable[[Sample], "Frames"]  # raises VideoError for a video it cannot decode
@@ -328,14 +295,14 @@ class _ShardWriter:
     """This rank's generations and failures files, and its counts."""
 
     def __init__(self, config: GenerateConfig, context: ProcessContext) -> None:
-        out = Path(config.output_dir)
+        out = GenerationDir(Path(config.output_dir))
         self.config = config
         # A killed process loses nothing written (the page cache outlives it); fsync only
         # bounds what a power loss can take, so it need not cost a disk flush every few lines.
         self.generations = JsonlAppender(
-            shard_path(out, GENERATIONS_STEM, context.rank, context.world_size), fsync_every=FSYNC_EVERY
+            out.generations_shard(context.rank, context.world_size), fsync_every=FSYNC_EVERY
         )
-        self.failures = JsonlAppender(shard_path(out, FAILURES_STEM, context.rank, context.world_size))
+        self.failures = JsonlAppender(out.failures_shard(context.rank, context.world_size))
         self.counts = _RunCounts()
         self._unwritten: list[bytes] = []  # this batch's finished samples, written together
 
@@ -456,47 +423,17 @@ def _show_progress(progress: Any, counts: _RunCounts, advanced: int) -> None:
         )
 
 
-def _finished_ids(output_dir: Path) -> set[str]:
-    """Ids finished by any earlier run, whatever its rank layout (generations and failures)."""
-    shards = sorted(output_dir.glob(f"{GENERATIONS_STEM}.*.jsonl")) + sorted(
-        output_dir.glob(f"{FAILURES_STEM}.*.jsonl")
-    )
-    return written_ids(shards)
-
-
 def summarize(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Totals over every shard on disk: what was kept, how much came from rationalization."""
-    output_dir = Path(output_dir)
-    totals = {"samples": 0, "kept": 0, "kept_direct": 0, "kept_rationalized": 0, "rationalized": 0}
-    for path in sorted(output_dir.glob(f"{GENERATIONS_STEM}.*.jsonl")):
-        for line in read_jsonl(path):
-            totals["samples"] += 1
-            totals["kept"] += bool(line["passed"])
-            totals["rationalized"] += bool(line["rationalized"])
-            if line["passed"]:
-                totals["kept_rationalized" if line["rationalized"] else "kept_direct"] += 1
-    failures = sum(1 for path in output_dir.glob(f"{FAILURES_STEM}.*.jsonl") for _ in read_jsonl(path))
-    samples = totals["samples"]
-    return {
-        **totals,
-        "video_failures": failures,
-        "kept_fraction": totals["kept"] / samples if samples else 0.0,
-        "rationalized_fraction": totals["rationalized"] / samples if samples else 0.0,
-    }
+    """Totals over every shard on disk, whichever runs and rank layouts wrote them."""
+    directory = GenerationDir(Path(output_dir))
+    return {**kept_counts(directory.generations()), "video_failures": len(directory.video_failures())}
 
 
-def _run_stats_path(output_dir: Path, context: ProcessContext) -> Path:
-    return shard_path(output_dir, "run", context.rank, context.world_size).with_suffix(".json")
-
-
-def _this_run(output_dir: Path, context: ProcessContext) -> dict[str, Any]:
+def _this_run(directory: GenerationDir, context: ProcessContext) -> dict[str, Any]:
     """This run's counts summed over ranks; speed from the slowest rank (they run together)."""
     import json
 
-    per_rank = [
-        json.loads(_run_stats_path(output_dir, ProcessContext(rank, context.world_size)).read_text())
-        for rank in range(context.world_size)
-    ]
+    per_rank = [json.loads(directory.run_stats(rank, context.world_size).read_text()) for rank in range(context.world_size)]
     run = {key: sum(stats[key] for stats in per_rank) for key in dataclasses.asdict(_RunCounts())}
     seconds = max(stats["seconds"] for stats in per_rank)
     run.update(processes=context.world_size, seconds=round(seconds, 3))
@@ -519,13 +456,12 @@ def run(
     if not Path(config.video_root).is_dir():
         # every sample would become a failure line, and a rerun with the right root would skip them
         raise ConfigError(f"video_root: {config.video_root} is not a directory")
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    directory = GenerationDir(Path(config.output_dir))
     device = device_for(context, config.device)
-    with process_group(context, device):
+    with process_group(context, device), exclusive_directory_for_job(directory.path, "generate", context):
         if context.is_main:
-            write_json_atomic(output_dir / "config.json", {**config.to_dict(), "world_size": context.world_size})
-        done = _finished_ids(output_dir)
+            write_json_atomic(directory.config, {**config.to_dict(), "world_size": context.world_size})
+        done = written_ids(directory.generation_shards() + directory.failure_shards())
         if answerer is None:
             from llava_star.models.loading import load_model
 
@@ -539,18 +475,14 @@ def run(
         started = time.perf_counter()
         counts = _generate_shard(config, context, answerer, read_video, done)
         stats = {**dataclasses.asdict(counts), "seconds": time.perf_counter() - started}
-        write_json_atomic(_run_stats_path(output_dir, context), stats)
+        write_json_atomic(directory.run_stats(context.rank, context.world_size), stats)
         barrier()
         summary: dict[str, Any] = {}
         if context.is_main:
-            summary = {**summarize(output_dir), "this_run": _this_run(output_dir, context)}
+            summary = {**summarize(directory.path), "this_run": _this_run(directory, context)}
             summary.update(model=config.model, cycle=config.cycle)
-            write_json_atomic(output_dir / "summary.json", summary)
-            logger.info(
-                "%d samples in %s: %.0f%% kept, %.0f%% rationalized, %d videos failed",
-                summary["samples"], output_dir, 100 * summary["kept_fraction"],
-                100 * summary["rationalized_fraction"], summary["video_failures"],
-            )  # fmt: skip
+            write_json_atomic(directory.summary, summary)
+            logger.info("%s in %s, %d videos failed", format_kept(summary), directory.path, summary["video_failures"])
     return summary
 
 
@@ -559,24 +491,34 @@ def parse_args(argv: list[str] | None) -> GenerateConfig:
         prog="llava-star generate",
         description="Answer samples with step-by-step reasoning, verify, rationalize the failures.",
     )
-    parser.add_argument("--model", required=True, help="hub id or directory of a supported video LVLM")
-    parser.add_argument("--samples", required=True, help="samples JSONL (llava-star prepare / synthetic)")
-    parser.add_argument("--video-root", required=True, help="directory the samples' video paths are relative to")
-    parser.add_argument("-o", "--output-dir", required=True, help="directory for the shards and summary")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-frames", type=int, default=8, help="frames sampled per video (Video-LLaVA: 8)")
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default)")
-    parser.add_argument("--no-rationalize", dest="rationalize", action="store_false", help="keep direct answers only")
-    parser.add_argument("--cycle", type=int, default=0, help="self-training cycle number stored in each line")
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader processes decoding videos")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    parser.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda:N")
-    parser.add_argument("--attn-implementation", default=None, help="flash_attention_2, sdpa or eager")
-    parser.add_argument("--seed", type=int, default=0, help="seed of sampling when --temperature > 0")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N samples of the file")
-    args = parser.parse_args(argv)
-    return GenerateConfig(**vars(args))
+    parser.add_argument("--config", help="YAML of GenerateConfig keys (what the cycle writes for a launcher)")
+    parser.add_argument("--model", help="hub id or directory of a supported video LVLM")
+    parser.add_argument("--samples", help="samples JSONL (llava-star prepare / synthetic)")
+    parser.add_argument("--video-root", help="directory the samples' video paths are relative to")
+    parser.add_argument("-o", "--output-dir", help="directory for the shards and summary")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--num-frames", type=int, help="frames sampled per video (default 8, as Video-LLaVA)")
+    parser.add_argument("--max-new-tokens", type=int, help="default 512")
+    parser.add_argument("--temperature", type=float, help="0 for greedy decoding (default)")
+    parser.add_argument("--no-rationalize", dest="rationalize", action="store_false", default=None,
+                        help="keep direct answers only")  # fmt: skip
+    parser.add_argument("--cycle", type=int, help="self-training cycle number stored in each line")
+    parser.add_argument("--num-workers", type=int, help="DataLoader processes decoding videos (default 2)")
+    parser.add_argument("--dtype", help="auto (default), float32, bfloat16 or float16")
+    parser.add_argument("--device", help="auto (this rank's GPU, else CPU; default), cpu, cuda:N")
+    parser.add_argument("--attn-implementation", help="flash_attention_2, sdpa or eager")
+    parser.add_argument("--seed", type=int, help="seed of sampling when --temperature > 0")
+    parser.add_argument("--limit", type=int, help="only the first N samples of the file")
+    args = vars(parser.parse_args(argv))
+    # defaults live in the dataclass alone: a flag not given is a key not set
+    overrides = [f"{key}={_yaml_scalar(value)}" for key, value in args.items() if key != "config" and value is not None]
+    return load_config(GenerateConfig, args["config"], overrides)
+
+
+def _yaml_scalar(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,6 @@ import html
 import json
 import logging
 import random
-import re
 import statistics
 import sys
 from collections import Counter, defaultdict
@@ -34,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import LlavaStarError, VideoError
-from llava_star.records import Generation, read_jsonl, write_json_atomic, write_text_atomic
+from llava_star.records import Generation, kept_counts, write_json_atomic, write_text_atomic
+from llava_star.runs import CycleRunDir, GenerationDir
+from llava_star.verify.verdict import failure_kind, first_failure
 
 logger = logging.getLogger(__name__)
 
@@ -52,48 +53,20 @@ class GenerationSet:
     directory: Path
 
 
-# file names written by `llava-star generate` (one shard per rank)
-GENERATION_SHARDS = "generations.*.jsonl"
-FAILURE_SHARDS = "failures.*.jsonl"  # {"id", "video", "reason"}: videos that could not be decoded
-
-
-def read_generation_dir(directory: Path) -> list[Generation]:
-    """Every Generation in the shards of one ``llava-star generate`` output directory."""
-    generations: dict[str, Generation] = {}
-    for shard in sorted(Path(directory).glob(GENERATION_SHARDS)):
-        for generation in read_jsonl(shard, Generation.from_dict):
-            generations.setdefault(generation.id, generation)
-    return list(generations.values())
-
-
-def read_video_failures(directory: Path) -> list[dict[str, Any]]:
-    """The samples whose video could not be decoded (not answered, so not in the fractions)."""
-    return [line for shard in sorted(Path(directory).glob(FAILURE_SHARDS)) for line in read_jsonl(shard)]
-
-
 def discover_sets(run_dir: Path) -> list[GenerationSet]:
-    """The generation directories of a cycle run, in cycle order."""
-    sets = []
-    if any(run_dir.glob(GENERATION_SHARDS)):
+    """The generation directories of a cycle run, in cycle order: the cycles the run recorded
+    (run.json), or those on disk for a run that has not finished its first cycle."""
+    if GenerationDir(run_dir).exists():  # a single `llava-star generate` output
         return [GenerationSet("generations", 0, "train", run_dir)]
-    baseline = run_dir / "baseline" / "eval" / "generations"
-    if baseline.is_dir():
-        sets.append(GenerationSet("start held-out", 0, "held-out", baseline))
-    cycle_dirs = sorted(
-        (path for path in run_dir.glob("cycle_*") if re.fullmatch(r"cycle_\d+", path.name)),
-        key=lambda path: int(path.name.split("_")[1]),
-    )
-    for cycle_dir in cycle_dirs:
-        cycle = int(cycle_dir.name.split("_")[1])
-        if (cycle_dir / "generations").is_dir():
-            sets.append(GenerationSet(f"cycle {cycle}", cycle, "train", cycle_dir / "generations"))
-        if (cycle_dir / "eval" / "generations").is_dir():
-            sets.append(GenerationSet(f"cycle {cycle} held-out", cycle, "held-out", cycle_dir / "eval" / "generations"))
-    final = run_dir / "final" / "eval" / "generations"
-    if final.is_dir():
-        last = max((s.cycle for s in sets), default=0)
-        sets.append(GenerationSet("final held-out", last + 1, "held-out", final))
-    return sets
+    run = CycleRunDir(run_dir)
+    recorded = run.recorded()
+    cycles = [entry["cycle"] for entry in recorded["cycles"]] if recorded else run.cycle_numbers()
+    candidates = [("start held-out", 0, "held-out", run.baseline.eval_generations)]
+    for cycle in cycles:
+        candidates.append((f"cycle {cycle}", cycle, "train", run.cycle(cycle).generations))
+        candidates.append((f"cycle {cycle} held-out", cycle, "held-out", run.cycle(cycle).eval_generations))
+    candidates.append(("final held-out", max(cycles, default=0) + 1, "held-out", run.final.eval_generations))
+    return [GenerationSet(name, cycle, split, found.path) for name, cycle, split, found in candidates if found.exists()]
 
 
 # ---------------------------------------------------------------- statistics
@@ -103,28 +76,8 @@ def failure_reason(generation: Generation) -> str:
     """The kind of the first failing check, for counting failures by reason."""
     for check in generation.checks:
         if not check.get("passed", False):
-            return _reason_kind(check)
+            return failure_kind(check)
     return "failed without a failing check"
-
-
-def _reason_kind(check: dict[str, Any]) -> str:
-    """``type: reason`` with quoted values and numbers elided, so reasons group by kind.
-
-    >>> _reason_kind({"type": "class", "passed": False, "reason": "expected 'red', got 'blue' at 0.5 s"})
-    "class: expected '…', got '…' at N s"
-    """
-    reason = str(check.get("reason", "")).strip() or "no reason given"
-    reason = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
-    reason = re.sub(r"\d+(?:\.\d+)?", "N", reason)
-    return f"{check.get('type', '?')}: {reason}"
-
-
-def first_failing_reason(generation: Generation) -> str:
-    """The verifier's reason as written (for the gallery), '' when the answer passed."""
-    for check in generation.checks:
-        if not check.get("passed", False):
-            return f"{check.get('type', '?')}: {check.get('reason', '')}"
-    return ""
 
 
 def summarize(generations: Sequence[Generation]) -> dict[str, Any]:
@@ -133,19 +86,10 @@ def summarize(generations: Sequence[Generation]) -> dict[str, Any]:
     >>> summarize([])["samples"]
     0
     """
-    total = len(generations)
-    direct = sum(1 for g in generations if g.passed and not g.rationalized)
-    rationalized = sum(1 for g in generations if g.passed and g.rationalized)
     lengths = [len(g.answer.split()) for g in generations]
     failures = Counter(failure_reason(g) for g in generations if not g.passed)
     return {
-        "samples": total,
-        "kept_direct": direct,
-        "kept_rationalized": rationalized,
-        "kept": direct + rationalized,
-        "kept_fraction": (direct + rationalized) / total if total else 0.0,
-        "direct_fraction": direct / total if total else 0.0,
-        "rationalized_fraction": rationalized / total if total else 0.0,
+        **kept_counts(generations),
         "failures_by_reason": dict(failures.most_common()),
         "answer_words_mean": statistics.fmean(lengths) if lengths else 0.0,
         "answer_words_median": statistics.median(lengths) if lengths else 0.0,
@@ -183,7 +127,7 @@ def set_statistics(
     if held_out:
         for group in [stats["overall"], *stats["by_source"].values(), *stats["by_label_type"].values(),
                       *stats["by_task"].values()]:  # fmt: skip
-            group["accuracy"] = group["direct_fraction"]
+            group["accuracy"] = group["kept_direct_fraction"]
     return stats
 
 
@@ -199,7 +143,7 @@ def run_statistics(sets: Sequence[GenerationSet], generations: dict[str, list[Ge
         entry = cycles.setdefault(generation_set.cycle, {"cycle": generation_set.cycle, "label": label})
         key = "training" if generation_set.split == "train" else "held_out"
         entry[key] = set_statistics(
-            generations[generation_set.name], read_video_failures(generation_set.directory), held_out=key == "held_out"
+            generations[generation_set.name], GenerationDir(generation_set.directory).video_failures(), held_out=key == "held_out"
         )
         if key == "held_out":
             entry["held_out_accuracy"] = entry[key]["overall"]["accuracy"]
@@ -315,7 +259,7 @@ def _label_text(generation: Generation) -> str:
 def _card(generation: Generation, generation_set: GenerationSet, image: str | None, image_error: str) -> str:
     status = status_of(generation)
     verdict = {"passed": "passed", "rationalized": "passed after rationalization", "failed": "failed"}[status]
-    reason = first_failing_reason(generation)
+    reason = first_failure(generation.checks)
     strip = (
         f'<img class="strip" src="{html.escape(image)}" alt="frames of {html.escape(generation.sample.video)}">'
         if image
@@ -381,7 +325,7 @@ def _summary_table(stats: dict[str, Any]) -> str:
         cells = [html.escape(entry["label"])]
         if training:
             cells += [str(training["samples"]), f"{100 * training['kept_fraction']:.1f}%",
-                      f"{100 * training['direct_fraction']:.1f}%", f"{100 * training['rationalized_fraction']:.1f}%"]  # fmt: skip
+                      f"{100 * training['kept_direct_fraction']:.1f}%", f"{100 * training['kept_rationalized_fraction']:.1f}%"]  # fmt: skip
         else:
             cells += ["-"] * 4
         accuracy = entry.get("held_out_accuracy")
@@ -448,10 +392,11 @@ def write_report(
     video_root = Path(video_root) if video_root is not None else _video_root_of(run_dir)
     sets = discover_sets(run_dir)
     if not sets:
-        raise LlavaStarError(f"{run_dir}: no generation shards found (expected cycle_*/generations/{GENERATION_SHARDS})")
-    generations = {s.name: read_generation_dir(s.directory) for s in sets}
+        raise LlavaStarError(f"{run_dir}: no generation shards found (expected cycle_K/generations/generations.rank*.jsonl)")
+    generations = {s.name: GenerationDir(s.directory).generations() for s in sets}
     stats = run_statistics(sets, generations)
     stats["run_dir"] = str(run_dir)
+    _add_unusable_training_records(stats, CycleRunDir(run_dir).recorded())
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "stats.json", stats)
     plots = []
@@ -469,6 +414,14 @@ def write_report(
     write_text_atomic(page, render_html(run_dir, stats, cards, plots, sets))
     logger.info("report: %s (%d cards)", page, len(cards))
     return page
+
+
+def _add_unusable_training_records(stats: dict[str, Any], recorded: dict[str, Any] | None) -> None:
+    """Training records whose media could not be read, per cycle, as the cycle recorded them."""
+    trained = {entry["cycle"]: entry["train"] for entry in (recorded or {}).get("cycles", [])}
+    for entry in stats["cycles"]:
+        if entry["cycle"] in trained:
+            entry["unusable_training_records"] = trained[entry["cycle"]].get("unusable_records", 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 from llava_star.errors import ConfigError
 from llava_star.optional import require
 from llava_star.records import write_json_atomic
+from llava_star.runs import exclusive_directory
 
 logger = logging.getLogger(__name__)
 
@@ -517,7 +519,20 @@ def _log_history_losses(log_history: Sequence[Mapping[str, Any]]) -> list[float]
 
 
 def run(config: TrainConfig) -> dict[str, Any]:
-    """Fine-tune ``config.model`` on ``config.data``; return the run's summary (also written to disk)."""
+    """Fine-tune ``config.model`` on ``config.data``; return the run's summary (also written to disk).
+
+    Rank 0 holds the output directory for the job: a second copy stops at once (and a
+    launcher such as torchrun stops the copy's other ranks with it).
+    """
+    from llava_star.log import is_main_process
+
+    with ExitStack() as held:
+        if is_main_process():
+            held.enter_context(exclusive_directory(config.output_dir, "train"))
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> dict[str, Any]:
     import torch
 
     from llava_star.log import is_main_process

@@ -18,7 +18,9 @@ from typing import Any
 
 from llava_star.errors import RecordError
 from llava_star.records import JsonlAppender, read_jsonl, write_json_atomic, written_ids
+from llava_star.runs import exclusive_file
 from llava_star.verify.core import verify
+from llava_star.verify.verdict import failure_kind
 
 logger = logging.getLogger(__name__)
 _TOP_REASONS = 20
@@ -58,6 +60,11 @@ def verdict_line(data: Any, *, rationalized: bool = False) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    with exclusive_file(args.output, "verify"):
+        return _verify_file(args)
+
+
+def _verify_file(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     if args.restart:
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             for check in line["checks"]:
                 per_type.setdefault(check["type"], Counter())["passed" if check["passed"] else "failed"] += 1
                 if not check["passed"]:
-                    failures[f"{check['type']}: {_reason_kind(check['reason'])}"] += 1
+                    failures[failure_kind(check)] += 1
     stats = {
         "answers": totals["answers"],
         "passed": totals["passed"],
@@ -98,8 +105,3 @@ def _verdict_unless_done(data: Any, done: set[str], rationalized: bool) -> dict[
     if isinstance(data, Mapping) and str(data.get("id")) in done:
         return None
     return verdict_line(data, rationalized=rationalized)
-
-
-def _reason_kind(reason: str) -> str:
-    """The reason without its quoted specifics, so similar failures count together."""
-    return reason.split(":", 1)[0].split("'", 1)[0].strip()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 # The check type of the whole-answer guards (empty, refusal, degenerate, hint leakage).
@@ -39,3 +41,27 @@ class Verdict(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "checks": [check.to_dict() for check in self.checks]}
+
+
+def first_failure(checks: Iterable[Mapping[str, Any]]) -> str:
+    """The first failing check of a stored verdict as ``type: reason`` ("" when it passed).
+
+    >>> first_failure([{"type": "answer", "passed": True, "reason": "ok"}, {"type": "box", "passed": False, "reason": "IoU 0.2"}])
+    'box: IoU 0.2'
+    """
+    for check in checks:
+        if not check.get("passed", False):
+            return f"{check.get('type', '?')}: {check.get('reason', '')}"
+    return ""
+
+
+def failure_kind(check: Mapping[str, Any]) -> str:
+    """``type: reason`` with quoted values and numbers elided, so failures count by kind.
+
+    >>> failure_kind({"type": "class", "passed": False, "reason": "expected 'red', got 'blue' at 0.5 s"})
+    "class: expected '…', got '…' at N s"
+    """
+    reason = str(check.get("reason", "")).strip() or "no reason given"
+    reason = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
+    reason = re.sub(r"\d+(?:\.\d+)?", "N", reason)
+    return f"{check.get('type', '?')}: {reason}"

@@ -22,4 +22,4 @@ def test_compare_counts_lost_and_duplicated_ids():
 @pytest.mark.slow
 def test_a_few_kills_lose_and_duplicate_nothing(tmp_path, capsys):
     assert soak.main(["--rounds", "3", "--no-lmms-eval", "--workdir", str(tmp_path)]) == 0
-    assert re.search(r"^kills: [1-3], lost: 0, duplicated: 0$", capsys.readouterr().out, re.M)
+    assert re.search(r"^kills: [1-3], lost: 0, duplicated: 0$", capsys.readouterr().out, re.MULTILINE)

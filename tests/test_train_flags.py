@@ -157,6 +157,16 @@ def test_llava_star_train_flags_and_yaml(tmp_path):
         config_from_args(build_parser().parse_args(["--config", str(yaml_file), "--model", "m", "--data", "a", "-o", "o"]))
 
 
+@pytest.mark.parametrize(("text", "message"), [('bf16: "no"\n', "bf16: expected true or false, got 'no'"),
+                                               ("per_device_train_batch_size: four\n", "per_device_train_batch_size: expected an integer")])
+def test_train_config_values_are_checked_against_their_types(tmp_path, text, message):
+    # on 50b0a39 train's own loader took `bf16: "no"` as true
+    yaml_file = tmp_path / "train.yaml"
+    yaml_file.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        config_from_args(build_parser().parse_args(["--config", str(yaml_file), "--model", "m", "--data", "a", "-o", "o"]))
+
+
 def test_paper_defaults():
     config = TrainConfig(model="m", data="train.json", output_dir="o")
     assert (config.num_train_epochs, config.learning_rate, config.lr_scheduler_type, config.warmup_ratio) == (

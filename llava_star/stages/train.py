@@ -109,14 +109,13 @@ class TrainConfig:
     save_total_limit: int | None = 1
     report_to: tuple[str, ...] = ()
     resume_from_checkpoint: str | None = None
-    trainer_args: tuple[tuple[str, Any], ...] = ()
+    trainer_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key in ("data", "report_to"):
             value = getattr(self, key)
             object.__setattr__(self, key, (value,) if isinstance(value, str) else tuple(str(v) for v in value))
-        if isinstance(self.trainer_args, Mapping):
-            object.__setattr__(self, "trainer_args", tuple(sorted(self.trainer_args.items())))
+        object.__setattr__(self, "trainer_args", dict(sorted(dict(self.trainer_args).items())))
         if not self.data:
             raise ConfigError("data: give at least one LLaVA JSON file")
         positive = ("num_frames", "per_device_train_batch_size", "gradient_accumulation_steps", "model_max_length",
@@ -146,7 +145,7 @@ class TrainConfig:
             raise ConfigError(f"save_steps: expected a positive integer, got {self.save_steps!r}")
         if self.freeze_vision_tower and self.freeze_projector and self.freeze_language_model and not self.lora:
             raise ConfigError("freeze_vision_tower, freeze_projector, freeze_language_model: nothing left to train")
-        for key, _ in self.trainer_args:
+        for key in self.trainer_args:
             if key in _OWNED_TRAINING_ARGUMENTS or key.replace("-", "_") in {f.name for f in dataclasses.fields(self)}:
                 raise ConfigError(f"trainer_args.{key}: set it through the config's own '{key}' option")
 
@@ -404,17 +403,18 @@ def load_yaml_config(path: Path) -> dict[str, Any]:
 
 def make_config(values: Mapping[str, Any]) -> TrainConfig:
     """A TrainConfig from a mapping; an unknown key is an error naming it."""
+    from llava_star.config import config_from_mapping
+
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown training option; known: {', '.join(sorted(known))}")
-    missing = [key for key in ("model", "data", "output_dir") if key not in values]
-    if missing:
-        raise ConfigError(f"{missing[0]}: required")
-    try:
-        return TrainConfig(**values)
-    except TypeError as error:
-        raise ConfigError(f"bad training option: {error}") from None
+    values = dict(values)
+    for key in ("data", "report_to"):  # one file is a list of one
+        if isinstance(values.get(key), str):
+            values[key] = [values[key]]
+    # the one loader: every value checked against its field's type (`bf16: "no"` is an error)
+    return config_from_mapping(TrainConfig, values)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

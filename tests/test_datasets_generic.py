@@ -163,8 +163,8 @@ def test_parse_mapping_accepts_own_templates_for_any_task_name():
     assert mapping.task == "dive_quality" and mapping.templates == ("How good is it?",)
 
 
-def test_the_readme_example_runs_as_documented(tmp_path):
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+def test_the_documented_example_runs_as_documented(tmp_path):
+    readme = (Path(__file__).parents[1] / "docs" / "data.md").read_text()
     section = readme.split("### Any labeled table: the generic adapter", 1)[1]
     table = section.split("```text\n", 1)[1].split("```", 1)[0]
     mapping = section.split("```yaml\n", 1)[1].split("```", 1)[0]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import doctest
 import json
-import random
-import re
 import subprocess
 import sys
 import time
@@ -24,7 +22,6 @@ from llava_star.verify import (
     phrases,
     quantities,
     rules,
-    scan,
     verdict,
     verify,
 )
@@ -36,74 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SWIM = {"type": "class", "value": "swimming", "vocabulary": ["swimming", "diving", "surfing"]}
 
 
-@pytest.mark.parametrize("module", [answer_module, core, guards, phrases, quantities, rules, scan, verdict])
+@pytest.mark.parametrize("module", [answer_module, core, guards, phrases, quantities, rules, verdict])
 def test_docstring_examples(module) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
 
 
-@pytest.mark.parametrize("pattern", [quantities._NUMBER, quantities._TIME_NUMBER], ids=["number", "time"])
-def test_digit_matches_finds_what_finditer_finds(pattern) -> None:
-    """The shortcut past the regex scan must not change a single match (random strings
-    dense in digits, separators and letters, where the two could disagree)."""
-    rng = random.Random(0)
-    alphabet = "0123456789 .,:ab-/%s"
-    for _ in range(5000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
-        expected = [(m.span(), m.group()) for m in pattern.finditer(text)]
-        assert [(m.span(), m.group()) for m in scan.digit_matches(pattern, text)] == expected, text
-    assert [m.group() for m in scan.digit_matches(pattern, "٣ and 4")] == ["٣", "4"]  # non-ASCII digits
-
-
-def test_starts_of_finds_every_start_a_lookahead_scan_finds() -> None:
-    """Overlapping occurrences ("aa" twice in "aaa") and parts that share a start included."""
-    rng = random.Random(5)
-    parts = ("aa", "ab", "b", "so", "a b")
-    for _ in range(3000):
-        text = "".join(rng.choice("ab so") for _ in range(rng.randint(0, 20)))
-        chosen = rng.sample(parts, rng.randint(1, len(parts)))
-        expected = sorted(m.start() for part in chosen for m in re.finditer(f"(?={re.escape(part)})", text))
-        assert scan.starts_of(text, chosen) == expected, (text, chosen)
-
-
-def test_choice_conclusions_found_at_cues_are_the_ones_a_full_scan_finds() -> None:
-    conclusion = rules._choice_patterns(("A", "B", "C", "D"))[0]
-    rng = random.Random(1)
-    pieces = ["the answer is B", "answer: (c)", "I choose A", "i'd go with D", "it must be B", "This has to be C",
-              "correct option A", "best choice d", "must be A", " ", ", ", "answering ", "A ", "option B", "Answer",
-              "I would pick C", "it should be  A", "has to be (D)"]  # fmt: skip
-    for _ in range(3000):
-        raw = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
-        expected = [m.span() for m in conclusion.finditer(raw)]
-        starts = scan.starts_of(raw.lower(), rules._CONCLUSION_CUES)
-        assert [m.span() for m in scan.matches_at(conclusion, raw, starts)] == expected, raw
-
-
-def test_refusals_found_at_cues_are_the_ones_a_full_scan_finds() -> None:
-    rng = random.Random(3)
-    pieces = ["i ", "am ", "cannot ", "can't ", "can not ", "determine", "sorry", "as an ai", "as a language model",
-              " be ", "determined", "not possible", "impossible", "no way", " to ", "tell", "not enough ",
-              "insufficient ", "information", "unable ", "not able ", "no video ", "was ", "provided", "hi ", ", "]  # fmt: skip
-    for _ in range(5000):
-        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 10)))
-        expected = guards._REFUSAL.search(text)
-        found = guards._first_refusal(text)
-        assert (found and found.span()) == (expected and expected.span()), text
-
-
-def test_patterns_searched_at_the_end_find_what_a_full_search_finds() -> None:
-    """The words before a bare number ("at 4", "around the 4") are searched for only
-    when the text ends with one of them: on random texts, the same matches as a full search."""
-    cases = [(quantities._BARE_POINT_BEFORE, (*quantities._BARE_POINT_WORDS, "the"))]
-    words = ["not", "step", "no.", "no", "i", "we", "can", "to", "at", "around", "the", "x", "sat", "é", "_", "5"]
-    rng = random.Random(11)
-    for _ in range(3000):
-        text = "".join(rng.choice(words) + rng.choice(["", " ", "  ", "\n", "."]) for _ in range(rng.randint(0, 5)))
-        start, end = rng.randint(0, len(text)), rng.randint(0, len(text))
-        for pattern, endings in cases:
-            expected = pattern.search(text, start, end)
-            found = scan.search_at_end(pattern, endings, text, start, end)
-            assert (found and found.span()) == (expected and expected.span()), (pattern.pattern, text, start, end)
+def test_every_yes_no_hedge_is_found_as_a_word() -> None:
     for hedge in rules._YES_NO_HEDGES:
         assert rules._YES_NO_HEDGE.search(f"so, {hedge}.").group() == hedge
 

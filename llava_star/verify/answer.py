@@ -13,8 +13,7 @@ import bisect
 import functools
 import itertools
 import re
-from collections.abc import Callable, KeysView
-from typing import Any, Generic, TypeVar
+from collections.abc import KeysView
 
 # Work per answer is bounded by refusing longer answers in the guard (guards.py); real
 # answers are a few hundred words, runaway generations are far longer.
@@ -66,28 +65,6 @@ _NUMBER_WORD = re.compile(
 # Every number word contains one of these ("seven" is in "seventeen" and "seventy").
 _NUMBER_WORD_STEMS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
                       "eleven", "twelve", "thir", "fif", "twenty", "forty", "hundred", "thousand", "million")  # fmt: skip
-
-
-ValueT = TypeVar("ValueT")
-
-
-class _lazy(Generic[ValueT]):
-    """``functools.cached_property`` without the lock Python 3.11 takes on every first
-    access: the verifier creates an :class:`Answer` per call and reads several views."""
-
-    def __init__(self, function: Callable[[Any], ValueT]) -> None:
-        self.function = function
-        self.name = ""
-        self.__doc__ = function.__doc__
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, instance: Any, owner: type | None = None) -> ValueT:
-        if instance is None:
-            return self  # type: ignore[return-value]
-        value = instance.__dict__[self.name] = self.function(instance)
-        return value
 
 
 def normalize(text: str) -> str:
@@ -159,7 +136,7 @@ class Answer:
         self.text = normalize(text)
         self._positions: dict[frozenset[str], list[int]] = {}
 
-    @_lazy
+    @functools.cached_property
     def words(self) -> list[str]:
         """Words and the punctuation tokens . ! ? ; : , and line breaks, in order.
 
@@ -193,14 +170,14 @@ class Answer:
     def has_content(self) -> bool:
         return _CONTENT.search(self.text) is not None
 
-    @_lazy
+    @functools.cached_property
     def _openers(self) -> list[int]:
         """Positions of the punctuation and words that open clauses (sentence ends included):
         one pass over the tokens serves both sentences and clauses."""
         words = self.words
         return list(itertools.compress(range(len(words)), map(_CLAUSE_OPENERS.__contains__, words)))
 
-    @_lazy
+    @functools.cached_property
     def _sentence_ends(self) -> list[int]:
         """Positions of the tokens that end sentences, in order."""
         words = self.words
@@ -218,7 +195,7 @@ class Answer:
         """
         return bisect.bisect_left(self._sentence_ends, index)
 
-    @_lazy
+    @functools.cached_property
     def _clause_starts(self) -> list[int]:
         """Positions of the tokens that open clauses: commas, sentence ends and "but",
         "which", "and he" ... (a punctuation mark belongs to the clause it opens)."""
@@ -246,7 +223,7 @@ class Answer:
         sentence = self.sentence(index)
         return self._sentence_ends[sentence - 1] + 1 if sentence else 0
 
-    @_lazy
+    @functools.cached_property
     def _questions(self) -> frozenset[int]:
         if "?" not in self.text:
             return frozenset()
@@ -264,13 +241,13 @@ class Answer:
         """The tokens strictly between ``first`` and ``last`` ("" when adjacent)."""
         return " ".join(self.words[first + 1 : last])
 
-    @_lazy
+    @functools.cached_property
     def _last_position(self) -> dict[str, int]:
         """Each distinct word and where it last occurs (built in C: later positions win)."""
         words = self.words
         return dict(zip(words, range(len(words))))
 
-    @_lazy
+    @functools.cached_property
     def _first_position(self) -> dict[str, int]:
         words = self.words
         return dict(zip(reversed(words), range(len(words) - 1, -1, -1)))
@@ -301,7 +278,7 @@ class Answer:
             self._positions[forms] = found
         return found
 
-    @_lazy
+    @functools.cached_property
     def _negator_positions(self) -> list[tuple[int, bool]]:
         """(position, reaches the whole clause) of each negating word.
 
@@ -357,12 +334,12 @@ class Answer:
             return self.span_text(last, after[min(1, len(after) - 1)])
         return None
 
-    @_lazy
+    @functools.cached_property
     def digits(self) -> str:
         """The text with number words as digits ("seventy-five" -> "75"), for number parsers."""
         return with_digits(self.text)
 
-    @_lazy
+    @functools.cached_property
     def numeric(self) -> Answer:
         """The answer with its counts as digits, for class names that contain numbers
         ("2.5 Soms.Pike" is asserted by "two and a half somersaults in the pike position").

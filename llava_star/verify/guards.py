@@ -13,7 +13,6 @@ import re
 from collections import Counter
 
 from llava_star.verify.answer import MAX_ANSWER_CHARS, Answer
-from llava_star.verify.scan import matches_at, starts_of
 from llava_star.verify.verdict import ANSWER_CHECK, Check
 
 # Matched on normalized text, where "I'm" has become "i" (answer.normalize drops clitics).
@@ -33,12 +32,7 @@ _HINT_LEAK = re.compile(
     r"|\bas (?:stated|given|indicated|mentioned|provided|suggested)(?: (?:in|by) the (?:answer|hint|label|question))?\b"
     r"|\bthe hint\b|\bground[- ]truth\b|\baccording to the (?:answer|label|hint)\b|\bwe are told\b"
 )
-# Where a match of _REFUSAL can start: each of its alternatives begins with one of these.
-_REFUSAL_STARTS = ("i ", "as a", "can", "not ", "impossible", "no ", "insufficient", "unable")
 _SENTENCE = re.compile(r"[^.!?\n]+")
-# Cheap substrings that every refusal / leak pattern contains: most answers skip the regex.
-_REFUSAL_WORDS = ("sorry", "not", "n't", "unable", "as an ai", "language model", "impossible", "no way",
-                  "insufficient", "no video")  # fmt: skip
 _HINT_WORDS = ("given", "provided", "supplied", "suggested", "expected", "stated", "hinted", "answer", "hint",
                "label", "as ", "truth", "told")  # fmt: skip
 # Loops: a phrase of up to this many words repeated back to back...
@@ -60,7 +54,7 @@ def check_answer(answer: Answer, *, rationalized: bool) -> Check:
     if not answer.has_content:
         return Check(ANSWER_CHECK, False, "empty")
     text = answer.text
-    refusal = _first_refusal(text) if any(map(text.__contains__, _REFUSAL_WORDS)) else None
+    refusal = _REFUSAL.search(text)
     if refusal:
         return Check(ANSWER_CHECK, False, f"refusal: {refusal.group()!r}")
     loop = degenerate_repetition(answer)
@@ -71,12 +65,6 @@ def check_answer(answer: Answer, *, rationalized: bool) -> Check:
         if leak:
             return Check(ANSWER_CHECK, False, f"refers to the hint: {leak.group()!r}")
     return Check(ANSWER_CHECK, True, "usable answer")
-
-
-def _first_refusal(text: str) -> re.Match[str] | None:
-    """``_REFUSAL.search(text)``, tried only where a refusal can start: the engine's scan
-    of every character costs more than the whole guard on a chatty answer with a "not"."""
-    return next(matches_at(_REFUSAL, text, starts_of(text, _REFUSAL_STARTS)), None)
 
 
 def degenerate_repetition(answer: Answer) -> str | None:

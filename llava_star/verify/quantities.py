@@ -14,7 +14,6 @@ import re
 from typing import NamedTuple
 
 from llava_star.verify.answer import split_words, word_forms
-from llava_star.verify.scan import digit_matches, matches_at, search_at_end, starts_of
 
 _NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")  # one branch starting with a digit: a fast scan
 # A number glued to a word, a clock time or a fraction ("x2", "0:04", "7/10") is not a value.
@@ -61,7 +60,7 @@ def find_numbers(text: str) -> list[Quantity]:
     [(8.5, True), (10.0, False), (50.0, False), (85.0, False)]
     """
     spans = [
-        (m.start(), m.end()) for m in digit_matches(_NUMBER, text)
+        (m.start(), m.end()) for m in _NUMBER.finditer(text)
         if not _glued(text, m.start(), m.end())
     ]  # fmt: skip
     hedged = _hedged_numbers(text, spans)
@@ -210,7 +209,7 @@ def find_times(text: str) -> list[TimeMention]:
     [(4.0, 'clock'), (3723.0, 'clock'), (125.0, 'unit'), (20.0, 'percent')]
     """
     mentions: list[TimeMention] = []
-    for match in digit_matches(_TIME_NUMBER, text):
+    for match in _TIME_NUMBER.finditer(text):
         start, end, number = match.start(), match.end(), match.group()
         if (mentions and start < mentions[-1].end) or (start and (text[start - 1].isalnum() or text[start - 1] in ".:")):
             continue
@@ -278,9 +277,7 @@ def stated_time(text: str, duration: float | None) -> TimeReading:
     for i, mention in enumerate(mentions):
         if i in in_range:
             continue
-        if mention.kind == "bare" and not search_at_end(
-            _BARE_POINT_BEFORE, (*_BARE_POINT_WORDS, "the"), text, max(0, mention.start - 20), mention.start
-        ):
+        if mention.kind == "bare" and not _BARE_POINT_BEFORE.search(text, max(0, mention.start - 20), mention.start):
             continue
         seconds = mention.seconds(duration)
         if seconds is not None:
@@ -311,8 +308,7 @@ def find_boxes(text: str) -> list[BoxMention]:
     >>> find_boxes("the cup is at [0.1, 0.2, 0.5, 0.6].")[0].numbers
     (0.1, 0.2, 0.5, 0.6)
     """
-    brackets = starts_of(text, ("[", "("))
-    return [BoxMention(_four_numbers(m), m.start()) for m in matches_at(_BOX, text, brackets)]
+    return [BoxMention(_four_numbers(m), m.start()) for m in _BOX.finditer(text)]
 
 
 def _four_numbers(match: re.Match[str]) -> tuple[float, float, float, float]:

@@ -31,7 +31,6 @@ from llava_star.verify.phrases import (
     names_phrases,
     read_class,
 )
-from llava_star.verify.scan import matches_at, starts_of
 
 Parsed = tuple[Any, str]
 Outcome = tuple[bool, str]
@@ -191,16 +190,16 @@ _STATED_YES_NO = re.compile(
 _YES_NO_HEDGES = ("yes and no", "yes or no", "maybe", "perhaps", "possibly", "not sure", "unsure", "unclear", "hard to say",
                   "it depends", "difficult to say", "can't be sure", "cannot be sure")  # fmt: skip
 _YES_NO_HEDGE = re.compile(r"\b(?:" + "|".join(_YES_NO_HEDGES) + r")\b")
-# Every stated answer starts with one of these: finding them with str.find and matching
-# there is several times faster than scanning the whole answer with the pattern.
-_YES_NO_CUES = ("answer", "response", "so", "therefore", "thus", "hence", "in conclusion", "in summary",
-                "to conclude", "to summarize", "overall", "the statement", "the claim")  # fmt: skip
+# Every stated answer starts with one of these; matches may overlap, so each is tried.
+_YES_NO_CUE = re.compile(r"answer|response|so|therefore|thus|hence|in conclusion|in summary|to conclude|to summarize"
+                         r"|overall|the statement|the claim")  # fmt: skip
 
 
 def _stated_yes_no(text: str) -> list[re.Match[str]]:
     """Every stated answer, tried at each cue that starts a word (matches may overlap)."""
     found = {}  # by start: two cues can start at one position
-    for position in starts_of(text, _YES_NO_CUES):
+    for cue in _YES_NO_CUE.finditer(text):
+        position = cue.start()
         if not (position and text[position - 1].isalnum()):
             match = _STATED_YES_NO.match(text, position)
             if match:
@@ -267,10 +266,6 @@ def _choice_patterns(keys: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
 
 
 _MARKDOWN_MARKS = str.maketrans("*_`#", "    ")
-# How a conclusion can begin (the alternatives that open the conclusion pattern above).
-_CONCLUSION_CUES = ("answer", "correct ", "best ", "right ", "i choose", "i pick", "i select", "i would", "i'd ",
-                    "it must", "it has to", "it should", "this must", "this has to", "this should", "must be",
-                    "has to be")  # fmt: skip
 _VERDICT_CUE = re.compile(r"is (?:the )?(?:correct|right|best|answer)")
 
 
@@ -283,12 +278,8 @@ def parse_choice(answer: Answer, label: Label) -> Parsed:
     # A conclusion is tried only where one can begin, and the verdict pattern only when
     # "is correct" is said. Lower-cased text has the same positions as the answer only
     # when it is ASCII; other answers are scanned in full.
-    lowered = raw.lower() if raw.isascii() else None
-    if lowered is None:
-        concluded = list(conclusion.finditer(raw))
-    else:
-        concluded = list(matches_at(conclusion, raw, starts_of(lowered, _CONCLUSION_CUES)))
-    if lowered is None or _VERDICT_CUE.search(lowered):
+    concluded = list(conclusion.finditer(raw))
+    if _VERDICT_CUE.search(raw.lower()):  # the verdict pattern is costly; most answers never say "is correct"
         concluded += verdict.finditer(raw)
     found = max(concluded, key=lambda m: m.start(), default=None) or leading.match(raw)
     if found:

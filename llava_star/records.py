@@ -41,21 +41,6 @@ _LABEL_FIELD_SET = frozenset(_LABEL_FIELDS)
 _NUMBER_FIELDS = ("tolerance", "rel_tolerance", "duration", "min_iou")
 
 
-FrozenT = TypeVar("FrozenT")
-
-
-def _frozen_instance(cls: type[FrozenT], fields: dict[str, Any]) -> FrozenT:
-    """``cls(**fields)`` for a frozen dataclass, minus the ``object.__setattr__`` per field of its ``__init__``.
-
-    Parsing sets every field of every record of a file, so this is most of the cost of
-    reading one. ``fields`` must hold every field in declared order (``vars`` of a record is
-    what ``to_dict`` and pickling see); validating them stays the caller's job.
-    """
-    instance = object.__new__(cls)
-    vars(instance).update(fields)
-    return instance
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -176,9 +161,7 @@ class Label:
         synonyms = data.get("synonyms")
         if synonyms is not None and not isinstance(synonyms, Mapping):
             fields["synonyms"] = tuple(synonyms)
-        label = _frozen_instance(cls, fields)
-        label.__post_init__()
-        return label
+        return cls(**fields)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: empty optional fields are left out, tuples become lists."""
@@ -266,7 +249,7 @@ class Sample:
                 "end": end,
                 "meta": dict(meta),
             }
-            return _frozen_instance(cls, fields)
+            return cls(**fields)
         except RecordError as error:
             if sample_id is not None:
                 raise type(error)(f"id {sample_id!r}: {error}") from None
@@ -462,26 +445,6 @@ _LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators
 def dumps_line(record: Any) -> bytes:
     """One record as one JSONL line (UTF-8, newline-terminated, no NaN)."""
     return (_LINE_ENCODER.encode(_to_jsonable(record)) + "\n").encode("utf-8")
-
-
-def encode_sample(sample: Sample) -> str:
-    """A sample as a JSON object, for :func:`generation_line` to reuse.
-
-    Made where the sample is parsed (generation's DataLoader workers), so that the
-    process writing the generations does not encode every sample again.
-    """
-    return _LINE_ENCODER.encode(sample.to_dict())
-
-
-def generation_line(generation: Generation, sample_json: str) -> bytes:
-    """``dumps_line(generation)``, with the sample's part taken as is from ``sample_json``.
-
-    A generation line is its sample's object with the generation's fields after them, so
-    the two JSON objects join at the brace; ``sample_json`` is ``encode_sample`` of
-    ``generation.sample``.
-    """
-    own = _LINE_ENCODER.encode(generation._own_fields())
-    return f"{sample_json[:-1]},{own[1:]}\n".encode()
 
 
 def _truncate_torn_tail(path: Path) -> None:

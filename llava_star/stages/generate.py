@@ -49,9 +49,8 @@ from llava_star.records import (
     Generation,
     JsonlAppender,
     Sample,
-    encode_sample,
+    dumps_line,
     format_kept,
-    generation_line,
     jsonl_lines,
     kept_counts,
     parse_jsonl_lines,
@@ -67,13 +66,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FSYNC_EVERY = 512  # lines between flushes to disk of a generations shard
-# A DataLoader transfer costs the main process ~0.25 ms whatever it carries, as much as the
-# rest of the pipeline spends on several samples; so a worker sends whole batches together:
-# one batch first (generation starts early), then twice as many each time up to
-# CHUNK_SAMPLES, or fewer once their frames hold CHUNK_BYTES (real videos travel a batch
-# or two at a time, so memory stays as it was with one batch per transfer).
-CHUNK_SAMPLES = 128
-CHUNK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,14 +119,9 @@ VideoReader = Callable[[Sample], "Frames"]  # raises VideoError for a video it c
 
 @dataclass(frozen=True)
 class _Item:
-    """A sample with its decoded frames, or the reason they could not be decoded.
-
-    ``sample_json`` is the sample encoded by the worker that parsed it, so the main
-    process writes the generation line without encoding the sample again.
-    """
+    """A sample with its decoded frames, or the reason they could not be decoded."""
 
     sample: Sample
-    sample_json: str
     frames: Frames | None = None
     error: str | None = None
 
@@ -160,7 +147,7 @@ def _my_lines(
 
 @dataclass(frozen=True)
 class _Chunk:
-    """Decoded pending samples of one DataLoader worker, sent to the main process in one piece.
+    """A batch of decoded pending samples of one DataLoader worker, sent to the main process in one piece.
 
     ``lines`` counts the lines of this rank's share that went into the chunk, finished
     ones included, so progress moves through the whole share. ``error`` is a bad line's
@@ -178,17 +165,9 @@ def _decoded_chunks(
     context: ProcessContext,
     done: set[str],
     read_video: VideoReader,
-    *,
-    max_samples: int,
-    max_bytes: int,
 ) -> Iterator[_Chunk]:
-    """This worker's pending samples with their frames, in chunks; runs in DataLoader workers.
-
-    A chunk is whole batches: one, then twice as many as the last up to ``max_samples``,
-    closed early once its frames hold ``max_bytes``. It depends only on the samples, so a
-    run's batches, and the order they reach the main process in, are the same every time.
-    Each line is parsed and validated here, once, by the only process that uses it.
-    """
+    """This worker's pending samples with their frames, a batch at a time; runs in DataLoader
+    workers. Each line is parsed and validated here, once, by the only process that uses it."""
     import torch.utils.data
 
     worker = torch.utils.data.get_worker_info()
@@ -196,20 +175,16 @@ def _decoded_chunks(
     lines = _my_lines(config, context, worker_id, num_workers)
     samples = parse_jsonl_lines(config.samples, lines, Sample.from_dict)
     items: list[_Item] = []
-    consumed = frame_bytes = 0
-    target = config.batch_size
+    consumed = 0
     try:
         for sample in samples:
             consumed += 1
             if sample.id in done:
                 continue
-            item = _decoded(sample, read_video)
-            items.append(item)
-            frame_bytes += item.frames.array.nbytes if item.frames is not None else 0
-            if len(items) % config.batch_size == 0 and (len(items) >= target or frame_bytes >= max_bytes):
+            items.append(_decoded(sample, read_video))
+            if len(items) == config.batch_size:
                 yield _Chunk(items, consumed)
-                items, consumed, frame_bytes = [], 0, 0
-                target = min(2 * target, max_samples)
+                items, consumed = [], 0
     except RecordError as error:
         yield _Chunk(items, consumed, error=error)
         return
@@ -219,9 +194,9 @@ def _decoded_chunks(
 
 def _decoded(sample: Sample, read_video: VideoReader) -> _Item:
     try:
-        return _Item(sample, encode_sample(sample), frames=read_video(sample))
+        return _Item(sample, frames=read_video(sample))
     except VideoError as error:
-        return _Item(sample, encode_sample(sample), error=str(error))
+        return _Item(sample, error=str(error))
 
 
 def _as_sent(chunk: _Chunk) -> _Chunk:
@@ -238,20 +213,18 @@ def _chunks(
     if config.num_workers == 0:
         # without workers a DataLoader only adds its per-item fetch machinery: nothing to overlap,
         # and nothing to transfer, so each batch is decoded just before it is generated
-        return _decoded_chunks(config, context, done, read_video, max_samples=config.batch_size, max_bytes=0)
+        return _decoded_chunks(config, context, done, read_video)
 
     class Chunks(torch.utils.data.IterableDataset):
         def __iter__(self) -> Iterator[_Chunk]:
-            return _decoded_chunks(
-                config, context, done, read_video, max_samples=CHUNK_SAMPLES, max_bytes=CHUNK_BYTES
-            )
+            return _decoded_chunks(config, context, done, read_video)
 
     loader = torch.utils.data.DataLoader(
         Chunks(),
-        batch_size=None,  # the workers send whole chunks: one transfer per chunk, not per sample
+        batch_size=None,  # the workers send whole batches: one transfer per batch, not per sample
         num_workers=config.num_workers,
         collate_fn=_as_sent,
-        prefetch_factor=4,  # chunks waiting per worker: about 4 batches of real videos
+        prefetch_factor=4,  # batches waiting per worker
         # forked workers inherit the sample stream and the video reader as they are (no
         # pickling of closures), and they never touch CUDA: they only decode
         multiprocessing_context="fork",
@@ -316,7 +289,7 @@ class _ShardWriter:
             cycle=self.config.cycle,
             model=self.config.model,
         )
-        self._unwritten.append(generation_line(generation, item.sample_json))
+        self._unwritten.append(dumps_line(generation))
         self.counts.record(generation)
 
     def write_finished(self) -> None:

@@ -14,6 +14,7 @@ Overrides use dotted keys for sections and YAML for values::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -275,3 +276,63 @@ def write_config(config: Any, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as YAML (atomically); :func:`load_config` reads it back."""
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
     write_text_atomic(path, text)
+
+
+# ---------------------------------------------------------------- command lines from configs
+
+
+def _flag_kind(annotation: Any) -> Any:
+    """The argparse handling of a field type: bool, a tuple item type, or a scalar type."""
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    base = options[0] if typing.get_origin(annotation) in (typing.Union, types.UnionType) else annotation
+    return base
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    config_class: type,
+    *,
+    help: Mapping[str, str] | None = None,
+    flags: Mapping[str, Sequence[str]] | None = None,
+    skip: Sequence[str] = (),
+) -> None:
+    """One flag per field of ``config_class`` (``--field-name``, or the names in ``flags``),
+    typed from its annotation; a flag left out sets nothing, so the dataclass alone holds
+    the defaults (:func:`config_from_flags` fills the rest from them)."""
+    hints = typing.get_type_hints(config_class)
+    help, flags = help or {}, flags or {}
+    for field in dataclasses.fields(config_class):
+        if field.name in skip or not field.init:
+            continue
+        kind = _flag_kind(hints[field.name])
+        options: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help.get(field.name, "")}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) in (tuple, list):
+            item = (typing.get_args(kind) or (str,))[0]
+            options.update(nargs="+", type=item if item in (int, float, str, Path) else str, metavar=field.name.upper())
+        else:
+            options["type"] = kind if kind in (int, float, str, Path) else str
+        if "default" in options["help"]:
+            pass
+        elif field.default not in (dataclasses.MISSING, None, ""):
+            options["help"] = f"{options['help']} (default: {field.default})".strip()
+        elif field.default_factory is dataclasses.MISSING:
+            options["help"] = f"{options['help']} (required)".strip()
+        parser.add_argument(*flags.get(field.name, ("--" + field.name.replace("_", "-"),)), **options)
+
+
+def config_from_flags(config_class: type[ConfigT], namespace: argparse.Namespace, path: str | os.PathLike[str] | None = None,
+                      extra: Mapping[str, Any] | None = None) -> ConfigT:  # fmt: skip
+    """The config of :func:`add_config_flags`'s flags: the YAML file at ``path`` (if any),
+    then the flags given, then ``extra``, checked like every config (errors name the key)."""
+    values = numbers_in_scientific_notation(read_yaml_mapping(path)) if path is not None else {}
+    values.update({key: value for key, value in vars(namespace).items() if key != "config"})
+    values.update(extra or {})
+    try:
+        return config_from_mapping(config_class, values)
+    except ConfigError as error:
+        key = str(error).split(":")[0].split(".")[0]
+        if path is None or key in vars(namespace):
+            raise
+        raise ConfigError(f"{path}: {error}") from None  # a key the flags left alone came from the file

@@ -151,3 +151,32 @@ def test_cycle_config_errors_name_the_key(override, key):
     with pytest.raises(ConfigError) as error:
         load_config(CycleConfig, CONFIGS[0], [override])
     assert key in str(error.value)
+
+
+def test_flags_come_from_the_config_dataclass_and_defaults_stay_in_it(tmp_path):
+    import argparse
+    import dataclasses as dc
+
+    from llava_star.config import add_config_flags, config_from_flags
+
+    @dc.dataclass(frozen=True)
+    class Example:
+        output_dir: str
+        batch_size: int = 8
+        rationalize: bool = True
+        tasks: tuple[str, ...] = ("a",)
+        limit: int | None = None
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    add_config_flags(parser, Example, flags={"output_dir": ("-o", "--output-dir")})
+    given = config_from_flags(Example, parser.parse_args(["-o", "out", "--no-rationalize", "--tasks", "x", "y", "--limit", "3"]))
+    assert given == Example(output_dir="out", batch_size=8, rationalize=False, tasks=("x", "y"), limit=3)
+    (tmp_path / "example.yaml").write_text("batch_size: 4\nlimit: 2\n")
+    from_file = config_from_flags(Example, parser.parse_args(["-o", "out", "--limit", "5"]), tmp_path / "example.yaml")
+    assert (from_file.batch_size, from_file.limit) == (4, 5)  # the file, then the flags
+    (tmp_path / "bad.yaml").write_text("batch_size: four\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: batch_size: expected an integer"):
+        config_from_flags(Example, parser.parse_args(["-o", "out"]), tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="output_dir: required key is missing"):
+        config_from_flags(Example, parser.parse_args([]))

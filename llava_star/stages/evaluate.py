@@ -52,6 +52,8 @@ class EvalConfig:
     model_args: str = ""
 
     def __post_init__(self) -> None:
+        # `--tasks a,b` and `tasks: [a, b]` mean the same
+        object.__setattr__(self, "tasks", tuple(task.strip() for item in self.tasks for task in item.split(",")))
         if not self.tasks or any(not task for task in self.tasks):
             raise ConfigError(f"--tasks: expected a comma-separated list of task names, got {','.join(self.tasks)!r}")
         if "," in self.model:
@@ -219,45 +221,31 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
     return report
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llava-star eval", description="Evaluate a model with lmms-eval on the project's tasks.")
-    parser.add_argument("--model", required=True, help="checkpoint folder or hub id of a video LVLM")
-    parser.add_argument(
-        "--tasks",
-        required=True,
-        help=f"comma-separated: {', '.join(TASK_NAMES)}, the group {GROUP_NAME}, or lmms-eval tasks (tempcompass)",
-    )
-    parser.add_argument("--samples", type=Path, help="prepared test samples (llava-star prepare --split test, or synthetic)")
-    parser.add_argument("--video-root", type=Path, help="folder the samples' videos are relative to")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics.json and lmms-eval's files")
-    parser.add_argument("--limit", type=int, help="score only the first N samples of each task")
-    parser.add_argument("--num-frames", type=int, default=8, help="frames decoded per video (default 8)")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--model-args", default="", help="more key=value,... for the adapter (dtype, device, max_new_tokens)")
-    return parser
+_FLAG_HELP = {
+    "model": "checkpoint folder or hub id of a video LVLM",
+    "tasks": f"{', '.join(TASK_NAMES)}, the group {GROUP_NAME}, or lmms-eval tasks (tempcompass); comma-separated",
+    "samples": "prepared test samples (llava-star prepare --split test, or synthetic)",
+    "video_root": "folder the samples' videos are relative to",
+    "output_dir": "folder for metrics.json and lmms-eval's files",
+    "limit": "score only the first N samples of each task",
+    "num_frames": "frames decoded per video",
+    "model_args": "more key=value,... for the adapter (dtype, device, max_new_tokens)",
+}
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> EvalConfig:
-    if argv and argv[0] == "--config":  # what the cycle writes for a launcher
-        from llava_star.config import load_config
+    from llava_star.config import add_config_flags, config_from_flags
 
-        return load_config(EvalConfig, argv[1], list(argv[2:]))
-    args = _parser().parse_args(argv)
-    if args.samples is not None and not args.samples.is_file():
-        raise ConfigError(f"--samples: no such file {args.samples}")
-    if args.video_root is not None and not args.video_root.is_dir():
-        raise ConfigError(f"--video-root: no such folder {args.video_root}")
-    return EvalConfig(
-        model=args.model,
-        tasks=tuple(task.strip() for task in args.tasks.split(",")),
-        output_dir=args.output,
-        samples=args.samples,
-        video_root=args.video_root,
-        limit=args.limit,
-        num_frames=args.num_frames,
-        batch_size=args.batch_size,
-        model_args=args.model_args,
-    )
+    parser = argparse.ArgumentParser(prog="llava-star eval", description="Evaluate a model with lmms-eval on the project's tasks.")
+    parser.add_argument("--config", help="YAML of EvalConfig keys (what the cycle writes for a launcher)")
+    add_config_flags(parser, EvalConfig, help=_FLAG_HELP, flags={"output_dir": ("-o", "--output", "--output-dir")})
+    args = parser.parse_args(argv)
+    config = config_from_flags(EvalConfig, args, getattr(args, "config", None))
+    if config.samples is not None and not config.samples.is_file():
+        raise ConfigError(f"--samples: no such file {config.samples}")
+    if config.video_root is not None and not config.video_root.is_dir():
+        raise ConfigError(f"--video-root: no such folder {config.video_root}")
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

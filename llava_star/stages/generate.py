@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llava_star.config import load_config
+from llava_star.config import add_config_flags, config_from_flags
 from llava_star.distributed import (
     ProcessContext,
     barrier,
@@ -459,39 +459,33 @@ def run(
     return summary
 
 
+_FLAG_HELP = {
+    "model": "hub id or directory of a supported video LVLM",
+    "samples": "samples JSONL (llava-star prepare / synthetic)",
+    "video_root": "directory the samples' video paths are relative to",
+    "output_dir": "directory for the shards and summary",
+    "num_frames": "frames sampled per video (Video-LLaVA: 8)",
+    "temperature": "0 for greedy decoding",
+    "rationalize": "ask failed samples again with the label as a hint (--no-rationalize: direct answers only)",
+    "cycle": "self-training cycle number stored in each line",
+    "num_workers": "DataLoader processes decoding videos",
+    "dtype": "auto, float32, bfloat16 or float16",
+    "device": "auto (this rank's GPU, else CPU), cpu, cuda:N",
+    "attn_implementation": "flash_attention_2, sdpa or eager (default: flash_attention_2 when usable, else sdpa)",
+    "seed": "seed of sampling when --temperature > 0",
+    "limit": "only the first N samples of the file",
+}
+
+
 def parse_args(argv: list[str] | None) -> GenerateConfig:
     parser = argparse.ArgumentParser(
         prog="llava-star generate",
         description="Answer samples with step-by-step reasoning, verify, rationalize the failures.",
     )
     parser.add_argument("--config", help="YAML of GenerateConfig keys (what the cycle writes for a launcher)")
-    parser.add_argument("--model", help="hub id or directory of a supported video LVLM")
-    parser.add_argument("--samples", help="samples JSONL (llava-star prepare / synthetic)")
-    parser.add_argument("--video-root", help="directory the samples' video paths are relative to")
-    parser.add_argument("-o", "--output-dir", help="directory for the shards and summary")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--num-frames", type=int, help="frames sampled per video (default 8, as Video-LLaVA)")
-    parser.add_argument("--max-new-tokens", type=int, help="default 512")
-    parser.add_argument("--temperature", type=float, help="0 for greedy decoding (default)")
-    parser.add_argument("--no-rationalize", dest="rationalize", action="store_false", default=None,
-                        help="keep direct answers only")  # fmt: skip
-    parser.add_argument("--cycle", type=int, help="self-training cycle number stored in each line")
-    parser.add_argument("--num-workers", type=int, help="DataLoader processes decoding videos (default 2)")
-    parser.add_argument("--dtype", help="auto (default), float32, bfloat16 or float16")
-    parser.add_argument("--device", help="auto (this rank's GPU, else CPU; default), cpu, cuda:N")
-    parser.add_argument("--attn-implementation", help="flash_attention_2, sdpa or eager")
-    parser.add_argument("--seed", type=int, help="seed of sampling when --temperature > 0")
-    parser.add_argument("--limit", type=int, help="only the first N samples of the file")
-    args = vars(parser.parse_args(argv))
-    # defaults live in the dataclass alone: a flag not given is a key not set
-    overrides = [f"{key}={_yaml_scalar(value)}" for key, value in args.items() if key != "config" and value is not None]
-    return load_config(GenerateConfig, args["config"], overrides)
-
-
-def _yaml_scalar(value: Any) -> str:
-    import json
-
-    return json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    add_config_flags(parser, GenerateConfig, help=_FLAG_HELP, flags={"output_dir": ("-o", "--output-dir")})
+    args = parser.parse_args(argv)
+    return config_from_flags(GenerateConfig, args, getattr(args, "config", None))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -346,35 +346,15 @@ _HELP = {
 }
 
 
-def _field_types() -> dict[str, Any]:
-    import typing
-
-    return typing.get_type_hints(TrainConfig)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Flags generated from :class:`TrainConfig`: the config is the command line."""
-    parser = argparse.ArgumentParser(prog="llava-star train", description=__doc__.split("\n\n")[0],
-                                     argument_default=argparse.SUPPRESS)  # fmt: skip
+    from llava_star.config import add_config_flags
+
+    parser = argparse.ArgumentParser(prog="llava-star train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="YAML file of TrainConfig keys (flags override it)")
-    types = _field_types()
-    for field in dataclasses.fields(TrainConfig):
-        flags = _FLAG_NAMES.get(field.name, ("--" + field.name.replace("_", "-"),))
-        kind = types[field.name]
-        options: dict[str, Any] = {"dest": field.name, "help": _HELP.get(field.name, "")}
-        if field.name == "trainer_args":
-            options.update(action="append", metavar="KEY=VALUE")
-            flags = ("--trainer-arg",)
-        elif kind in (bool, bool | None):
-            options["action"] = argparse.BooleanOptionalAction
-        elif kind == tuple[str, ...]:
-            options.update(nargs="+", metavar=field.name.upper())
-        else:
-            base = next((t for t in (int, float, str) if kind in (t, t | None)), str)
-            options["type"] = base
-        if field.default is not dataclasses.MISSING and field.name != "trainer_args":
-            options["help"] = (options["help"] + f" (default: {field.default})").strip()
-        parser.add_argument(*flags, **options)
+    add_config_flags(parser, TrainConfig, help=_HELP, flags=_FLAG_NAMES, skip=("trainer_args",))
+    parser.add_argument("--trainer-arg", dest="trainer_args", action="append", default=argparse.SUPPRESS,
+                        metavar="KEY=VALUE", help=_HELP["trainer_args"])  # fmt: skip
     return parser
 
 

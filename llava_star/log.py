@@ -9,13 +9,14 @@ nobody: ranks other than 0 log warnings and errors only, prefixed with their ran
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 
 def process_rank() -> int:
     """This process's global rank as set by torchrun / accelerate / deepspeed (0 when alone)."""
-    return int(os.environ.get("RANK", "0"))
+    from llava_star.distributed import process_context
+
+    return process_context().rank
 
 
 def is_main_process() -> bool:

@@ -364,14 +364,10 @@ def parse_key_value(text: str) -> tuple[str, Any]:
     >>> parse_key_value("max_grad_norm=0.5"), parse_key_value("learning_rate=2e-5")
     (('max_grad_norm', 0.5), ('learning_rate', 2e-05))
     """
-    import yaml
+    from llava_star.config import numbers_in_scientific_notation, parse_override
 
-    from llava_star.config import numbers_in_scientific_notation
-
-    key, separator, value = text.partition("=")
-    if not separator or not key:
-        raise ConfigError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), numbers_in_scientific_notation(yaml.safe_load(value))
+    path, value = parse_override(text)
+    return ".".join(path), numbers_in_scientific_notation(value)
 
 
 def load_yaml_config(path: Path) -> dict[str, Any]:

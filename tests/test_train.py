@@ -370,3 +370,13 @@ def test_torchrun_two_processes_on_mixed_media(tiny_model, train_json, synthetic
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["global_step"] == 8 and summary["world_size"] == 2 and summary["deepspeed_enabled"]
     assert summary["deepspeed_stage"] == int(zero[-1]) and summary["group_by_media"] == (zero == "zero3")
+
+
+def test_a_model_whose_parts_are_not_recognised_is_refused_not_trained_as_language():
+    # on 50b0a39 a vision tower under an unknown name was silently trained with --freeze-vision-tower
+    from llava_star.errors import ConfigError
+    from llava_star.stages.train import TrainConfig, set_trainable
+
+    model = torch.nn.ModuleDict({"image_encoder": torch.nn.Linear(2, 2), "language_model": torch.nn.Linear(2, 2)})
+    with pytest.raises(ConfigError, match=r"no projector or vision parameters recognised among \['image_encoder', 'language_model'\]"):
+        set_trainable(model, TrainConfig(model="m", data=("d.json",), output_dir="o"))

@@ -194,11 +194,20 @@ def set_trainable(model: Any, config: TrainConfig) -> dict[str, int]:
     """Freeze the parts the config keeps fixed; return trainable parameter counts per part."""
     groups = trainable_groups(config)
     counts = {"vision": 0, "projector": 0, "language": 0}
+    found = set()
     for name, parameter in model.named_parameters():
         group = parameter_group(name)
+        found.add(group)
         parameter.requires_grad_(group in groups)
         if group in groups:  # under ZeRO-3 a parameter is a shard; ds_numel is its full size
             counts[group] += getattr(parameter, "ds_numel", parameter.numel())
+    missing = {"vision", "projector"} - found
+    if missing:  # an unknown part name would silently train (or freeze) as the language model
+        modules = sorted({name.split(".")[1] if name.startswith("model.") else name.split(".")[0] for name, _ in model.named_parameters()})
+        raise ConfigError(
+            f"model: no {' or '.join(sorted(missing))} parameters recognised among {modules}; "
+            "add this architecture's part names to llava_star.stages.train.parameter_group"
+        )
     return counts
 
 

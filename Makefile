@@ -12,7 +12,7 @@ EXTRAS ?= test,train,eval,text
 DEMO_DIR ?= demo_run
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install lock clean
+.PHONY: demo test test-fast gpu-check install lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# One CUDA GPU, a few minutes: real-geometry tiny models in bf16 (sdpa, flash-attn when
+# installed), batched generate, 5 ZeRO-2 steps, save, reload, generate; a pass/fail table.
+gpu-check: $(VENV)/.installed
+	$(PY) scripts/gpu_check.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build

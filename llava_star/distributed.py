@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,21 @@ def device_for(context: ProcessContext, device: str) -> str:
     return device
 
 
+def process_group_options(context: ProcessContext, device: str) -> dict[str, Any]:
+    """``init_process_group`` keywords: nccl bound to this process's GPU (``device_id``,
+    so NCCL need not guess the device from the rank), or gloo on CPUs.
+
+    >>> process_group_options(ProcessContext(rank=1, world_size=2, local_rank=1), "cpu")
+    {'backend': 'gloo'}
+    """
+    if not device.startswith("cuda"):
+        return {"backend": "gloo"}
+    import torch
+
+    index = int(device.partition(":")[2] or context.local_rank)
+    return {"backend": "nccl", "device_id": torch.device("cuda", index)}
+
+
 @contextmanager
 def process_group(context: ProcessContext, device: str) -> Iterator[None]:
     """Join the run's process group for the duration (nccl on GPUs, gloo on CPUs)."""
@@ -78,8 +93,13 @@ def process_group(context: ProcessContext, device: str) -> Iterator[None]:
     if not context.is_distributed or dist.is_initialized():
         yield
         return
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend=backend, rank=context.rank, world_size=context.world_size)
+    options = process_group_options(context, device)
+    if "device_id" in options:
+        import torch
+
+        torch.cuda.set_device(options["device_id"])  # NCCL's communicator and every default CUDA op on it
+    backend = options["backend"]
+    dist.init_process_group(rank=context.rank, world_size=context.world_size, **options)
     logger.debug("rank %d of %d joined the %s process group", context.rank, context.world_size, backend)
     try:
         yield

@@ -202,7 +202,7 @@ def test_training_arguments_from_config(tmp_path):
         ("model.multi_modal_projector.linear_2.weight", "projector"),
         ("model.language_model.embed_tokens.weight", "language"),
         ("lm_head.weight", "language"),
-        ("model.image_newline", "language"),
+        ("model.image_newline", "projector"),
     ],
 )
 def test_parameter_groups(name, group):

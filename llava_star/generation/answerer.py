@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from llava_star.media.video import Frames
@@ -21,14 +21,43 @@ class Answerer(Protocol):
     def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]: ...
 
 
+def sampling_settings(temperature: float, *, top_p: float = 1.0, top_k: int = 0) -> dict[str, Any]:
+    """``generate`` keywords that set every decoding knob, whatever the checkpoint's
+    ``generation_config.json`` says.
+
+    Qwen2-VL's ships ``top_k=1, top_p=0.001, repetition_penalty=1.05``: overriding only
+    ``temperature`` leaves sampling greedy, and the repetition penalty changes even greedy
+    answers. ``top_k=0`` and ``top_p=1.0`` turn those filters off; 0 temperature is greedy.
+
+    >>> sampling_settings(0.0)
+    {'do_sample': False, 'repetition_penalty': 1.0}
+    >>> sampling_settings(0.2)
+    {'do_sample': True, 'repetition_penalty': 1.0, 'temperature': 0.2, 'top_k': 0, 'top_p': 1.0}
+    """
+    settings: dict[str, Any] = {"do_sample": temperature > 0, "repetition_penalty": 1.0}
+    if temperature > 0:  # greedy decoding ignores the filters (and transformers warns about them)
+        settings.update(temperature=temperature, top_k=top_k, top_p=top_p)
+    return settings
+
+
 class ModelAnswerer:
     """Batched, left-padded ``generate`` with a transformers video LVLM."""
 
-    def __init__(self, loaded: LoadedModel, *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+    ) -> None:
         self.loaded = loaded
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.seed = seed
+        self.sampling = sampling_settings(temperature, top_p=top_p, top_k=top_k)
 
     def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]:
         import torch
@@ -40,10 +69,10 @@ class ModelAnswerer:
         inputs = build_inputs(processor, conversations, videos, add_generation_prompt=True, padding_side="left")
         batch = inputs.batch.to(model.device)
         if model.dtype != torch.float32:
-            batch = batch.to(model.dtype)  # casts only the floating tensors (pixels)
-        sampling = {"do_sample": False}
-        if self.temperature > 0:
-            sampling = {"do_sample": True, "temperature": self.temperature, "top_p": 1.0}
+            # pixels in the model's dtype; other floats (Qwen2.5-VL's second_per_grid_ts) stay
+            # fp32: bf16 turns 2.125 s per grid into 2.125 but 0.3333 into 0.3340
+            for key in [key for key in batch if key.startswith("pixel_values")]:
+                batch[key] = batch[key].to(model.dtype)
         pad_token_id = processor.tokenizer.pad_token_id
         if pad_token_id is None:
             pad_token_id = processor.tokenizer.eos_token_id
@@ -52,6 +81,6 @@ class ModelAnswerer:
         devices = [model.device] if model.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(self.seed + zlib.crc32("\n".join(prompts).encode("utf-8")))
-            output = model.generate(**batch, max_new_tokens=self.max_new_tokens, pad_token_id=pad_token_id, **sampling)
+            output = model.generate(**batch, max_new_tokens=self.max_new_tokens, pad_token_id=pad_token_id, **self.sampling)
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -22,6 +22,7 @@ libx264 that PyAV wheels ship (decord reads it), MPEG-4 part 2 where libx264 is 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -75,26 +76,52 @@ class Frames:
     path: str
     total_num_frames: int
     backend: str  # "decord", "pyav" or "frames" (an image folder)
+    # the clip the frames were sampled from: its first frame and length in frames (the
+    # whole file when no clip was asked for)
+    clip_first_frame: int = 0
+    clip_num_frames: int | None = None
 
     @property
     def num_frames(self) -> int:
         return int(self.array.shape[0])
 
     def metadata(self) -> dict[str, Any]:
-        """Keyword values for ``transformers.video_utils.VideoMetadata``.
+        """Keyword values for ``transformers.video_utils.VideoMetadata``, of the clip.
 
-        Passed as ``video_metadata`` so processors that place frames in time (Qwen2-VL's
-        timestamps, sampled-fps logic) see the real rate instead of a default of 24 fps.
+        Passed as ``video_metadata`` so processors that place frames in time see the real
+        rate instead of a default of 24 fps. The model sees the clip, not the file: frame
+        count, duration and indices are the clip's, so Qwen2.5-VL's ``second_per_grid_ts``
+        (``sampled_fps`` = frames / clip frames x fps) is the clip's time scale. An 8.5 s
+        clip of a 30 s file read as the whole file gave 7.5 s per grid instead of 2.13 s.
         """
+        clip_frames = self.clip_num_frames or self.total_num_frames
         return {
-            "total_num_frames": self.total_num_frames,
+            "total_num_frames": clip_frames,
             "fps": self.fps,
-            "duration": self.duration,
+            "duration": clip_frames / self.fps,
             "width": int(self.array.shape[2]),
             "height": int(self.array.shape[1]),
             "video_backend": self.backend,
-            "frames_indices": self.indices.tolist(),
+            "frames_indices": (self.indices - self.clip_first_frame).tolist(),
         }
+
+
+def clip_bounds(total_num_frames: int, fps: float, start: float | None, end: float | None) -> tuple[int, int]:
+    """The clip ``[start, end]`` seconds as frame numbers ``[first, stop)`` of the file.
+
+    >>> clip_bounds(900, 30.0, 10.0, 18.5)
+    (300, 555)
+    """
+    if total_num_frames < 1:
+        raise ValueError("the video has no frames")
+    first, stop = 0, total_num_frames
+    if start is not None:
+        if start > total_num_frames / fps:
+            raise ValueError(f"clip start {start:g}s is after the end of the video ({total_num_frames / fps:g}s)")
+        first = min(math.floor(start * fps), total_num_frames - 1)
+    if end is not None:
+        stop = min(math.ceil(end * fps), total_num_frames)
+    return first, max(stop, first + 1)
 
 
 def sample_indices(
@@ -115,16 +142,7 @@ def sample_indices(
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if total_num_frames < 1:
-        raise ValueError("the video has no frames")
-    first, stop = 0, total_num_frames
-    if start is not None:
-        if start > total_num_frames / fps:
-            raise ValueError(f"clip start {start:g}s is after the end of the video ({total_num_frames / fps:g}s)")
-        first = min(math.floor(start * fps), total_num_frames - 1)
-    if end is not None:
-        stop = min(math.ceil(end * fps), total_num_frames)
-    stop = max(stop, first + 1)
+    first, stop = clip_bounds(total_num_frames, fps, start, end)
     positions = first + (np.arange(num_frames) + 0.5) * (stop - first) / num_frames
     return np.minimum(np.floor(positions).astype(np.int64), stop - 1)
 
@@ -155,6 +173,12 @@ def read_frames(
         except ValueError as error:
             raise _ClipOutsideVideo(f"{path}: {error}") from None
 
+    frames = _decode(path, choose, backend, folder_fps)
+    first, stop = clip_bounds(frames.total_num_frames, frames.fps, start, end)
+    return dataclasses.replace(frames, clip_first_frame=first, clip_num_frames=stop - first)
+
+
+def _decode(path: Path, choose: IndexChooser, backend: str, folder_fps: float | None) -> Frames:
     if path.is_dir():
         return _read_frame_folder(path, choose, folder_fps or FRAME_FOLDER_FPS)
     if not path.is_file():
@@ -194,10 +218,25 @@ def _frames(path: Path, array: np.ndarray, indices: np.ndarray, total: int, fps:
     )
 
 
+def decode_threads() -> int:
+    """FFmpeg threads per decoder: ``LLAVA_STAR_DECODE_THREADS``, else 1.
+
+    decord's default (0) starts a thread per core in every decoder, and a run has a
+    decoder in each DataLoader worker of each rank: 8 ranks x 2 workers x 128 threads on
+    a 128-core node. Parallelism comes from the workers; one thread each is enough.
+    """
+    value = os.environ.get("LLAVA_STAR_DECODE_THREADS", "1")
+    try:
+        threads = int(value)
+    except ValueError:
+        raise VideoError(f"LLAVA_STAR_DECODE_THREADS: expected an integer, got {value!r}") from None
+    return max(threads, 0)
+
+
 def _read_with_decord(path: Path, choose: IndexChooser) -> Frames:
     decord = require("decord", "decoding videos with decord")
     try:
-        reader = decord.VideoReader(str(path))
+        reader = decord.VideoReader(str(path), num_threads=decode_threads())
         total, fps = len(reader), float(reader.get_avg_fps())
     except (RuntimeError, decord.DECORDError) as error:
         raise VideoError(f"{path}: cannot open as a video (corrupt, truncated or no video stream): {error}") from None

@@ -125,9 +125,36 @@ def _message_text(message: Mapping[str, Any]) -> str:
     return "".join(item["text"] for item in content if item.get("type") == "text")
 
 
+def special_token_texts(tokenizer: Any) -> set[str]:
+    """The tokenizer's special tokens as text (eos, pad, ``<|im_end|>``, media placeholders ...)."""
+    texts = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    texts.update(token.content for token in getattr(tokenizer, "added_tokens_decoder", {}).values() if token.special)
+    return texts
+
+
 def assistant_char_spans(processor: Any, conversation: Conversation, rendered: str) -> list[tuple[int, int]]:
     """Character spans of the assistant turns in ``rendered`` (the whole conversation)."""
-    spans = []
+    return assistant_turns_with_stop(processor, conversation, rendered, insert_stop=False)[1]
+
+
+def assistant_turns_with_stop(
+    processor: Any, conversation: Conversation, rendered: str, *, insert_stop: bool = True
+) -> tuple[str, list[tuple[int, int]]]:
+    """``rendered`` with a stop token after every assistant turn, and the turns' character spans.
+
+    A turn ends with the last special token of its ending (ChatML's ``<|im_end|>``, not
+    the newline after it), so the loss ends on the stop token. The hub's vicuna-style templates of Video-LLaVA-7B-hf and
+    LLaVA-NeXT-Video end a turn with a space and no special token, so a model trained on
+    them never learns to stop; where a turn's ending holds no special token, the
+    tokenizer's eos token is written right after the answer (the original LLaVA code's
+    ``</s>``), and the span ends with it.
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    specials = special_token_texts(tokenizer)
+    eos = getattr(tokenizer, "eos_token", None)
+    spans: list[tuple[int, int]] = []
+    out = rendered
+    shift = 0  # characters inserted so far
     for index, message in enumerate(conversation):
         if message["role"] != "assistant":
             continue
@@ -138,11 +165,25 @@ def assistant_char_spans(processor: Any, conversation: Conversation, rendered: s
                 "chat_template: rendering a conversation is not an extension of rendering its first turns; "
                 "the assistant tokens cannot be located"
             )
-        start = rendered.find(_message_text(message), len(prompt))
+        text = _message_text(message)
+        start = rendered.find(text, len(prompt))
         if start < 0:
             raise ConfigError(f"chat_template: assistant turn {index} does not appear in the rendered conversation")
-        spans.append((start, len(through)))
-    return spans
+        end = start + len(text)
+        ending = rendered[end : len(through)]
+        if not insert_stop:
+            spans.append((start + shift, len(through) + shift))
+            continue
+        stop_end = max((ending.rfind(token) + len(token) for token in specials if token in ending), default=0)
+        if stop_end:  # the template's own end-of-turn token; what follows it (a newline) is not learned
+            spans.append((start + shift, end + stop_end + shift))
+            continue
+        if not eos:
+            raise ConfigError("chat_template: assistant turns end with no special token and the tokenizer has no eos_token")
+        out = out[: end + shift] + eos + out[end + shift :]
+        spans.append((start + shift, end + shift + len(eos)))
+        shift += len(eos)
+    return out, spans
 
 
 def _token_mask(
@@ -206,14 +247,21 @@ def build_inputs(
         for conversation in conversations
     ]
     kwargs: dict[str, Any] = {}
+    spans: list[list[tuple[int, int]]] = []
     if assistant_spans:
         kwargs.update(return_offsets_mapping=True, return_text_replacement_offsets=True)
+        for row, conversation in enumerate(conversations):
+            texts[row], row_spans = assistant_turns_with_stop(processor, conversation, texts[row])
+            spans.append(row_spans)
     # the processor pairs media with placeholders in order of appearance across the batch
     present_videos = [video for video in videos if video is not None]
     if present_videos:
         kwargs.update(
             videos=[video.array for video in present_videos],
             video_metadata=[dict(video.metadata()) for video in present_videos],
+            # the frames are already the sampled ones: a processor configured to sample
+            # (do_sample_frames) would pick indices of the whole clip from the 8-frame array
+            do_sample_frames=False,
         )
     present_images = [image for image in images if image is not None]
     if present_images:
@@ -223,8 +271,5 @@ def build_inputs(
         return ModelInputs(batch=batch)
     offsets = batch.pop("offset_mapping").tolist()
     replacements = batch.pop("text_replacement_offsets")
-    rows = [
-        _token_mask(offsets[row], replacements[row], assistant_char_spans(processor, conversation, texts[row]))
-        for row, conversation in enumerate(conversations)
-    ]
+    rows = [_token_mask(offsets[row], replacements[row], spans[row]) for row in range(len(conversations))]
     return ModelInputs(batch=batch, assistant_mask=torch.tensor(rows, dtype=torch.bool))

@@ -31,6 +31,12 @@ FAMILY_OF_MODEL_TYPE = {
     "qwen2_5_vl": "qwen2_vl",
 }
 ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
+# Video tokens one video may cost in the language model, for processors that size frames
+# by a pixel budget (Qwen2-VL, Qwen2.5-VL). Their hub repos ship only the image processor's
+# config, so the video processor inherits the image budget (max_pixels 12845056 per frame):
+# 8 frames of 720p became 4,784 tokens, past a 4096-token model_max_length. 2048 keeps 8
+# frames of 854x480 as they were (2,040) and bounds 720p and 1080p alike.
+VIDEO_TOKEN_BUDGET = 2048
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -83,14 +89,19 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     return getattr(torch, dtype)
 
 
-def choose_attention(requested: str | None, device: str) -> str:
+def choose_attention(requested: str | None, device: str, *, half_precision: bool = True) -> str:
     """The attention kernel to load with: the one requested, else the fastest that can run.
+
+    ``device`` is where the model will compute, which for training is not where it loads
+    (the Trainer moves a CPU-loaded model to its GPU). flash-attn takes only fp16/bf16
+    inputs, so without ``half_precision`` (fp32 weights, no autocast) it is never chosen
+    by itself, and asking for it is an error.
 
     >>> choose_attention(None, "cpu")
     'sdpa'
     """
     if requested is None:
-        if device.startswith("cuda") and is_available("flash_attn"):
+        if device.startswith("cuda") and half_precision and is_available("flash_attn"):
             return "flash_attention_2"
         return "sdpa"
     if requested not in ATTENTION_IMPLEMENTATIONS:
@@ -100,8 +111,30 @@ def choose_attention(requested: str | None, device: str) -> str:
     if requested == "flash_attention_2":
         if not device.startswith("cuda"):
             raise ConfigError(f"attn_implementation: flash_attention_2 needs a CUDA device, not {device!r}")
-        require("flash_attn", "attn_implementation=flash_attention_2")
+        if not half_precision:
+            raise ConfigError("attn_implementation: flash_attention_2 needs bf16 or fp16 (flash-attn refuses fp32); "
+                              "add --bf16 or choose sdpa")  # fmt: skip
+        if not is_available("flash_attn"):
+            require("flash_attn", "attn_implementation=flash_attention_2")
     return requested
+
+
+def apply_video_token_budget(processor: Any, budget: int | None) -> int | None:
+    """Bound the video tokens per video of a pixel-budget video processor; returns the
+    budget applied (``None`` for processors whose token count the geometry fixes).
+
+    transformers' ``cap_pixels_per_frame`` gives each frame an even share of
+    ``0.9 * max_video_tokens`` tokens' worth of pixels, so the whole video stays within
+    ``budget`` whatever its frame count and resolution.
+    """
+    video_processor = getattr(processor, "video_processor", None)
+    if budget is None or not hasattr(video_processor, "max_video_tokens"):
+        return None
+    if budget < 1:
+        raise ConfigError(f"video_token_budget: expected a positive number of tokens, got {budget!r}")
+    video_processor.cap_pixels_per_frame = True
+    video_processor.max_video_tokens = budget * 10 // 9
+    return budget
 
 
 def load_model(
@@ -110,12 +143,22 @@ def load_model(
     dtype: str = "auto",
     device: str = "auto",
     attn_implementation: str | None = None,
+    compute_device: str | None = None,
+    autocast: bool = False,
+    video_token_budget: int | None = VIDEO_TOKEN_BUDGET,
 ) -> LoadedModel:
     """Load a supported video LVLM and its processor, ready for inference.
 
     ``name_or_path`` is a hub id (e.g. ``LanguageBind/Video-LLaVA-7B-hf``) or a directory
-    written by ``save_pretrained`` (e.g. by ``llava-star tiny-model``).
+    written by ``save_pretrained`` (e.g. by ``llava-star tiny-model``). ``compute_device``
+    is where the model will run when that is not ``device`` (training loads on the CPU
+    and the Trainer moves the model to its GPU); the attention kernel must suit it.
+    ``autocast`` says the forward pass runs under bf16/fp16 autocast (mixed-precision
+    training of fp32 weights), which flash-attn accepts too. ``video_token_budget`` bounds
+    the video tokens per video where the processor sizes frames by pixels (Qwen2-VL,
+    Qwen2.5-VL; :func:`apply_video_token_budget`); ``None`` keeps the checkpoint's setting.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     name = str(name_or_path)
@@ -126,7 +169,9 @@ def load_model(
     family = family_of(config.model_type)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    attention = choose_attention(attn_implementation, device)
+    run_on = resolve_device(compute_device) if compute_device is not None else device
+    half = autocast or torch_dtype in (torch.bfloat16, torch.float16)
+    attention = choose_attention(attn_implementation, run_on, half_precision=half)
     model = AutoModelForImageTextToText.from_pretrained(name, dtype=torch_dtype, attn_implementation=attention)
     model.to(device)
     model.eval()
@@ -134,5 +179,6 @@ def load_model(
     if getattr(processor, "chat_template", None) is None:
         logger.warning("%s has no chat template; using llava_star's %s template", name, family)
         processor.chat_template = CHAT_TEMPLATES[family]
+    apply_video_token_budget(processor, video_token_budget)
     logger.info("loaded %s (%s, %s, %s attention) on %s", name, family, torch_dtype, attention, device)
     return LoadedModel(model=model, processor=processor, family=family, name=name)

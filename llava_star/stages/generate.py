@@ -45,6 +45,7 @@ from llava_star.distributed import (
 from llava_star.errors import ConfigError, RecordError, VideoError
 from llava_star.generation.answerer import Answerer, ModelAnswerer
 from llava_star.generation.prompts import direct_prompt, hint_prompt
+from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.records import (
     Generation,
     JsonlAppender,
@@ -76,6 +77,9 @@ class GenerationOptions:
     num_frames: int = 8
     max_new_tokens: int = 512
     temperature: float = 0.0  # 0 is greedy; the paper's code samples at 0.2
+    top_p: float = 1.0  # with temperature > 0; the checkpoint's generation_config is not used
+    top_k: int = 0  # 0: no top-k filter
+    video_token_budget: int | None = VIDEO_TOKEN_BUDGET  # Qwen-VL video tokens per video; null: the checkpoint's
     rationalize: bool = True
     num_workers: int = 2
     dtype: str = "auto"
@@ -87,7 +91,11 @@ class GenerationOptions:
         for key in ("batch_size", "num_frames", "max_new_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
-        for key in ("num_workers", "temperature"):
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
+        if self.video_token_budget is not None and self.video_token_budget < 1:
+            raise ConfigError(f"video_token_budget: must be >= 1 or null, got {self.video_token_budget}")
+        for key in ("num_workers", "temperature", "top_k"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
 
@@ -438,12 +446,10 @@ def run(
         if answerer is None:
             from llava_star.models.loading import load_model
 
-            loaded = load_model(
-                config.model, dtype=config.dtype, device=device, attn_implementation=config.attn_implementation
-            )
-            answerer = ModelAnswerer(
-                loaded, max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed
-            )
+            loaded = load_model(config.model, dtype=config.dtype, device=device, attn_implementation=config.attn_implementation,
+                                video_token_budget=config.video_token_budget)  # fmt: skip
+            answerer = ModelAnswerer(loaded, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                     seed=config.seed, top_p=config.top_p, top_k=config.top_k)  # fmt: skip
         read_video = read_video or frame_reader(config.video_root, config.num_frames)
         started = time.perf_counter()
         counts = _generate_shard(config, context, answerer, read_video, done)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError
+from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.optional import require
 from llava_star.records import write_json_atomic
 from llava_star.runs import exclusive_directory
@@ -82,6 +83,9 @@ class TrainConfig:
     # --model_max_length, which counted one token per <video>; padding is per batch, so a
     # generous cap costs nothing
     model_max_length: int = 4096
+    # video tokens per video for processors that size frames by pixels (Qwen2-VL / 2.5-VL);
+    # saved with the checkpoint's processor, so generation after training uses it too
+    video_token_budget: int | None = VIDEO_TOKEN_BUDGET
     # which parts train: the paper tunes the projector and the language model
     freeze_vision_tower: bool = True
     freeze_projector: bool = False
@@ -123,6 +127,8 @@ class TrainConfig:
         for key in positive:
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"{key}: expected a positive integer, got {getattr(self, key)!r}")
+        if self.video_token_budget is not None and self.video_token_budget < 1:
+            raise ConfigError(f"video_token_budget: expected a positive integer or null, got {self.video_token_budget!r}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ConfigError(f"learning_rate: expected a positive number, got {self.learning_rate!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -171,8 +177,11 @@ def parameter_group(name: str) -> str:
     ('projector', 'projector')
     >>> parameter_group("model.language_model.layers.0.self_attn.q_proj.weight"), parameter_group("lm_head.weight")
     ('language', 'language')
+    >>> parameter_group("model.image_newline")
+    'projector'
     """
-    if "multi_modal_projector" in name or "mm_projector" in name or "visual.merger" in name:
+    # image_newline (LLaVA-NeXT, OneVision) is the projector's learned separator of image rows
+    if any(part in name for part in ("multi_modal_projector", "mm_projector", "visual.merger", "image_newline")):
         return "projector"
     if any(part in name for part in ("vision_tower", "video_tower", "image_tower", "visual.")):
         return "vision"
@@ -425,29 +434,89 @@ def load_records(paths: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def model_dtype(config: TrainConfig) -> str:
-    """Weights in half precision only where DeepSpeed keeps fp32 master weights; else fp32 + autocast."""
-    if config.deepspeed and config.bf16:
+    """The dtype the weights load in: bf16 whenever training is bf16 (LLaVA's train.py does
+    the same; a 7B model's fp32 weights, gradients and AdamW states are ~112 GB per GPU
+    without DeepSpeed). fp16 weights only under DeepSpeed, which keeps fp32 master
+    weights; without it the Trainer's fp16 loss scaler needs fp32 weights (+ autocast).
+
+    >>> model_dtype(TrainConfig(model="m", data=("d.json",), output_dir="o", bf16=True))
+    'bfloat16'
+    """
+    if config.bf16:
         return "bfloat16"
     if config.deepspeed and config.fp16:
         return "float16"
     return "float32"
 
 
+GIB = 1024**3
+
+
+def estimate_memory_per_gpu(
+    total_parameters: int, trainable_parameters: int, *, weight_bytes: int, stage: int, world_size: int
+) -> dict[str, float]:
+    """GiB per GPU of weights, gradients and AdamW states (activations not included).
+
+    Without DeepSpeed each GPU holds everything, gradients and the two AdamW moments in
+    the weights' dtype. Under DeepSpeed the weights are 16-bit and the optimizer keeps
+    fp32 master weights and moments (12 bytes a trainable parameter), partitioned over
+    the GPUs from ZeRO-1, with the gradients from ZeRO-2 and the weights at ZeRO-3.
+
+    >>> figures = estimate_memory_per_gpu(7_300_000_000, 6_760_000_000, weight_bytes=2, stage=2, world_size=8)
+    >>> round(figures["total"], 1)
+    24.6
+    """
+    weights = total_parameters * weight_bytes
+    gradients = trainable_parameters * weight_bytes
+    optimizer = trainable_parameters * (12 if stage else 2 * weight_bytes)
+    if stage >= 1:
+        optimizer /= world_size
+    if stage >= 2:
+        gradients /= world_size
+    if stage >= 3:
+        weights /= world_size
+    figures = {"weights": weights / GIB, "gradients": gradients / GIB, "optimizer": optimizer / GIB}
+    figures["total"] = sum(figures.values())
+    return figures
+
+
+def training_attention(config: TrainConfig, *, cuda: bool) -> str:
+    """The attention kernel for training: chosen for the GPU the Trainer will use, not for
+    the CPU the weights load on; flash-attn only with bf16/fp16 (it refuses fp32).
+
+    >>> training_attention(TrainConfig(model="m", data=("d.json",), output_dir="o"), cuda=False)
+    'sdpa'
+    """
+    from llava_star.models.loading import choose_attention
+
+    return choose_attention(
+        config.attn_implementation, "cuda" if cuda else "cpu", half_precision=config.bf16 or config.fp16
+    )
+
+
 def parameter_anchor(model: Any) -> Any:
-    """Zero times the sum of every trainable parameter; add it to the loss before the forward pass.
+    """Zero times the sum of every trainable media parameter (vision tower, projector,
+    ``image_newline``); add it to the loss, computed before the forward pass.
 
     In a mixed batch (video, image, text-only records) ranks use different modules: a
     rank whose batch is text only never reaches the projector. DDP then waits for
     gradients that never come (with gradient checkpointing, which turns off its
     unused-parameter search) and ZeRO-2 reduces gradient buckets of different contents
-    ("collective mismatch"). Summing every trainable parameter first, before the forward
-    pass, gives each one a (zero) gradient on every rank, and since these sums are the
-    oldest nodes of the graph, autograd finishes each parameter's gradient last and in the
-    same order on every rank, whatever the batch held.
+    ("collective mismatch"). Summing those parameters first, before the forward pass,
+    gives each one a (zero) gradient on every rank, and since these sums are the oldest
+    nodes of the graph, autograd finishes their gradients last and in the same order on
+    every rank, whatever the batch held. The language model is left out: every batch
+    runs all of it, in the same order on every rank, so its gradients are ready as the
+    backward pass goes and their communication overlaps it (with every parameter
+    anchored, none was ready before the backward pass ended).
     """
     import torch
 
-    terms = [parameter.sum(dtype=torch.float32) for parameter in model.parameters() if parameter.requires_grad]
+    terms = [
+        parameter.sum(dtype=torch.float32)
+        for name, parameter in model.named_parameters()
+        if parameter.requires_grad and parameter_group(name) != "language"
+    ]
     return torch.stack(terms).sum() * 0.0 if terms else None
 
 
@@ -521,7 +590,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     import torch
 
     from llava_star.log import is_main_process
-    from llava_star.models.loading import choose_attention, load_model
+    from llava_star.models.loading import load_model
     from llava_star.training.data import ConversationDataset, ExampleSettings, PaddingCollator, failures_in
 
     stage = deepspeed_stage(config.deepspeed)
@@ -536,15 +605,31 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output_dir / CONFIG_FILE, config.to_dict())
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    attention = choose_attention(config.attn_implementation, device)
-    loaded = load_model(config.model, dtype=model_dtype(config), device="cpu", attn_implementation=attention)
+    attention = training_attention(config, cuda=torch.cuda.is_available())
+    # loaded on the CPU (ZeRO-3 partitions it there); the Trainer moves it to its GPU
+    loaded = load_model(
+        config.model, dtype=model_dtype(config), device="cpu", attn_implementation=attention,
+        compute_device="cuda" if torch.cuda.is_available() else "cpu", autocast=config.bf16 or config.fp16,
+        video_token_budget=config.video_token_budget,
+    )  # fmt: skip
     model, processor = loaded.model, loaded.processor
     counts = set_trainable(model, config)
     if config.lora:
         model = add_lora(model, config)
         counts["lora"] = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name and p.requires_grad)
     logger.info("train: %s (%s), %d records, trainable parameters %s", config.model, loaded.family, len(records), counts)
+    memory = estimate_memory_per_gpu(
+        sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()),
+        sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad),
+        weight_bytes=4 if model_dtype(config) == "float32" else 2,
+        stage=stage,
+        world_size=training_arguments.world_size,
+    )
+    logger.info(
+        "train: per-GPU memory estimate %.1f GiB (weights %.1f, gradients %.1f, optimizer %.1f; activations not "
+        "included) for ZeRO stage %d over %d processes", memory["total"], memory["weights"], memory["gradients"],
+        memory["optimizer"], stage, training_arguments.world_size,
+    )  # fmt: skip
     settings = ExampleSettings(
         video_root=config.video_root,
         image_root=config.image_root,
@@ -587,6 +672,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         "trainable_parameters": counts,
         "attn_implementation": attention,
         "deepspeed_stage": stage,
+        "memory_estimate_gib": memory,
         "deepspeed_enabled": bool(trainer.is_deepspeed_enabled),
         "group_by_media": group_by_media,
         "world_size": training_arguments.world_size,

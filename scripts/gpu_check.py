@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""GPU check of the paths CPU tests cannot run: a few minutes on one CUDA GPU.
+
+    make gpu-check            # or: python scripts/gpu_check.py [--work-dir DIR] [--families ...]
+
+On tiny models of the real checkpoints' geometry and files (tests/real_geometry.py,
+tests/real_checkpoints/*.json), in bf16:
+
+1. load with sdpa, and with flash_attention_2 when flash-attn is installed;
+2. a batched generate (two prompts, left padding), sampled and greedy;
+3. five training steps with DeepSpeed ZeRO-2 in one process (Video-LLaVA geometry,
+   synthetic videos), bf16 weights, flash-attn when installed;
+4. save, reload the checkpoint, generate.
+
+Prints a pass/fail table and exits 1 when a check failed. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(_REPO_ROOT), str(_REPO_ROOT / "tests")]
+
+logger = logging.getLogger("gpu_check")
+FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
+
+
+def _frames(count: int, height: int, width: int, seed: int) -> Any:
+    import numpy as np
+
+    from llava_star.media.video import Frames
+
+    rng = np.random.default_rng(seed)
+    return Frames(
+        array=rng.integers(0, 256, (count, height, width, 3), dtype=np.uint8),
+        timestamps=np.arange(count) / 8.0, indices=np.arange(count, dtype=np.int64), fps=8.0,
+        duration=count / 8.0, path="<memory>", total_num_frames=count, backend="frames",
+    )  # fmt: skip
+
+
+def check_generate(model_dir: Path, attention: str) -> str:
+    from llava_star.models.loading import load_model
+    from llava_star.stages.generate import ModelAnswerer
+
+    loaded = load_model(model_dir, dtype="bfloat16", device="cuda", attn_implementation=attention)
+    if loaded.model.config._attn_implementation != attention:
+        raise RuntimeError(f"loaded with {loaded.model.config._attn_implementation}, asked for {attention}")
+    videos = [_frames(8, 480, 854, seed) for seed in (0, 1)]
+    prompts = ["What colour is the shape?", "Which direction does it move?"]
+    sampled = ModelAnswerer(loaded, max_new_tokens=8, temperature=1.0).answer(prompts, videos)
+    greedy = ModelAnswerer(loaded, max_new_tokens=8).answer(prompts, videos)
+    alone = ModelAnswerer(loaded, max_new_tokens=8).answer(prompts[:1], videos[:1])
+    if len(sampled) != 2 or greedy[0] != alone[0]:
+        raise RuntimeError(f"batched greedy {greedy[0]!r} differs from one at a time {alone[0]!r}")
+    return f"{loaded.model.dtype}, answers {len(greedy)}"
+
+
+def training_data(work: Path) -> tuple[Path, Path]:
+    from llava_star.datasets.synthetic import make_synthetic_dataset
+    from llava_star.records import read_samples
+
+    dataset = make_synthetic_dataset(work / "synthetic", num_videos=8, seed=0)
+    records = [
+        {"id": sample.id, "video": sample.video, "conversations": [
+            {"from": "human", "value": "<video>\n" + sample.question},
+            {"from": "gpt", "value": f"The answer is {sample.labels[0].value}."}]}
+        for sample in read_samples(dataset.train)
+    ]  # fmt: skip
+    path = work / "train.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path, dataset.root
+
+
+def check_train_save_reload(model_dir: Path, work: Path, attention: str | None) -> str:
+    from llava_star.models.loading import load_model
+    from llava_star.stages.generate import ModelAnswerer
+    from llava_star.stages.train import TrainConfig, run
+
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29512")
+    data, videos = training_data(work)
+    output = work / "checkpoint"
+    config = TrainConfig(
+        model=str(model_dir), data=(str(data),), video_root=str(videos), output_dir=str(output),
+        max_steps=5, learning_rate=1e-3, warmup_ratio=0.0, per_device_train_batch_size=2, bf16=True,
+        gradient_checkpointing=True, deepspeed=str(_REPO_ROOT / "scripts" / "zero2.json"),
+        attn_implementation=attention, dataloader_num_workers=0,
+    )  # fmt: skip
+    summary = run(config)
+    if summary["global_step"] != 5 or not summary["deepspeed_enabled"]:
+        raise RuntimeError(f"expected 5 DeepSpeed steps, got {summary['global_step']} ({summary['deepspeed_enabled']})")
+    reloaded = load_model(output, dtype="bfloat16", device="cuda")
+    answer = ModelAnswerer(reloaded, max_new_tokens=8).answer(["What colour?"], [_frames(8, 224, 224, 3)])
+    return f"loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}, {summary['attn_implementation']}, reloaded: {answer[0]!r}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work-dir", type=Path, help="where to write models and checkpoints (default: a temp dir)")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from real_geometry import build_real_geometry_model
+
+    from llava_star.optional import is_available
+
+    if not torch.cuda.is_available():
+        logger.error("gpu_check: no CUDA device; this check needs one GPU")
+        return 2
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="llava_star_gpu_check_"))
+    attentions = ["sdpa"] + (["flash_attention_2"] if is_available("flash_attn") else [])
+    rows: list[tuple[str, str, str, float]] = []
+
+    def check(name: str, step: Callable[[], str]) -> None:
+        started = time.perf_counter()
+        try:
+            rows.append((name, "PASS", step(), time.perf_counter() - started))
+        except Exception as error:  # noqa: BLE001 (a check that fails is a row of the table, the rest still run)
+            logger.error("%s failed:\n%s", name, traceback.format_exc())
+            rows.append((name, "FAIL", f"{type(error).__name__}: {error}"[:160], time.perf_counter() - started))
+
+    models = {family: build_real_geometry_model(family, work / "models" / family) for family in args.families}
+    for family, model_dir in models.items():
+        for attention in attentions:
+            check(f"{family} bf16 {attention} batched generate", lambda d=model_dir, a=attention: check_generate(d, a))
+    if "video_llava" in models:
+        flash = "flash_attention_2" if "flash_attention_2" in attentions else None
+        check("video_llava ZeRO-2 5 steps, save, reload, generate",
+              lambda: check_train_save_reload(models["video_llava"], work / "train", flash))  # fmt: skip
+    width = max(len(row[0]) for row in rows)
+    lines = [f"{'check'.ljust(width)}  result  seconds  detail"]
+    lines += [f"{name.ljust(width)}  {result:6}  {seconds:7.1f}  {detail}" for name, result, detail, seconds in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.write(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, flash-attn: {is_available('flash_attn')}\n")
+    return 0 if all(row[1] == "PASS" for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""``llava-star convert SRC -o DIR``: an original LLaVA / Video-LLaVA checkpoint as the transformers class.
+
+The original repositories (``liuhaotian/llava-v1.5-7b``, ``LanguageBind/Video-LLaVA-7B``)
+save ``LlavaLlamaForCausalLM``: a ``config.json`` with ``model_type: llava`` and the
+vision tower by hub name, and weight shards under LLaVA's own names. transformers runs
+the same networks as ``LlavaForConditionalGeneration`` and ``VideoLlavaForConditionalGeneration``;
+the renaming is that of transformers' ``convert_llava_weights_to_hf.py`` and
+``convert_video_llava_weights_to_hf.py``:
+
+==========================================  ==============================================
+original                                    transformers
+==========================================  ==============================================
+``model.embed_tokens|layers|norm.*``        ``model.language_model.*``
+``lm_head.weight``                          ``lm_head.weight``
+``model.mm_projector.0.* / .2.*``           ``model.multi_modal_projector.linear_1/2.*``
+``model.vision_tower.vision_tower.*``       ``model.vision_tower.*`` (LLaVA-1.5; less ``vision_model.``)
+``model.image_tower.image_tower.*``         ``model.image_tower.*`` (Video-LLaVA)
+``model.video_tower.video_tower.*``         ``model.video_tower.*`` (Video-LLaVA)
+``*.inv_freq``                              dropped (recomputed rotary buffers)
+==========================================  ==============================================
+
+The tokenizer gains ``<image>`` (and ``<video>``) and a ``<pad>`` token, and the embeddings
+grow to a multiple of 64, as those scripts do; the new rows start at the mean embedding.
+Every weight is accounted for: the converted state dict loads with ``strict=True`` (no
+key missing, none left over, shapes checked). LLaVA-1.5's shards do not contain CLIP
+(the original code loads it from the hub by name), and nothing is downloaded here, so
+``--vision-tower DIR`` names a local copy of that vision model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llava_star.errors import ConfigError
+from llava_star.records import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+ORIGINAL_ARCHITECTURES = ("LlavaLlamaForCausalLM", "LlavaMistralForCausalLM", "LlavaQwenForCausalLM", "LlavaMptForCausalLM")
+ORIGINAL_MODEL_TYPES = ("llava_llama", "llava_qwen", "llava_mistral", "llava_mpt")
+EMBEDDING_MULTIPLE = 64  # transformers' conversion scripts pad the vocabulary to this
+PROVENANCE_FILE = "llava_star_convert.json"
+# rename prefixes, longest first (transformers' KEYS_TO_MODIFY_MAPPING, in transformers 5's layout)
+_RENAMES = (
+    ("model.image_tower.image_tower.", "model.image_tower."),
+    ("model.video_tower.video_tower.", "model.video_tower."),
+    ("model.vision_tower.vision_tower.vision_model.", "model.vision_tower."),
+    ("model.mm_projector.0.", "model.multi_modal_projector.linear_1."),
+    ("model.mm_projector.2.", "model.multi_modal_projector.linear_2."),
+    ("lm_head.", "lm_head."),
+    ("model.", "model.language_model."),
+)
+
+
+def original_kind(config: Mapping[str, Any]) -> str | None:
+    """``llava`` / ``video_llava`` / ``llava_next`` for an original-repository config, ``None``
+    for a transformers one.
+
+    >>> original_kind({"architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava", "video_tower": "x"})
+    'video_llava'
+    >>> original_kind({"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava"}) is None
+    True
+    """
+    architectures = config.get("architectures") or []
+    if not any(name in ORIGINAL_ARCHITECTURES for name in architectures) and config.get("model_type") not in ORIGINAL_MODEL_TYPES:
+        return None
+    if config.get("video_tower") or config.get("image_tower"):
+        return "video_llava"
+    if str(config.get("mm_patch_merge_type", "flat")).startswith("spatial") or config.get("model_type") == "llava_qwen":
+        return "llava_next"
+    return "llava"
+
+
+def convert_command(source: str) -> str:
+    """The command that converts ``source``, for error messages elsewhere."""
+    return f"llava-star convert {source} -o {source.rstrip('/')}-hf"
+
+
+def converted_key(key: str) -> str | None:
+    """transformers' name of an original parameter (``None``: a buffer not kept).
+
+    >>> converted_key("model.layers.0.self_attn.q_proj.weight")
+    'model.language_model.layers.0.self_attn.q_proj.weight'
+    >>> converted_key("model.video_tower.video_tower.encoder.layers.1.mlp.fc1.bias")
+    'model.video_tower.encoder.layers.1.mlp.fc1.bias'
+    >>> converted_key("model.mm_projector.2.weight"), converted_key("model.layers.0.self_attn.rotary_emb.inv_freq")
+    ('model.multi_modal_projector.linear_2.weight', None)
+    """
+    if key.endswith(".inv_freq"):
+        return None
+    if "temporal_" in key and "_tower." in key:
+        raise ConfigError(f"{key}: the video tower has temporal attention (LanguageBind add_time_attn), which "
+                          "transformers' VideoLlava video tower (a CLIP vision model) does not have")  # fmt: skip
+    for old, new in _RENAMES:
+        if key.startswith(old):
+            return new + key[len(old) :]
+    raise ConfigError(f"{key}: not a parameter name of an original LLaVA checkpoint (expected model.* or lm_head.*)")
+
+
+def read_shards(directory: Path) -> dict[str, Any]:
+    """Every tensor of a checkpoint directory's ``*.safetensors`` or ``pytorch_model*.bin`` shards."""
+    from llava_star.models.original import read_state_dict
+
+    shards = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
+    if not shards:
+        raise ConfigError(f"{directory}: no *.safetensors or pytorch_model*.bin weight files")
+    state: dict[str, Any] = {}
+    for shard in shards:
+        for key, value in read_state_dict(shard).items():
+            if key in state:
+                raise ConfigError(f"{shard}: {key} is also in another shard")
+            state[key] = value
+    return state
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: not valid JSON: {error}") from None
+
+
+def text_config_of(original: Mapping[str, Any]) -> Any:
+    """The language model's config: the original config's own LLaMA fields."""
+    from transformers import LlamaConfig
+
+    if original.get("model_type") not in ("llava", "llava_llama"):
+        raise ConfigError(f"config.json: model_type {original.get('model_type')!r}; only LLaMA-based LLaVA "
+                          "(llava, llava_llama) is converted here")  # fmt: skip
+    fields = set(LlamaConfig().to_dict()) - {"architectures", "model_type", "transformers_version"}
+    return LlamaConfig(**{key: value for key, value in original.items() if key in fields})
+
+
+def vision_tower_of(path: Path | None, kind: str) -> tuple[Any, dict[str, Any]]:
+    """The vision config of ``--vision-tower`` (default: CLIP ViT-L/14 at 224 px, LanguageBind's
+    towers, transformers' VideoLlavaConfig default) and, for LLaVA-1.5, whose shards lack
+    them, its weights keyed as in the converted model."""
+    from transformers import CLIPVisionConfig
+
+    if path is None:
+        return CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                                image_size=224, patch_size=14, projection_dim=768), {}  # fmt: skip
+    config = read_json(path / "config.json")
+    vision = config.get("vision_config", config) if config.get("model_type") == "clip" else config
+    if vision.get("model_type") not in ("clip_vision_model", None) and config.get("model_type") != "clip":
+        raise ConfigError(f"{path}/config.json: expected a CLIP vision model, got model_type {config.get('model_type')!r}")
+    weights: dict[str, Any] = {}
+    if kind == "llava":  # a CLIPVisionModel or a whole CLIPModel: its vision_model part
+        text_parts = ("text_model.", "visual_projection.", "text_projection.", "logit_scale")
+        weights = {
+            "model.vision_tower." + key.removeprefix("vision_model."): value
+            for key, value in read_shards(path).items()
+            if not key.startswith(text_parts) and not key.endswith("position_ids")
+        }
+    fields = set(CLIPVisionConfig().to_dict()) - {"model_type", "architectures", "transformers_version"}
+    return CLIPVisionConfig(**{key: value for key, value in vision.items() if key in fields}), weights
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    source: str
+    output_dir: str
+    vision_tower: str | None = None
+
+
+def add_media_tokens(tokenizer: Any, names: tuple[str, ...]) -> dict[str, int]:
+    from transformers import AddedToken
+
+    tokenizer.add_tokens([AddedToken(name, special=True, normalized=False) for name in names], special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    return {name: tokenizer.convert_tokens_to_ids(name) for name in names}
+
+
+def grow_embeddings(state: dict[str, Any], size: int) -> int:
+    """Embedding and output rows up to ``size`` rounded to 64, new rows the mean row."""
+    import torch
+
+    rows = math.ceil(size / EMBEDDING_MULTIPLE) * EMBEDDING_MULTIPLE
+    for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
+        weight = state[key]
+        extra = rows - weight.shape[0]
+        if extra > 0:
+            mean = weight.float().mean(dim=0, keepdim=True).to(weight.dtype)
+            state[key] = torch.cat([weight, mean.expand(extra, -1)], dim=0)
+    return rows
+
+
+def build_model_config(kind: str, original: Mapping[str, Any], text: Any, vision: Any, tokens: dict[str, int]) -> Any:
+    from transformers import LlavaConfig, VideoLlavaConfig
+
+    strategy = {"patch": "default", "cls_patch": "full"}.get(original.get("mm_vision_select_feature", "patch"))
+    if strategy is None:
+        raise ConfigError(f"config.json: mm_vision_select_feature {original['mm_vision_select_feature']!r}; "
+                          "expected patch or cls_patch")  # fmt: skip
+    if original.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
+        raise ConfigError(f"config.json: mm_projector_type {original['mm_projector_type']!r}; transformers' "
+                          "LLaVA classes have only mlp2x_gelu")  # fmt: skip
+    patches = (vision.image_size // vision.patch_size) ** 2
+    common = dict(text_config=text, vision_config=vision, vision_feature_layer=original.get("mm_vision_select_layer", -2),
+                  vision_feature_select_strategy=strategy)  # fmt: skip
+    if kind == "video_llava":
+        frames = int(original.get("num_frames", 8))
+        return VideoLlavaConfig(**common, image_token_index=tokens["<image>"], video_token_index=tokens["<video>"],
+                                image_seq_length=patches, video_seq_length=(patches + 1) * frames)  # fmt: skip
+    return LlavaConfig(**common, image_token_index=tokens["<image>"], image_seq_length=patches)
+
+
+def build_processor(kind: str, tokenizer: Any, vision: Any, strategy: str) -> Any:
+    from transformers import CLIPImageProcessor, LlavaProcessor, VideoLlavaImageProcessor, VideoLlavaProcessor
+
+    from llava_star.models.templates import CHAT_TEMPLATES, LLAVA_TEMPLATE
+
+    geometry = {"size": {"shortest_edge": vision.image_size}, "crop_size": {"height": vision.image_size, "width": vision.image_size}}
+    settings = dict(tokenizer=tokenizer, patch_size=vision.patch_size, vision_feature_select_strategy=strategy,
+                    num_additional_image_tokens=1)  # fmt: skip
+    if kind == "video_llava":
+        from transformers import VideoLlavaVideoProcessor
+
+        return VideoLlavaProcessor(image_processor=VideoLlavaImageProcessor(**geometry),
+                                   video_processor=VideoLlavaVideoProcessor(**geometry),
+                                   chat_template=CHAT_TEMPLATES["video_llava"], **settings)  # fmt: skip
+    return LlavaProcessor(image_processor=CLIPImageProcessor(**geometry), chat_template=LLAVA_TEMPLATE, **settings)
+
+
+def convert(config: ConvertConfig) -> dict[str, Any]:
+    """Convert ``config.source`` into ``config.output_dir``; return what was done."""
+    import torch
+    from transformers import AutoTokenizer, LlavaForConditionalGeneration, VideoLlavaForConditionalGeneration
+
+    source = Path(config.source)
+    if not (source / "config.json").is_file():
+        raise ConfigError(f"{config.source}: expected a local checkpoint directory with config.json (nothing is "
+                          "downloaded here; fetch the repository first, e.g. `hf download REPO --local-dir DIR`)")  # fmt: skip
+    original = read_json(source / "config.json")
+    kind = original_kind(original)
+    if kind is None:
+        raise ConfigError(f"{source}/config.json: not an original LLaVA checkpoint (architectures "
+                          f"{original.get('architectures')}); transformers checkpoints load as they are")  # fmt: skip
+    if kind == "llava_next":
+        raise ConfigError(f"{source}: LLaVA-NeXT / OneVision / LLaVA-Video originals are not converted yet; use "
+                          "the llava-hf conversions (e.g. llava-hf/llava-onevision-qwen2-7b-ov-hf)")  # fmt: skip
+    if kind == "llava" and config.vision_tower is None:
+        raise ConfigError(f"{source}: LLaVA-1.5 checkpoints do not contain their vision tower "
+                          f"({original.get('mm_vision_tower')!r}, loaded from the hub by the original code); "
+                          "pass --vision-tower DIR, a local copy of it")  # fmt: skip
+    state = {}
+    for key, value in read_shards(source).items():
+        new_key = converted_key(key)
+        if new_key is not None:
+            state[new_key] = value
+    text = text_config_of(original)
+    vision, tower_weights = vision_tower_of(Path(config.vision_tower) if config.vision_tower else None, kind)
+    overlap = state.keys() & tower_weights.keys()
+    if overlap:
+        raise ConfigError(f"{source}: the checkpoint already holds the vision tower ({sorted(overlap)[0]}); "
+                          "leave out --vision-tower")  # fmt: skip
+    state.update(tower_weights)
+    if "lm_head.weight" not in state and "model.language_model.embed_tokens.weight" in state:
+        state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"].clone()  # tied, not saved
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    tokens = add_media_tokens(tokenizer, ("<image>", "<video>") if kind == "video_llava" else ("<image>",))
+    text.vocab_size = grow_embeddings(state, len(tokenizer))
+    text.pad_token_id = tokenizer.pad_token_id
+    model_config = build_model_config(kind, original, text, vision, tokens)
+    model_class = VideoLlavaForConditionalGeneration if kind == "video_llava" else LlavaForConditionalGeneration
+    with torch.device("meta"):
+        model = model_class(model_config)
+    expected = model.state_dict()
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    if missing or unexpected:
+        raise ConfigError(f"{source}: the weights do not map onto {model_class.__name__}: missing {missing[:5]} "
+                          f"({len(missing)}), left over {unexpected[:5]} ({len(unexpected)})")  # fmt: skip
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ConfigError(f"{source}: {key} has shape {tuple(value.shape)}, {model_class.__name__} expects "
+                              f"{tuple(expected[key].shape)} (check --vision-tower and config.json)")  # fmt: skip
+    dtype = next(iter(state.values())).dtype
+    model_config.dtype = dtype
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    _save_state(model_class, model_config, state, output)
+    processor = build_processor(kind, tokenizer, vision, model_config.vision_feature_select_strategy)
+    processor.save_pretrained(str(output))
+    if (source / "generation_config.json").is_file():
+        (output / "generation_config.json").write_text((source / "generation_config.json").read_text())
+    summary = {"source": str(source), "kind": kind, "class": model_class.__name__, "parameters": len(state),
+               "added_tokens": tokens, "vocab_size": text.vocab_size, "vision_tower": config.vision_tower}  # fmt: skip
+    write_json_atomic(output / PROVENANCE_FILE, summary)
+    logger.info("convert: %s (%s) -> %s as %s, %d tensors", source, kind, output, model_class.__name__, len(state))
+    return summary
+
+
+def _save_state(model_class: Any, model_config: Any, state: dict[str, Any], output: Path) -> None:
+    """Load the converted tensors strictly (every key, every shape) and save_pretrained them."""
+    import torch
+
+    with torch.device("meta"):
+        model = model_class(model_config)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.save_pretrained(str(output))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llava-star convert", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="local directory of an original LLaVA / Video-LLaVA checkpoint")
+    parser.add_argument("-o", "--output-dir", required=True, help="directory to write the transformers checkpoint to")
+    parser.add_argument("--vision-tower", help="local directory of the CLIP vision model LLaVA-1.5 names in its config "
+                        "(its weights and config); for Video-LLaVA, whose shards hold the towers, only its config is "
+                        "read (default: CLIP ViT-L/14 at 224 px)")  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if os.path.exists(args.output_dir) and any(Path(args.output_dir).iterdir()):
+        raise ConfigError(f"-o {args.output_dir}: exists and is not empty")
+    convert(ConvertConfig(source=args.source, output_dir=args.output_dir, vision_tower=args.vision_tower))
+    return 0

@@ -1,0 +1,186 @@
+"""`llava-star convert` on tiny checkpoints in the original repositories' layout: config.json
+with LLaVA's own fields, weight shards under LLaVA's parameter names (built here from real
+transformers modules, renamed the way LLaVA's code names them), the tokenizer files."""
+
+import json
+
+import pytest
+
+from llava_star.errors import ConfigError
+from llava_star.models.tiny import FRAME_SIZE, HIDDEN_SIZE, PATCH_SIZE, train_tokenizer
+from llava_star.stages.convert import PROVENANCE_FILE, main
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def tiny_clip():
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=FRAME_SIZE, patch_size=PATCH_SIZE, projection_dim=HIDDEN_SIZE)  # fmt: skip
+    return CLIPVisionModel(config)
+
+
+def original_checkpoint(directory, kind, *, safetensors):
+    """A tiny LlavaLlamaForCausalLM checkpoint as liuhaotian/llava-v1.5 (kind "llava") or
+    LanguageBind/Video-LLaVA (kind "video_llava") ship it; returns (directory, state dict)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(("<s>", "</s>", "<unk>"))
+    tokenizer.pad_token = None
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    state = dict(LlamaForCausalLM(text).state_dict())  # model.embed_tokens / model.layers / model.norm / lm_head
+    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # old LLaMA checkpoints carry it
+    projector = torch.nn.Sequential(torch.nn.Linear(HIDDEN_SIZE, HIDDEN_SIZE), torch.nn.GELU(), torch.nn.Linear(HIDDEN_SIZE, HIDDEN_SIZE))
+    state.update({f"model.mm_projector.{key}": value for key, value in projector.state_dict().items()})
+    config = dict(text.to_dict(), architectures=["LlavaLlamaForCausalLM"], model_type="llava", mm_hidden_size=HIDDEN_SIZE,
+                  mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_vision_select_feature="patch",
+                  mm_use_im_start_end=False, mm_use_im_patch_token=False, image_aspect_ratio="pad",
+                  tune_mm_mlp_adapter=False, use_mm_proj=True, torch_dtype="float32")  # fmt: skip
+    if kind == "video_llava":  # both towers inside the shards: LanguageBind's .vision_model, one level down
+        config.update(image_tower="LanguageBind/LanguageBind_Image", video_tower="LanguageBind/LanguageBind_Video_merge")
+        for tower in ("image_tower", "video_tower"):
+            for key, value in tiny_clip().state_dict().items():
+                state[f"model.{tower}.{tower}.{key.removeprefix('vision_model.')}"] = value
+    else:
+        config.update(mm_vision_tower="openai/clip-vit-large-patch14-336")
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps(config))
+    tokenizer.save_pretrained(directory)
+    keys = sorted(state)
+    halves = {"00001": keys[: len(keys) // 2], "00002": keys[len(keys) // 2 :]}
+    index = {"metadata": {}, "weight_map": {}}
+    for number, part in halves.items():
+        name = f"model-{number}-of-00002.safetensors" if safetensors else f"pytorch_model-{number}-of-00002.bin"
+        shard = {key: state[key].contiguous() for key in part}
+        if safetensors:
+            from safetensors.torch import save_file
+
+            save_file(shard, directory / name, metadata={"format": "pt"})
+        else:
+            torch.save(shard, directory / name)
+        index["weight_map"].update(dict.fromkeys(part, name))
+    index_name = "model.safetensors.index.json" if safetensors else "pytorch_model.bin.index.json"
+    (directory / index_name).write_text(json.dumps(index))
+    return directory, state
+
+
+def clip_directory(path):
+    model = tiny_clip()
+    model.save_pretrained(path)
+    return path, model.state_dict()
+
+
+def generate_from_video(loaded, video):
+    from llava_star.media.video import read_frames
+    from llava_star.models.inputs import build_inputs, video_conversation
+
+    inputs = build_inputs(loaded.processor, [video_conversation("What colour is it?")], [read_frames(video, 8)],
+                          add_generation_prompt=True)  # fmt: skip
+    with torch.no_grad():
+        output = loaded.model.generate(**inputs.batch, max_new_tokens=4, do_sample=False)
+    return output[0, inputs.batch["input_ids"].shape[1] :]
+
+
+@pytest.mark.slow
+def test_video_llava_original_converts_loads_generates_and_trains(tmp_path, synthetic_dataset):
+    from llava_star.models.loading import load_model
+    from llava_star.stages.train import TrainConfig, run
+
+    source, state = original_checkpoint(tmp_path / "Video-LLaVA-7B", "video_llava", safetensors=False)
+    output = tmp_path / "Video-LLaVA-7B-hf"
+    tower, _ = clip_directory(tmp_path / "clip")  # the towers' geometry (tiny here; CLIP-L/14 224 by default)
+    assert main([str(source), "-o", str(output), "--vision-tower", str(tower)]) == 0
+    loaded = load_model(output, device="cpu")
+    assert loaded.family == "video_llava"
+    converted = loaded.model.state_dict()
+    # every original weight, under its transformers name, unchanged
+    pairs = {
+        "model.layers.1.mlp.down_proj.weight": "model.language_model.layers.1.mlp.down_proj.weight",
+        "model.mm_projector.2.bias": "model.multi_modal_projector.linear_2.bias",
+        "model.image_tower.image_tower.encoder.layers.0.self_attn.k_proj.weight":
+            "model.image_tower.encoder.layers.0.self_attn.k_proj.weight",
+        "model.video_tower.video_tower.post_layernorm.weight": "model.video_tower.post_layernorm.weight",
+    }  # fmt: skip
+    for old, new in pairs.items():
+        assert torch.equal(converted[new], state[old]), old
+    vocab = state["model.embed_tokens.weight"].shape[0]
+    embeddings = converted["model.language_model.embed_tokens.weight"]
+    assert torch.equal(embeddings[:vocab], state["model.embed_tokens.weight"]) and embeddings.shape[0] % 64 == 0
+    provenance = json.loads((output / PROVENANCE_FILE).read_text())
+    assert provenance["class"] == "VideoLlavaForConditionalGeneration" and set(provenance["added_tokens"]) == {"<image>", "<video>"}
+    assert provenance["parameters"] == len(state) - 1  # all but the inv_freq buffer
+    video = synthetic_dataset.root / "videos" / "synthetic-00000.mp4"
+    assert len(generate_from_video(loaded, video)) >= 1
+    records = [{"id": "a", "video": "videos/synthetic-00000.mp4", "conversations": [
+        {"from": "human", "value": "<video>\nWhat colour is it?"}, {"from": "gpt", "value": "It is red."}]}]  # fmt: skip
+    (tmp_path / "train.json").write_text(json.dumps(records))
+    summary = run(TrainConfig(model=str(output), data=(str(tmp_path / "train.json"),), video_root=str(synthetic_dataset.root),
+                              output_dir=str(tmp_path / "trained"), max_steps=1, per_device_train_batch_size=1,
+                              dataloader_num_workers=0))  # fmt: skip
+    assert summary["global_step"] == 1 and summary["first_loss"] > 0
+
+
+@pytest.mark.slow
+def test_llava_15_original_converts_with_a_local_vision_tower_and_trains_a_step(tmp_path):
+    import numpy as np
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    source, state = original_checkpoint(tmp_path / "llava-v1.5-7b", "llava", safetensors=True)
+    output = tmp_path / "llava-v1.5-7b-hf"
+    with pytest.raises(ConfigError, match="do not contain their vision tower .*openai/clip-vit-large-patch14-336.*--vision-tower"):
+        main([str(source), "-o", str(output)])
+    tower, tower_state = clip_directory(tmp_path / "clip")
+    assert main([str(source), "-o", str(output), "--vision-tower", str(tower)]) == 0
+    model = LlavaForConditionalGeneration.from_pretrained(output)
+    processor = AutoProcessor.from_pretrained(output)
+    converted = model.state_dict()
+    assert torch.equal(converted["model.vision_tower.encoder.layers.1.mlp.fc2.weight"],
+                       tower_state[next(k for k in tower_state if k.endswith("encoder.layers.1.mlp.fc2.weight"))])  # fmt: skip
+    assert torch.equal(converted["model.multi_modal_projector.linear_1.weight"], state["model.mm_projector.0.weight"])
+    assert torch.equal(converted["lm_head.weight"][: state["lm_head.weight"].shape[0]], state["lm_head.weight"])
+    image = np.random.default_rng(0).integers(0, 256, (FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
+    prompt = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}],
+                                           add_generation_prompt=True)  # fmt: skip
+    inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+    assert (inputs["input_ids"] == model.config.image_token_index).sum() == (FRAME_SIZE // PATCH_SIZE) ** 2
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss = model(**inputs, labels=inputs["input_ids"]).loss
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss) and not torch.equal(model.lm_head.weight, converted["lm_head.weight"])
+
+
+def test_what_cannot_be_converted_is_refused_saying_why(tmp_path):
+    source, _ = original_checkpoint(tmp_path / "vl", "video_llava", safetensors=True)
+    with pytest.raises(ConfigError, match="expected a local checkpoint directory"):
+        main(["LanguageBind/Video-LLaVA-7B", "-o", str(tmp_path / "out")])
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps(dict(config, mm_projector_type="linear")))
+    with pytest.raises(ConfigError, match="only mlp2x_gelu"):
+        main([str(source), "-o", str(tmp_path / "out1")])
+    (source / "config.json").write_text(json.dumps(dict(config, architectures=["VideoLlavaForConditionalGeneration"],
+                                                        model_type="video_llava")))  # fmt: skip
+    with pytest.raises(ConfigError, match="not an original LLaVA checkpoint"):
+        main([str(source), "-o", str(tmp_path / "out2")])
+
+
+def test_load_model_names_the_convert_command_for_an_original_checkpoint(tmp_path):
+    from llava_star.models.loading import load_model
+
+    source, _ = original_checkpoint(tmp_path / "Video-LLaVA-7B", "video_llava", safetensors=True)
+    with pytest.raises(ConfigError, match=f"original Video-LLaVA checkpoint .*llava-star convert {source} -o {source}-hf"):
+        load_model(source, device="cpu")

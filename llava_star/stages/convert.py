@@ -207,8 +207,8 @@ def build_model_config(kind: str, original: Mapping[str, Any], text: Any, vision
         raise ConfigError(f"config.json: mm_projector_type {original['mm_projector_type']!r}; transformers' "
                           "LLaVA classes have only mlp2x_gelu")  # fmt: skip
     patches = (vision.image_size // vision.patch_size) ** 2
-    common = dict(text_config=text, vision_config=vision, vision_feature_layer=original.get("mm_vision_select_layer", -2),
-                  vision_feature_select_strategy=strategy)  # fmt: skip
+    common = {"text_config": text, "vision_config": vision, "vision_feature_layer": original.get("mm_vision_select_layer", -2),
+                  "vision_feature_select_strategy": strategy}  # fmt: skip
     if kind == "video_llava":
         frames = int(original.get("num_frames", 8))
         return VideoLlavaConfig(**common, image_token_index=tokens["<image>"], video_token_index=tokens["<video>"],
@@ -222,8 +222,8 @@ def build_processor(kind: str, tokenizer: Any, vision: Any, strategy: str) -> An
     from llava_star.models.templates import CHAT_TEMPLATES, LLAVA_TEMPLATE
 
     geometry = {"size": {"shortest_edge": vision.image_size}, "crop_size": {"height": vision.image_size, "width": vision.image_size}}
-    settings = dict(tokenizer=tokenizer, patch_size=vision.patch_size, vision_feature_select_strategy=strategy,
-                    num_additional_image_tokens=1)  # fmt: skip
+    settings = {"tokenizer": tokenizer, "patch_size": vision.patch_size, "vision_feature_select_strategy": strategy,
+                    "num_additional_image_tokens": 1}  # fmt: skip
     if kind == "video_llava":
         from transformers import VideoLlavaVideoProcessor
 
@@ -263,7 +263,7 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     vision, tower_weights = vision_tower_of(Path(config.vision_tower) if config.vision_tower else None, kind)
     overlap = state.keys() & tower_weights.keys()
     if overlap:
-        raise ConfigError(f"{source}: the checkpoint already holds the vision tower ({sorted(overlap)[0]}); "
+        raise ConfigError(f"{source}: the checkpoint already holds the vision tower ({min(overlap)}); "
                           "leave out --vision-tower")  # fmt: skip
     state.update(tower_weights)
     if "lm_head.weight" not in state and "model.language_model.embed_tokens.weight" in state:

@@ -45,6 +45,7 @@ FAILURES_FILE = "train_failures.jsonl"
 SUMMARY_FILE = "train_summary.json"
 SAVE_STRATEGIES = ("no", "steps", "epoch")
 IMAGE_ASPECT_RATIOS = ("square", "pad")
+IMAGE_ONLY_FAMILIES = ("llava",)  # LLaVA-1.5 trains on images and text
 LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 # TrainingArguments that TrainConfig sets itself; passing them as extras would be ambiguous
 _OWNED_TRAINING_ARGUMENTS = frozenset({
@@ -689,6 +690,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
 def _train(config: TrainConfig) -> dict[str, Any]:
     import torch
 
+    from llava_star.llava_json import media_paths
     from llava_star.log import is_main_process
     from llava_star.models.loading import load_model
     from llava_star.training.data import ConversationDataset, ExampleSettings, PaddingCollator, failures_in
@@ -714,6 +716,10 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         video_token_budget=config.video_token_budget, cache_dir=config.cache_dir,
     )  # fmt: skip
     model, processor = loaded.model, loaded.processor
+    if loaded.family in IMAGE_ONLY_FAMILIES and any(media_paths(record, "video") for record in records):
+        count = sum(1 for record in records if media_paths(record, "video"))
+        raise ConfigError(f"model: {config.model} ({loaded.family}) is an image model; {count} records have videos "
+                          "(train a video LVLM on them, or leave them out)")  # fmt: skip
     if config.projector_weights:
         from llava_star.models.original import load_projector_weights
 

@@ -196,3 +196,46 @@ def test_load_model_names_the_convert_command_for_an_original_checkpoint(tmp_pat
     source, _ = original_checkpoint(tmp_path / "Video-LLaVA-7B", "video_llava", safetensors=True)
     with pytest.raises(ConfigError, match=f"original Video-LLaVA checkpoint .*llava-star convert {source} -o {source}-hf"):
         load_model(source, device="cpu")
+
+
+def language_model_alone(directory):
+    """What LLaVA's pretrain.sh / finetune.sh start from (lmsys/vicuna-7b-v1.5): a LlamaForCausalLM."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer(("<s>", "</s>", "<unk>"))
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    model = LlamaForCausalLM(text)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory, {key: value.clone() for key, value in model.state_dict().items()}
+
+
+def test_a_language_model_alone_is_composed_with_the_vision_tower_and_mm_projector_bin(tmp_path):
+    """LLaVA's finetune.sh: --model_name_or_path vicuna --vision_tower clip --pretrain_mm_mlp_adapter mm_projector.bin."""
+    from transformers import LlavaForConditionalGeneration
+
+    from llava_star.models.loading import load_model
+
+    source, language = language_model_alone(tmp_path / "vicuna-7b-v1.5")
+    with pytest.raises(ConfigError, match=r"a language model alone \(llama\).*llava-star convert .*--vision-tower CLIP_DIR "
+                                          r"\[--projector mm_projector.bin\]"):  # fmt: skip
+        load_model(source, device="cpu")  # what train_mem.py meets with the script's --model_name_or_path
+    tower, _ = clip_directory(tmp_path / "clip")
+    projector = {f"model.mm_projector.{i}.{kind}": torch.randn(HIDDEN_SIZE, HIDDEN_SIZE) if kind == "weight" else torch.randn(HIDDEN_SIZE)
+                 for i in ("0", "2") for kind in ("weight", "bias")}  # fmt: skip
+    torch.save(projector, tmp_path / "mm_projector.bin")
+    output = tmp_path / "llava-v1.5-7b-composed"
+    assert main([str(source), "-o", str(output), "--vision-tower", str(tower), "--projector", str(tmp_path / "mm_projector.bin")]) == 0
+    model = LlavaForConditionalGeneration.from_pretrained(output)
+    assert torch.equal(model.model.multi_modal_projector.linear_2.weight, projector["model.mm_projector.2.weight"])
+    assert torch.equal(model.model.language_model.layers[1].self_attn.o_proj.weight, language["model.layers.1.self_attn.o_proj.weight"])
+    assert load_model(output, device="cpu").family == "llava"
+    # pretrain.sh: no projector yet, a new one
+    fresh = tmp_path / "pretrain-start"
+    assert main([str(source), "-o", str(fresh), "--vision-tower", str(tower)]) == 0
+    assert json.loads((fresh / PROVENANCE_FILE).read_text())["composed"]
+    with pytest.raises(ConfigError, match="--projector: .* has its own projector"):
+        main([str(original_checkpoint(tmp_path / "orig", "llava", safetensors=True)[0]), "-o", str(tmp_path / "x"),
+              "--vision-tower", str(tower), "--projector", str(tmp_path / "mm_projector.bin")])  # fmt: skip

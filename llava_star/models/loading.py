@@ -160,6 +160,12 @@ def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
     except (OSError, ValueError):
         return  # AutoConfig reports it
     kind = original_kind(raw)
+    if kind is None and raw.get("model_type") in ("llama", "mistral", "qwen2") and "text_config" not in raw:
+        raise ConfigError(
+            f"model: {name} is a language model alone ({raw.get('model_type')}); LLaVA's pretrain/finetune scripts "
+            "add --vision_tower and the projector at train time, here they are built into one checkpoint first: "
+            f"`llava-star convert {name} --vision-tower CLIP_DIR [--projector mm_projector.bin] -o DIR`, then train DIR"
+        )
     if kind is None:
         return
     what, converted = _ORIGINAL_KINDS[kind]

@@ -25,6 +25,11 @@ Every weight is accounted for: the converted state dict loads with ``strict=True
 key missing, none left over, shapes checked). LLaVA-1.5's shards do not contain CLIP
 (the original code loads it from the hub by name), and nothing is downloaded here, so
 ``--vision-tower DIR`` names a local copy of that vision model.
+
+A language model alone (``lmsys/vicuna-7b-v1.5``, what LLaVA's ``pretrain.sh`` and
+``finetune.sh`` start from) is composed the same way: its weights, ``--vision-tower DIR``
+and ``--projector mm_projector.bin`` (the pretraining stage's output; a new projector
+without it) become one ``LlavaForConditionalGeneration``.
 """
 
 from __future__ import annotations
@@ -171,6 +176,28 @@ class ConvertConfig:
     source: str
     output_dir: str
     vision_tower: str | None = None
+    # LLaVA's mm_projector.bin, for a source that is a language model alone
+    projector: str | None = None
+
+
+def projector_weights(path: str | None, text_size: int, vision_size: int) -> dict[str, Any]:
+    """The projector of a composed model: LLaVA's ``mm_projector.bin``, or two freshly
+    initialised layers (nn.Linear's own initialisation, as LLaVA's pretraining starts)."""
+    import torch
+
+    from llava_star.models.original import projector_key, read_state_dict
+
+    if path is None:
+        logger.info("convert: no --projector; the projector starts from nn.Linear's initialisation (pretraining)")
+        layers = {"linear_1": torch.nn.Linear(vision_size, text_size), "linear_2": torch.nn.Linear(text_size, text_size)}
+        return {f"model.multi_modal_projector.{name}.{kind}": getattr(layer, kind).detach()
+                for name, layer in layers.items() for kind in ("weight", "bias")}  # fmt: skip
+    weights = {}
+    for key, value in read_state_dict(path).items():
+        mapped = projector_key(key)
+        if mapped is not None:
+            weights["model.multi_modal_projector." + mapped] = value
+    return weights
 
 
 def add_media_tokens(tokenizer: Any, names: tuple[str, ...]) -> dict[str, int]:
@@ -244,9 +271,19 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
                           "downloaded here; fetch the repository first, e.g. `hf download REPO --local-dir DIR`)")  # fmt: skip
     original = read_json(source / "config.json")
     kind = original_kind(original)
-    if kind is None:
+    composed = kind is None and original.get("model_type") == "llama"
+    if composed:  # LLaVA's pretrain.sh / finetune.sh: a language model + --vision_tower (+ mm_projector.bin)
+        if config.vision_tower is None:
+            raise ConfigError(f"{source}: a language model alone (llama); LLaVA's scripts add the vision tower "
+                              "they name and a projector: pass --vision-tower DIR (a local CLIP) and, for "
+                              "finetuning, --projector mm_projector.bin (without it the projector starts anew)")  # fmt: skip
+        kind = "llava"
+        original = dict(original, architectures=["LlavaLlamaForCausalLM"], model_type="llava")
+    elif kind is None:
         raise ConfigError(f"{source}/config.json: not an original LLaVA checkpoint (architectures "
                           f"{original.get('architectures')}); transformers checkpoints load as they are")  # fmt: skip
+    elif config.projector is not None:
+        raise ConfigError(f"--projector: {source} has its own projector; --projector adds one to a language model alone")
     if kind == "llava_next":
         raise ConfigError(f"{source}: LLaVA-NeXT / OneVision / LLaVA-Video originals are not converted yet; use "
                           "the llava-hf conversions (e.g. llava-hf/llava-onevision-qwen2-7b-ov-hf)")  # fmt: skip
@@ -266,6 +303,10 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
         raise ConfigError(f"{source}: the checkpoint already holds the vision tower ({min(overlap)}); "
                           "leave out --vision-tower")  # fmt: skip
     state.update(tower_weights)
+    if composed:
+        dtype = state["model.language_model.embed_tokens.weight"].dtype
+        projector = projector_weights(config.projector, text.hidden_size, vision.hidden_size)
+        state.update({key: value.to(dtype) for key, value in projector.items()})
     if "lm_head.weight" not in state and "model.language_model.embed_tokens.weight" in state:
         state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"].clone()  # tied, not saved
     tokenizer = AutoTokenizer.from_pretrained(str(source))
@@ -295,7 +336,8 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     if (source / "generation_config.json").is_file():
         (output / "generation_config.json").write_text((source / "generation_config.json").read_text())
     summary = {"source": str(source), "kind": kind, "class": model_class.__name__, "parameters": len(state),
-               "added_tokens": tokens, "vocab_size": text.vocab_size, "vision_tower": config.vision_tower}  # fmt: skip
+               "added_tokens": tokens, "vocab_size": text.vocab_size, "vision_tower": config.vision_tower,
+               "composed": composed, "projector": config.projector}  # fmt: skip
     write_json_atomic(output / PROVENANCE_FILE, summary)
     logger.info("convert: %s (%s) -> %s as %s, %d tensors", source, kind, output, model_class.__name__, len(state))
     return summary
@@ -313,8 +355,11 @@ def _save_state(model_class: Any, model_config: Any, state: dict[str, Any], outp
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llava-star convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="local directory of an original LLaVA / Video-LLaVA checkpoint")
+    parser.add_argument("source", help="local directory of an original LLaVA / Video-LLaVA checkpoint, or of a "
+                        "LLaMA / Vicuna language model to compose with --vision-tower (and --projector)")
     parser.add_argument("-o", "--output-dir", required=True, help="directory to write the transformers checkpoint to")
+    parser.add_argument("--projector", help="LLaVA's mm_projector.bin (--pretrain_mm_mlp_adapter) when SOURCE is a "
+                        "language model alone (LLaVA's pretrain.sh / finetune.sh inputs); without it a new projector")
     parser.add_argument("--vision-tower", help="local directory of the CLIP vision model LLaVA-1.5 names in its config "
                         "(its weights and config); for Video-LLaVA, whose shards hold the towers, only its config is "
                         "read (default: CLIP ViT-L/14 at 224 px)")  # fmt: skip
@@ -325,5 +370,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if os.path.exists(args.output_dir) and any(Path(args.output_dir).iterdir()):
         raise ConfigError(f"-o {args.output_dir}: exists and is not empty")
-    convert(ConvertConfig(source=args.source, output_dir=args.output_dir, vision_tower=args.vision_tower))
+    convert(ConvertConfig(source=args.source, output_dir=args.output_dir, vision_tower=args.vision_tower,
+                          projector=args.projector))  # fmt: skip
     return 0

@@ -60,17 +60,21 @@ _RENAMES = (
     ("model.vision_tower.vision_tower.vision_model.", "model.vision_tower."),
     ("model.mm_projector.0.", "model.multi_modal_projector.linear_1."),
     ("model.mm_projector.2.", "model.multi_modal_projector.linear_2."),
+    ("model.image_newline", "model.image_newline"),
     ("lm_head.", "lm_head."),
     ("model.", "model.language_model."),
 )
 
 
 def original_kind(config: Mapping[str, Any]) -> str | None:
-    """``llava`` / ``video_llava`` / ``llava_next`` for an original-repository config, ``None``
-    for a transformers one.
+    """Which original family a config is (``llava``, ``video_llava``, ``llava_next_video``,
+    ``llava_onevision``, or ``llava_next`` for LLaVA-NeXT's image models), ``None`` for a
+    transformers one.
 
     >>> original_kind({"architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava", "video_tower": "x"})
     'video_llava'
+    >>> original_kind({"architectures": ["LlavaQwenForCausalLM"], "model_type": "llava"})
+    'llava_onevision'
     >>> original_kind({"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava"}) is None
     True
     """
@@ -79,7 +83,11 @@ def original_kind(config: Mapping[str, Any]) -> str | None:
         return None
     if config.get("video_tower") or config.get("image_tower"):
         return "video_llava"
-    if str(config.get("mm_patch_merge_type", "flat")).startswith("spatial") or config.get("model_type") == "llava_qwen":
+    if "LlavaQwenForCausalLM" in architectures or config.get("model_type") == "llava_qwen":
+        return "llava_onevision"  # LLaVA-OneVision and LLaVA-Video (Qwen2 language models)
+    if config.get("mm_resampler_type") == "spatial_pool" or "mm_spatial_pool_stride" in config:
+        return "llava_next_video"
+    if str(config.get("mm_patch_merge_type", "flat")).startswith("spatial"):
         return "llava_next"
     return "llava"
 
@@ -135,30 +143,42 @@ def read_json(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid JSON: {error}") from None
 
 
-def text_config_of(original: Mapping[str, Any]) -> Any:
-    """The language model's config: the original config's own LLaMA fields."""
-    from transformers import LlamaConfig
+def text_config_of(original: Mapping[str, Any], kind: str) -> Any:
+    """The language model's config: the original config's own LLaMA (Qwen2 for OneVision) fields."""
+    from transformers import LlamaConfig, Qwen2Config
 
-    if original.get("model_type") not in ("llava", "llava_llama"):
-        raise ConfigError(f"config.json: model_type {original.get('model_type')!r}; only LLaMA-based LLaVA "
-                          "(llava, llava_llama) is converted here")  # fmt: skip
-    fields = set(LlamaConfig().to_dict()) - {"architectures", "model_type", "transformers_version"}
-    return LlamaConfig(**{key: value for key, value in original.items() if key in fields})
+    config_class = Qwen2Config if kind == "llava_onevision" else LlamaConfig
+    fields = set(config_class().to_dict()) - {"architectures", "model_type", "transformers_version", "dtype", "torch_dtype"}
+    return config_class(**{key: value for key, value in original.items() if key in fields})
+
+
+# the vision tower each family's original names by hub id, when --vision-tower gives no config
+_DEFAULT_VISION = {
+    "video_llava": ("clip", {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+                             "image_size": 224, "patch_size": 14, "projection_dim": 768}),  # LanguageBind (CLIP-L/14)
+    "llava_next_video": ("clip", {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                                  "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projection_dim": 768}),
+    "llava_onevision": ("siglip", {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+                                   "num_attention_heads": 16, "image_size": 384, "patch_size": 14}),  # so400m
+}  # fmt: skip
 
 
 def vision_tower_of(path: Path | None, kind: str) -> tuple[Any, dict[str, Any]]:
-    """The vision config of ``--vision-tower`` (default: CLIP ViT-L/14 at 224 px, LanguageBind's
-    towers, transformers' VideoLlavaConfig default) and, for LLaVA-1.5, whose shards lack
-    them, its weights keyed as in the converted model."""
-    from transformers import CLIPVisionConfig
+    """The vision config of ``--vision-tower`` (default: the tower the family's original names)
+    and, for LLaVA-1.5, whose shards lack them, its weights keyed as in the converted model."""
+    from transformers import CLIPVisionConfig, SiglipVisionConfig
 
     if path is None:
-        return CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                                image_size=224, patch_size=14, projection_dim=768), {}  # fmt: skip
+        if kind not in _DEFAULT_VISION:
+            raise ConfigError("--vision-tower: needed for this checkpoint")
+        family, values = _DEFAULT_VISION[kind]
+        return (SiglipVisionConfig if family == "siglip" else CLIPVisionConfig)(**values), {}
     config = read_json(path / "config.json")
-    vision = config.get("vision_config", config) if config.get("model_type") == "clip" else config
-    if vision.get("model_type") not in ("clip_vision_model", None) and config.get("model_type") != "clip":
-        raise ConfigError(f"{path}/config.json: expected a CLIP vision model, got model_type {config.get('model_type')!r}")
+    model_type = config.get("model_type")
+    vision = config.get("vision_config", config) if model_type in ("clip", "siglip") else config
+    if model_type not in ("clip", "clip_vision_model", "siglip", "siglip_vision_model"):
+        raise ConfigError(f"{path}/config.json: expected a CLIP or SigLIP vision model, got model_type {model_type!r}")
+    config_class = SiglipVisionConfig if model_type.startswith("siglip") else CLIPVisionConfig
     weights: dict[str, Any] = {}
     if kind == "llava":  # a CLIPVisionModel or a whole CLIPModel: its vision_model part
         text_parts = ("text_model.", "visual_projection.", "text_projection.", "logit_scale")
@@ -167,8 +187,24 @@ def vision_tower_of(path: Path | None, kind: str) -> tuple[Any, dict[str, Any]]:
             for key, value in read_shards(path).items()
             if not key.startswith(text_parts) and not key.endswith("position_ids")
         }
-    fields = set(CLIPVisionConfig().to_dict()) - {"model_type", "architectures", "transformers_version"}
-    return CLIPVisionConfig(**{key: value for key, value in vision.items() if key in fields}), weights
+    fields = set(config_class().to_dict()) - {"model_type", "architectures", "transformers_version"}
+    return config_class(**{key: value for key, value in vision.items() if key in fields}), weights
+
+
+def fit_vision_layers(vision: Any, state: Mapping[str, Any], select_layer: int) -> int:
+    """Match the vision config to the layers the shards hold; return the feature layer.
+
+    LLaVA-NeXT's SigLIP tower deletes its last layer (and its head) and takes the last
+    hidden state (transformers' conversion: 26 layers, feature layer -1, no head), so a
+    tower saved with fewer layers than its config gets the config of what is there, and the
+    layer LLaVA selected keeps its place counted from the end.
+    """
+    layers = {int(key.split(".")[4]) for key in state if key.startswith("model.vision_tower.encoder.layers.")}
+    if not layers or len(layers) >= vision.num_hidden_layers:
+        return select_layer
+    dropped = vision.num_hidden_layers - len(layers)
+    vision.num_hidden_layers = len(layers)
+    return min(select_layer + dropped, -1)
 
 
 @dataclass(frozen=True)
@@ -223,47 +259,135 @@ def grow_embeddings(state: dict[str, Any], size: int) -> int:
     return rows
 
 
-def build_model_config(kind: str, original: Mapping[str, Any], text: Any, vision: Any, tokens: dict[str, int]) -> Any:
-    from transformers import LlavaConfig, VideoLlavaConfig
+# the tokens each family adds, in transformers' conversion scripts' order
+MEDIA_TOKENS = {
+    "llava": ("<image>",),
+    "video_llava": ("<image>", "<video>"),
+    "llava_next_video": ("<video>", "<image>"),
+    "llava_onevision": ("<image>", "<video>"),
+}
+
+
+def grid_pinpoints(original: Mapping[str, Any], size: int) -> list[list[int]]:
+    """LLaVA-NeXT's ``image_grid_pinpoints``: a list of [h, w], or ``"(1x1),...,(6x6)"`` in tiles.
+
+    >>> grid_pinpoints({"image_grid_pinpoints": "(1x1),...,(2x2)"}, 384)
+    [[384, 384], [384, 768], [768, 384], [768, 768]]
+    """
+    value = original.get("image_grid_pinpoints")
+    if value is None:
+        return [[size, size]]
+    if isinstance(value, str):
+        import re
+
+        found = [tuple(map(int, pair)) for pair in re.findall(r"\((\d+)x(\d+)\)", value)]
+        if len(found) != 2:
+            raise ConfigError(f"config.json: image_grid_pinpoints {value!r}: expected a list or '(1x1),...,(NxM)'")
+        (low_h, low_w), (high_h, high_w) = found
+        return [[h * size, w * size] for h in range(low_h, high_h + 1) for w in range(low_w, high_w + 1)]
+    return [list(map(int, pair)) for pair in value]
+
+
+def check_video_layout(kind: str, original: Mapping[str, Any]) -> None:
+    """The original's video pooling and newline options must be what the transformers class does."""
+    if kind != "llava_onevision":
+        return
+    newline = original.get("mm_newline_position", "one_token")
+    if newline != "one_token":
+        raise ConfigError(f"config.json: mm_newline_position {newline!r}: transformers' LlavaOnevisionForConditionalGeneration "
+                          "appends one image_newline after each video (one_token), so this model's video tokens would be "
+                          "laid out otherwise than it was trained")  # fmt: skip
+    if original.get("mm_spatial_pool_mode", "bilinear") != "bilinear" or original.get("mm_spatial_pool_stride", 2) != 2:
+        raise ConfigError("config.json: mm_spatial_pool_mode/stride: transformers' LLaVA-OneVision pools video "
+                          "features bilinearly by 2")  # fmt: skip
+
+
+def build_model_config(kind: str, original: Mapping[str, Any], text: Any, vision: Any, tokens: dict[str, int],
+                       feature_layer: int) -> Any:  # fmt: skip
+    from transformers import LlavaConfig, LlavaNextVideoConfig, LlavaOnevisionConfig, VideoLlavaConfig
 
     strategy = {"patch": "default", "cls_patch": "full"}.get(original.get("mm_vision_select_feature", "patch"))
     if strategy is None:
         raise ConfigError(f"config.json: mm_vision_select_feature {original['mm_vision_select_feature']!r}; "
                           "expected patch or cls_patch")  # fmt: skip
+    if vision.model_type.startswith("siglip"):
+        strategy = "full"  # SigLIP has no CLS token: LLaVA's "patch" is every token
     if original.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
         raise ConfigError(f"config.json: mm_projector_type {original['mm_projector_type']!r}; transformers' "
                           "LLaVA classes have only mlp2x_gelu")  # fmt: skip
     patches = (vision.image_size // vision.patch_size) ** 2
-    common = {"text_config": text, "vision_config": vision, "vision_feature_layer": original.get("mm_vision_select_layer", -2),
-                  "vision_feature_select_strategy": strategy}  # fmt: skip
+    common = {"text_config": text, "vision_config": vision, "vision_feature_layer": feature_layer,
+              "vision_feature_select_strategy": strategy, "image_token_index": tokens["<image>"]}  # fmt: skip
     if kind == "video_llava":
         frames = int(original.get("num_frames", 8))
-        return VideoLlavaConfig(**common, image_token_index=tokens["<image>"], video_token_index=tokens["<video>"],
-                                image_seq_length=patches, video_seq_length=(patches + 1) * frames)  # fmt: skip
-    return LlavaConfig(**common, image_token_index=tokens["<image>"], image_seq_length=patches)
+        return VideoLlavaConfig(**common, video_token_index=tokens["<video>"], image_seq_length=patches,
+                                video_seq_length=(patches + 1) * frames)  # fmt: skip
+    if kind == "llava_next_video":
+        stride = int(original.get("mm_spatial_pool_stride", 2))
+        mode = original.get("mm_spatial_pool_mode", "average")
+        if mode not in ("average", "max"):
+            raise ConfigError(f"config.json: mm_spatial_pool_mode {mode!r}: transformers' LLaVA-NeXT-Video pools by average or max")
+        return LlavaNextVideoConfig(**common, video_token_index=tokens["<video>"],
+                                    image_grid_pinpoints=grid_pinpoints(original, vision.image_size),
+                                    spatial_pool_mode=mode, spatial_pool_stride=stride, image_seq_length=patches,
+                                    video_seq_length=patches // stride**2)  # fmt: skip
+    if kind == "llava_onevision":
+        aspect = original.get("image_aspect_ratio", "anyres_max_9")
+        return LlavaOnevisionConfig(**common, video_token_index=tokens["<video>"],
+                                    image_grid_pinpoints=grid_pinpoints(original, vision.image_size),
+                                    vision_aspect_ratio=aspect if str(aspect).startswith("anyres_max_") else "anyres_max_9")  # fmt: skip
+    return LlavaConfig(**common, image_seq_length=patches)
 
 
-def build_processor(kind: str, tokenizer: Any, vision: Any, strategy: str) -> Any:
-    from transformers import CLIPImageProcessor, LlavaProcessor, VideoLlavaImageProcessor, VideoLlavaProcessor
+def build_processor(kind: str, tokenizer: Any, vision: Any, model_config: Any) -> Any:
+    import transformers
 
     from llava_star.models.templates import CHAT_TEMPLATES, LLAVA_TEMPLATE
 
-    geometry = {"size": {"shortest_edge": vision.image_size}, "crop_size": {"height": vision.image_size, "width": vision.image_size}}
+    size = vision.image_size
+    geometry = {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}}
+    strategy = model_config.vision_feature_select_strategy
     settings = {"tokenizer": tokenizer, "patch_size": vision.patch_size, "vision_feature_select_strategy": strategy,
-                    "num_additional_image_tokens": 1}  # fmt: skip
+                "num_additional_image_tokens": 1}  # fmt: skip
     if kind == "video_llava":
-        from transformers import VideoLlavaVideoProcessor
+        return transformers.VideoLlavaProcessor(
+            image_processor=transformers.VideoLlavaImageProcessor(**geometry),
+            video_processor=transformers.VideoLlavaVideoProcessor(**geometry),
+            chat_template=CHAT_TEMPLATES["video_llava"], **settings,
+        )  # fmt: skip
+    if kind == "llava_next_video":
+        return transformers.LlavaNextVideoProcessor(
+            image_processor=transformers.LlavaNextImageProcessor(image_grid_pinpoints=model_config.image_grid_pinpoints, **geometry),
+            video_processor=transformers.LlavaNextVideoVideoProcessor(**geometry),
+            chat_template=CHAT_TEMPLATES["llava_next_video"], **settings,
+        )  # fmt: skip
+    if kind == "llava_onevision":
+        square = {"height": size, "width": size}
+        norm = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3} if vision.model_type.startswith("siglip") else {}
+        return transformers.LlavaOnevisionProcessor(
+            image_processor=transformers.LlavaOnevisionImageProcessor(
+                size=square, image_grid_pinpoints=model_config.image_grid_pinpoints, **norm),
+            video_processor=transformers.LlavaOnevisionVideoProcessor(size=square, **norm),
+            tokenizer=tokenizer, num_image_tokens=(size // vision.patch_size) ** 2, vision_feature_select_strategy=strategy,
+            chat_template=CHAT_TEMPLATES["llava_onevision"],
+        )  # fmt: skip
+    return transformers.LlavaProcessor(image_processor=transformers.CLIPImageProcessor(**geometry),
+                                       chat_template=LLAVA_TEMPLATE, **settings)  # fmt: skip
 
-        return VideoLlavaProcessor(image_processor=VideoLlavaImageProcessor(**geometry),
-                                   video_processor=VideoLlavaVideoProcessor(**geometry),
-                                   chat_template=CHAT_TEMPLATES["video_llava"], **settings)  # fmt: skip
-    return LlavaProcessor(image_processor=CLIPImageProcessor(**geometry), chat_template=LLAVA_TEMPLATE, **settings)
+
+MODEL_CLASSES = {
+    "llava": "LlavaForConditionalGeneration",
+    "video_llava": "VideoLlavaForConditionalGeneration",
+    "llava_next_video": "LlavaNextVideoForConditionalGeneration",
+    "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+}
 
 
 def convert(config: ConvertConfig) -> dict[str, Any]:
     """Convert ``config.source`` into ``config.output_dir``; return what was done."""
     import torch
-    from transformers import AutoTokenizer, LlavaForConditionalGeneration, VideoLlavaForConditionalGeneration
+    import transformers
+    from transformers import AutoTokenizer
 
     source = Path(config.source)
     if not (source / "config.json").is_file():
@@ -285,8 +409,9 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     elif config.projector is not None:
         raise ConfigError(f"--projector: {source} has its own projector; --projector adds one to a language model alone")
     if kind == "llava_next":
-        raise ConfigError(f"{source}: LLaVA-NeXT / OneVision / LLaVA-Video originals are not converted yet; use "
-                          "the llava-hf conversions (e.g. llava-hf/llava-onevision-qwen2-7b-ov-hf)")  # fmt: skip
+        raise ConfigError(f"{source}: LLaVA-NeXT image models (llava-v1.6) are not converted here; use the llava-hf "
+                          "conversions (e.g. llava-hf/llava-v1.6-vicuna-7b-hf)")  # fmt: skip
+    check_video_layout(kind, original)
     if kind == "llava" and config.vision_tower is None:
         raise ConfigError(f"{source}: LLaVA-1.5 checkpoints do not contain their vision tower "
                           f"({original.get('mm_vision_tower')!r}, loaded from the hub by the original code); "
@@ -296,7 +421,7 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
         new_key = converted_key(key)
         if new_key is not None:
             state[new_key] = value
-    text = text_config_of(original)
+    text = text_config_of(original, kind)
     vision, tower_weights = vision_tower_of(Path(config.vision_tower) if config.vision_tower else None, kind)
     overlap = state.keys() & tower_weights.keys()
     if overlap:
@@ -310,11 +435,12 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     if "lm_head.weight" not in state and "model.language_model.embed_tokens.weight" in state:
         state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"].clone()  # tied, not saved
     tokenizer = AutoTokenizer.from_pretrained(str(source))
-    tokens = add_media_tokens(tokenizer, ("<image>", "<video>") if kind == "video_llava" else ("<image>",))
+    tokens = add_media_tokens(tokenizer, MEDIA_TOKENS[kind])
     text.vocab_size = grow_embeddings(state, len(tokenizer))
     text.pad_token_id = tokenizer.pad_token_id
-    model_config = build_model_config(kind, original, text, vision, tokens)
-    model_class = VideoLlavaForConditionalGeneration if kind == "video_llava" else LlavaForConditionalGeneration
+    feature_layer = fit_vision_layers(vision, state, int(original.get("mm_vision_select_layer", -2)))
+    model_config = build_model_config(kind, original, text, vision, tokens, feature_layer)
+    model_class = getattr(transformers, MODEL_CLASSES[kind])
     with torch.device("meta"):
         model = model_class(model_config)
     expected = model.state_dict()
@@ -331,7 +457,7 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     _save_state(model_class, model_config, state, output)
-    processor = build_processor(kind, tokenizer, vision, model_config.vision_feature_select_strategy)
+    processor = build_processor(kind, tokenizer, vision, model_config)
     processor.save_pretrained(str(output))
     if (source / "generation_config.json").is_file():
         (output / "generation_config.json").write_text((source / "generation_config.json").read_text())

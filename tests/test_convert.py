@@ -19,38 +19,72 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
-def tiny_clip():
+def tiny_clip(layers=2):
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    config = CLIPVisionConfig(hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+    config = CLIPVisionConfig(hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2,
                               image_size=FRAME_SIZE, patch_size=PATCH_SIZE, projection_dim=HIDDEN_SIZE)  # fmt: skip
     return CLIPVisionModel(config)
 
 
+def tiny_siglip(layers=3):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    config = SiglipVisionConfig(hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2,
+                                image_size=FRAME_SIZE, patch_size=PATCH_SIZE, vision_use_head=False)  # fmt: skip
+    return SiglipVisionModel(config)
+
+
+def tower_keys(module, prefix, *, drop_last_layer=False):
+    """A vision tower's tensors under an original prefix; LLaVA-NeXT's SigLIP deletes its last layer."""
+    state = {key.removeprefix("vision_model."): value for key, value in module.state_dict().items()}
+    if drop_last_layer:
+        last = f"encoder.layers.{module.config.num_hidden_layers - 1}."
+        state = {key: value for key, value in state.items() if not key.startswith(last)}
+    return {prefix + key: value for key, value in state.items() if not key.endswith("position_ids")}
+
+
 def original_checkpoint(directory, kind, *, safetensors):
-    """A tiny LlavaLlamaForCausalLM checkpoint as liuhaotian/llava-v1.5 (kind "llava") or
-    LanguageBind/Video-LLaVA (kind "video_llava") ship it; returns (directory, state dict)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A tiny checkpoint as the original repositories ship it: liuhaotian/llava-v1.5 ("llava"),
+    LanguageBind/Video-LLaVA ("video_llava"), lmms-lab/LLaVA-NeXT-Video ("llava_next_video"),
+    lmms-lab/llava-onevision-qwen2 ("llava_onevision"); returns (directory, state dict)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    tokenizer = train_tokenizer(("<s>", "</s>", "<unk>"))
-    tokenizer.pad_token = None
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
-    state = dict(LlamaForCausalLM(text).state_dict())  # model.embed_tokens / model.layers / model.norm / lm_head
+    qwen = kind == "llava_onevision"
+    tokenizer = train_tokenizer(("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<|im_start|>") if qwen else ("<s>", "</s>", "<unk>"))
+    if not qwen:
+        tokenizer.pad_token = None
+    text_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if qwen else (LlamaConfig, LlamaForCausalLM)
+    text = text_class(vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      tie_word_embeddings=False)  # fmt: skip
+    state = dict(model_class(text).state_dict())  # model.embed_tokens / model.layers / model.norm / lm_head
     state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # old LLaMA checkpoints carry it
     projector = torch.nn.Sequential(torch.nn.Linear(HIDDEN_SIZE, HIDDEN_SIZE), torch.nn.GELU(), torch.nn.Linear(HIDDEN_SIZE, HIDDEN_SIZE))
     state.update({f"model.mm_projector.{key}": value for key, value in projector.state_dict().items()})
-    config = dict(text.to_dict(), architectures=["LlavaLlamaForCausalLM"], model_type="llava", mm_hidden_size=HIDDEN_SIZE,
-                  mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_vision_select_feature="patch",
-                  mm_use_im_start_end=False, mm_use_im_patch_token=False, image_aspect_ratio="pad",
-                  tune_mm_mlp_adapter=False, use_mm_proj=True, torch_dtype="float32")  # fmt: skip
+    config = dict(text.to_dict(), architectures=["LlavaQwenForCausalLM" if qwen else "LlavaLlamaForCausalLM"],
+                  model_type="llava", mm_hidden_size=HIDDEN_SIZE, mm_projector_type="mlp2x_gelu",
+                  mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_use_im_start_end=False,
+                  mm_use_im_patch_token=False, image_aspect_ratio="pad", tune_mm_mlp_adapter=False, use_mm_proj=True,
+                  torch_dtype="float32")  # fmt: skip
     if kind == "video_llava":  # both towers inside the shards: LanguageBind's .vision_model, one level down
         config.update(image_tower="LanguageBind/LanguageBind_Image", video_tower="LanguageBind/LanguageBind_Video_merge")
         for tower in ("image_tower", "video_tower"):
-            for key, value in tiny_clip().state_dict().items():
-                state[f"model.{tower}.{tower}.{key.removeprefix('vision_model.')}"] = value
+            state.update(tower_keys(tiny_clip(), f"model.{tower}.{tower}."))
+    elif kind == "llava_next_video":
+        config.update(mm_vision_tower="openai/clip-vit-large-patch14-336", mm_patch_merge_type="spatial_unpad",
+                      image_aspect_ratio="anyres", image_grid_pinpoints=[[FRAME_SIZE, FRAME_SIZE], [FRAME_SIZE, 2 * FRAME_SIZE]],
+                      mm_resampler_type="spatial_pool", mm_spatial_pool_stride=2, mm_spatial_pool_mode="average")  # fmt: skip
+        state.update(tower_keys(tiny_clip(), "model.vision_tower.vision_tower.vision_model."))
+        state["model.image_newline"] = torch.randn(HIDDEN_SIZE)
+    elif kind == "llava_onevision":
+        config.update(mm_vision_tower="google/siglip-so400m-patch14-384", mm_patch_merge_type="spatial_unpad",
+                      image_aspect_ratio="anyres_max_9", image_grid_pinpoints="(1x1),...,(2x2)",
+                      mm_spatial_pool_mode="bilinear")  # fmt: skip
+        state.update(tower_keys(tiny_siglip(), "model.vision_tower.vision_tower.vision_model.", drop_last_layer=True))
+        state["model.image_newline"] = torch.randn(HIDDEN_SIZE)
     else:
         config.update(mm_vision_tower="openai/clip-vit-large-patch14-336")
     directory.mkdir(parents=True)
@@ -74,6 +108,12 @@ def original_checkpoint(directory, kind, *, safetensors):
     return directory, state
 
 
+def vision_config_directory(path, kind):
+    """The towers' config the originals name by hub id (tiny here): CLIP, or SigLIP with all its layers."""
+    (tiny_siglip() if kind == "llava_onevision" else tiny_clip()).save_pretrained(path)
+    return path
+
+
 def clip_directory(path):
     model = tiny_clip()
     model.save_pretrained(path)
@@ -91,34 +131,53 @@ def generate_from_video(loaded, video):
     return output[0, inputs.batch["input_ids"].shape[1] :]
 
 
+# original name -> transformers name of a few weights of each family, compared after conversion
+CHECKED = {
+    "video_llava": {
+        "model.image_tower.image_tower.encoder.layers.0.self_attn.k_proj.weight": "model.image_tower.encoder.layers.0.self_attn.k_proj.weight",
+        "model.video_tower.video_tower.post_layernorm.weight": "model.video_tower.post_layernorm.weight",
+    },
+    "llava_next_video": {
+        "model.vision_tower.vision_tower.vision_model.encoder.layers.1.mlp.fc1.weight": "model.vision_tower.encoder.layers.1.mlp.fc1.weight",
+        "model.image_newline": "model.image_newline",
+    },
+    "llava_onevision": {
+        "model.vision_tower.vision_tower.vision_model.encoder.layers.1.self_attn.q_proj.weight":
+            "model.vision_tower.encoder.layers.1.self_attn.q_proj.weight",
+        "model.vision_tower.vision_tower.vision_model.post_layernorm.bias": "model.vision_tower.post_layernorm.bias",
+        "model.image_newline": "model.image_newline",
+    },
+}  # fmt: skip
+CLASSES = {"video_llava": "VideoLlavaForConditionalGeneration", "llava_next_video": "LlavaNextVideoForConditionalGeneration",
+           "llava_onevision": "LlavaOnevisionForConditionalGeneration"}  # fmt: skip
+
+
 @pytest.mark.slow
-def test_video_llava_original_converts_loads_generates_and_trains(tmp_path, synthetic_dataset):
+@pytest.mark.parametrize("kind", sorted(CHECKED))
+def test_video_originals_convert_load_generate_and_train(tmp_path, synthetic_dataset, kind):
     from llava_star.models.loading import load_model
     from llava_star.stages.train import TrainConfig, run
 
-    source, state = original_checkpoint(tmp_path / "Video-LLaVA-7B", "video_llava", safetensors=False)
-    output = tmp_path / "Video-LLaVA-7B-hf"
-    tower, _ = clip_directory(tmp_path / "clip")  # the towers' geometry (tiny here; CLIP-L/14 224 by default)
+    source, state = original_checkpoint(tmp_path / "original", kind, safetensors=kind != "video_llava")
+    output = tmp_path / "converted"
+    tower = vision_config_directory(tmp_path / "tower", kind)  # the towers' geometry (tiny here; the real one by default)
     assert main([str(source), "-o", str(output), "--vision-tower", str(tower)]) == 0
     loaded = load_model(output, device="cpu")
-    assert loaded.family == "video_llava"
+    assert loaded.family == kind and type(loaded.model).__name__ == CLASSES[kind]
     converted = loaded.model.state_dict()
     # every original weight, under its transformers name, unchanged
-    pairs = {
-        "model.layers.1.mlp.down_proj.weight": "model.language_model.layers.1.mlp.down_proj.weight",
-        "model.mm_projector.2.bias": "model.multi_modal_projector.linear_2.bias",
-        "model.image_tower.image_tower.encoder.layers.0.self_attn.k_proj.weight":
-            "model.image_tower.encoder.layers.0.self_attn.k_proj.weight",
-        "model.video_tower.video_tower.post_layernorm.weight": "model.video_tower.post_layernorm.weight",
-    }  # fmt: skip
+    pairs = {**CHECKED[kind], "model.layers.1.mlp.down_proj.weight": "model.language_model.layers.1.mlp.down_proj.weight",
+             "model.mm_projector.2.bias": "model.multi_modal_projector.linear_2.bias"}  # fmt: skip
     for old, new in pairs.items():
         assert torch.equal(converted[new], state[old]), old
     vocab = state["model.embed_tokens.weight"].shape[0]
     embeddings = converted["model.language_model.embed_tokens.weight"]
     assert torch.equal(embeddings[:vocab], state["model.embed_tokens.weight"]) and embeddings.shape[0] % 64 == 0
     provenance = json.loads((output / PROVENANCE_FILE).read_text())
-    assert provenance["class"] == "VideoLlavaForConditionalGeneration" and set(provenance["added_tokens"]) == {"<image>", "<video>"}
+    assert provenance["class"] == CLASSES[kind] and set(provenance["added_tokens"]) == {"<image>", "<video>"}
     assert provenance["parameters"] == len(state) - 1  # all but the inv_freq buffer
+    if kind == "llava_onevision":  # SigLIP with its last layer deleted: LLaVA's layer -2 of 3 is the last of 2
+        assert loaded.model.config.vision_config.num_hidden_layers == 2 and loaded.model.config.vision_feature_layer == -1
     video = synthetic_dataset.root / "videos" / "synthetic-00000.mp4"
     assert len(generate_from_video(loaded, video)) >= 1
     records = [{"id": "a", "video": "videos/synthetic-00000.mp4", "conversations": [
@@ -126,8 +185,18 @@ def test_video_llava_original_converts_loads_generates_and_trains(tmp_path, synt
     (tmp_path / "train.json").write_text(json.dumps(records))
     summary = run(TrainConfig(model=str(output), data=(str(tmp_path / "train.json"),), video_root=str(synthetic_dataset.root),
                               output_dir=str(tmp_path / "trained"), max_steps=1, per_device_train_batch_size=1,
-                              dataloader_num_workers=0))  # fmt: skip
+                              dataloader_num_workers=0, learning_rate=1e-3, warmup_ratio=0.0))  # fmt: skip
     assert summary["global_step"] == 1 and summary["first_loss"] > 0
+    trained = load_model(tmp_path / "trained", device="cpu").model.state_dict()
+    assert not torch.equal(trained["lm_head.weight"], converted["lm_head.weight"])
+
+
+def test_llava_video_with_grid_newlines_is_refused_saying_why(tmp_path):
+    source, _ = original_checkpoint(tmp_path / "LLaVA-Video-7B-Qwen2", "llava_onevision", safetensors=True)
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps(dict(config, mm_newline_position="grid")))
+    with pytest.raises(ConfigError, match="mm_newline_position 'grid'.*one image_newline after each video"):
+        main([str(source), "-o", str(tmp_path / "out")])
 
 
 @pytest.mark.slow
@@ -190,11 +259,14 @@ def test_what_cannot_be_converted_is_refused_saying_why(tmp_path):
         main([str(source), "-o", str(tmp_path / "out2")])
 
 
-def test_load_model_names_the_convert_command_for_an_original_checkpoint(tmp_path):
+@pytest.mark.parametrize("kind, what", [("video_llava", "Video-LLaVA"), ("llava", "LLaVA-1.5"),
+                                        ("llava_next_video", "LLaVA-NeXT-Video"), ("llava_onevision", "LLaVA-OneVision")])
+def test_load_model_names_the_convert_command_for_an_original_checkpoint(tmp_path, kind, what):
+    # on 50b0a39: "unsupported model type 'llava'" or transformers' "does not recognize this architecture"
     from llava_star.models.loading import load_model
 
-    source, _ = original_checkpoint(tmp_path / "Video-LLaVA-7B", "video_llava", safetensors=True)
-    with pytest.raises(ConfigError, match=f"original Video-LLaVA checkpoint .*llava-star convert {source} -o {source}-hf"):
+    source, _ = original_checkpoint(tmp_path / "original", kind, safetensors=True)
+    with pytest.raises(ConfigError, match=f"original {what}.* checkpoint .*llava-star convert {source} -o {source}-hf"):
         load_model(source, device="cpu")
 
 

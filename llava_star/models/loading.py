@@ -142,8 +142,9 @@ def apply_video_token_budget(processor: Any, budget: int | None) -> int | None:
 _ORIGINAL_KINDS = {
     "video_llava": ("an original Video-LLaVA checkpoint", "LanguageBind/Video-LLaVA-7B-hf"),
     "llava": ("an original LLaVA-1.5 checkpoint (an image model)", "llava-hf/llava-1.5-7b-hf"),
-    "llava_next": ("an original LLaVA-NeXT / OneVision / LLaVA-Video checkpoint",
-                   "llava-hf/llava-onevision-qwen2-7b-ov-hf or llava-hf/LLaVA-NeXT-Video-7B-hf"),
+    "llava_next_video": ("an original LLaVA-NeXT-Video checkpoint", "llava-hf/LLaVA-NeXT-Video-7B-hf"),
+    "llava_onevision": ("an original LLaVA-OneVision / LLaVA-Video checkpoint", "llava-hf/llava-onevision-qwen2-7b-ov-hf"),
+    "llava_next": ("an original LLaVA-NeXT image checkpoint", "llava-hf/llava-v1.6-vicuna-7b-hf"),
 }  # fmt: skip
 
 

@@ -1,11 +1,15 @@
-"""``llava-star convert SRC -o DIR``: an original LLaVA / Video-LLaVA checkpoint as the transformers class.
+"""``llava-star convert SRC -o DIR``: an original LLaVA-family checkpoint as the transformers class.
 
-The original repositories (``liuhaotian/llava-v1.5-7b``, ``LanguageBind/Video-LLaVA-7B``)
-save ``LlavaLlamaForCausalLM``: a ``config.json`` with ``model_type: llava`` and the
-vision tower by hub name, and weight shards under LLaVA's own names. transformers runs
-the same networks as ``LlavaForConditionalGeneration`` and ``VideoLlavaForConditionalGeneration``;
-the renaming is that of transformers' ``convert_llava_weights_to_hf.py`` and
-``convert_video_llava_weights_to_hf.py``:
+The original repositories (``liuhaotian/llava-v1.5-7b``, ``LanguageBind/Video-LLaVA-7B``,
+``lmms-lab/LLaVA-NeXT-Video-7B``, ``lmms-lab/llava-onevision-qwen2-7b-ov``) save
+``LlavaLlamaForCausalLM`` / ``LlavaQwenForCausalLM``: a ``config.json`` with
+``model_type: llava`` and the vision tower by hub name, and weight shards under LLaVA's own
+names. transformers runs the same networks as ``LlavaForConditionalGeneration``,
+``VideoLlavaForConditionalGeneration``, ``LlavaNextVideoForConditionalGeneration`` and
+``LlavaOnevisionForConditionalGeneration``; the renaming is that of transformers'
+``convert_llava_weights_to_hf.py``, ``convert_video_llava_weights_to_hf.py``,
+``convert_llava_next_video_weights_to_hf.py`` and ``convert_llava_onevision_weights_to_hf.py``
+(docs/convert.md has the table):
 
 ==========================================  ==============================================
 original                                    transformers
@@ -16,6 +20,7 @@ original                                    transformers
 ``model.vision_tower.vision_tower.*``       ``model.vision_tower.*`` (LLaVA-1.5; less ``vision_model.``)
 ``model.image_tower.image_tower.*``         ``model.image_tower.*`` (Video-LLaVA)
 ``model.video_tower.video_tower.*``         ``model.video_tower.*`` (Video-LLaVA)
+``model.image_newline``                     ``model.image_newline`` (LLaVA-NeXT-Video, OneVision)
 ``*.inv_freq``                              dropped (recomputed rotary buffers)
 ==========================================  ==============================================
 
@@ -481,7 +486,8 @@ def _save_state(model_class: Any, model_config: Any, state: dict[str, Any], outp
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llava-star convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="local directory of an original LLaVA / Video-LLaVA checkpoint, or of a "
+    parser.add_argument("source", help="local directory of an original LLaVA / Video-LLaVA / LLaVA-NeXT-Video / "
+                        "OneVision checkpoint, or of a "
                         "LLaMA / Vicuna language model to compose with --vision-tower (and --projector)")
     parser.add_argument("-o", "--output-dir", required=True, help="directory to write the transformers checkpoint to")
     parser.add_argument("--projector", help="LLaVA's mm_projector.bin (--pretrain_mm_mlp_adapter) when SOURCE is a "

@@ -14,8 +14,8 @@ Honoured as LLaVA does: ``--mm_projector_lr`` / ``--mm_vision_tower_lr`` (parame
 of their own), ``--pretrain_mm_mlp_adapter`` (LLaVA's ``mm_projector.bin`` loaded into the
 projector), ``--image_aspect_ratio pad`` (images padded to a square with the processor's
 mean), ``--group_by_modality_length`` (batches by media kind and length), ``--cache_dir``,
-and LLaVA-NeXT's ``--mm_tunable_parts``, ``--frames_upbound`` with ``--force_sample True``
-and YAML data lists. Flags that describe the architecture (``--vision_tower``,
+and LLaVA-NeXT's ``--mm_tunable_parts``, ``--frames_upbound`` with ``--force_sample True``,
+``--add_time_instruction`` and YAML data lists. Flags that describe the architecture (``--vision_tower``,
 ``--mm_projector_type``, ``--version`` ...) are fixed by the transformers checkpoint's
 config and processor, so they are accepted and ignored with a note. Flags for things this
 trainer does not do the same way (4/8-bit training, LLaVA-NeXT's per-row video newlines,
@@ -177,11 +177,6 @@ def _reject_unsupported_video_options(args: argparse.Namespace) -> None:
     if args.mm_spatial_pool_mode not in (None, "bilinear"):
         raise ConfigError(f"--mm_spatial_pool_mode {args.mm_spatial_pool_mode}: transformers' LLaVA-OneVision pools "
                           "video features bilinearly (fixed in the class); pass bilinear")  # fmt: skip
-    if args.add_time_instruction:
-        raise ConfigError(
-            "--add_time_instruction: the prompt is the record's own text through the checkpoint's chat template; "
-            "write the time instruction (\"The video lasts for ... seconds ...\") into the records' first human turn"
-        )
     if (args.frames_upbound is not None or args.video_fps is not None) and not args.force_sample:
         raise ConfigError(
             "--frames_upbound/--video_fps without --force_sample True: LLaVA-NeXT then samples one frame per "
@@ -232,6 +227,7 @@ _RENAMED = {
     "lora_enable": "lora", "freeze_backbone": "freeze_language_model", "freeze_mm_mlp_adapter": "freeze_projector",
     "group_by_modality_length": "group_by_media", "mm_projector_lr": "projector_learning_rate",
     "mm_vision_tower_lr": "vision_learning_rate", "pretrain_mm_mlp_adapter": "projector_weights",
+    "add_time_instruction": "video_time_instruction",
 }  # fmt: skip
 _SAME = (
     "output_dir", "num_frames", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type",

@@ -265,3 +265,28 @@ def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_
     # started from the file's projector (not the checkpoint's), then two Adam steps of at most ~1e-3 each
     assert 0 < (trained - from_file).abs().max() <= 2.5e-3
     assert (from_checkpoint - from_file).abs().max() > 0.1
+
+
+def test_add_time_instruction_writes_llava_nexts_sentence_with_the_clips_times(tiny_model, synthetic_dataset):
+    from llava_star.media.video import read_frames
+    from llava_star.training.data import ConversationDataset, ExampleSettings, with_time_instruction
+
+    video = "videos/synthetic-00000.mp4"
+    frames = read_frames(synthetic_dataset.root / video, 4, start=0.5, end=1.5)
+    assert frames.duration > 1.5  # the file is longer than the clip
+    record = {"id": "a", "video": video, "start": 0.5, "end": 1.5, "conversations": [
+        {"from": "human", "value": "What colour is it?\n<video>"}, {"from": "gpt", "value": "Red."}]}  # fmt: skip
+    question = with_time_instruction(record, frames)["conversations"][0]["value"]
+    first, instruction, rest = question.split("\n", 2)
+    assert first == "<video>" and rest == "What colour is it?\n"  # LLaVA-NeXT's replace() keeps the newline
+    assert instruction.startswith("The video lasts for 1.00 seconds, and 4 frames are uniformly sampled from it.")
+    times = [float(t[:-1]) for t in instruction.split("located at ")[1].split(".Please")[0].split(",")]
+    assert len(times) == 4 and 0 <= times[0] < times[-1] < 1.0  # the clip's times, not the file's
+    assert record["conversations"][0]["value"] == "What colour is it?\n<video>"  # the record itself is left alone
+    processor = load(tiny_model).processor
+    tokens = {}
+    for flag in (False, True):
+        settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=4, model_max_length=4096,
+                                   time_instruction=flag)  # fmt: skip
+        tokens[flag] = len(ConversationDataset([record], processor, settings)[0]["input_ids"])
+    assert tokens[True] > tokens[False] + 20  # the sentence is in the training prompt

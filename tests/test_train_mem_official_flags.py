@@ -321,17 +321,15 @@ def test_official_llava_and_video_llava_scripts_parse_into_their_train_config(tr
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(LLAVA_NEXT_SCRIPTS))
-def test_llava_next_video_scripts_are_refused_for_what_transformers_fixes_otherwise(train_mem, script):
+def test_llava_next_video_scripts_are_refused_for_the_newline_layout_transformers_fixes_otherwise(train_mem, script):
     text, frames = LLAVA_NEXT_SCRIPTS[script]
     flags = arguments(text, LLAVA_NEXT_VARIABLES)
     with pytest.raises(ConfigError, match="--mm_newline_position grid: .* one image_newline after each video.*"
                                           "pass --mm_newline_position one_token"):  # fmt: skip
         train_mem.parse_args(flags)
     flags[flags.index("grid")] = "one_token"
-    with pytest.raises(ConfigError, match="--add_time_instruction: .*write the time instruction"):
-        train_mem.parse_args(flags)
-    flags[flags.index("--add_time_instruction") + 1] = "False"
     config = train_mem.parse_args(flags)  # the rest of the script is honoured
+    assert config.video_time_instruction  # --add_time_instruction True
     assert config.model == "lmms-lab/llava-onevision-qwen2-7b-ov-si" and config.data == ("exp.yaml",)
     assert config.num_frames == frames  # --frames_upbound with --force_sample True: that many, uniformly
     assert (config.freeze_vision_tower, config.freeze_projector, config.freeze_language_model) == (False, False, False)

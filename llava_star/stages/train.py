@@ -119,6 +119,8 @@ class TrainConfig:
     # OneVision: anyres tiles); "pad": pad images to a square with the processor's mean
     # colour first, as LLaVA's --image_aspect_ratio pad (expand2square)
     image_aspect_ratio: str = "square"
+    # LLaVA-NeXT's --add_time_instruction: "The video lasts for ... seconds ..." before each video question
+    video_time_instruction: bool = False
     # where from_pretrained keeps hub downloads (LLaVA's --cache_dir)
     cache_dir: str | None = None
     attn_implementation: str | None = None
@@ -749,6 +751,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         model_max_length=config.model_max_length,
         failures_path=str(config.failures_path),
         image_pad_colour=image_pad_colour(processor) if config.image_aspect_ratio == "pad" else None,
+        time_instruction=config.video_time_instruction,
     )
     tokenizer = processor.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -290,3 +290,30 @@ def test_add_time_instruction_writes_llava_nexts_sentence_with_the_clips_times(t
                                    time_instruction=flag)  # fmt: skip
         tokens[flag] = len(ConversationDataset([record], processor, settings)[0]["input_ids"])
     assert tokens[True] > tokens[False] + 20  # the sentence is in the training prompt
+
+
+@pytest.mark.slow
+def test_zero2_offload_keeps_the_projectors_learning_rate(tiny_model, tmp_path):
+    """Video-LLaVA's finetune_lora.sh pairing: scripts/zero2_offload.json with --mm_projector_lr,
+    one DeepSpeed process on the CPU (the Trainer's AdamW on the offloaded states)."""
+    pytest.importorskip("deepspeed")
+    import socket
+
+    data = write_json(tmp_path / "train.json", text_records("text", 4))
+    output = tmp_path / "out"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        sys.executable, str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(tiny_model),
+        "--data_path", str(data), "--output_dir", str(output), "--deepspeed", str(REPO / "scripts" / "zero2_offload.json"),
+        "--mm_projector_lr", "1e-3", "--learning_rate", "1e-4", "--max_steps", "2", "--per_device_train_batch_size", "2",
+        "--dataloader_num_workers", "0", "--report_to", "none", "--warmup_ratio", "0",
+    ]  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "RANK": "0", "LOCAL_RANK": "0",
+           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["deepspeed_enabled"] and summary["deepspeed_stage"] == 2 and summary["global_step"] == 2
+    assert summary["learning_rates"] == {"language": [1e-4], "projector": [1e-3]}

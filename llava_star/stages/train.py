@@ -648,7 +648,10 @@ def _trainer_class() -> Any:
                 )  # fmt: skip
                 optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
                 self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-            return super().create_optimizer(model)
+            optimizer = super().create_optimizer(model)
+            # each part's rates as built, before DeepSpeed flattens the groups' parameters
+            self.built_learning_rates = learning_rates_by_part(self.model if model is None else model, optimizer)
+            return optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
             from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -794,7 +797,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         "deepspeed_enabled": bool(trainer.is_deepspeed_enabled),
         "group_by_media": group_by_media or config.group_by_length,
         "group_by_length": config.group_by_length,
-        "learning_rates": learning_rates_by_part(trainer.model, trainer.optimizer) if trainer.optimizer else None,
+        "learning_rates": getattr(trainer, "built_learning_rates", None),
         "world_size": training_arguments.world_size,
     }
     if is_main_process():

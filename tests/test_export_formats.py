@@ -369,3 +369,14 @@ def test_a_file_mixing_formats_names_two_records_that_disagree(gen_dir, tmp_path
     # a declared format reads the file as that format: here the llava-next record is refused
     with pytest.raises(RecordError, match=r"both.json\[1\] .*0 <video> placeholder"):
         main([str(gen_dir), "-o", str(tmp_path / "train.json"), "--mix", str(mix), "--mix-format", "video-llava"])
+
+
+def test_llama_factory_output_loads_as_the_arrow_table_it_reads(gen_dir, mix_files, tmp_path):
+    """LLaMA-Factory reads a local file with ``datasets.load_dataset("json", ...)``: every record must fit one schema."""
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "lf" / "train.json"
+    records, _ = export(gen_dir, out, "llama-factory", "--mix", *map(str, mix_files.values()))
+    table = datasets.load_dataset("json", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf_cache"))
+    assert table.num_rows == len(records) == 11
+    assert {"conversations", "videos", "images", "system"} <= set(table.column_names)
+    assert table[0]["videos"] == records[0]["videos"] and table[0]["images"] is None

@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 # failures named in the log (all of them go to the stats file)
 _LOGGED_FAILURES = 5
+# cutting clips takes a while on a real dataset: a log line every this many records
+_PROGRESS_EVERY = 1000
 
 
 @dataclass(frozen=True)
@@ -289,7 +291,12 @@ def playable_record(record: dict[str, Any], layout: MediaLayout, stats: ExportSt
 
 
 def playable_records(records: list[dict[str, Any]], layout: MediaLayout, stats: ExportStats) -> list[dict[str, Any]]:
-    playable = [converted for record in records if (converted := playable_record(record, layout, stats)) is not None]
+    playable = []
+    for done, record in enumerate(records, start=1):
+        if (converted := playable_record(record, layout, stats)) is not None:
+            playable.append(converted)
+        if done % _PROGRESS_EVERY == 0:
+            logger.info("export: media of %d/%d records ready (%d clip(s) cut)", done, len(records), stats.media["cut"])
     media = stats.media
     logger.info(
         "export: media for %s: %d clip(s) cut, %d reused from an earlier run, %d video(s) used as they are (under %s)",

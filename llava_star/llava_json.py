@@ -46,7 +46,8 @@ def media_paths(record: Mapping[str, Any], key: str) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _check_media(record: Mapping[str, Any], key: str, placeholder: str, human_text: str) -> None:
+def check_media(record: Mapping[str, Any], key: str, placeholder: str, human_text: str) -> None:
+    """``record[key]`` is a path or a list of paths, one ``placeholder`` per path in ``human_text``."""
     value = record.get(key)
     if value is not None:
         items = [value] if isinstance(value, str) else value
@@ -61,6 +62,38 @@ def _check_media(record: Mapping[str, Any], key: str, placeholder: str, human_te
         )
 
 
+def check_turns(
+    record: Mapping[str, Any],
+    *,
+    key: str = "conversations",
+    role_key: str = "from",
+    text_key: str = "value",
+    roles: tuple[str, str] = (HUMAN, GPT),
+    turns: Any = None,
+) -> str:
+    """Check that ``record[key]`` alternates question and answer turns, ending on an answer.
+
+    Returns the questions' text joined: where the placeholders belong.
+    ``turns`` replaces ``record[key]`` (a conversation whose system turn was taken off).
+    """
+    turns = record.get(key) if turns is None else turns
+    if not isinstance(turns, list) or len(turns) < 2:
+        raise RecordError(f"{key}: expected a list of at least one {roles[0]} and one {roles[1]} turn")
+    for index, turn in enumerate(turns):
+        expected = roles[index % 2]
+        if not isinstance(turn, Mapping) or turn.get(role_key) != expected:
+            got = turn.get(role_key) if isinstance(turn, Mapping) else turn
+            raise RecordError(f"{key}[{index}].{role_key}: expected {expected!r} (turns alternate), got {got!r}")
+        if not isinstance(turn.get(text_key), str):
+            raise RecordError(f"{key}[{index}].{text_key}: expected a string")
+    if len(turns) % 2:
+        raise RecordError(f"{key}: the last turn must be from {roles[1]!r} (nothing to learn after a question)")
+    answers = (turn[text_key] for turn in turns[1::2])
+    if any(placeholder in answer for answer in answers for placeholder in (VIDEO_PLACEHOLDER, IMAGE_PLACEHOLDER)):
+        raise RecordError(f"{key}: a {roles[1]} turn contains a <video>/<image> placeholder")
+    return "".join(turn[text_key] for turn in turns[0::2])
+
+
 def validate_record(record: Any) -> None:
     """Raise ``RecordError`` (naming the key) unless ``record`` is a LLaVA training record.
 
@@ -69,31 +102,17 @@ def validate_record(record: Any) -> None:
     """
     if not isinstance(record, Mapping):
         raise RecordError(f"expected a JSON object, got {type(record).__name__}")
-    turns = record.get("conversations")
-    if not isinstance(turns, list) or len(turns) < 2:
-        raise RecordError("conversations: expected a list of at least one human and one gpt turn")
-    for index, turn in enumerate(turns):
-        expected = HUMAN if index % 2 == 0 else GPT
-        if not isinstance(turn, Mapping) or turn.get("from") != expected:
-            got = turn.get("from") if isinstance(turn, Mapping) else turn
-            raise RecordError(f"conversations[{index}].from: expected {expected!r} (turns alternate), got {got!r}")
-        if not isinstance(turn.get("value"), str):
-            raise RecordError(f"conversations[{index}].value: expected a string")
-    if len(turns) % 2:
-        raise RecordError("conversations: the last turn must be from 'gpt' (nothing to learn after a question)")
-    human_text = "".join(turn["value"] for turn in turns[0::2])
-    if any(placeholder in turn["value"] for turn in turns[1::2] for placeholder in (VIDEO_PLACEHOLDER, IMAGE_PLACEHOLDER)):
-        raise RecordError("conversations: a gpt turn contains a <video>/<image> placeholder")
-    _check_media(record, "video", VIDEO_PLACEHOLDER, human_text)
-    _check_media(record, "image", IMAGE_PLACEHOLDER, human_text)
+    human_text = check_turns(record)
+    check_media(record, "video", VIDEO_PLACEHOLDER, human_text)
+    check_media(record, "image", IMAGE_PLACEHOLDER, human_text)
     for key in ("start", "end"):
         value = record.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             raise RecordError(f"{key}: expected seconds >= 0, got {value!r}")
 
 
-def read_llava_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Load and validate a LLaVA JSON file; errors read ``train.json[12] (id 'x'): key: ...``."""
+def load_record_list(path: str | os.PathLike[str]) -> list[Any]:
+    """The JSON list of a training-data file, unvalidated; a ``RecordError`` naming the file otherwise."""
     path = Path(path)
     try:
         with path.open("r", encoding="utf-8") as handle:
@@ -104,11 +123,25 @@ def read_llava_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         raise RecordError(f"{path}: not valid JSON: {error}") from None
     if not isinstance(data, list):
         raise RecordError(f"{path}: expected a JSON list of conversation records, got {type(data).__name__}")
+    return data
+
+
+def record_location(path: str | os.PathLike[str], index: int, record: Any) -> str:
+    """``train.json[12] (id 'x')``: where a record is, for error messages.
+
+    >>> record_location("mix.json", 3, {"id": "v_1"}), record_location("mix.json", 0, [])
+    ("mix.json[3] (id 'v_1')", 'mix.json[0]')
+    """
+    record_id = record.get("id") if isinstance(record, Mapping) else None
+    return f"{path}[{index}]" + (f" (id {record_id!r})" if record_id is not None else "")
+
+
+def read_llava_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Load and validate a LLaVA JSON file; errors read ``train.json[12] (id 'x'): key: ...``."""
+    data = load_record_list(path)
     for index, record in enumerate(data):
         try:
             validate_record(record)
         except RecordError as error:
-            record_id = record.get("id") if isinstance(record, Mapping) else None
-            where = f"{path}[{index}]" + (f" (id {record_id!r})" if record_id is not None else "")
-            raise RecordError(f"{where}: {error}") from None
+            raise RecordError(f"{record_location(path, index, record)}: {error}") from None
     return data

@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -257,11 +257,7 @@ def _read_with_pyav(path: Path, choose: IndexChooser) -> Frames:
             if not container.streams.video:
                 raise VideoError(f"{path}: no video stream")
             stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            if not fps > 0:
-                raise VideoError(f"{path}: the video stream states no frame rate")
-            declared = int(stream.frames or 0)
-            total = declared or _estimate_frame_count(container, stream, fps)
+            fps, total, declared = pyav_stream_length(path, container, stream)
             if total < 1:
                 # nothing states the length: count by decoding, then take what is wanted
                 decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
@@ -280,6 +276,18 @@ def _read_with_pyav(path: Path, choose: IndexChooser) -> Frames:
         # the count was an estimate from the duration: the last frame stands in
         by_index.update({index: last_frame for index in missing})
     return _frames(path, np.stack([by_index[int(i)] for i in indices]), indices, total, fps, "pyav")
+
+
+def pyav_stream_length(path: Path, container: Any, stream: Any) -> tuple[float, int, bool]:
+    """``(fps, frames, declared)`` of a PyAV video stream; ``frames`` is 0 when nothing states it.
+
+    ``declared`` is False when the count is an estimate from the duration (webm, mkv).
+    """
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    if not fps > 0:
+        raise VideoError(f"{path}: the video stream states no frame rate")
+    declared = int(stream.frames or 0)
+    return fps, declared or _estimate_frame_count(container, stream, fps), bool(declared)
 
 
 def _estimate_frame_count(container: Any, stream: Any, fps: float) -> int:
@@ -333,20 +341,29 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def _read_frame_folder(path: Path, choose: IndexChooser, fps: float) -> Frames:
-    from PIL import Image, UnidentifiedImageError
-
+def frame_files(path: Path) -> list[Path]:
+    """The frames of a frame folder in playing order; a ``VideoError`` when it has none."""
     files = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
     if not files:
         raise VideoError(f"{path}: frame folder has no {'/'.join(sorted(FRAME_SUFFIXES))} frames")
+    return files
+
+
+def read_frame_image(path: Path) -> np.ndarray:
+    """One frame of a frame folder as uint8 RGB [H, W, 3]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as error:
+        raise VideoError(f"{path}: cannot read frame: {error}") from None
+
+
+def _read_frame_folder(path: Path, choose: IndexChooser, fps: float) -> Frames:
+    files = frame_files(path)
     indices = choose(len(files), fps)
-    images: dict[int, np.ndarray] = {}
-    for index in sorted(set(indices.tolist())):
-        try:
-            with Image.open(files[index]) as image:
-                images[index] = np.asarray(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as error:
-            raise VideoError(f"{files[index]}: cannot read frame: {error}") from None
+    images = {index: read_frame_image(files[index]) for index in sorted(set(indices.tolist()))}
     shapes = {array.shape for array in images.values()}
     if len(shapes) > 1:
         raise VideoError(f"{path}: frames differ in size {sorted(shapes)}")
@@ -401,6 +418,65 @@ def available_video_codec() -> str:
     raise MissingDependencyError(f"PyAV {av.__version__} has none of the encoders {', '.join(VIDEO_CODECS)}")
 
 
+class VideoEncoder:
+    """Encode frames one at a time, so a long clip never has to be held in memory.
+
+    ``with VideoEncoder(path, fps=8.0, width=32, height=32) as encoder: encoder.write(array)``;
+    frames are uint8 [H, W, 3] RGB arrays or PyAV frames, scaled to ``width`` x ``height``
+    (both even, as yuv420p needs). ``format`` names the container when the file name does
+    not (a temporary name). ``frames`` counts what was written.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fps: float,
+        width: int,
+        height: int,
+        codec: str | None = None,
+        options: dict[str, str] | None = None,
+        container_options: dict[str, str] | None = None,
+        format: str | None = None,
+    ) -> None:
+        if width % 2 or height % 2 or width < 2 or height < 2:
+            raise ValueError(f"frame height and width must be even for yuv420p, got {(height, width)}")
+        self._av = require("av", "writing videos with PyAV")
+        codec = codec or available_video_codec()
+        self._rate = _frame_rate(fps)
+        self._width, self._height = width, height
+        self._container = self._av.open(str(path), "w", format=format, options=container_options or {})
+        self._stream = self._container.add_stream(codec, rate=self._rate)
+        self._stream.height, self._stream.width = height, width
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = dict(_CODEC_OPTIONS.get(codec, {}) if options is None else options)
+        self.frames = 0
+
+    def write(self, frame: Any) -> None:
+        if isinstance(frame, np.ndarray):
+            frame = self._av.VideoFrame.from_ndarray(frame, format="rgb24")
+        frame = frame.reformat(width=self._width, height=self._height, format="yuv420p")
+        # numbered in the encoder's time base: a decoded frame's own pts are in its source's
+        frame.pts, frame.time_base = self.frames, 1 / self._rate
+        self._container.mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        try:
+            self._container.mux(self._stream.encode())
+        finally:
+            self._container.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the file is abandoned: close without flushing the encoder
+            self._container.close()
+
+
 def write_video(
     path: str | os.PathLike[str],
     frames: np.ndarray,
@@ -415,24 +491,17 @@ def write_video(
     ``codec`` defaults to :func:`available_video_codec`; ``options`` replace the codec's
     defaults and ``container_options`` reach the muxer (e.g. ``{"movflags": "faststart"}``).
     """
-    av = require("av", "writing videos with PyAV")
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     if frames.shape[1] % 2 or frames.shape[2] % 2:
         raise ValueError(f"frame height and width must be even for yuv420p, got {frames.shape[1:3]}")
-    codec = codec or available_video_codec()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", options=container_options or {}) as container:
-        stream = container.add_stream(codec, rate=_frame_rate(fps))
-        stream.height, stream.width = frames.shape[1], frames.shape[2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = dict(_CODEC_OPTIONS.get(codec, {}) if options is None else options)
-        container.start_encoding()
+    settings = {"fps": fps, "codec": codec, "options": options, "container_options": container_options}
+    with VideoEncoder(path, width=frames.shape[2], height=frames.shape[1], **settings) as encoder:
         for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+            encoder.write(frame)
     return path
 
 

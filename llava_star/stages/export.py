@@ -14,6 +14,20 @@ answers only). ``--mix other.json ...`` appends existing LLaVA instruction data
 paper's mixture; those files are someone else's curated data, so their records are not
 deduplicated or changed.
 
+``--format`` picks the trainer the JSON is for (:mod:`llava_star.training_formats`):
+``llava_star`` (the default, this project's trainer), ``video-llava``, ``llava-next``
+(also LLaVA-Video and OneVision training code) or ``llama-factory`` (ShareGPT records
+plus their ``dataset_info.json`` entry, written next to the JSON). Those three decode a
+record's whole video file, so a sample about a clip (``start``/``end``) or a frame folder
+gets its own mp4 under a media folder (``train_media/`` beside ``train.json``, cut once
+and reused on a rerun, :mod:`llava_star.media.clips`), and every video path is written
+relative to the folder the target is pointed at (``--video-folder``: the video root for
+Video-LLaVA's and LLaVA-NeXT's ``--video_folder``, the JSON's folder for LLaMA-Factory's
+``dataset_dir``). A video that is missing or cannot be cut is left out, counted and named
+in the log and the stats file, as generate does with a video it cannot decode. Records
+mixed in with ``--mix`` may be in any of the four formats (detected per file, or
+``--mix-format``) and are written in the target's.
+
 A stats line per source and label type goes to the log, and the same figures to
 ``train.stats.json`` next to the output. The output is written atomically.
 """
@@ -21,19 +35,27 @@ A stats line per source and label type goes to the log, and the same figures to
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llava_star.errors import RecordError
-from llava_star.llava_json import GPT, HUMAN, VIDEO_PLACEHOLDER, media_paths, read_llava_json
+from llava_star.errors import ConfigError, RecordError, VideoError
+from llava_star.llava_json import GPT, HUMAN, VIDEO_PLACEHOLDER, media_paths, record_location
 from llava_star.records import Generation, read_generations, write_json_atomic
 from llava_star.runs import GenerationDir, exclusive_file
+from llava_star.training_formats import FORMATS, MIX_FORMATS, TARGETS, dataset_info_entry, from_llava_form
 
 logger = logging.getLogger(__name__)
+
+# failures named in the log (all of them go to the stats file)
+_LOGGED_FAILURES = 5
+# cutting clips takes a while on a real dataset: a log line every this many records
+_PROGRESS_EVERY = 1000
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,22 @@ class ExportConfig:
     output: Path
     direct_only: bool = False
     mix: tuple[Path, ...] = ()
+    format: str = "llava_star"
+    mix_format: str = "auto"
+    # where the generations' videos are (default: the video_root their config.json records)
+    video_root: Path | None = None
+    # the folder the written video paths are relative to (default: the target's own)
+    video_folder: Path | None = None
+    # where clips are written (default: OUTPUT_STEM_media/ beside the output)
+    media_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.mix_format not in MIX_FORMATS:
+            raise ConfigError(f"mix_format: expected one of {', '.join(MIX_FORMATS)}, got {self.mix_format!r}")
+        if self.format == "llava_star" and (self.video_folder is not None or self.media_dir is not None):
+            raise ConfigError("video_folder, media_dir: only for a format whose trainer reads whole files (--format)")
 
 
 @dataclass
@@ -55,11 +93,18 @@ class ExportStats:
     duplicates: int = 0
     dropped_rationalized: int = 0
     mixed: dict[str, int] = field(default_factory=dict)
+    mixed_formats: dict[str, str] = field(default_factory=dict)
     total: int = 0
+    format: str = "llava_star"
+    video_folder: str | None = None
+    # clips: "cut" now, "reused" from an earlier run, videos used "as_is"
+    media: Counter = field(default_factory=Counter)
+    media_skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         groups = sorted(self.generated)
         return {
+            "format": self.format,
             "total_records": self.total,
             "duplicate_ids_dropped": self.duplicates,
             "rationalized_dropped": self.dropped_rationalized,
@@ -75,6 +120,10 @@ class ExportStats:
                 for source, label_type in groups
             ],
             "mixed_files": dict(self.mixed),
+            "mixed_formats": dict(self.mixed_formats),
+            "video_folder": self.video_folder,
+            "media": {key: self.media[key] for key in ("cut", "reused", "as_is")},
+            "media_skipped": list(self.media_skipped),
         }
 
 
@@ -155,6 +204,139 @@ def _describe_mixed(records: list[dict[str, Any]]) -> str:
     return f"{len(records)} records ({videos} video, {images} image, {len(records) - videos - images} text-only)"
 
 
+@dataclass(frozen=True)
+class MediaLayout:
+    """Where a whole-file target finds the videos: the paths written are relative to ``video_folder``."""
+
+    video_root: Path  # the generations' ``video`` paths are relative to it
+    media_dir: Path  # clips are written here
+    video_folder: Path
+
+    def written_path(self, file: Path) -> str:
+        """``file`` as the target will find it: relative to the folder it is pointed at."""
+        return Path(os.path.relpath(file, self.video_folder.resolve())).as_posix()
+
+
+def recorded_video_root(gen_dirs: Iterable[Path]) -> Path | None:
+    """The ``video_root`` the generation directories' ``config.json`` agree on, None if none records one."""
+    roots: dict[str, Path] = {}
+    for gen_dir in gen_dirs:
+        config_file = GenerationDir(gen_dir.parent if gen_dir.is_file() else gen_dir).config
+        if not config_file.is_file():
+            continue
+        try:
+            recorded = json.loads(config_file.read_text(encoding="utf-8")).get("video_root")
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise RecordError(f"{config_file}: not a generation config: {error}") from None
+        if recorded:
+            roots.setdefault(str(recorded), config_file)
+    if len(roots) > 1:
+        listed = "; ".join(f"{root} ({path})" for root, path in roots.items())
+        raise ConfigError(
+            f"video_root: the generation directories were made from different video roots ({listed}); pass --video-root"
+        )
+    return Path(next(iter(roots))) if roots else None
+
+
+def media_layout(config: ExportConfig) -> MediaLayout:
+    video_root = config.video_root or recorded_video_root(config.gen_dirs)
+    if video_root is None:
+        raise ConfigError(
+            f"video_root: --format {config.format} needs the folder the samples' videos are in, to cut clips, "
+            "encode frame folders and check the files exist; the generation directories record none: pass --video-root"
+        )
+    if not video_root.is_dir():
+        raise ConfigError(f"video_root: {video_root} is not a directory (pass --video-root)")
+    default_folder = config.output.parent if config.format == "llama-factory" else video_root
+    return MediaLayout(
+        video_root=video_root.resolve(),
+        media_dir=(config.media_dir or config.output.with_name(config.output.stem + "_media")).resolve(),
+        video_folder=config.video_folder or default_folder,
+    )
+
+
+def playable_record(record: dict[str, Any], layout: MediaLayout, stats: ExportStats) -> dict[str, Any] | None:
+    """``record`` pointing at a file its whole-file target reads as meant: the clip, not the video.
+
+    None (counted, with the reason) when the video is missing or cannot be cut.
+    """
+    from llava_star.media.clips import clip_name, write_clip
+    from llava_star.media.video import resolve_video_path
+
+    video, start, end = record["video"], record.get("start"), record.get("end")
+    try:
+        source = resolve_video_path(layout.video_root, video)
+        if source.is_dir() or start is not None or end is not None:
+            clip = write_clip(
+                source, layout.media_dir / clip_name(video, start, end, folder=source.is_dir()), start=start, end=end
+            )
+            stats.media["cut" if clip.cut else "reused"] += 1
+            file = clip.path
+        elif source.is_file():
+            stats.media["as_is"] += 1
+            file = source
+        else:
+            raise VideoError(f"{source}: video not found")
+    except VideoError as error:
+        stats.media_skipped.append({"id": record["id"], "video": video, "reason": str(error)})
+        return None
+    playable = {key: value for key, value in record.items() if key not in ("start", "end")}
+    playable["video"] = layout.written_path(file)
+    if file != source:  # where the clip came from, for whoever reads the JSON
+        playable["original_video"] = video
+        playable.update(
+            {f"original_{key}": value for key, value in (("start", start), ("end", end)) if value is not None}
+        )
+    return playable
+
+
+def playable_records(records: list[dict[str, Any]], layout: MediaLayout, stats: ExportStats) -> list[dict[str, Any]]:
+    playable = []
+    for done, record in enumerate(records, start=1):
+        if (converted := playable_record(record, layout, stats)) is not None:
+            playable.append(converted)
+        if done % _PROGRESS_EVERY == 0:
+            logger.info("export: media of %d/%d records ready (%d clip(s) cut)", done, len(records), stats.media["cut"])
+    media = stats.media
+    logger.info(
+        "export: media for %s: %d clip(s) cut, %d reused from an earlier run, %d video(s) used as they are (under %s)",
+        TARGETS[stats.format].trainer, media["cut"], media["reused"], media["as_is"], layout.media_dir,
+    )  # fmt: skip
+    if stats.media_skipped:
+        examples = "; ".join(f"{f['id']}: {f['reason']}" for f in stats.media_skipped[:_LOGGED_FAILURES])
+        logger.warning(
+            "export: left out %d record(s) whose video is missing or cannot be cut: %s",
+            len(stats.media_skipped),
+            examples,
+        )
+    return playable
+
+
+def mixed_records(path: Path, config: ExportConfig, stats: ExportStats) -> list[dict[str, Any]]:
+    """The records of a ``--mix`` file in the target's format; LLaVA data mixed into llava_star output stays verbatim."""
+    from llava_star.training_formats import read_training_json
+
+    records, found = read_training_json(str(path), config.mix_format)
+    stats.mixed[str(path)] = len(records)
+    stats.mixed_formats[str(path)] = found
+    logger.info("export: mix %s (%s): %s", path, found, _describe_mixed(records))
+    if config.format == "llava_star":
+        return records
+    target = TARGETS[config.format]
+    converted = []
+    for index, record in enumerate(records):
+        try:
+            if record.get("start") is not None or record.get("end") is not None:
+                raise RecordError(
+                    f"start/end: {target.trainer} ignores clip ranges and would train on the whole video; "
+                    "export the generation directory this record came from instead of mixing its export"
+                )
+            converted.append(from_llava_form(record, config.format))
+        except RecordError as error:
+            raise RecordError(f"{record_location(path, index, record)}: {error}") from None
+    return converted
+
+
 def run(config: ExportConfig) -> ExportStats:
     """Export under a lock on the output file: a second copy of the same export stops at once."""
     with exclusive_file(config.output, "export"):
@@ -162,17 +344,23 @@ def run(config: ExportConfig) -> ExportStats:
 
 
 def _export(config: ExportConfig) -> ExportStats:
-    stats = ExportStats()
+    stats = ExportStats(format=config.format)
     records = select_records(read_all_generations(config.gen_dirs), direct_only=config.direct_only, stats=stats)
+    if config.format != "llava_star":
+        layout = media_layout(config)
+        records = [from_llava_form(record, config.format) for record in playable_records(records, layout, stats)]
+        stats.video_folder = str(layout.video_folder)
     for mix_path in config.mix:
-        mixed = read_llava_json(mix_path)
-        stats.mixed[str(mix_path)] = len(mixed)
-        logger.info("export: mix %s: %s", mix_path, _describe_mixed(mixed))
-        records.extend(mixed)
+        records.extend(mixed_records(mix_path, config, stats))
     if not records:
         raise RecordError(
             f"no training records: none of the generations in {', '.join(map(str, config.gen_dirs))} passed"
             + (" as a direct answer (--direct-only)" if config.direct_only else "")
+            + (
+                f", or their videos could not be used ({len(stats.media_skipped)} left out)"
+                if stats.media_skipped
+                else ""
+            )
         )
     stats.total = len(records)
     for row in stats.to_dict()["by_source_and_label_type"]:
@@ -182,12 +370,50 @@ def _export(config: ExportConfig) -> ExportStats:
         )  # fmt: skip
     if stats.duplicates or stats.dropped_rationalized:
         logger.info(
-            "export: dropped %d duplicate id(s), %d rationalized answer(s)", stats.duplicates, stats.dropped_rationalized
+            "export: dropped %d duplicate id(s), %d rationalized answer(s)",
+            stats.duplicates,
+            stats.dropped_rationalized,
         )
     write_json_atomic(config.output, records)
     write_json_atomic(stats_path(config.output), stats.to_dict())
+    if config.format == "llama-factory":
+        write_dataset_info(config.output, records)
     logger.info("export: wrote %d records to %s", len(records), config.output)
+    if stats.video_folder is not None:
+        target = TARGETS[config.format]
+        logger.info(
+            "export: for %s, video paths are relative to %s: set %s to it",
+            target.trainer,
+            stats.video_folder,
+            target.folder_setting,
+        )
     return stats
+
+
+def dataset_info_path(output: Path) -> Path:
+    return output.with_name("dataset_info.json")
+
+
+def write_dataset_info(output: Path, records: list[dict[str, Any]]) -> None:
+    """Add the output's entry (named after its stem) to the ``dataset_info.json`` beside it, keeping the others."""
+    path = dataset_info_path(output)
+    entries: dict[str, Any] = {}
+    if path.exists():
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RecordError(f"{path}: cannot read it to add the dataset {output.stem!r}: {error}") from None
+        if not isinstance(entries, dict):
+            raise RecordError(f"{path}: expected a JSON object of dataset entries, got {type(entries).__name__}")
+    entries[output.stem] = dataset_info_entry(output.name, records)
+    write_json_atomic(path, entries)
+    logger.info(
+        "export: dataset %r in %s (LLaMA-Factory: dataset_dir %s, dataset %s)",
+        output.stem,
+        path,
+        path.parent,
+        output.stem,
+    )
 
 
 def stats_path(output: Path) -> Path:
@@ -206,12 +432,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--direct-only", action="store_true", help="drop rationalized answers")
     parser.add_argument(
         "--mix", nargs="+", action="extend", type=Path, default=[], metavar="JSON",
-        help="existing LLaVA instruction JSON to append (e.g. VideoInstruct-100K, LLaVA-665K)",
+        help="existing instruction data to append (e.g. VideoInstruct-100K, LLaVA-665K), in any --format",
     )  # fmt: skip
+    parser.add_argument(
+        "--format", choices=FORMATS, default="llava_star", help="the trainer the JSON is for (default: llava_star)"
+    )
+    parser.add_argument(
+        "--mix-format",
+        choices=MIX_FORMATS,
+        default="auto",
+        help="format of the --mix files (default: detected per file)",
+    )
+    parser.add_argument(
+        "--video-root", type=Path, help="folder of the generations' videos (default: from their config.json)"
+    )
+    parser.add_argument(
+        "--video-folder", type=Path,
+        help="folder the target is pointed at; video paths are written relative to it "
+        "(default: the video root; LLaMA-Factory: the output's folder, its dataset_dir)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--media-dir", type=Path, help="where clips are written (default: OUTPUT_STEM_media/ beside the output)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run(ExportConfig(gen_dirs=tuple(args.gen_dirs), output=args.output, direct_only=args.direct_only, mix=tuple(args.mix)))
+    run(
+        ExportConfig(
+            gen_dirs=tuple(args.gen_dirs), output=args.output, direct_only=args.direct_only, mix=tuple(args.mix),
+            format=args.format, mix_format=args.mix_format, video_root=args.video_root,
+            video_folder=args.video_folder, media_dir=args.media_dir,
+        )
+    )  # fmt: skip
     return 0

@@ -1,0 +1,188 @@
+"""Clip files: a ``[start, end]`` range or a frame folder written once as an mp4.
+
+Video-LLaVA, LLaVA-NeXT and LLaMA-Factory read a record's whole video file: they ignore
+``start``/``end`` and cannot open a folder of frames (FineDiving). For them export writes
+the part of the video a sample is about to its own file, under a media folder:
+
+    Charades_v1_480/6H78U.mp4 [11.1, 19.6]  ->  MEDIA/Charades_v1_480/6H78U.mp4_clip11.1-19.6.mp4
+    FINADivingWorldCup2021_Men3m_final_r1/0  ->  MEDIA/FINADivingWorldCup2021_Men3m_final_r1/0_frames.mp4
+
+The clip holds exactly the frames ``[first, stop)`` that :func:`~llava_star.media.video.clip_bounds`
+gives for the range, the frames the project's own decoder samples from, re-encoded (a
+stream copy could only start at a keyframe) at the source's frame rate; a frame folder
+plays at :data:`~llava_star.media.video.FRAME_FOLDER_FPS`. Audio is dropped: the targets
+read frames only. Frames are decoded and encoded one at a time, so a long clip does not
+have to fit in memory.
+
+A clip is written to a temporary file and renamed into place, so a file under its final
+name is complete: a rerun reuses it instead of cutting it again, and a killed export
+leaves no half clip behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from llava_star.errors import VideoError
+from llava_star.media.video import (
+    FRAME_FOLDER_FPS,
+    VideoEncoder,
+    available_video_codec,
+    clip_bounds,
+    frame_files,
+    pyav_stream_length,
+    read_frame_image,
+)
+from llava_star.optional import require
+
+logger = logging.getLogger(__name__)
+
+# Training data, unlike the synthetic test clips: visually lossless H.264 at a preset that
+# keeps cutting fast; the encoder picks its own thread count.
+CLIP_CODEC_OPTIONS = {"libx264": {"crf": "17", "preset": "veryfast"}, "mpeg4": {"qscale": "2"}}
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A written (or reused) clip file; ``frames`` is None for a reused one (not reopened)."""
+
+    path: Path
+    cut: bool
+    frames: int | None = None
+
+
+def clip_name(video: str, start: float | None, end: float | None, *, folder: bool) -> PurePosixPath:
+    """The clip's path under the media folder: the video's own path plus what was taken of it.
+
+    Distinct videos and ranges give distinct names (a frame folder ``x`` and a file ``x``
+    included); the same range of the same video gives the same name, which is what lets a
+    rerun find it.
+
+    >>> clip_name("Charades/6H78U.mp4", 11.1, 19.6, folder=False).as_posix()
+    'Charades/6H78U.mp4_clip11.1-19.6.mp4'
+    >>> clip_name("FineDiving/01/3", None, None, folder=True).as_posix()
+    'FineDiving/01/3_frames.mp4'
+    >>> clip_name("a.webm", None, 4.0, folder=False).as_posix()
+    'a.webm_clip0.0-4.0.mp4'
+    """
+    name = PurePosixPath(video.replace("\\", "/"))
+    parts = [name.name + ("_frames" if folder else "")]
+    if start is not None or end is not None:
+        parts.append(f"_clip{float(start or 0.0)!r}-{'end' if end is None else repr(float(end))}")
+    return name.with_name("".join(parts) + ".mp4")
+
+
+def write_clip(
+    source: Path, target: Path, *, start: float | None, end: float | None, folder_fps: float = FRAME_FOLDER_FPS
+) -> Clip:
+    """Write ``[start, end]`` of ``source`` (a video file or a frame folder) to ``target`` once.
+
+    An existing ``target`` is reused as it is. Raises :class:`VideoError` naming the file
+    for a source that is missing, unreadable, truncated or has no frame in the range.
+    """
+    if target.is_file() and target.stat().st_size > 0:
+        return Clip(target, cut=False)
+    if not source.exists():
+        raise VideoError(f"{source}: video not found")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # created by the muxer (not mkstemp, whose files only their owner can read): a clip is
+    # read by the training job, which may run as another user
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        if source.is_dir():
+            frames = _encode_frame_folder(source, temporary, start, end, folder_fps)
+        else:
+            frames = _encode_video_range(source, temporary, start, end)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return Clip(target, cut=True, frames=frames)
+
+
+def _even(size: int) -> int:
+    """yuv420p needs even sides: an odd side loses one pixel row or column to scaling."""
+    return max(size - size % 2, 2)
+
+
+def _encoder(path: Path, fps: float, width: int, height: int) -> VideoEncoder:
+    codec = available_video_codec()
+    return VideoEncoder(
+        path, fps=fps, width=_even(width), height=_even(height), codec=codec,
+        options=CLIP_CODEC_OPTIONS.get(codec), format="mp4",
+    )  # fmt: skip
+
+
+def _encode_frame_folder(folder: Path, target: Path, start: float | None, end: float | None, fps: float) -> int:
+    files = frame_files(folder)
+    first, stop = _bounds(folder, len(files), fps, start, end)
+    shape = read_frame_image(files[first]).shape
+    with _encoder(target, fps, shape[1], shape[0]) as encoder:
+        for path in files[first:stop]:
+            image = read_frame_image(path)
+            if image.shape != shape:
+                raise VideoError(f"{folder}: frames differ in size ({path.name} is {image.shape}, the first {shape})")
+            encoder.write(image)
+    return encoder.frames
+
+
+def _bounds(source: Path, total: int, fps: float, start: float | None, end: float | None) -> tuple[int, int]:
+    try:
+        return clip_bounds(total, fps, start, end)
+    except ValueError as error:
+        raise VideoError(f"{source}: {error}") from None
+
+
+def _encode_video_range(source: Path, target: Path, start: float | None, end: float | None) -> int:
+    av = require("av", "cutting clips with PyAV")
+    try:
+        with av.open(str(source)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{source}: no video stream")
+            stream = container.streams.video[0]
+            fps, total, declared = pyav_stream_length(source, container, stream)
+            if total > 0:
+                first, stop = _bounds(source, total, fps, start, end)
+            else:  # nothing states the length: take the range as asked, up to the stream's end
+                first = math.floor((start or 0.0) * fps)
+                stop = sys.maxsize if end is None else max(math.ceil(end * fps), first + 1)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            with _encoder(target, fps, width, height) as encoder:
+                for frame in _frames_in_range(source, container, stream, fps, first, stop):
+                    encoder.write(frame)
+                written = encoder.frames
+                if written == 0:
+                    raise VideoError(f"{source}: no frames in the clip (frames {first}-{stop} of {total or 'unknown'})")
+                if declared and written < stop - first:
+                    raise VideoError(f"{source}: truncated: the clip ends after {written} of {stop - first} frames")
+    except av.error.FFmpegError as error:
+        raise VideoError(f"{source}: cannot decode (corrupt or truncated): {error}") from None
+    return written
+
+
+def _frames_in_range(source: Path, container: Any, stream: Any, fps: float, first: int, stop: int) -> Iterator[Any]:
+    """The decoded frames numbered ``first`` to ``stop - 1`` (numbers from timestamps, as read_frames counts)."""
+    time_base = float(stream.time_base)
+    first_pts = stream.start_time or 0
+    seeked = first > 0
+    if seeked:  # lands on the keyframe at or before the clip; earlier frames are skipped below
+        container.seek(first_pts + int(first / fps / time_base), stream=stream, backward=True)
+    position = -1
+    for frame in container.decode(stream):
+        if frame.pts is not None:
+            position = round((frame.pts - first_pts) * time_base * fps)
+        elif seeked:
+            raise VideoError(f"{source}: frames carry no timestamps, so a clip cannot be cut from the middle")
+        else:
+            position += 1
+        if position >= stop:
+            return
+        if position >= first:
+            yield frame

@@ -311,3 +311,18 @@ def test_a_language_model_alone_is_composed_with_the_vision_tower_and_mm_project
     with pytest.raises(ConfigError, match="--projector: .* has its own projector"):
         main([str(original_checkpoint(tmp_path / "orig", "llava", safetensors=True)[0]), "-o", str(tmp_path / "x"),
               "--vision-tower", str(tower), "--projector", str(tmp_path / "mm_projector.bin")])  # fmt: skip
+
+
+def test_an_image_model_refuses_video_instead_of_dropping_the_frames(tmp_path, synthetic_dataset):
+    from llava_star.media.video import read_frames
+    from llava_star.models.inputs import build_inputs, video_conversation
+
+    source, _ = original_checkpoint(tmp_path / "llava-v1.5-7b", "llava", safetensors=True)
+    tower, _ = clip_directory(tmp_path / "clip")
+    assert main([str(source), "-o", str(tmp_path / "hf"), "--vision-tower", str(tower)]) == 0
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tmp_path / "hf")
+    frames = read_frames(synthetic_dataset.root / "videos" / "synthetic-00000.mp4", 4)
+    with pytest.raises(ConfigError, match="LlavaProcessor takes no video"):
+        build_inputs(processor, [video_conversation("What colour is it?")], [frames], add_generation_prompt=True)

@@ -227,10 +227,25 @@ def test_llava_next_yaml_data_lists(tmp_path):
         load_records([str(listing)])
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def deepspeed_env():
+    """One DeepSpeed process without mpi4py (what torchrun would set)."""
+    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+
+
 @pytest.mark.slow
-def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_path):
+@pytest.mark.parametrize("zero", [None, "zero3"])
+def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_path, zero):
     """--pretrain_mm_mlp_adapter, --mm_projector_lr, --image_aspect_ratio pad and
-    --group_by_modality_length through scripts/train_mem.py, one process."""
+    --group_by_modality_length through scripts/train_mem.py, one process; under ZeRO-3 the
+    projector is partitioned when the file is loaded into it (gathered, written, partitioned)."""
     from PIL import Image
 
     images = tmp_path / "images"
@@ -253,10 +268,15 @@ def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_
         "--cache_dir", str(tmp_path / "cache"), "--max_steps", "2", "--per_device_train_batch_size", "2",
         "--dataloader_num_workers", "0", "--report_to", "none", "--warmup_ratio", "0",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
-                            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    if zero:
+        pytest.importorskip("deepspeed")
+        command += ["--deepspeed", str(REPO / "scripts" / f"{zero}.json")]
+        env.update(deepspeed_env())
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["deepspeed_stage"] == (3 if zero else 0)
     assert summary["learning_rates"] == {"language": [1e-4], "projector": [1e-3]}
     assert summary["group_by_length"] and summary["global_step"] == 2
     assert "projector weights" in result.stderr and "mm_projector.bin" in result.stderr
@@ -297,21 +317,15 @@ def test_zero2_offload_keeps_the_projectors_learning_rate(tiny_model, tmp_path):
     """Video-LLaVA's finetune_lora.sh pairing: scripts/zero2_offload.json with --mm_projector_lr,
     one DeepSpeed process on the CPU (the Trainer's AdamW on the offloaded states)."""
     pytest.importorskip("deepspeed")
-    import socket
-
     data = write_json(tmp_path / "train.json", text_records("text", 4))
     output = tmp_path / "out"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     command = [
         sys.executable, str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(tiny_model),
         "--data_path", str(data), "--output_dir", str(output), "--deepspeed", str(REPO / "scripts" / "zero2_offload.json"),
         "--mm_projector_lr", "1e-3", "--learning_rate", "1e-4", "--max_steps", "2", "--per_device_train_batch_size", "2",
         "--dataloader_num_workers", "0", "--report_to", "none", "--warmup_ratio", "0",
     ]  # fmt: skip
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "RANK": "0", "LOCAL_RANK": "0",
-           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", **deepspeed_env()}
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())

@@ -46,7 +46,7 @@ logger = logging.getLogger("train_mem")
 
 # fixed by the checkpoint's config.json / processor, so nothing to do
 IGNORED_FLAGS = (
-    "version", "vision_tower", "image_tower", "video_tower", "mm_projector_type", "mm_vision_select_layer",
+    "vision_tower", "image_tower", "video_tower", "mm_projector_type", "mm_vision_select_layer",
     "mm_vision_select_feature", "mm_use_im_start_end", "mm_use_im_patch_token", "mm_patch_merge_type",
     "image_grid_pinpoints", "lazy_preprocess", "is_multimodal",
     "per_device_eval_batch_size", "X", "double_quant", "quant_type",
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag("attn_implementation")
     flag("lora_bias")
     flag("pretrain_mm_mlp_adapter")
+    flag("version")
     flag("image_aspect_ratio")
     flag("cache_dir")
     flag("resume_from_checkpoint")
@@ -206,6 +207,20 @@ def tunable_parts(text: str) -> dict[str, bool]:
     return {key: part not in parts for part, key in _TUNABLE_PARTS.items()}
 
 
+def prompt_template(version: str) -> str:
+    """LLaVA's --version -> TrainConfig's prompt_template: ``plain`` is LLaVA's pretraining
+    format; a conversation template (v1, qwen_1_5 ...) is the checkpoint's own chat template.
+
+    >>> prompt_template("plain"), prompt_template("v1")
+    ('plain', 'checkpoint')
+    """
+    if version == "plain":
+        return "plain"
+    logger.info("--version %s: prompts use the checkpoint's own chat template (saved with it, so generation "
+                "and evaluation prompt the same way)", version)  # fmt: skip
+    return "checkpoint"
+
+
 def image_aspect_ratio(text: str) -> str:
     """LLaVA's --image_aspect_ratio -> TrainConfig's (anyres: the checkpoint's processor tiles).
 
@@ -257,6 +272,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         values.update(tunable_parts(args.mm_tunable_parts))
     if args.group_by_modality_length:  # LLaVA's LengthGroupedSampler: by modality and by length
         values["group_by_length"] = True
+    if args.version is not None:
+        values["prompt_template"] = prompt_template(args.version)
     if args.image_aspect_ratio is not None:
         values["image_aspect_ratio"] = image_aspect_ratio(args.image_aspect_ratio)
     if args.frames_upbound is not None:  # with --force_sample True: exactly this many, uniformly

@@ -331,3 +331,33 @@ def test_zero2_offload_keeps_the_projectors_learning_rate(tiny_model, tmp_path):
     summary = json.loads((output / "train_summary.json").read_text())
     assert summary["deepspeed_enabled"] and summary["deepspeed_stage"] == 2 and summary["global_step"] == 2
     assert summary["learning_rates"] == {"language": [1e-4], "projector": [1e-3]}
+
+
+def test_version_plain_is_llavas_pretraining_prompt_and_is_saved_with_the_checkpoint(tiny_model, tmp_path):
+    from PIL import Image
+
+    from llava_star.models.inputs import build_inputs, from_llava_turns
+    from llava_star.models.templates import PLAIN_TEMPLATES
+    from llava_star.stages.train import TrainConfig, run
+
+    processor = load(tiny_model).processor
+    processor.chat_template = PLAIN_TEMPLATES["video_llava"]
+    turns = [{"from": "human", "value": "<image>\nDescribe the picture briefly."}, {"from": "gpt", "value": "A red square."}]
+    text = processor.apply_chat_template(from_llava_turns(turns))
+    assert text == "<image>A red square.\n"  # LLaVA's preprocess_plain: the image token, the caption, the separator
+    image = np.zeros((32, 32, 3), np.uint8)
+    inputs = build_inputs(processor, [from_llava_turns(turns)], [None], images=[image], add_generation_prompt=False,
+                          assistant_spans=True, padding_side="right")  # fmt: skip
+    labels = inputs.labels(-100)[0]
+    learned = processor.tokenizer.decode(labels[labels != -100])
+    # the loss is on the caption only, ended by the eos llava_star writes where a template's turn
+    # ends with no special token (LLaVA's plain learns its "\n" separator there instead)
+    assert learned == "A red square." + processor.tokenizer.eos_token
+    (tmp_path / "images").mkdir()
+    Image.fromarray(image).save(tmp_path / "images" / "a.png")
+    data = write_json(tmp_path / "train.json", [{"id": "a", "image": "a.png", "conversations": turns}])
+    output = tmp_path / "out"
+    run(TrainConfig(model=str(tiny_model), data=(str(data),), image_root=str(tmp_path / "images"), output_dir=str(output),
+                    max_steps=1, per_device_train_batch_size=1, dataloader_num_workers=0, prompt_template="plain",
+                    freeze_language_model=True))  # fmt: skip
+    assert load(output).processor.chat_template == PLAIN_TEMPLATES["video_llava"]  # generation prompts the same way

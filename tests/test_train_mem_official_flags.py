@@ -277,6 +277,7 @@ VIDEO_LLAVA_PARSED = dict(
     projector_weights="./checkpoints/videollava-7b-pretrain/mm_projector.bin", output_dir="./checkpoints/videollava-7b",
 )  # fmt: skip
 PRETRAIN = {
+    "prompt_template": "plain",  # --version plain (LLaVA's pretrain.sh; Video-LLaVA's says v1)
     "projector_weights": None, "image_aspect_ratio": "square", "group_by_media": False, "group_by_length": False,
     "learning_rate": 1e-3, "per_device_train_batch_size": 32, "save_steps": 24000, "deepspeed": "./scripts/zero2.json",
     "freeze_language_model": True, "freeze_vision_tower": True,  # --tune_mm_mlp_adapter True: the projector alone
@@ -299,7 +300,8 @@ SCRIPTS = {
     "Video-LLaVA/scripts/v1_5/finetune_lora.sh": (VIDEO_LLAVA_FINETUNE_LORA, VIDEO_LLAVA_VARIABLES, dict(
         VIDEO_LLAVA_PARSED, **LORA_PARSED, output_dir="./checkpoints/videollava-7b-lora")),
     "Video-LLaVA/scripts/v1_5/pretrain.sh": (VIDEO_LLAVA_PRETRAIN, VIDEO_LLAVA_VARIABLES, dict(
-        VIDEO_LLAVA_PARSED, **PRETRAIN, dataloader_num_workers=8, output_dir="./checkpoints/videollava-7b-pretrain",
+        VIDEO_LLAVA_PARSED, **dict(PRETRAIN, prompt_template="checkpoint"), dataloader_num_workers=8,
+        output_dir="./checkpoints/videollava-7b-pretrain",
         data=("llava_all_image_video/ft_json/llava_image_.json", "llava_all_image_video/ft_json/valley_.json"))),
 }  # fmt: skip
 LLAVA_NEXT_SCRIPTS = {

@@ -45,6 +45,7 @@ FAILURES_FILE = "train_failures.jsonl"
 SUMMARY_FILE = "train_summary.json"
 SAVE_STRATEGIES = ("no", "steps", "epoch")
 IMAGE_ASPECT_RATIOS = ("square", "pad")
+PROMPT_TEMPLATES = ("checkpoint", "plain")
 IMAGE_ONLY_FAMILIES = ("llava",)  # LLaVA-1.5 trains on images and text
 LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 # TrainingArguments that TrainConfig sets itself; passing them as extras would be ambiguous
@@ -119,6 +120,9 @@ class TrainConfig:
     # OneVision: anyres tiles); "pad": pad images to a square with the processor's mean
     # colour first, as LLaVA's --image_aspect_ratio pad (expand2square)
     image_aspect_ratio: str = "square"
+    # "checkpoint": the checkpoint's chat template; "plain": LLaVA's --version plain (pretraining:
+    # the media, then the answer), saved as the trained checkpoint's template
+    prompt_template: str = "checkpoint"
     # LLaVA-NeXT's --add_time_instruction: "The video lasts for ... seconds ..." before each video question
     video_time_instruction: bool = False
     # where from_pretrained keeps hub downloads (LLaVA's --cache_dir)
@@ -152,6 +156,8 @@ class TrainConfig:
             rate = getattr(self, key)
             if rate is not None and not (rate > 0 and math.isfinite(rate)):
                 raise ConfigError(f"{key}: expected a positive number, got {rate!r}")
+        if self.prompt_template not in PROMPT_TEMPLATES:
+            raise ConfigError(f"prompt_template: expected one of {', '.join(PROMPT_TEMPLATES)}, got {self.prompt_template!r}")
         if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
             raise ConfigError(f"image_aspect_ratio: expected one of {', '.join(IMAGE_ASPECT_RATIOS)}, got {self.image_aspect_ratio!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -725,6 +731,10 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         count = sum(1 for record in records if media_paths(record, "video"))
         raise ConfigError(f"model: {config.model} ({loaded.family}) is an image model; {count} records have videos "
                           "(train a video LVLM on them, or leave them out)")  # fmt: skip
+    if config.prompt_template == "plain":  # saved with the processor: generation prompts the same way
+        from llava_star.models.templates import PLAIN_TEMPLATES
+
+        processor.chat_template = PLAIN_TEMPLATES[loaded.family]
     if config.projector_weights:
         from llava_star.models.original import load_projector_weights
 

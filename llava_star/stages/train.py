@@ -388,6 +388,14 @@ _HELP = {
     "deepspeed": "DeepSpeed JSON, e.g. scripts/zero2.json",
     "group_by_media": "batches of one media kind per step on all ranks (LLaVA's --group_by_modality_length); "
     "on by itself for ZeRO-3 over several processes with mixed media",
+    "projector_learning_rate": "learning rate of the projector's own parameter group (LLaVA's --mm_projector_lr)",
+    "vision_learning_rate": "learning rate of the vision tower's own parameter group (--mm_vision_tower_lr)",
+    "projector_weights": "LLaVA's mm_projector.bin loaded into the projector first (--pretrain_mm_mlp_adapter)",
+    "group_by_length": "within a media kind, even total length per rank at each step (--group_by_modality_length)",
+    "image_aspect_ratio": "square (the processor's geometry) | pad (to a square of the processor's mean, as LLaVA)",
+    "prompt_template": "checkpoint (its chat template) | plain (LLaVA's pretraining format, saved with the checkpoint)",
+    "video_time_instruction": "LLaVA-NeXT's 'The video lasts for ... seconds' sentence before video questions",
+    "cache_dir": "where from_pretrained keeps hub downloads",
     "attn_implementation": "flash_attention_2 | sdpa | eager (default: flash_attention_2 when usable, else sdpa)",
     "trainer_args": "further transformers.TrainingArguments as KEY=VALUE (e.g. max_grad_norm=1.0)",
 }

@@ -361,3 +361,55 @@ def test_version_plain_is_llavas_pretraining_prompt_and_is_saved_with_the_checkp
                     max_steps=1, per_device_train_batch_size=1, dataloader_num_workers=0, prompt_template="plain",
                     freeze_language_model=True))  # fmt: skip
     assert load(output).processor.chat_template == PLAIN_TEMPLATES["video_llava"]  # generation prompts the same way
+
+
+def test_merging_gathered_lora_weights_is_peft_merge(tiny_model):
+    """What ZeRO-3's LoRA save does with the gathered state dict equals peft's merge_and_unload."""
+    pytest.importorskip("peft")
+    from llava_star.stages.train import TrainConfig, add_lora, merged_lora_state, model_from_state
+
+    config = TrainConfig(model=str(tiny_model), data=("d",), output_dir="o", lora=True, lora_r=4, lora_alpha=16)
+    model = add_lora(load(tiny_model).model, config)
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter)  # peft starts B at zero; a trained adapter is not
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    merged = model_from_state(model.base_model.model, merged_lora_state(state, 16 / 4))
+    reference = model.merge_and_unload().state_dict()
+    assert sorted(merged.state_dict()) == sorted(reference)
+    for key, value in reference.items():
+        assert torch.allclose(merged.state_dict()[key], value, atol=1e-6), key
+    assert not torch.equal(reference["model.language_model.layers.0.self_attn.q_proj.weight"],
+                           state["base_model.model.model.language_model.layers.0.self_attn.q_proj.base_layer.weight"])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_lora_under_zero3_as_llavas_finetune_lora_script(tiny_model, tmp_path):
+    """LLaVA's finetune_lora.sh: --lora_enable True --mm_projector_lr with scripts/zero3.json; the
+    saved checkpoint is the merged plain model."""
+    pytest.importorskip("deepspeed")
+    pytest.importorskip("peft")
+    data = write_json(tmp_path / "train.json", text_records("text", 4))
+    output = tmp_path / "out"
+    command = [
+        sys.executable, str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(tiny_model),
+        "--data_path", str(data), "--output_dir", str(output), "--deepspeed", str(REPO / "scripts" / "zero3.json"),
+        "--lora_enable", "True", "--lora_r", "4", "--lora_alpha", "8", "--mm_projector_lr", "2e-5",
+        "--learning_rate", "1e-2", "--max_steps", "2", "--per_device_train_batch_size", "2",
+        "--dataloader_num_workers", "0", "--report_to", "none", "--warmup_ratio", "0",
+    ]  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", **deepspeed_env()}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["deepspeed_stage"] == 3 and summary["global_step"] == 2 and summary["trainable_parameters"]["lora"] > 0
+    from safetensors import safe_open
+
+    with safe_open(str(output / "model.safetensors"), "pt") as weights:
+        assert not [key for key in weights.keys() if "lora_" in key or "base_layer" in key]  # noqa: SIM118
+    before, after = load(tiny_model).model.state_dict(), load(output).model.state_dict()
+    assert sorted(before) == sorted(after)
+    key = "model.language_model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(before[key], after[key])  # the adapter is merged in
+    assert torch.equal(before["model.video_tower.post_layernorm.weight"], after["model.video_tower.post_layernorm.weight"])

@@ -716,8 +716,6 @@ def _train(config: TrainConfig) -> dict[str, Any]:
 
     stage = deepspeed_stage(config.deepspeed)
     check_deepspeed_optimizer(config)
-    if config.lora and stage == 3:
-        raise ConfigError("lora: LoRA with ZeRO-3 is not supported (merging needs whole weights); use scripts/zero2.json")
     records = load_records(config.data, config.seed)
     output_dir = Path(config.output_dir)
     # TrainingArguments first: under ZeRO-3 it must exist before the model loads (zero.Init partitions it)
@@ -844,17 +842,74 @@ def save_checkpoint(trainer: Any, processor: Any, config: TrainConfig) -> None:
 
     LoRA adapters are merged into the base weights, so generation and lmms-eval load a
     plain checkpoint; under ZeRO-3 ``trainer.save_model`` gathers the 16-bit weights
-    (``stage3_gather_16bit_weights_on_model_save`` in scripts/zero3*.json).
+    (``stage3_gather_16bit_weights_on_model_save`` in scripts/zero3*.json), and with LoRA
+    the gathered weights are merged on rank 0 (:func:`merged_lora_state`), since the
+    partitioned model cannot merge itself (LLaVA's finetune_lora.sh runs LoRA on ZeRO-3).
     """
     if not config.lora:
         trainer.save_model(config.output_dir)
         return
     trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    peft_model = trainer.accelerator.unwrap_model(trainer.model)
+    if deepspeed_stage(config.deepspeed) == 3:
+        state = trainer.accelerator.get_state_dict(trainer.deepspeed)  # every rank takes part; rank 0 gets it
+        if trainer.is_world_process_zero():
+            from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+            lora = peft_model.peft_config["default"]
+            unset_hf_deepspeed_config()  # the merged model is built whole: transformers must not partition it
+            try:
+                merged = model_from_state(peft_model.base_model.model, merged_lora_state(state, lora.lora_alpha / lora.r))
+            finally:
+                set_hf_deepspeed_config(trainer.args.hf_deepspeed_config)
+            merged.save_pretrained(config.output_dir)
+            processor.save_pretrained(config.output_dir)
+    elif trainer.is_world_process_zero():
+        merged = peft_model.merge_and_unload()
         merged.save_pretrained(config.output_dir)
         processor.save_pretrained(config.output_dir)
     trainer.accelerator.wait_for_everyone()
+
+
+def merged_lora_state(state: Mapping[str, Any], scaling: float, adapter: str = "default") -> dict[str, Any]:
+    """A peft LoRA model's whole state dict as the plain model's: every adapted weight
+    ``W + scaling * B @ A`` (peft's merge, ``scaling = lora_alpha / r``), names without
+    peft's ``base_model.model.`` and ``.base_layer``.
+
+    >>> import torch
+    >>> state = {"base_model.model.fc.base_layer.weight": torch.zeros(2, 2), "base_model.model.fc.base_layer.bias": torch.ones(2),
+    ...          "base_model.model.fc.lora_A.default.weight": torch.ones(1, 2), "base_model.model.fc.lora_B.default.weight": torch.ones(2, 1)}
+    >>> merged = merged_lora_state(state, 2.0)
+    >>> sorted(merged), merged["fc.weight"].tolist()
+    (['fc.bias', 'fc.weight'], [[2.0, 2.0], [2.0, 2.0]])
+    """
+    prefix = "base_model.model."
+    a_part, b_part = f".lora_A.{adapter}.", f".lora_B.{adapter}."
+    merged = {
+        key.removeprefix(prefix).replace(".base_layer.", "."): value
+        for key, value in state.items()
+        if ".lora_A." not in key and ".lora_B." not in key
+    }
+    for key, down in state.items():
+        if a_part not in key:
+            continue
+        up = state[key.replace(a_part, b_part)]
+        target = key.split(a_part)[0].removeprefix(prefix) + ".weight"
+        weight = merged[target]
+        merged[target] = (weight.float() + scaling * (up.float() @ down.float())).to(weight.dtype)
+    return merged
+
+
+def model_from_state(model: Any, state: Mapping[str, Any]) -> Any:
+    """A new instance of ``model``'s class and config holding ``state`` (every key, strictly),
+    built on the meta device: no second copy of the weights, and no ZeRO-3 partitioning."""
+    import torch
+
+    with torch.device("meta"):
+        plain = type(model)(model.config)
+    plain.load_state_dict(state, strict=True, assign=True)
+    plain.generation_config = model.generation_config
+    return plain
 
 
 def main(argv: list[str] | None = None) -> int:

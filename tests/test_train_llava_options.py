@@ -413,3 +413,28 @@ def test_lora_under_zero3_as_llavas_finetune_lora_script(tiny_model, tmp_path):
     key = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert not torch.allclose(before[key], after[key])  # the adapter is merged in
     assert torch.equal(before["model.video_tower.post_layernorm.weight"], after["model.video_tower.post_layernorm.weight"])
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_lora_under_zero3_over_two_processes(tiny_model, tmp_path):
+    """The gather is collective: every rank enters it, rank 0 alone merges and saves."""
+    pytest.importorskip("deepspeed")
+    pytest.importorskip("peft")
+    data = write_json(tmp_path / "train.json", text_records("text", 8))
+    output = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+        str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(tiny_model), "--data_path", str(data),
+        "--output_dir", str(output), "--deepspeed", str(REPO / "scripts" / "zero3.json"), "--lora_enable", "True",
+        "--lora_r", "4", "--lora_alpha", "8", "--learning_rate", "1e-2", "--max_steps", "2",
+        "--per_device_train_batch_size", "1", "--dataloader_num_workers", "0", "--report_to", "none",
+    ]  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["deepspeed_stage"] == 3 and summary["global_step"] == 2
+    before, after = load(tiny_model).model.state_dict(), load(output).model.state_dict()
+    key = "model.language_model.layers.1.mlp.up_proj.weight"
+    assert sorted(before) == sorted(after) and not torch.allclose(before[key], after[key])

@@ -154,7 +154,7 @@ def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
     ``llava`` model type or refuse as an unknown architecture."""
     from transformers import PretrainedConfig
 
-    from llava_star.stages.convert import convert_command, original_kind
+    from llava_star.models.original import convert_command, original_kind
 
     try:
         raw, _ = PretrainedConfig.get_config_dict(name, cache_dir=cache_dir)

@@ -1,4 +1,5 @@
-"""Weights in the original LLaVA repositories' layout, read into transformers' classes.
+"""Checkpoints and weights in the original LLaVA repositories' layout, recognised and read
+into transformers' classes.
 
 LLaVA, Video-LLaVA and LLaVA-NeXT save the projector as ``model.mm_projector.{0,2}.*``
 (an ``nn.Sequential`` of Linear, GELU, Linear: ``mlp2x_gelu``); transformers names the
@@ -18,6 +19,8 @@ from typing import Any
 
 from llava_star.errors import ConfigError
 
+ORIGINAL_ARCHITECTURES = ("LlavaLlamaForCausalLM", "LlavaMistralForCausalLM", "LlavaQwenForCausalLM", "LlavaMptForCausalLM")
+ORIGINAL_MODEL_TYPES = ("llava_llama", "llava_qwen", "llava_mistral", "llava_mpt")
 # index in LLaVA's mlp2x_gelu nn.Sequential -> transformers' projector layer
 PROJECTOR_LAYERS = {"0": "linear_1", "2": "linear_2"}
 _PROJECTOR_KEY = re.compile(r"^(?:model\.)?mm_projector\.(\d+)\.(weight|bias)$")
@@ -115,3 +118,34 @@ def _no_grad() -> Any:
     import torch
 
     return torch.no_grad()
+
+
+def original_kind(config: Mapping[str, Any]) -> str | None:
+    """Which original family a config is (``llava``, ``video_llava``, ``llava_next_video``,
+    ``llava_onevision``, or ``llava_next`` for LLaVA-NeXT's image models), ``None`` for a
+    transformers one.
+
+    >>> original_kind({"architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava", "video_tower": "x"})
+    'video_llava'
+    >>> original_kind({"architectures": ["LlavaQwenForCausalLM"], "model_type": "llava"})
+    'llava_onevision'
+    >>> original_kind({"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava"}) is None
+    True
+    """
+    architectures = config.get("architectures") or []
+    if not any(name in ORIGINAL_ARCHITECTURES for name in architectures) and config.get("model_type") not in ORIGINAL_MODEL_TYPES:
+        return None
+    if config.get("video_tower") or config.get("image_tower"):
+        return "video_llava"
+    if "LlavaQwenForCausalLM" in architectures or config.get("model_type") == "llava_qwen":
+        return "llava_onevision"  # LLaVA-OneVision and LLaVA-Video (Qwen2 language models)
+    if config.get("mm_resampler_type") == "spatial_pool" or "mm_spatial_pool_stride" in config:
+        return "llava_next_video"
+    if str(config.get("mm_patch_merge_type", "flat")).startswith("spatial"):
+        return "llava_next"
+    return "llava"
+
+
+def convert_command(source: str) -> str:
+    """The command that converts ``source``, for error messages elsewhere."""
+    return f"llava-star convert {source} -o {source.rstrip('/')}-hf"

@@ -50,12 +50,11 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError
+from llava_star.models.original import original_kind
 from llava_star.records import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-ORIGINAL_ARCHITECTURES = ("LlavaLlamaForCausalLM", "LlavaMistralForCausalLM", "LlavaQwenForCausalLM", "LlavaMptForCausalLM")
-ORIGINAL_MODEL_TYPES = ("llava_llama", "llava_qwen", "llava_mistral", "llava_mpt")
 EMBEDDING_MULTIPLE = 64  # transformers' conversion scripts pad the vocabulary to this
 PROVENANCE_FILE = "llava_star_convert.json"
 # rename prefixes, longest first (transformers' KEYS_TO_MODIFY_MAPPING, in transformers 5's layout)
@@ -69,37 +68,6 @@ _RENAMES = (
     ("lm_head.", "lm_head."),
     ("model.", "model.language_model."),
 )
-
-
-def original_kind(config: Mapping[str, Any]) -> str | None:
-    """Which original family a config is (``llava``, ``video_llava``, ``llava_next_video``,
-    ``llava_onevision``, or ``llava_next`` for LLaVA-NeXT's image models), ``None`` for a
-    transformers one.
-
-    >>> original_kind({"architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava", "video_tower": "x"})
-    'video_llava'
-    >>> original_kind({"architectures": ["LlavaQwenForCausalLM"], "model_type": "llava"})
-    'llava_onevision'
-    >>> original_kind({"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava"}) is None
-    True
-    """
-    architectures = config.get("architectures") or []
-    if not any(name in ORIGINAL_ARCHITECTURES for name in architectures) and config.get("model_type") not in ORIGINAL_MODEL_TYPES:
-        return None
-    if config.get("video_tower") or config.get("image_tower"):
-        return "video_llava"
-    if "LlavaQwenForCausalLM" in architectures or config.get("model_type") == "llava_qwen":
-        return "llava_onevision"  # LLaVA-OneVision and LLaVA-Video (Qwen2 language models)
-    if config.get("mm_resampler_type") == "spatial_pool" or "mm_spatial_pool_stride" in config:
-        return "llava_next_video"
-    if str(config.get("mm_patch_merge_type", "flat")).startswith("spatial"):
-        return "llava_next"
-    return "llava"
-
-
-def convert_command(source: str) -> str:
-    """The command that converts ``source``, for error messages elsewhere."""
-    return f"llava-star convert {source} -o {source.rstrip('/')}-hf"
 
 
 def converted_key(key: str) -> str | None:

@@ -434,3 +434,32 @@ def test_frame_folders_of_odd_size_and_mixed_sizes(tmp_path):
     with pytest.raises(VideoError, match=r"dive: frames differ in size \(6.png"):
         write_clip(folder, tmp_path / "dive2.mp4", start=None, end=None)
     assert not (tmp_path / "dive2.mp4").exists() and not list(tmp_path.glob(".dive2.mp4.*"))
+
+
+def test_jobs_cut_in_processes_to_the_same_result(gen_dir, tmp_path):
+    serial, serial_stats = export(gen_dir, tmp_path / "a" / "train.json", "llava-next", "--video-folder", str(tmp_path))
+    parallel, parallel_stats = export(
+        gen_dir, tmp_path / "b" / "train.json", "llava-next", "--video-folder", str(tmp_path), "--jobs", "2"
+    )
+    assert [r["video"].replace("b/", "a/", 1) for r in parallel] == [r["video"] for r in serial]
+    assert parallel_stats["media"] == serial_stats["media"] == {"cut": 3, "reused": 0, "as_is": 1}
+    assert [f["id"] for f in parallel_stats["media_skipped"]] == [f["id"] for f in serial_stats["media_skipped"]]
+    for record in parallel:
+        path = tmp_path / record["video"]
+        if "original_video" in record:
+            assert read_frames(path, 2, backend="pyav").total_num_frames > 0
+
+
+def test_two_samples_about_the_same_clip_share_one_file(video_root, tmp_path):
+    gen = write_shards(
+        tmp_path / "gen2",
+        [
+            [
+                generation("q1", video="long.mp4", start=1.0, end=3.0),
+                generation("q2", video="long.mp4", start=1.0, end=3.0),
+            ]
+        ],
+    )
+    records, stats = export(gen, tmp_path / "train.json", "video-llava", "--video-root", str(video_root))
+    assert records[0]["video"] == records[1]["video"]
+    assert stats["media"] == {"cut": 1, "reused": 1, "as_is": 0}

@@ -303,7 +303,7 @@ def write_clips(requests: dict[Path, tuple[Path, float | None, float | None]], j
         if len(outcomes) % _PROGRESS_EVERY == 0:
             logger.info("export: %d/%d clips ready", len(outcomes), len(requests))
 
-    if jobs <= 1:
+    if jobs <= 1 or len(requests) < 2:  # a pool would only add its start-up
         for target, (source, start, end) in requests.items():
             try:
                 record(target, write_clip(source, target, start=start, end=end))

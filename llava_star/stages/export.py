@@ -1,4 +1,4 @@
-"""Stage 5a: turn the kept generations into LLaVA conversation JSON for fine-tuning.
+"""Stage 5a: turn the kept generations into training JSON for llava_star or another LLaVA-family trainer.
 
 ``llava-star export GEN_DIR [GEN_DIR ...] -o train.json`` reads every generation shard
 (``generations.rank*.jsonl``) of each directory, keeps the answers that passed verification, and writes
@@ -416,7 +416,7 @@ def run(config: ExportConfig) -> ExportStats:
 def _export(config: ExportConfig) -> ExportStats:
     stats = ExportStats(format=config.format)
     records = select_records(read_all_generations(config.gen_dirs), direct_only=config.direct_only, stats=stats)
-    if config.format != "llava_star":
+    if config.format != "llava_star" and records:  # mixed-in records keep their paths
         layout = media_layout(config)
         playable = playable_records(records, layout, stats, jobs=config.jobs)
         records = [from_llava_form(record, config.format) for record in playable]
@@ -499,7 +499,7 @@ def stats_path(output: Path) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llava-star export", description=__doc__.split("\n\n")[0])
     parser.add_argument("gen_dirs", nargs="+", type=Path, metavar="GEN_DIR", help="generation directories (or shards)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="LLaVA JSON to write (e.g. train.json)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="training JSON to write (e.g. train.json)")
     parser.add_argument("--direct-only", action="store_true", help="drop rationalized answers")
     parser.add_argument(
         "--mix", nargs="+", action="extend", type=Path, default=[], metavar="JSON",

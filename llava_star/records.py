@@ -17,7 +17,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,10 +25,10 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from llava_star.errors import LabelError, RecordError
+from llava_star.label_types import is_number, label_type
 
 logger = logging.getLogger(__name__)
 
-LABEL_TYPES = ("class", "number", "timestamp", "time_range", "box", "yes_no", "choice", "sequence", "text")
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 # `vocabulary` is either an inline list or a reference string: a packaged vocabulary name
 # ("kinetics700") or "file:PATH" (see llava_star.datasets.vocabularies).
@@ -41,47 +40,9 @@ _LABEL_FIELD_SET = frozenset(_LABEL_FIELDS)
 _NUMBER_FIELDS = ("tolerance", "rel_tolerance", "duration", "min_iou")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _is_mapping(value: Any) -> bool:
     """``isinstance(value, Mapping)``, without the abstract-class check for plain dicts (most rows)."""
     return type(value) is dict or isinstance(value, Mapping)
-
-
-def _check_label_value(label_type: str, value: Any) -> Any:
-    """Return ``value`` normalised for ``label_type`` or raise ``LabelError`` saying why."""
-    if label_type in ("class", "text", "choice"):
-        if not isinstance(value, str) or not value.strip():
-            raise LabelError(f"value: a {label_type} label needs a non-empty string, got {value!r}")
-        return value.strip()
-    if label_type in ("number", "timestamp"):
-        if not _is_number(value):
-            raise LabelError(f"value: a {label_type} label needs a finite number, got {value!r}")
-        return float(value)
-    if label_type == "time_range":
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value)):
-            raise LabelError(f"value: a time_range label needs [start, end] in seconds, got {value!r}")
-        start, end = float(value[0]), float(value[1])
-        if end < start or start < 0:
-            raise LabelError(f"value: a time_range needs 0 <= start <= end, got {value!r}")
-        return (start, end)
-    if label_type == "box":
-        if not (isinstance(value, (list, tuple)) and len(value) == 4 and all(_is_number(v) for v in value)):
-            raise LabelError(f"value: a box label needs four numbers normalized to [0, 1], got {value!r}")
-        if not all(-1e-6 <= float(v) <= 1 + 1e-6 for v in value):
-            raise LabelError(f"value: box coordinates must be normalized to [0, 1], got {value!r}")
-        return tuple(float(v) for v in value)
-    if label_type == "yes_no":
-        if not isinstance(value, bool):
-            raise LabelError(f"value: a yes_no label needs true or false, got {value!r}")
-        return value
-    if label_type == "sequence":
-        if not (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v.strip() for v in value)):
-            raise LabelError(f"value: a sequence label needs a non-empty list of strings, got {value!r}")
-        return tuple(v.strip() for v in value)
-    raise LabelError(f"type: unknown label type {label_type!r}; expected one of {', '.join(LABEL_TYPES)}")
 
 
 def _check_synonyms(label_type: str, synonyms: Any, steps: Any) -> tuple[str, ...] | dict[str, tuple[str, ...]]:
@@ -119,10 +80,8 @@ class Label:
     box_format: str | None = None
 
     def __post_init__(self) -> None:
-        if self.type not in LABEL_TYPES:
-            raise LabelError(f"type: unknown label type {self.type!r}; expected one of {', '.join(LABEL_TYPES)}")
         fields = vars(self)
-        value = _check_label_value(self.type, self.value)
+        value = label_type(self.type).normalise(self.value)
         if value is not self.value:  # a class name that was stripped, a list that became a tuple
             object.__setattr__(self, "value", value)
         synonyms = _check_synonyms(self.type, self.synonyms, self.value)
@@ -135,7 +94,7 @@ class Label:
             object.__setattr__(self, "vocabulary", vocabulary)
         for key in _NUMBER_FIELDS:
             number = fields[key]
-            if number is not None and (not _is_number(number) or number < 0):
+            if number is not None and (not is_number(number) or number < 0):
                 raise LabelError(f"{key}: expected a non-negative number, got {number!r}")
         if self.min_iou is not None and self.min_iou > 1:
             raise LabelError(f"min_iou: must be in [0, 1], got {self.min_iou!r}")
@@ -201,7 +160,7 @@ def _optional_seconds(data: Mapping[str, Any], key: str) -> float | None:
     value = data.get(key)
     if value is None:
         return None
-    if not _is_number(value) or value < 0:
+    if not is_number(value) or value < 0:
         raise RecordError(f"{key}: expected seconds >= 0, got {value!r}")
     return float(value)
 

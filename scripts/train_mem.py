@@ -9,13 +9,20 @@ A launch script written for LLaVA works after swapping the script path::
 
 Flags map onto :class:`llava_star.stages.train.TrainConfig`. Our ``model_max_length`` counts the
 video tokens the processor expands, so Video-LLaVA's ``--tokenizer_model_max_length``
-(its limit after expansion) takes precedence over its ``--model_max_length`` when given. Flags that describe the
-architecture (``--vision_tower``, ``--mm_projector_type``, ``--version`` ...) are fixed
-by the transformers checkpoint's config, so they are accepted and ignored with a note.
-Flags for things this trainer does not do (a separate projector learning rate,
-4/8-bit quantized training, loading a pretrained projector file) are errors rather than
-silently ignored. Any other ``--name value`` that is a ``transformers.TrainingArguments``
-field is passed through, as LLaVA's HfArgumentParser did.
+(its limit after expansion) takes precedence over its ``--model_max_length`` when given.
+Honoured as LLaVA does: ``--mm_projector_lr`` / ``--mm_vision_tower_lr`` (parameter groups
+of their own), ``--pretrain_mm_mlp_adapter`` (LLaVA's ``mm_projector.bin`` loaded into the
+projector), ``--image_aspect_ratio pad`` (images padded to a square with the processor's
+mean), ``--group_by_modality_length`` (batches by media kind and length), ``--cache_dir``,
+and LLaVA-NeXT's ``--mm_tunable_parts``, ``--frames_upbound`` with ``--force_sample True``
+and YAML data lists. Flags that describe the architecture (``--vision_tower``,
+``--mm_projector_type``, ``--version`` ...) are fixed by the transformers checkpoint's
+config and processor, so they are accepted and ignored with a note. Flags for things this
+trainer does not do the same way (4/8-bit training, LLaVA-NeXT's per-row video newlines,
+frame sampling by fps ...) are errors that say what to use instead. Any other ``--name
+value`` that is a ``transformers.TrainingArguments`` field (``--run_name``,
+``--torch_compile``, ``--dataloader_drop_last`` ...) is passed through, as LLaVA's
+HfArgumentParser did.
 """
 
 from __future__ import annotations
@@ -41,8 +48,8 @@ logger = logging.getLogger("train_mem")
 IGNORED_FLAGS = (
     "version", "vision_tower", "image_tower", "video_tower", "mm_projector_type", "mm_vision_select_layer",
     "mm_vision_select_feature", "mm_use_im_start_end", "mm_use_im_patch_token", "mm_patch_merge_type",
-    "image_aspect_ratio", "image_grid_pinpoints", "lazy_preprocess", "is_multimodal",
-    "cache_dir", "per_device_eval_batch_size", "X", "double_quant", "quant_type",
+    "image_grid_pinpoints", "lazy_preprocess", "is_multimodal",
+    "per_device_eval_batch_size", "X", "double_quant", "quant_type",
     "lora_weight_path", "mpt_attn_impl", "remove_unused_columns", "freeze_mm_vision_resampler",
 )  # fmt: skip
 
@@ -96,7 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     flag("attn_implementation")
     flag("lora_bias")
     flag("pretrain_mm_mlp_adapter")
+    flag("image_aspect_ratio")
+    flag("cache_dir")
     flag("resume_from_checkpoint")
+    # LLaVA-NeXT's video training (scripts/video/train/*.sh)
+    flag("mm_tunable_parts")
+    flag("frames_upbound", int)
+    flag("force_sample", bool)
+    flag("video_fps", int)
+    flag("add_time_instruction", bool)
+    flag("mm_newline_position")
+    flag("mm_spatial_pool_stride", int)
+    flag("mm_spatial_pool_mode")
     flag("report_to", nargs="+")
     for name in IGNORED_FLAGS:
         flag(name, nargs="*")
@@ -137,33 +155,90 @@ def _check_training_argument_names(extras: dict[str, Any]) -> None:
 def _reject_unsupported(args: argparse.Namespace) -> None:
     if args.bits not in (None, 16):
         raise ConfigError("--bits: 4/8-bit (QLoRA) training is not supported; use --bits 16 with --lora_enable True")
-    if args.pretrain_mm_mlp_adapter:
-        raise ConfigError(
-            "--pretrain_mm_mlp_adapter: transformers checkpoints (e.g. LanguageBind/Video-LLaVA-7B-hf) already "
-            "contain the projector; pass such a checkpoint as --model_name_or_path"
-        )
-    for name in ("mm_projector_lr", "mm_vision_tower_lr"):
-        if getattr(args, name) is not None:
-            raise ConfigError(f"--{name}: a separate learning rate per part is not supported; use --learning_rate")
     if args.lora_bias not in (None, "none"):
         raise ConfigError(f"--lora_bias: only 'none' is supported, got {args.lora_bias!r}")
     for name in ("evaluation_strategy", "eval_strategy"):
         if getattr(args, name) not in (None, "no"):
             raise ConfigError(f"--{name}: evaluation during training is not supported; use `llava-star eval`")
+    _reject_unsupported_video_options(args)
+
+
+def _reject_unsupported_video_options(args: argparse.Namespace) -> None:
+    """LLaVA-NeXT's video options that transformers' LLaVA-OneVision / LLaVA-NeXT-Video fix otherwise."""
+    if args.mm_newline_position not in (None, "one_token"):
+        raise ConfigError(
+            f"--mm_newline_position {args.mm_newline_position}: transformers' LlavaOnevisionForConditionalGeneration "
+            "appends one image_newline after each video's tokens (LLaVA-NeXT's one_token) and cannot place them per "
+            "row or frame; pass --mm_newline_position one_token"
+        )
+    if args.mm_spatial_pool_stride not in (None, 2):
+        raise ConfigError(f"--mm_spatial_pool_stride {args.mm_spatial_pool_stride}: transformers' LLaVA-OneVision "
+                          "pools video features by 2 (fixed in the class); pass 2")  # fmt: skip
+    if args.mm_spatial_pool_mode not in (None, "bilinear"):
+        raise ConfigError(f"--mm_spatial_pool_mode {args.mm_spatial_pool_mode}: transformers' LLaVA-OneVision pools "
+                          "video features bilinearly (fixed in the class); pass bilinear")  # fmt: skip
+    if args.add_time_instruction:
+        raise ConfigError(
+            "--add_time_instruction: the prompt is the record's own text through the checkpoint's chat template; "
+            "write the time instruction (\"The video lasts for ... seconds ...\") into the records' first human turn"
+        )
+    if (args.frames_upbound is not None or args.video_fps is not None) and not args.force_sample:
+        raise ConfigError(
+            "--frames_upbound/--video_fps without --force_sample True: LLaVA-NeXT then samples one frame per "
+            "second (up to frames_upbound); this trainer samples frames uniformly over the clip: pass "
+            "--frames_upbound N --force_sample True (or --num_frames N)"
+        )
+
+
+# LLaVA-NeXT's --mm_tunable_parts -> the TrainConfig freeze flag of each part
+_TUNABLE_PARTS = {
+    "mm_vision_tower": "freeze_vision_tower", "mm_mlp_adapter": "freeze_projector",
+    "mm_language_model": "freeze_language_model",
+}  # fmt: skip
+
+
+def tunable_parts(text: str) -> dict[str, bool]:
+    """``mm_vision_tower,mm_mlp_adapter`` -> the freeze flags (parts not named are frozen).
+
+    >>> tunable_parts("mm_mlp_adapter,mm_language_model")
+    {'freeze_vision_tower': True, 'freeze_projector': False, 'freeze_language_model': False}
+    """
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    for part in parts:
+        if part not in _TUNABLE_PARTS:
+            what = "no vision resampler in transformers' LLaVA classes" if part == "mm_vision_resampler" else "unknown"
+            raise ConfigError(f"--mm_tunable_parts: {part!r}: {what}; known: {', '.join(_TUNABLE_PARTS)}")
+    return {key: part not in parts for part, key in _TUNABLE_PARTS.items()}
+
+
+def image_aspect_ratio(text: str) -> str:
+    """LLaVA's --image_aspect_ratio -> TrainConfig's (anyres: the checkpoint's processor tiles).
+
+    >>> image_aspect_ratio("pad"), image_aspect_ratio("anyres_max_9")
+    ('pad', 'square')
+    """
+    if text in ("pad", "square"):
+        return text
+    if text == "anyres" or text.startswith("anyres_max_"):
+        logger.info("--image_aspect_ratio %s: LLaVA-NeXT / OneVision processors tile images themselves "
+                    "(image_grid_pinpoints in the checkpoint's config)", text)  # fmt: skip
+        return "square"
+    raise ConfigError(f"--image_aspect_ratio {text}: expected pad, square, anyres or anyres_max_N")
 
 
 # LLaVA flag -> TrainConfig key, where the value carries over unchanged
 _RENAMED = {
     "model_name_or_path": "model", "data_path": "data", "video_folder": "video_root", "image_folder": "image_root",
     "lora_enable": "lora", "freeze_backbone": "freeze_language_model", "freeze_mm_mlp_adapter": "freeze_projector",
-    "group_by_modality_length": "group_by_media",
+    "group_by_modality_length": "group_by_media", "mm_projector_lr": "projector_learning_rate",
+    "mm_vision_tower_lr": "vision_learning_rate", "pretrain_mm_mlp_adapter": "projector_weights",
 }  # fmt: skip
 _SAME = (
     "output_dir", "num_frames", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type",
     "warmup_ratio", "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps",
     "model_max_length", "lora_r", "lora_alpha", "lora_dropout", "bf16", "fp16", "tf32", "gradient_checkpointing",
     "deepspeed", "attn_implementation", "dataloader_num_workers", "seed", "logging_steps", "save_strategy",
-    "save_steps", "save_total_limit", "report_to", "resume_from_checkpoint",
+    "save_steps", "save_total_limit", "report_to", "resume_from_checkpoint", "cache_dir",
 )  # fmt: skip
 
 
@@ -182,6 +257,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         values.update(freeze_language_model=True, freeze_vision_tower=True)
     if args.unfreeze_mm_vision_tower:
         values["freeze_vision_tower"] = False
+    if args.mm_tunable_parts:  # LLaVA-NeXT: replaces the other freezing flags
+        values.update(tunable_parts(args.mm_tunable_parts))
+    if args.group_by_modality_length:  # LLaVA's LengthGroupedSampler: by modality and by length
+        values["group_by_length"] = True
+    if args.image_aspect_ratio is not None:
+        values["image_aspect_ratio"] = image_aspect_ratio(args.image_aspect_ratio)
+    if args.frames_upbound is not None:  # with --force_sample True: exactly this many, uniformly
+        values["num_frames"] = args.frames_upbound
     if values.get("report_to") == ["none"]:
         values["report_to"] = []
     extras = passthrough_arguments(rest)

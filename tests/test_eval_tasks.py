@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llava_star.errors import ConfigError, RecordError
-from llava_star.eval_tasks import GROUP_NAME, GROUP_TASKS, TASK_NAMES, hooks, metrics, tasks_dir
+from llava_star.eval_tasks import GROUP_NAME, TASK_NAMES, group_tasks, hooks, metrics, tasks_dir
 from llava_star.eval_tasks.docs import bind_tasks, count_docs, sample_to_doc
 from llava_star.eval_tasks.hooks import doc_to_text, scored_labels, video_dir_variable, video_root
 from llava_star.records import Sample
@@ -176,6 +176,25 @@ def test_video_root_unset_names_the_variables():
         video_root("star", {})
 
 
+def test_the_task_table_and_the_yaml_files_agree():
+    """A task is a YAML file and an entry in hooks.SCORED_LABELS: neither without the other."""
+    import yaml
+
+    class _TaggedLoader(yaml.SafeLoader):
+        pass
+
+    _TaggedLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    tasks = set()
+    for path in tasks_dir().glob("*.yaml"):
+        config = yaml.load(path.read_text(), Loader=_TaggedLoader)  # SafeLoader plus the !function tag
+        if isinstance(config.get("task"), str):
+            tasks.add(config["task"])
+            for key in ("process_docs", "process_results"):
+                assert getattr(hooks, config[key].rsplit(".", 1)[1]), f"{path.name}: {key} names no hook"
+    assert tasks == set(TASK_NAMES)
+    assert set(group_tasks()) <= tasks
+
+
 def test_bind_tasks_writes_docs_and_task_files(tmp_path):
     samples = _write_samples(tmp_path / "test.jsonl", [KINETICS, DIVE, STAR])
     folder, counts = bind_tasks(samples, tmp_path / "tasks")
@@ -248,7 +267,7 @@ def test_the_group_holds_the_papers_three_tasks(bound_task_manager, monkeypatch,
     monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(tmp_path / "cache"))
     (group, subtasks), = get_task_dict([GROUP_NAME], bound_task_manager).items()
     assert group.group == GROUP_NAME
-    assert sorted(subtasks) == sorted(GROUP_TASKS)
+    assert sorted(subtasks) == sorted(group_tasks())
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ import doctest
 import pytest
 
 import llava_star.generation.prompts
-from llava_star.generation.prompts import direct_prompt, format_number, hint_prompt, render_label
+from llava_star.generation.prompts import direct_prompt, hint_prompt, render_label
+from llava_star.label_types import format_number
 from llava_star.records import Label
 
 

@@ -11,8 +11,9 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 CONFIGS = sorted(SCRIPTS.glob("zero*.json"))
 
 
-def test_the_three_configs_are_shipped():
-    assert [path.name for path in CONFIGS] == ["zero2.json", "zero3.json", "zero3_offload.json"]
+def test_the_configs_of_llava_and_video_llava_are_shipped():
+    # Video-LLaVA's finetune.sh / finetune_lora.sh name zero2_offload.json, LLaVA's zero3_offload.json
+    assert [path.name for path in CONFIGS] == ["zero2.json", "zero2_offload.json", "zero3.json", "zero3_offload.json"]
 
 
 def find_auto(node, prefix=""):
@@ -53,4 +54,10 @@ def test_deepspeed_parses_the_config_after_the_trainer_fills_auto(path, tmp_path
     assert parsed.zero_optimization_stage == stage
     if stage == 3:
         assert parsed.zero_config.gather_16bit_weights_on_model_save  # full weights in the saved checkpoint
+    if "offload" in path.name:
+        assert parsed.zero_config.offload_optimizer.device == "cpu"
+    if "optimizer" not in raw and "offload" in path.name:
+        # the Trainer's AdamW (with its parameter groups, e.g. --mm_projector_lr) runs on the
+        # offloaded fp32 states, as in Video-LLaVA's runs; DeepSpeed refuses that unless told
+        assert parsed.zero_force_ds_cpu_optimizer is False
     assert "scheduler" not in raw  # the Trainer's cosine schedule, not DeepSpeed's WarmupLR

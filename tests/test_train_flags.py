@@ -88,7 +88,10 @@ def test_video_llava_finetune_flags_map_onto_the_config(train_mem):
         tf32=True,
         gradient_checkpointing=True,
         deepspeed="scripts/zero2.json",
-        group_by_media=True,  # --group_by_modality_length True
+        group_by_media=True,  # --group_by_modality_length True: by media kind and by length
+        group_by_length=True,
+        image_aspect_ratio="pad",
+        cache_dir="./cache_dir",
         dataloader_num_workers=4,
         logging_steps=1,
         save_strategy="steps",
@@ -126,8 +129,8 @@ def test_training_arguments_pass_through(train_mem):
     "flags, message",
     [
         (["--bits", "4"], "--bits"),
-        (["--pretrain_mm_mlp_adapter", "mm_projector.bin"], "--pretrain_mm_mlp_adapter"),
-        (["--mm_projector_lr", "2e-5"], "--mm_projector_lr"),
+        (["--mm_projector_lr=-2e-5"], "projector_learning_rate: expected a positive number"),
+        (["--image_aspect_ratio", "crop"], "--image_aspect_ratio crop"),
         (["--evaluation_strategy", "steps"], "--evaluation_strategy"),
         (["--learning_rate", "-1"], "learning_rate"),
         (["--bf16", "True", "--fp16", "True"], "bf16, fp16"),

@@ -45,7 +45,7 @@ def test_every_yes_no_hedge_is_found_as_a_word() -> None:
 
 
 def test_the_table_covers_every_label_type() -> None:
-    from llava_star.records import LABEL_TYPES
+    from llava_star.label_types import LABEL_TYPES
 
     assert set(RULES) == set(LABEL_TYPES)
 

@@ -66,7 +66,8 @@ from llava_star.datasets.questions import (
     template_slots,
 )
 from llava_star.errors import AnnotationError, ConfigError
-from llava_star.records import LABEL_TYPES, Label, Sample
+from llava_star.label_types import LABEL_TYPES
+from llava_star.records import Label, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ _FIXED_LABEL_FIELDS = (
     "name", "vocabulary", "synonyms", "tolerance", "rel_tolerance", "min_iou", "box_format", "options", "duration",
 )  # fmt: skip
 _LABEL_KEYS = ("type", "column", "columns", "duration_column", "options_columns", "separator", *_FIXED_LABEL_FIELDS)
-_COLUMN_COUNTS = {"time_range": 2, "box": 4}
 _TRUE, _FALSE = {"yes", "true", "1", "y"}, {"no", "false", "0", "n"}
 
 
@@ -123,19 +123,19 @@ def _label_columns(spec: Any, position: int) -> LabelColumns:
         raise ConfigError(f"mapping key {key}.{unknown[0]}: unknown; expected one of {', '.join(_LABEL_KEYS)}")
     label_type = spec.get("type")
     if label_type not in LABEL_TYPES:
-        raise ConfigError(f"mapping key {key}.type: unknown label type {label_type!r}; expected one of {LABEL_TYPES}")
+        raise ConfigError(
+            f"mapping key {key}.type: unknown label type {label_type!r}; expected one of {', '.join(LABEL_TYPES)}"
+        )
     if ("column" in spec) == ("columns" in spec):
         raise ConfigError(f"mapping key {key}: give exactly one of 'column' or 'columns'")
     if "column" in spec:
         columns = (_text(spec["column"], f"{key}.column"),)
     else:
         raw = spec["columns"]
-        expected = _COLUMN_COUNTS.get(label_type)
-        if not isinstance(raw, list) or expected is None or len(raw) != expected:
-            raise ConfigError(
-                f"mapping key {key}.columns: only time_range (2 columns) and box (4 columns) take a list, "
-                f"got {raw!r} for {label_type}"
-            )
+        expected = LABEL_TYPES[label_type].columns
+        if not isinstance(raw, list) or expected == 1 or len(raw) != expected:
+            takes_lists = ", ".join(f"{t.name} ({t.columns} columns)" for t in LABEL_TYPES.values() if t.columns > 1)
+            raise ConfigError(f"mapping key {key}.columns: only {takes_lists} take a list, got {raw!r} for {label_type}")
         columns = tuple(_text(column, f"{key}.columns") for column in raw)
     options_columns = spec.get("options_columns")
     if options_columns is not None and not (
@@ -258,20 +258,21 @@ def _number(value: Any, where: str, column: str) -> float:
 def label_value(spec: LabelColumns, cells: list[Any], where: str) -> Any:
     """The typed value of a label from its cells (strings from CSV, JSON values from JSONL)."""
     column = spec.columns[0]
-    if spec.type in ("time_range", "box"):
+    kind = LABEL_TYPES[spec.type].cells
+    if kind == "numbers":
         values = cells if len(cells) > 1 else _parse_list(cells[0], where, column)
         return [_number(value, where, ",".join(spec.columns)) for value in values]
     value = cells[0]
-    if spec.type in ("number", "timestamp"):
+    if kind == "number":
         return _number(value, where, column)
-    if spec.type == "yes_no":
+    if kind == "yes_no":
         if isinstance(value, bool):
             return value
         word = str(value).strip().lower()
         if word not in _TRUE | _FALSE:
             raise AnnotationError(f"{where}: column {column!r}: expected yes/no or true/false, got {value!r}")
         return word in _TRUE
-    if spec.type == "sequence":
+    if kind == "steps":
         if isinstance(value, list) or (isinstance(value, str) and value.lstrip().startswith("[")):
             return _parse_list(value, where, column)
         return [step.strip() for step in str(value).split(spec.separator) if step.strip()]

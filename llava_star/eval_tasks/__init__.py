@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# the tasks defined by the YAML files of this folder, and the group over the paper's tasks
-TASK_NAMES = ("llava_star_qa", "kinetics700_qa", "finediving_aqa", "star_qa")
+from llava_star.eval_tasks.hooks import SCORED_LABELS
+
+# A task is its YAML file here and its entry in hooks.SCORED_LABELS (which labels it
+# scores); tests check that the two agree. The group's YAML lists the paper's tasks.
+TASK_NAMES = tuple(SCORED_LABELS)
 GROUP_NAME = "video_star"
-GROUP_TASKS = ("kinetics700_qa", "finediving_aqa", "star_qa")
 # `llava-star eval` sets this to a JSONL file; the lmms adapter appends each video it cannot decode
 UNREADABLE_VIDEOS_ENV = "LLAVA_STAR_UNREADABLE_VIDEOS"
 
@@ -26,3 +28,11 @@ UNREADABLE_VIDEOS_ENV = "LLAVA_STAR_UNREADABLE_VIDEOS"
 def tasks_dir() -> Path:
     """The folder to pass to ``lmms-eval --include_path``."""
     return Path(__file__).resolve().parent
+
+
+def group_tasks() -> tuple[str, ...]:
+    """The tasks of the group, as its YAML file lists them."""
+    import yaml
+
+    group = yaml.safe_load((tasks_dir() / f"{GROUP_NAME}.yaml").read_text(encoding="utf-8"))
+    return tuple(group["task"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from llava_star.label_types import LABEL_TYPES
 from llava_star.records import Label
 
 REASONING_REQUEST = "Can you explain step-by-step how one can arrive at this conclusion?"
@@ -40,22 +41,8 @@ def hint_prompt(question: str, labels: Sequence[Label]) -> str:
     return f"Question: {question.strip()}\nAnswer: {answer.rstrip('.')}.\n{REASONING_REQUEST}"
 
 
-def format_number(value: float) -> str:
-    """A number as a person writes it: no trailing ``.0``, at most three decimals.
-
-    >>> format_number(3.0), format_number(85.25), format_number(0.1 + 0.2)
-    ('3', '85.25', '0.3')
-    """
-    text = f"{value:.3f}".rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
-
-
-def _seconds(value: float) -> str:
-    return f"{format_number(value)} seconds"
-
-
 def render_label(label: Label) -> str:
-    """A gold label in words the verifier reads back as that label.
+    """A gold label in words the verifier reads back as that label (its type's ``render``).
 
     >>> render_label(Label("number", 85.5, name="score"))
     'score 85.5'
@@ -64,25 +51,4 @@ def render_label(label: Label) -> str:
     >>> render_label(Label("choice", "B", options={"A": "a cat", "B": "a dog"}))
     '(B) a dog'
     """
-    value = label.value
-    if label.type in ("class", "text"):
-        text = value.replace("_", " ")
-    elif label.type == "number":
-        text = format_number(value)
-        if label.name:  # the verifier reads a number next to its name ("score 85.5")
-            text = f"{label.name.replace('_', ' ')} {text}"
-    elif label.type == "timestamp":
-        text = f"at {_seconds(value)}"
-    elif label.type == "time_range":
-        text = f"from {_seconds(value[0])} to {_seconds(value[1])}"
-    elif label.type == "box":
-        text = "[" + ", ".join(f"{coordinate:.2f}" for coordinate in value) + "]"
-    elif label.type == "yes_no":
-        text = "yes" if value else "no"
-    elif label.type == "choice":
-        text = f"({value}) {label.options[value]}"
-    elif label.type == "sequence":
-        text = ", then ".join(step.replace("_", " ") for step in value)
-    else:  # Label validates its type on construction; a new type must be rendered here
-        raise ValueError(f"render_label: no wording for label type {label.type!r}")
-    return text
+    return LABEL_TYPES[label.type].render(label)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePath
+from typing import Any
 
 import numpy as np
 
@@ -55,3 +56,35 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageError(f"{path}: cannot decode the image: {error}") from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+
+
+def pad_to_square(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """``image`` centred on a square of ``colour``, its side the longer side, as LLaVA's
+    ``expand2square`` (``--image_aspect_ratio pad``): the processor then resizes the whole
+    picture instead of cropping its sides away.
+
+    >>> pad_to_square(np.zeros((2, 4, 3), np.uint8), (122, 116, 104))[:, 0].tolist()
+    [[122, 116, 104], [0, 0, 0], [0, 0, 0], [122, 116, 104]]
+    """
+    height, width = image.shape[:2]
+    if height == width:
+        return image
+    side = max(height, width)
+    square = np.empty((side, side, 3), dtype=image.dtype)
+    square[:] = np.asarray(colour, dtype=image.dtype)
+    top, left = (side - height) // 2, (side - width) // 2
+    square[top : top + height, left : left + width] = image
+    return square
+
+
+def pad_colour(image_mean: Any) -> tuple[int, int, int]:
+    """The fill of :func:`pad_to_square` from a processor's ``image_mean`` (0-1 floats), as
+    LLaVA computes it: ``int(x * 255)`` per channel.
+
+    >>> pad_colour([0.48145466, 0.4578275, 0.40821073])
+    (122, 116, 104)
+    """
+    values = [float(x) for x in (image_mean if isinstance(image_mean, (list, tuple)) else [image_mean] * 3)]
+    if len(values) != 3:
+        raise ImageError(f"image_mean: expected 3 channels, got {values}")
+    return tuple(int(x * 255) for x in values)  # type: ignore[return-value]

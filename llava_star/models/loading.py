@@ -146,6 +146,7 @@ def load_model(
     compute_device: str | None = None,
     autocast: bool = False,
     video_token_budget: int | None = VIDEO_TOKEN_BUDGET,
+    cache_dir: str | None = None,
 ) -> LoadedModel:
     """Load a supported video LVLM and its processor, ready for inference.
 
@@ -157,13 +158,14 @@ def load_model(
     training of fp32 weights), which flash-attn accepts too. ``video_token_budget`` bounds
     the video tokens per video where the processor sizes frames by pixels (Qwen2-VL,
     Qwen2.5-VL; :func:`apply_video_token_budget`); ``None`` keeps the checkpoint's setting.
+    ``cache_dir`` is where hub downloads are kept (from_pretrained's, LLaVA's --cache_dir).
     """
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     name = str(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, cache_dir=cache_dir)
     except (OSError, ValueError) as error:
         raise ConfigError(f"model: cannot load a config from {name!r}: {error}") from None
     family = family_of(config.model_type)
@@ -172,10 +174,12 @@ def load_model(
     run_on = resolve_device(compute_device) if compute_device is not None else device
     half = autocast or torch_dtype in (torch.bfloat16, torch.float16)
     attention = choose_attention(attn_implementation, run_on, half_precision=half)
-    model = AutoModelForImageTextToText.from_pretrained(name, dtype=torch_dtype, attn_implementation=attention)
+    model = AutoModelForImageTextToText.from_pretrained(
+        name, dtype=torch_dtype, attn_implementation=attention, cache_dir=cache_dir
+    )
     model.to(device)
     model.eval()
-    processor = AutoProcessor.from_pretrained(name)
+    processor = AutoProcessor.from_pretrained(name, cache_dir=cache_dir)
     if getattr(processor, "chat_template", None) is None:
         logger.warning("%s has no chat template; using llava_star's %s template", name, family)
         processor.chat_template = CHAT_TEMPLATES[family]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError, EvaluationError
-from llava_star.eval_tasks import GROUP_NAME, GROUP_TASKS, TASK_NAMES, UNREADABLE_VIDEOS_ENV
+from llava_star.eval_tasks import GROUP_NAME, TASK_NAMES, UNREADABLE_VIDEOS_ENV, group_tasks
 from llava_star.records import read_jsonl, write_json_atomic
 from llava_star.runs import exclusive_directory
 
@@ -70,7 +70,7 @@ class EvalConfig:
         """The requested tasks (groups expanded) that are the project's, not lmms-eval's."""
         expanded = []
         for task in self.tasks:
-            expanded.extend(GROUP_TASKS if task == GROUP_NAME else [task] if task in TASK_NAMES else [])
+            expanded.extend(group_tasks() if task == GROUP_NAME else [task] if task in TASK_NAMES else [])
         return tuple(dict.fromkeys(expanded))
 
 

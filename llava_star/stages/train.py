@@ -44,6 +44,7 @@ CONFIG_FILE = "llava_star_train_config.json"
 FAILURES_FILE = "train_failures.jsonl"
 SUMMARY_FILE = "train_summary.json"
 SAVE_STRATEGIES = ("no", "steps", "epoch")
+IMAGE_ASPECT_RATIOS = ("square", "pad")
 LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 # TrainingArguments that TrainConfig sets itself; passing them as extras would be ambiguous
 _OWNED_TRAINING_ARGUMENTS = frozenset({
@@ -90,6 +91,12 @@ class TrainConfig:
     freeze_vision_tower: bool = True
     freeze_projector: bool = False
     freeze_language_model: bool = False
+    # learning rates of their own for the projector / vision tower (LLaVA's --mm_projector_lr,
+    # --mm_vision_tower_lr); None: ``learning_rate``
+    projector_learning_rate: float | None = None
+    vision_learning_rate: float | None = None
+    # LLaVA's mm_projector.bin (--pretrain_mm_mlp_adapter), loaded over the checkpoint's projector
+    projector_weights: str | None = None
     lora: bool = False
     lora_r: int = 128
     lora_alpha: int = 256
@@ -104,6 +111,15 @@ class TrainConfig:
     # LLaVA's --group_by_modality_length; turned on by itself for ZeRO-3 over several
     # processes when the data mixes kinds (see MediaGroupedSampler)
     group_by_media: bool = False
+    # within a media kind, batches of records of similar length (LLaVA's
+    # --group_by_modality_length groups by modality and length); implies group_by_media
+    group_by_length: bool = False
+    # "square": the processor's own geometry (CLIP: resize and centre-crop; LLaVA-NeXT and
+    # OneVision: anyres tiles); "pad": pad images to a square with the processor's mean
+    # colour first, as LLaVA's --image_aspect_ratio pad (expand2square)
+    image_aspect_ratio: str = "square"
+    # where from_pretrained keeps hub downloads (LLaVA's --cache_dir)
+    cache_dir: str | None = None
     attn_implementation: str | None = None
     dataloader_num_workers: int = 2
     seed: int = 0
@@ -129,8 +145,12 @@ class TrainConfig:
                 raise ConfigError(f"{key}: expected a positive integer, got {getattr(self, key)!r}")
         if self.video_token_budget is not None and self.video_token_budget < 1:
             raise ConfigError(f"video_token_budget: expected a positive integer or null, got {self.video_token_budget!r}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ConfigError(f"learning_rate: expected a positive number, got {self.learning_rate!r}")
+        for key in ("learning_rate", "projector_learning_rate", "vision_learning_rate"):
+            rate = getattr(self, key)
+            if rate is not None and not (rate > 0 and math.isfinite(rate)):
+                raise ConfigError(f"{key}: expected a positive number, got {rate!r}")
+        if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+            raise ConfigError(f"image_aspect_ratio: expected one of {', '.join(IMAGE_ASPECT_RATIOS)}, got {self.image_aspect_ratio!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio: expected a fraction in [0, 1), got {self.warmup_ratio!r}")
         if not 0 <= self.lora_dropout < 1:
@@ -422,12 +442,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return make_config(merged)
 
 
-def load_records(paths: Sequence[str]) -> list[dict[str, Any]]:
+def load_records(paths: Sequence[str], seed: int = 0) -> list[dict[str, Any]]:
+    """The records of LLaVA JSON files and LLaVA-NeXT YAML data lists, in order."""
     from llava_star.llava_json import read_llava_json
+    from llava_star.training.data_lists import is_data_list, read_data_list
 
     records: list[dict[str, Any]] = []
     for path in paths:
-        records.extend(read_llava_json(path))
+        records.extend(read_data_list(path, seed) if is_data_list(path) else read_llava_json(path))
     if not records:
         raise ConfigError(f"data: no records in {', '.join(paths)}")
     return records
@@ -520,6 +542,64 @@ def parameter_anchor(model: Any) -> Any:
     return torch.stack(terms).sum() * 0.0 if terms else None
 
 
+def part_learning_rates(config: TrainConfig) -> dict[str, float]:
+    """The parts with a learning rate of their own (LLaVA's --mm_projector_lr, --mm_vision_tower_lr).
+
+    >>> part_learning_rates(TrainConfig(model="m", data=("d.json",), output_dir="o", projector_learning_rate=1e-4))
+    {'projector': 0.0001}
+    """
+    rates = {"projector": config.projector_learning_rate, "vision": config.vision_learning_rate}
+    return {part: rate for part, rate in rates.items() if rate is not None}
+
+
+def optimizer_parameter_groups(
+    named_parameters: Any, rates: Mapping[str, float], decay_names: set[str], weight_decay: float
+) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups as LLaVA's ``LLaVATrainer.create_optimizer`` makes
+    them: by weight decay (none on biases and norms) and, for the parts in ``rates``, with
+    their own ``lr``; the others keep the Trainer's learning rate. The schedule scales
+    every group's rate by the same factor."""
+    groups: dict[tuple[str | None, bool], dict[str, Any]] = {}
+    for name, parameter in named_parameters:
+        if not parameter.requires_grad:
+            continue
+        part = parameter_group(name)
+        own = part if part in rates else None
+        decay = name in decay_names
+        group = groups.setdefault((own, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0})
+        if own is not None:
+            group["lr"] = rates[own]
+        group["params"].append(parameter)
+    return list(groups.values())
+
+
+def learning_rates_by_part(model: Any, optimizer: Any) -> dict[str, list[float]]:
+    """The initial learning rates the built optimizer gives each part's parameters."""
+    part_of = {id(parameter): parameter_group(name) for name, parameter in model.named_parameters()}
+    rates: dict[str, set[float]] = {}
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if id(parameter) in part_of:
+                rates.setdefault(part_of[id(parameter)], set()).add(float(group.get("initial_lr", group["lr"])))
+    return {part: sorted(values) for part, values in sorted(rates.items())}
+
+
+def check_deepspeed_optimizer(config: TrainConfig) -> None:
+    """A DeepSpeed JSON with an ``optimizer`` section builds one optimizer of one learning
+    rate from it (transformers hands DeepSpeed the bare parameters), so the parts' own
+    rates would be lost."""
+    if not config.deepspeed or not part_learning_rates(config):
+        return
+    with open(config.deepspeed, encoding="utf-8") as handle:
+        sections = json.load(handle)
+    if "optimizer" in sections:
+        raise ConfigError(
+            f"projector_learning_rate, vision_learning_rate: {config.deepspeed} builds DeepSpeed's own optimizer "
+            "(its 'optimizer' section), which takes one learning rate; use a config without one "
+            "(scripts/zero2.json, zero2_offload.json, zero3.json) so the Trainer's optimizer keeps the parts' rates"
+        )
+
+
 def _trainer_class() -> Any:
     from transformers import Trainer
 
@@ -537,15 +617,35 @@ def _trainer_class() -> Any:
         media keep the ranks in step.
         """
 
-        def __init__(self, *args: Any, group_by_media: bool = False, **kwargs: Any) -> None:
+        def __init__(
+            self, *args: Any, group_by_media: bool = False, group_by_length: bool = False,
+            part_learning_rates: Mapping[str, float] | None = None, **kwargs: Any,
+        ) -> None:  # fmt: skip
             super().__init__(*args, **kwargs)
-            self.group_by_media = group_by_media
+            self.group_by_media = group_by_media or group_by_length
+            self.group_by_length = group_by_length
+            self.part_learning_rates = dict(part_learning_rates or {})
 
         def _get_train_sampler(self, train_dataset=None):  # type: ignore[override]
             if not self.group_by_media:
                 return super()._get_train_sampler(train_dataset)
             dataset = train_dataset if train_dataset is not None else self.train_dataset
-            return MediaGroupedSampler(dataset.kinds, self._train_batch_size * self.args.world_size, self.args.seed)
+            world_size = self.args.world_size
+            return MediaGroupedSampler(
+                dataset.kinds, self._train_batch_size * world_size, self.args.seed,
+                lengths=dataset.lengths if self.group_by_length else None, world_size=world_size,
+            )  # fmt: skip
+
+        def create_optimizer(self, model=None):  # type: ignore[override]
+            if self.optimizer is None and self.part_learning_rates:
+                opt_model = self.model if model is None else model
+                groups = optimizer_parameter_groups(
+                    opt_model.named_parameters(), self.part_learning_rates,
+                    set(self.get_decay_parameter_names(opt_model)), self.args.weight_decay,
+                )  # fmt: skip
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+                self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            return super().create_optimizer(model)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
             from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -594,9 +694,10 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     from llava_star.training.data import ConversationDataset, ExampleSettings, PaddingCollator, failures_in
 
     stage = deepspeed_stage(config.deepspeed)
+    check_deepspeed_optimizer(config)
     if config.lora and stage == 3:
         raise ConfigError("lora: LoRA with ZeRO-3 is not supported (merging needs whole weights); use scripts/zero2.json")
-    records = load_records(config.data)
+    records = load_records(config.data, config.seed)
     output_dir = Path(config.output_dir)
     # TrainingArguments first: under ZeRO-3 it must exist before the model loads (zero.Init partitions it)
     training_arguments = build_training_arguments(config)
@@ -610,9 +711,14 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     loaded = load_model(
         config.model, dtype=model_dtype(config), device="cpu", attn_implementation=attention,
         compute_device="cuda" if torch.cuda.is_available() else "cpu", autocast=config.bf16 or config.fp16,
-        video_token_budget=config.video_token_budget,
+        video_token_budget=config.video_token_budget, cache_dir=config.cache_dir,
     )  # fmt: skip
     model, processor = loaded.model, loaded.processor
+    if config.projector_weights:
+        from llava_star.models.original import load_projector_weights
+
+        loaded_keys = load_projector_weights(model, config.projector_weights)
+        logger.info("train: projector weights %s loaded from %s", ", ".join(loaded_keys), config.projector_weights)
     counts = set_trainable(model, config)
     if config.lora:
         model = add_lora(model, config)
@@ -636,6 +742,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         num_frames=config.num_frames,
         model_max_length=config.model_max_length,
         failures_path=str(config.failures_path),
+        image_pad_colour=image_pad_colour(processor) if config.image_aspect_ratio == "pad" else None,
     )
     tokenizer = processor.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -651,6 +758,8 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         data_collator=PaddingCollator(pad_token_id=pad_token_id, placeholders=placeholders),
         processing_class=processor,
         group_by_media=group_by_media,
+        group_by_length=config.group_by_length,
+        part_learning_rates=part_learning_rates(config),
     )
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
@@ -674,7 +783,9 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         "deepspeed_stage": stage,
         "memory_estimate_gib": memory,
         "deepspeed_enabled": bool(trainer.is_deepspeed_enabled),
-        "group_by_media": group_by_media,
+        "group_by_media": group_by_media or config.group_by_length,
+        "group_by_length": config.group_by_length,
+        "learning_rates": learning_rates_by_part(trainer.model, trainer.optimizer) if trainer.optimizer else None,
         "world_size": training_arguments.world_size,
     }
     if is_main_process():
@@ -685,6 +796,17 @@ def _train(config: TrainConfig) -> dict[str, Any]:
             summary["failures"], output_dir,
         )  # fmt: skip
     return summary
+
+
+def image_pad_colour(processor: Any) -> tuple[int, int, int]:
+    """The pad colour of ``image_aspect_ratio: pad``: the processor's mean, as LLaVA's expand2square."""
+    from llava_star.media.images import pad_colour
+
+    image_processor = getattr(processor, "image_processor", None)
+    mean = getattr(image_processor, "image_mean", None)
+    if mean is None:
+        raise ConfigError(f"image_aspect_ratio: pad needs the processor's image_mean; {type(processor).__name__} has none")
+    return pad_colour(mean)
 
 
 def save_checkpoint(trainer: Any, processor: Any, config: TrainConfig) -> None:

@@ -64,6 +64,9 @@ class ExampleSettings:
     model_max_length: int
     failures_path: str | None = None
     image_root: str | None = None
+    # RGB 0-255 to pad images to a square with before the processor (LLaVA's
+    # --image_aspect_ratio pad: the processor's image_mean); None leaves images as read
+    image_pad_colour: tuple[int, int, int] | None = None
 
 
 def truncation_length(input_ids: Sequence[int], labels: Sequence[int], max_length: int, media_token_ids: set[int]) -> int:
@@ -172,6 +175,7 @@ class ConversationDataset:
         self.records = list(records)
         # the media kind of each record: what the sampler groups by and placeholders stand in for
         self.kinds = [media_kind(record) for record in self.records]
+        self.lengths = [conversation_length(record) for record in self.records]
         self.processor = processor
         self.settings = settings
 
@@ -180,7 +184,7 @@ class ConversationDataset:
 
     def encode(self, index: int) -> dict[str, Any]:
         """The example of record ``index``; raises VideoError / ImageError / UnusableSample."""
-        from llava_star.media.images import read_image, resolve_image_path
+        from llava_star.media.images import pad_to_square, read_image, resolve_image_path
         from llava_star.media.video import read_frames, resolve_video_path
 
         record = self.records[index]
@@ -190,6 +194,8 @@ class ConversationDataset:
             frames = read_frames(path, self.settings.num_frames, start=record.get("start"), end=record.get("end"))
         if media_paths(record, "image"):
             image = read_image(resolve_image_path(self.settings.image_root, media_paths(record, "image")[0]))
+            if self.settings.image_pad_colour is not None:
+                image = pad_to_square(image, self.settings.image_pad_colour)
         return encode_example(self.processor, record, frames, self.settings.model_max_length, image)
 
     def __getitem__(self, index: int) -> dict[str, Any] | FailedSample:
@@ -256,17 +262,31 @@ class MediaGroupedSampler:
     modules, which ZeRO-3 needs (LLaVA's ``--group_by_modality_length`` does this too).
     A kind's last group is filled up with its own records again, as DistributedSampler
     pads the last batch.
+
+    With ``lengths`` (LLaVA's ``--group_by_modality_length``: modality and length), each
+    group is ordered as LLaVA's ``get_length_grouped_indices`` orders a megabatch: longest
+    first, dealt to the ``world_size`` ranks' batches so that their total lengths are
+    even (each record to the batch with the least length so far that is not full).
     """
 
-    def __init__(self, kinds: Sequence[str], group_size: int, seed: int = 0) -> None:
+    def __init__(
+        self, kinds: Sequence[str], group_size: int, seed: int = 0, lengths: Sequence[int] | None = None,
+        world_size: int = 1,
+    ) -> None:  # fmt: skip
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
+        if lengths is not None and len(lengths) != len(kinds):
+            raise ValueError(f"{len(lengths)} lengths for {len(kinds)} records")
+        if group_size % world_size:
+            raise ValueError(f"group_size {group_size} is not a multiple of world_size {world_size}")
         self.by_kind: dict[str, list[int]] = {}
         for index, kind in enumerate(kinds):
             self.by_kind.setdefault(kind, []).append(index)
         self.group_size = group_size
         self.seed = seed
         self.epoch = 0
+        self.lengths = lengths
+        self.world_size = world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -287,8 +307,32 @@ class MediaGroupedSampler:
             filled = self._filled(len(indices))
             indices = (indices * -(-filled // len(indices)))[:filled]
             groups += [indices[start : start + self.group_size] for start in range(0, filled, self.group_size)]
+        if self.lengths is not None:
+            groups = [self._balanced_by_length(group) for group in groups]
         rng.shuffle(groups)
         return (index for group in groups for index in group)
+
+
+    def _balanced_by_length(self, group: list[int]) -> list[int]:
+        """A group longest first, split into ``world_size`` batches of even total length."""
+        lengths = self.lengths or [0] * (max(group) + 1)
+        size = len(group) // self.world_size
+        batches: list[list[int]] = [[] for _ in range(self.world_size)]
+        totals = [0] * self.world_size
+        for index in sorted(group, key=lambda i: -lengths[i]):
+            rank = min((r for r in range(self.world_size) if len(batches[r]) < size), key=lambda r: totals[r])
+            batches[rank].append(index)
+            totals[rank] += lengths[index]
+        return [index for batch in batches for index in batch]
+
+
+def conversation_length(record: Mapping[str, Any]) -> int:
+    """A record's length as LLaVA's ``modality_lengths`` counts it: words of all turns.
+
+    >>> conversation_length({"conversations": [{"from": "human", "value": "<video>\\nWhat is it?"}, {"value": "A dog."}]})
+    6
+    """
+    return sum(len(str(turn.get("value", "")).split()) for turn in record.get("conversations", ()))
 
 
 def _stack_media(key: str, values: Sequence[Any]) -> Any:

@@ -1,0 +1,360 @@
+"""The official launch scripts' flag sets, copied as data, against our scripts/train_mem.py.
+
+Each script's arguments are those of haotian-liu/LLaVA scripts/v1_5/*.sh,
+PKU-YuanGroup/Video-LLaVA scripts/v1_5/*.sh and LLaVA-VL/LLaVA-NeXT
+scripts/video/train/*.sh, verbatim after `train_mem.py` (shell variables given the
+scripts' example values, then split as the shell splits them). Every set parses into a
+TrainConfig, or is refused with a message that says why and what to pass instead.
+"""
+
+import importlib.util
+import shlex
+from pathlib import Path
+from string import Template
+
+import pytest
+
+from llava_star.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+LLAVA_FINETUNE = """
+    --deepspeed ./scripts/zero3.json
+    --model_name_or_path lmsys/vicuna-13b-v1.5
+    --version v1
+    --data_path ./playground/data/llava_v1_5_mix665k.json
+    --image_folder ./playground/data
+    --vision_tower openai/clip-vit-large-patch14-336
+    --pretrain_mm_mlp_adapter ./checkpoints/llava-v1.5-13b-pretrain/mm_projector.bin
+    --mm_projector_type mlp2x_gelu
+    --mm_vision_select_layer -2
+    --mm_use_im_start_end False
+    --mm_use_im_patch_token False
+    --image_aspect_ratio pad
+    --group_by_modality_length True
+    --bf16 True
+    --output_dir ./checkpoints/llava-v1.5-13b
+    --num_train_epochs 1
+    --per_device_train_batch_size 16
+    --per_device_eval_batch_size 4
+    --gradient_accumulation_steps 1
+    --evaluation_strategy "no"
+    --save_strategy "steps"
+    --save_steps 50000
+    --save_total_limit 1
+    --learning_rate 2e-5
+    --weight_decay 0.
+    --warmup_ratio 0.03
+    --lr_scheduler_type "cosine"
+    --logging_steps 1
+    --tf32 True
+    --model_max_length 2048
+    --gradient_checkpointing True
+    --dataloader_num_workers 4
+    --lazy_preprocess True
+    --report_to wandb
+"""
+LORA = "--lora_enable True --lora_r 128 --lora_alpha 256 --mm_projector_lr 2e-5\n"
+LLAVA_FINETUNE_LORA = LORA + LLAVA_FINETUNE.replace("checkpoints/llava-v1.5-13b\n", "checkpoints/llava-v1.5-13b-lora\n").replace(
+    "--learning_rate 2e-5", "--learning_rate 2e-4"
+)
+# finetune_task.sh: from the finished LLaVA-1.5 checkpoint, so no projector file
+LLAVA_FINETUNE_TASK = (
+    LLAVA_FINETUNE.replace("lmsys/vicuna-13b-v1.5", "liuhaotian/llava-v1.5-13b")
+    .replace("--pretrain_mm_mlp_adapter ./checkpoints/llava-v1.5-13b-pretrain/mm_projector.bin\n", "")
+    .replace("checkpoints/llava-v1.5-13b\n", "checkpoints/llava-v1.5-13b-task\n")
+)
+LLAVA_FINETUNE_TASK_LORA = LORA + LLAVA_FINETUNE_TASK.replace("-task\n", "-task-lora\n").replace(
+    "--learning_rate 2e-5", "--learning_rate 2e-4"
+)
+LLAVA_PRETRAIN = """
+    --deepspeed ./scripts/zero2.json
+    --model_name_or_path lmsys/vicuna-13b-v1.5
+    --version plain
+    --data_path ./playground/data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json
+    --image_folder ./playground/data/LLaVA-Pretrain/images
+    --vision_tower openai/clip-vit-large-patch14-336
+    --mm_projector_type mlp2x_gelu
+    --tune_mm_mlp_adapter True
+    --mm_vision_select_layer -2
+    --mm_use_im_start_end False
+    --mm_use_im_patch_token False
+    --bf16 True
+    --output_dir ./checkpoints/llava-v1.5-13b-pretrain
+    --num_train_epochs 1
+    --per_device_train_batch_size 32
+    --per_device_eval_batch_size 4
+    --gradient_accumulation_steps 1
+    --evaluation_strategy "no"
+    --save_strategy "steps"
+    --save_steps 24000
+    --save_total_limit 1
+    --learning_rate 1e-3
+    --weight_decay 0.
+    --warmup_ratio 0.03
+    --lr_scheduler_type "cosine"
+    --logging_steps 1
+    --tf32 True
+    --model_max_length 2048
+    --gradient_checkpointing True
+    --dataloader_num_workers 4
+    --lazy_preprocess True
+    --report_to wandb
+"""
+VIDEO_LLAVA_VARIABLES = {
+    "JSON_FOLDER": "llava_all_image_video/ft_json", "IMAGE_FOLDER": "llava_all_image_video",
+    "VIDEO_FOLDER": "llava_all_image_video",
+}  # fmt: skip
+VIDEO_LLAVA_FINETUNE = """
+    --deepspeed ./scripts/zero2_offload.json
+    --model_name_or_path lmsys/vicuna-7b-v1.5
+    --version v1
+    --data_path ${JSON_FOLDER}/llava_image_tune_.json ${JSON_FOLDER}/videochatgpt_tune_.json ${JSON_FOLDER}/nlp_tune.json
+    --image_folder ${IMAGE_FOLDER}
+    --image_tower LanguageBind/LanguageBind_Image
+    --video_folder ${VIDEO_FOLDER}
+    --video_tower LanguageBind/LanguageBind_Video_merge
+    --mm_projector_type mlp2x_gelu
+    --pretrain_mm_mlp_adapter ./checkpoints/videollava-7b-pretrain/mm_projector.bin
+    --mm_vision_select_layer -2
+    --mm_use_im_start_end False
+    --mm_use_im_patch_token False
+    --image_aspect_ratio pad
+    --group_by_modality_length True
+    --bf16 True
+    --output_dir ./checkpoints/videollava-7b
+    --num_train_epochs 1
+    --per_device_train_batch_size 16
+    --per_device_eval_batch_size 4
+    --gradient_accumulation_steps 1
+    --evaluation_strategy "no"
+    --save_strategy "steps"
+    --save_steps 50000
+    --save_total_limit 1
+    --learning_rate 2e-5
+    --weight_decay 0.
+    --warmup_ratio 0.03
+    --lr_scheduler_type "cosine"
+    --logging_steps 1
+    --tf32 True
+    --model_max_length 2048  --tokenizer_model_max_length 3072
+    --gradient_checkpointing True
+    --dataloader_num_workers 4
+    --lazy_preprocess True
+    --report_to tensorboard
+    --cache_dir "./cache_dir"
+"""
+VIDEO_LLAVA_FINETUNE_LORA = LORA + VIDEO_LLAVA_FINETUNE.replace("/videollava-7b\n", "/videollava-7b-lora\n").replace(
+    "--learning_rate 2e-5", "--learning_rate 2e-4"
+)
+VIDEO_LLAVA_PRETRAIN = """
+    --deepspeed ./scripts/zero2.json
+    --model_name_or_path lmsys/vicuna-7b-v1.5
+    --version v1
+    --data_path ${JSON_FOLDER}/llava_image_.json ${JSON_FOLDER}/valley_.json
+    --image_folder ${IMAGE_FOLDER}
+    --image_tower LanguageBind/LanguageBind_Image
+    --video_folder ${VIDEO_FOLDER}
+    --video_tower LanguageBind/LanguageBind_Video_merge
+    --mm_projector_type mlp2x_gelu
+    --tune_mm_mlp_adapter True
+    --mm_vision_select_layer -2
+    --mm_use_im_start_end False
+    --mm_use_im_patch_token False
+    --bf16 True
+    --output_dir ./checkpoints/videollava-7b-pretrain
+    --num_train_epochs 1
+    --per_device_train_batch_size 32
+    --per_device_eval_batch_size 4
+    --gradient_accumulation_steps 1
+    --evaluation_strategy "no"
+    --save_strategy "steps"
+    --save_steps 24000
+    --save_total_limit 1
+    --learning_rate 1e-3
+    --weight_decay 0.
+    --warmup_ratio 0.03
+    --lr_scheduler_type "cosine"
+    --logging_steps 1
+    --tf32 True
+    --model_max_length 2048  --tokenizer_model_max_length 3072
+    --gradient_checkpointing True
+    --dataloader_num_workers 8
+    --lazy_preprocess True
+    --report_to tensorboard
+    --cache_dir "./cache_dir"
+"""
+LLAVA_NEXT_VARIABLES = {
+    "IMAGE_FOLDER": "XXX", "VIDEO_FOLDER": "XXX", "DATA_YAML": "exp.yaml",
+    "VISION_MODEL_VERSION": "google/siglip-so400m-patch14-384", "PROMPT_VERSION": "qwen_1_5",
+    "PREV_STAGE_CHECKPOINT": "lmms-lab/llava-onevision-qwen2-7b-ov-si",
+    "MID_RUN_NAME": "llavanext-google_siglip-so400m-patch14-384-Qwen_Qwen2-7B-Instruct-ov_to_video_am9",
+}  # fmt: skip
+# SO400M_Qwen2_7B_ov_to_video_am9.sh (the 72B script differs in the checkpoint and --frames_upbound 32)
+LLAVA_NEXT_VIDEO = """
+    --deepspeed scripts/zero3.json
+    --model_name_or_path $PREV_STAGE_CHECKPOINT
+    --version $PROMPT_VERSION
+    --data_path $DATA_YAML
+    --image_folder $IMAGE_FOLDER
+    --video_folder $VIDEO_FOLDER
+    --mm_tunable_parts="mm_vision_tower,mm_mlp_adapter,mm_language_model"
+    --mm_vision_tower_lr=2e-6
+    --vision_tower ${VISION_MODEL_VERSION}
+    --mm_projector_type mlp2x_gelu
+    --mm_vision_select_layer -2
+    --mm_use_im_start_end False
+    --mm_use_im_patch_token False
+    --group_by_modality_length True
+    --image_aspect_ratio anyres_max_9
+    --image_grid_pinpoints  "(1x1),...,(6x6)"
+    --mm_patch_merge_type spatial_unpad
+    --bf16 True
+    --run_name $MID_RUN_NAME
+    --output_dir ./work_dirs/$MID_RUN_NAME
+    --num_train_epochs 1
+    --per_device_train_batch_size 1
+    --per_device_eval_batch_size 4
+    --gradient_accumulation_steps 2
+    --evaluation_strategy "no"
+    --save_strategy "steps"
+    --save_steps 500
+    --save_total_limit 1
+    --learning_rate 1e-5
+    --weight_decay 0.
+    --warmup_ratio 0.03
+    --lr_scheduler_type "cosine"
+    --logging_steps 1
+    --tf32 True
+    --model_max_length 32768
+    --gradient_checkpointing True
+    --dataloader_num_workers 2
+    --lazy_preprocess True
+    --report_to wandb
+    --torch_compile True
+    --torch_compile_backend "inductor"
+    --dataloader_drop_last True
+    --frames_upbound 64
+    --mm_newline_position grid
+    --add_time_instruction True
+    --force_sample True
+    --mm_spatial_pool_stride 2
+"""
+LLAVA_NEXT_VIDEO_72B = LLAVA_NEXT_VIDEO.replace("--frames_upbound 64", "--frames_upbound 32")
+
+
+def arguments(script, variables=None):
+    """The script's arguments as the shell hands them to train_mem.py."""
+    return shlex.split(Template(script).substitute(variables or {}))
+
+
+@pytest.fixture(scope="module")
+def train_mem():
+    spec = importlib.util.spec_from_file_location("train_mem", REPO / "scripts" / "train_mem.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+COMMON = {
+    "num_train_epochs": 1.0, "weight_decay": 0.0, "warmup_ratio": 0.03, "lr_scheduler_type": "cosine", "bf16": True, "tf32": True,
+    "gradient_checkpointing": True, "save_strategy": "steps", "save_total_limit": 1, "logging_steps": 1,
+}  # fmt: skip
+LLAVA_PARSED = dict(
+    COMMON, model="lmsys/vicuna-13b-v1.5", data=("./playground/data/llava_v1_5_mix665k.json",),
+    image_root="./playground/data", deepspeed="./scripts/zero3.json", model_max_length=2048,
+    per_device_train_batch_size=16, save_steps=50000, dataloader_num_workers=4, report_to=("wandb",),
+    projector_weights="./checkpoints/llava-v1.5-13b-pretrain/mm_projector.bin", image_aspect_ratio="pad",
+    group_by_media=True, group_by_length=True, learning_rate=2e-5, output_dir="./checkpoints/llava-v1.5-13b",
+)  # fmt: skip
+LORA_PARSED = {"lora": True, "lora_r": 128, "lora_alpha": 256, "projector_learning_rate": 2e-5, "learning_rate": 2e-4}
+VIDEO_LLAVA_PARSED = dict(
+    LLAVA_PARSED, model="lmsys/vicuna-7b-v1.5", deepspeed="./scripts/zero2_offload.json",
+    data=tuple(f"llava_all_image_video/ft_json/{name}" for name in ("llava_image_tune_.json", "videochatgpt_tune_.json",
+                                                                     "nlp_tune.json")),
+    image_root="llava_all_image_video", video_root="llava_all_image_video", model_max_length=3072,
+    report_to=("tensorboard",), cache_dir="./cache_dir",
+    projector_weights="./checkpoints/videollava-7b-pretrain/mm_projector.bin", output_dir="./checkpoints/videollava-7b",
+)  # fmt: skip
+PRETRAIN = {
+    "projector_weights": None, "image_aspect_ratio": "square", "group_by_media": False, "group_by_length": False,
+    "learning_rate": 1e-3, "per_device_train_batch_size": 32, "save_steps": 24000, "deepspeed": "./scripts/zero2.json",
+    "freeze_language_model": True, "freeze_vision_tower": True,  # --tune_mm_mlp_adapter True: the projector alone
+}  # fmt: skip
+
+SCRIPTS = {
+    "LLaVA/scripts/v1_5/finetune.sh": (LLAVA_FINETUNE, None, LLAVA_PARSED),
+    "LLaVA/scripts/v1_5/finetune_lora.sh": (LLAVA_FINETUNE_LORA, None, dict(
+        LLAVA_PARSED, **LORA_PARSED, output_dir="./checkpoints/llava-v1.5-13b-lora")),
+    "LLaVA/scripts/v1_5/finetune_task.sh": (LLAVA_FINETUNE_TASK, None, dict(
+        LLAVA_PARSED, model="liuhaotian/llava-v1.5-13b", projector_weights=None,
+        output_dir="./checkpoints/llava-v1.5-13b-task")),
+    "LLaVA/scripts/v1_5/finetune_task_lora.sh": (LLAVA_FINETUNE_TASK_LORA, None, dict(
+        LLAVA_PARSED, **LORA_PARSED, model="liuhaotian/llava-v1.5-13b", projector_weights=None,
+        output_dir="./checkpoints/llava-v1.5-13b-task-lora")),
+    "LLaVA/scripts/v1_5/pretrain.sh": (LLAVA_PRETRAIN, None, dict(
+        LLAVA_PARSED, **PRETRAIN, data=("./playground/data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json",),
+        image_root="./playground/data/LLaVA-Pretrain/images", output_dir="./checkpoints/llava-v1.5-13b-pretrain")),
+    "Video-LLaVA/scripts/v1_5/finetune.sh": (VIDEO_LLAVA_FINETUNE, VIDEO_LLAVA_VARIABLES, VIDEO_LLAVA_PARSED),
+    "Video-LLaVA/scripts/v1_5/finetune_lora.sh": (VIDEO_LLAVA_FINETUNE_LORA, VIDEO_LLAVA_VARIABLES, dict(
+        VIDEO_LLAVA_PARSED, **LORA_PARSED, output_dir="./checkpoints/videollava-7b-lora")),
+    "Video-LLaVA/scripts/v1_5/pretrain.sh": (VIDEO_LLAVA_PRETRAIN, VIDEO_LLAVA_VARIABLES, dict(
+        VIDEO_LLAVA_PARSED, **PRETRAIN, dataloader_num_workers=8, output_dir="./checkpoints/videollava-7b-pretrain",
+        data=("llava_all_image_video/ft_json/llava_image_.json", "llava_all_image_video/ft_json/valley_.json"))),
+}  # fmt: skip
+LLAVA_NEXT_SCRIPTS = {
+    "LLaVA-NeXT/scripts/video/train/SO400M_Qwen2_7B_ov_to_video_am9.sh": (LLAVA_NEXT_VIDEO, 64),
+    "LLaVA-NeXT/scripts/video/train/SO400M_Qwen2_72B_ov_to_video_am9.sh": (LLAVA_NEXT_VIDEO_72B, 32),
+}
+
+
+@pytest.mark.slow  # the TrainingArguments check of passed-through flags imports transformers
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_official_llava_and_video_llava_scripts_parse_into_their_train_config(train_mem, script):
+    from llava_star.stages.train import TrainConfig
+
+    text, variables, expected = SCRIPTS[script]
+    config = train_mem.parse_args(arguments(text, variables))
+    assert config == TrainConfig(**expected)
+    assert (REPO / config.deepspeed).is_file()  # the DeepSpeed config the script names is shipped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(LLAVA_NEXT_SCRIPTS))
+def test_llava_next_video_scripts_are_refused_for_what_transformers_fixes_otherwise(train_mem, script):
+    text, frames = LLAVA_NEXT_SCRIPTS[script]
+    flags = arguments(text, LLAVA_NEXT_VARIABLES)
+    with pytest.raises(ConfigError, match="--mm_newline_position grid: .* one image_newline after each video.*"
+                                          "pass --mm_newline_position one_token"):  # fmt: skip
+        train_mem.parse_args(flags)
+    flags[flags.index("grid")] = "one_token"
+    with pytest.raises(ConfigError, match="--add_time_instruction: .*write the time instruction"):
+        train_mem.parse_args(flags)
+    flags[flags.index("--add_time_instruction") + 1] = "False"
+    config = train_mem.parse_args(flags)  # the rest of the script is honoured
+    assert config.model == "lmms-lab/llava-onevision-qwen2-7b-ov-si" and config.data == ("exp.yaml",)
+    assert config.num_frames == frames  # --frames_upbound with --force_sample True: that many, uniformly
+    assert (config.freeze_vision_tower, config.freeze_projector, config.freeze_language_model) == (False, False, False)
+    assert config.vision_learning_rate == 2e-6 and config.learning_rate == 1e-5
+    assert config.image_aspect_ratio == "square"  # anyres_max_9: the OneVision processor tiles images itself
+    assert config.group_by_length and config.model_max_length == 32768 and config.gradient_accumulation_steps == 2
+    assert dict(config.trainer_args) == {
+        "dataloader_drop_last": True, "run_name": LLAVA_NEXT_VARIABLES["MID_RUN_NAME"], "torch_compile": True,
+        "torch_compile_backend": "inductor",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--frames_upbound", "32"], "--frames_upbound/--video_fps without --force_sample True"),
+        (["--mm_spatial_pool_stride", "4"], "pools video features by 2"),
+        (["--mm_spatial_pool_mode", "average"], "bilinear"),
+        (["--mm_tunable_parts", "mm_vision_resampler"], "no vision resampler"),
+        (["--image_aspect_ratio", "crop_split"], "expected pad, square, anyres"),
+    ],
+)
+def test_llava_next_options_that_cannot_be_honoured_say_what_to_use(train_mem, flags, message):
+    base = ["--model_name_or_path", "m", "--data_path", "d.json", "--output_dir", "o"]
+    with pytest.raises(ConfigError, match=message):
+        train_mem.parse_args(base + flags)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("llava_star.verify.cli", "check answers against gold labels"),
     "export": ("llava_star.stages.export", "turn kept generations into LLaVA training JSON"),
     "train": ("llava_star.stages.train", "instruction-tune a video LVLM on LLaVA JSON"),
+    "convert": ("llava_star.stages.convert", "original LLaVA-family checkpoints to transformers' classes"),
     "cycle": ("llava_star.stages.cycle", "run self-training cycles from a YAML config"),
     "eval": ("llava_star.stages.evaluate", "evaluate a model with lmms-eval on the project's tasks"),
     "report": ("llava_star.stages.report", "write stats, plots and an HTML gallery for a run"),

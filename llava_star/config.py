@@ -317,6 +317,8 @@ def add_config_flags(
             pass
         elif field.default not in (dataclasses.MISSING, None, ""):
             options["help"] = f"{options['help']} (default: {field.default})".strip()
+        elif field.default is None:
+            pass  # optional, off unless given
         elif field.default_factory is dataclasses.MISSING:
             options["help"] = f"{options['help']} (required)".strip()
         parser.add_argument(*flags.get(field.name, ("--" + field.name.replace("_", "-"),)), **options)

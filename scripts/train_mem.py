@@ -14,8 +14,8 @@ Honoured as LLaVA does: ``--mm_projector_lr`` / ``--mm_vision_tower_lr`` (parame
 of their own), ``--pretrain_mm_mlp_adapter`` (LLaVA's ``mm_projector.bin`` loaded into the
 projector), ``--image_aspect_ratio pad`` (images padded to a square with the processor's
 mean), ``--group_by_modality_length`` (batches by media kind and length), ``--cache_dir``,
-and LLaVA-NeXT's ``--mm_tunable_parts``, ``--frames_upbound`` with ``--force_sample True``
-and YAML data lists. Flags that describe the architecture (``--vision_tower``,
+and LLaVA-NeXT's ``--mm_tunable_parts``, ``--frames_upbound`` with ``--force_sample True``,
+``--add_time_instruction`` and YAML data lists. Flags that describe the architecture (``--vision_tower``,
 ``--mm_projector_type``, ``--version`` ...) are fixed by the transformers checkpoint's
 config and processor, so they are accepted and ignored with a note. Flags for things this
 trainer does not do the same way (4/8-bit training, LLaVA-NeXT's per-row video newlines,
@@ -46,7 +46,7 @@ logger = logging.getLogger("train_mem")
 
 # fixed by the checkpoint's config.json / processor, so nothing to do
 IGNORED_FLAGS = (
-    "version", "vision_tower", "image_tower", "video_tower", "mm_projector_type", "mm_vision_select_layer",
+    "vision_tower", "image_tower", "video_tower", "mm_projector_type", "mm_vision_select_layer",
     "mm_vision_select_feature", "mm_use_im_start_end", "mm_use_im_patch_token", "mm_patch_merge_type",
     "image_grid_pinpoints", "lazy_preprocess", "is_multimodal",
     "per_device_eval_batch_size", "X", "double_quant", "quant_type",
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag("attn_implementation")
     flag("lora_bias")
     flag("pretrain_mm_mlp_adapter")
+    flag("version")
     flag("image_aspect_ratio")
     flag("cache_dir")
     flag("resume_from_checkpoint")
@@ -177,11 +178,6 @@ def _reject_unsupported_video_options(args: argparse.Namespace) -> None:
     if args.mm_spatial_pool_mode not in (None, "bilinear"):
         raise ConfigError(f"--mm_spatial_pool_mode {args.mm_spatial_pool_mode}: transformers' LLaVA-OneVision pools "
                           "video features bilinearly (fixed in the class); pass bilinear")  # fmt: skip
-    if args.add_time_instruction:
-        raise ConfigError(
-            "--add_time_instruction: the prompt is the record's own text through the checkpoint's chat template; "
-            "write the time instruction (\"The video lasts for ... seconds ...\") into the records' first human turn"
-        )
     if (args.frames_upbound is not None or args.video_fps is not None) and not args.force_sample:
         raise ConfigError(
             "--frames_upbound/--video_fps without --force_sample True: LLaVA-NeXT then samples one frame per "
@@ -211,6 +207,20 @@ def tunable_parts(text: str) -> dict[str, bool]:
     return {key: part not in parts for part, key in _TUNABLE_PARTS.items()}
 
 
+def prompt_template(version: str) -> str:
+    """LLaVA's --version -> TrainConfig's prompt_template: ``plain`` is LLaVA's pretraining
+    format; a conversation template (v1, qwen_1_5 ...) is the checkpoint's own chat template.
+
+    >>> prompt_template("plain"), prompt_template("v1")
+    ('plain', 'checkpoint')
+    """
+    if version == "plain":
+        return "plain"
+    logger.info("--version %s: prompts use the checkpoint's own chat template (saved with it, so generation "
+                "and evaluation prompt the same way)", version)  # fmt: skip
+    return "checkpoint"
+
+
 def image_aspect_ratio(text: str) -> str:
     """LLaVA's --image_aspect_ratio -> TrainConfig's (anyres: the checkpoint's processor tiles).
 
@@ -232,6 +242,7 @@ _RENAMED = {
     "lora_enable": "lora", "freeze_backbone": "freeze_language_model", "freeze_mm_mlp_adapter": "freeze_projector",
     "group_by_modality_length": "group_by_media", "mm_projector_lr": "projector_learning_rate",
     "mm_vision_tower_lr": "vision_learning_rate", "pretrain_mm_mlp_adapter": "projector_weights",
+    "add_time_instruction": "video_time_instruction",
 }  # fmt: skip
 _SAME = (
     "output_dir", "num_frames", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type",
@@ -261,6 +272,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         values.update(tunable_parts(args.mm_tunable_parts))
     if args.group_by_modality_length:  # LLaVA's LengthGroupedSampler: by modality and by length
         values["group_by_length"] = True
+    if args.version is not None:
+        values["prompt_template"] = prompt_template(args.version)
     if args.image_aspect_ratio is not None:
         values["image_aspect_ratio"] = image_aspect_ratio(args.image_aspect_ratio)
     if args.frames_upbound is not None:  # with --force_sample True: exactly this many, uniformly

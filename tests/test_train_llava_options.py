@@ -227,10 +227,25 @@ def test_llava_next_yaml_data_lists(tmp_path):
         load_records([str(listing)])
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def deepspeed_env():
+    """One DeepSpeed process without mpi4py (what torchrun would set)."""
+    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+
+
 @pytest.mark.slow
-def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_path):
+@pytest.mark.parametrize("zero", [None, "zero3"])
+def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_path, zero):
     """--pretrain_mm_mlp_adapter, --mm_projector_lr, --image_aspect_ratio pad and
-    --group_by_modality_length through scripts/train_mem.py, one process."""
+    --group_by_modality_length through scripts/train_mem.py, one process; under ZeRO-3 the
+    projector is partitioned when the file is loaded into it (gathered, written, partitioned)."""
     from PIL import Image
 
     images = tmp_path / "images"
@@ -253,10 +268,15 @@ def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_
         "--cache_dir", str(tmp_path / "cache"), "--max_steps", "2", "--per_device_train_batch_size", "2",
         "--dataloader_num_workers", "0", "--report_to", "none", "--warmup_ratio", "0",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
-                            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    if zero:
+        pytest.importorskip("deepspeed")
+        command += ["--deepspeed", str(REPO / "scripts" / f"{zero}.json")]
+        env.update(deepspeed_env())
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["deepspeed_stage"] == (3 if zero else 0)
     assert summary["learning_rates"] == {"language": [1e-4], "projector": [1e-3]}
     assert summary["group_by_length"] and summary["global_step"] == 2
     assert "projector weights" in result.stderr and "mm_projector.bin" in result.stderr
@@ -265,3 +285,79 @@ def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_
     # started from the file's projector (not the checkpoint's), then two Adam steps of at most ~1e-3 each
     assert 0 < (trained - from_file).abs().max() <= 2.5e-3
     assert (from_checkpoint - from_file).abs().max() > 0.1
+
+
+def test_add_time_instruction_writes_llava_nexts_sentence_with_the_clips_times(tiny_model, synthetic_dataset):
+    from llava_star.media.video import read_frames
+    from llava_star.training.data import ConversationDataset, ExampleSettings, with_time_instruction
+
+    video = "videos/synthetic-00000.mp4"
+    frames = read_frames(synthetic_dataset.root / video, 4, start=0.5, end=1.5)
+    assert frames.duration > 1.5  # the file is longer than the clip
+    record = {"id": "a", "video": video, "start": 0.5, "end": 1.5, "conversations": [
+        {"from": "human", "value": "What colour is it?\n<video>"}, {"from": "gpt", "value": "Red."}]}  # fmt: skip
+    question = with_time_instruction(record, frames)["conversations"][0]["value"]
+    first, instruction, rest = question.split("\n", 2)
+    assert first == "<video>" and rest == "What colour is it?\n"  # LLaVA-NeXT's replace() keeps the newline
+    assert instruction.startswith("The video lasts for 1.00 seconds, and 4 frames are uniformly sampled from it.")
+    times = [float(t[:-1]) for t in instruction.split("located at ")[1].split(".Please")[0].split(",")]
+    assert len(times) == 4 and 0 <= times[0] < times[-1] < 1.0  # the clip's times, not the file's
+    assert record["conversations"][0]["value"] == "What colour is it?\n<video>"  # the record itself is left alone
+    processor = load(tiny_model).processor
+    tokens = {}
+    for flag in (False, True):
+        settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=4, model_max_length=4096,
+                                   time_instruction=flag)  # fmt: skip
+        tokens[flag] = len(ConversationDataset([record], processor, settings)[0]["input_ids"])
+    assert tokens[True] > tokens[False] + 20  # the sentence is in the training prompt
+
+
+@pytest.mark.slow
+def test_zero2_offload_keeps_the_projectors_learning_rate(tiny_model, tmp_path):
+    """Video-LLaVA's finetune_lora.sh pairing: scripts/zero2_offload.json with --mm_projector_lr,
+    one DeepSpeed process on the CPU (the Trainer's AdamW on the offloaded states)."""
+    pytest.importorskip("deepspeed")
+    data = write_json(tmp_path / "train.json", text_records("text", 4))
+    output = tmp_path / "out"
+    command = [
+        sys.executable, str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(tiny_model),
+        "--data_path", str(data), "--output_dir", str(output), "--deepspeed", str(REPO / "scripts" / "zero2_offload.json"),
+        "--mm_projector_lr", "1e-3", "--learning_rate", "1e-4", "--max_steps", "2", "--per_device_train_batch_size", "2",
+        "--dataloader_num_workers", "0", "--report_to", "none", "--warmup_ratio", "0",
+    ]  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", **deepspeed_env()}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["deepspeed_enabled"] and summary["deepspeed_stage"] == 2 and summary["global_step"] == 2
+    assert summary["learning_rates"] == {"language": [1e-4], "projector": [1e-3]}
+
+
+def test_version_plain_is_llavas_pretraining_prompt_and_is_saved_with_the_checkpoint(tiny_model, tmp_path):
+    from PIL import Image
+
+    from llava_star.models.inputs import build_inputs, from_llava_turns
+    from llava_star.models.templates import PLAIN_TEMPLATES
+    from llava_star.stages.train import TrainConfig, run
+
+    processor = load(tiny_model).processor
+    processor.chat_template = PLAIN_TEMPLATES["video_llava"]
+    turns = [{"from": "human", "value": "<image>\nDescribe the picture briefly."}, {"from": "gpt", "value": "A red square."}]
+    text = processor.apply_chat_template(from_llava_turns(turns))
+    assert text == "<image>A red square.\n"  # LLaVA's preprocess_plain: the image token, the caption, the separator
+    image = np.zeros((32, 32, 3), np.uint8)
+    inputs = build_inputs(processor, [from_llava_turns(turns)], [None], images=[image], add_generation_prompt=False,
+                          assistant_spans=True, padding_side="right")  # fmt: skip
+    labels = inputs.labels(-100)[0]
+    learned = processor.tokenizer.decode(labels[labels != -100])
+    # the loss is on the caption only, ended by the eos llava_star writes where a template's turn
+    # ends with no special token (LLaVA's plain learns its "\n" separator there instead)
+    assert learned == "A red square." + processor.tokenizer.eos_token
+    (tmp_path / "images").mkdir()
+    Image.fromarray(image).save(tmp_path / "images" / "a.png")
+    data = write_json(tmp_path / "train.json", [{"id": "a", "image": "a.png", "conversations": turns}])
+    output = tmp_path / "out"
+    run(TrainConfig(model=str(tiny_model), data=(str(data),), image_root=str(tmp_path / "images"), output_dir=str(output),
+                    max_steps=1, per_device_train_batch_size=1, dataloader_num_workers=0, prompt_template="plain",
+                    freeze_language_model=True))  # fmt: skip
+    assert load(output).processor.chat_template == PLAIN_TEMPLATES["video_llava"]  # generation prompts the same way

@@ -277,6 +277,7 @@ VIDEO_LLAVA_PARSED = dict(
     projector_weights="./checkpoints/videollava-7b-pretrain/mm_projector.bin", output_dir="./checkpoints/videollava-7b",
 )  # fmt: skip
 PRETRAIN = {
+    "prompt_template": "plain",  # --version plain (LLaVA's pretrain.sh; Video-LLaVA's says v1)
     "projector_weights": None, "image_aspect_ratio": "square", "group_by_media": False, "group_by_length": False,
     "learning_rate": 1e-3, "per_device_train_batch_size": 32, "save_steps": 24000, "deepspeed": "./scripts/zero2.json",
     "freeze_language_model": True, "freeze_vision_tower": True,  # --tune_mm_mlp_adapter True: the projector alone
@@ -299,7 +300,8 @@ SCRIPTS = {
     "Video-LLaVA/scripts/v1_5/finetune_lora.sh": (VIDEO_LLAVA_FINETUNE_LORA, VIDEO_LLAVA_VARIABLES, dict(
         VIDEO_LLAVA_PARSED, **LORA_PARSED, output_dir="./checkpoints/videollava-7b-lora")),
     "Video-LLaVA/scripts/v1_5/pretrain.sh": (VIDEO_LLAVA_PRETRAIN, VIDEO_LLAVA_VARIABLES, dict(
-        VIDEO_LLAVA_PARSED, **PRETRAIN, dataloader_num_workers=8, output_dir="./checkpoints/videollava-7b-pretrain",
+        VIDEO_LLAVA_PARSED, **dict(PRETRAIN, prompt_template="checkpoint"), dataloader_num_workers=8,
+        output_dir="./checkpoints/videollava-7b-pretrain",
         data=("llava_all_image_video/ft_json/llava_image_.json", "llava_all_image_video/ft_json/valley_.json"))),
 }  # fmt: skip
 LLAVA_NEXT_SCRIPTS = {
@@ -321,17 +323,15 @@ def test_official_llava_and_video_llava_scripts_parse_into_their_train_config(tr
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(LLAVA_NEXT_SCRIPTS))
-def test_llava_next_video_scripts_are_refused_for_what_transformers_fixes_otherwise(train_mem, script):
+def test_llava_next_video_scripts_are_refused_for_the_newline_layout_transformers_fixes_otherwise(train_mem, script):
     text, frames = LLAVA_NEXT_SCRIPTS[script]
     flags = arguments(text, LLAVA_NEXT_VARIABLES)
     with pytest.raises(ConfigError, match="--mm_newline_position grid: .* one image_newline after each video.*"
                                           "pass --mm_newline_position one_token"):  # fmt: skip
         train_mem.parse_args(flags)
     flags[flags.index("grid")] = "one_token"
-    with pytest.raises(ConfigError, match="--add_time_instruction: .*write the time instruction"):
-        train_mem.parse_args(flags)
-    flags[flags.index("--add_time_instruction") + 1] = "False"
     config = train_mem.parse_args(flags)  # the rest of the script is honoured
+    assert config.video_time_instruction  # --add_time_instruction True
     assert config.model == "lmms-lab/llava-onevision-qwen2-7b-ov-si" and config.data == ("exp.yaml",)
     assert config.num_frames == frames  # --frames_upbound with --force_sample True: that many, uniformly
     assert (config.freeze_vision_tower, config.freeze_projector, config.freeze_language_model) == (False, False, False)

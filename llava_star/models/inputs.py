@@ -255,6 +255,10 @@ def build_inputs(
             spans.append(row_spans)
     # the processor pairs media with placeholders in order of appearance across the batch
     present_videos = [video for video in videos if video is not None]
+    if present_videos and getattr(processor, "video_processor", None) is None:
+        # LLaVA-1.5's processor has no video processor: the frames would be dropped and the
+        # model would answer from the text alone
+        raise ConfigError(f"{type(processor).__name__} takes no video; use a video LVLM for video records")
     if present_videos:
         kwargs.update(
             videos=[video.array for video in present_videos],

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 # config.model_type -> the family name used across llava_star
 FAMILY_OF_MODEL_TYPE = {
+    "llava": "llava",  # LLaVA-1.5 (LlavaForConditionalGeneration): images and text, no video
     "video_llava": "video_llava",
     "llava_next_video": "llava_next_video",
     "llava_onevision": "llava_onevision",
@@ -137,6 +138,43 @@ def apply_video_token_budget(processor: Any, budget: int | None) -> int | None:
     return budget
 
 
+# what an original-repository checkpoint is, in words, and the transformers checkpoints of its kind
+_ORIGINAL_KINDS = {
+    "video_llava": ("an original Video-LLaVA checkpoint", "LanguageBind/Video-LLaVA-7B-hf"),
+    "llava": ("an original LLaVA-1.5 checkpoint (an image model)", "llava-hf/llava-1.5-7b-hf"),
+    "llava_next_video": ("an original LLaVA-NeXT-Video checkpoint", "llava-hf/LLaVA-NeXT-Video-7B-hf"),
+    "llava_onevision": ("an original LLaVA-OneVision / LLaVA-Video checkpoint", "llava-hf/llava-onevision-qwen2-7b-ov-hf"),
+    "llava_next": ("an original LLaVA-NeXT image checkpoint", "llava-hf/llava-v1.6-vicuna-7b-hf"),
+}  # fmt: skip
+
+
+def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
+    """Stop with the command to run when ``name`` is in the original LLaVA repositories'
+    layout (``LlavaLlamaForCausalLM``...), which transformers would misread as its own
+    ``llava`` model type or refuse as an unknown architecture."""
+    from transformers import PretrainedConfig
+
+    from llava_star.stages.convert import convert_command, original_kind
+
+    try:
+        raw, _ = PretrainedConfig.get_config_dict(name, cache_dir=cache_dir)
+    except (OSError, ValueError):
+        return  # AutoConfig reports it
+    kind = original_kind(raw)
+    if kind is None and raw.get("model_type") in ("llama", "mistral", "qwen2") and "text_config" not in raw:
+        raise ConfigError(
+            f"model: {name} is a language model alone ({raw.get('model_type')}); LLaVA's pretrain/finetune scripts "
+            "add --vision_tower and the projector at train time, here they are built into one checkpoint first: "
+            f"`llava-star convert {name} --vision-tower CLIP_DIR [--projector mm_projector.bin] -o DIR`, then train DIR"
+        )
+    if kind is None:
+        return
+    what, converted = _ORIGINAL_KINDS[kind]
+    how = f"convert it with `{convert_command(name)}`" if kind != "llava_next" else "use its transformers conversion"
+    raise ConfigError(f"model: {name} is {what} ({', '.join(raw.get('architectures') or [raw.get('model_type')])}), "
+                      f"not a transformers one; {how}, or load a converted checkpoint such as {converted}")  # fmt: skip
+
+
 def load_model(
     name_or_path: str | os.PathLike[str],
     *,
@@ -164,6 +202,7 @@ def load_model(
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     name = str(name_or_path)
+    refuse_original_checkpoint(name, cache_dir)
     try:
         config = AutoConfig.from_pretrained(name, cache_dir=cache_dir)
     except (OSError, ValueError) as error:

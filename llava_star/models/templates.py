@@ -51,8 +51,34 @@ QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 
 # family -> template
 CHAT_TEMPLATES = {
+    "llava": LLAVA_TEMPLATE,
     "video_llava": LLAVA_TEMPLATE,
     "llava_next_video": LLAVA_TEMPLATE,
     "llava_onevision": chatml_template("<video>\n", "<image>\n"),
     "qwen2_vl": chatml_template(QWEN_VIDEO, QWEN_IMAGE),
+}
+
+
+def plain_template(video: str, image: str) -> str:
+    """LLaVA's ``--version plain`` (its pretraining stage): the media alone, then the answer and
+    a newline (``<image>caption\\n``); the human turn's words are left out, as LLaVA's
+    ``preprocess_plain`` replaces them with the image token."""
+    return (
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'user' and message['content'] is not string -%}"
+        "{%- for item in message['content'] -%}"
+        f"{{%- if item['type'] == 'video' -%}}{{{{ '{video}' }}}}"
+        f"{{%- elif item['type'] == 'image' -%}}{{{{ '{image}' }}}}{{%- endif -%}}"
+        "{%- endfor -%}"
+        "{%- elif message['role'] == 'assistant' -%}"
+        "{{ message['content'] if message['content'] is string else message['content'][0]['text'] }}{{ '\n' }}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+    )
+
+
+# family -> LLaVA's plain (pretraining) template, with the family's media placeholders
+PLAIN_TEMPLATES = {
+    family: plain_template(QWEN_VIDEO, QWEN_IMAGE) if family == "qwen2_vl" else plain_template("<video>", "<image>")
+    for family in CHAT_TEMPLATES
 }

@@ -45,6 +45,8 @@ FAILURES_FILE = "train_failures.jsonl"
 SUMMARY_FILE = "train_summary.json"
 SAVE_STRATEGIES = ("no", "steps", "epoch")
 IMAGE_ASPECT_RATIOS = ("square", "pad")
+PROMPT_TEMPLATES = ("checkpoint", "plain")
+IMAGE_ONLY_FAMILIES = ("llava",)  # LLaVA-1.5 trains on images and text
 LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 # TrainingArguments that TrainConfig sets itself; passing them as extras would be ambiguous
 _OWNED_TRAINING_ARGUMENTS = frozenset({
@@ -118,6 +120,11 @@ class TrainConfig:
     # OneVision: anyres tiles); "pad": pad images to a square with the processor's mean
     # colour first, as LLaVA's --image_aspect_ratio pad (expand2square)
     image_aspect_ratio: str = "square"
+    # "checkpoint": the checkpoint's chat template; "plain": LLaVA's --version plain (pretraining:
+    # the media, then the answer), saved as the trained checkpoint's template
+    prompt_template: str = "checkpoint"
+    # LLaVA-NeXT's --add_time_instruction: "The video lasts for ... seconds ..." before each video question
+    video_time_instruction: bool = False
     # where from_pretrained keeps hub downloads (LLaVA's --cache_dir)
     cache_dir: str | None = None
     attn_implementation: str | None = None
@@ -149,6 +156,8 @@ class TrainConfig:
             rate = getattr(self, key)
             if rate is not None and not (rate > 0 and math.isfinite(rate)):
                 raise ConfigError(f"{key}: expected a positive number, got {rate!r}")
+        if self.prompt_template not in PROMPT_TEMPLATES:
+            raise ConfigError(f"prompt_template: expected one of {', '.join(PROMPT_TEMPLATES)}, got {self.prompt_template!r}")
         if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
             raise ConfigError(f"image_aspect_ratio: expected one of {', '.join(IMAGE_ASPECT_RATIOS)}, got {self.image_aspect_ratio!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -379,6 +388,14 @@ _HELP = {
     "deepspeed": "DeepSpeed JSON, e.g. scripts/zero2.json",
     "group_by_media": "batches of one media kind per step on all ranks (LLaVA's --group_by_modality_length); "
     "on by itself for ZeRO-3 over several processes with mixed media",
+    "projector_learning_rate": "learning rate of the projector's own parameter group (LLaVA's --mm_projector_lr)",
+    "vision_learning_rate": "learning rate of the vision tower's own parameter group (--mm_vision_tower_lr)",
+    "projector_weights": "LLaVA's mm_projector.bin loaded into the projector first (--pretrain_mm_mlp_adapter)",
+    "group_by_length": "within a media kind, even total length per rank at each step (--group_by_modality_length)",
+    "image_aspect_ratio": "square (the processor's geometry) | pad (to a square of the processor's mean, as LLaVA)",
+    "prompt_template": "checkpoint (its chat template) | plain (LLaVA's pretraining format, saved with the checkpoint)",
+    "video_time_instruction": "LLaVA-NeXT's 'The video lasts for ... seconds' sentence before video questions",
+    "cache_dir": "where from_pretrained keeps hub downloads",
     "attn_implementation": "flash_attention_2 | sdpa | eager (default: flash_attention_2 when usable, else sdpa)",
     "trainer_args": "further transformers.TrainingArguments as KEY=VALUE (e.g. max_grad_norm=1.0)",
 }
@@ -645,7 +662,10 @@ def _trainer_class() -> Any:
                 )  # fmt: skip
                 optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
                 self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-            return super().create_optimizer(model)
+            optimizer = super().create_optimizer(model)
+            # each part's rates as built, before DeepSpeed flattens the groups' parameters
+            self.built_learning_rates = learning_rates_by_part(self.model if model is None else model, optimizer)
+            return optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
             from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -689,6 +709,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
 def _train(config: TrainConfig) -> dict[str, Any]:
     import torch
 
+    from llava_star.llava_json import media_paths
     from llava_star.log import is_main_process
     from llava_star.models.loading import load_model
     from llava_star.training.data import ConversationDataset, ExampleSettings, PaddingCollator, failures_in
@@ -714,6 +735,14 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         video_token_budget=config.video_token_budget, cache_dir=config.cache_dir,
     )  # fmt: skip
     model, processor = loaded.model, loaded.processor
+    if loaded.family in IMAGE_ONLY_FAMILIES and any(media_paths(record, "video") for record in records):
+        count = sum(1 for record in records if media_paths(record, "video"))
+        raise ConfigError(f"model: {config.model} ({loaded.family}) is an image model; {count} records have videos "
+                          "(train a video LVLM on them, or leave them out)")  # fmt: skip
+    if config.prompt_template == "plain":  # saved with the processor: generation prompts the same way
+        from llava_star.models.templates import PLAIN_TEMPLATES
+
+        processor.chat_template = PLAIN_TEMPLATES[loaded.family]
     if config.projector_weights:
         from llava_star.models.original import load_projector_weights
 
@@ -743,6 +772,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         model_max_length=config.model_max_length,
         failures_path=str(config.failures_path),
         image_pad_colour=image_pad_colour(processor) if config.image_aspect_ratio == "pad" else None,
+        time_instruction=config.video_time_instruction,
     )
     tokenizer = processor.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -785,7 +815,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         "deepspeed_enabled": bool(trainer.is_deepspeed_enabled),
         "group_by_media": group_by_media or config.group_by_length,
         "group_by_length": config.group_by_length,
-        "learning_rates": learning_rates_by_part(trainer.model, trainer.optimizer) if trainer.optimizer else None,
+        "learning_rates": getattr(trainer, "built_learning_rates", None),
         "world_size": training_arguments.world_size,
     }
     if is_main_process():

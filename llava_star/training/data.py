@@ -67,6 +67,8 @@ class ExampleSettings:
     # RGB 0-255 to pad images to a square with before the processor (LLaVA's
     # --image_aspect_ratio pad: the processor's image_mean); None leaves images as read
     image_pad_colour: tuple[int, int, int] | None = None
+    # LLaVA-NeXT's --add_time_instruction: the video's length and frame times before the question
+    time_instruction: bool = False
 
 
 def truncation_length(input_ids: Sequence[int], labels: Sequence[int], max_length: int, media_token_ids: set[int]) -> int:
@@ -192,6 +194,8 @@ class ConversationDataset:
         if media_paths(record, "video"):
             path = resolve_video_path(self.settings.video_root, media_paths(record, "video")[0])
             frames = read_frames(path, self.settings.num_frames, start=record.get("start"), end=record.get("end"))
+            if self.settings.time_instruction:
+                record = with_time_instruction(record, frames)
         if media_paths(record, "image"):
             image = read_image(resolve_image_path(self.settings.image_root, media_paths(record, "image")[0]))
             if self.settings.image_pad_colour is not None:
@@ -237,6 +241,31 @@ class ConversationDataset:
             shown = "; ".join([reason for of, reason in reasons if of == kind][:3])
             logger.warning("no usable %s record among the first %d: %s", kind, tried[kind], shown)
         return examples
+
+
+def time_instruction(duration: float, times: Sequence[float]) -> str:
+    """LLaVA-NeXT's ``--add_time_instruction`` sentence (its wording, its missing space included).
+
+    >>> time_instruction(10.0, [0.0, 5.0])
+    'The video lasts for 10.00 seconds, and 2 frames are uniformly sampled from it. These frames are located at 0.00s,5.00s.Please answer the following questions related to this video.'
+    """
+    located = ",".join(f"{time:.2f}s" for time in times)
+    return (f"The video lasts for {duration:.2f} seconds, and {len(times)} frames are uniformly sampled from it. "
+            f"These frames are located at {located}.Please answer the following questions related to this video.")  # fmt: skip
+
+
+def with_time_instruction(record: Mapping[str, Any], frames: Any) -> dict[str, Any]:
+    """The record with its first human turn as LLaVA-NeXT writes it under ``--add_time_instruction``:
+    the video placeholder, the time instruction, then the turn without its placeholder.
+    Times are the clip's (what the model sees), from its first frame."""
+    from llava_star.models.inputs import VIDEO_PLACEHOLDER
+
+    clip_start = frames.clip_first_frame / frames.fps
+    duration = (frames.clip_num_frames or frames.total_num_frames) / frames.fps
+    text = time_instruction(duration, [float(t) - clip_start for t in frames.timestamps])
+    turns = [dict(turn) for turn in record["conversations"]]
+    turns[0]["value"] = f"{VIDEO_PLACEHOLDER}\n{text}\n{turns[0]['value'].replace(VIDEO_PLACEHOLDER, '')}"
+    return {**record, "conversations": turns}
 
 
 def media_kind(record: Mapping[str, Any]) -> str:

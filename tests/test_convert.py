@@ -1,0 +1,328 @@
+"""`llava-star convert` on tiny checkpoints in the original repositories' layout: config.json
+with LLaVA's own fields, weight shards under LLaVA's parameter names (built here from real
+transformers modules, renamed the way LLaVA's code names them), the tokenizer files."""
+
+import json
+
+import pytest
+
+from llava_star.errors import ConfigError
+from llava_star.models.tiny import FRAME_SIZE, HIDDEN_SIZE, PATCH_SIZE, train_tokenizer
+from llava_star.stages.convert import PROVENANCE_FILE, main
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def tiny_clip(layers=2):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2,
+                              image_size=FRAME_SIZE, patch_size=PATCH_SIZE, projection_dim=HIDDEN_SIZE)  # fmt: skip
+    return CLIPVisionModel(config)
+
+
+def tiny_siglip(layers=3):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    config = SiglipVisionConfig(hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2,
+                                image_size=FRAME_SIZE, patch_size=PATCH_SIZE, vision_use_head=False)  # fmt: skip
+    return SiglipVisionModel(config)
+
+
+def tower_keys(module, prefix, *, drop_last_layer=False):
+    """A vision tower's tensors under an original prefix; LLaVA-NeXT's SigLIP deletes its last layer."""
+    state = {key.removeprefix("vision_model."): value for key, value in module.state_dict().items()}
+    if drop_last_layer:
+        last = f"encoder.layers.{module.config.num_hidden_layers - 1}."
+        state = {key: value for key, value in state.items() if not key.startswith(last)}
+    return {prefix + key: value for key, value in state.items() if not key.endswith("position_ids")}
+
+
+def original_checkpoint(directory, kind, *, safetensors):
+    """A tiny checkpoint as the original repositories ship it: liuhaotian/llava-v1.5 ("llava"),
+    LanguageBind/Video-LLaVA ("video_llava"), lmms-lab/LLaVA-NeXT-Video ("llava_next_video"),
+    lmms-lab/llava-onevision-qwen2 ("llava_onevision"); returns (directory, state dict)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    qwen = kind == "llava_onevision"
+    tokenizer = train_tokenizer(("<|endoftext|>", "<|im_end|>", "<|endoftext|>", "<|im_start|>") if qwen else ("<s>", "</s>", "<unk>"))
+    if not qwen:
+        tokenizer.pad_token = None
+    text_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if qwen else (LlamaConfig, LlamaForCausalLM)
+    text = text_class(vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      tie_word_embeddings=False)  # fmt: skip
+    state = dict(model_class(text).state_dict())  # model.embed_tokens / model.layers / model.norm / lm_head
+    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # old LLaMA checkpoints carry it
+    projector = torch.nn.Sequential(torch.nn.Linear(HIDDEN_SIZE, HIDDEN_SIZE), torch.nn.GELU(), torch.nn.Linear(HIDDEN_SIZE, HIDDEN_SIZE))
+    state.update({f"model.mm_projector.{key}": value for key, value in projector.state_dict().items()})
+    config = dict(text.to_dict(), architectures=["LlavaQwenForCausalLM" if qwen else "LlavaLlamaForCausalLM"],
+                  model_type="llava", mm_hidden_size=HIDDEN_SIZE, mm_projector_type="mlp2x_gelu",
+                  mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_use_im_start_end=False,
+                  mm_use_im_patch_token=False, image_aspect_ratio="pad", tune_mm_mlp_adapter=False, use_mm_proj=True,
+                  torch_dtype="float32")  # fmt: skip
+    if kind == "video_llava":  # both towers inside the shards: LanguageBind's .vision_model, one level down
+        config.update(image_tower="LanguageBind/LanguageBind_Image", video_tower="LanguageBind/LanguageBind_Video_merge")
+        for tower in ("image_tower", "video_tower"):
+            state.update(tower_keys(tiny_clip(), f"model.{tower}.{tower}."))
+    elif kind == "llava_next_video":
+        config.update(mm_vision_tower="openai/clip-vit-large-patch14-336", mm_patch_merge_type="spatial_unpad",
+                      image_aspect_ratio="anyres", image_grid_pinpoints=[[FRAME_SIZE, FRAME_SIZE], [FRAME_SIZE, 2 * FRAME_SIZE]],
+                      mm_resampler_type="spatial_pool", mm_spatial_pool_stride=2, mm_spatial_pool_mode="average")  # fmt: skip
+        state.update(tower_keys(tiny_clip(), "model.vision_tower.vision_tower.vision_model."))
+        state["model.image_newline"] = torch.randn(HIDDEN_SIZE)
+    elif kind == "llava_onevision":
+        config.update(mm_vision_tower="google/siglip-so400m-patch14-384", mm_patch_merge_type="spatial_unpad",
+                      image_aspect_ratio="anyres_max_9", image_grid_pinpoints="(1x1),...,(2x2)",
+                      mm_spatial_pool_mode="bilinear")  # fmt: skip
+        state.update(tower_keys(tiny_siglip(), "model.vision_tower.vision_tower.vision_model.", drop_last_layer=True))
+        state["model.image_newline"] = torch.randn(HIDDEN_SIZE)
+    else:
+        config.update(mm_vision_tower="openai/clip-vit-large-patch14-336")
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps(config))
+    tokenizer.save_pretrained(directory)
+    keys = sorted(state)
+    halves = {"00001": keys[: len(keys) // 2], "00002": keys[len(keys) // 2 :]}
+    index = {"metadata": {}, "weight_map": {}}
+    for number, part in halves.items():
+        name = f"model-{number}-of-00002.safetensors" if safetensors else f"pytorch_model-{number}-of-00002.bin"
+        shard = {key: state[key].contiguous() for key in part}
+        if safetensors:
+            from safetensors.torch import save_file
+
+            save_file(shard, directory / name, metadata={"format": "pt"})
+        else:
+            torch.save(shard, directory / name)
+        index["weight_map"].update(dict.fromkeys(part, name))
+    index_name = "model.safetensors.index.json" if safetensors else "pytorch_model.bin.index.json"
+    (directory / index_name).write_text(json.dumps(index))
+    return directory, state
+
+
+def vision_config_directory(path, kind):
+    """The towers' config the originals name by hub id (tiny here): CLIP, or SigLIP with all its layers."""
+    (tiny_siglip() if kind == "llava_onevision" else tiny_clip()).save_pretrained(path)
+    return path
+
+
+def clip_directory(path):
+    model = tiny_clip()
+    model.save_pretrained(path)
+    return path, model.state_dict()
+
+
+def generate_from_video(loaded, video):
+    from llava_star.media.video import read_frames
+    from llava_star.models.inputs import build_inputs, video_conversation
+
+    inputs = build_inputs(loaded.processor, [video_conversation("What colour is it?")], [read_frames(video, 8)],
+                          add_generation_prompt=True)  # fmt: skip
+    with torch.no_grad():
+        output = loaded.model.generate(**inputs.batch, max_new_tokens=4, do_sample=False)
+    return output[0, inputs.batch["input_ids"].shape[1] :]
+
+
+# original name -> transformers name of a few weights of each family, compared after conversion
+CHECKED = {
+    "video_llava": {
+        "model.image_tower.image_tower.encoder.layers.0.self_attn.k_proj.weight": "model.image_tower.encoder.layers.0.self_attn.k_proj.weight",
+        "model.video_tower.video_tower.post_layernorm.weight": "model.video_tower.post_layernorm.weight",
+    },
+    "llava_next_video": {
+        "model.vision_tower.vision_tower.vision_model.encoder.layers.1.mlp.fc1.weight": "model.vision_tower.encoder.layers.1.mlp.fc1.weight",
+        "model.image_newline": "model.image_newline",
+    },
+    "llava_onevision": {
+        "model.vision_tower.vision_tower.vision_model.encoder.layers.1.self_attn.q_proj.weight":
+            "model.vision_tower.encoder.layers.1.self_attn.q_proj.weight",
+        "model.vision_tower.vision_tower.vision_model.post_layernorm.bias": "model.vision_tower.post_layernorm.bias",
+        "model.image_newline": "model.image_newline",
+    },
+}  # fmt: skip
+CLASSES = {"video_llava": "VideoLlavaForConditionalGeneration", "llava_next_video": "LlavaNextVideoForConditionalGeneration",
+           "llava_onevision": "LlavaOnevisionForConditionalGeneration"}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(CHECKED))
+def test_video_originals_convert_load_generate_and_train(tmp_path, synthetic_dataset, kind):
+    from llava_star.models.loading import load_model
+    from llava_star.stages.train import TrainConfig, run
+
+    source, state = original_checkpoint(tmp_path / "original", kind, safetensors=kind != "video_llava")
+    output = tmp_path / "converted"
+    tower = vision_config_directory(tmp_path / "tower", kind)  # the towers' geometry (tiny here; the real one by default)
+    assert main([str(source), "-o", str(output), "--vision-tower", str(tower)]) == 0
+    loaded = load_model(output, device="cpu")
+    assert loaded.family == kind and type(loaded.model).__name__ == CLASSES[kind]
+    converted = loaded.model.state_dict()
+    # every original weight, under its transformers name, unchanged
+    pairs = {**CHECKED[kind], "model.layers.1.mlp.down_proj.weight": "model.language_model.layers.1.mlp.down_proj.weight",
+             "model.mm_projector.2.bias": "model.multi_modal_projector.linear_2.bias"}  # fmt: skip
+    for old, new in pairs.items():
+        assert torch.equal(converted[new], state[old]), old
+    vocab = state["model.embed_tokens.weight"].shape[0]
+    embeddings = converted["model.language_model.embed_tokens.weight"]
+    assert torch.equal(embeddings[:vocab], state["model.embed_tokens.weight"]) and embeddings.shape[0] % 64 == 0
+    provenance = json.loads((output / PROVENANCE_FILE).read_text())
+    assert provenance["class"] == CLASSES[kind] and set(provenance["added_tokens"]) == {"<image>", "<video>"}
+    assert provenance["parameters"] == len(state) - 1  # all but the inv_freq buffer
+    if kind == "llava_onevision":  # SigLIP with its last layer deleted: LLaVA's layer -2 of 3 is the last of 2
+        assert loaded.model.config.vision_config.num_hidden_layers == 2 and loaded.model.config.vision_feature_layer == -1
+    video = synthetic_dataset.root / "videos" / "synthetic-00000.mp4"
+    assert len(generate_from_video(loaded, video)) >= 1
+    records = [{"id": "a", "video": "videos/synthetic-00000.mp4", "conversations": [
+        {"from": "human", "value": "<video>\nWhat colour is it?"}, {"from": "gpt", "value": "It is red."}]}]  # fmt: skip
+    (tmp_path / "train.json").write_text(json.dumps(records))
+    summary = run(TrainConfig(model=str(output), data=(str(tmp_path / "train.json"),), video_root=str(synthetic_dataset.root),
+                              output_dir=str(tmp_path / "trained"), max_steps=1, per_device_train_batch_size=1,
+                              dataloader_num_workers=0, learning_rate=1e-3, warmup_ratio=0.0))  # fmt: skip
+    assert summary["global_step"] == 1 and summary["first_loss"] > 0
+    trained = load_model(tmp_path / "trained", device="cpu").model.state_dict()
+    assert not torch.equal(trained["lm_head.weight"], converted["lm_head.weight"])
+
+
+def test_llava_video_with_grid_newlines_is_refused_saying_why(tmp_path):
+    source, _ = original_checkpoint(tmp_path / "LLaVA-Video-7B-Qwen2", "llava_onevision", safetensors=True)
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps(dict(config, mm_newline_position="grid")))
+    with pytest.raises(ConfigError, match="mm_newline_position 'grid'.*one image_newline after each video"):
+        main([str(source), "-o", str(tmp_path / "out")])
+
+
+@pytest.mark.slow
+def test_llava_15_original_converts_with_a_local_vision_tower_and_trains_a_step(tmp_path):
+    import numpy as np
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    source, state = original_checkpoint(tmp_path / "llava-v1.5-7b", "llava", safetensors=True)
+    output = tmp_path / "llava-v1.5-7b-hf"
+    with pytest.raises(ConfigError, match="do not contain their vision tower .*openai/clip-vit-large-patch14-336.*--vision-tower"):
+        main([str(source), "-o", str(output)])
+    tower, tower_state = clip_directory(tmp_path / "clip")
+    assert main([str(source), "-o", str(output), "--vision-tower", str(tower)]) == 0
+    model = LlavaForConditionalGeneration.from_pretrained(output)
+    processor = AutoProcessor.from_pretrained(output)
+    converted = {key: value.clone() for key, value in model.state_dict().items()}
+    assert torch.equal(converted["model.vision_tower.encoder.layers.1.mlp.fc2.weight"],
+                       tower_state[next(k for k in tower_state if k.endswith("encoder.layers.1.mlp.fc2.weight"))])  # fmt: skip
+    assert torch.equal(converted["model.multi_modal_projector.linear_1.weight"], state["model.mm_projector.0.weight"])
+    assert torch.equal(converted["lm_head.weight"][: state["lm_head.weight"].shape[0]], state["lm_head.weight"])
+    image = np.random.default_rng(0).integers(0, 256, (FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
+    prompt = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}],
+                                           add_generation_prompt=True)  # fmt: skip
+    inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+    assert (inputs["input_ids"] == model.config.image_token_index).sum() == (FRAME_SIZE // PATCH_SIZE) ** 2
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+    # llava_star's trainer takes it (family "llava": image and text records)
+    from PIL import Image
+
+    from llava_star.stages.train import TrainConfig, run
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(image).save(tmp_path / "images" / "a.png")
+    records = [{"id": "a", "image": "a.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "It is red."}]}]  # fmt: skip
+    (tmp_path / "train.json").write_text(json.dumps(records))
+    trained = tmp_path / "trained"
+    summary = run(TrainConfig(model=str(output), data=(str(tmp_path / "train.json"),), image_root=str(tmp_path / "images"),
+                              output_dir=str(trained), max_steps=1, per_device_train_batch_size=1, learning_rate=1e-3, warmup_ratio=0.0,
+                              dataloader_num_workers=0, image_aspect_ratio="pad"))  # fmt: skip
+    assert summary["global_step"] == 1 and summary["family"] == "llava"
+    after = LlavaForConditionalGeneration.from_pretrained(trained).state_dict()
+    assert not torch.equal(after["lm_head.weight"], converted["lm_head.weight"])  # it learned
+    assert torch.equal(after["model.vision_tower.post_layernorm.weight"], converted["model.vision_tower.post_layernorm.weight"])
+
+
+def test_what_cannot_be_converted_is_refused_saying_why(tmp_path):
+    source, _ = original_checkpoint(tmp_path / "vl", "video_llava", safetensors=True)
+    with pytest.raises(ConfigError, match="expected a local checkpoint directory"):
+        main(["LanguageBind/Video-LLaVA-7B", "-o", str(tmp_path / "out")])
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps(dict(config, mm_projector_type="linear")))
+    with pytest.raises(ConfigError, match="only mlp2x_gelu"):
+        main([str(source), "-o", str(tmp_path / "out1")])
+    (source / "config.json").write_text(json.dumps(dict(config, architectures=["VideoLlavaForConditionalGeneration"],
+                                                        model_type="video_llava")))  # fmt: skip
+    with pytest.raises(ConfigError, match="not an original LLaVA checkpoint"):
+        main([str(source), "-o", str(tmp_path / "out2")])
+
+
+@pytest.mark.parametrize("kind, what", [("video_llava", "Video-LLaVA"), ("llava", "LLaVA-1.5"),
+                                        ("llava_next_video", "LLaVA-NeXT-Video"), ("llava_onevision", "LLaVA-OneVision")])
+def test_load_model_names_the_convert_command_for_an_original_checkpoint(tmp_path, kind, what):
+    # on 50b0a39: "unsupported model type 'llava'" or transformers' "does not recognize this architecture"
+    from llava_star.models.loading import load_model
+
+    source, _ = original_checkpoint(tmp_path / "original", kind, safetensors=True)
+    with pytest.raises(ConfigError, match=f"original {what}.* checkpoint .*llava-star convert {source} -o {source}-hf"):
+        load_model(source, device="cpu")
+
+
+def language_model_alone(directory):
+    """What LLaVA's pretrain.sh / finetune.sh start from (lmsys/vicuna-7b-v1.5): a LlamaForCausalLM."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer(("<s>", "</s>", "<unk>"))
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    model = LlamaForCausalLM(text)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory, {key: value.clone() for key, value in model.state_dict().items()}
+
+
+def test_a_language_model_alone_is_composed_with_the_vision_tower_and_mm_projector_bin(tmp_path):
+    """LLaVA's finetune.sh: --model_name_or_path vicuna --vision_tower clip --pretrain_mm_mlp_adapter mm_projector.bin."""
+    from transformers import LlavaForConditionalGeneration
+
+    from llava_star.models.loading import load_model
+
+    source, language = language_model_alone(tmp_path / "vicuna-7b-v1.5")
+    with pytest.raises(ConfigError, match=r"a language model alone \(llama\).*llava-star convert .*--vision-tower CLIP_DIR "
+                                          r"\[--projector mm_projector.bin\]"):  # fmt: skip
+        load_model(source, device="cpu")  # what train_mem.py meets with the script's --model_name_or_path
+    tower, _ = clip_directory(tmp_path / "clip")
+    projector = {f"model.mm_projector.{i}.{kind}": torch.randn(HIDDEN_SIZE, HIDDEN_SIZE) if kind == "weight" else torch.randn(HIDDEN_SIZE)
+                 for i in ("0", "2") for kind in ("weight", "bias")}  # fmt: skip
+    torch.save(projector, tmp_path / "mm_projector.bin")
+    output = tmp_path / "llava-v1.5-7b-composed"
+    assert main([str(source), "-o", str(output), "--vision-tower", str(tower), "--projector", str(tmp_path / "mm_projector.bin")]) == 0
+    model = LlavaForConditionalGeneration.from_pretrained(output)
+    assert torch.equal(model.model.multi_modal_projector.linear_2.weight, projector["model.mm_projector.2.weight"])
+    assert torch.equal(model.model.language_model.layers[1].self_attn.o_proj.weight, language["model.layers.1.self_attn.o_proj.weight"])
+    assert load_model(output, device="cpu").family == "llava"
+    # pretrain.sh: no projector yet, a new one
+    fresh = tmp_path / "pretrain-start"
+    assert main([str(source), "-o", str(fresh), "--vision-tower", str(tower)]) == 0
+    assert json.loads((fresh / PROVENANCE_FILE).read_text())["composed"]
+    with pytest.raises(ConfigError, match="--projector: .* has its own projector"):
+        main([str(original_checkpoint(tmp_path / "orig", "llava", safetensors=True)[0]), "-o", str(tmp_path / "x"),
+              "--vision-tower", str(tower), "--projector", str(tmp_path / "mm_projector.bin")])  # fmt: skip
+
+
+def test_an_image_model_refuses_video_instead_of_dropping_the_frames(tmp_path, synthetic_dataset):
+    from llava_star.media.video import read_frames
+    from llava_star.models.inputs import build_inputs, video_conversation
+
+    source, _ = original_checkpoint(tmp_path / "llava-v1.5-7b", "llava", safetensors=True)
+    tower, _ = clip_directory(tmp_path / "clip")
+    assert main([str(source), "-o", str(tmp_path / "hf"), "--vision-tower", str(tower)]) == 0
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tmp_path / "hf")
+    frames = read_frames(synthetic_dataset.root / "videos" / "synthetic-00000.mp4", 4)
+    with pytest.raises(ConfigError, match="LlavaProcessor takes no video"):
+        build_inputs(processor, [video_conversation("What colour is it?")], [frames], add_generation_prompt=True)

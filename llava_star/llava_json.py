@@ -112,10 +112,13 @@ def validate_record(record: Any) -> None:
 
 
 def load_record_list(path: str | os.PathLike[str]) -> list[Any]:
-    """The JSON list of a training-data file, unvalidated; a ``RecordError`` naming the file otherwise."""
+    """The records of a training-data file (a JSON list, or ``.jsonl`` one record a line),
+    unvalidated; a ``RecordError`` naming the file (and line) otherwise."""
     path = Path(path)
     try:
         with path.open("r", encoding="utf-8") as handle:
+            if path.suffix == ".jsonl":
+                return _json_lines(path, handle)
             data = json.load(handle)
     except OSError as error:
         raise RecordError(f"{path}: cannot open: {error.strerror}") from None
@@ -124,6 +127,17 @@ def load_record_list(path: str | os.PathLike[str]) -> list[Any]:
     if not isinstance(data, list):
         raise RecordError(f"{path}: expected a JSON list of conversation records, got {type(data).__name__}")
     return data
+
+
+def _json_lines(path: Path, lines: Any) -> list[Any]:
+    records = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise RecordError(f"{path}:{number}: not valid JSON: {error.msg}") from None
+    return records
 
 
 def record_location(path: str | os.PathLike[str], index: int, record: Any) -> str:

@@ -380,3 +380,86 @@ def test_llama_factory_output_loads_as_the_arrow_table_it_reads(gen_dir, mix_fil
     assert table.num_rows == len(records) == 11
     assert {"conversations", "videos", "images", "system"} <= set(table.column_names)
     assert table[0]["videos"] == records[0]["videos"] and table[0]["images"] is None
+
+
+# --------------------------------------------------------------------------- clip files alone
+
+
+@pytest.mark.parametrize(
+    "start, end, numbers",
+    [
+        (CLIP_START, CLIP_END, CLIP_FRAMES),
+        (None, 1.0, [0, 1, 2, 3]),  # from the start
+        (7.9, None, [31, 32, 33, 34, 35]),  # to the end
+        (8.0, 20.0, [32, 33, 34, 35]),  # an end past the video is clamped, as read_frames does
+        (0.3, 0.31, [1]),  # shorter than a frame: still one frame
+    ],
+)
+def test_write_clip_cuts_exactly_the_frames_read_frames_samples_from(make_video, tmp_path, start, end, numbers):
+    from llava_star.media.clips import write_clip
+
+    source = make_video("long.mp4", num_frames=36, fps=4.0)
+    clip = write_clip(source, tmp_path / "clip.mp4", start=start, end=end)
+    assert clip.cut and clip.frames == len(numbers)
+    frames = read_frames(clip.path, len(numbers), backend="pyav")
+    assert (frames.total_num_frames, frames.fps) == (len(numbers), 4.0)
+    assert decoded_frame_numbers(frames.array) == numbers
+    whole = read_frames(source, len(numbers), start=start, end=end, backend="pyav")
+    assert whole.clip_num_frames == len(numbers)  # the project's own decoder samples from the same frames
+
+
+def test_write_clip_refuses_a_clip_after_the_end_and_leaves_nothing(make_video, tmp_path):
+    from llava_star.errors import VideoError
+    from llava_star.media.clips import write_clip
+
+    source = make_video("long.mp4", num_frames=36, fps=4.0)
+    with pytest.raises(VideoError, match=r"long.mp4: clip start 12s is after the end of the video \(9s\)"):
+        write_clip(source, tmp_path / "out" / "clip.mp4", start=12.0, end=14.0)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_frame_folders_of_odd_size_and_mixed_sizes(tmp_path):
+    from llava_star.errors import VideoError
+    from llava_star.media.clips import write_clip
+
+    folder = tmp_path / "dive"
+    folder.mkdir()
+    for index, frame in enumerate(numbered_frames(6, 36)):
+        Image.fromarray(frame[:35, :33]).save(folder / f"{index}.png")
+    clip = write_clip(folder, tmp_path / "dive.mp4", start=None, end=None)
+    frames = read_frames(clip.path, 6, backend="pyav")
+    assert frames.array.shape == (6, 34, 32, 3)  # yuv420p needs even sides
+    assert decoded_frame_numbers(frames.array) == list(range(6))
+    Image.fromarray(numbered_frames(1, 40)[0]).save(folder / "6.png")
+    with pytest.raises(VideoError, match=r"dive: frames differ in size \(6.png"):
+        write_clip(folder, tmp_path / "dive2.mp4", start=None, end=None)
+    assert not (tmp_path / "dive2.mp4").exists() and not list(tmp_path.glob(".dive2.mp4.*"))
+
+
+def test_jobs_cut_in_processes_to_the_same_result(gen_dir, tmp_path):
+    serial, serial_stats = export(gen_dir, tmp_path / "a" / "train.json", "llava-next", "--video-folder", str(tmp_path))
+    parallel, parallel_stats = export(
+        gen_dir, tmp_path / "b" / "train.json", "llava-next", "--video-folder", str(tmp_path), "--jobs", "2"
+    )
+    assert [r["video"].replace("b/", "a/", 1) for r in parallel] == [r["video"] for r in serial]
+    assert parallel_stats["media"] == serial_stats["media"] == {"cut": 3, "reused": 0, "as_is": 1}
+    assert [f["id"] for f in parallel_stats["media_skipped"]] == [f["id"] for f in serial_stats["media_skipped"]]
+    for record in parallel:
+        path = tmp_path / record["video"]
+        if "original_video" in record:
+            assert read_frames(path, 2, backend="pyav").total_num_frames > 0
+
+
+def test_two_samples_about_the_same_clip_share_one_file(video_root, tmp_path):
+    gen = write_shards(
+        tmp_path / "gen2",
+        [
+            [
+                generation("q1", video="long.mp4", start=1.0, end=3.0),
+                generation("q2", video="long.mp4", start=1.0, end=3.0),
+            ]
+        ],
+    )
+    records, stats = export(gen, tmp_path / "train.json", "video-llava", "--video-root", str(video_root))
+    assert records[0]["video"] == records[1]["video"]
+    assert stats["media"] == {"cut": 1, "reused": 1, "as_is": 0}

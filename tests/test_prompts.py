@@ -58,3 +58,12 @@ def test_render_label(label, text):
 
 def test_format_number_never_prints_negative_zero():
     assert format_number(-0.0001) == "0"
+
+
+@pytest.mark.parametrize(
+    "answer", ["The final score: 85.78.", "action difficulty: 3.2. final score: 85.78."]
+)  # the official code's label_dict_to_string wording, repeated in a rationalized answer
+def test_the_verifier_reads_the_official_codes_hint_wording(answer):
+    from llava_star.verify import verify
+
+    assert verify(answer, [Label("number", 85.78, name="score", rel_tolerance=0.05)], rationalized=False).passed

@@ -167,3 +167,17 @@ def test_import_has_no_heavy_side_effects():
     code = "import sys, llava_star, llava_star.records, llava_star.cli; print(sorted(m for m in ('torch','transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_atomic_write_gives_the_mode_open_would(tmp_path):
+    """Not mkstemp's private 0600: a trainer running as another user reads train.json."""
+    import stat
+
+    from llava_star.records import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "train.json", [])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "train.json").stat().st_mode) == 0o644

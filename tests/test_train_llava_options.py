@@ -227,6 +227,24 @@ def test_llava_next_yaml_data_lists(tmp_path):
         load_records([str(listing)])
 
 
+def test_training_data_in_any_export_format_is_read_in_the_projects_form(tmp_path):
+    """LLaVA-Video-178K-style lists write <image> for a video; LLaMA-Factory writes videos lists."""
+    from llava_star.stages.train import load_records
+
+    (tmp_path / "data").mkdir()
+    next_video = {"id": "n-0", "video": "v/a.mp4",
+                  "conversations": [{"from": "human", "value": "<image>\nWhat happens?"}, {"from": "gpt", "value": "A dive."}]}  # fmt: skip
+    factory = {"id": "f-0", "videos": ["v/b.mp4"],
+               "conversations": [{"from": "human", "value": "<video>What happens?"}, {"from": "gpt", "value": "A jump."}]}  # fmt: skip
+    (tmp_path / "data" / "next.jsonl").write_text(json.dumps(next_video) + "\n")
+    write_json(tmp_path / "factory.json", [factory])
+    (tmp_path / "exp.yaml").write_text("datasets:\n  - json_path: data/next.jsonl\n")
+    records = load_records([str(tmp_path / "exp.yaml"), str(tmp_path / "factory.json")])
+    assert [(r["id"], r["video"]) for r in records] == [("n-0", "v/a.mp4"), ("f-0", "v/b.mp4")]
+    assert all(r["conversations"][0]["value"].count("<video>") == 1 for r in records)
+    assert all("<image>" not in r["conversations"][0]["value"] for r in records)
+
+
 def free_port():
     import socket
 

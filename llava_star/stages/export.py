@@ -1,4 +1,4 @@
-"""Stage 5a: turn the kept generations into LLaVA conversation JSON for fine-tuning.
+"""Stage 5a: turn the kept generations into training JSON for llava_star or another LLaVA-family trainer.
 
 ``llava-star export GEN_DIR [GEN_DIR ...] -o train.json`` reads every generation shard
 (``generations.rank*.jsonl``) of each directory, keeps the answers that passed verification, and writes
@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llava_star.errors import ConfigError, RecordError, VideoError
 from llava_star.llava_json import GPT, HUMAN, VIDEO_PLACEHOLDER, media_paths, record_location
@@ -50,11 +50,14 @@ from llava_star.records import Generation, read_generations, write_json_atomic
 from llava_star.runs import GenerationDir, exclusive_file
 from llava_star.training_formats import FORMATS, MIX_FORMATS, TARGETS, dataset_info_entry, from_llava_form
 
+if TYPE_CHECKING:
+    from llava_star.media.clips import Clip
+
 logger = logging.getLogger(__name__)
 
 # failures named in the log (all of them go to the stats file)
 _LOGGED_FAILURES = 5
-# cutting clips takes a while on a real dataset: a log line every this many records
+# cutting clips takes a while on a real dataset: a log line every this many clips
 _PROGRESS_EVERY = 1000
 
 
@@ -72,12 +75,16 @@ class ExportConfig:
     video_folder: Path | None = None
     # where clips are written (default: OUTPUT_STEM_media/ beside the output)
     media_dir: Path | None = None
+    # processes cutting clips
+    jobs: int = 1
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.mix_format not in MIX_FORMATS:
             raise ConfigError(f"mix_format: expected one of {', '.join(MIX_FORMATS)}, got {self.mix_format!r}")
+        if self.jobs < 1:
+            raise ConfigError(f"jobs: must be >= 1, got {self.jobs}")
         if self.format == "llava_star" and (self.video_folder is not None or self.media_dir is not None):
             raise ConfigError("video_folder, media_dir: only for a format whose trainer reads whole files (--format)")
 
@@ -255,48 +262,111 @@ def media_layout(config: ExportConfig) -> MediaLayout:
     )
 
 
-def playable_record(record: dict[str, Any], layout: MediaLayout, stats: ExportStats) -> dict[str, Any] | None:
-    """``record`` pointing at a file its whole-file target reads as meant: the clip, not the video.
+@dataclass(frozen=True)
+class MediaPlan:
+    """What one record's video needs: a clip written from ``source``, the source used whole, or neither (``error``)."""
 
-    None (counted, with the reason) when the video is missing or cannot be cut.
-    """
-    from llava_star.media.clips import clip_name, write_clip
+    source: Path | None
+    clip: Path | None = None
+    error: str | None = None
+
+
+def plan_media(record: dict[str, Any], layout: MediaLayout) -> MediaPlan:
+    from llava_star.media.clips import clip_name
     from llava_star.media.video import resolve_video_path
 
     video, start, end = record["video"], record.get("start"), record.get("end")
     try:
         source = resolve_video_path(layout.video_root, video)
-        if source.is_dir() or start is not None or end is not None:
-            clip = write_clip(
-                source, layout.media_dir / clip_name(video, start, end, folder=source.is_dir()), start=start, end=end
-            )
-            stats.media["cut" if clip.cut else "reused"] += 1
-            file = clip.path
-        elif source.is_file():
-            stats.media["as_is"] += 1
-            file = source
-        else:
-            raise VideoError(f"{source}: video not found")
     except VideoError as error:
-        stats.media_skipped.append({"id": record["id"], "video": video, "reason": str(error)})
-        return None
+        return MediaPlan(None, error=str(error))
+    if source.is_dir() or start is not None or end is not None:
+        return MediaPlan(source, clip=layout.media_dir / clip_name(video, start, end, folder=source.is_dir()))
+    if source.is_file():
+        return MediaPlan(source)
+    return MediaPlan(source, error=f"{source}: video not found")
+
+
+def write_clips(requests: dict[Path, tuple[Path, float | None, float | None]], jobs: int) -> dict[Path, Clip | str]:
+    """Each clip (target -> source, start, end) written once: its :class:`Clip`, or why it could not be.
+
+    ``jobs`` > 1 cuts in that many processes (started fresh, not forked: the cycle calls
+    export in a process that may hold CUDA state). Only a ``VideoError`` is a clip's own
+    failure; anything else stops the export.
+    """
+    from llava_star.media.clips import write_clip
+
+    outcomes: dict[Path, Clip | str] = {}
+
+    def record(target: Path, outcome: Clip | str) -> None:
+        outcomes[target] = outcome
+        if len(outcomes) % _PROGRESS_EVERY == 0:
+            logger.info("export: %d/%d clips ready", len(outcomes), len(requests))
+
+    if jobs <= 1 or len(requests) < 2:  # a pool would only add its start-up
+        for target, (source, start, end) in requests.items():
+            try:
+                record(target, write_clip(source, target, start=start, end=end))
+            except VideoError as error:
+                record(target, str(error))
+        return outcomes
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {
+            pool.submit(write_clip, source, target, start=start, end=end): target
+            for target, (source, start, end) in requests.items()
+        }
+        for future in as_completed(futures):
+            try:
+                record(futures[future], future.result())
+            except VideoError as error:
+                record(futures[future], str(error))
+    return outcomes
+
+
+def _pointing_at(record: dict[str, Any], file: Path, source: Path, layout: MediaLayout) -> dict[str, Any]:
+    """``record`` with its video at ``file`` as the target finds it; a clip says where it came from."""
     playable = {key: value for key, value in record.items() if key not in ("start", "end")}
     playable["video"] = layout.written_path(file)
-    if file != source:  # where the clip came from, for whoever reads the JSON
-        playable["original_video"] = video
-        playable.update(
-            {f"original_{key}": value for key, value in (("start", start), ("end", end)) if value is not None}
-        )
+    if file != source:
+        playable["original_video"] = record["video"]
+        playable.update({f"original_{key}": record[key] for key in ("start", "end") if record.get(key) is not None})
     return playable
 
 
-def playable_records(records: list[dict[str, Any]], layout: MediaLayout, stats: ExportStats) -> list[dict[str, Any]]:
-    playable = []
-    for done, record in enumerate(records, start=1):
-        if (converted := playable_record(record, layout, stats)) is not None:
-            playable.append(converted)
-        if done % _PROGRESS_EVERY == 0:
-            logger.info("export: media of %d/%d records ready (%d clip(s) cut)", done, len(records), stats.media["cut"])
+def playable_records(
+    records: list[dict[str, Any]], layout: MediaLayout, stats: ExportStats, *, jobs: int = 1
+) -> list[dict[str, Any]]:
+    """The records pointing at files their whole-file target reads as meant: the clip, not the video.
+
+    A record whose video is missing or cannot be cut is left out, counted with the reason.
+    """
+    from llava_star.media.clips import Clip
+
+    plans = [plan_media(record, layout) for record in records]
+    requests = {
+        plan.clip: (plan.source, record.get("start"), record.get("end"))
+        for record, plan in zip(records, plans)
+        if plan.clip is not None and plan.source is not None and plan.error is None
+    }
+    clips = write_clips(requests, jobs)
+    playable, counted = [], set()
+    for record, plan in zip(records, plans):
+        outcome = clips.get(plan.clip) if plan.clip is not None else None
+        error = plan.error or (outcome if isinstance(outcome, str) else None)
+        if error is not None:
+            stats.media_skipped.append({"id": record["id"], "video": record["video"], "reason": error})
+            continue
+        assert plan.source is not None
+        if isinstance(outcome, Clip):
+            stats.media["cut" if outcome.cut and outcome.path not in counted else "reused"] += 1
+            counted.add(outcome.path)
+            playable.append(_pointing_at(record, outcome.path, plan.source, layout))
+        else:
+            stats.media["as_is"] += 1
+            playable.append(_pointing_at(record, plan.source, plan.source, layout))
     media = stats.media
     logger.info(
         "export: media for %s: %d clip(s) cut, %d reused from an earlier run, %d video(s) used as they are (under %s)",
@@ -346,9 +416,10 @@ def run(config: ExportConfig) -> ExportStats:
 def _export(config: ExportConfig) -> ExportStats:
     stats = ExportStats(format=config.format)
     records = select_records(read_all_generations(config.gen_dirs), direct_only=config.direct_only, stats=stats)
-    if config.format != "llava_star":
+    if config.format != "llava_star" and records:  # mixed-in records keep their paths
         layout = media_layout(config)
-        records = [from_llava_form(record, config.format) for record in playable_records(records, layout, stats)]
+        playable = playable_records(records, layout, stats, jobs=config.jobs)
+        records = [from_llava_form(record, config.format) for record in playable]
         stats.video_folder = str(layout.video_folder)
     for mix_path in config.mix:
         records.extend(mixed_records(mix_path, config, stats))
@@ -428,7 +499,7 @@ def stats_path(output: Path) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llava-star export", description=__doc__.split("\n\n")[0])
     parser.add_argument("gen_dirs", nargs="+", type=Path, metavar="GEN_DIR", help="generation directories (or shards)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="LLaVA JSON to write (e.g. train.json)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="training JSON to write (e.g. train.json)")
     parser.add_argument("--direct-only", action="store_true", help="drop rationalized answers")
     parser.add_argument(
         "--mix", nargs="+", action="extend", type=Path, default=[], metavar="JSON",
@@ -454,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--media-dir", type=Path, help="where clips are written (default: OUTPUT_STEM_media/ beside the output)"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="processes cutting clips (default: 1)")
     return parser
 
 
@@ -463,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         ExportConfig(
             gen_dirs=tuple(args.gen_dirs), output=args.output, direct_only=args.direct_only, mix=tuple(args.mix),
             format=args.format, mix_format=args.mix_format, video_root=args.video_root,
-            video_folder=args.video_folder, media_dir=args.media_dir,
+            video_folder=args.video_folder, media_dir=args.media_dir, jobs=args.jobs,
         )
     )  # fmt: skip
     return 0

@@ -460,13 +460,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def load_records(paths: Sequence[str], seed: int = 0) -> list[dict[str, Any]]:
-    """The records of LLaVA JSON files and LLaVA-NeXT YAML data lists, in order."""
-    from llava_star.llava_json import read_llava_json
-    from llava_star.training.data_lists import is_data_list, read_data_list
+    """The records of training-data files (any format export writes, detected per file:
+    docs/export.md) and LLaVA-NeXT YAML data lists, in order, in the project's form."""
+    from llava_star.training.data_lists import is_data_list, read_data_list, read_records_file
 
     records: list[dict[str, Any]] = []
     for path in paths:
-        records.extend(read_data_list(path, seed) if is_data_list(path) else read_llava_json(path))
+        records.extend(read_data_list(path, seed) if is_data_list(path) else read_records_file(Path(path)))
     if not records:
         raise ConfigError(f"data: no records in {', '.join(paths)}")
     return records

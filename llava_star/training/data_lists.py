@@ -15,7 +15,6 @@ with the run's seed, so every rank and every rerun trains on the same records.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -74,26 +73,11 @@ def sample_records(records: list[Any], strategy: str, seed: int) -> list[Any]:
 
 
 def read_records_file(path: Path) -> list[dict[str, Any]]:
-    """A LLaVA ``.json`` list or a ``.jsonl`` file of records, each validated."""
-    from llava_star.llava_json import read_llava_json, validate_record
+    """A ``.json`` list or a ``.jsonl`` file of records in any training format (LLaVA-NeXT's
+    lists mostly hold LLaVA-NeXT records, ``<image>`` for a video), in the project's form."""
+    from llava_star.training_formats import read_training_json
 
-    if path.suffix != ".jsonl":
-        return read_llava_json(path)
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise RecordError(f"{path}: cannot open: {error.strerror}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            validate_record(record)
-        except (json.JSONDecodeError, RecordError) as error:
-            raise RecordError(f"{path}:{number}: {error}") from None
-        records.append(record)
-    return records
+    return read_training_json(str(path))[0]
 
 
 def read_data_list(path: str | os.PathLike[str], seed: int = 0) -> list[dict[str, Any]]:

@@ -162,6 +162,24 @@ def _reject_unsupported(args: argparse.Namespace) -> None:
         if getattr(args, name) not in (None, "no"):
             raise ConfigError(f"--{name}: evaluation during training is not supported; use `llava-star eval`")
     _reject_unsupported_video_options(args)
+    _reject_other_architectures(args)
+
+
+# architecture flags whose other values no transformers LLaVA class has: value -> why
+_ARCHITECTURE_VALUES = {
+    "mm_projector_type": (("mlp2x_gelu",), "transformers' LLaVA classes have the mlp2x_gelu projector alone"),
+    "mm_use_im_start_end": (("False", "false"), "transformers' LLaVA classes put no <im_start>/<im_end> around images"),
+    "mm_use_im_patch_token": (("False", "false"), "transformers' LLaVA classes have no <im_patch> tokens"),
+    "mm_vision_select_feature": (("patch", "cls_patch"), "transformers' LLaVA classes select patch or cls_patch"),
+}  # fmt: skip
+
+
+def _reject_other_architectures(args: argparse.Namespace) -> None:
+    """An architecture flag is the checkpoint's; a value no transformers class has cannot be it."""
+    for name, (allowed, why) in _ARCHITECTURE_VALUES.items():
+        values = getattr(args, name) or []
+        if any(value not in allowed for value in values):
+            raise ConfigError(f"--{name} {' '.join(values)}: {why}; pass {allowed[0]} (or leave the flag out)")
 
 
 def _reject_unsupported_video_options(args: argparse.Namespace) -> None:

@@ -352,9 +352,12 @@ def test_llava_next_video_scripts_are_refused_for_the_newline_layout_transformer
         (["--mm_spatial_pool_mode", "average"], "bilinear"),
         (["--mm_tunable_parts", "mm_vision_resampler"], "no vision resampler"),
         (["--image_aspect_ratio", "crop_split"], "expected pad, square, anyres"),
+        (["--mm_projector_type", "mlp3x_gelu"], "mlp2x_gelu projector alone"),
+        (["--mm_use_im_start_end", "True"], "no <im_start>/<im_end>"),
+        (["--mm_vision_select_feature", "cls"], "patch or cls_patch"),
     ],
 )
-def test_llava_next_options_that_cannot_be_honoured_say_what_to_use(train_mem, flags, message):
+def test_options_that_cannot_be_honoured_say_what_to_use(train_mem, flags, message):
     base = ["--model_name_or_path", "m", "--data_path", "d.json", "--output_dir", "o"]
     with pytest.raises(ConfigError, match=message):
         train_mem.parse_args(base + flags)

@@ -165,7 +165,9 @@ def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
         raise ConfigError(
             f"model: {name} is a language model alone ({raw.get('model_type')}); LLaVA's pretrain/finetune scripts "
             "add --vision_tower and the projector at train time, here they are built into one checkpoint first: "
-            f"`llava-star convert {name} --vision-tower CLIP_DIR [--projector mm_projector.bin] -o DIR`, then train DIR"
+            f"`llava-star convert {name} --vision-tower CLIP_DIR [--projector mm_projector.bin] -o DIR`, then train DIR "
+            "(Video-LLaVA's scripts, whose LanguageBind towers are not composed here: start from "
+            "LanguageBind/Video-LLaVA-7B-hf)"
         )
     if kind is None:
         return

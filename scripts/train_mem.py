@@ -14,12 +14,15 @@ Honoured as LLaVA does: ``--mm_projector_lr`` / ``--mm_vision_tower_lr`` (parame
 of their own), ``--pretrain_mm_mlp_adapter`` (LLaVA's ``mm_projector.bin`` loaded into the
 projector), ``--image_aspect_ratio pad`` (images padded to a square with the processor's
 mean), ``--group_by_modality_length`` (batches by media kind and length), ``--cache_dir``,
-and LLaVA-NeXT's ``--mm_tunable_parts``, ``--frames_upbound`` with ``--force_sample True``,
-``--add_time_instruction`` and YAML data lists. Flags that describe the architecture (``--vision_tower``,
-``--mm_projector_type``, ``--version`` ...) are fixed by the transformers checkpoint's
-config and processor, so they are accepted and ignored with a note. Flags for things this
-trainer does not do the same way (4/8-bit training, LLaVA-NeXT's per-row video newlines,
-frame sampling by fps ...) are errors that say what to use instead. Any other ``--name
+``--version plain`` (LLaVA's pretraining prompt), LoRA under ZeRO-3, and LLaVA-NeXT's
+``--mm_tunable_parts``, ``--frames_upbound`` with ``--force_sample True``,
+``--add_time_instruction`` and YAML data lists. Flags that describe the architecture
+(``--vision_tower``, ``--mm_vision_select_layer``, ``--image_grid_pinpoints`` ...) are fixed
+by the transformers checkpoint's config and processor, so they are accepted and ignored
+with a note (values no transformers class has, such as ``--mm_projector_type mlp3x_gelu``,
+are refused). Flags for things this trainer does not do the same way (4/8-bit training,
+LLaVA-NeXT's per-row video newlines, frame sampling by fps ...) are errors that say what
+to use instead. docs/train.md lists every flag. Any other ``--name
 value`` that is a ``transformers.TrainingArguments`` field (``--run_name``,
 ``--torch_compile``, ``--dataloader_drop_last`` ...) is passed through, as LLaVA's
 HfArgumentParser did.

@@ -46,6 +46,7 @@ def tower_keys(module, prefix, *, drop_last_layer=False):
 
 def original_checkpoint(directory, kind, *, safetensors):
     """A tiny checkpoint as the original repositories ship it: liuhaotian/llava-v1.5 ("llava"),
+    liuhaotian/llava-v1.6-vicuna ("llava_next"),
     LanguageBind/Video-LLaVA ("video_llava"), lmms-lab/LLaVA-NeXT-Video ("llava_next_video"),
     lmms-lab/llava-onevision-qwen2 ("llava_onevision"); returns (directory, state dict)."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -73,6 +74,11 @@ def original_checkpoint(directory, kind, *, safetensors):
         config.update(image_tower="LanguageBind/LanguageBind_Image", video_tower="LanguageBind/LanguageBind_Video_merge")
         for tower in ("image_tower", "video_tower"):
             state.update(tower_keys(tiny_clip(), f"model.{tower}.{tower}."))
+    elif kind == "llava_next":  # llava-v1.6: anyres tiles, the tower and image_newline in the shards
+        config.update(mm_vision_tower="openai/clip-vit-large-patch14-336", mm_patch_merge_type="spatial_unpad",
+                      image_aspect_ratio="anyres", image_grid_pinpoints=[[FRAME_SIZE, FRAME_SIZE], [FRAME_SIZE, 2 * FRAME_SIZE]])  # fmt: skip
+        state.update(tower_keys(tiny_clip(), "model.vision_tower.vision_tower.vision_model."))
+        state["model.image_newline"] = torch.randn(HIDDEN_SIZE)
     elif kind == "llava_next_video":
         config.update(mm_vision_tower="openai/clip-vit-large-patch14-336", mm_patch_merge_type="spatial_unpad",
                       image_aspect_ratio="anyres", image_grid_pinpoints=[[FRAME_SIZE, FRAME_SIZE], [FRAME_SIZE, 2 * FRAME_SIZE]],
@@ -245,6 +251,43 @@ def test_llava_15_original_converts_with_a_local_vision_tower_and_trains_a_step(
     assert torch.equal(after["model.vision_tower.post_layernorm.weight"], converted["model.vision_tower.post_layernorm.weight"])
 
 
+@pytest.mark.slow
+def test_llava_next_image_original_converts_generates_and_trains(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from llava_star.models.inputs import build_inputs, from_llava_turns
+    from llava_star.models.loading import load_model
+    from llava_star.stages.train import TrainConfig, run
+
+    source, state = original_checkpoint(tmp_path / "llava-v1.6-vicuna-7b", "llava_next", safetensors=True)
+    output = tmp_path / "llava-v1.6-vicuna-7b-hf"
+    assert main([str(source), "-o", str(output), "--vision-tower", str(vision_config_directory(tmp_path / "tower", "llava"))]) == 0
+    loaded = load_model(output, device="cpu")
+    assert loaded.family == "llava_next" and type(loaded.model).__name__ == "LlavaNextForConditionalGeneration"
+    converted = {key: value.clone() for key, value in loaded.model.state_dict().items()}
+    assert torch.equal(converted["model.image_newline"], state["model.image_newline"])
+    assert torch.equal(converted["model.vision_tower.encoder.layers.0.mlp.fc2.bias"],
+                       state["model.vision_tower.vision_tower.vision_model.encoder.layers.0.mlp.fc2.bias"])  # fmt: skip
+    assert loaded.model.config.image_grid_pinpoints == [[FRAME_SIZE, FRAME_SIZE], [FRAME_SIZE, 2 * FRAME_SIZE]]
+    image = np.random.default_rng(0).integers(0, 256, (FRAME_SIZE, 2 * FRAME_SIZE, 3), dtype=np.uint8)  # two tiles
+    turns = [{"from": "human", "value": "<image>\nWhat is it?"}]
+    inputs = build_inputs(loaded.processor, [from_llava_turns(turns)], [None], images=[image], add_generation_prompt=True)
+    with torch.no_grad():
+        generated = loaded.model.generate(**inputs.batch, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] > inputs.batch["input_ids"].shape[1]
+    (tmp_path / "images").mkdir()
+    Image.fromarray(image).save(tmp_path / "images" / "a.png")
+    records = [{"id": "a", "image": "a.png", "conversations": [*turns, {"from": "gpt", "value": "It is red."}]}]
+    (tmp_path / "train.json").write_text(json.dumps(records))
+    summary = run(TrainConfig(model=str(output), data=(str(tmp_path / "train.json"),), image_root=str(tmp_path / "images"),
+                              output_dir=str(tmp_path / "trained"), max_steps=1, per_device_train_batch_size=1,
+                              learning_rate=1e-3, warmup_ratio=0.0, dataloader_num_workers=0))  # fmt: skip
+    assert summary["global_step"] == 1 and summary["family"] == "llava_next"
+    trained = load_model(tmp_path / "trained", device="cpu").model.state_dict()
+    assert not torch.equal(trained["lm_head.weight"], converted["lm_head.weight"])
+
+
 def test_what_cannot_be_converted_is_refused_saying_why(tmp_path):
     source, _ = original_checkpoint(tmp_path / "vl", "video_llava", safetensors=True)
     with pytest.raises(ConfigError, match="expected a local checkpoint directory"):
@@ -259,7 +302,7 @@ def test_what_cannot_be_converted_is_refused_saying_why(tmp_path):
         main([str(source), "-o", str(tmp_path / "out2")])
 
 
-@pytest.mark.parametrize("kind, what", [("video_llava", "Video-LLaVA"), ("llava", "LLaVA-1.5"),
+@pytest.mark.parametrize("kind, what", [("video_llava", "Video-LLaVA"), ("llava", "LLaVA-1.5"), ("llava_next", "LLaVA-NeXT image"),
                                         ("llava_next_video", "LLaVA-NeXT-Video"), ("llava_onevision", "LLaVA-OneVision")])
 def test_load_model_names_the_convert_command_for_an_original_checkpoint(tmp_path, kind, what):
     # on 50b0a39: "unsupported model type 'llava'" or transformers' "does not recognize this architecture"

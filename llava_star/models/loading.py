@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 # config.model_type -> the family name used across llava_star
 FAMILY_OF_MODEL_TYPE = {
     "llava": "llava",  # LLaVA-1.5 (LlavaForConditionalGeneration): images and text, no video
+    "llava_next": "llava_next",  # LLaVA-NeXT / v1.6 (LlavaNextForConditionalGeneration): images and text
     "video_llava": "video_llava",
     "llava_next_video": "llava_next_video",
     "llava_onevision": "llava_onevision",
@@ -144,7 +145,7 @@ _ORIGINAL_KINDS = {
     "llava": ("an original LLaVA-1.5 checkpoint (an image model)", "llava-hf/llava-1.5-7b-hf"),
     "llava_next_video": ("an original LLaVA-NeXT-Video checkpoint", "llava-hf/LLaVA-NeXT-Video-7B-hf"),
     "llava_onevision": ("an original LLaVA-OneVision / LLaVA-Video checkpoint", "llava-hf/llava-onevision-qwen2-7b-ov-hf"),
-    "llava_next": ("an original LLaVA-NeXT image checkpoint", "llava-hf/llava-v1.6-vicuna-7b-hf"),
+    "llava_next": ("an original LLaVA-NeXT image checkpoint (an image model)", "llava-hf/llava-v1.6-vicuna-7b-hf"),
 }  # fmt: skip
 
 
@@ -172,7 +173,7 @@ def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
     if kind is None:
         return
     what, converted = _ORIGINAL_KINDS[kind]
-    how = f"convert it with `{convert_command(name)}`" if kind != "llava_next" else "use its transformers conversion"
+    how = f"convert it with `{convert_command(name)}`"
     raise ConfigError(f"model: {name} is {what} ({', '.join(raw.get('architectures') or [raw.get('model_type')])}), "
                       f"not a transformers one; {how}, or load a converted checkpoint such as {converted}")  # fmt: skip
 

@@ -121,8 +121,8 @@ def _no_grad() -> Any:
 
 
 def original_kind(config: Mapping[str, Any]) -> str | None:
-    """Which original family a config is (``llava``, ``video_llava``, ``llava_next_video``,
-    ``llava_onevision``, or ``llava_next`` for LLaVA-NeXT's image models), ``None`` for a
+    """Which original family a config is (``llava``, ``llava_next`` for LLaVA-NeXT's image
+    models, ``video_llava``, ``llava_next_video``, ``llava_onevision``), ``None`` for a
     transformers one.
 
     >>> original_kind({"architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava", "video_tower": "x"})

@@ -52,6 +52,7 @@ QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 # family -> template
 CHAT_TEMPLATES = {
     "llava": LLAVA_TEMPLATE,
+    "llava_next": LLAVA_TEMPLATE,
     "video_llava": LLAVA_TEMPLATE,
     "llava_next_video": LLAVA_TEMPLATE,
     "llava_onevision": chatml_template("<video>\n", "<image>\n"),

@@ -1,14 +1,14 @@
 """``llava-star convert SRC -o DIR``: an original LLaVA-family checkpoint as the transformers class.
 
-The original repositories (``liuhaotian/llava-v1.5-7b``, ``LanguageBind/Video-LLaVA-7B``,
+The original repositories (``liuhaotian/llava-v1.5-7b``, ``liuhaotian/llava-v1.6-vicuna-7b``, ``LanguageBind/Video-LLaVA-7B``,
 ``lmms-lab/LLaVA-NeXT-Video-7B``, ``lmms-lab/llava-onevision-qwen2-7b-ov``) save
 ``LlavaLlamaForCausalLM`` / ``LlavaQwenForCausalLM``: a ``config.json`` with
 ``model_type: llava`` and the vision tower by hub name, and weight shards under LLaVA's own
 names. transformers runs the same networks as ``LlavaForConditionalGeneration``,
-``VideoLlavaForConditionalGeneration``, ``LlavaNextVideoForConditionalGeneration`` and
+``LlavaNextForConditionalGeneration``, ``VideoLlavaForConditionalGeneration``, ``LlavaNextVideoForConditionalGeneration`` and
 ``LlavaOnevisionForConditionalGeneration``; the renaming is that of transformers'
 ``convert_llava_weights_to_hf.py``, ``convert_video_llava_weights_to_hf.py``,
-``convert_llava_next_video_weights_to_hf.py`` and ``convert_llava_onevision_weights_to_hf.py``
+``convert_llava_next_weights_to_hf.py``, ``convert_llava_next_video_weights_to_hf.py`` and ``convert_llava_onevision_weights_to_hf.py``
 (docs/convert.md has the table):
 
 ==========================================  ==============================================
@@ -117,10 +117,12 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def text_config_of(original: Mapping[str, Any], kind: str) -> Any:
-    """The language model's config: the original config's own LLaMA (Qwen2 for OneVision) fields."""
-    from transformers import LlamaConfig, Qwen2Config
+    """The language model's config: the original config's own LLaMA fields (Qwen2 for
+    OneVision, Mistral for llava-v1.6-mistral)."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
-    config_class = Qwen2Config if kind == "llava_onevision" else LlamaConfig
+    mistral = "LlavaMistralForCausalLM" in (original.get("architectures") or []) or original.get("model_type") == "llava_mistral"
+    config_class = Qwen2Config if kind == "llava_onevision" else MistralConfig if mistral else LlamaConfig
     fields = set(config_class().to_dict()) - {"architectures", "model_type", "transformers_version", "dtype", "torch_dtype"}
     return config_class(**{key: value for key, value in original.items() if key in fields})
 
@@ -129,6 +131,8 @@ def text_config_of(original: Mapping[str, Any], kind: str) -> Any:
 _DEFAULT_VISION = {
     "video_llava": ("clip", {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
                              "image_size": 224, "patch_size": 14, "projection_dim": 768}),  # LanguageBind (CLIP-L/14)
+    "llava_next": ("clip", {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                            "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projection_dim": 768}),
     "llava_next_video": ("clip", {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
                                   "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projection_dim": 768}),
     "llava_onevision": ("siglip", {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
@@ -235,6 +239,7 @@ def grow_embeddings(state: dict[str, Any], size: int) -> int:
 # the tokens each family adds, in transformers' conversion scripts' order
 MEDIA_TOKENS = {
     "llava": ("<image>",),
+    "llava_next": ("<image>",),
     "video_llava": ("<image>", "<video>"),
     "llava_next_video": ("<video>", "<image>"),
     "llava_onevision": ("<image>", "<video>"),
@@ -277,7 +282,7 @@ def check_video_layout(kind: str, original: Mapping[str, Any]) -> None:
 
 def build_model_config(kind: str, original: Mapping[str, Any], text: Any, vision: Any, tokens: dict[str, int],
                        feature_layer: int) -> Any:  # fmt: skip
-    from transformers import LlavaConfig, LlavaNextVideoConfig, LlavaOnevisionConfig, VideoLlavaConfig
+    from transformers import LlavaConfig, LlavaNextConfig, LlavaNextVideoConfig, LlavaOnevisionConfig, VideoLlavaConfig
 
     strategy = {"patch": "default", "cls_patch": "full"}.get(original.get("mm_vision_select_feature", "patch"))
     if strategy is None:
@@ -304,6 +309,9 @@ def build_model_config(kind: str, original: Mapping[str, Any], text: Any, vision
                                     image_grid_pinpoints=grid_pinpoints(original, vision.image_size),
                                     spatial_pool_mode=mode, spatial_pool_stride=stride, image_seq_length=patches,
                                     video_seq_length=patches // stride**2)  # fmt: skip
+    if kind == "llava_next":
+        return LlavaNextConfig(**common, image_grid_pinpoints=grid_pinpoints(original, vision.image_size),
+                               image_seq_length=patches)  # fmt: skip
     if kind == "llava_onevision":
         aspect = original.get("image_aspect_ratio", "anyres_max_9")
         return LlavaOnevisionConfig(**common, video_token_index=tokens["<video>"],
@@ -334,6 +342,11 @@ def build_processor(kind: str, tokenizer: Any, vision: Any, model_config: Any) -
             video_processor=transformers.LlavaNextVideoVideoProcessor(**geometry),
             chat_template=CHAT_TEMPLATES["llava_next_video"], **settings,
         )  # fmt: skip
+    if kind == "llava_next":
+        return transformers.LlavaNextProcessor(
+            image_processor=transformers.LlavaNextImageProcessor(image_grid_pinpoints=model_config.image_grid_pinpoints, **geometry),
+            chat_template=LLAVA_TEMPLATE, **settings,
+        )  # fmt: skip
     if kind == "llava_onevision":
         square = {"height": size, "width": size}
         norm = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3} if vision.model_type.startswith("siglip") else {}
@@ -350,6 +363,7 @@ def build_processor(kind: str, tokenizer: Any, vision: Any, model_config: Any) -
 
 MODEL_CLASSES = {
     "llava": "LlavaForConditionalGeneration",
+    "llava_next": "LlavaNextForConditionalGeneration",
     "video_llava": "VideoLlavaForConditionalGeneration",
     "llava_next_video": "LlavaNextVideoForConditionalGeneration",
     "llava_onevision": "LlavaOnevisionForConditionalGeneration",
@@ -381,9 +395,6 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
                           f"{original.get('architectures')}); transformers checkpoints load as they are")  # fmt: skip
     elif config.projector is not None:
         raise ConfigError(f"--projector: {source} has its own projector; --projector adds one to a language model alone")
-    if kind == "llava_next":
-        raise ConfigError(f"{source}: LLaVA-NeXT image models (llava-v1.6) are not converted here; use the llava-hf "
-                          "conversions (e.g. llava-hf/llava-v1.6-vicuna-7b-hf)")  # fmt: skip
     check_video_layout(kind, original)
     if kind == "llava" and config.vision_tower is None:
         raise ConfigError(f"{source}: LLaVA-1.5 checkpoints do not contain their vision tower "

@@ -46,7 +46,7 @@ SUMMARY_FILE = "train_summary.json"
 SAVE_STRATEGIES = ("no", "steps", "epoch")
 IMAGE_ASPECT_RATIOS = ("square", "pad")
 PROMPT_TEMPLATES = ("checkpoint", "plain")
-IMAGE_ONLY_FAMILIES = ("llava",)  # LLaVA-1.5 trains on images and text
+IMAGE_ONLY_FAMILIES = ("llava", "llava_next")  # LLaVA-1.5 and LLaVA-NeXT (v1.6) train on images and text
 LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 # TrainingArguments that TrainConfig sets itself; passing them as extras would be ambiguous
 _OWNED_TRAINING_ARGUMENTS = frozenset({

@@ -44,7 +44,7 @@ def tower_keys(module, prefix, *, drop_last_layer=False):
     return {prefix + key: value for key, value in state.items() if not key.endswith("position_ids")}
 
 
-def original_checkpoint(directory, kind, *, safetensors):
+def original_checkpoint(directory, kind, *, safetensors, mistral=False):
     """A tiny checkpoint as the original repositories ship it: liuhaotian/llava-v1.5 ("llava"),
     liuhaotian/llava-v1.6-vicuna ("llava_next"),
     LanguageBind/Video-LLaVA ("video_llava"), lmms-lab/LLaVA-NeXT-Video ("llava_next_video"),
@@ -57,6 +57,10 @@ def original_checkpoint(directory, kind, *, safetensors):
     if not qwen:
         tokenizer.pad_token = None
     text_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if qwen else (LlamaConfig, LlamaForCausalLM)
+    if mistral:  # liuhaotian/llava-v1.6-mistral-7b
+        from transformers import MistralConfig, MistralForCausalLM
+
+        text_class, model_class = MistralConfig, MistralForCausalLM
     text = text_class(vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -65,8 +69,8 @@ def original_checkpoint(directory, kind, *, safetensors):
     state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # old LLaMA checkpoints carry it
     projector = torch.nn.Sequential(torch.nn.Linear(HIDDEN_SIZE, HIDDEN_SIZE), torch.nn.GELU(), torch.nn.Linear(HIDDEN_SIZE, HIDDEN_SIZE))
     state.update({f"model.mm_projector.{key}": value for key, value in projector.state_dict().items()})
-    config = dict(text.to_dict(), architectures=["LlavaQwenForCausalLM" if qwen else "LlavaLlamaForCausalLM"],
-                  model_type="llava", mm_hidden_size=HIDDEN_SIZE, mm_projector_type="mlp2x_gelu",
+    architecture = "LlavaQwenForCausalLM" if qwen else "LlavaMistralForCausalLM" if mistral else "LlavaLlamaForCausalLM"
+    config = dict(text.to_dict(), architectures=[architecture], model_type="llava_mistral" if mistral else "llava", mm_hidden_size=HIDDEN_SIZE, mm_projector_type="mlp2x_gelu",
                   mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_use_im_start_end=False,
                   mm_use_im_patch_token=False, image_aspect_ratio="pad", tune_mm_mlp_adapter=False, use_mm_proj=True,
                   torch_dtype="float32")  # fmt: skip
@@ -252,7 +256,8 @@ def test_llava_15_original_converts_with_a_local_vision_tower_and_trains_a_step(
 
 
 @pytest.mark.slow
-def test_llava_next_image_original_converts_generates_and_trains(tmp_path):
+@pytest.mark.parametrize("mistral", [False, True], ids=["vicuna", "mistral"])
+def test_llava_next_image_original_converts_generates_and_trains(tmp_path, mistral):
     import numpy as np
     from PIL import Image
 
@@ -260,11 +265,12 @@ def test_llava_next_image_original_converts_generates_and_trains(tmp_path):
     from llava_star.models.loading import load_model
     from llava_star.stages.train import TrainConfig, run
 
-    source, state = original_checkpoint(tmp_path / "llava-v1.6-vicuna-7b", "llava_next", safetensors=True)
-    output = tmp_path / "llava-v1.6-vicuna-7b-hf"
+    source, state = original_checkpoint(tmp_path / "llava-v1.6-7b", "llava_next", safetensors=True, mistral=mistral)
+    output = tmp_path / "llava-v1.6-7b-hf"
     assert main([str(source), "-o", str(output), "--vision-tower", str(vision_config_directory(tmp_path / "tower", "llava"))]) == 0
     loaded = load_model(output, device="cpu")
     assert loaded.family == "llava_next" and type(loaded.model).__name__ == "LlavaNextForConditionalGeneration"
+    assert loaded.model.config.text_config.model_type == ("mistral" if mistral else "llama")
     converted = {key: value.clone() for key, value in loaded.model.state_dict().items()}
     assert torch.equal(converted["model.image_newline"], state["model.image_newline"])
     assert torch.equal(converted["model.vision_tower.encoder.layers.0.mlp.fc2.bias"],

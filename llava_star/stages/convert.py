@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -438,17 +439,23 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
                               f"{tuple(expected[key].shape)} (check --vision-tower and config.json)")  # fmt: skip
     dtype = next(iter(state.values())).dtype
     model_config.dtype = dtype
-    output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    _save_state(model_class, model_config, state, output)
     processor = build_processor(kind, tokenizer, vision, model_config)
-    processor.save_pretrained(str(output))
-    if (source / "generation_config.json").is_file():
-        (output / "generation_config.json").write_text((source / "generation_config.json").read_text())
     summary = {"source": str(source), "kind": kind, "class": model_class.__name__, "parameters": len(state),
                "added_tokens": tokens, "vocab_size": text.vocab_size, "vision_tower": config.vision_tower,
                "composed": composed, "projector": config.projector}  # fmt: skip
-    write_json_atomic(output / PROVENANCE_FILE, summary)
+    output = Path(config.output_dir)
+    # written next to the output, then renamed: a conversion cut short leaves no half checkpoint
+    partial = output.with_name(output.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    _save_state(model_class, model_config, state, partial)
+    processor.save_pretrained(str(partial))
+    if (source / "generation_config.json").is_file():
+        shutil.copyfile(source / "generation_config.json", partial / "generation_config.json")
+    write_json_atomic(partial / PROVENANCE_FILE, summary)
+    if output.is_dir() and not any(output.iterdir()):
+        output.rmdir()
+    partial.rename(output)
     logger.info("convert: %s (%s) -> %s as %s, %d tensors", source, kind, output, model_class.__name__, len(state))
     return summary
 

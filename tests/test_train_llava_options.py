@@ -384,7 +384,8 @@ def test_version_plain_is_llavas_pretraining_prompt_and_is_saved_with_the_checkp
 def test_merging_gathered_lora_weights_is_peft_merge(tiny_model):
     """What ZeRO-3's LoRA save does with the gathered state dict equals peft's merge_and_unload."""
     pytest.importorskip("peft")
-    from llava_star.stages.train import TrainConfig, add_lora, merged_lora_state, model_from_state
+    from llava_star.models.loading import model_from_state
+    from llava_star.stages.train import TrainConfig, add_lora, merged_lora_state
 
     config = TrainConfig(model=str(tiny_model), data=("d",), output_dir="o", lora=True, lora_r=4, lora_alpha=16)
     model = add_lora(load(tiny_model).model, config)
@@ -393,7 +394,8 @@ def test_merging_gathered_lora_weights_is_peft_merge(tiny_model):
         if "lora_B" in name:
             torch.nn.init.normal_(parameter)  # peft starts B at zero; a trained adapter is not
     state = {key: value.clone() for key, value in model.state_dict().items()}
-    merged = model_from_state(model.base_model.model, merged_lora_state(state, 16 / 4))
+    base = model.base_model.model
+    merged = model_from_state(type(base), base.config, merged_lora_state(state, 16 / 4))
     reference = model.merge_and_unload().state_dict()
     assert sorted(merged.state_dict()) == sorted(reference)
     for key, value in reference.items():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,3 +229,15 @@ def load_model(
     apply_video_token_budget(processor, video_token_budget)
     logger.info("loaded %s (%s, %s, %s attention) on %s", name, family, torch_dtype, attention, device)
     return LoadedModel(model=model, processor=processor, family=family, name=name)
+
+
+def model_from_state(model_class: Any, config: Any, state: Mapping[str, Any]) -> Any:
+    """A ``model_class(config)`` holding ``state``: every key, every shape, strictly (no
+    weight missing or left over). Built on the meta device, the tensors of ``state`` become
+    its parameters: no second copy, and no ZeRO-3 partitioning."""
+    import torch
+
+    with torch.device("meta"):
+        model = model_class(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError
+from llava_star.models.loading import model_from_state
 from llava_star.models.original import original_kind
 from llava_star.records import write_json_atomic
 
@@ -448,7 +449,7 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    _save_state(model_class, model_config, state, partial)
+    model_from_state(model_class, model_config, state).save_pretrained(str(partial))
     processor.save_pretrained(str(partial))
     if (source / "generation_config.json").is_file():
         shutil.copyfile(source / "generation_config.json", partial / "generation_config.json")
@@ -458,16 +459,6 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     partial.rename(output)
     logger.info("convert: %s (%s) -> %s as %s, %d tensors", source, kind, output, model_class.__name__, len(state))
     return summary
-
-
-def _save_state(model_class: Any, model_config: Any, state: dict[str, Any], output: Path) -> None:
-    """Load the converted tensors strictly (every key, every shape) and save_pretrained them."""
-    import torch
-
-    with torch.device("meta"):
-        model = model_class(model_config)
-    model.load_state_dict(state, strict=True, assign=True)
-    model.save_pretrained(str(output))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -856,10 +856,14 @@ def save_checkpoint(trainer: Any, processor: Any, config: TrainConfig) -> None:
         if trainer.is_world_process_zero():
             from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 
+            from llava_star.models.loading import model_from_state
+
             lora = peft_model.peft_config["default"]
             unset_hf_deepspeed_config()  # the merged model is built whole: transformers must not partition it
             try:
-                merged = model_from_state(peft_model.base_model.model, merged_lora_state(state, lora.lora_alpha / lora.r))
+                base = peft_model.base_model.model
+                merged = model_from_state(type(base), base.config, merged_lora_state(state, lora.lora_alpha / lora.r))
+                merged.generation_config = base.generation_config
             finally:
                 set_hf_deepspeed_config(trainer.args.hf_deepspeed_config)
             merged.save_pretrained(config.output_dir)
@@ -898,18 +902,6 @@ def merged_lora_state(state: Mapping[str, Any], scaling: float, adapter: str = "
         weight = merged[target]
         merged[target] = (weight.float() + scaling * (up.float() @ down.float())).to(weight.dtype)
     return merged
-
-
-def model_from_state(model: Any, state: Mapping[str, Any]) -> Any:
-    """A new instance of ``model``'s class and config holding ``state`` (every key, strictly),
-    built on the meta device: no second copy of the weights, and no ZeRO-3 partitioning."""
-    import torch
-
-    with torch.device("meta"):
-        plain = type(model)(model.config)
-    plain.load_state_dict(state, strict=True, assign=True)
-    plain.generation_config = model.generation_config
-    return plain
 
 
 def main(argv: list[str] | None = None) -> int:

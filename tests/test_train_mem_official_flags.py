@@ -361,3 +361,66 @@ def test_options_that_cannot_be_honoured_say_what_to_use(train_mem, flags, messa
     base = ["--model_name_or_path", "m", "--data_path", "d.json", "--output_dir", "o"]
     with pytest.raises(ConfigError, match=message):
         train_mem.parse_args(base + flags)
+
+
+def with_values(flags, **values):
+    """``flags`` with the values of some flags replaced (the paths and sizes of this machine)."""
+    flags = list(flags)
+    for name, value in values.items():
+        flags[flags.index("--" + name) + 1] = str(value)
+    return flags
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", ["zero3", "zero2"])
+def test_llavas_finetune_task_lora_script_trains_a_converted_llava_15(train_mem, tmp_path, zero):
+    """LLaVA's scripts/v1_5/finetune_task_lora.sh as it is (LoRA, --mm_projector_lr, ZeRO-3,
+    --image_aspect_ratio pad, --group_by_modality_length, gradient checkpointing), on
+    liuhaotian/llava-v1.5-13b's layout converted by `llava-star convert`; only the paths,
+    sizes and what needs a GPU (--tf32) or the network (--report_to wandb) changed. With
+    --bf16 the adapters must share the weights' dtype under DeepSpeed (one flat buffer per
+    group), ZeRO-2 as ZeRO-3."""
+    pytest.importorskip("deepspeed")
+    pytest.importorskip("peft")
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    import numpy as np
+    from original_checkpoints import clip_directory, original_checkpoint
+    from PIL import Image
+
+    from llava_star.stages.convert import main as convert
+
+    source, _ = original_checkpoint(tmp_path / "llava-v1.5-13b", "llava", safetensors=True)
+    model = tmp_path / "llava-v1.5-13b-hf"
+    assert convert([str(source), "-o", str(model), "--vision-tower", str(clip_directory(tmp_path / "clip")[0])]) == 0
+    images = tmp_path / "playground" / "data"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    records = []
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 256, (24, 32 + 8 * index, 3), dtype=np.uint8)).save(images / f"{index}.png")
+        records.append({"id": str(index), "image": f"{index}.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "It is red."}]})  # fmt: skip
+    records.append({"id": "text", "conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]})
+    (tmp_path / "mix.json").write_text(json.dumps(records))
+    flags = with_values(
+        arguments(LLAVA_FINETUNE_TASK_LORA), model_name_or_path=model, data_path=tmp_path / "mix.json",
+        image_folder=images, output_dir=tmp_path / "out", deepspeed=REPO / "scripts" / f"{zero}.json",
+        per_device_train_batch_size=2, dataloader_num_workers=0, tf32=False, report_to="none",
+        lora_r=4, lora_alpha=8,
+    )  # fmt: skip
+    assert train_mem.parse_args(flags).lora  # the same flag set the parse test checks
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "RANK": "0", "LOCAL_RANK": "0",
+           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+    command = [sys.executable, str(REPO / "scripts" / "train_mem.py"), *flags, "--max_steps", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["family"] == "llava" and summary["deepspeed_stage"] == int(zero[-1]) and summary["global_step"] == 2
+    assert summary["learning_rates"] == {"language": [2e-4], "projector": [2e-5]} and summary["group_by_length"]

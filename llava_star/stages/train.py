@@ -274,7 +274,12 @@ def add_lora(model: Any, config: TrainConfig) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    model = peft.get_peft_model(model, lora_config)
+    # ZeRO-3 flattens each parameter group into one buffer of one dtype ("assert
+    # len(set(t.dtype for t in tensors)) == 1"), so there the adapters take the weights'
+    # dtype (bf16 with --bf16; LLaVA casts the model after adding LoRA); elsewhere peft's
+    # fp32 adapters are kept
+    zero3 = deepspeed_stage(config.deepspeed) == 3
+    model = peft.get_peft_model(model, lora_config, autocast_adapter_dtype=not zero3)
     # get_peft_model freezes everything but the adapters; the projector keeps training unless frozen
     groups = trainable_groups(config)
     for name, parameter in model.named_parameters():

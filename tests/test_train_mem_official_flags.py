@@ -424,3 +424,68 @@ def test_llavas_finetune_task_lora_script_trains_a_converted_llava_15(train_mem,
     summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
     assert summary["family"] == "llava" and summary["deepspeed_stage"] == int(zero[-1]) and summary["global_step"] == 2
     assert summary["learning_rates"] == {"language": [2e-4], "projector": [2e-5]} and summary["group_by_length"]
+
+
+@pytest.mark.slow
+def test_video_llavas_finetune_lora_script_trains_a_converted_video_llava(train_mem, tmp_path, synthetic_dataset):
+    """Video-LLaVA's scripts/v1_5/finetune_lora.sh as it is (LoRA, --mm_projector_lr,
+    --pretrain_mm_mlp_adapter, zero2_offload.json, images + videos + text in three files,
+    --tokenizer_model_max_length, --cache_dir), on LanguageBind/Video-LLaVA-7B's layout
+    converted by `llava-star convert` in place of the script's vicuna + towers."""
+    pytest.importorskip("deepspeed")
+    pytest.importorskip("peft")
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    import numpy as np
+    import torch
+    from original_checkpoints import original_checkpoint, vision_config_directory
+    from PIL import Image
+
+    from llava_star.stages.convert import main as convert
+
+    source, state = original_checkpoint(tmp_path / "Video-LLaVA-7B", "video_llava", safetensors=False)
+    model = tmp_path / "Video-LLaVA-7B-hf"
+    assert convert([str(source), "-o", str(model), "--vision-tower", str(vision_config_directory(tmp_path / "t", "video_llava"))]) == 0
+    projector = {key: value for key, value in state.items() if "mm_projector" in key}
+    torch.save(projector, tmp_path / "mm_projector.bin")  # what Video-LLaVA's pretrain.sh leaves
+    folder = tmp_path / "llava_all_image_video"
+    (folder / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((24, 40, 3), np.uint8)).save(folder / "images" / "a.png")
+    (folder / "videos").mkdir()
+    for index in range(2):  # copied: a link out of the video folder is refused
+        name = f"synthetic-0000{index}.mp4"
+        (folder / "videos" / name).write_bytes((synthetic_dataset.root / "videos" / name).read_bytes())
+    question = {"from": "human", "value": "What is it?"}
+    files = {
+        "llava_image_tune_.json": [{"id": "i", "image": "images/a.png", "conversations": [
+            {**question, "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "Black."}]}],
+        "videochatgpt_tune_.json": [{"id": f"v{i}", "video": f"videos/synthetic-0000{i}.mp4", "conversations": [
+            {**question, "value": "<video>\nWhat is it?"}, {"from": "gpt", "value": "A shape."}]} for i in range(2)],
+        "nlp_tune.json": [{"id": "t", "conversations": [question, {"from": "gpt", "value": "Nothing."}]}],
+    }  # fmt: skip
+    for name, records in files.items():
+        (tmp_path / name).write_text(json.dumps(records))
+    flags = with_values(
+        arguments(VIDEO_LLAVA_FINETUNE_LORA, VIDEO_LLAVA_VARIABLES), model_name_or_path=model, image_folder=folder,
+        video_folder=folder, output_dir=tmp_path / "out", deepspeed=REPO / "scripts" / "zero2_offload.json",
+        pretrain_mm_mlp_adapter=tmp_path / "mm_projector.bin", per_device_train_batch_size=2, dataloader_num_workers=0,
+        tf32=False, report_to="none", lora_r=4, lora_alpha=8, cache_dir=tmp_path / "cache",
+    )  # fmt: skip
+    at = flags.index("--data_path")
+    flags[at + 1 : at + 4] = [str(tmp_path / name) for name in files]
+    assert train_mem.parse_args(flags).projector_weights == str(tmp_path / "mm_projector.bin")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "RANK": "0", "LOCAL_RANK": "0",
+           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+    command = [sys.executable, str(REPO / "scripts" / "train_mem.py"), *flags, "--max_steps", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["family"] == "video_llava" and summary["deepspeed_stage"] == 2 and summary["global_step"] == 2
+    assert summary["records"] == 4 and summary["failures"] == 0 and summary["group_by_length"]
+    assert summary["learning_rates"] == {"language": [2e-4], "projector": [2e-5]}

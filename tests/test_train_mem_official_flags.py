@@ -489,3 +489,49 @@ def test_video_llavas_finetune_lora_script_trains_a_converted_video_llava(train_
     assert summary["family"] == "video_llava" and summary["deepspeed_stage"] == 2 and summary["global_step"] == 2
     assert summary["records"] == 4 and summary["failures"] == 0 and summary["group_by_length"]
     assert summary["learning_rates"] == {"language": [2e-4], "projector": [2e-5]}
+
+
+@pytest.mark.slow
+def test_llava_nexts_video_script_trains_a_converted_onevision(train_mem, tmp_path, synthetic_dataset):
+    """LLaVA-NeXT's SO400M_Qwen2_7B_ov_to_video_am9.sh (a YAML data list, every part tuned,
+    the vision tower's own rate, the time instruction, anyres_max_9) on
+    lmms-lab/llava-onevision-qwen2-7b-ov-si's layout converted by `llava-star convert`;
+    --mm_newline_position one_token (transformers' layout, the refused grid aside), and
+    paths, frames, sizes, --tf32 / --torch_compile / wandb changed for this machine."""
+    pytest.importorskip("deepspeed")
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from original_checkpoints import original_checkpoint, vision_config_directory
+
+    from llava_star.stages.convert import main as convert
+
+    source, _ = original_checkpoint(tmp_path / "llava-onevision-qwen2-7b-ov-si", "llava_onevision", safetensors=True)
+    model = tmp_path / "ov-hf"
+    assert convert([str(source), "-o", str(model), "--vision-tower", str(vision_config_directory(tmp_path / "t", "llava_onevision"))]) == 0
+    records = [{"id": f"v{i}", "video": f"videos/synthetic-0000{i}.mp4", "conversations": [
+        {"from": "human", "value": "<video>\nWhat is it?"}, {"from": "gpt", "value": "A shape."}]} for i in range(4)]  # fmt: skip
+    (tmp_path / "0_30_s_academic_v0_1_cap.json").write_text(json.dumps(records))
+    (tmp_path / "exp.yaml").write_text("datasets:\n  - json_path: 0_30_s_academic_v0_1_cap.json\n    sampling_strategy: \"first:50%\"\n")
+    variables = dict(LLAVA_NEXT_VARIABLES, PREV_STAGE_CHECKPOINT=str(model), DATA_YAML=str(tmp_path / "exp.yaml"),
+                     VIDEO_FOLDER=str(synthetic_dataset.root), IMAGE_FOLDER=str(tmp_path), MID_RUN_NAME="run")  # fmt: skip
+    flags = with_values(
+        arguments(LLAVA_NEXT_VIDEO, variables), output_dir=tmp_path / "out", deepspeed=REPO / "scripts" / "zero3.json",
+        mm_newline_position="one_token", frames_upbound=4, tf32=False, torch_compile=False, report_to="none",
+        dataloader_num_workers=0,
+    )  # fmt: skip
+    assert train_mem.parse_args(flags).video_time_instruction
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "RANK": "0", "LOCAL_RANK": "0",
+           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+    command = [sys.executable, str(REPO / "scripts" / "train_mem.py"), *flags, "--max_steps", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["family"] == "llava_onevision" and summary["records"] == 2  # first:50% of 4
+    assert summary["failures"] == 0 and summary["global_step"] == 1
+    assert summary["learning_rates"] == {"language": [1e-5], "projector": [1e-5], "vision": [2e-6]}

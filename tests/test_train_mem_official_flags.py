@@ -371,6 +371,24 @@ def with_values(flags, **values):
     return flags
 
 
+def run_train_mem(flags, *, max_steps, output):
+    """scripts/train_mem.py with ``flags`` as one DeepSpeed process (what torchrun would set); its summary."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "RANK": "0", "LOCAL_RANK": "0",
+           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+    command = [sys.executable, str(REPO / "scripts" / "train_mem.py"), *flags, "--max_steps", str(max_steps)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((output / "train_summary.json").read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("zero", ["zero3", "zero2"])
 def test_llavas_finetune_task_lora_script_trains_a_converted_llava_15(train_mem, tmp_path, zero):
@@ -383,9 +401,6 @@ def test_llavas_finetune_task_lora_script_trains_a_converted_llava_15(train_mem,
     pytest.importorskip("deepspeed")
     pytest.importorskip("peft")
     import json
-    import socket
-    import subprocess
-    import sys
 
     import numpy as np
     from original_checkpoints import clip_directory, original_checkpoint
@@ -413,15 +428,7 @@ def test_llavas_finetune_task_lora_script_trains_a_converted_llava_15(train_mem,
         lora_r=4, lora_alpha=8,
     )  # fmt: skip
     assert train_mem.parse_args(flags).lora  # the same flag set the parse test checks
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "RANK": "0", "LOCAL_RANK": "0",
-           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
-    command = [sys.executable, str(REPO / "scripts" / "train_mem.py"), *flags, "--max_steps", "2"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    summary = run_train_mem(flags, max_steps=2, output=tmp_path / "out")
     assert summary["family"] == "llava" and summary["deepspeed_stage"] == int(zero[-1]) and summary["global_step"] == 2
     assert summary["learning_rates"] == {"language": [2e-4], "projector": [2e-5]} and summary["group_by_length"]
 
@@ -435,9 +442,6 @@ def test_video_llavas_finetune_lora_script_trains_a_converted_video_llava(train_
     pytest.importorskip("deepspeed")
     pytest.importorskip("peft")
     import json
-    import socket
-    import subprocess
-    import sys
 
     import numpy as np
     import torch
@@ -477,15 +481,7 @@ def test_video_llavas_finetune_lora_script_trains_a_converted_video_llava(train_
     at = flags.index("--data_path")
     flags[at + 1 : at + 4] = [str(tmp_path / name) for name in files]
     assert train_mem.parse_args(flags).projector_weights == str(tmp_path / "mm_projector.bin")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "RANK": "0", "LOCAL_RANK": "0",
-           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
-    command = [sys.executable, str(REPO / "scripts" / "train_mem.py"), *flags, "--max_steps", "2"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    summary = run_train_mem(flags, max_steps=2, output=tmp_path / "out")
     assert summary["family"] == "video_llava" and summary["deepspeed_stage"] == 2 and summary["global_step"] == 2
     assert summary["records"] == 4 and summary["failures"] == 0 and summary["group_by_length"]
     assert summary["learning_rates"] == {"language": [2e-4], "projector": [2e-5]}
@@ -500,9 +496,6 @@ def test_llava_nexts_video_script_trains_a_converted_onevision(train_mem, tmp_pa
     paths, frames, sizes, --tf32 / --torch_compile / wandb changed for this machine."""
     pytest.importorskip("deepspeed")
     import json
-    import socket
-    import subprocess
-    import sys
 
     from original_checkpoints import original_checkpoint, vision_config_directory
 
@@ -523,15 +516,7 @@ def test_llava_nexts_video_script_trains_a_converted_onevision(train_mem, tmp_pa
         dataloader_num_workers=0,
     )  # fmt: skip
     assert train_mem.parse_args(flags).video_time_instruction
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "RANK": "0", "LOCAL_RANK": "0",
-           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
-    command = [sys.executable, str(REPO / "scripts" / "train_mem.py"), *flags, "--max_steps", "1"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    summary = run_train_mem(flags, max_steps=1, output=tmp_path / "out")
     assert summary["family"] == "llava_onevision" and summary["records"] == 2  # first:50% of 4
     assert summary["failures"] == 0 and summary["global_step"] == 1
     assert summary["learning_rates"] == {"language": [1e-5], "projector": [1e-5], "vision": [2e-6]}

@@ -137,6 +137,30 @@ def apply_video_token_budget(processor: Any, budget: int | None) -> int | None:
     return budget
 
 
+def model_family(name: str) -> str:
+    """The family of a hub id or checkpoint directory, from its config alone (no weights)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"model: cannot load a config from {name!r}: {error}") from None
+    return family_of(config.model_type)
+
+
+def load_processor(name: str, family: str, video_token_budget: int | None = VIDEO_TOKEN_BUDGET) -> Any:
+    """The checkpoint's processor with a chat template and the video token budget: every
+    backend renders prompts and sizes videos through it."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(name)
+    if getattr(processor, "chat_template", None) is None:
+        logger.warning("%s has no chat template; using llava_star's %s template", name, family)
+        processor.chat_template = CHAT_TEMPLATES[family]
+    apply_video_token_budget(processor, video_token_budget)
+    return processor
+
+
 def load_model(
     name_or_path: str | os.PathLike[str],
     *,
@@ -159,14 +183,10 @@ def load_model(
     Qwen2.5-VL; :func:`apply_video_token_budget`); ``None`` keeps the checkpoint's setting.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     name = str(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"model: cannot load a config from {name!r}: {error}") from None
-    family = family_of(config.model_type)
+    family = model_family(name)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     run_on = resolve_device(compute_device) if compute_device is not None else device
@@ -175,10 +195,6 @@ def load_model(
     model = AutoModelForImageTextToText.from_pretrained(name, dtype=torch_dtype, attn_implementation=attention)
     model.to(device)
     model.eval()
-    processor = AutoProcessor.from_pretrained(name)
-    if getattr(processor, "chat_template", None) is None:
-        logger.warning("%s has no chat template; using llava_star's %s template", name, family)
-        processor.chat_template = CHAT_TEMPLATES[family]
-    apply_video_token_budget(processor, video_token_budget)
+    processor = load_processor(name, family, video_token_budget)
     logger.info("loaded %s (%s, %s, %s attention) on %s", name, family, torch_dtype, attention, device)
     return LoadedModel(model=model, processor=processor, family=family, name=name)

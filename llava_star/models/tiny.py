@@ -32,7 +32,12 @@ VARIANTS = ("qwen2_5_vl",)  # buildable too; loaded as the family they belong to
 
 FRAME_SIZE = 32  # pixels; every tiny vision tower sees 32x32 frames
 PATCH_SIZE = 8
-HIDDEN_SIZE = 32
+# LLaVA-NeXT-Video pools each frame's patch grid by 2; vLLM's pooling of a 4x4 grid
+# (patch 8) divides by zero, an 8x8 grid (patch 4) works
+LLAVA_NEXT_VIDEO_PATCH_SIZE = 4
+HIDDEN_SIZE = 32  # vision towers
+# language models: 2 heads of 32, the smallest head size vLLM's CPU attention kernels take
+TEXT_HIDDEN_SIZE = 64
 VOCAB_SIZE = 384  # BPE merges on top of the 256 byte symbols and the special tokens
 
 # Words the demo and tests ask and answer about, so the tokenizer has merges for them.
@@ -59,9 +64,27 @@ class _Family:
 
     special_tokens: tuple[str, ...]  # bos, eos, pad first; then the multimodal ones
     build: Callable[[Any, int], tuple[Any, Any]]  # (tokenizer, vocab size) -> (config, processor)
+    hub_vision_names: bool = False  # save the CLIP/SigLIP tower under the hub checkpoints' names
 
 
-def _clip_vision() -> Any:
+def _rename_vision_tower_weights(path: Path) -> None:
+    """``vision_tower.X`` as ``vision_tower.vision_model.X``, the names hub checkpoints use.
+
+    transformers 5 saves a CLIP/SigLIP tower without its ``vision_model`` level and still
+    loads the hub's names; vLLM 0.32 loads only the hub's names.
+    """
+    from safetensors.torch import load_file, save_file
+
+    prefix = "vision_tower."
+    weights = load_file(path)
+    renamed = {
+        (prefix + "vision_model." + key[len(prefix) :] if key.startswith(prefix) else key): tensor
+        for key, tensor in weights.items()
+    }
+    save_file(renamed, path, metadata={"format": "pt"})
+
+
+def _clip_vision(patch_size: int = PATCH_SIZE) -> Any:
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
@@ -70,7 +93,7 @@ def _clip_vision() -> Any:
         num_hidden_layers=2,
         num_attention_heads=2,
         image_size=FRAME_SIZE,
-        patch_size=PATCH_SIZE,
+        patch_size=patch_size,
         projection_dim=HIDDEN_SIZE,
     )
 
@@ -79,8 +102,8 @@ def _small_text(model_type: str, vocab_size: int, tokenizer: Any, **overrides: A
     return dict(
         model_type=model_type,
         vocab_size=vocab_size,
-        hidden_size=HIDDEN_SIZE,
-        intermediate_size=64,
+        hidden_size=TEXT_HIDDEN_SIZE,
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
@@ -101,11 +124,11 @@ def _llava_media_tokens(tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def _llava_processor_settings(tokenizer: Any) -> dict[str, Any]:
+def _llava_processor_settings(tokenizer: Any, patch_size: int = PATCH_SIZE) -> dict[str, Any]:
     """What Video-LLaVA's and LLaVA-NeXT-Video's processors need to count video tokens."""
     return {
         "tokenizer": tokenizer,
-        "patch_size": PATCH_SIZE,
+        "patch_size": patch_size,
         "vision_feature_select_strategy": "default",
         "num_additional_image_tokens": 1,  # the CLS token, which Video-LLaVA keeps for video
         "chat_template": CHAT_TEMPLATES["video_llava"],
@@ -152,18 +175,19 @@ def _build_llava_next_video(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     )
 
     pinpoints = [[FRAME_SIZE, FRAME_SIZE]]
+    patch = LLAVA_NEXT_VIDEO_PATCH_SIZE
     config = LlavaNextVideoConfig(
-        vision_config=_clip_vision(),
+        vision_config=_clip_vision(patch),
         text_config=_small_text("llama", vocab_size, tokenizer),
         **_llava_media_tokens(tokenizer),
         image_grid_pinpoints=pinpoints,
-        image_seq_length=(FRAME_SIZE // PATCH_SIZE) ** 2,
-        video_seq_length=(FRAME_SIZE // PATCH_SIZE) ** 2 // 4,
+        image_seq_length=(FRAME_SIZE // patch) ** 2,
+        video_seq_length=(FRAME_SIZE // patch) ** 2 // 4,
     )
     processor = LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(**_frame_processor_size()),
         image_processor=LlavaNextImageProcessor(image_grid_pinpoints=pinpoints, **_frame_processor_size()),
-        **_llava_processor_settings(tokenizer),
+        **_llava_processor_settings(tokenizer, patch),
     )
     return config, processor
 
@@ -214,10 +238,11 @@ def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, 
     }  # fmt: skip
     if version == "2":
         config_class, processor_class = transformers.Qwen2VLConfig, transformers.Qwen2VLProcessor
-        vision.update(embed_dim=HIDDEN_SIZE, mlp_ratio=2)
+        # Qwen2-VL's vision hidden_size is the merger's output: the language model's width
+        vision.update(embed_dim=HIDDEN_SIZE, mlp_ratio=2, hidden_size=TEXT_HIDDEN_SIZE)
     else:  # 2.5: windowed attention in all but the listed blocks, a separate output width
         config_class, processor_class = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLProcessor
-        vision.update(intermediate_size=64, out_hidden_size=HIDDEN_SIZE, window_size=2 * PATCH_SIZE * 2)
+        vision.update(intermediate_size=64, out_hidden_size=TEXT_HIDDEN_SIZE, window_size=2 * PATCH_SIZE * 2)
         vision.update(fullatt_block_indexes=[1])
     config = config_class(
         vision_config=vision,
@@ -225,9 +250,9 @@ def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, 
             f"{config_class.model_type}_text",
             vocab_size,
             tokenizer,
-            # multimodal rope splits the rotary half of the head dimension (32 / 2 heads / 2)
+            # multimodal rope splits the rotary half of the head dimension (64 / 2 heads / 2)
             # into time, height and width sections
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
         ),
         image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
@@ -252,8 +277,8 @@ _QWEN_TOKENS = _CHATML_TOKENS + ("<|vision_start|>", "<|vision_end|>", "<|image_
 
 _FAMILY_SPECS = {
     "video_llava": _Family(_LLAVA_TOKENS, _build_video_llava),
-    "llava_next_video": _Family(_LLAVA_TOKENS, _build_llava_next_video),
-    "llava_onevision": _Family(_CHATML_TOKENS + ("<image>", "<video>"), _build_llava_onevision),
+    "llava_next_video": _Family(_LLAVA_TOKENS, _build_llava_next_video, hub_vision_names=True),
+    "llava_onevision": _Family(_CHATML_TOKENS + ("<image>", "<video>"), _build_llava_onevision, hub_vision_names=True),
     "qwen2_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2")),
     # Qwen2.5-VL belongs to the qwen2_vl family; buildable for tests, not in FAMILIES
     "qwen2_5_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2.5")),
@@ -317,6 +342,8 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
+    if spec.hub_vision_names:
+        _rename_vision_tower_weights(out / "model.safetensors")
     processor.save_pretrained(out)
     logger.info(
         "wrote a tiny %s model (%d parameters, vocabulary %d) to %s",

@@ -13,7 +13,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -113,3 +114,51 @@ def barrier() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+@contextmanager
+def store_barrier(context: ProcessContext) -> Iterator[Callable[[], None]]:
+    """A barrier over the run's processes through torchrun's key-value store, with no process group.
+
+    For processes that hold an engine with its own torch.distributed world (vLLM): a
+    default process group of the run's ranks would become the engine's world. The store is
+    the one ``env://`` names (torchrun's agent store, or rank 0's at MASTER_ADDR:MASTER_PORT).
+    """
+    if not context.is_distributed:
+        yield lambda: None
+        return
+    import torch.distributed as dist
+
+    store, _, _ = next(dist.rendezvous("env://", context.rank, context.world_size))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # a restarted job's keys are its own
+    calls = 0
+
+    def wait() -> None:
+        nonlocal calls
+        calls += 1
+        key = f"llava_star/barrier/{attempt}/{calls}"
+        if store.add(key, 1) == context.world_size:  # the last to arrive lets everybody go
+            store.set(f"{key}/open", "1")
+        while not store.check([f"{key}/open"]):
+            time.sleep(0.2)
+
+    yield wait
+
+
+def engine_gpus(context: ProcessContext, per_engine: int, visible: str | None) -> str:
+    """The GPUs of this rank's engine (its tensor-parallel group), as ``CUDA_VISIBLE_DEVICES``:
+    rank ``r`` of a node takes the ``r``-th ``per_engine`` GPUs of those visible to the node.
+
+    >>> engine_gpus(ProcessContext(rank=1, world_size=2, local_rank=1), 2, None)
+    '2,3'
+    >>> engine_gpus(ProcessContext(rank=3, world_size=4, local_rank=1), 1, "4,5,6,7")
+    '5'
+    """
+    first = context.local_rank * per_engine
+    if visible is None:
+        return ",".join(str(index) for index in range(first, first + per_engine))
+    gpus = [gpu.strip() for gpu in visible.split(",") if gpu.strip()]
+    if first + per_engine > len(gpus):
+        raise ValueError(f"local rank {context.local_rank} needs GPUs {first}..{first + per_engine - 1} "
+                         f"of CUDA_VISIBLE_DEVICES={visible}")  # fmt: skip
+    return ",".join(gpus[first : first + per_engine])

@@ -30,10 +30,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# families whose videos vLLM 0.32 answers (Video-LLaVA it serves text-only: HF generate)
-VLLM_FAMILIES = frozenset({"llava_next_video", "llava_onevision", "qwen2_vl"})
-# vLLM on a CPU: the engine in this process (starts in seconds, not half a minute), 1 GiB of
-# KV cache instead of 92% of RAM, its messaging on loopback; a GPU install ignores them
+# vLLM on a CPU (set where unset, only when there is no GPU): the engine in this process
+# (starts in seconds, not half a minute), 1 GiB of KV cache instead of 92% of RAM, its
+# messaging on loopback
 CPU_ENVIRONMENT = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -90,8 +89,10 @@ class VllmAnswerer:
     ) -> None:
         from llava_star.models.loading import load_processor, resolve_dtype
 
-        for key, value in CPU_ENVIRONMENT.items():
-            os.environ.setdefault(key, value)
+        on_gpu = _has_cuda()
+        if not on_gpu:
+            for key, value in CPU_ENVIRONMENT.items():
+                os.environ.setdefault(key, value)
         vllm = require("vllm", "generate --backend vllm")
         self.processor = load_processor(model, family, video_token_budget)
         self.max_new_tokens = max_new_tokens
@@ -102,7 +103,7 @@ class VllmAnswerer:
         self.stop_token_ids = stop_token_ids(model)
         self.engine = vllm.LLM(
             model=model,
-            dtype=resolve_dtype(dtype, "cuda" if _has_cuda() else "cpu"),  # as the HF answerer's
+            dtype=resolve_dtype(dtype, "cuda" if on_gpu else "cpu"),  # as the HF answerer's
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,

@@ -11,10 +11,11 @@ barrier (so rank 0 summarises once every shard is complete).
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -116,33 +117,53 @@ def barrier() -> None:
         dist.barrier()
 
 
-@contextmanager
-def store_barrier(context: ProcessContext) -> Iterator[Callable[[], None]]:
-    """A barrier over the run's processes through torchrun's key-value store, with no process group.
+@dataclass
+class StoreGroup:
+    """The run's processes meeting through torchrun's key-value store, with no process group.
 
     For processes that hold an engine with its own torch.distributed world (vLLM): a
     default process group of the run's ranks would become the engine's world. The store is
-    the one ``env://`` names (torchrun's agent store, or rank 0's at MASTER_ADDR:MASTER_PORT).
+    the one ``env://`` names (torchrun's agent store, or rank 0's at MASTER_ADDR:MASTER_PORT);
+    keys carry torchrun's restart count, so a restarted job never reads an earlier attempt's.
     """
+
+    context: ProcessContext
+    store: Any = None
+    calls: int = 0
+
+    def _key(self, kind: str) -> str:
+        self.calls += 1
+        return f"llava_star/{kind}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{self.calls}"
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        if self.store is None:
+            return
+        key = self._key("barrier")
+        if self.store.add(key, 1) == self.context.world_size:  # the last to arrive lets everybody go
+            self.store.set(f"{key}/open", "1")
+        while not self.store.check([f"{key}/open"]):
+            time.sleep(0.2)
+
+    def broadcast(self, value: str | None) -> str | None:
+        """Rank 0's ``value`` on every rank."""
+        if self.store is None:
+            return value
+        key = self._key("broadcast")
+        if self.context.is_main:
+            self.store.set(key, json.dumps(value))
+            return value
+        return json.loads(self.store.get(key))
+
+
+def store_group(context: ProcessContext) -> StoreGroup:
+    """Connect to the run's store (nothing to connect to when running alone)."""
     if not context.is_distributed:
-        yield lambda: None
-        return
+        return StoreGroup(context)
     import torch.distributed as dist
 
     store, _, _ = next(dist.rendezvous("env://", context.rank, context.world_size))
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # a restarted job's keys are its own
-    calls = 0
-
-    def wait() -> None:
-        nonlocal calls
-        calls += 1
-        key = f"llava_star/barrier/{attempt}/{calls}"
-        if store.add(key, 1) == context.world_size:  # the last to arrive lets everybody go
-            store.set(f"{key}/open", "1")
-        while not store.check([f"{key}/open"]):
-            time.sleep(0.2)
-
-    yield wait
+    return StoreGroup(context, store)
 
 
 def engine_gpus(context: ProcessContext, per_engine: int, visible: str | None) -> str:

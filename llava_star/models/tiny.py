@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava_star.models.checkpoints import write_hub_weight_names
 from llava_star.models.templates import CHAT_TEMPLATES
 
 logger = logging.getLogger(__name__)
@@ -64,24 +65,6 @@ class _Family:
 
     special_tokens: tuple[str, ...]  # bos, eos, pad first; then the multimodal ones
     build: Callable[[Any, int], tuple[Any, Any]]  # (tokenizer, vocab size) -> (config, processor)
-    hub_vision_names: bool = False  # save the CLIP/SigLIP tower under the hub checkpoints' names
-
-
-def _rename_vision_tower_weights(path: Path) -> None:
-    """``vision_tower.X`` as ``vision_tower.vision_model.X``, the names hub checkpoints use.
-
-    transformers 5 saves a CLIP/SigLIP tower without its ``vision_model`` level and still
-    loads the hub's names; vLLM 0.32 loads only the hub's names.
-    """
-    from safetensors.torch import load_file, save_file
-
-    prefix = "vision_tower."
-    weights = load_file(path)
-    renamed = {
-        (prefix + "vision_model." + key[len(prefix) :] if key.startswith(prefix) else key): tensor
-        for key, tensor in weights.items()
-    }
-    save_file(renamed, path, metadata={"format": "pt"})
 
 
 def _clip_vision(patch_size: int = PATCH_SIZE) -> Any:
@@ -277,8 +260,8 @@ _QWEN_TOKENS = _CHATML_TOKENS + ("<|vision_start|>", "<|vision_end|>", "<|image_
 
 _FAMILY_SPECS = {
     "video_llava": _Family(_LLAVA_TOKENS, _build_video_llava),
-    "llava_next_video": _Family(_LLAVA_TOKENS, _build_llava_next_video, hub_vision_names=True),
-    "llava_onevision": _Family(_CHATML_TOKENS + ("<image>", "<video>"), _build_llava_onevision, hub_vision_names=True),
+    "llava_next_video": _Family(_LLAVA_TOKENS, _build_llava_next_video),
+    "llava_onevision": _Family(_CHATML_TOKENS + ("<image>", "<video>"), _build_llava_onevision),
     "qwen2_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2")),
     # Qwen2.5-VL belongs to the qwen2_vl family; buildable for tests, not in FAMILIES
     "qwen2_5_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2.5")),
@@ -342,8 +325,7 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    if spec.hub_vision_names:
-        _rename_vision_tower_weights(out / "model.safetensors")
+    write_hub_weight_names(out)
     processor.save_pretrained(out)
     logger.info(
         "wrote a tiny %s model (%d parameters, vocabulary %d) to %s",

@@ -43,10 +43,10 @@ from llava_star.distributed import (
     process_context,
     process_group,
     shard,
-    store_barrier,
+    store_group,
 )
 from llava_star.errors import ConfigError, RecordError, VideoError
-from llava_star.generation.answerer import Answerer
+from llava_star.generation.answerer import Answerer, ModelAnswerer  # noqa: F401 (scripts and tests import it here)
 from llava_star.generation.prompts import direct_prompt, hint_prompt
 from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.records import (
@@ -462,21 +462,21 @@ def run(
 
         family = model_family(config.model)
         backend = choose_backend(config.backend, family)
-    with _ranks_together(config, context, backend) as (device, wait_for_all_ranks), \
-            exclusive_directory_for_job(directory.path, "generate", context):  # fmt: skip
+    with _ranks_together(config, context, backend) as ranks, \
+            exclusive_directory_for_job(directory.path, "generate", context, ranks.broadcast):  # fmt: skip
         if context.is_main:
             write_json_atomic(directory.config, {**config.to_dict(), "world_size": context.world_size})
         done = written_ids(directory.generation_shards() + directory.failure_shards())
         if answerer is None:
             from llava_star.generation.backends import build_answerer
 
-            answerer = build_answerer(config.model, config, backend=backend, family=family, device=device)
+            answerer = build_answerer(config.model, config, backend=backend, family=family, device=ranks.device)
         read_video = read_video or frame_reader(config.video_root, config.num_frames)
         started = time.perf_counter()
         counts = _generate_shard(config, context, answerer, read_video, done)
         stats = {**dataclasses.asdict(counts), "seconds": time.perf_counter() - started}
         write_json_atomic(directory.run_stats(context.rank, context.world_size), stats)
-        wait_for_all_ranks()
+        ranks.barrier()
         summary: dict[str, Any] = {}
         if context.is_main:
             summary = {**summarize(directory.path), "this_run": _this_run(directory, context)}
@@ -486,11 +486,19 @@ def run(
     return summary
 
 
+@dataclass(frozen=True)
+class _Ranks:
+    """This rank's device and how the ranks meet: a barrier, and rank 0's value to all
+    (``None``: over the process group)."""
+
+    device: str
+    barrier: Callable[[], None]
+    broadcast: Callable[[str | None], str | None] | None = None
+
+
 @contextmanager
-def _ranks_together(
-    config: GenerateConfig, context: ProcessContext, backend: str | None
-) -> Iterator[tuple[str, Callable[[], None]]]:
-    """This rank's device and a barrier over the ranks, for the backend that will answer.
+def _ranks_together(config: GenerateConfig, context: ProcessContext, backend: str | None) -> Iterator[_Ranks]:
+    """The ranks of this run, met in the way the backend that will answer allows.
 
     A vLLM engine sets up torch.distributed for itself, so its ranks meet through the store
     alone, and each rank's engine sees only its own GPUs (set before anything touches CUDA).
@@ -499,12 +507,12 @@ def _ranks_together(
         if context.is_distributed:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             os.environ["CUDA_VISIBLE_DEVICES"] = engine_gpus(context, config.tensor_parallel_size, visible)
-        with store_barrier(context) as wait:
-            yield "engine", wait
+        group = store_group(context)
+        yield _Ranks("engine", group.barrier, group.broadcast)
         return
     device = device_for(context, config.device)
     with process_group(context, device):
-        yield device, barrier
+        yield _Ranks(device, barrier)
 
 
 _FLAG_HELP = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -147,9 +146,23 @@ def test_two_torchrun_ranks_with_an_engine_each_cover_every_sample_once(models, 
     assert summary["this_run"]["processes"] == 2 and summary["backend"] == "vllm"
 
 
+def test_training_here_is_refused_naming_the_training_environment():
+    from llava_star.errors import MissingDependencyError
+    from llava_star.stages.train import check_transformers_for_training
+
+    with pytest.raises(MissingDependencyError, match="train needs transformers >= 5.23, this environment has 5.19"):
+        check_transformers_for_training()
+
+
 @pytest.mark.slow
 def test_one_cycle_generates_and_evaluates_through_vllm(models, synthetic_dataset, tmp_path):
+    """Generation and evaluation through vLLM here; training, which needs transformers 5.23,
+    in the main environment (.venv, which `make test` builds first), as on a cluster."""
     from llava_star.stages.cycle import main as cycle_main
+
+    training_python = REPO / ".venv" / "bin" / "python"
+    if not training_python.exists():
+        pytest.skip("the main environment (.venv, `make install`) trains the cycle's model")
 
     lines = synthetic_dataset.samples.read_text().splitlines()
     (tmp_path / "train.jsonl").write_text("\n".join(lines[:8]) + "\n")
@@ -167,6 +180,7 @@ def test_one_cycle_generates_and_evaluates_through_vllm(models, synthetic_datase
         "train": {"mix": [str(tmp_path / "mix.json")], "options": {"max_steps": 1, "per_device_train_batch_size": 2,
                                                                    "dataloader_num_workers": 0}},
         "eval": {"samples": str(tmp_path / "test.jsonl"), "baseline": False},
+        "launch": {"train": [str(training_python), "-m", "llava_star"]},
     }  # fmt: skip
     (tmp_path / "cycle.yaml").write_text(yaml.safe_dump(config))
     assert cycle_main(["--config", str(tmp_path / "cycle.yaml")]) == 0
@@ -182,4 +196,3 @@ def test_a_family_vllm_does_not_serve_is_refused_with_the_way_out(models):
 
     with pytest.raises(ConfigError, match="backend: vllm does not answer videos of video_llava models; use hf or auto"):
         choose_backend("vllm", model_family(str(models["video_llava"])))
-

@@ -114,7 +114,8 @@ class VllmAnswerer:
         )
         logger.info("vLLM engine for %s (%s, tensor parallel %d)", model, family, tensor_parallel_size)
 
-    def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]:
+    def requests(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[dict[str, Any]]:
+        """vLLM's prompts: the chat-template text, the video, its cache key."""
         from llava_star.models.inputs import video_conversation
 
         requests = []
@@ -124,8 +125,11 @@ class VllmAnswerer:
             if (key := video_cache_key(frames)) is not None:
                 request["multi_modal_uuids"] = {"video": [key]}
             requests.append(request)
+        return requests
+
+    def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]:
         params = [self._sampling(prompt, frames) for prompt, frames in zip(prompts, videos)]
-        outputs = self.engine.generate(requests, params, use_tqdm=False)
+        outputs = self.engine.generate(self.requests(prompts, videos), params, use_tqdm=False)
         tokens = [list(output.outputs[0].token_ids) for output in outputs]
         return [text.strip() for text in self.processor.batch_decode(tokens, skip_special_tokens=True)]
 

@@ -81,6 +81,35 @@ def test_greedy_answers_are_the_hf_backends_for_every_family(models):
 
 
 @pytest.mark.slow
+def test_the_video_token_budget_bounds_the_prompt_as_in_hf(models, tmp_path):
+    """Qwen-VL's per-video budget (``video_token_budget``, pixels shared out per frame) gives
+    the engine the prompt HF gets: the same number of tokens, fewer than without it."""
+    import shutil
+
+    from llava_star.models.inputs import build_inputs, video_conversation
+    from llava_star.models.loading import load_processor
+
+    # the tiny processor fixes 32x32 frames; let frames keep up to 96x96 pixels, as hub ones do
+    path = str(shutil.copytree(models["qwen2_vl"], tmp_path / "qwen2_vl"))
+    processor_file = Path(path) / "processor_config.json"
+    processor_config = json.loads(processor_file.read_text())
+    processor_config["video_processor"]["size"] = {"shortest_edge": 256, "longest_edge": 96 * 96}
+    processor_file.write_text(json.dumps(processor_config))
+    videos = [noise_frames(0, count=8, size=96)]
+
+    def hf_length(budget):
+        inputs = build_inputs(load_processor(path, "qwen2_vl", budget), [video_conversation(PROMPTS[0])], videos,
+                              add_generation_prompt=True)  # fmt: skip
+        return inputs.batch["input_ids"].shape[1]
+
+    engine = VllmAnswerer(path, family="qwen2_vl", max_new_tokens=1, video_token_budget=16)
+    output = engine.engine.generate(engine.requests(PROMPTS[:1], videos), use_tqdm=False)[0]
+    del engine
+    gc.collect()
+    assert len(output.prompt_token_ids) == hf_length(16) < hf_length(None) - 100  # 36 tokens a grid -> 4
+
+
+@pytest.mark.slow
 def test_sampling_is_seeded_per_prompt_and_video(models):
     path = str(models["qwen2_vl"])
     videos = [noise_frames(seed, count=8) for seed in range(2)]

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.optional import require
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ class VllmAnswerer:
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
-        video_token_budget: int | None = None,
+        video_token_budget: int | None = VIDEO_TOKEN_BUDGET,
     ) -> None:
         from llava_star.models.loading import load_processor, resolve_dtype
 

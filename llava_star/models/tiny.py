@@ -7,7 +7,9 @@ milliseconds and offline. Each family here is the real transformers architecture
 byte-level BPE tokenizer trained locally on a few sentences (the ``tokenizers`` library
 trains it in milliseconds), saved with a chat template in the family's own style, so
 ``AutoModelForImageTextToText.from_pretrained(DIR)`` and ``AutoProcessor.from_pretrained(DIR)``
-work with HF_HUB_OFFLINE=1.
+work with HF_HUB_OFFLINE=1. The language models' attention heads (2 of 32) and the saved
+weight names (the hub's, models/checkpoints.py) are what vLLM's CPU build needs, so the
+vLLM backend runs the same tiny models (tests/vllm_backend).
 
     llava-star tiny-model video_llava -o models/tiny-video-llava
 """

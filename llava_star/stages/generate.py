@@ -429,9 +429,7 @@ def _this_run(directory: GenerationDir, context: ProcessContext) -> dict[str, An
     """This run's counts summed over ranks; speed from the slowest rank (they run together)."""
     import json
 
-    per_rank = [
-        json.loads(directory.run_stats(rank, context.world_size).read_text()) for rank in range(context.world_size)
-    ]
+    per_rank = [json.loads(directory.run_stats(rank, context.world_size).read_text()) for rank in range(context.world_size)]
     run = {key: sum(stats[key] for stats in per_rank) for key in dataclasses.asdict(_RunCounts())}
     seconds = max(stats["seconds"] for stats in per_rank)
     run.update(processes=context.world_size, seconds=round(seconds, 3))

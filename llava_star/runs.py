@@ -30,7 +30,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,10 +222,16 @@ def exclusive_file(path: str | os.PathLike[str], command: str) -> Iterator[Path]
 
 
 @contextmanager
-def exclusive_directory_for_job(directory: str | os.PathLike[str], command: str, context: ProcessContext) -> Iterator[Path]:
+def exclusive_directory_for_job(
+    directory: str | os.PathLike[str],
+    command: str,
+    context: ProcessContext,
+    broadcast: Callable[[str | None], str | None] | None = None,
+) -> Iterator[Path]:
     """:func:`exclusive_directory` for one torchrun job of many processes: rank 0 holds the
     lock for the job, and every rank stops when it cannot (the outcome is broadcast over the
-    job's process group, which must be up), so no rank of a second copy writes a line."""
+    job's process group, which must be up, or by ``broadcast``: rank 0's value on every
+    rank), so no rank of a second copy writes a line."""
     directory = Path(directory)
     if not context.is_distributed:
         with exclusive_directory(directory, command):
@@ -240,7 +246,10 @@ def exclusive_directory_for_job(directory: str | os.PathLike[str], command: str,
                 held.enter_context(exclusive_directory(directory, command))
             except OutputInUseError as error:
                 refusal = [str(error)]
-        dist.broadcast_object_list(refusal, src=0)
+        if broadcast is not None:
+            refusal = [broadcast(refusal[0])]
+        else:
+            dist.broadcast_object_list(refusal, src=0)
         if refusal[0] is not None:
             raise OutputInUseError(refusal[0])
         yield directory

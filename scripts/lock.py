@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -67,17 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_LOCK)
     parser.add_argument("--extras", default=DEFAULT_EXTRAS)
+    parser.add_argument("--make-target", default="lock", help="the make target that writes this lock")
+    parser.add_argument("--install-target", default="install", help="the make target that installs from it")
     parser.add_argument("--pin", action="append", default=None, help="extra top-level pins (default: torch)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     pins = tuple(args.pin) if args.pin else DEFAULT_TORCH_PINS
     lines = lock_lines(resolve(args.extras, pins))
+    install = f"pip install -c {os.path.relpath(args.output, REPO)} -e '.[...]'"
     header = [
-        "# The lock of the tested environment; regenerate with `make lock`, never edit by hand.",
+        f"# The lock of the tested environment; regenerate with `make {args.make_target}`, never edit by hand.",
         f"# Resolved by pip {pip_version()} (python {sys.version_info.major}.{sys.version_info.minor}) from setup.cfg",
         f"# with extras [{args.extras}] and {' '.join(pins)}.",
-        "# `make install` uses it as a constraints file: pip install -c requirements/lock.txt -e '.[...]'",
+        f"# `make {args.install_target}` uses it as a constraints file: {install}",
     ]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(header + lines) + "\n")

@@ -58,6 +58,7 @@ def build_real_geometry_model(name: str, out_dir: str | Path, *, seed: int = 0) 
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, GenerationConfig
 
+    from llava_star.models.checkpoints import write_hub_weight_names
     from llava_star.models.tiny import build_tiny_model
 
     facts = fixture(name)
@@ -75,6 +76,7 @@ def build_real_geometry_model(name: str, out_dir: str | Path, *, seed: int = 0) 
             generation[key] = _local_ids(generation[key], facts, tokenizer)
     model.generation_config = GenerationConfig(**generation)
     model.save_pretrained(out)
+    write_hub_weight_names(out)
     _write_hub_processor_files(out, facts)
     return out
 

@@ -187,11 +187,28 @@ def test_summary_counts_every_shard(dataset, tmp_path):
 
 @pytest.mark.parametrize(
     "override, key",
-    [({"batch_size": 0}, "batch_size"), ({"temperature": -1.0}, "temperature"), ({"num_frames": 0}, "num_frames")],
-)
+    [({"batch_size": 0}, "batch_size"), ({"temperature": -1.0}, "temperature"), ({"num_frames": 0}, "num_frames"),
+     ({"backend": "vlm"}, "backend"), ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
+     ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"), ({"max_model_len": 0}, "max_model_len")],
+)  # fmt: skip
 def test_bad_config_names_the_key(dataset, tmp_path, override, key):
     with pytest.raises(ConfigError, match=key):
         config_for(dataset, tmp_path, **override)
+
+
+def test_backend_auto_without_vllm_is_hf_and_vllm_names_the_extra(dataset, tiny_model, tmp_path):
+    """Here vllm is not installed (tests/vllm_backend run where it is): auto generates with
+    HF and says so in the summary; asking for vllm fails before any model loads."""
+    from llava_star.errors import MissingDependencyError
+    from llava_star.optional import is_available
+
+    if is_available("vllm"):
+        pytest.skip("vllm is installed here")
+    summary = run(config_for(dataset, tmp_path, model=str(tiny_model), backend="auto", limit=2, max_new_tokens=4))
+    assert summary["backend"] == "hf" and summary["samples"] == 2
+    qwen = build_tiny_model("qwen2_vl", tmp_path / "qwen2_vl")
+    with pytest.raises(MissingDependencyError, match=r"pip install 'llava-star\[vllm\]'"):
+        run(config_for(dataset, tmp_path / "vllm", model=str(qwen), backend="vllm"))
 
 
 @pytest.mark.parametrize("family", FAMILIES + VARIANTS)

@@ -17,6 +17,10 @@ a process group, which this adapter does not).
     lmms-eval --model llava_star --model_args pretrained=CKPT,num_frames=8 \\
         --tasks kinetics700_qa --include_path TASKS_DIR --output_path out/
 
+``backend=vllm`` (or ``auto``) answers through one vLLM engine, as ``llava-star generate
+--backend`` does; ``tensor_parallel_size``, ``gpu_memory_utilization`` and ``max_model_len``
+go to it.
+
 This module imports lmms-eval at the top: only lmms-eval (or :func:`lmms_eval_main`)
 imports it, and the class must subclass lmms-eval's base.
 """
@@ -86,21 +90,41 @@ class LlavaStarVideo(lmms):
         attn_implementation: str | None = None,
         max_new_tokens: int | str = 256,
         batch_size: int | str = 1,
+        backend: str = "hf",
+        tensor_parallel_size: int | str = 1,
+        gpu_memory_utilization: float | str = 0.9,
+        max_model_len: int | str | None = None,
         **extra: Any,
     ) -> None:
         super().__init__()
-        from llava_star.models.loading import load_model
+        from llava_star.generation.backends import choose_backend
+        from llava_star.models.loading import load_model, model_family
 
         unknown = sorted(key for key in extra if key not in _LMMS_EVAL_KEYS)
         if unknown:
             raise ConfigError(
                 f"--model_args: unknown key(s) {unknown}; expected pretrained, num_frames, dtype, device, "
-                "attn_implementation, max_new_tokens, batch_size"
+                "attn_implementation, max_new_tokens, batch_size, backend, tensor_parallel_size, "
+                "gpu_memory_utilization, max_model_len"
             )
         self.num_frames = _as_int("num_frames", num_frames)
         self.max_new_tokens = _as_int("max_new_tokens", max_new_tokens)
         self.batch_size_per_call = _as_int("batch_size", batch_size)
-        self.loaded = load_model(pretrained, dtype=dtype, device=device or "auto", attn_implementation=attn_implementation)
+        family = model_family(pretrained)
+        self.loaded = self.engine = None
+        if choose_backend(backend, family) == "vllm":
+            from llava_star.generation.vllm_answerer import VllmAnswerer
+
+            self.engine = VllmAnswerer(
+                pretrained, family=family, max_new_tokens=self.max_new_tokens, dtype=dtype,
+                tensor_parallel_size=_as_int("tensor_parallel_size", tensor_parallel_size),
+                gpu_memory_utilization=float(gpu_memory_utilization),
+                max_model_len=None if max_model_len is None else _as_int("max_model_len", max_model_len),
+            )  # fmt: skip
+        else:
+            self.loaded = load_model(
+                pretrained, dtype=dtype, device=device or "auto", attn_implementation=attn_implementation
+            )
 
     def _frames(self, visuals: Sequence[Any], doc: Mapping[str, Any]) -> Any:
         """The doc's clip, or None when it cannot be decoded (scored as an empty answer)."""
@@ -130,8 +154,6 @@ class LlavaStarVideo(lmms):
     def generate_until(self, requests: list[Instance]) -> list[str]:
         from tqdm import tqdm
 
-        from llava_star.generation.answerer import ModelAnswerer
-
         answers: list[str] = []
         step = max(1, self.batch_size_per_call)
         for first in tqdm(range(0, len(requests), step), desc="llava_star answers", disable=None):
@@ -145,7 +167,7 @@ class LlavaStarVideo(lmms):
             readable = [index for index, frames in enumerate(videos) if frames is not None]
             chunk_answers = [""] * len(chunk)  # an unreadable video's answer: empty, which never passes
             if readable:
-                answerer = ModelAnswerer(self.loaded, max_new_tokens=max(budgets))
+                answerer = self._answerer(max(budgets))
                 found = answerer.answer([questions[i] for i in readable], [videos[i] for i in readable])
                 for index, answer in zip(readable, found):
                     chunk_answers[index] = answer
@@ -153,6 +175,15 @@ class LlavaStarVideo(lmms):
                 answers.append(answer)
                 self.cache_hook.add_partial("generate_until", (request.args[0], request.args[1]), answer)
         return answers
+
+    def _answerer(self, max_new_tokens: int) -> Any:
+        """The engine (one for the whole run) or an HF answerer, with this chunk's token budget."""
+        from llava_star.generation.answerer import ModelAnswerer
+
+        if self.engine is not None:
+            self.engine.max_new_tokens = max_new_tokens
+            return self.engine
+        return ModelAnswerer(self.loaded, max_new_tokens=max_new_tokens)
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         raise EvaluationError("the llava_star adapter generates answers; loglikelihood tasks are not supported")

@@ -1,7 +1,8 @@
 """Answering prompts about videos with a model, a batch at a time.
 
 :class:`Answerer` is what the generate stage and the lmms-eval adapter need; the HF
-answerer below is the transformers implementation (a vLLM one would join it here).
+answerer below is the transformers implementation, ``vllm_answerer.VllmAnswerer`` the
+vLLM one (``backends`` chooses).
 """
 
 from __future__ import annotations

@@ -179,6 +179,34 @@ def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
                       f"not a transformers one; {how}, or load a converted checkpoint such as {converted}")  # fmt: skip
 
 
+def model_family(name: str, cache_dir: str | None = None) -> str:
+    """The family of a hub id or checkpoint directory, from its config alone (no weights);
+    an original-repository checkpoint stops here with the command that converts it."""
+    from transformers import AutoConfig
+
+    refuse_original_checkpoint(name, cache_dir)
+    try:
+        config = AutoConfig.from_pretrained(name, cache_dir=cache_dir)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"model: cannot load a config from {name!r}: {error}") from None
+    return family_of(config.model_type)
+
+
+def load_processor(
+    name: str, family: str, video_token_budget: int | None = VIDEO_TOKEN_BUDGET, cache_dir: str | None = None
+) -> Any:
+    """The checkpoint's processor with a chat template and the video token budget: every
+    backend renders prompts and sizes videos through it."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(name, cache_dir=cache_dir)
+    if getattr(processor, "chat_template", None) is None:
+        logger.warning("%s has no chat template; using llava_star's %s template", name, family)
+        processor.chat_template = CHAT_TEMPLATES[family]
+    apply_video_token_budget(processor, video_token_budget)
+    return processor
+
+
 def load_model(
     name_or_path: str | os.PathLike[str],
     *,
@@ -203,15 +231,10 @@ def load_model(
     ``cache_dir`` is where hub downloads are kept (from_pretrained's, LLaVA's --cache_dir).
     """
     import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     name = str(name_or_path)
-    refuse_original_checkpoint(name, cache_dir)
-    try:
-        config = AutoConfig.from_pretrained(name, cache_dir=cache_dir)
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"model: cannot load a config from {name!r}: {error}") from None
-    family = family_of(config.model_type)
+    family = model_family(name, cache_dir)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     run_on = resolve_device(compute_device) if compute_device is not None else device
@@ -222,11 +245,7 @@ def load_model(
     )
     model.to(device)
     model.eval()
-    processor = AutoProcessor.from_pretrained(name, cache_dir=cache_dir)
-    if getattr(processor, "chat_template", None) is None:
-        logger.warning("%s has no chat template; using llava_star's %s template", name, family)
-        processor.chat_template = CHAT_TEMPLATES[family]
-    apply_video_token_budget(processor, video_token_budget)
+    processor = load_processor(name, family, video_token_budget, cache_dir)
     logger.info("loaded %s (%s, %s, %s attention) on %s", name, family, torch_dtype, attention, device)
     return LoadedModel(model=model, processor=processor, family=family, name=name)
 

@@ -7,7 +7,9 @@ milliseconds and offline. Each family here is the real transformers architecture
 byte-level BPE tokenizer trained locally on a few sentences (the ``tokenizers`` library
 trains it in milliseconds), saved with a chat template in the family's own style, so
 ``AutoModelForImageTextToText.from_pretrained(DIR)`` and ``AutoProcessor.from_pretrained(DIR)``
-work with HF_HUB_OFFLINE=1.
+work with HF_HUB_OFFLINE=1. The language models' attention heads (2 of 32) and the saved
+weight names (the hub's, models/checkpoints.py) are what vLLM's CPU build needs, so the
+vLLM backend runs the same tiny models (tests/vllm_backend).
 
     llava-star tiny-model video_llava -o models/tiny-video-llava
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava_star.models.checkpoints import write_hub_weight_names
 from llava_star.models.templates import CHAT_TEMPLATES
 
 logger = logging.getLogger(__name__)
@@ -32,7 +35,12 @@ VARIANTS = ("qwen2_5_vl",)  # buildable too; loaded as the family they belong to
 
 FRAME_SIZE = 32  # pixels; every tiny vision tower sees 32x32 frames
 PATCH_SIZE = 8
-HIDDEN_SIZE = 32
+# LLaVA-NeXT-Video pools each frame's patch grid by 2; vLLM's pooling of a 4x4 grid
+# (patch 8) divides by zero, an 8x8 grid (patch 4) works
+LLAVA_NEXT_VIDEO_PATCH_SIZE = 4
+HIDDEN_SIZE = 32  # vision towers
+# language models: 2 heads of 32, the smallest head size vLLM's CPU attention kernels take
+TEXT_HIDDEN_SIZE = 64
 VOCAB_SIZE = 384  # BPE merges on top of the 256 byte symbols and the special tokens
 
 # Words the demo and tests ask and answer about, so the tokenizer has merges for them.
@@ -61,7 +69,7 @@ class _Family:
     build: Callable[[Any, int], tuple[Any, Any]]  # (tokenizer, vocab size) -> (config, processor)
 
 
-def _clip_vision() -> Any:
+def _clip_vision(patch_size: int = PATCH_SIZE) -> Any:
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
@@ -70,7 +78,7 @@ def _clip_vision() -> Any:
         num_hidden_layers=2,
         num_attention_heads=2,
         image_size=FRAME_SIZE,
-        patch_size=PATCH_SIZE,
+        patch_size=patch_size,
         projection_dim=HIDDEN_SIZE,
     )
 
@@ -79,8 +87,8 @@ def _small_text(model_type: str, vocab_size: int, tokenizer: Any, **overrides: A
     return dict(
         model_type=model_type,
         vocab_size=vocab_size,
-        hidden_size=HIDDEN_SIZE,
-        intermediate_size=64,
+        hidden_size=TEXT_HIDDEN_SIZE,
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
@@ -101,11 +109,11 @@ def _llava_media_tokens(tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def _llava_processor_settings(tokenizer: Any) -> dict[str, Any]:
+def _llava_processor_settings(tokenizer: Any, patch_size: int = PATCH_SIZE) -> dict[str, Any]:
     """What Video-LLaVA's and LLaVA-NeXT-Video's processors need to count video tokens."""
     return {
         "tokenizer": tokenizer,
-        "patch_size": PATCH_SIZE,
+        "patch_size": patch_size,
         "vision_feature_select_strategy": "default",
         "num_additional_image_tokens": 1,  # the CLS token, which Video-LLaVA keeps for video
         "chat_template": CHAT_TEMPLATES["video_llava"],
@@ -152,18 +160,19 @@ def _build_llava_next_video(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     )
 
     pinpoints = [[FRAME_SIZE, FRAME_SIZE]]
+    patch = LLAVA_NEXT_VIDEO_PATCH_SIZE
     config = LlavaNextVideoConfig(
-        vision_config=_clip_vision(),
+        vision_config=_clip_vision(patch),
         text_config=_small_text("llama", vocab_size, tokenizer),
         **_llava_media_tokens(tokenizer),
         image_grid_pinpoints=pinpoints,
-        image_seq_length=(FRAME_SIZE // PATCH_SIZE) ** 2,
-        video_seq_length=(FRAME_SIZE // PATCH_SIZE) ** 2 // 4,
+        image_seq_length=(FRAME_SIZE // patch) ** 2,
+        video_seq_length=(FRAME_SIZE // patch) ** 2 // 4,
     )
     processor = LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(**_frame_processor_size()),
         image_processor=LlavaNextImageProcessor(image_grid_pinpoints=pinpoints, **_frame_processor_size()),
-        **_llava_processor_settings(tokenizer),
+        **_llava_processor_settings(tokenizer, patch),
     )
     return config, processor
 
@@ -214,10 +223,11 @@ def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, 
     }  # fmt: skip
     if version == "2":
         config_class, processor_class = transformers.Qwen2VLConfig, transformers.Qwen2VLProcessor
-        vision.update(embed_dim=HIDDEN_SIZE, mlp_ratio=2)
+        # Qwen2-VL's vision hidden_size is the merger's output: the language model's width
+        vision.update(embed_dim=HIDDEN_SIZE, mlp_ratio=2, hidden_size=TEXT_HIDDEN_SIZE)
     else:  # 2.5: windowed attention in all but the listed blocks, a separate output width
         config_class, processor_class = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLProcessor
-        vision.update(intermediate_size=64, out_hidden_size=HIDDEN_SIZE, window_size=2 * PATCH_SIZE * 2)
+        vision.update(intermediate_size=64, out_hidden_size=TEXT_HIDDEN_SIZE, window_size=2 * PATCH_SIZE * 2)
         vision.update(fullatt_block_indexes=[1])
     config = config_class(
         vision_config=vision,
@@ -225,9 +235,9 @@ def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, 
             f"{config_class.model_type}_text",
             vocab_size,
             tokenizer,
-            # multimodal rope splits the rotary half of the head dimension (32 / 2 heads / 2)
+            # multimodal rope splits the rotary half of the head dimension (64 / 2 heads / 2)
             # into time, height and width sections
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
         ),
         image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
@@ -317,6 +327,7 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
+    write_hub_weight_names(out)
     processor.save_pretrained(out)
     logger.info(
         "wrote a tiny %s model (%d parameters, vocabulary %d) to %s",

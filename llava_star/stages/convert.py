@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError
+from llava_star.models.checkpoints import write_hub_weight_names
 from llava_star.models.loading import model_from_state
 from llava_star.models.original import original_kind
 from llava_star.records import write_json_atomic
@@ -450,6 +451,7 @@ def convert(config: ConvertConfig) -> dict[str, Any]:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     model_from_state(model_class, model_config, state).save_pretrained(str(partial))
+    write_hub_weight_names(partial)  # the vision tower under the hub's names, which vLLM reads too
     processor.save_pretrained(str(partial))
     if (source / "generation_config.json").is_file():
         shutil.copyfile(source / "generation_config.json", partial / "generation_config.json")

@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,12 +39,14 @@ from llava_star.distributed import (
     ProcessContext,
     barrier,
     device_for,
+    engine_gpus,
     process_context,
     process_group,
     shard,
+    store_group,
 )
 from llava_star.errors import ConfigError, RecordError, VideoError
-from llava_star.generation.answerer import Answerer, ModelAnswerer
+from llava_star.generation.answerer import Answerer, ModelAnswerer  # noqa: F401 (scripts and tests import it here)
 from llava_star.generation.prompts import direct_prompt, hint_prompt
 from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.records import (
@@ -86,11 +89,23 @@ class GenerationOptions:
     device: str = "auto"
     attn_implementation: str | None = None
     seed: int = 0
+    backend: str = "hf"  # hf, vllm, or auto: vllm where it is installed and serves the family
+    tensor_parallel_size: int = 1  # vllm: GPUs per engine (each torchrun rank runs one engine)
+    gpu_memory_utilization: float = 0.9  # vllm: fraction of each GPU the engine may take
+    max_model_len: int | None = None  # vllm: context length; null: the checkpoint's
 
     def __post_init__(self) -> None:
-        for key in ("batch_size", "num_frames", "max_new_tokens"):
+        from llava_star.generation.backends import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        for key in ("batch_size", "num_frames", "max_new_tokens", "tensor_parallel_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ConfigError(f"max_model_len: must be >= 1 or null, got {self.max_model_len}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
         if self.video_token_budget is not None and self.video_token_budget < 1:
@@ -438,31 +453,64 @@ def run(
         # every sample would become a failure line, and a rerun with the right root would skip them
         raise ConfigError(f"video_root: {config.video_root} is not a directory")
     directory = GenerationDir(Path(config.output_dir))
-    device = device_for(context, config.device)
-    with process_group(context, device), exclusive_directory_for_job(directory.path, "generate", context):
+    family = backend = None
+    if answerer is None:
+        from llava_star.generation.backends import choose_backend
+        from llava_star.models.loading import model_family
+
+        family = model_family(config.model)
+        backend = choose_backend(config.backend, family)
+    with _ranks_together(config, context, backend) as ranks, \
+            exclusive_directory_for_job(directory.path, "generate", context, ranks.broadcast):  # fmt: skip
         if context.is_main:
             write_json_atomic(directory.config, {**config.to_dict(), "world_size": context.world_size})
         done = written_ids(directory.generation_shards() + directory.failure_shards())
         if answerer is None:
-            from llava_star.models.loading import load_model
+            from llava_star.generation.backends import build_answerer
 
-            loaded = load_model(config.model, dtype=config.dtype, device=device, attn_implementation=config.attn_implementation,
-                                video_token_budget=config.video_token_budget)  # fmt: skip
-            answerer = ModelAnswerer(loaded, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                     seed=config.seed, top_p=config.top_p, top_k=config.top_k)  # fmt: skip
+            answerer = build_answerer(config.model, config, backend=backend, family=family, device=ranks.device)
         read_video = read_video or frame_reader(config.video_root, config.num_frames)
         started = time.perf_counter()
         counts = _generate_shard(config, context, answerer, read_video, done)
         stats = {**dataclasses.asdict(counts), "seconds": time.perf_counter() - started}
         write_json_atomic(directory.run_stats(context.rank, context.world_size), stats)
-        barrier()
+        ranks.barrier()
         summary: dict[str, Any] = {}
         if context.is_main:
             summary = {**summarize(directory.path), "this_run": _this_run(directory, context)}
-            summary.update(model=config.model, cycle=config.cycle)
+            summary.update(model=config.model, cycle=config.cycle, backend=backend or "given")
             write_json_atomic(directory.summary, summary)
             logger.info("%s in %s, %d videos failed", format_kept(summary), directory.path, summary["video_failures"])
     return summary
+
+
+@dataclass(frozen=True)
+class _Ranks:
+    """This rank's device and how the ranks meet: a barrier, and rank 0's value to all
+    (``None``: over the process group)."""
+
+    device: str
+    barrier: Callable[[], None]
+    broadcast: Callable[[str | None], str | None] | None = None
+
+
+@contextmanager
+def _ranks_together(config: GenerateConfig, context: ProcessContext, backend: str | None) -> Iterator[_Ranks]:
+    """The ranks of this run, met in the way the backend that will answer allows.
+
+    A vLLM engine sets up torch.distributed for itself, so its ranks meet through the store
+    alone, and each rank's engine sees only its own GPUs (set before anything touches CUDA).
+    """
+    if backend == "vllm":
+        if context.is_distributed:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            os.environ["CUDA_VISIBLE_DEVICES"] = engine_gpus(context, config.tensor_parallel_size, visible)
+        group = store_group(context)
+        yield _Ranks("engine", group.barrier, group.broadcast)
+        return
+    device = device_for(context, config.device)
+    with process_group(context, device):
+        yield _Ranks(device, barrier)
 
 
 _FLAG_HELP = {
@@ -479,6 +527,11 @@ _FLAG_HELP = {
     "device": "auto (this rank's GPU, else CPU), cpu, cuda:N",
     "attn_implementation": "flash_attention_2, sdpa or eager (default: flash_attention_2 when usable, else sdpa)",
     "seed": "seed of sampling when --temperature > 0",
+    "backend": "hf (transformers generate), vllm (LLaVA-NeXT-Video, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL), "
+    "or auto (vllm where installed and supported, else hf)",
+    "tensor_parallel_size": "vllm: GPUs per engine; torchrun ranks x this = GPUs used",
+    "gpu_memory_utilization": "vllm: fraction of each GPU the engine may take",
+    "max_model_len": "vllm: context length (default: the checkpoint's)",
     "limit": "only the first N samples of the file",
 }
 

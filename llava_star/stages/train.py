@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_star.errors import ConfigError
+from llava_star.errors import ConfigError, MissingDependencyError
 from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.optional import require
 from llava_star.records import write_json_atomic
@@ -697,6 +697,26 @@ def _log_history_losses(log_history: Sequence[Mapping[str, Any]]) -> list[float]
     return [float(entry["loss"]) for entry in log_history if "loss" in entry]
 
 
+TRAINING_TRANSFORMERS = "5.23"  # TrainingArguments(activation_checkpointing=...) is 5.23's name
+
+
+def check_transformers_for_training() -> None:
+    """Refuse, naming the way out, an environment whose transformers predates the training API used.
+
+    The vLLM environment has transformers 5.19 (vLLM 0.32 pins <5.20): generation runs
+    there, training in the environment of requirements/lock.txt.
+    """
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version(TRAINING_TRANSFORMERS):
+        raise MissingDependencyError(
+            f"train needs transformers >= {TRAINING_TRANSFORMERS}, this environment has {transformers.__version__} "
+            "(vLLM 0.32 pins < 5.20): train in the environment of requirements/lock.txt "
+            "(the cycle's launch.train: [PATH/.venv/bin/python, -m, llava_star])"
+        )
+
+
 def run(config: TrainConfig) -> dict[str, Any]:
     """Fine-tune ``config.model`` on ``config.data``; return the run's summary (also written to disk).
 
@@ -705,6 +725,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     """
     from llava_star.log import is_main_process
 
+    check_transformers_for_training()
     with ExitStack() as held:
         if is_main_process():
             held.enter_context(exclusive_directory(config.output_dir, "train"))
@@ -850,10 +871,23 @@ def save_checkpoint(trainer: Any, processor: Any, config: TrainConfig) -> None:
     (``stage3_gather_16bit_weights_on_model_save`` in scripts/zero3*.json), and with LoRA
     the gathered weights are merged on rank 0 (:func:`merged_lora_state`), since the
     partitioned model cannot merge itself (LLaVA's finetune_lora.sh runs LoRA on ZeRO-3).
+    Vision-tower weights are written under the hub's names, which vLLM needs
+    (models/checkpoints.py).
     """
-    if not config.lora:
+    from llava_star.models.checkpoints import write_hub_weight_names
+
+    if config.lora:
+        save_merged_lora(trainer, processor, config)
+    else:
         trainer.save_model(config.output_dir)
-        return
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        write_hub_weight_names(config.output_dir)
+    trainer.accelerator.wait_for_everyone()
+
+
+def save_merged_lora(trainer: Any, processor: Any, config: TrainConfig) -> None:
+    """The LoRA-merged model and the processor, written by rank 0 (every rank gathers under ZeRO-3)."""
     trainer.accelerator.wait_for_everyone()
     peft_model = trainer.accelerator.unwrap_model(trainer.model)
     if deepspeed_stage(config.deepspeed) == 3:
@@ -877,7 +911,6 @@ def save_checkpoint(trainer: Any, processor: Any, config: TrainConfig) -> None:
         merged = peft_model.merge_and_unload()
         merged.save_pretrained(config.output_dir)
         processor.save_pretrained(config.output_dir)
-    trainer.accelerator.wait_for_everyone()
 
 
 def merged_lora_state(state: Mapping[str, Any], scaling: float, adapter: str = "default") -> dict[str, Any]:

@@ -1,0 +1,73 @@
+"""Which engine answers: HF ``generate`` (every family) or vLLM (the families it serves).
+
+``hf`` is transformers' batched ``generate``; ``vllm`` is :class:`~llava_star.generation.
+vllm_answerer.VllmAnswerer` (LLaVA-NeXT-Video, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL);
+``auto`` is vLLM when it is installed and serves the family, else HF, and says which.
+Both take the same options with the same meaning (frames, sampling, token budget), so a
+generation config runs on either.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from llava_star.errors import ConfigError
+from llava_star.optional import is_available, require
+
+if TYPE_CHECKING:
+    from llava_star.generation.answerer import Answerer
+    from llava_star.stages.generate import GenerationOptions
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("hf", "vllm", "auto")
+# families whose videos vLLM 0.32 answers; it serves Video-LLaVA text-only, so that stays on HF
+VLLM_FAMILIES = frozenset({"llava_next_video", "llava_onevision", "qwen2_vl"})
+
+
+def choose_backend(requested: str, family: str) -> str:
+    """``hf`` or ``vllm`` for a model of ``family``, logged; an impossible request is an error.
+
+    >>> choose_backend("auto", "video_llava")
+    'hf'
+    >>> choose_backend("hf", "qwen2_vl")
+    'hf'
+    """
+    if requested not in BACKENDS:
+        raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {requested!r}")
+    served = family in VLLM_FAMILIES
+    if requested == "vllm":
+        if not served:
+            raise ConfigError(f"backend: vllm does not answer videos of {family} models; use hf or auto")
+        require("vllm", "backend vllm")
+    if requested == "auto":
+        installed = is_available("vllm")
+        chosen = "vllm" if served and installed else "hf"
+        reason = (
+            "vllm is not installed" if not installed else f"vllm {'serves' if served else 'does not serve'} {family}"
+        )
+        logger.info("backend auto: %s (%s)", chosen, reason)
+        return chosen
+    return requested
+
+
+def build_answerer(model: str, options: GenerationOptions, *, backend: str, family: str, device: str) -> Answerer:
+    """The answerer of ``backend`` for ``model`` with the generation ``options``."""
+    if backend == "vllm":
+        from llava_star.generation.vllm_answerer import VllmAnswerer
+
+        return VllmAnswerer(model, family=family, max_new_tokens=options.max_new_tokens,
+                            temperature=options.temperature, seed=options.seed, top_p=options.top_p,
+                            top_k=options.top_k, dtype=options.dtype,
+                            tensor_parallel_size=options.tensor_parallel_size,
+                            gpu_memory_utilization=options.gpu_memory_utilization,
+                            max_model_len=options.max_model_len,
+                            video_token_budget=options.video_token_budget)  # fmt: skip
+    from llava_star.generation.answerer import ModelAnswerer
+    from llava_star.models.loading import load_model
+
+    loaded = load_model(model, dtype=options.dtype, device=device, attn_implementation=options.attn_implementation,
+                        video_token_budget=options.video_token_budget)  # fmt: skip
+    return ModelAnswerer(loaded, max_new_tokens=options.max_new_tokens, temperature=options.temperature,
+                         seed=options.seed, top_p=options.top_p, top_k=options.top_k)  # fmt: skip

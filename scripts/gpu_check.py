@@ -166,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         for attention in attentions:
             check(f"{family} bf16 {attention} batched generate", lambda d=model_dir, a=attention: check_generate(d, a))
     if is_available("vllm"):
-        from llava_star.generation.backends import VLLM_FAMILIES
+        from llava_star.models.families import FAMILIES as FAMILY_FACTS
         from llava_star.models.loading import model_family
 
         for family, model_dir in models.items():
-            if model_family(str(model_dir)) in VLLM_FAMILIES:
+            if FAMILY_FACTS[model_family(str(model_dir))].vllm_videos:
                 check(f"{family} bf16 vllm batched generate", lambda d=model_dir: check_vllm_generate(d))
     if "video_llava" in models:
         flash = "flash_attention_2" if "flash_attention_2" in attentions else None

@@ -9,9 +9,10 @@ from tiny_model_helpers import noise_frames, one_torch_thread  # noqa: F401 (an 
 import llava_star.models.inputs
 import llava_star.models.loading
 from llava_star.errors import ConfigError
+from llava_star.models.families import FAMILIES as FAMILY_FACTS
+from llava_star.models.families import family_of
 from llava_star.models.inputs import build_inputs, from_llava_turns, video_conversation
-from llava_star.models.loading import choose_attention, family_of, load_model
-from llava_star.models.templates import CHAT_TEMPLATES
+from llava_star.models.loading import choose_attention, load_model
 from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
 from llava_star.models.tiny import main as tiny_model_main
 
@@ -87,13 +88,21 @@ def test_a_checkpoint_without_chat_template_gets_its_family_template(tmp_path):
 
     assert AutoProcessor.from_pretrained(model_dir).chat_template is None
     loaded = load_model(model_dir)
-    assert loaded.processor.chat_template == expected == CHAT_TEMPLATES["llava_next_video"]
+    assert loaded.processor.chat_template == expected == FAMILY_FACTS["llava_next_video"].chat_template
 
 
 def test_unsupported_model_type_names_it():
     assert family_of("qwen2_5_vl") == "qwen2_vl"
     with pytest.raises(ConfigError, match="'llama'"):
         family_of("llama")
+
+
+def test_the_family_table_is_what_the_tiny_models_are():
+    """Every tiny model's config.model_type maps to its family; no model type is claimed twice."""
+    model_types = [t for family in FAMILY_FACTS.values() for t in family.model_types]
+    assert len(model_types) == len(set(model_types))
+    assert set(FAMILIES) <= set(FAMILY_FACTS)
+    assert all(FAMILY_FACTS[name].videos for name in FAMILIES)  # the tiny models are video models
 
 
 @pytest.mark.parametrize("family", FAMILIES + VARIANTS)

@@ -354,12 +354,12 @@ def test_zero2_offload_keeps_the_projectors_learning_rate(tiny_model, tmp_path):
 def test_version_plain_is_llavas_pretraining_prompt_and_is_saved_with_the_checkpoint(tiny_model, tmp_path):
     from PIL import Image
 
+    from llava_star.models.families import FAMILIES
     from llava_star.models.inputs import build_inputs, from_llava_turns
-    from llava_star.models.templates import PLAIN_TEMPLATES
     from llava_star.stages.train import TrainConfig, run
 
     processor = load(tiny_model).processor
-    processor.chat_template = PLAIN_TEMPLATES["video_llava"]
+    processor.chat_template = FAMILIES["video_llava"].plain_template
     turns = [{"from": "human", "value": "<image>\nDescribe the picture briefly."}, {"from": "gpt", "value": "A red square."}]
     text = processor.apply_chat_template(from_llava_turns(turns))
     assert text == "<image>A red square.\n"  # LLaVA's preprocess_plain: the image token, the caption, the separator
@@ -378,7 +378,7 @@ def test_version_plain_is_llavas_pretraining_prompt_and_is_saved_with_the_checkp
     run(TrainConfig(model=str(tiny_model), data=(str(data),), image_root=str(tmp_path / "images"), output_dir=str(output),
                     max_steps=1, per_device_train_batch_size=1, dataloader_num_workers=0, prompt_template="plain",
                     freeze_language_model=True))  # fmt: skip
-    assert load(output).processor.chat_template == PLAIN_TEMPLATES["video_llava"]  # generation prompts the same way
+    assert load(output).processor.chat_template == FAMILIES["video_llava"].plain_template  # generation prompts the same way
 
 
 def test_merging_gathered_lora_weights_is_peft_merge(tiny_model):

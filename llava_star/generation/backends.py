@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm", "auto")
-# families whose videos vLLM 0.32 answers; it serves Video-LLaVA text-only, so that stays on HF
-VLLM_FAMILIES = frozenset({"llava_next_video", "llava_onevision", "qwen2_vl"})
 
 
 def choose_backend(requested: str, family: str) -> str:
@@ -36,7 +34,9 @@ def choose_backend(requested: str, family: str) -> str:
     """
     if requested not in BACKENDS:
         raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {requested!r}")
-    served = family in VLLM_FAMILIES
+    from llava_star.models.families import FAMILIES
+
+    served = FAMILIES[family].vllm_videos  # vLLM 0.32 serves Video-LLaVA text-only: that stays on HF
     if requested == "vllm":
         if not served:
             raise ConfigError(f"backend: vllm does not answer videos of {family} models; use hf or auto")

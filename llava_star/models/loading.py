@@ -18,21 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from llava_star.errors import ConfigError
-from llava_star.models.templates import CHAT_TEMPLATES
+from llava_star.models.families import FAMILIES, family_of
 from llava_star.optional import is_available, require
 
 logger = logging.getLogger(__name__)
 
-# config.model_type -> the family name used across llava_star
-FAMILY_OF_MODEL_TYPE = {
-    "llava": "llava",  # LLaVA-1.5 (LlavaForConditionalGeneration): images and text, no video
-    "llava_next": "llava_next",  # LLaVA-NeXT / v1.6 (LlavaNextForConditionalGeneration): images and text
-    "video_llava": "video_llava",
-    "llava_next_video": "llava_next_video",
-    "llava_onevision": "llava_onevision",
-    "qwen2_vl": "qwen2_vl",
-    "qwen2_5_vl": "qwen2_vl",
-}
 ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
 # Video tokens one video may cost in the language model, for processors that size frames
 # by a pixel budget (Qwen2-VL, Qwen2.5-VL). Their hub repos ship only the image processor's
@@ -55,19 +45,6 @@ class LoadedModel:
     @property
     def device(self) -> Any:
         return self.model.device
-
-
-def family_of(model_type: str) -> str:
-    """The llava_star family of a transformers ``model_type``.
-
-    >>> family_of("qwen2_5_vl")
-    'qwen2_vl'
-    """
-    try:
-        return FAMILY_OF_MODEL_TYPE[model_type]
-    except KeyError:
-        supported = ", ".join(sorted(FAMILY_OF_MODEL_TYPE))
-        raise ConfigError(f"model: unsupported model type {model_type!r}; supported: {supported}") from None
 
 
 def resolve_device(device: str) -> str:
@@ -140,14 +117,14 @@ def apply_video_token_budget(processor: Any, budget: int | None) -> int | None:
     return budget
 
 
-# what an original-repository checkpoint is, in words, and the transformers checkpoints of its kind
+# what an original-repository checkpoint of each family is, in words
 _ORIGINAL_KINDS = {
-    "video_llava": ("an original Video-LLaVA checkpoint", "LanguageBind/Video-LLaVA-7B-hf"),
-    "llava": ("an original LLaVA-1.5 checkpoint (an image model)", "llava-hf/llava-1.5-7b-hf"),
-    "llava_next_video": ("an original LLaVA-NeXT-Video checkpoint", "llava-hf/LLaVA-NeXT-Video-7B-hf"),
-    "llava_onevision": ("an original LLaVA-OneVision / LLaVA-Video checkpoint", "llava-hf/llava-onevision-qwen2-7b-ov-hf"),
-    "llava_next": ("an original LLaVA-NeXT image checkpoint (an image model)", "llava-hf/llava-v1.6-vicuna-7b-hf"),
-}  # fmt: skip
+    "video_llava": "an original Video-LLaVA checkpoint",
+    "llava": "an original LLaVA-1.5 checkpoint (an image model)",
+    "llava_next_video": "an original LLaVA-NeXT-Video checkpoint",
+    "llava_onevision": "an original LLaVA-OneVision / LLaVA-Video checkpoint",
+    "llava_next": "an original LLaVA-NeXT image checkpoint (an image model)",
+}
 
 
 def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
@@ -173,7 +150,7 @@ def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
         )
     if kind is None:
         return
-    what, converted = _ORIGINAL_KINDS[kind]
+    what, converted = _ORIGINAL_KINDS[kind], FAMILIES[kind].example
     how = f"convert it with `{convert_command(name)}`"
     raise ConfigError(f"model: {name} is {what} ({', '.join(raw.get('architectures') or [raw.get('model_type')])}), "
                       f"not a transformers one; {how}, or load a converted checkpoint such as {converted}")  # fmt: skip
@@ -202,7 +179,7 @@ def load_processor(
     processor = AutoProcessor.from_pretrained(name, cache_dir=cache_dir)
     if getattr(processor, "chat_template", None) is None:
         logger.warning("%s has no chat template; using llava_star's %s template", name, family)
-        processor.chat_template = CHAT_TEMPLATES[family]
+        processor.chat_template = FAMILIES[family].chat_template
     apply_video_token_budget(processor, video_token_budget)
     return processor
 

@@ -1,7 +1,8 @@
 """Chat templates in each family's own conversation style.
 
-The tiny models are saved with these, and :func:`llava_star.models.loading.load_model`
-gives one to a checkpoint whose processor has none (older hub uploads), so every model
+Each family's are named in :mod:`llava_star.models.families`. The tiny models are saved
+with them, and :func:`llava_star.models.loading.load_model` gives one to a checkpoint whose
+processor has none (older hub uploads), so every model
 is prompted through ``apply_chat_template`` and generation and training share one layout.
 """
 
@@ -49,15 +50,6 @@ def chatml_template(video: str, image: str) -> str:
 QWEN_VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 
-# family -> template
-CHAT_TEMPLATES = {
-    "llava": LLAVA_TEMPLATE,
-    "llava_next": LLAVA_TEMPLATE,
-    "video_llava": LLAVA_TEMPLATE,
-    "llava_next_video": LLAVA_TEMPLATE,
-    "llava_onevision": chatml_template("<video>\n", "<image>\n"),
-    "qwen2_vl": chatml_template(QWEN_VIDEO, QWEN_IMAGE),
-}
 
 
 def plain_template(video: str, image: str) -> str:
@@ -76,10 +68,3 @@ def plain_template(video: str, image: str) -> str:
         "{%- endif -%}"
         "{%- endfor -%}"
     )
-
-
-# family -> LLaVA's plain (pretraining) template, with the family's media placeholders
-PLAIN_TEMPLATES = {
-    family: plain_template(QWEN_VIDEO, QWEN_IMAGE) if family == "qwen2_vl" else plain_template("<video>", "<image>")
-    for family in CHAT_TEMPLATES
-}

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.models.checkpoints import write_hub_weight_names
-from llava_star.models.templates import CHAT_TEMPLATES
+from llava_star.models.families import FAMILIES as FAMILY_FACTS
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _llava_processor_settings(tokenizer: Any, patch_size: int = PATCH_SIZE) -> d
         "patch_size": patch_size,
         "vision_feature_select_strategy": "default",
         "num_additional_image_tokens": 1,  # the CLS token, which Video-LLaVA keeps for video
-        "chat_template": CHAT_TEMPLATES["video_llava"],
+        "chat_template": FAMILY_FACTS["video_llava"].chat_template,
     }
 
 
@@ -207,7 +207,7 @@ def _build_llava_onevision(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
         tokenizer=tokenizer,
         num_image_tokens=(FRAME_SIZE // PATCH_SIZE) ** 2,
         vision_feature_select_strategy="full",
-        chat_template=CHAT_TEMPLATES["llava_onevision"],
+        chat_template=FAMILY_FACTS["llava_onevision"].chat_template,
     )
     return config, processor
 
@@ -250,7 +250,7 @@ def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, 
         image_processor=Qwen2VLImageProcessor(**common),
         video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=True),
         tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATES["qwen2_vl"],
+        chat_template=FAMILY_FACTS["qwen2_vl"].chat_template,
     )
     return config, processor
 

@@ -326,7 +326,8 @@ def build_model_config(kind: str, original: Mapping[str, Any], text: Any, vision
 def build_processor(kind: str, tokenizer: Any, vision: Any, model_config: Any) -> Any:
     import transformers
 
-    from llava_star.models.templates import CHAT_TEMPLATES, LLAVA_TEMPLATE
+    from llava_star.models.families import FAMILIES
+    from llava_star.models.templates import LLAVA_TEMPLATE
 
     size = vision.image_size
     geometry = {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}}
@@ -337,13 +338,13 @@ def build_processor(kind: str, tokenizer: Any, vision: Any, model_config: Any) -
         return transformers.VideoLlavaProcessor(
             image_processor=transformers.VideoLlavaImageProcessor(**geometry),
             video_processor=transformers.VideoLlavaVideoProcessor(**geometry),
-            chat_template=CHAT_TEMPLATES["video_llava"], **settings,
+            chat_template=FAMILIES["video_llava"].chat_template, **settings,
         )  # fmt: skip
     if kind == "llava_next_video":
         return transformers.LlavaNextVideoProcessor(
             image_processor=transformers.LlavaNextImageProcessor(image_grid_pinpoints=model_config.image_grid_pinpoints, **geometry),
             video_processor=transformers.LlavaNextVideoVideoProcessor(**geometry),
-            chat_template=CHAT_TEMPLATES["llava_next_video"], **settings,
+            chat_template=FAMILIES["llava_next_video"].chat_template, **settings,
         )  # fmt: skip
     if kind == "llava_next":
         return transformers.LlavaNextProcessor(
@@ -358,7 +359,7 @@ def build_processor(kind: str, tokenizer: Any, vision: Any, model_config: Any) -
                 size=square, image_grid_pinpoints=model_config.image_grid_pinpoints, **norm),
             video_processor=transformers.LlavaOnevisionVideoProcessor(size=square, **norm),
             tokenizer=tokenizer, num_image_tokens=(size // vision.patch_size) ** 2, vision_feature_select_strategy=strategy,
-            chat_template=CHAT_TEMPLATES["llava_onevision"],
+            chat_template=FAMILIES["llava_onevision"].chat_template,
         )  # fmt: skip
     return transformers.LlavaProcessor(image_processor=transformers.CLIPImageProcessor(**geometry),
                                        chat_template=LLAVA_TEMPLATE, **settings)  # fmt: skip

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError, MissingDependencyError
+from llava_star.models.families import FAMILIES
 from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.optional import require
 from llava_star.records import write_json_atomic
@@ -46,7 +47,6 @@ SUMMARY_FILE = "train_summary.json"
 SAVE_STRATEGIES = ("no", "steps", "epoch")
 IMAGE_ASPECT_RATIOS = ("square", "pad")
 PROMPT_TEMPLATES = ("checkpoint", "plain")
-IMAGE_ONLY_FAMILIES = ("llava", "llava_next")  # LLaVA-1.5 and LLaVA-NeXT (v1.6) train on images and text
 LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 # TrainingArguments that TrainConfig sets itself; passing them as extras would be ambiguous
 _OWNED_TRAINING_ARGUMENTS = frozenset({
@@ -759,14 +759,13 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         video_token_budget=config.video_token_budget, cache_dir=config.cache_dir,
     )  # fmt: skip
     model, processor = loaded.model, loaded.processor
-    if loaded.family in IMAGE_ONLY_FAMILIES and any(media_paths(record, "video") for record in records):
+    if not FAMILIES[loaded.family].videos and any(media_paths(record, "video") for record in records):
         count = sum(1 for record in records if media_paths(record, "video"))
         raise ConfigError(f"model: {config.model} ({loaded.family}) is an image model; {count} records have videos "
                           "(train a video LVLM on them, or leave them out)")  # fmt: skip
     if config.prompt_template == "plain":  # saved with the processor: generation prompts the same way
-        from llava_star.models.templates import PLAIN_TEMPLATES
 
-        processor.chat_template = PLAIN_TEMPLATES[loaded.family]
+        processor.chat_template = FAMILIES[loaded.family].plain_template
     if config.projector_weights:
         from llava_star.models.original import load_projector_weights
 

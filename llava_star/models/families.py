@@ -1,0 +1,86 @@
+"""The model families llava_star runs, one entry each: what is known about a family lives here.
+
+A family is one way of prompting and feeding a transformers LVLM class; its ``model_types``
+are the ``config.model_type`` values that belong to it (Qwen2.5-VL is processed as Qwen2-VL).
+The loader maps a checkpoint to its family, gives a checkpoint without a chat template the
+family's, and names the family's transformers checkpoint when an original-repository one is
+loaded; ``train`` refuses video records for image-only families and uses the family's plain
+(pretraining) template for ``--version plain``; the generate backends read ``vllm_videos``.
+
+Adding a family is an entry here (and, for the tests and the demo, a tiny-model builder in
+:mod:`llava_star.models.tiny`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llava_star.errors import ConfigError
+from llava_star.models.templates import LLAVA_TEMPLATE, QWEN_IMAGE, QWEN_VIDEO, chatml_template, plain_template
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]
+    chat_template: str  # used when the checkpoint's processor ships none
+    plain_template: str  # LLaVA's `--version plain`: the media, then the caption
+    example: str  # a transformers checkpoint of the family
+    videos: bool = True  # False: an image model, trained on image and text records
+    vllm_videos: bool = False  # vLLM (0.32) answers its videos
+
+
+_LLAVA_PLAIN = plain_template("<video>", "<image>")
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family("llava", ("llava",), LLAVA_TEMPLATE, _LLAVA_PLAIN, "llava-hf/llava-1.5-7b-hf", videos=False),
+        Family(
+            "llava_next",
+            ("llava_next",),
+            LLAVA_TEMPLATE,
+            _LLAVA_PLAIN,
+            "llava-hf/llava-v1.6-vicuna-7b-hf",
+            videos=False,
+        ),
+        Family("video_llava", ("video_llava",), LLAVA_TEMPLATE, _LLAVA_PLAIN, "LanguageBind/Video-LLaVA-7B-hf"),
+        Family(
+            "llava_next_video",
+            ("llava_next_video",),
+            LLAVA_TEMPLATE,
+            _LLAVA_PLAIN,
+            "llava-hf/LLaVA-NeXT-Video-7B-hf",
+            vllm_videos=True,
+        ),
+        Family(
+            "llava_onevision",
+            ("llava_onevision",),
+            chatml_template("<video>\n", "<image>\n"),
+            _LLAVA_PLAIN,
+            "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+            vllm_videos=True,
+        ),
+        Family(
+            "qwen2_vl",
+            ("qwen2_vl", "qwen2_5_vl"),
+            chatml_template(QWEN_VIDEO, QWEN_IMAGE),
+            plain_template(QWEN_VIDEO, QWEN_IMAGE),
+            "Qwen/Qwen2-VL-7B-Instruct",
+            vllm_videos=True,
+        ),
+    )
+}
+
+
+def family_of(model_type: str) -> str:
+    """The llava_star family of a transformers ``model_type``.
+
+    >>> family_of("qwen2_5_vl")
+    'qwen2_vl'
+    """
+    for family in FAMILIES.values():
+        if model_type in family.model_types:
+            return family.name
+    supported = ", ".join(sorted(t for family in FAMILIES.values() for t in family.model_types))
+    raise ConfigError(f"model: unsupported model type {model_type!r}; supported: {supported}")

@@ -57,7 +57,9 @@ def original_checkpoint(directory, kind, *, safetensors, mistral=False):
         from transformers import MistralConfig, MistralForCausalLM
 
         text_class, model_class = MistralConfig, MistralForCausalLM
-    text = text_class(vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2,
+    # Qwen2's embedding matrix has rows to spare (152,064 for 151,646 tokens), LLaMA's has none
+    rows = (len(tokenizer) // 64 + 2) * 64 if qwen else len(tokenizer)
+    text = text_class(vocab_size=rows, hidden_size=HIDDEN_SIZE, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                       tie_word_embeddings=False)  # fmt: skip

@@ -72,6 +72,8 @@ def test_video_originals_convert_load_generate_and_train(tmp_path, synthetic_dat
     vocab = state["model.embed_tokens.weight"].shape[0]
     embeddings = converted["model.language_model.embed_tokens.weight"]
     assert torch.equal(embeddings[:vocab], state["model.embed_tokens.weight"]) and embeddings.shape[0] % 64 == 0
+    if kind == "llava_onevision":  # the new tokens fit in Qwen2's spare rows: nothing grows
+        assert embeddings.shape[0] == vocab and max(loaded.processor.tokenizer.get_vocab().values()) < vocab
     provenance = json.loads((output / PROVENANCE_FILE).read_text())
     assert provenance["class"] == CLASSES[kind] and set(provenance["added_tokens"]) == {"<image>", "<video>"}
     assert provenance["parameters"] == len(state) - 1  # all but the inv_freq buffer

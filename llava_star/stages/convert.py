@@ -226,10 +226,18 @@ def add_media_tokens(tokenizer: Any, names: tuple[str, ...]) -> dict[str, int]:
 
 
 def grow_embeddings(state: dict[str, Any], size: int) -> int:
-    """Embedding and output rows up to ``size`` rounded to 64, new rows the mean row."""
+    """Embedding and output rows up to ``size`` (the tokenizer with its new tokens) rounded to
+    64, new rows the mean row; a matrix already that large (Qwen2's 152,064 rows for a
+    151,646-token vocabulary) is kept as it is. Returns the rows, the new vocab_size.
+
+    >>> import torch
+    >>> state = {"model.language_model.embed_tokens.weight": torch.ones(100, 2), "lm_head.weight": torch.ones(100, 2)}
+    >>> grow_embeddings(state, 102), grow_embeddings({k: torch.ones(200, 2) for k in state}, 102)
+    (128, 200)
+    """
     import torch
 
-    rows = math.ceil(size / EMBEDDING_MULTIPLE) * EMBEDDING_MULTIPLE
+    rows = max(math.ceil(size / EMBEDDING_MULTIPLE) * EMBEDDING_MULTIPLE, state["model.language_model.embed_tokens.weight"].shape[0])
     for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
         weight = state[key]
         extra = rows - weight.shape[0]

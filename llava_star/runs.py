@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -255,6 +256,24 @@ def exclusive_directory_for_job(
         yield directory
 
 
+# The lock descriptors this process holds. A forked child (a DataLoader worker) inherits
+# copies, and a flock lasts while any copy is open: after kill -9 of a job, its dying workers
+# would keep its outputs locked for a moment (a rerun at once was refused, naming the dead
+# job). Forked children close their copies as they start.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for descriptor in _HELD_LOCKS:
+        os.close(descriptor)
+    _HELD_LOCKS.clear()
+
+
+@functools.cache
+def _close_locks_in_forked_children() -> None:
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
 @contextmanager
 def _exclusive(lock_file: Path, target: Path, command: str) -> Iterator[None]:
     """``flock`` on an open file: a second holder fails at once with an error naming the
@@ -275,6 +294,9 @@ def _exclusive(lock_file: Path, target: Path, command: str) -> Iterator[None]:
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
         os.ftruncate(descriptor, 0)
         os.write(descriptor, json.dumps(holder).encode())
+        _close_locks_in_forked_children()
+        _HELD_LOCKS.add(descriptor)
         yield
     finally:
+        _HELD_LOCKS.discard(descriptor)
         os.close(descriptor)  # releases the flock

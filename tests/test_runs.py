@@ -105,6 +105,34 @@ def test_kill_9_leaves_no_stale_lock(tmp_path):
         pass
 
 
+HOLD_THE_LOCK_WITH_A_WORKER = textwrap.dedent(
+    """
+    import os, sys, time
+    from llava_star.runs import exclusive_directory
+    with exclusive_directory(sys.argv[1], "generate"):
+        if os.fork() == 0:  # a forked worker (as a DataLoader's) that outlives its parent
+            time.sleep(120)
+            os._exit(0)
+        print("holding", flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_a_forked_worker_does_not_keep_its_dead_parents_lock(tmp_path):
+    """kill -9 of the job alone: its orphaned worker must not keep the output locked."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK_WITH_A_WORKER, str(tmp_path / "out")],
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        with exclusive_directory(tmp_path / "out", "generate"):  # the worker still runs, the lock is free
+            pass
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize(
     "argv",
     [

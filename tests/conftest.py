@@ -15,6 +15,13 @@ import pytest
 from frame_numbers import numbered_frames
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing reaches a model hub in a test, whatever the shell sets."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
 @pytest.fixture
 def make_video(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_video("clip.mp4", num_frames=32, fps=8.0, size=32, codec=None, **kwargs)``.

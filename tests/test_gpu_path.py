@@ -14,12 +14,6 @@ from llava_star.stages.train import TrainConfig, training_attention
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     return build_tiny_model("video_llava", tmp_path_factory.mktemp("tiny") / "video_llava")

@@ -25,12 +25,6 @@ def tiny_dirs(tmp_path_factory):
     return {family: build_tiny_model(family, root / family) for family in FAMILIES + VARIANTS}
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 @pytest.mark.parametrize("family", FAMILIES + VARIANTS)
 def test_tiny_model_loads_with_auto_classes(tiny_dirs, family):
     from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -17,12 +17,6 @@ TINY = tuple(f"tiny:{name}" for name in FAMILIES + VARIANTS)
 REAL = tuple(f"real:{name}" for name in CHECKPOINTS)
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")

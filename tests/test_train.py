@@ -24,12 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 TRAINED_TASKS = ("colour", "shape", "motion_direction")
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     return build_tiny_model("video_llava", tmp_path_factory.mktemp("tiny") / "video_llava")

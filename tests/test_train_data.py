@@ -35,12 +35,6 @@ TWO_TURNS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 IMAGE_RECORD = {  # LLaVA-665K style: the placeholder after the question, two turns
     "id": "image-two-turns",
     "image": "coco/000000033471.png",

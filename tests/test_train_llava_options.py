@@ -258,6 +258,20 @@ def deepspeed_env():
     return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
 
 
+def train_mem_in_one_deepspeed_process(model, data, output, deepspeed_config, *flags):
+    """scripts/train_mem.py for 2 steps of batch 2 in one DeepSpeed process, as a launch script runs it."""
+    command = [
+        sys.executable, str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(model),
+        "--data_path", str(data), "--output_dir", str(output), "--deepspeed", str(REPO / "scripts" / deepspeed_config),
+        "--max_steps", "2", "--per_device_train_batch_size", "2", "--dataloader_num_workers", "0",
+        "--report_to", "none", "--warmup_ratio", "0", *flags,
+    ]  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", **deepspeed_env()}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("zero", [None, "zero3"])
 def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_path, zero):
@@ -337,15 +351,8 @@ def test_zero2_offload_keeps_the_projectors_learning_rate(tiny_model, tmp_path):
     pytest.importorskip("deepspeed")
     data = write_json(tmp_path / "train.json", text_records("text", 4))
     output = tmp_path / "out"
-    command = [
-        sys.executable, str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(tiny_model),
-        "--data_path", str(data), "--output_dir", str(output), "--deepspeed", str(REPO / "scripts" / "zero2_offload.json"),
-        "--mm_projector_lr", "1e-3", "--learning_rate", "1e-4", "--max_steps", "2", "--per_device_train_batch_size", "2",
-        "--dataloader_num_workers", "0", "--report_to", "none", "--warmup_ratio", "0",
-    ]  # fmt: skip
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", **deepspeed_env()}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_mem_in_one_deepspeed_process(tiny_model, data, output, "zero2_offload.json",
+                                       "--mm_projector_lr", "1e-3", "--learning_rate", "1e-4")  # fmt: skip
     summary = json.loads((output / "train_summary.json").read_text())
     assert summary["deepspeed_enabled"] and summary["deepspeed_stage"] == 2 and summary["global_step"] == 2
     assert summary["learning_rates"] == {"language": [1e-4], "projector": [1e-3]}
@@ -412,16 +419,8 @@ def test_lora_under_zero3_as_llavas_finetune_lora_script(tiny_model, tmp_path):
     pytest.importorskip("peft")
     data = write_json(tmp_path / "train.json", text_records("text", 4))
     output = tmp_path / "out"
-    command = [
-        sys.executable, str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(tiny_model),
-        "--data_path", str(data), "--output_dir", str(output), "--deepspeed", str(REPO / "scripts" / "zero3.json"),
-        "--lora_enable", "True", "--lora_r", "4", "--lora_alpha", "8", "--mm_projector_lr", "2e-5",
-        "--learning_rate", "1e-2", "--max_steps", "2", "--per_device_train_batch_size", "2",
-        "--dataloader_num_workers", "0", "--report_to", "none", "--warmup_ratio", "0",
-    ]  # fmt: skip
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", **deepspeed_env()}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_mem_in_one_deepspeed_process(tiny_model, data, output, "zero3.json", "--lora_enable", "True", "--lora_r", "4",
+                                       "--lora_alpha", "8", "--mm_projector_lr", "2e-5", "--learning_rate", "1e-2")  # fmt: skip
     summary = json.loads((output / "train_summary.json").read_text())
     assert summary["deepspeed_stage"] == 3 and summary["global_step"] == 2 and summary["trainable_parameters"]["lora"] > 0
     from safetensors import safe_open

@@ -672,6 +672,26 @@ def _trainer_class() -> Any:
             self.built_learning_rates = learning_rates_by_part(self.model if model is None else model, optimizer)
             return optimizer
 
+        def _save(self, output_dir=None, state_dict=None):  # type: ignore[override]
+            super()._save(output_dir, state_dict)
+            # a LoRA checkpoint holds only the adapters: keep the projector trained beside them
+            if _is_peft(self.model) and not self.is_deepspeed_enabled:
+                from llava_star.training.resume import save_non_adapter_weights
+
+                save_non_adapter_weights(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):  # type: ignore[override]
+            """Every weight of the checkpoint, under the names it was saved with, or an error
+            (transformers 5.23 loads none of them for a LLaVA-family model: training/resume.py)."""
+            from llava_star.training.resume import load_model_weights, load_non_adapter_weights
+
+            model = self.model if model is None else model
+            if _is_peft(model):
+                super()._load_from_checkpoint(resume_from_checkpoint, model)  # the adapters, as peft saved them
+                load_non_adapter_weights(model, resume_from_checkpoint)
+            else:
+                load_model_weights(model, resume_from_checkpoint)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
             from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
@@ -691,6 +711,10 @@ def _trainer_class() -> Any:
             return result + anchor.to(result.dtype)
 
     return ConversationTrainer
+
+
+def _is_peft(model: Any) -> bool:
+    return hasattr(model, "peft_config")
 
 
 def _log_history_losses(log_history: Sequence[Mapping[str, Any]]) -> list[float]:

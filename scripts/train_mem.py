@@ -299,6 +299,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         values["image_aspect_ratio"] = image_aspect_ratio(args.image_aspect_ratio)
     if args.frames_upbound is not None:  # with --force_sample True: exactly this many, uniformly
         values["num_frames"] = args.frames_upbound
+    if args.lora_enable and args.mm_projector_lr is None and args.learning_rate is not None:
+        # LLaVA's create_optimizer puts the projector in the main group: it learns at --learning_rate
+        values["projector_learning_rate"] = args.learning_rate
     if values.get("report_to") == ["none"]:
         values["report_to"] = []
     extras = passthrough_arguments(rest)

@@ -100,7 +100,7 @@ def test_image_newline_trains_with_the_projector():
 def test_bf16_training_loads_bf16_weights(tiny_model):
     from llava_star.stages.train import model_dtype
 
-    assert model_dtype(config(bf16=True)) == "bfloat16"  # with or without DeepSpeed
+    assert model_dtype(config(bf16=True)) == "bfloat16"  # with or without DeepSpeed (trained weights upcast without)
     assert model_dtype(config(bf16=True, deepspeed="scripts/zero2.json")) == "bfloat16"
     assert model_dtype(config(fp16=True)) == "float32"  # the fp16 loss scaler needs fp32 weights
     loaded = loading.load_model(tiny_model, dtype=model_dtype(config(bf16=True)), device="cpu")
@@ -113,16 +113,17 @@ def test_the_7b_recipe_fits_an_80_gb_gpu():
 
     import yaml
 
-    from llava_star.stages.train import estimate_memory_per_gpu
+    from llava_star.training.precision import estimate_memory_per_gpu
 
     def total(weight_bytes, stage):
         figures = estimate_memory_per_gpu(7_300_000_000, 6_760_000_000, weight_bytes=weight_bytes, stage=stage, world_size=8)
         return figures["total"] * 1024**3 / 1e9
 
-    assert total(4, 0) > 100  # fp32 weights without DeepSpeed: the old default with --bf16
-    assert total(2, 0) < 60 and total(2, 2) < 30 and total(2, 3) < 15
+    # without DeepSpeed the trained weights need fp32 master copies (training/precision.py): no 80 GB GPU holds them
+    assert total(2, 0) > 100
+    assert total(2, 2) < 30 and total(2, 3) < 15
     options = yaml.safe_load((Path(__file__).parents[1] / "configs" / "cycle.yaml").read_text())["train"]["options"]
-    assert options["bf16"] and options["gradient_checkpointing"]
+    assert options["bf16"] and options["gradient_checkpointing"] and options["deepspeed"] == "scripts/zero2.json"
 
 
 def test_nccl_is_bound_to_this_processs_gpu():

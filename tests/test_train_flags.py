@@ -219,3 +219,26 @@ def test_yaml_learning_rate_in_scientific_notation_is_a_number(tmp_path):
     config = config_from_args(build_parser().parse_args(["--config", str(yaml_file), "--trainer-arg", "max_grad_norm=1e0"]))
     assert config.learning_rate == 2e-5 and isinstance(config.learning_rate, float)
     assert dict(config.trainer_args)["max_grad_norm"] == 1.0
+
+
+def test_lora_learning_rates_are_llavas_finetune_lora_rates(train_mem):
+    """LoRA adapters learn at 2e-4 and the projector, trained in full beside them, at 2e-5
+    (LLaVA's finetune_lora.sh); before, `--lora` trained the adapters at the full fine-tuning
+    rate and `--lora --learning-rate 2e-4` trained the projector at 2e-4 too."""
+    from llava_star.stages.train import part_learning_rates
+
+    def rates(argv):
+        config = config_from_args(build_parser().parse_args(["--model", "m", "--data", "d.json", "-o", "o", *argv]))
+        return config.learning_rate, part_learning_rates(config)
+
+    assert rates([]) == (2e-5, {})  # full fine-tuning: one rate, the paper's
+    assert rates(["--lora"]) == (2e-4, {"projector": 2e-5})
+    assert rates(["--lora", "--learning-rate", "2e-4"]) == (2e-4, {"projector": 2e-5})
+    assert rates(["--lora", "--projector-learning-rate", "1e-4"]) == (2e-4, {"projector": 1e-4})
+    assert rates(["--lora", "--freeze-projector"]) == (2e-4, {})
+    # LLaVA's flags keep LLaVA's meaning: without --mm_projector_lr the projector is in the main group
+    base = ["--model_name_or_path", "m", "--data_path", "d.json", "--output_dir", "o", "--lora_enable", "True"]
+    llava = train_mem.parse_args([*base, "--learning_rate", "2e-4"])
+    assert (llava.learning_rate, part_learning_rates(llava)) == (2e-4, {})
+    llava = train_mem.parse_args([*base, "--learning_rate", "2e-4", "--mm_projector_lr", "2e-5"])
+    assert (llava.learning_rate, part_learning_rates(llava)) == (2e-4, {"projector": 2e-5})

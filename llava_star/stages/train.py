@@ -38,6 +38,7 @@ from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.optional import require
 from llava_star.records import write_json_atomic
 from llava_star.runs import exclusive_directory
+from llava_star.training.precision import estimate_memory_per_gpu, load_dtype, upcast_trained_weights
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ SAVE_STRATEGIES = ("no", "steps", "epoch")
 IMAGE_ASPECT_RATIOS = ("square", "pad")
 PROMPT_TEMPLATES = ("checkpoint", "plain")
 LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+FULL_LEARNING_RATE = 2e-5  # the paper's (and LLaVA's finetune.sh) rate for full fine-tuning
+LORA_LEARNING_RATE = 2e-4  # LLaVA's finetune_lora.sh: adapters learn at 10x the full rate
 # TrainingArguments that TrainConfig sets itself; passing them as extras would be ambiguous
 _OWNED_TRAINING_ARGUMENTS = frozenset({
     "output_dir", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
@@ -76,7 +79,8 @@ class TrainConfig:
     # the paper's schedule (Video-STaR, section 4): 1 epoch, lr 2e-5, cosine, warmup 0.03
     num_train_epochs: float = 1.0
     max_steps: int = -1
-    learning_rate: float = 2e-5
+    # None: 2e-5 for full fine-tuning (the paper), 2e-4 for LoRA adapters (LLaVA's finetune_lora.sh)
+    learning_rate: float | None = None
     lr_scheduler_type: str = "cosine"
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
@@ -94,7 +98,8 @@ class TrainConfig:
     freeze_projector: bool = False
     freeze_language_model: bool = False
     # learning rates of their own for the projector / vision tower (LLaVA's --mm_projector_lr,
-    # --mm_vision_tower_lr); None: ``learning_rate``
+    # --mm_vision_tower_lr); None: ``learning_rate``, except that with LoRA the projector, trained
+    # in full, keeps the full fine-tuning rate 2e-5 (finetune_lora.sh: --mm_projector_lr 2e-5)
     projector_learning_rate: float | None = None
     vision_learning_rate: float | None = None
     # LLaVA's mm_projector.bin (--pretrain_mm_mlp_adapter), loaded over the checkpoint's projector
@@ -143,6 +148,10 @@ class TrainConfig:
             value = getattr(self, key)
             object.__setattr__(self, key, (value,) if isinstance(value, str) else tuple(str(v) for v in value))
         object.__setattr__(self, "trainer_args", dict(sorted(dict(self.trainer_args).items())))
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", LORA_LEARNING_RATE if self.lora else FULL_LEARNING_RATE)
+        if self.projector_learning_rate is None and self.lora and not self.freeze_projector:
+            object.__setattr__(self, "projector_learning_rate", FULL_LEARNING_RATE)
         if not self.data:
             raise ConfigError("data: give at least one LLaVA JSON file")
         positive = ("num_frames", "per_device_train_batch_size", "gradient_accumulation_steps", "model_max_length",
@@ -478,50 +487,12 @@ def load_records(paths: Sequence[str], seed: int = 0) -> list[dict[str, Any]]:
 
 
 def model_dtype(config: TrainConfig) -> str:
-    """The dtype the weights load in: bf16 whenever training is bf16 (LLaVA's train.py does
-    the same; a 7B model's fp32 weights, gradients and AdamW states are ~112 GB per GPU
-    without DeepSpeed). fp16 weights only under DeepSpeed, which keeps fp32 master
-    weights; without it the Trainer's fp16 loss scaler needs fp32 weights (+ autocast).
+    """The dtype the weights load in (training/precision.py says why).
 
     >>> model_dtype(TrainConfig(model="m", data=("d.json",), output_dir="o", bf16=True))
     'bfloat16'
     """
-    if config.bf16:
-        return "bfloat16"
-    if config.deepspeed and config.fp16:
-        return "float16"
-    return "float32"
-
-
-GIB = 1024**3
-
-
-def estimate_memory_per_gpu(
-    total_parameters: int, trainable_parameters: int, *, weight_bytes: int, stage: int, world_size: int
-) -> dict[str, float]:
-    """GiB per GPU of weights, gradients and AdamW states (activations not included).
-
-    Without DeepSpeed each GPU holds everything, gradients and the two AdamW moments in
-    the weights' dtype. Under DeepSpeed the weights are 16-bit and the optimizer keeps
-    fp32 master weights and moments (12 bytes a trainable parameter), partitioned over
-    the GPUs from ZeRO-1, with the gradients from ZeRO-2 and the weights at ZeRO-3.
-
-    >>> figures = estimate_memory_per_gpu(7_300_000_000, 6_760_000_000, weight_bytes=2, stage=2, world_size=8)
-    >>> round(figures["total"], 1)
-    24.6
-    """
-    weights = total_parameters * weight_bytes
-    gradients = trainable_parameters * weight_bytes
-    optimizer = trainable_parameters * (12 if stage else 2 * weight_bytes)
-    if stage >= 1:
-        optimizer /= world_size
-    if stage >= 2:
-        gradients /= world_size
-    if stage >= 3:
-        weights /= world_size
-    figures = {"weights": weights / GIB, "gradients": gradients / GIB, "optimizer": optimizer / GIB}
-    figures["total"] = sum(figures.values())
-    return figures
+    return load_dtype(bf16=config.bf16, fp16=config.fp16, deepspeed=config.deepspeed is not None)
 
 
 def training_attention(config: TrainConfig, *, cuda: bool) -> str:
@@ -569,9 +540,12 @@ def part_learning_rates(config: TrainConfig) -> dict[str, float]:
 
     >>> part_learning_rates(TrainConfig(model="m", data=("d.json",), output_dir="o", projector_learning_rate=1e-4))
     {'projector': 0.0001}
+    >>> lora = TrainConfig(model="m", data=("d.json",), output_dir="o", lora=True)
+    >>> lora.learning_rate, part_learning_rates(lora)  # adapters at 2e-4, the fully trained projector at 2e-5
+    (0.0002, {'projector': 2e-05})
     """
     rates = {"projector": config.projector_learning_rate, "vision": config.vision_learning_rate}
-    return {part: rate for part, rate in rates.items() if rate is not None}
+    return {part: rate for part, rate in rates.items() if rate is not None and rate != config.learning_rate}
 
 
 def optimizer_parameter_groups(
@@ -799,6 +773,8 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     if config.lora:
         model = add_lora(model, config)
         counts["lora"] = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name and p.requires_grad)
+    if config.deepspeed is None:  # DeepSpeed keeps fp32 master weights itself
+        upcast_trained_weights(model)
     logger.info("train: %s (%s), %d records, trainable parameters %s", config.model, loaded.family, len(records), counts)
     memory = estimate_memory_per_gpu(
         sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()),

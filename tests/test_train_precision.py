@@ -72,7 +72,9 @@ def test_bf16_mixed_precision_follows_fp32(family, train_json, synthetic_dataset
     cosine = torch.nn.functional.cosine_similarity(fp32_update, bf16_update, dim=0).item()
     ratio = loss_drop(bf16["losses"]) / loss_drop(fp32["losses"])
     moved = (bf16_update != 0).float().mean().item()
-    logger.info("%s: loss drop bf16/fp32 %.3f, update cosine %.4f, entries moved %.1f%%", family, ratio, cosine, 100 * moved)
+    logger.info(
+        "%s: loss drop bf16/fp32 %.3f, update cosine %.4f, entries moved %.1f%%", family, ratio, cosine, 100 * moved
+    )
     assert loss_drop(fp32["losses"]) > 0
     assert ratio >= MIN_LOSS_DROP_RATIO, f"{family}: bf16 dropped the loss {ratio:.2f} as far as fp32"
     assert cosine >= MIN_UPDATE_COSINE, f"{family}: bf16's update has cosine {cosine:.3f} with fp32's"

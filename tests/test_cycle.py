@@ -1,5 +1,6 @@
 """Self-training cycles: end to end on tiny data, resume after kills, plateau stop, config errors."""
 
+import itertools
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import yaml
 
 from llava_star.config import load_config
 from llava_star.errors import ConfigError
-from llava_star.records import Generation, kept_counts, read_jsonl
+from llava_star.records import Generation, jsonl_lines, kept_counts, read_jsonl
 from llava_star.stages.cycle import (
     CycleConfig,
     format_summary,
@@ -86,6 +87,48 @@ def test_cli_reports_a_bad_override_naming_the_key(tmp_path):
 # ---------------------------------------------------------------- real runs on tiny data
 
 COLOUR_TASK = "colour"
+
+
+class _StageStarted(Exception):
+    """Raised by a stand-in stage runner once it has seen the stage's config."""
+
+
+def _held_out_ids_answered(tmp_path, monkeypatch, seed):
+    """The ids the baseline evaluation and cycle 1's evaluation would answer, no model run."""
+    from llava_star.stages import cycle as cycle_stage
+
+    classes = ("archery", "bowling", "cooking", "dancing", "eating")
+    lines = [json.dumps({"id": f"{name}-{index}", "video": "v.mp4", "question": "What happens?", "source": "test",
+                         "task": "action", "labels": [{"type": "class", "value": name}]})
+             for name in classes for index in range(8)]  # fmt: skip
+    samples = tmp_path / "held_out.jsonl"
+    samples.write_text("\n".join(lines) + "\n")  # grouped by class, as annotation files often are
+    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={samples}", f"video_root={tmp_path}",
+                                             f"output_dir={tmp_path / f'run-{seed}'}", f"eval.samples={samples}",
+                                             "eval.limit=10", f"seed={seed}"])  # fmt: skip
+    seen = []
+
+    def fake_run_stage(stage, stage_config, launch_prefix, config_file):
+        rows = [json.loads(raw) for _, raw in itertools.islice(jsonl_lines(stage_config.samples), stage_config.limit)]
+        seen.append([row["id"] for row in rows])
+        raise _StageStarted
+
+    monkeypatch.setattr(cycle_stage, "run_stage", fake_run_stage)
+    runner = cycle_stage.CycleRunner(config)
+    for stage_dir, cycle in ((runner.run_dir.baseline, 0), (runner.run_dir.cycle(1), 1)):
+        with pytest.raises(_StageStarted):
+            runner.evaluate(stage_dir, str(tmp_path), cycle)
+    return seen
+
+
+def test_held_out_limit_is_a_seeded_random_subset_the_same_every_cycle(tmp_path, monkeypatch):
+    """eval.limit took the first N lines: with a file grouped by class, every cycle measured
+    two of five classes."""
+    baseline, cycle_1 = _held_out_ids_answered(tmp_path, monkeypatch, seed=0)
+    assert len(baseline) == 10 and baseline == cycle_1  # the same subset, so cycles compare
+    assert len({sample_id.split("-")[0] for sample_id in baseline}) >= 4
+    assert _held_out_ids_answered(tmp_path, monkeypatch, seed=0)[0] == baseline  # a rerun: the same again
+    assert _held_out_ids_answered(tmp_path, monkeypatch, seed=1)[0] != baseline  # another seed: another draw
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from llava_star.media.video import write_video
 from llava_star.models.loading import load_model
 from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
 from llava_star.records import read_jsonl, write_jsonl_atomic
-from llava_star.stages.generate import GenerateConfig, ModelAnswerer, run, summarize
+from llava_star.stages.generate import GenerateConfig, ModelAnswerer, Reply, run, summarize
 from llava_star.stages.generate import main as generate_main
 
 torch = pytest.importorskip("torch")
@@ -83,14 +83,14 @@ class HintFollower:
     def __init__(self):
         self.prompts = []
 
-    def answer(self, prompts, videos):
+    def replies(self, prompts, videos):
         assert len(prompts) == len(videos)
         self.prompts.extend(prompts)
         answers = []
         for prompt in prompts:
             hint = re.search(r"\nAnswer: (.+)\.\n", prompt)
             colour = hint.group(1) if hint else "blue"
-            answers.append(f"The square fills every frame and its colour is {colour}. So the square is {colour}.")
+            answers.append(Reply(f"The square fills every frame and its colour is {colour}. So the square is {colour}."))
         return answers
 
 
@@ -221,6 +221,78 @@ def test_batched_greedy_answers_equal_one_at_a_time(tmp_path, family):
     alone = [answerer.answer([prompt], [video])[0] for prompt, video in zip(prompts, videos)]
     assert batched == alone
     assert any(batched)
+
+
+class WordLimitedModel:
+    """A stand-in model with a token limit: its full answer names the colour early and then
+    goes on; cut at ``max_words`` words it still names the colour (the verifier alone would
+    keep it) but never ends. ``answer`` is the old text-only interface."""
+
+    full = "The square is {colour} in every frame, and it stays in the middle of the picture the whole time."
+
+    def __init__(self, max_words):
+        self.max_words = max_words
+
+    def replies(self, prompts, videos):
+        replies = []
+        for prompt in prompts:
+            hint = re.search(r"\nAnswer: (.+)\.\n", prompt)
+            words = self.full.format(colour=hint.group(1) if hint else "blue").split()
+            replies.append(Reply(" ".join(words[: self.max_words]), truncated=len(words) > self.max_words))
+        return replies
+
+    def answer(self, prompts, videos):
+        return [reply.text for reply in self.replies(prompts, videos)]
+
+
+def test_answers_cut_off_at_the_token_limit_are_not_kept_or_exported(dataset, tmp_path):
+    """An answer that hit max_new_tokens was kept and trained with a stop token after it."""
+    from llava_star.stages.export import ExportConfig
+    from llava_star.stages.export import run as export_run
+
+    run(config_for(dataset, tmp_path / "cut", rationalize=False), answerer=WordLimitedModel(max_words=6))
+    run(config_for(dataset, tmp_path / "whole", rationalize=False), answerer=WordLimitedModel(max_words=100))
+    cut, whole = read_all(tmp_path / "cut"), read_all(tmp_path / "whole")
+    blue = [line for line in cut if line["labels"][0]["value"] == "blue"]
+    assert blue and all(line["answer"] == "The square is blue in every" for line in blue)
+    for line in blue:
+        assert line["truncated"] and not line["passed"]
+        assert line["checks"] == [{"type": "answer", "passed": False, "reason": "cut off at max_new_tokens: the answer never ended"}]
+    assert not any(line["truncated"] for line in whole) and sum(line["passed"] for line in whole) == 6
+    export_run(ExportConfig(gen_dirs=(tmp_path / "whole", tmp_path / "cut"), output=tmp_path / "train.json"))
+    exported = json.loads((tmp_path / "train.json").read_text())
+    assert sorted(record["conversations"][1]["value"] for record in exported) == [WordLimitedModel.full.format(colour="blue")] * 6
+
+
+def test_a_cut_off_answer_is_rationalized_again(dataset, tmp_path):
+    summary = run(config_for(dataset, tmp_path, rationalize=True), answerer=WordLimitedModel(max_words=6))
+    assert summary["kept"] == 0 and summary["rationalized"] == 24  # the hint answer is cut off too
+
+
+def test_old_shards_without_truncated_read_as_whole_answers(tmp_path):
+    from llava_star.records import Generation
+
+    line = {**sample_line(0, "blue", "v.mp4"), "answer": "Blue.", "rationalized": False, "passed": True,
+            "checks": [], "cycle": 1, "model": "m"}  # fmt: skip
+    generation = Generation.from_dict(line)
+    assert generation.truncated is False and "truncated" not in generation.sample.to_dict()
+    assert Generation.from_dict(generation.to_dict()) == generation
+
+
+def test_hf_answerer_reports_answers_cut_off_at_max_new_tokens(tmp_path):
+    """Rows that end in an end token are whole; rows that ran to max_new_tokens are cut off."""
+    loaded = load_model(build_tiny_model("video_llava", tmp_path / "video_llava"))
+    prompts = ["What colour?", "Which way does the square move in the video?"]
+    videos = [in_memory_frames(colour_frames(rgb, count=4, seed=i)) for i, rgb in enumerate(list(COLOURS.values())[:2])]
+    replies = ModelAnswerer(loaded, max_new_tokens=6).replies(prompts, videos)
+    assert [reply.truncated for reply in replies] == [True, True]  # a random tiny model never stops by itself
+    # make the first answer's third token an end token: that answer now stops there, the other does not
+    tokenizer = loaded.processor.tokenizer
+    first_ids = tokenizer(replies[0].text, add_special_tokens=False).input_ids
+    loaded.model.generation_config.eos_token_id = first_ids[2]
+    stopped = ModelAnswerer(loaded, max_new_tokens=6).replies(prompts, videos)
+    assert stopped[0].truncated is False and len(tokenizer(stopped[0].text, add_special_tokens=False).input_ids) < 6
+    assert ModelAnswerer(loaded, max_new_tokens=100).replies(prompts[:1], videos[:1])[0].truncated is False
 
 
 def test_sampling_is_seeded_and_leaves_the_global_generator_alone(tmp_path):

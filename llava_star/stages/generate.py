@@ -46,7 +46,7 @@ from llava_star.distributed import (
     store_group,
 )
 from llava_star.errors import ConfigError, RecordError, VideoError
-from llava_star.generation.answerer import Answerer, ModelAnswerer  # noqa: F401 (scripts and tests import it here)
+from llava_star.generation.answerer import Answerer, ModelAnswerer, Reply  # noqa: F401 (scripts and tests import it here)
 from llava_star.generation.prompts import direct_prompt, hint_prompt
 from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.records import (
@@ -302,15 +302,16 @@ class _ShardWriter:
         self.counts = _RunCounts()
         self._unwritten: list[bytes] = []  # this batch's finished samples, written together
 
-    def finished(self, item: _Item, answer: str, verdict: Verdict, *, rationalized: bool) -> None:
+    def finished(self, item: _Item, reply: Reply, verdict: Verdict, *, rationalized: bool) -> None:
         generation = Generation(
             sample=item.sample,
-            answer=answer,
+            answer=reply.text,
             rationalized=rationalized,
             passed=verdict.passed,
             checks=tuple(verdict.to_dict()["checks"]),
             cycle=self.config.cycle,
             model=self.config.model,
+            truncated=reply.truncated,
         )
         self._unwritten.append(dumps_line(generation))
         self.counts.record(generation)
@@ -338,12 +339,12 @@ def _answer_directly(
 
     if not items:
         return []
-    answers = answerer.answer([direct_prompt(item.sample.question) for item in items], [item.frames for item in items])
+    replies = answerer.replies([direct_prompt(item.sample.question) for item in items], [item.frames for item in items])
     failed = []
-    for item, answer in zip(items, answers, strict=True):
-        verdict = verify(answer, item.sample.labels)
+    for item, reply in zip(items, replies, strict=True):
+        verdict = verify(reply.text, item.sample.labels, truncated=reply.truncated)
         if verdict.passed or not rationalize:
-            writer.finished(item, answer, verdict, rationalized=False)
+            writer.finished(item, reply, verdict, rationalized=False)
         else:
             failed.append(item)
     return failed
@@ -354,9 +355,10 @@ def _rationalize(items: Sequence[_Item], answerer: Answerer, writer: _ShardWrite
     from llava_star.verify import verify
 
     prompts = [hint_prompt(item.sample.question, item.sample.labels) for item in items]
-    answers = answerer.answer(prompts, [item.frames for item in items])
-    for item, answer in zip(items, answers, strict=True):
-        writer.finished(item, answer, verify(answer, item.sample.labels, rationalized=True), rationalized=True)
+    replies = answerer.replies(prompts, [item.frames for item in items])
+    for item, reply in zip(items, replies, strict=True):
+        verdict = verify(reply.text, item.sample.labels, rationalized=True, truncated=reply.truncated)
+        writer.finished(item, reply, verdict, rationalized=True)
 
 
 def _generate_shard(

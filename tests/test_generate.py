@@ -380,6 +380,74 @@ def test_torchrun_two_processes_equal_one_process(dataset, tiny_model, tmp_path)
     assert summary["samples"] == 24 and summary["this_run"]["processes"] == 2
 
 
+LATE_RANK_DRIVER = """
+import datetime, json, os, sys, time
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+from llava_star.generation.answerer import Reply
+from llava_star.media.video import Frames
+from llava_star.stages.generate import GenerateConfig, run
+
+out, samples, video_root, delay, timeout = sys.argv[1:6]
+rank = os.environ["RANK"]
+given = {}
+init_process_group = dist.init_process_group
+
+
+def recording_init_process_group(*args, **kwargs):
+    given["timeout"] = kwargs["timeout"].total_seconds() if "timeout" in kwargs else None
+    return init_process_group(*args, **kwargs)
+
+
+dist.init_process_group = recording_init_process_group
+
+
+class LateOnRankOne:
+    def replies(self, prompts, videos):
+        if rank == "1":
+            time.sleep(float(delay))
+        return [Reply("The square is blue.") for _ in prompts]
+
+
+frames = Frames(array=np.zeros((4, 32, 32, 3), dtype=np.uint8), timestamps=np.arange(4) / 8.0,
+                indices=np.arange(4), fps=8.0, duration=0.5, path="<memory>", total_num_frames=4, backend="frames")
+config = GenerateConfig(model="stand-in", samples=samples, video_root=video_root, output_dir=out, device="cpu",
+                        num_workers=0, batch_size=100, rationalize=False, ddp_timeout=int(timeout))
+run(config, answerer=LateOnRankOne(), read_video=lambda sample: frames)
+Path(out, f"init_process_group.{rank}.json").write_text(json.dumps(given))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_rank_finishing_long_after_the_other_is_waited_for(dataset, tmp_path):
+    """Ranks met at a collective barrier under the backend's default timeout (NCCL 10 min):
+    a rank done much earlier than the slowest was killed there. Scaled down: a 3 s timeout,
+    given to init_process_group, and one rank finishing 8 s after the other."""
+    driver = tmp_path / "late_rank.py"
+    driver.write_text(LATE_RANK_DRIVER)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    out = tmp_path / "out"
+    command = [*torchrun, str(driver), str(out), str(dataset / "samples.jsonl"), str(dataset), "8", "3"]
+    started = time.monotonic()
+    finished = subprocess.run(command, cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=300, check=False)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert time.monotonic() - started > 8
+    for rank in (0, 1):
+        assert json.loads((out / f"init_process_group.{rank}.json").read_text()) == {"timeout": 3.0}
+    assert sorted(line["id"] for line in read_all(out)) == [f"s{i:03d}" for i in range(24)]
+    assert json.loads((out / "summary.json").read_text())["samples"] == 24
+
+
+def test_the_generate_timeout_defaults_to_hours_and_is_checked():
+    assert GenerateConfig(model="m", samples="s", video_root="v", output_dir="o").ddp_timeout >= 3 * 3600
+    with pytest.raises(ConfigError, match="ddp_timeout"):
+        GenerateConfig(model="m", samples="s", video_root="v", output_dir="o", ddp_timeout=0)
+
+
 def test_distributed_helpers(monkeypatch):
     import doctest
 

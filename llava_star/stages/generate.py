@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import itertools
 import logging
 import os
@@ -36,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from llava_star.config import add_config_flags, config_from_flags
 from llava_star.distributed import (
+    DEFAULT_DDP_TIMEOUT,
     ProcessContext,
-    barrier,
     device_for,
     engine_gpus,
     process_context,
@@ -93,13 +94,16 @@ class GenerationOptions:
     tensor_parallel_size: int = 1  # vllm: GPUs per engine (each torchrun rank runs one engine)
     gpu_memory_utilization: float = 0.9  # vllm: fraction of each GPU the engine may take
     max_model_len: int | None = None  # vllm: context length; null: the checkpoint's
+    # seconds a collective may wait for the other ranks (transformers' TrainingArguments name);
+    # the backends' defaults (NCCL 10 min) kill a rank that waits for a slower one's model load
+    ddp_timeout: int = DEFAULT_DDP_TIMEOUT
 
     def __post_init__(self) -> None:
         from llava_star.generation.backends import BACKENDS
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        for key in ("batch_size", "num_frames", "max_new_tokens", "tensor_parallel_size"):
+        for key in ("batch_size", "num_frames", "max_new_tokens", "tensor_parallel_size", "ddp_timeout"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -511,7 +515,10 @@ def _ranks_together(config: GenerateConfig, context: ProcessContext, backend: st
         yield _Ranks("engine", group.barrier, group.broadcast)
         return
     device = device_for(context, config.device)
-    with process_group(context, device):
+    # The last wait is for the slowest rank's share, which may take hours longer than the
+    # fastest one's: the group's barrier polls its store, so no timeout ends it (torchrun
+    # stops every rank when one fails, so a crashed rank is not waited for).
+    with process_group(context, device, timeout=datetime.timedelta(seconds=config.ddp_timeout)) as barrier:
         yield _Ranks(device, barrier)
 
 
@@ -535,6 +542,8 @@ _FLAG_HELP = {
     "gpu_memory_utilization": "vllm: fraction of each GPU the engine may take",
     "max_model_len": "vllm: context length (default: the checkpoint's)",
     "limit": "only the first N samples of the file",
+    "ddp_timeout": "torchrun on the HF backend: seconds a collective waits for the other ranks "
+    "(the final wait for the slowest rank has no limit)",
 }
 
 

@@ -24,7 +24,8 @@ a training stage from its last ``checkpoint-N`` when ``train.options`` saves som
 On one machine every stage runs in this process. On a cluster, ``launch.generate``,
 ``launch.train`` and ``launch.eval`` give the command that starts ``llava_star`` for that
 stage (e.g. ``[torchrun, --nproc_per_node=8, -m, llava_star]`` or
-``[deepspeed, --num_gpus=8, --module, llava_star]``); the stage's arguments follow.
+``[deepspeed, --num_gpus=8, --module, llava_star]``); the stage's arguments follow. The
+``--local_rank=N`` the deepspeed launcher puts before them is dropped by ``llava_star.cli``.
 """
 
 from __future__ import annotations

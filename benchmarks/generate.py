@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from llava_star.media.video import Frames, write_video
 from llava_star.models.tiny import build_tiny_model
 from llava_star.records import JsonlAppender, Sample
-from llava_star.stages.generate import GenerateConfig, run
+from llava_star.stages.generate import GenerateConfig, Reply, run
 from llava_star.verify import verify
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
@@ -181,8 +181,8 @@ class TimedVerifier:
 class InstantAnswerer:
     """A stand-in model: the same answer for every prompt, at no cost."""
 
-    def answer(self, prompts, videos):
-        return [STAND_IN_ANSWER] * len(prompts)
+    def replies(self, prompts, videos):
+        return [Reply(STAND_IN_ANSWER)] * len(prompts)
 
 
 def stand_in_run(root: Path, num_samples: int, *, num_workers: int) -> dict[str, float]:

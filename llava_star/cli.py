@@ -3,14 +3,17 @@
 Each stage module owns its arguments and exposes ``main(argv) -> int``; this file only
 maps command names to modules and imports the chosen one, so ``llava-star verify`` never
 pays for importing torch. Errors of the project's own types are printed as one line
-(they already name the file, line or key) and exit with status 2.
+(they already name the file, line or key) and exit with status 2. A launcher's
+``--local_rank=N`` before the command (the deepspeed launcher's) is accepted and dropped.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+from collections.abc import MutableMapping
 
 from llava_star.errors import LlavaStarError
 from llava_star.log import configure_logging
@@ -42,8 +45,49 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+_LOCAL_RANK_FLAGS = ("--local_rank", "--local-rank")
+
+
+def strip_launcher_local_rank(args: list[str], environ: MutableMapping[str, str] = os.environ) -> list[str]:
+    """``args`` without the ``--local_rank=N`` a launcher puts before the command.
+
+    The ``deepspeed`` launcher runs ``python -m llava_star --local_rank=0 train ...`` (and
+    ``torch.distributed.launch`` passes ``--local-rank=0``), so ``[deepspeed, --num_gpus=8,
+    --module, llava_star]`` as a cycle's ``launch.train`` died with "unknown command". Both
+    also set LOCAL_RANK, which the stages read; the flag must agree with it, and sets it
+    when a launcher gave only the flag.
+
+    >>> strip_launcher_local_rank(["--local_rank=1", "train", "--config", "c.yaml"], {"LOCAL_RANK": "1"})
+    ['train', '--config', 'c.yaml']
+    >>> strip_launcher_local_rank(["--local-rank", "0", "generate"], {})
+    ['generate']
+    """
+    if not args:
+        return args
+    flag, equals, value = args[0].partition("=")
+    if flag not in _LOCAL_RANK_FLAGS:
+        return args
+    rest = args[1:]
+    if not equals:
+        if not rest:
+            raise LlavaStarError(f"{flag}: expected a number after it")
+        value, rest = rest[0], rest[1:]
+    if not value.isdigit():
+        raise LlavaStarError(f"{flag}: expected a non-negative number, got {value!r}")
+    known = environ.get("LOCAL_RANK")
+    if known is not None and known != value:
+        raise LlavaStarError(f"{flag}={value} disagrees with LOCAL_RANK={known} set by the launcher")
+    environ["LOCAL_RANK"] = value
+    return rest
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = strip_launcher_local_rank(args)
+    except LlavaStarError as error:
+        sys.stderr.write(f"llava-star: {error}\n")
+        return 2
     verbosity = 0
     while args and args[0] in ("-v", "--verbose"):
         verbosity += 1

@@ -4,18 +4,21 @@ Under ``torchrun`` (one node or many) every process runs the same command; RANK,
 WORLD_SIZE and LOCAL_RANK tell them apart. Work is split by position in the input
 (sample i goes to rank i mod world size), which every rank computes alike from the same
 file without talking to the others; each rank appends to its own shard file, so no two
-processes ever write the same file. The process group is only needed for the final
-barrier (so rank 0 summarises once every shard is complete).
+processes ever write the same file. The ranks meet twice: at the start (who holds the
+output) and at the end (so rank 0 summarises once every shard is complete). The final wait
+is a barrier on the run's key-value store, which has no timeout: ranks may finish hours
+apart, and a collective would kill the early ones when its timeout ran out.
 """
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +26,11 @@ from typing import Any, TypeVar
 logger = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
+
+# Seconds a collective of the generate stage may wait (its ``ddp_timeout``): long, because
+# a rank may wait at the start for another's model to load from a slow file system. NCCL's
+# own default is 10 minutes; gloo's and DeepSpeed's 30.
+DEFAULT_DDP_TIMEOUT = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -88,12 +96,22 @@ def process_group_options(context: ProcessContext, device: str) -> dict[str, Any
 
 
 @contextmanager
-def process_group(context: ProcessContext, device: str) -> Iterator[None]:
-    """Join the run's process group for the duration (nccl on GPUs, gloo on CPUs)."""
+def process_group(context: ProcessContext, device: str, *, timeout: datetime.timedelta) -> Iterator[Callable[[], None]]:
+    """Join the run's process group for the duration (nccl on GPUs, gloo on CPUs); yield
+    the barrier that waits for every rank.
+
+    ``timeout`` is how long a collective waits for the other ranks; it is always given,
+    because the backend's default (10 minutes for NCCL) is shorter than uneven ranks need.
+    The barrier is not a collective: it polls the group's own key-value store, so the
+    fastest rank may wait at the end for the slowest as long as that one takes.
+    """
     import torch.distributed as dist
 
-    if not context.is_distributed or dist.is_initialized():
-        yield
+    if not context.is_distributed:
+        yield lambda: None
+        return
+    if dist.is_initialized():  # the caller's group, and its timeout
+        yield dist.barrier
         return
     options = process_group_options(context, device)
     if "device_id" in options:
@@ -101,20 +119,14 @@ def process_group(context: ProcessContext, device: str) -> Iterator[None]:
 
         torch.cuda.set_device(options["device_id"])  # NCCL's communicator and every default CUDA op on it
     backend = options["backend"]
-    dist.init_process_group(rank=context.rank, world_size=context.world_size, **options)
-    logger.debug("rank %d of %d joined the %s process group", context.rank, context.world_size, backend)
+    # the store the group is built on (what init_process_group's env:// would make) serves the barrier
+    store, _, _ = next(dist.rendezvous("env://", context.rank, context.world_size, timeout=timeout))
+    dist.init_process_group(store=store, rank=context.rank, world_size=context.world_size, timeout=timeout, **options)
+    logger.debug("rank %d of %d joined the %s process group (timeout %s)", context.rank, context.world_size, backend, timeout)
     try:
-        yield
+        yield StoreGroup(context, store).barrier
     finally:
         dist.destroy_process_group()
-
-
-def barrier() -> None:
-    """Wait for every rank (a no-op when running alone)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 @dataclass
@@ -136,7 +148,7 @@ class StoreGroup:
         return f"llava_star/{kind}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{self.calls}"
 
     def barrier(self) -> None:
-        """Wait for every rank."""
+        """Wait for every rank, however long: the store is polled, no collective times out."""
         if self.store is None:
             return
         key = self._key("barrier")

@@ -232,6 +232,8 @@ class Sample:
 
 
 _GENERATION_FIELDS = ("answer", "rationalized", "passed", "checks", "cycle", "model")
+# Added later: shards written before it read as not truncated.
+_OPTIONAL_GENERATION_FIELDS = ("truncated",)
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,7 @@ class Generation:
     checks: tuple[Mapping[str, Any], ...]
     cycle: int
     model: str
+    truncated: bool = False  # generation stopped at max_new_tokens: the answer is cut off
 
     @property
     def id(self) -> str:
@@ -261,7 +264,8 @@ class Generation:
         missing = [key for key in _GENERATION_FIELDS if key not in data]
         if missing:
             raise RecordError(f"id {data.get('id')!r}: missing generation field(s) {missing}")
-        sample = Sample.from_dict({k: v for k, v in data.items() if k not in _GENERATION_FIELDS})
+        own = _GENERATION_FIELDS + _OPTIONAL_GENERATION_FIELDS
+        sample = Sample.from_dict({k: v for k, v in data.items() if k not in own})
         if not isinstance(data["answer"], str):
             raise RecordError(f"id {sample.id!r}: answer: expected a string")
         if not isinstance(data["checks"], list):
@@ -274,13 +278,14 @@ class Generation:
             checks=tuple(dict(check) for check in data["checks"]),
             cycle=int(data["cycle"]),
             model=str(data["model"]),
+            truncated=bool(data.get("truncated", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.sample.to_dict(), **self._own_fields()}
 
     def _own_fields(self) -> dict[str, Any]:
-        """The fields a generation adds to its sample's (``_GENERATION_FIELDS``), in that order."""
+        """The fields a generation adds to its sample's (``_GENERATION_FIELDS``, then the optional ones)."""
         return {
             "answer": self.answer,
             "rationalized": self.rationalized,
@@ -288,6 +293,7 @@ class Generation:
             "checks": [dict(check) for check in self.checks],
             "cycle": self.cycle,
             "model": self.model,
+            "truncated": self.truncated,
         }
 
 

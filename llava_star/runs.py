@@ -167,6 +167,11 @@ class CycleRunDir:
         return self.path / "report"
 
     @property
+    def held_out_samples(self) -> Path:
+        """The held-out subset every evaluation of the run answers (``eval.limit`` set)."""
+        return self.path / "held_out_samples.jsonl"
+
+    @property
     def baseline(self) -> StageDir:
         return StageDir(self.path / "baseline")
 

@@ -1,8 +1,11 @@
 """Self-training cycles: end to end on tiny data, resume after kills, plateau stop, config errors."""
 
+import itertools
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +16,7 @@ import yaml
 
 from llava_star.config import load_config
 from llava_star.errors import ConfigError
-from llava_star.records import Generation, kept_counts, read_jsonl
+from llava_star.records import Generation, jsonl_lines, kept_counts, read_jsonl
 from llava_star.stages.cycle import (
     CycleConfig,
     format_summary,
@@ -86,6 +89,74 @@ def test_cli_reports_a_bad_override_naming_the_key(tmp_path):
 # ---------------------------------------------------------------- real runs on tiny data
 
 COLOUR_TASK = "colour"
+
+
+@pytest.mark.parametrize("argv, environ, expected, local_rank", [
+    (["--local_rank=0", "train", "--config", "c.yaml"], {"LOCAL_RANK": "0"}, ["train", "--config", "c.yaml"], "0"),  # deepspeed
+    (["--local-rank=3", "generate"], {"LOCAL_RANK": "3"}, ["generate"], "3"),  # torch.distributed.launch
+    (["--local_rank", "2", "train"], {}, ["train"], "2"),  # a launcher that sets no LOCAL_RANK: the flag sets it
+    (["train", "--local_rank=0"], {}, ["train", "--local_rank=0"], None),  # after the command: the command's own flag
+])  # fmt: skip
+def test_a_launchers_local_rank_before_the_command_is_dropped(argv, environ, expected, local_rank):
+    from llava_star.cli import strip_launcher_local_rank
+
+    assert strip_launcher_local_rank(argv, environ) == expected
+    assert environ.get("LOCAL_RANK") == local_rank
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--local_rank=1", "train"], "--local_rank=1 disagrees with LOCAL_RANK=0"),
+    (["--local_rank=x", "train"], "expected a non-negative number, got 'x'"),
+    (["--local_rank"], "expected a number after it"),
+])  # fmt: skip
+def test_a_bad_launcher_local_rank_exits_2_naming_it(argv, message, monkeypatch, capsys):
+    from llava_star.cli import main as cli_main
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert cli_main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+class _StageStarted(Exception):
+    """Raised by a stand-in stage runner once it has seen the stage's config."""
+
+
+def _held_out_ids_answered(tmp_path, monkeypatch, seed):
+    """The ids the baseline evaluation and cycle 1's evaluation would answer, no model run."""
+    from llava_star.stages import cycle as cycle_stage
+
+    classes = ("archery", "bowling", "cooking", "dancing", "eating")
+    lines = [json.dumps({"id": f"{name}-{index}", "video": "v.mp4", "question": "What happens?", "source": "test",
+                         "task": "action", "labels": [{"type": "class", "value": name}]})
+             for name in classes for index in range(8)]  # fmt: skip
+    samples = tmp_path / "held_out.jsonl"
+    samples.write_text("\n".join(lines) + "\n")  # grouped by class, as annotation files often are
+    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={samples}", f"video_root={tmp_path}",
+                                             f"output_dir={tmp_path / f'run-{seed}'}", f"eval.samples={samples}",
+                                             "eval.limit=10", f"seed={seed}"])  # fmt: skip
+    seen = []
+
+    def fake_run_stage(stage, stage_config, launch_prefix, config_file):
+        rows = [json.loads(raw) for _, raw in itertools.islice(jsonl_lines(stage_config.samples), stage_config.limit)]
+        seen.append([row["id"] for row in rows])
+        raise _StageStarted
+
+    monkeypatch.setattr(cycle_stage, "run_stage", fake_run_stage)
+    runner = cycle_stage.CycleRunner(config)
+    for stage_dir, cycle in ((runner.run_dir.baseline, 0), (runner.run_dir.cycle(1), 1)):
+        with pytest.raises(_StageStarted):
+            runner.evaluate(stage_dir, str(tmp_path), cycle)
+    return seen
+
+
+def test_held_out_limit_is_a_seeded_random_subset_the_same_every_cycle(tmp_path, monkeypatch):
+    """eval.limit took the first N lines: with a file grouped by class, every cycle measured
+    two of five classes."""
+    baseline, cycle_1 = _held_out_ids_answered(tmp_path, monkeypatch, seed=0)
+    assert len(baseline) == 10 and baseline == cycle_1  # the same subset, so cycles compare
+    assert len({sample_id.split("-")[0] for sample_id in baseline}) >= 4
+    assert _held_out_ids_answered(tmp_path, monkeypatch, seed=0)[0] == baseline  # a rerun: the same again
+    assert _held_out_ids_answered(tmp_path, monkeypatch, seed=1)[0] != baseline  # another seed: another draw
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +278,34 @@ def test_plateau_stops_early(tmp_path, tiny_setup):
     assert generate_config["seed"] == config.seed and generate_config["batch_size"] == 4 and generate_config["cycle"] == 2
     assert yaml.safe_load((tmp_path / "run" / "cycle_1" / "train_config.yaml").read_text())["max_steps"] == 2
     assert (tmp_path / "run" / "cycle_1" / "model" / "config.json").exists()
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_deepspeed_launcher_trains_a_cycle(tmp_path, tiny_setup, monkeypatch):
+    """configs/cycle.yaml's launch.train, [deepspeed, --num_gpus=N, --module, llava_star], with
+    the real launcher on one CPU process: it puts --local_rank=0 before the command, which the
+    CLI refused ("unknown command '--local_rank=0'")."""
+    pytest.importorskip("deepspeed")
+    launcher = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or shutil.which("deepspeed")
+    if launcher is None:
+        pytest.skip("the deepspeed launcher is not on PATH")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    launch = [launcher, "--num_gpus=1", f"--master_port={free_port()}", "--module", "llava_star"]
+    config = load_config(CycleConfig, write_config(tmp_path, tiny_setup, cycles=1, **{
+        "launch.train": launch, "eval.samples": None, "generate.max_new_tokens": 4,
+    }))  # fmt: skip
+    summary = run_cycles(config)
+    model = tmp_path / "run" / "cycle_1" / "model"
+    assert summary["cycles"][0]["train"]["trained"] and (model / "config.json").exists()
+    assert json.loads((model / "train_summary.json").read_text())["global_step"] == 2  # train.options.max_steps
 
 
 def run_until(config, condition, timeout=600):

@@ -322,6 +322,11 @@ FINEDIVING_TABLE = [
     ("Score: 60. Difficulty: 3.2", (0.0, 0.0, 1.0, 60.0)),
     ("The difficulty is 3.5 and the score 79.", (0.0, 1.0, 0.0, 79.0)),
     ("I cannot tell from this video.", (0.0, 0.0, 0.0, None)),
+    ("One diver jumps into the pool.", (0.0, 0.0, 0.0, None)),  # "one" is no score (it read 1.0)
+    ("The diver spins 3.2 times and enters 76 cm from the board.", (0.0, 0.0, 0.0, None)),  # stray numbers state neither
+    ("There is no splash at the entry.", (0.0, 0.0, 0.0, None)),  # "no splash" is no score of 0
+    ("76", (0.0, 1.0, 0.0, 76.0)),  # an answer that is only a number states it
+    ("So the final answer is 76.", (0.0, 1.0, 0.0, 76.0)),  # a conclusion states it
 ]
 
 

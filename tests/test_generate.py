@@ -17,7 +17,7 @@ from llava_star.media.video import write_video
 from llava_star.models.loading import load_model
 from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
 from llava_star.records import read_jsonl, write_jsonl_atomic
-from llava_star.stages.generate import GenerateConfig, ModelAnswerer, run, summarize
+from llava_star.stages.generate import GenerateConfig, ModelAnswerer, Reply, run, summarize
 from llava_star.stages.generate import main as generate_main
 
 torch = pytest.importorskip("torch")
@@ -83,14 +83,14 @@ class HintFollower:
     def __init__(self):
         self.prompts = []
 
-    def answer(self, prompts, videos):
+    def replies(self, prompts, videos):
         assert len(prompts) == len(videos)
         self.prompts.extend(prompts)
         answers = []
         for prompt in prompts:
             hint = re.search(r"\nAnswer: (.+)\.\n", prompt)
             colour = hint.group(1) if hint else "blue"
-            answers.append(f"The square fills every frame and its colour is {colour}. So the square is {colour}.")
+            answers.append(Reply(f"The square fills every frame and its colour is {colour}. So the square is {colour}."))
         return answers
 
 
@@ -223,6 +223,78 @@ def test_batched_greedy_answers_equal_one_at_a_time(tmp_path, family):
     assert any(batched)
 
 
+class WordLimitedModel:
+    """A stand-in model with a token limit: its full answer names the colour early and then
+    goes on; cut at ``max_words`` words it still names the colour (the verifier alone would
+    keep it) but never ends. ``answer`` is the old text-only interface."""
+
+    full = "The square is {colour} in every frame, and it stays in the middle of the picture the whole time."
+
+    def __init__(self, max_words):
+        self.max_words = max_words
+
+    def replies(self, prompts, videos):
+        replies = []
+        for prompt in prompts:
+            hint = re.search(r"\nAnswer: (.+)\.\n", prompt)
+            words = self.full.format(colour=hint.group(1) if hint else "blue").split()
+            replies.append(Reply(" ".join(words[: self.max_words]), truncated=len(words) > self.max_words))
+        return replies
+
+    def answer(self, prompts, videos):
+        return [reply.text for reply in self.replies(prompts, videos)]
+
+
+def test_answers_cut_off_at_the_token_limit_are_not_kept_or_exported(dataset, tmp_path):
+    """An answer that hit max_new_tokens was kept and trained with a stop token after it."""
+    from llava_star.stages.export import ExportConfig
+    from llava_star.stages.export import run as export_run
+
+    run(config_for(dataset, tmp_path / "cut", rationalize=False), answerer=WordLimitedModel(max_words=6))
+    run(config_for(dataset, tmp_path / "whole", rationalize=False), answerer=WordLimitedModel(max_words=100))
+    cut, whole = read_all(tmp_path / "cut"), read_all(tmp_path / "whole")
+    blue = [line for line in cut if line["labels"][0]["value"] == "blue"]
+    assert blue and all(line["answer"] == "The square is blue in every" for line in blue)
+    for line in blue:
+        assert line["truncated"] and not line["passed"]
+        assert line["checks"] == [{"type": "answer", "passed": False, "reason": "cut off at max_new_tokens: the answer never ended"}]
+    assert not any(line["truncated"] for line in whole) and sum(line["passed"] for line in whole) == 6
+    export_run(ExportConfig(gen_dirs=(tmp_path / "whole", tmp_path / "cut"), output=tmp_path / "train.json"))
+    exported = json.loads((tmp_path / "train.json").read_text())
+    assert sorted(record["conversations"][1]["value"] for record in exported) == [WordLimitedModel.full.format(colour="blue")] * 6
+
+
+def test_a_cut_off_answer_is_rationalized_again(dataset, tmp_path):
+    summary = run(config_for(dataset, tmp_path, rationalize=True), answerer=WordLimitedModel(max_words=6))
+    assert summary["kept"] == 0 and summary["rationalized"] == 24  # the hint answer is cut off too
+
+
+def test_old_shards_without_truncated_read_as_whole_answers(tmp_path):
+    from llava_star.records import Generation
+
+    line = {**sample_line(0, "blue", "v.mp4"), "answer": "Blue.", "rationalized": False, "passed": True,
+            "checks": [], "cycle": 1, "model": "m"}  # fmt: skip
+    generation = Generation.from_dict(line)
+    assert generation.truncated is False and "truncated" not in generation.sample.to_dict()
+    assert Generation.from_dict(generation.to_dict()) == generation
+
+
+def test_hf_answerer_reports_answers_cut_off_at_max_new_tokens(tmp_path):
+    """Rows that end in an end token are whole; rows that ran to max_new_tokens are cut off."""
+    loaded = load_model(build_tiny_model("video_llava", tmp_path / "video_llava"))
+    prompts = ["What colour?", "Which way does the square move in the video?"]
+    videos = [in_memory_frames(colour_frames(rgb, count=4, seed=i)) for i, rgb in enumerate(list(COLOURS.values())[:2])]
+    replies = ModelAnswerer(loaded, max_new_tokens=6).replies(prompts, videos)
+    assert [reply.truncated for reply in replies] == [True, True]  # a random tiny model never stops by itself
+    # make the first answer's third token an end token: that answer now stops there, the other does not
+    tokenizer = loaded.processor.tokenizer
+    first_ids = tokenizer(replies[0].text, add_special_tokens=False).input_ids
+    loaded.model.generation_config.eos_token_id = first_ids[2]
+    stopped = ModelAnswerer(loaded, max_new_tokens=6).replies(prompts, videos)
+    assert stopped[0].truncated is False and len(tokenizer(stopped[0].text, add_special_tokens=False).input_ids) < 6
+    assert ModelAnswerer(loaded, max_new_tokens=100).replies(prompts[:1], videos[:1])[0].truncated is False
+
+
 def test_sampling_is_seeded_and_leaves_the_global_generator_alone(tmp_path):
     loaded = load_model(build_tiny_model("qwen2_vl", tmp_path / "qwen"))
     video = [in_memory_frames(colour_frames(COLOURS["red"], count=4))]
@@ -306,6 +378,74 @@ def test_torchrun_two_processes_equal_one_process(dataset, tiny_model, tmp_path)
     assert two == one == [f"s{i:03d}" for i in range(24)]
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["samples"] == 24 and summary["this_run"]["processes"] == 2
+
+
+LATE_RANK_DRIVER = """
+import datetime, json, os, sys, time
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+from llava_star.generation.answerer import Reply
+from llava_star.media.video import Frames
+from llava_star.stages.generate import GenerateConfig, run
+
+out, samples, video_root, delay, timeout = sys.argv[1:6]
+rank = os.environ["RANK"]
+given = {}
+init_process_group = dist.init_process_group
+
+
+def recording_init_process_group(*args, **kwargs):
+    given["timeout"] = kwargs["timeout"].total_seconds() if "timeout" in kwargs else None
+    return init_process_group(*args, **kwargs)
+
+
+dist.init_process_group = recording_init_process_group
+
+
+class LateOnRankOne:
+    def replies(self, prompts, videos):
+        if rank == "1":
+            time.sleep(float(delay))
+        return [Reply("The square is blue.") for _ in prompts]
+
+
+frames = Frames(array=np.zeros((4, 32, 32, 3), dtype=np.uint8), timestamps=np.arange(4) / 8.0,
+                indices=np.arange(4), fps=8.0, duration=0.5, path="<memory>", total_num_frames=4, backend="frames")
+config = GenerateConfig(model="stand-in", samples=samples, video_root=video_root, output_dir=out, device="cpu",
+                        num_workers=0, batch_size=100, rationalize=False, ddp_timeout=int(timeout))
+run(config, answerer=LateOnRankOne(), read_video=lambda sample: frames)
+Path(out, f"init_process_group.{rank}.json").write_text(json.dumps(given))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_rank_finishing_long_after_the_other_is_waited_for(dataset, tmp_path):
+    """Ranks met at a collective barrier under the backend's default timeout (NCCL 10 min):
+    a rank done much earlier than the slowest was killed there. Scaled down: a 3 s timeout,
+    given to init_process_group, and one rank finishing 8 s after the other."""
+    driver = tmp_path / "late_rank.py"
+    driver.write_text(LATE_RANK_DRIVER)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    out = tmp_path / "out"
+    command = [*torchrun, str(driver), str(out), str(dataset / "samples.jsonl"), str(dataset), "8", "3"]
+    started = time.monotonic()
+    finished = subprocess.run(command, cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=300, check=False)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert time.monotonic() - started > 8
+    for rank in (0, 1):
+        assert json.loads((out / f"init_process_group.{rank}.json").read_text()) == {"timeout": 3.0}
+    assert sorted(line["id"] for line in read_all(out)) == [f"s{i:03d}" for i in range(24)]
+    assert json.loads((out / "summary.json").read_text())["samples"] == 24
+
+
+def test_the_generate_timeout_defaults_to_hours_and_is_checked():
+    assert GenerateConfig(model="m", samples="s", video_root="v", output_dir="o").ddp_timeout >= 3 * 3600
+    with pytest.raises(ConfigError, match="ddp_timeout"):
+        GenerateConfig(model="m", samples="s", video_root="v", output_dir="o", ddp_timeout=0)
 
 
 def test_distributed_helpers(monkeypatch):

@@ -257,6 +257,19 @@ CHOICE_CASES = [
     Case("The answer is: **D**", [choice("D")], True, "markdown around the letter"),
     Case("Option A and option B both seem plausible from the frames.", [choice("B")], False, "naming two options without concluding"),
     Case("The answer is A because the man jumps right into the water.", [choice("A")], True, "'A because' is option A, not the article"),
+    Case("The answer is B or C.", [choice("B")], False, "'B or C' hedges even when the first is gold"),
+    Case("The answer is B, or maybe D, as the frames are blurry.", [choice("B")], False, "'B, or maybe D' after a conclusion hedges"),
+    Case("B or C, the man is hard to see.", [choice("B")], False, "a leading 'B or C' hedges"),
+    Case("(B) or (C): both could fit the last frames.", [choice("B")], False, "a leading '(B) or (C)' hedges"),
+    Case("A. The man jumps into the pool. B. The man walks away from the pool. C. The man sits on a bench. D. The man swims laps.", [choice("A")], False, "an echoed option list is no answer"),
+    Case("A) The man jumps into the pool\nB) The man walks away from the pool\nC) The man sits on a bench", [choice("A")], False, "an echoed option list on lines is no answer"),
+    Case("The answer is B.", [choice("B")], True, "a plain 'the answer is B.'"),
+    Case("(B) the man walks away from the pool.", [choice("B")], True, "a leading '(B)' with its own option text"),
+    Case("B, because the man never enters the water.", [choice("B")], True, "a leading 'B, because'"),
+    Case("B. The man walks away from the pool; option A is wrong since he stays dry.", [choice("B")], True, "a leading 'B.' with its text, another option only named"),
+    Case("A. The man jumps into the pool. B. The man walks away from the pool. The answer is B.", [choice("B")], True, "an echoed list followed by a conclusion"),
+    Case("The answer is B and the man walks away.", [choice("B")], True, "'B and the man' is not a second option"),
+    Case("The answer is B, A man walks away from the pool.", [choice("B")], True, "'B, A man' is the article, not a second option"),
 ]
 
 SEQUENCE_CASES = [

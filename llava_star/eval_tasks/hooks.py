@@ -133,13 +133,29 @@ star_qa_results = _verified_accuracy("star_qa")
 
 
 def asserted_number(answer: str, label: Label) -> float | None:
-    """The value the answer states for the label's ``name``, read as the verifier reads it
-    (so the rank metrics and the accuracy never disagree on what an answer said)."""
-    from llava_star.verify.answer import Answer
-    from llava_star.verify.rules import RULES
+    """The value the answer states for the label's ``name``, read by the verifier's number
+    parser without its last-resort guesses: "one diver jumps" states no score (it read 1.0),
+    so ``parse_rate`` and the rank metrics count only answers that gave a score.
 
-    value, _note = RULES["number"].parse(Answer(answer), label)
-    return value
+    >>> asserted_number("One diver jumps.", Label("number", 80.0, name="score")) is None
+    True
+    >>> asserted_number("I would give this dive a score of 81.", Label("number", 80.0, name="score"))
+    81.0
+    """
+    from llava_star.verify.answer import Answer
+    from llava_star.verify.quantities import stated_number
+
+    return stated_number(Answer(answer).digits, label.name, last_resort=False)
+
+
+def _dive_number_passed(answer: str, label: Label | None) -> float | None:
+    """Within tolerance, and stated for the label's name (the verifier alone would also
+    take a stray last number), so the accuracy agrees with what the rank metrics read."""
+    from llava_star.verify import verify
+
+    if label is None:
+        return None
+    return float(asserted_number(answer, label) is not None and verify(answer, [label]).passed)
 
 
 def finediving_aqa_results(doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, Any]:
@@ -149,17 +165,16 @@ def finediving_aqa_results(doc: Mapping[str, Any], results: Sequence[str]) -> di
     samples, so a doc may have either; a metric about the missing one gets ``None``,
     which the aggregations leave out.
     """
-    from llava_star.verify import verify
-
     answer = _answer(results)
     labels = scored_labels("finediving_aqa", doc)
     by_name = {label.name: label for label in labels}
     score, difficulty = by_name.get("score"), by_name.get("difficulty")
     pair = None if score is None else {"prediction": asserted_number(answer, score), "gold": score.value}
+    passed = [_dive_number_passed(answer, label) for label in labels]
     return {
-        "accuracy": float(verify(answer, labels).passed),
-        "score_accuracy": None if score is None else float(verify(answer, [score]).passed),
-        "difficulty_accuracy": None if difficulty is None else float(verify(answer, [difficulty]).passed),
+        "accuracy": float(all(passed)),
+        "score_accuracy": _dive_number_passed(answer, score),
+        "difficulty_accuracy": _dive_number_passed(answer, difficulty),
         "score_spearman": pair,
         "score_relative_l2": pair,
         "parse_rate": pair,

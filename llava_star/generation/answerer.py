@@ -8,18 +8,54 @@ vLLM one (``backends`` chooses).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from llava_star.media.video import Frames
     from llava_star.models.loading import LoadedModel
 
 
+class Reply(NamedTuple):
+    """One generated answer, and whether generation stopped at the token limit.
+
+    A ``truncated`` answer never reached an end token: it is cut off mid-sentence, and the
+    generate stage must not keep it for training (a stop token would be added after it).
+    """
+
+    text: str
+    truncated: bool = False
+
+
 class Answerer(Protocol):
     """Answers prompts about videos, a batch at a time (a model, or a stand-in in benchmarks)."""
 
-    def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]: ...
+    def replies(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[Reply]: ...
+
+
+def cut_off(rows: Sequence[Sequence[int]], stop_ids: Iterable[int], max_new_tokens: int) -> list[bool]:
+    """Which generated rows ran into the token limit: ``max_new_tokens`` tokens, no stop token.
+
+    A batch's rows are as long as its longest one; a row that stopped early ends in a stop
+    token (then padding), so only a row without any stop token can have been cut off.
+
+    >>> cut_off([[5, 6, 7], [5, 2, 0], [5, 6, 2]], stop_ids={2}, max_new_tokens=3)
+    [True, False, False]
+    >>> cut_off([[5, 6]], stop_ids={2}, max_new_tokens=3)  # the model stopped itself before the limit
+    [False]
+    """
+    stops = set(stop_ids)
+    return [len(row) >= max_new_tokens and not stops.intersection(row) for row in rows]
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The tokens ``generate`` stops at: the generation config's end tokens, else the tokenizer's."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is None:
+        configured = tokenizer.eos_token_id
+    if configured is None:
+        return set()
+    return {int(configured)} if isinstance(configured, int) else {int(token) for token in configured}
 
 
 def sampling_settings(temperature: float, *, top_p: float = 1.0, top_k: int = 0) -> dict[str, Any]:
@@ -61,6 +97,10 @@ class ModelAnswerer:
         self.sampling = sampling_settings(temperature, top_p=top_p, top_k=top_k)
 
     def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]:
+        """The answers' texts (evaluation scores a cut-off answer as it is)."""
+        return [reply.text for reply in self.replies(prompts, videos)]
+
+    def replies(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[Reply]:
         import torch
 
         from llava_star.models.inputs import build_inputs, video_conversation
@@ -84,4 +124,6 @@ class ModelAnswerer:
             torch.manual_seed(self.seed + zlib.crc32("\n".join(prompts).encode("utf-8")))
             output = model.generate(**batch, max_new_tokens=self.max_new_tokens, pad_token_id=pad_token_id, **self.sampling)
         new_tokens = output[:, batch["input_ids"].shape[1] :]
-        return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+        texts = processor.batch_decode(new_tokens, skip_special_tokens=True)
+        truncated = cut_off(new_tokens.tolist(), _stop_ids(model, processor.tokenizer), self.max_new_tokens)
+        return [Reply(text.strip(), cut) for text, cut in zip(texts, truncated, strict=True)]

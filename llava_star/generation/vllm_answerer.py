@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llava_star.generation.answerer import Reply
 from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.optional import require
 
@@ -129,10 +130,17 @@ class VllmAnswerer:
         return requests
 
     def answer(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[str]:
+        """The answers' texts (evaluation scores a cut-off answer as it is)."""
+        return [reply.text for reply in self.replies(prompts, videos)]
+
+    def replies(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[Reply]:
         params = [self._sampling(prompt, frames) for prompt, frames in zip(prompts, videos)]
         outputs = self.engine.generate(self.requests(prompts, videos), params, use_tqdm=False)
         tokens = [list(output.outputs[0].token_ids) for output in outputs]
-        return [text.strip() for text in self.processor.batch_decode(tokens, skip_special_tokens=True)]
+        texts = self.processor.batch_decode(tokens, skip_special_tokens=True)
+        # vLLM says why each sequence ended: "stop" (an end token) or "length" (max_tokens)
+        truncated = [output.outputs[0].finish_reason == "length" for output in outputs]
+        return [Reply(text.strip(), cut) for text, cut in zip(texts, truncated, strict=True)]
 
     def _sampling(self, prompt: str, frames: Frames) -> Any:
         """The HF answerer's settings: 0 temperature greedy, top_k 0 and top_p 1 off, no

@@ -24,7 +24,8 @@ a training stage from its last ``checkpoint-N`` when ``train.options`` saves som
 On one machine every stage runs in this process. On a cluster, ``launch.generate``,
 ``launch.train`` and ``launch.eval`` give the command that starts ``llava_star`` for that
 stage (e.g. ``[torchrun, --nproc_per_node=8, -m, llava_star]`` or
-``[deepspeed, --num_gpus=8, --module, llava_star]``); the stage's arguments follow.
+``[deepspeed, --num_gpus=8, --module, llava_star]``); the stage's arguments follow. The
+``--local_rank=N`` the deepspeed launcher puts before them is dropped by ``llava_star.cli``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import random
 import shutil
 import subprocess
 import sys
@@ -45,7 +47,7 @@ from typing import Any, Literal
 
 from llava_star.config import check, config_to_dict, load_config, read_yaml_mapping, write_config
 from llava_star.errors import ConfigError, LlavaStarError
-from llava_star.records import Generation, format_kept, kept_counts, write_json_atomic
+from llava_star.records import Generation, format_kept, jsonl_lines, kept_counts, write_json_atomic, write_text_atomic
 from llava_star.runs import CycleRunDir, GenerationDir, StageDir, exclusive_directory
 from llava_star.stages.generate import GenerationOptions
 
@@ -82,7 +84,7 @@ class EvalSettings:
 
     samples: str | None = None  # held-out samples JSONL; no evaluation when empty
     baseline: bool = True  # evaluate the starting model too (baseline/eval.json)
-    limit: int | None = None  # first N held-out samples only
+    limit: int | None = None  # N held-out samples only: a random subset seeded by the cycle's `seed`
     lmms_tasks: tuple[str, ...] = ()  # optional lmms-eval tasks run by `llava-star eval`
 
     def __post_init__(self) -> None:
@@ -233,7 +235,8 @@ class CycleRunner:
         if (done := stage.done("eval")) is not None:
             return done
         output = stage.eval_generations
-        config = self.generate_config(model, settings.samples, output, cycle=cycle, rationalize=False, limit=settings.limit)
+        samples = self.held_out_samples(settings.samples)
+        config = self.generate_config(model, samples, output, cycle=cycle, rationalize=False)
         run_stage("generate", config, self.config.launch.generate, stage.path / "eval_generate_config.yaml")
         result: dict[str, Any] = {
             "model": model,
@@ -244,12 +247,32 @@ class CycleRunner:
             from llava_star.stages.evaluate import EvalConfig
 
             lmms = EvalConfig(model=model, tasks=settings.lmms_tasks, output_dir=stage.lmms_eval,
-                              samples=Path(settings.samples), video_root=Path(self.config.video_root),
-                              limit=settings.limit, num_frames=self.config.generate.num_frames)  # fmt: skip
+                              samples=Path(samples), video_root=Path(self.config.video_root),
+                              num_frames=self.config.generate.num_frames)  # fmt: skip
             run_stage("eval", lmms, self.config.launch.eval, stage.path / "lmms_eval_config.yaml")
             result["lmms_eval_dir"] = str(stage.lmms_eval)
         write_json_atomic(stage.eval_result, result)
         return stage.mark_done("eval", result)
+
+    def held_out_samples(self, samples: str) -> str:
+        """The samples every evaluation of the run answers: all of ``eval.samples``, or with
+        ``eval.limit`` a random subset seeded by the cycle's ``seed``.
+
+        The first N lines would follow the annotation file's order (often grouped by class),
+        so every cycle would be measured on the same few classes. The subset is the same for
+        the baseline, every cycle and a rerun (same seed, same file), so cycles compare; it is
+        written to the run directory, where a launched stage reads it and a reader sees what was measured.
+        """
+        limit = self.config.eval.limit
+        if limit is None:
+            return samples
+        chosen = random_subset([raw for _, raw in jsonl_lines(samples)], limit, self.config.seed)
+        text = b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for raw in chosen).decode("utf-8")
+        path = self.run_dir.held_out_samples
+        if not path.exists() or path.read_text(encoding="utf-8") != text:  # a rerun leaves it untouched
+            write_text_atomic(path, text)
+            logger.info("held-out samples: %d of %s (seed %d) in %s", len(chosen), samples, self.config.seed, path)
+        return str(path)
 
     def run_cycle(self, cycle: int, model: str) -> dict[str, Any]:
         """One cycle: generate with ``model``, export, train the next model, evaluate it."""
@@ -301,6 +324,20 @@ class CycleRunner:
         write_json_atomic(self.run_dir.summary, summary)
         _write_report(self.run_dir.path)
         return summary
+
+
+def random_subset(items: Sequence[Any], size: int, seed: int) -> list[Any]:
+    """``size`` of ``items`` drawn without replacement by a generator seeded with ``seed``,
+    in their original order (all of them when there are no more).
+
+    >>> random_subset("abcdefgh", 3, seed=0), random_subset("abcdefgh", 3, seed=0) == random_subset("abcdefgh", 3, seed=0)
+    (['d', 'g', 'h'], True)
+    >>> random_subset("ab", 5, seed=0)
+    ['a', 'b']
+    """
+    if size >= len(items):
+        return list(items)
+    return [items[index] for index in sorted(random.Random(seed).sample(range(len(items)), size))]
 
 
 def held_out_accuracy(generations: Sequence[Generation]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import itertools
 import logging
 import os
@@ -36,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from llava_star.config import add_config_flags, config_from_flags
 from llava_star.distributed import (
+    DEFAULT_DDP_TIMEOUT,
     ProcessContext,
-    barrier,
     device_for,
     engine_gpus,
     process_context,
@@ -46,7 +47,7 @@ from llava_star.distributed import (
     store_group,
 )
 from llava_star.errors import ConfigError, RecordError, VideoError
-from llava_star.generation.answerer import Answerer, ModelAnswerer  # noqa: F401 (scripts and tests import it here)
+from llava_star.generation.answerer import Answerer, ModelAnswerer, Reply  # noqa: F401 (scripts and tests import it here)
 from llava_star.generation.prompts import direct_prompt, hint_prompt
 from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 from llava_star.records import (
@@ -93,13 +94,16 @@ class GenerationOptions:
     tensor_parallel_size: int = 1  # vllm: GPUs per engine (each torchrun rank runs one engine)
     gpu_memory_utilization: float = 0.9  # vllm: fraction of each GPU the engine may take
     max_model_len: int | None = None  # vllm: context length; null: the checkpoint's
+    # seconds a collective may wait for the other ranks (transformers' TrainingArguments name);
+    # the backends' defaults (NCCL 10 min) kill a rank that waits for a slower one's model load
+    ddp_timeout: int = DEFAULT_DDP_TIMEOUT
 
     def __post_init__(self) -> None:
         from llava_star.generation.backends import BACKENDS
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        for key in ("batch_size", "num_frames", "max_new_tokens", "tensor_parallel_size"):
+        for key in ("batch_size", "num_frames", "max_new_tokens", "tensor_parallel_size", "ddp_timeout"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -302,15 +306,16 @@ class _ShardWriter:
         self.counts = _RunCounts()
         self._unwritten: list[bytes] = []  # this batch's finished samples, written together
 
-    def finished(self, item: _Item, answer: str, verdict: Verdict, *, rationalized: bool) -> None:
+    def finished(self, item: _Item, reply: Reply, verdict: Verdict, *, rationalized: bool) -> None:
         generation = Generation(
             sample=item.sample,
-            answer=answer,
+            answer=reply.text,
             rationalized=rationalized,
             passed=verdict.passed,
             checks=tuple(verdict.to_dict()["checks"]),
             cycle=self.config.cycle,
             model=self.config.model,
+            truncated=reply.truncated,
         )
         self._unwritten.append(dumps_line(generation))
         self.counts.record(generation)
@@ -338,12 +343,12 @@ def _answer_directly(
 
     if not items:
         return []
-    answers = answerer.answer([direct_prompt(item.sample.question) for item in items], [item.frames for item in items])
+    replies = answerer.replies([direct_prompt(item.sample.question) for item in items], [item.frames for item in items])
     failed = []
-    for item, answer in zip(items, answers, strict=True):
-        verdict = verify(answer, item.sample.labels)
+    for item, reply in zip(items, replies, strict=True):
+        verdict = verify(reply.text, item.sample.labels, truncated=reply.truncated)
         if verdict.passed or not rationalize:
-            writer.finished(item, answer, verdict, rationalized=False)
+            writer.finished(item, reply, verdict, rationalized=False)
         else:
             failed.append(item)
     return failed
@@ -354,9 +359,10 @@ def _rationalize(items: Sequence[_Item], answerer: Answerer, writer: _ShardWrite
     from llava_star.verify import verify
 
     prompts = [hint_prompt(item.sample.question, item.sample.labels) for item in items]
-    answers = answerer.answer(prompts, [item.frames for item in items])
-    for item, answer in zip(items, answers, strict=True):
-        writer.finished(item, answer, verify(answer, item.sample.labels, rationalized=True), rationalized=True)
+    replies = answerer.replies(prompts, [item.frames for item in items])
+    for item, reply in zip(items, replies, strict=True):
+        verdict = verify(reply.text, item.sample.labels, rationalized=True, truncated=reply.truncated)
+        writer.finished(item, reply, verdict, rationalized=True)
 
 
 def _generate_shard(
@@ -509,7 +515,10 @@ def _ranks_together(config: GenerateConfig, context: ProcessContext, backend: st
         yield _Ranks("engine", group.barrier, group.broadcast)
         return
     device = device_for(context, config.device)
-    with process_group(context, device):
+    # The last wait is for the slowest rank's share, which may take hours longer than the
+    # fastest one's: the group's barrier polls its store, so no timeout ends it (torchrun
+    # stops every rank when one fails, so a crashed rank is not waited for).
+    with process_group(context, device, timeout=datetime.timedelta(seconds=config.ddp_timeout)) as barrier:
         yield _Ranks(device, barrier)
 
 
@@ -533,6 +542,8 @@ _FLAG_HELP = {
     "gpu_memory_utilization": "vllm: fraction of each GPU the engine may take",
     "max_model_len": "vllm: context length (default: the checkpoint's)",
     "limit": "only the first N samples of the file",
+    "ddp_timeout": "torchrun on the HF backend: seconds a collective waits for the other ranks "
+    "(the final wait for the slowest rank has no limit)",
 }
 
 

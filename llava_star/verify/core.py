@@ -29,11 +29,14 @@ def as_labels(labels: Sequence[Label | Mapping[str, Any]]) -> tuple[Label, ...]:
     return tuple(out)
 
 
-def verify(answer: str, labels: Sequence[Label | Mapping[str, Any]], *, rationalized: bool = False) -> Verdict:
+def verify(
+    answer: str, labels: Sequence[Label | Mapping[str, Any]], *, rationalized: bool = False, truncated: bool = False
+) -> Verdict:
     """Does ``answer`` assert every gold label? (DESIGN.md "Verifier semantics")
 
     The first check (type ``answer``) is the whole-answer guard; when it fails, the labels
-    are not read. ``rationalized`` answers (from the hint prompt) must not refer to the hint.
+    are not read. ``rationalized`` answers (from the hint prompt) must not refer to the hint;
+    ``truncated`` ones (cut off at the generation's token limit) fail whatever they say.
 
     >>> verdict = verify("The person is playing the guitar.", [Label("class", "playing guitar")])
     >>> verdict.passed, verdict.reason
@@ -45,7 +48,7 @@ def verify(answer: str, labels: Sequence[Label | Mapping[str, Any]], *, rational
         raise RecordError(f"answer: expected a string, got {type(answer).__name__}")
     labels = as_labels(labels)
     analysed = Answer(answer)
-    guard = check_answer(analysed, rationalized=rationalized)
+    guard = check_answer(analysed, rationalized=rationalized, truncated=truncated)
     if not guard.passed:
         return Verdict(False, (guard,))
     checks = [guard]

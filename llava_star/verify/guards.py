@@ -45,10 +45,18 @@ _MIN_SENTENCE_REPEATS = 3
 _MIN_DISTINCT_NGRAM_FRACTION = 0.4
 # Every kind of repetition above repeats at least this many word pairs; most answers don't.
 _MIN_REPEATED_PAIRS = 5
+TRUNCATED_REASON = "cut off at max_new_tokens: the answer never ended"
 
 
-def check_answer(answer: Answer, *, rationalized: bool) -> Check:
-    """The ``answer`` check: why the whole answer is unusable, or that it is fine."""
+def check_answer(answer: Answer, *, rationalized: bool, truncated: bool = False) -> Check:
+    """The ``answer`` check: why the whole answer is unusable, or that it is fine.
+
+    A ``truncated`` answer (generation stopped at the token limit, not at an end token)
+    is unusable whatever it says: trained with a stop token after it, it would teach the
+    model to stop mid-sentence.
+    """
+    if truncated:
+        return Check(ANSWER_CHECK, False, TRUNCATED_REASON)
     if len(answer.raw) > MAX_ANSWER_CHARS:
         return Check(ANSWER_CHECK, False, f"too long: {len(answer.raw)} characters > {MAX_ANSWER_CHARS}")
     if not answer.has_content:

@@ -36,6 +36,7 @@ _CONCLUSION = re.compile(r"(?:answer|total|final|overall|altogether|in all|resul
 _NONE_STATED = re.compile(r"\bthere (?:are|is|were|was) no\b|\bnone\b|\bnobody\b|\bno one\b")
 _VERB_USE_BEFORE = re.compile(r"\b(?:i|we|you|let|to|can|will|must)\s+$")
 _SENTENCE_BREAK = re.compile(r"[.!?\n]\s")
+_CONTENT_CHAR = re.compile(r"\w")
 _ASSOCIATE_AFTER_CHARS = 60
 _ASSOCIATE_BEFORE_CHARS = 25
 
@@ -124,21 +125,38 @@ def word_matches(pattern: re.Pattern[str], text: str) -> list[re.Match[str]]:
     return [m for m in pattern.finditer(text) if not (m.start() and text[m.start() - 1].isalnum())]
 
 
-def stated_number(text: str, name: str | None) -> float | None:
+def stated_number(text: str, name: str | None, *, last_resort: bool = True) -> float | None:
     """The value the answer asserts for ``name``, else its conclusion, else its last number;
     with no number at all, "there are no people" / "nobody" states zero.
 
+    The last two are guesses that suit a count ("I see three dogs") and the verifier, where a
+    stray number rarely falls within the tolerance. A metric that needs the value the answer
+    gave for ``name`` (a score's rank correlation, its parse rate) passes ``last_resort=False``:
+    then only a number next to the name or a conclusion counts, or an answer that is that one
+    number and nothing else, so "one diver jumps" states no score.
+
     >>> stated_number("there are no people in the video.", "count")
     0.0
+    >>> stated_number("1 diver jumps", "score"), stated_number("1 diver jumps", "score", last_resort=False)
+    (1.0, None)
+    >>> stated_number("The dive deserves a score of 81.5.", "score", last_resort=False)
+    81.5
     """
     numbers = [q for q in find_numbers(text) if q.asserted]
     if not numbers:
-        return 0.0 if _NONE_STATED.search(text) else None
+        return 0.0 if last_resort and _NONE_STATED.search(text) else None
     for anchor in _anchors(name):
         value = _last_associated(text, numbers, anchor)
         if value is not None:
             return value
-    return numbers[-1].value
+    if last_resort or _only_number(text, numbers):
+        return numbers[-1].value
+    return None
+
+
+def _only_number(text: str, numbers: list[Quantity]) -> bool:
+    """Whether the text is one number and punctuation: a bare "81.5" answers the question."""
+    return len(numbers) == 1 and not _CONTENT_CHAR.search(text[: numbers[0].start] + text[numbers[0].end :])
 
 
 @functools.lru_cache(maxsize=1024)

@@ -261,7 +261,10 @@ def _choice_patterns(keys: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     verdict = re.compile(rf"(?<![\w'’])(?i:option\s+|choice\s+)?{key}\s*(?i:is (?:the )?(?:correct|right|best|answer))")
     leading = re.compile(rf"^[^\w(\[]*(?i:option\s+|choice\s+)?[\(\[]?\s*({letters})\s*(?:[\)\]\.:,]|$)")
     mention = re.compile(rf"(?i:\b(?:option|choice)\s+)\(?({letters})\b|\(({letters})\)")
-    alternative = re.compile(rf"^\s*(?:,|or|and|/|and/or)\s*(?i:option\s+|choice\s+)?[\(\[]?\s*({letters})\b")
+    # used with .match(text, pos), which anchors at pos; a "^" here would never match there
+    alternative = re.compile(
+        rf"\s*(?:,\s*(?:or|and)?|or|and|/|and/or)\s*(?:(?:maybe|perhaps|possibly)\s+)?(?i:option\s+|choice\s+)?[\(\[]?\s*({letters})\b{not_article}"
+    )
     return conclusion, verdict, leading, mention, alternative
 
 
@@ -286,6 +289,9 @@ def parse_choice(answer: Answer, label: Label) -> Parsed:
         other = alternative.match(raw, found.end())
         if other and other.group(1) != found.group(1):
             return None, f"offers options {found.group(1)} and {other.group(1)}"
+        listed = _listed_options(raw, options) if found.re is leading else []
+        if len(listed) > 1:
+            return None, f"lists options {', '.join(listed)} without concluding"
         return found.group(1), f"states option {found.group(1)}"
     letters = sorted({a or b for a, b in mention.findall(raw)})
     if len(letters) == 1:
@@ -293,6 +299,26 @@ def parse_choice(answer: Answer, label: Label) -> Parsed:
     if len(letters) > 1:
         return None, f"names options {', '.join(letters)} without concluding"
     return _choice_by_text(answer, options)
+
+
+def _listed_options(raw: str, options: dict[str, str]) -> list[str]:
+    """The options an answer echoes as a list, each letter followed by its own text.
+
+    A leading "A." is a committed answer only when it is not the start of the question's
+    option list copied back ("A. The book. B. The cup. C. ..."), which names every option.
+
+    >>> _listed_options("A. The book. B. The cup.", {"A": "The book", "B": "The cup", "C": "A pen"})
+    ['A', 'B']
+    >>> _listed_options("(B) the cup, since it is on the table.", {"A": "The book", "B": "The cup"})
+    ['B']
+    """
+    listed = []
+    for key, text in options.items():
+        words = r"\s+".join(map(re.escape, text.strip().rstrip(".").split()))
+        marker = rf"(?<![\w'’])[\(\[]?\s*{re.escape(key)}\s*[\)\]\.:]\s*(?i:{words})"
+        if re.search(marker, raw):
+            listed.append(key)
+    return listed
 
 
 def _options(label: Label) -> dict[str, str]:

@@ -11,6 +11,9 @@ tests/real_checkpoints/*.json), in bf16:
 3. five training steps with DeepSpeed ZeRO-2 in one process (Video-LLaVA geometry,
    synthetic videos), bf16 weights, flash-attn when installed;
 4. save, reload the checkpoint, generate;
+4b. the training equivalences of the CPU suite in bf16: 30 steps of bf16 mixed precision
+   follow fp32 (sdpa and flash-attn), a run resumed at step 3 of 6 ends where the
+   uninterrupted run ends (no DeepSpeed, ZeRO-2, ZeRO-3), ZeRO-2 follows no DeepSpeed;
 5. when vllm is installed, the vLLM backend on the families it serves: an engine per
    family (a third of the GPU), a batched greedy generate of the same two prompts, and how
    many answers equal HF's bf16 greedy answers (reported, not required: bf16 kernels of the
@@ -134,6 +137,87 @@ def check_train_save_reload(model_dir: Path, work: Path, attention: str | None) 
     return f"loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}, {summary['attn_implementation']}, reloaded: {answer[0]!r}"
 
 
+def train_steps(model_dir: Path, data: Path, videos: Path, output: Path, **options: Any) -> dict[str, Any]:
+    """One ``llava-star train`` run of the equivalence checks: same data, order and schedule each time."""
+    from llava_star.stages.train import TrainConfig, run
+
+    values = {"max_steps": 6, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0,
+              "dataloader_num_workers": 0, "num_frames": 4, "seed": 0, **options}  # fmt: skip
+    config = TrainConfig(
+        model=str(model_dir), data=(str(data),), video_root=str(videos), output_dir=str(output), **values
+    )
+    return run(config)
+
+
+def language_update(base: Path, trained: Path) -> Any:
+    """The flattened change of the language model's matrices between two checkpoints, on the CPU in fp32."""
+    import torch
+
+    from llava_star.models.loading import load_model
+    from llava_star.stages.train import parameter_group
+
+    before = load_model(base, dtype="float32", device="cpu").model.state_dict()
+    after = load_model(trained, dtype="float32", device="cpu").model.state_dict()
+    keys = sorted(key for key in before if parameter_group(key) == "language" and before[key].dim() == 2)
+    return torch.cat([(after[key] - before[key]).flatten() for key in keys])
+
+
+def check_bf16_follows_fp32(model_dir: Path, work: Path, attention: str | None, steps: int = 30) -> str:
+    """bf16 mixed precision without DeepSpeed learns what fp32 learns (tests/test_train_precision.py on CPU)."""
+    import torch
+
+    data, videos = training_data(work)
+    common = {"max_steps": steps, "learning_rate": 2e-5, "lr_scheduler_type": "constant"}
+    fp32 = train_steps(model_dir, data, videos, work / "fp32", **common)
+    bf16 = train_steps(model_dir, data, videos, work / "bf16", bf16=True, attn_implementation=attention, **common)
+
+    def drop(losses: list[float]) -> float:
+        return sum(losses[:5]) / 5 - sum(losses[-5:]) / 5
+
+    ratio = drop(bf16["losses"]) / drop(fp32["losses"])
+    cosine = torch.nn.functional.cosine_similarity(
+        language_update(model_dir, work / "fp32"), language_update(model_dir, work / "bf16"), dim=0
+    ).item()
+    if ratio < 0.8 or cosine < 0.95:
+        raise RuntimeError(
+            f"bf16 loss drop {ratio:.2f} of fp32's (need >= 0.8), update cosine {cosine:.3f} (need >= 0.95)"
+        )
+    return f"loss drop bf16/fp32 {ratio:.3f}, update cosine {cosine:.4f}"
+
+
+def check_resume_matches(model_dir: Path, work: Path, deepspeed: str | None, *, bf16: bool = True) -> str:
+    """A run resumed at step 3 of 6 ends where the uninterrupted run ends (tests/test_train_resume.py on CPU).
+
+    On a GPU the kernels are not bitwise reproducible (atomics in attention backward), so the
+    difference is measured against the update itself: at most 5% of the largest change."""
+    data, videos = training_data(work)
+    options = {"bf16": bf16, "save_strategy": "steps", "save_steps": 3, "save_total_limit": None}
+    if deepspeed:
+        options["deepspeed"] = str(_REPO_ROOT / "scripts" / deepspeed)
+    train_steps(model_dir, data, videos, work / "straight", **options)
+    resume = str(work / "straight" / "checkpoint-3")
+    train_steps(model_dir, data, videos, work / "resumed", resume_from_checkpoint=resume, **options)
+    update = language_update(model_dir, work / "straight")
+    difference = (update - language_update(model_dir, work / "resumed")).abs().max().item()
+    largest = update.abs().max().item()
+    if largest == 0 or difference > 0.05 * largest:
+        raise RuntimeError(f"resumed weights differ by {difference:.3g}; the run changed them by up to {largest:.3g}")
+    return f"max difference {difference:.3g} (largest change {largest:.3g})"
+
+
+def check_zero2_matches_one_process(model_dir: Path, work: Path) -> str:
+    """ZeRO-2 (one process, bf16) follows the same run without DeepSpeed (bf16 mixed precision)."""
+    data, videos = training_data(work)
+    plain = train_steps(model_dir, data, videos, work / "plain", bf16=True)
+    zero2 = train_steps(
+        model_dir, data, videos, work / "zero2", bf16=True, deepspeed=str(_REPO_ROOT / "scripts" / "zero2.json")
+    )
+    gap = max(abs(a - b) for a, b in zip(plain["losses"], zero2["losses"]))
+    if len(plain["losses"]) != len(zero2["losses"]) or gap > 0.05:
+        raise RuntimeError(f"loss curves differ by up to {gap:.3g}: {plain['losses']} vs {zero2['losses']}")
+    return f"loss curves within {gap:.3g}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", type=Path, help="where to write models and checkpoints (default: a temp dir)")
@@ -176,6 +260,19 @@ def main(argv: list[str] | None = None) -> int:
         flash = "flash_attention_2" if "flash_attention_2" in attentions else None
         check("video_llava ZeRO-2 5 steps, save, reload, generate",
               lambda: check_train_save_reload(models["video_llava"], work / "train", flash))  # fmt: skip
+    # the training equivalences of the CPU suite, in bf16 on the GPU (a few seconds each)
+    for family, model_dir in models.items():
+        for attention in attentions:
+            check(f"{family} bf16 {attention} 30 steps follow fp32",
+                  lambda d=model_dir, a=attention, f=family: check_bf16_follows_fp32(d, work / "bf16" / f / a, a))  # fmt: skip
+        check(f"{family} resumed == uninterrupted (bf16, no DeepSpeed)",
+              lambda d=model_dir, f=family: check_resume_matches(d, work / "resume" / f, None))  # fmt: skip
+    if "video_llava" in models:  # ZeRO-3 last: transformers keeps its config for the rest of the process
+        check("video_llava ZeRO-2 == no DeepSpeed (bf16)",
+              lambda: check_zero2_matches_one_process(models["video_llava"], work / "zero2"))  # fmt: skip
+        for zero in ("zero2.json", "zero3.json"):
+            check(f"video_llava resumed == uninterrupted ({zero})",
+                  lambda z=zero: check_resume_matches(models["video_llava"], work / "resume" / z, z))  # fmt: skip
     width = max(len(row[0]) for row in rows)
     lines = [f"{'check'.ljust(width)}  result  seconds  detail"]
     lines += [f"{name.ljust(width)}  {result:6}  {seconds:7.1f}  {detail}" for name, result, detail, seconds in rows]

@@ -180,3 +180,21 @@ def test_the_gpu_check_says_it_needs_a_gpu(monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main([]) == 2
+
+
+@pytest.mark.slow
+def test_the_gpu_checks_resume_equivalence_runs_on_the_cpu_in_float32(tmp_path):
+    """The GPU check's training equivalences are code no CI runs on a GPU: run one on the CPU
+    (float32, where resumed and uninterrupted runs agree far inside its 5% bound)."""
+    import importlib.util
+    from pathlib import Path
+
+    from llava_star.models.tiny import build_tiny_model
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = build_tiny_model("qwen2_vl", tmp_path / "qwen2_vl")
+    detail = module.check_resume_matches(model, tmp_path / "work", None, bf16=False)
+    difference = float(detail.split("max difference ")[1].split(" ")[0])
+    assert difference <= 1e-5, detail

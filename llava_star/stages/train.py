@@ -693,8 +693,9 @@ def _trainer_class() -> Any:
     return ConversationTrainer
 
 
-def _log_history_losses(log_history: Sequence[Mapping[str, Any]]) -> list[float]:
-    return [float(entry["loss"]) for entry in log_history if "loss" in entry]
+def _log_history_values(log_history: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    """One logged figure (``loss``, ``grad_norm``) at each logging step, in order."""
+    return [float(entry[key]) for entry in log_history if key in entry]
 
 
 TRAINING_TRANSFORMERS = "5.23"  # TrainingArguments(activation_checkpointing=...) is 5.23's name
@@ -818,7 +819,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     seconds = time.perf_counter() - started
     save_checkpoint(trainer, processor, config)
-    losses = _log_history_losses(trainer.state.log_history)
+    losses = _log_history_values(trainer.state.log_history, "loss")
     summary = {
         "model": config.model,
         "family": loaded.family,
@@ -829,6 +830,8 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "losses": losses,
+        # before clipping; the equivalence tests compare them, since Adam's update hides a gradient's scale
+        "grad_norms": _log_history_values(trainer.state.log_history, "grad_norm"),
         "train_seconds": seconds,
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "trainable_parameters": counts,

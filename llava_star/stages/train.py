@@ -262,6 +262,8 @@ def language_linear_modules(model: Any) -> list[str]:
 
 def add_lora(model: Any, config: TrainConfig) -> Any:
     """Wrap ``model`` with peft LoRA adapters on the language model's linear layers."""
+    import torch
+
     peft = require("peft", "LoRA fine-tuning (--lora)")
     targets = language_linear_modules(model)
     if not targets:
@@ -279,7 +281,12 @@ def add_lora(model: Any, config: TrainConfig) -> Any:
     # dtype (bf16 with --bf16; LLaVA casts the model after adding LoRA); elsewhere peft's
     # fp32 adapters are kept
     zero3 = deepspeed_stage(config.deepspeed) == 3
-    model = peft.get_peft_model(model, lora_config, autocast_adapter_dtype=not zero3)
+    # the adapters' random start (lora_A) comes from the config's seed, not from whatever the
+    # global RNG holds here: the Trainer seeds only later, and ZeRO-3's partitioned loading
+    # draws from it first (ZeRO-3 and plain runs of one seed started from different adapters)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = peft.get_peft_model(model, lora_config, autocast_adapter_dtype=not zero3)
     # get_peft_model freezes everything but the adapters; the projector keeps training unless frozen
     groups = trainable_groups(config)
     for name, parameter in model.named_parameters():

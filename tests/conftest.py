@@ -56,3 +56,21 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory):
     from llava_star.datasets.synthetic import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_videos=12, seed=0)
+
+
+@pytest.fixture(scope="session")
+def train_json(synthetic_dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LLaVA JSON exported (``llava-star export``) from generation shards of the synthetic
+    dataset whose answers state the class labels: 12 records of colour, shape and motion
+    direction. Its folder holds the shards under ``gen/``, to export again with a mix."""
+    from llava_star.records import Generation, JsonlAppender, read_samples
+    from llava_star.stages.export import main as export_main
+
+    root = tmp_path_factory.mktemp("export")
+    samples = [s for s in read_samples(synthetic_dataset.train) if s.task in ("colour", "shape", "motion_direction")]
+    with JsonlAppender(root / "gen" / "generations.rank00000-of-00001.jsonl") as shard:
+        for index, sample in enumerate(samples):
+            answer = f"The {sample.task.replace('_', ' ')} is {sample.labels[0].value}."
+            shard.write(Generation(sample, answer, index % 3 == 0, True, (), 1, "tiny"))
+    assert export_main([str(root / "gen"), "-o", str(root / "train.json")]) == 0
+    return root / "train.json"

@@ -3,43 +3,26 @@
 ZeRO single-process and a 2-process torchrun on gloo."""
 
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model_helpers import free_port, run_command, single_process_env
 
 from llava_star.models.tiny import build_tiny_model
-from llava_star.records import Generation, JsonlAppender, read_samples
 from llava_star.stages.export import main as export_main
 from llava_star.stages.train import FAILURES_FILE, SUMMARY_FILE, TrainConfig, parameter_group, run
 
 torch = pytest.importorskip("torch")
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINED_TASKS = ("colour", "shape", "motion_direction")
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     return build_tiny_model("video_llava", tmp_path_factory.mktemp("tiny") / "video_llava")
-
-
-@pytest.fixture(scope="module")
-def train_json(synthetic_dataset, tmp_path_factory):
-    """LLaVA JSON exported from generation shards whose answers state the class labels."""
-    root = tmp_path_factory.mktemp("export")
-    samples = [s for s in read_samples(synthetic_dataset.train) if s.task in TRAINED_TASKS]
-    with JsonlAppender(root / "gen" / "generations.rank00000-of-00001.jsonl") as shard:
-        for index, sample in enumerate(samples):
-            answer = f"The {sample.task.replace('_', ' ')} is {sample.labels[0].value}."
-            shard.write(Generation(sample, answer, index % 3 == 0, True, (), 1, "tiny"))
-    assert export_main([str(root / "gen"), "-o", str(root / "train.json")]) == 0
-    return root / "train.json"
 
 
 def data_with_a_corrupt_video(train_json, synthetic_dataset, tmp_path):
@@ -222,24 +205,6 @@ def test_the_parameter_anchor_gives_every_trainable_media_parameter_a_zero_gradi
             assert parameter.grad is not None and not parameter.grad.any(), name
         else:  # frozen, or the language model, which every batch runs
             assert parameter.grad is None, name
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run_command(command, tmp_path, extra_env=None):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO), **(extra_env or {}))
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
-def single_process_env():
-    """What DeepSpeed needs to run in one process without mpi4py (torchrun would set these)."""
-    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model_helpers import free_port, single_process_env
 
 from llava_star.errors import ConfigError, RecordError
 from llava_star.models.tiny import build_tiny_model
@@ -245,19 +246,6 @@ def test_training_data_in_any_export_format_is_read_in_the_projects_form(tmp_pat
     assert all("<image>" not in r["conversations"][0]["value"] for r in records)
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def deepspeed_env():
-    """One DeepSpeed process without mpi4py (what torchrun would set)."""
-    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-
-
 def train_mem_in_one_deepspeed_process(model, data, output, deepspeed_config, *flags):
     """scripts/train_mem.py for 2 steps of batch 2 in one DeepSpeed process, as a launch script runs it."""
     command = [
@@ -266,7 +254,7 @@ def train_mem_in_one_deepspeed_process(model, data, output, deepspeed_config, *f
         "--max_steps", "2", "--per_device_train_batch_size", "2", "--dataloader_num_workers", "0",
         "--report_to", "none", "--warmup_ratio", "0", *flags,
     ]  # fmt: skip
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", **deepspeed_env()}
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", **single_process_env()}
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -304,7 +292,7 @@ def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_
     if zero:
         pytest.importorskip("deepspeed")
         command += ["--deepspeed", str(REPO / "scripts" / f"{zero}.json")]
-        env.update(deepspeed_env())
+        env.update(single_process_env())
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())

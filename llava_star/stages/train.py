@@ -271,6 +271,8 @@ def language_linear_modules(model: Any) -> list[str]:
 
 def add_lora(model: Any, config: TrainConfig) -> Any:
     """Wrap ``model`` with peft LoRA adapters on the language model's linear layers."""
+    import torch
+
     peft = require("peft", "LoRA fine-tuning (--lora)")
     targets = language_linear_modules(model)
     if not targets:
@@ -288,7 +290,12 @@ def add_lora(model: Any, config: TrainConfig) -> Any:
     # dtype (bf16 with --bf16; LLaVA casts the model after adding LoRA); elsewhere peft's
     # fp32 adapters are kept
     zero3 = deepspeed_stage(config.deepspeed) == 3
-    model = peft.get_peft_model(model, lora_config, autocast_adapter_dtype=not zero3)
+    # the adapters' random start (lora_A) comes from the config's seed, not from whatever the
+    # global RNG holds here: the Trainer seeds only later, and ZeRO-3's partitioned loading
+    # draws from it first (ZeRO-3 and plain runs of one seed started from different adapters)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = peft.get_peft_model(model, lora_config, autocast_adapter_dtype=not zero3)
     # get_peft_model freezes everything but the adapters; the projector keeps training unless frozen
     groups = trainable_groups(config)
     for name, parameter in model.named_parameters():
@@ -691,8 +698,9 @@ def _is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
-def _log_history_losses(log_history: Sequence[Mapping[str, Any]]) -> list[float]:
-    return [float(entry["loss"]) for entry in log_history if "loss" in entry]
+def _log_history_values(log_history: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    """One logged figure (``loss``, ``grad_norm``) at each logging step, in order."""
+    return [float(entry[key]) for entry in log_history if key in entry]
 
 
 TRAINING_TRANSFORMERS = "5.23"  # TrainingArguments(activation_checkpointing=...) is 5.23's name
@@ -818,7 +826,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     seconds = time.perf_counter() - started
     save_checkpoint(trainer, processor, config)
-    losses = _log_history_losses(trainer.state.log_history)
+    losses = _log_history_values(trainer.state.log_history, "loss")
     summary = {
         "model": config.model,
         "family": loaded.family,
@@ -829,6 +837,8 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "losses": losses,
+        # before clipping; the equivalence tests compare them, since Adam's update hides a gradient's scale
+        "grad_norms": _log_history_values(trainer.state.log_history, "grad_norm"),
         "train_seconds": seconds,
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "trainable_parameters": counts,

@@ -14,8 +14,6 @@ import logging
 import pytest
 
 from llava_star.models.tiny import build_tiny_model
-from llava_star.records import Generation, JsonlAppender, read_samples
-from llava_star.stages.export import main as export_main
 
 torch = pytest.importorskip("torch")
 logger = logging.getLogger(__name__)
@@ -23,16 +21,6 @@ logger = logging.getLogger(__name__)
 STEPS = 30
 MIN_LOSS_DROP_RATIO = 0.8
 MIN_UPDATE_COSINE = 0.95
-
-
-@pytest.fixture(scope="module")
-def train_json(synthetic_dataset, tmp_path_factory):
-    root = tmp_path_factory.mktemp("precision-data")
-    with JsonlAppender(root / "gen" / "generations.rank00000-of-00001.jsonl") as shard:
-        for sample in read_samples(synthetic_dataset.train):
-            shard.write(Generation(sample, f"The answer is {sample.labels[0].value}.", False, True, (), 1, "tiny"))
-    assert export_main([str(root / "gen"), "-o", str(root / "train.json")]) == 0
-    return root / "train.json"
 
 
 def train(model, data, video_root, output, **extra):

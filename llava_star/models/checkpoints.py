@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +56,19 @@ def write_hub_weight_names(directory: str | Path) -> bool:
     if renamed_any:
         logger.debug("%s: vision-tower weights under the hub's names", directory)
     return renamed_any
+
+
+def save_under_standard_names(model: Any) -> None:
+    """Make ``save_pretrained`` write the standard (hub) weight names after a ZeRO-3 load.
+
+    transformers 5.23 loading under ZeRO-3 (``zero.Init``) records its legacy renamings and a
+    prefix change among the model's ``_weight_conversions``; ``save_pretrained`` reverses all
+    of them, and the saved language model comes out as ``language_model.model.model.*``
+    (LLaVA family) or ``model.model.*`` (Qwen2-VL). transformers maps those back when it
+    loads, but vLLM and the other readers of hub layouts do not. Without recorded
+    conversions ``save_pretrained`` reverses the registered standard mapping, as it does for
+    a model loaded without DeepSpeed. Remove when a ZeRO-3 load records the same
+    conversions as a plain one (tests/test_train_resume.py checks the saved names).
+    """
+    if getattr(model, "_weight_conversions", None) is not None:
+        model._weight_conversions = None

@@ -765,6 +765,10 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         video_token_budget=config.video_token_budget, cache_dir=config.cache_dir,
     )  # fmt: skip
     model, processor = loaded.model, loaded.processor
+    if stage == 3:
+        from llava_star.models.checkpoints import save_under_standard_names
+
+        save_under_standard_names(model)
     if not FAMILIES[loaded.family].videos and any(media_paths(record, "video") for record in records):
         count = sum(1 for record in records if media_paths(record, "video"))
         raise ConfigError(f"model: {config.model} ({loaded.family}) is an image model; {count} records have videos "

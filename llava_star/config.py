@@ -21,7 +21,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -281,6 +281,28 @@ def write_config(config: Any, path: str | os.PathLike[str]) -> None:
 # ---------------------------------------------------------------- command lines from configs
 
 
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flags: Sequence[str] = (),
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A config field that carries its own command-line help (and flag names, when not
+    ``--field-name``), as TRL's config dataclasses do: a renamed field keeps its help.
+
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Example:
+    ...     num_frames: int = option(8, help="frames sampled per video", flags=("--frames",))
+    >>> dataclasses.fields(Example)[0].metadata["help"]
+    'frames sampled per video'
+    """
+    metadata = {"help": help, "flags": tuple(flags)}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 def _flag_kind(annotation: Any) -> Any:
     """The argparse handling of a field type: bool, a tuple item type, or a scalar type."""
     options = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
@@ -296,16 +318,18 @@ def add_config_flags(
     flags: Mapping[str, Sequence[str]] | None = None,
     skip: Sequence[str] = (),
 ) -> None:
-    """One flag per field of ``config_class`` (``--field-name``, or the names in ``flags``),
-    typed from its annotation; a flag left out sets nothing, so the dataclass alone holds
-    the defaults (:func:`config_from_flags` fills the rest from them)."""
+    """One flag per field of ``config_class`` (``--field-name``, or the field's own ``flags``
+    (:func:`option`), or the names in ``flags``), typed from its annotation, with the
+    field's own help (or ``help``'s); a flag left out sets nothing, so the dataclass alone
+    holds the defaults (:func:`config_from_flags` fills the rest from them)."""
     hints = typing.get_type_hints(config_class)
     help, flags = help or {}, flags or {}
     for field in dataclasses.fields(config_class):
         if field.name in skip or not field.init:
             continue
         kind = _flag_kind(hints[field.name])
-        options: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help.get(field.name, "")}
+        own_help = field.metadata.get("help") or help.get(field.name, "")
+        options: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": own_help}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) in (tuple, list):
@@ -321,7 +345,8 @@ def add_config_flags(
             pass  # optional, off unless given
         elif field.default_factory is dataclasses.MISSING:
             options["help"] = f"{options['help']} (required)".strip()
-        parser.add_argument(*flags.get(field.name, ("--" + field.name.replace("_", "-"),)), **options)
+        names = field.metadata.get("flags") or flags.get(field.name) or ("--" + field.name.replace("_", "-"),)
+        parser.add_argument(*names, **options)
 
 
 def config_from_flags(config_class: type[ConfigT], namespace: argparse.Namespace, path: str | os.PathLike[str] | None = None,

@@ -12,6 +12,7 @@ DeepSpeed cases run ``llava-star train`` in one DeepSpeed process, as a launcher
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tiny_model_helpers import run_command, single_process_env
 from llava_star.models.tiny import build_tiny_model
 
 torch = pytest.importorskip("torch")
+logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5
@@ -82,7 +84,10 @@ def resumed_and_uninterrupted(train, model, data, video_root, tmp_path, **extra)
     )
     straight_weights, resumed_weights = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
     moved = max_difference(straight_weights, final_weights(model))
-    return straight, resumed, max_difference(straight_weights, resumed_weights), moved
+    difference = max_difference(straight_weights, resumed_weights)
+    logger.info("%s %s: resumed vs uninterrupted max weight difference %.3g (training moved them by %.3g)",
+                Path(model).name, extra or "", difference, moved)  # fmt: skip
+    return straight, resumed, difference, moved
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 LLaVA's mm_projector.bin, images padded to a square, batches by modality and length, and
 LLaVA-NeXT's YAML data lists. Tiny real models, real images, the real Trainer."""
 
+import dataclasses
 import json
 import pickle
 import subprocess
@@ -109,10 +110,12 @@ def test_the_projector_gets_its_own_learning_rate_in_the_built_optimizer(tiny_mo
 def test_zero3_offload_with_its_own_optimizer_refuses_part_learning_rates():
     from llava_star.stages.train import TrainConfig, check_deepspeed_optimizer
 
-    config = TrainConfig(model="m", data=("d",), output_dir="o", projector_learning_rate=2e-5,
+    # a rate of its own (1e-4 beside 2e-5); a part at the main rate needs no group of its own
+    config = TrainConfig(model="m", data=("d",), output_dir="o", projector_learning_rate=1e-4,
                          deepspeed=str(REPO / "scripts" / "zero3_offload.json"))  # fmt: skip
     with pytest.raises(ConfigError, match="zero3_offload.json builds DeepSpeed's own optimizer"):
         check_deepspeed_optimizer(config)
+    check_deepspeed_optimizer(dataclasses.replace(config, projector_learning_rate=config.learning_rate))
     for name in ("zero2.json", "zero2_offload.json", "zero3.json"):
         check_deepspeed_optimizer(TrainConfig(model="m", data=("d",), output_dir="o", projector_learning_rate=2e-5,
                                               deepspeed=str(REPO / "scripts" / name)))  # fmt: skip

@@ -32,8 +32,6 @@ from llava_star.records import write_text_atomic
 
 ConfigT = TypeVar("ConfigT")
 
-_MISSING = object()
-
 
 def check(condition: bool, key: str, message: str) -> None:
     """Raise ``ConfigError("key: message")`` unless ``condition``; for ``__post_init__`` checks.

@@ -149,13 +149,3 @@ def record_location(path: str | os.PathLike[str], index: int, record: Any) -> st
     record_id = record.get("id") if isinstance(record, Mapping) else None
     return f"{path}[{index}]" + (f" (id {record_id!r})" if record_id is not None else "")
 
-
-def read_llava_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Load and validate a LLaVA JSON file; errors read ``train.json[12] (id 'x'): key: ...``."""
-    data = load_record_list(path)
-    for index, record in enumerate(data):
-        try:
-            validate_record(record)
-        except RecordError as error:
-            raise RecordError(f"{record_location(path, index, record)}: {error}") from None
-    return data

@@ -27,9 +27,20 @@ from typing import Any
 
 from llava_star.errors import RecordError
 
+# The placeholders and roles of LLaVA conversation JSON, defined here only: the model inputs
+# (llava_star.models.inputs), export, training and the demo read them from this module.
 VIDEO_PLACEHOLDER = "<video>"
 IMAGE_PLACEHOLDER = "<image>"
-HUMAN, GPT = "human", "gpt"
+HUMAN, GPT, SYSTEM = "human", "gpt", "system"
+
+
+def video_turns(question: str, answer: str) -> list[dict[str, str]]:
+    """The two turns of a one-video training record: the question after ``<video>``, the answer.
+
+    >>> video_turns("What colour is it?", "Red.")
+    [{'from': 'human', 'value': '<video>\\nWhat colour is it?'}, {'from': 'gpt', 'value': 'Red.'}]
+    """
+    return [{"from": HUMAN, "value": f"{VIDEO_PLACEHOLDER}\n{question}"}, {"from": GPT, "value": answer}]
 
 
 def media_paths(record: Mapping[str, Any], key: str) -> list[str]:

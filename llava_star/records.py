@@ -300,7 +300,11 @@ class Generation:
 def kept_counts(generations: Iterable[Generation]) -> dict[str, int | float]:
     """What self-training watches: answers kept, directly and after the hint, as three numbers.
 
-    ``rationalized`` counts the samples asked again with the label (kept or not).
+    **Kept** means one thing in llava_star: the answer passed the verifier (Video-STaR's
+    kept answers; the cycle's kept fraction and ``min_kept_gain``, run.json, the report).
+    What export writes of them (the first answer of each id, direct answers only under
+    ``--direct-only``) is counted as **exported** in its statistics. ``rationalized``
+    counts the samples asked again with the label (kept or not).
 
     >>> kept_counts([])
     {'samples': 0, 'kept': 0, 'kept_direct': 0, 'kept_rationalized': 0, 'rationalized': 0, 'kept_fraction': 0.0, 'kept_direct_fraction': 0.0, 'kept_rationalized_fraction': 0.0}

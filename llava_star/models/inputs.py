@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from llava_star.errors import ConfigError
+from llava_star.llava_json import GPT, HUMAN, IMAGE_PLACEHOLDER, SYSTEM, VIDEO_PLACEHOLDER
 
 Conversation = list[dict[str, Any]]
 
@@ -50,9 +51,7 @@ def video_conversation(question: str, answer: str | None = None) -> Conversation
     return conversation
 
 
-_LLAVA_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
-VIDEO_PLACEHOLDER = "<video>"
-IMAGE_PLACEHOLDER = "<image>"
+_LLAVA_ROLES = {HUMAN: "user", GPT: "assistant", SYSTEM: "system"}
 _MEDIA_ITEMS = {VIDEO_PLACEHOLDER: {"type": "video"}, IMAGE_PLACEHOLDER: {"type": "image"}}
 _PLACEHOLDER_PATTERN = re.compile(f"({re.escape(VIDEO_PLACEHOLDER)}|{re.escape(IMAGE_PLACEHOLDER)})")
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.config import check, load_config, write_config
+from llava_star.llava_json import video_turns
 from llava_star.records import Sample, read_samples, write_json_atomic, write_jsonl_atomic
 from llava_star.runs import StageDir
 from llava_star.stages.cycle import CycleConfig, EvalSettings, TrainSettings, format_summary, run_cycles
@@ -145,10 +146,7 @@ def warmup_records(
             records.append({
                 "id": f"warmup-{index:04d}-{('caption', 'hint')[variant]}",
                 "video": video,
-                "conversations": [
-                    {"from": "human", "value": "<video>\n" + prompt},
-                    {"from": "gpt", "value": caption(labels[video])},
-                ],
+                "conversations": video_turns(prompt, caption(labels[video])),
                 "source": "synthetic",
                 "task": "caption",
             })  # fmt: skip

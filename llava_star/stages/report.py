@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import LlavaStarError, VideoError
+from llava_star.label_types import label_type_names
 from llava_star.records import Generation, kept_counts, write_json_atomic, write_text_atomic
 from llava_star.runs import CycleRunDir, GenerationDir
 from llava_star.verify.verdict import failure_kind, first_failure
@@ -104,10 +105,6 @@ def _grouped(generations: Sequence[Generation], keys_of) -> dict[str, dict[str, 
     return {key: summarize(groups[key]) for key in sorted(groups)}
 
 
-def label_types(generation: Generation) -> list[str]:
-    return sorted({label.type for label in generation.sample.labels})
-
-
 def set_statistics(
     generations: Sequence[Generation], video_failures: Sequence[dict[str, Any]] = (), *, held_out: bool = False
 ) -> dict[str, Any]:
@@ -121,7 +118,7 @@ def set_statistics(
         "unreadable_videos": len(video_failures),
         "overall": summarize(generations),
         "by_source": _grouped(generations, lambda g: [g.sample.source]),
-        "by_label_type": _grouped(generations, label_types),
+        "by_label_type": _grouped(generations, lambda g: label_type_names(g.sample.labels)),
         "by_task": _grouped(generations, lambda g: [g.sample.task]),
     }
     if held_out:

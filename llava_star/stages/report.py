@@ -35,7 +35,7 @@ from typing import Any
 from llava_star.errors import LlavaStarError, VideoError
 from llava_star.label_types import label_type_names
 from llava_star.records import Generation, kept_counts, write_json_atomic, write_text_atomic
-from llava_star.runs import CycleRunDir, GenerationDir
+from llava_star.runs import REPORT_PAGE, REPORT_STATS, CycleRunDir, GenerationDir
 from llava_star.verify.verdict import failure_kind, first_failure
 
 logger = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ def render_html(run_dir: Path, stats: dict[str, Any], cards: Sequence[str], plot
 
 
 def _video_root_of(run_dir: Path) -> Path | None:
-    config = run_dir / "config.yaml"
+    config = CycleRunDir(run_dir).config
     if not config.exists():
         return None
     from llava_star.config import read_yaml_mapping
@@ -385,7 +385,7 @@ def write_report(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LlavaStarError(f"{run_dir}: not a directory")
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out = Path(out_dir) if out_dir is not None else CycleRunDir(run_dir).report
     video_root = Path(video_root) if video_root is not None else _video_root_of(run_dir)
     sets = discover_sets(run_dir)
     if not sets:
@@ -395,7 +395,7 @@ def write_report(
     stats["run_dir"] = str(run_dir)
     _add_unusable_training_records(stats, CycleRunDir(run_dir).recorded())
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "stats.json", stats)
+    write_json_atomic(out / REPORT_STATS, stats)
     plots = []
     if plot_by_cycle(stats, "training", "kept_fraction", "Kept answers per cycle (training samples)", out / "kept_by_cycle.png"):
         plots.append("kept_by_cycle.png")
@@ -407,7 +407,7 @@ def write_report(
         for generation in pick_gallery(generations[generation_set.name], gallery_per_set, rng):
             image, error = frame_strip(generation, video_root, out / "frames")
             cards.append(_card(generation, generation_set, image, error))
-    page = out / "index.html"
+    page = out / REPORT_PAGE
     write_text_atomic(page, render_html(run_dir, stats, cards, plots, sets))
     logger.info("report: %s (%d cards)", page, len(cards))
     return page
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed for picking gallery samples")
     args = parser.parse_args(argv)
     page = write_report(args.run_dir, out_dir=args.output, video_root=args.video_root, gallery_per_set=args.gallery_size, seed=args.seed)
-    stats = json.loads((page.parent / "stats.json").read_text(encoding="utf-8"))
+    stats = json.loads((page.parent / REPORT_STATS).read_text(encoding="utf-8"))
     for entry in stats["cycles"]:
         logger.info(
             "cycle %d: kept %s, held-out accuracy %s", entry["cycle"],

@@ -175,6 +175,16 @@ def test_a_bad_launcher_local_rank_exits_2_naming_it(argv, message, monkeypatch,
     assert message in capsys.readouterr().err
 
 
+def test_every_command_names_a_function_taking_argv():
+    import inspect
+
+    from llava_star.cli import COMMANDS, resolve
+
+    for command, (target, _) in COMMANDS.items():
+        function = resolve(target)
+        assert callable(function) and list(inspect.signature(function).parameters) == ["argv"], command
+
+
 class _StageStarted(Exception):
     """Raised by a stand-in stage runner once it has seen the stage's config."""
 

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import yaml
 
 from llava_star.errors import ConfigError
-from llava_star.records import write_text_atomic
+from llava_star.io import write_text_atomic
 
 ConfigT = TypeVar("ConfigT")
 

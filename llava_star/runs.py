@@ -39,7 +39,8 @@ from typing import Any
 
 from llava_star.distributed import ProcessContext
 from llava_star.errors import LlavaStarError
-from llava_star.records import Generation, read_jsonl, write_json_atomic
+from llava_star.io import read_jsonl, write_json_atomic
+from llava_star.records import Generation
 
 logger = logging.getLogger(__name__)
 

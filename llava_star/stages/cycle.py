@@ -62,7 +62,8 @@ from llava_star.config import (
     write_config,
 )
 from llava_star.errors import ConfigError, LlavaStarError
-from llava_star.records import Generation, format_kept, jsonl_lines, kept_counts, write_json_atomic, write_text_atomic
+from llava_star.io import jsonl_lines, write_json_atomic, write_text_atomic
+from llava_star.records import Generation, format_kept, kept_counts
 from llava_star.runs import CycleRunDir, GenerationDir, StageDir, exclusive_directory
 from llava_star.stages import evaluate, export, generate, report, train
 from llava_star.stages.generate import GenerationOptions

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import LlavaStarError, VideoError
+from llava_star.io import write_json_atomic, write_text_atomic
 from llava_star.label_types import label_type_names
-from llava_star.records import Generation, kept_counts, write_json_atomic, write_text_atomic
+from llava_star.records import Generation, kept_counts
 from llava_star.runs import REPORT_PAGE, REPORT_STATS, CycleRunDir, GenerationDir
 from llava_star.verify.verdict import failure_kind, first_failure
 

@@ -1,8 +1,8 @@
 """The ``llava-star`` command: one subcommand per pipeline stage.
 
-Each stage module owns its arguments and exposes ``main(argv) -> int``; this file only
-maps command names to modules and imports the chosen one, so ``llava-star verify`` never
-pays for importing torch. Errors of the project's own types are printed as one line
+The command table names each command's function, ``main(argv) -> int`` of the module that
+owns its arguments, as ``"module:function"`` (a console-script entry point's form): only the
+chosen command's module is imported, so ``llava-star verify`` never pays for importing torch. Errors of the project's own types are printed as one line
 (they already name the file, line or key) and exit with status 2. A launcher's
 ``--local_rank=N`` before the command (the deepspeed launcher's) is accepted and dropped.
 """
@@ -13,28 +13,38 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 
 from llava_star.errors import LlavaStarError
 from llava_star.log import configure_logging
 
 logger = logging.getLogger(__name__)
 
-# command -> (module with main(argv), one-line description)
+# command -> ("module:function" taking argv, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("llava_star.stages.prepare", "turn a labeled dataset into samples.jsonl"),
-    "synthetic": ("llava_star.datasets.synthetic", "write synthetic labeled videos and their samples"),
-    "tiny-model": ("llava_star.models.tiny", "build a tiny random video LVLM for tests and the demo"),
-    "generate": ("llava_star.stages.generate", "answer samples with reasoning, verify, rationalize failures"),
-    "verify": ("llava_star.verify.cli", "check answers against gold labels"),
-    "export": ("llava_star.stages.export", "turn kept generations into LLaVA training JSON"),
-    "train": ("llava_star.stages.train", "instruction-tune a video LVLM on LLaVA JSON"),
-    "convert": ("llava_star.stages.convert", "original LLaVA-family checkpoints to transformers' classes"),
-    "cycle": ("llava_star.stages.cycle", "run self-training cycles from a YAML config"),
-    "eval": ("llava_star.stages.evaluate", "evaluate a model with lmms-eval on the project's tasks"),
-    "report": ("llava_star.stages.report", "write stats, plots and an HTML gallery for a run"),
-    "demo": ("llava_star.stages.demo", "the CPU demo: synthetic videos, tiny model, self-training cycles"),
+    "prepare": ("llava_star.stages.prepare:main", "turn a labeled dataset into samples.jsonl"),
+    "synthetic": ("llava_star.datasets.synthetic:main", "write synthetic labeled videos and their samples"),
+    "tiny-model": ("llava_star.models.tiny:main", "build a tiny random video LVLM for tests and the demo"),
+    "generate": ("llava_star.stages.generate:main", "answer samples with reasoning, verify, rationalize failures"),
+    "verify": ("llava_star.verify.cli:main", "check answers against gold labels"),
+    "export": ("llava_star.stages.export:main", "turn kept generations into LLaVA training JSON"),
+    "train": ("llava_star.stages.train:main", "instruction-tune a video LVLM on LLaVA JSON"),
+    "convert": ("llava_star.stages.convert:main", "original LLaVA-family checkpoints to transformers' classes"),
+    "cycle": ("llava_star.stages.cycle:main", "run self-training cycles from a YAML config"),
+    "eval": ("llava_star.stages.evaluate:main", "evaluate a model with lmms-eval on the project's tasks"),
+    "report": ("llava_star.stages.report:main", "write stats, plots and an HTML gallery for a run"),
+    "demo": ("llava_star.stages.demo:main", "the CPU demo: synthetic videos, tiny model, self-training cycles"),
 }
+
+
+def resolve(target: str) -> Callable[[list[str]], int]:
+    """The function a ``"module:function"`` string names, its module imported now.
+
+    >>> resolve("llava_star.verify.cli:main").__name__
+    'main'
+    """
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _usage() -> str:
@@ -100,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"llava-star: unknown command {command!r}\n\n{_usage()}\n")
         return 2
     configure_logging(verbosity)
-    module = importlib.import_module(COMMANDS[command][0])
+    command_main = resolve(COMMANDS[command][0])
     try:
-        return int(module.main(rest) or 0)
+        return int(command_main(rest) or 0)
     except LlavaStarError as error:
         logger.error("%s", error)
         return 2

@@ -21,18 +21,16 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from llava_star.errors import ConfigError
-from llava_star.records import write_text_atomic
+from llava_star.io import write_text_atomic
 
 ConfigT = TypeVar("ConfigT")
-
-_MISSING = object()
 
 
 def check(condition: bool, key: str, message: str) -> None:
@@ -156,6 +154,8 @@ def _build(config_class: type[ConfigT], values: Mapping[str, Any], *, prefix: st
         )
     kwargs = {}
     for name, field in fields.items():
+        if isinstance(values.get(name), Mapping):
+            _refuse_keys_set_elsewhere(values[name], field, prefix + name)
         if name in values:
             kwargs[name] = _coerce(values[name], hints[name], prefix + name)
         elif dataclasses.is_dataclass(hints[name]):
@@ -169,6 +169,18 @@ def _build(config_class: type[ConfigT], values: Mapping[str, Any], *, prefix: st
         if prefix and not message.startswith(prefix):
             message = prefix + message
         raise ConfigError(message) from None
+
+
+# Field metadata of a section (a nested config): its keys that a key outside the section
+# sets, e.g. {"seed": "seed"} on the cycle's `generate` section, whose seed is the run's.
+SET_ELSEWHERE = "set_elsewhere"
+
+
+def _refuse_keys_set_elsewhere(section: Mapping[str, Any], field: dataclasses.Field, key: str) -> None:
+    """A setting has one place: a section key that another key sets is an error naming both."""
+    for name, owner in field.metadata.get(SET_ELSEWHERE, {}).items():
+        if name in section:
+            raise ConfigError(f"{key}.{name}: set by `{owner}`; set it there (one key, one place)")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -256,11 +268,20 @@ def config_from_mapping(config_class: type[ConfigT], values: Mapping[str, Any]) 
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A plain dict (lists, dicts, scalars) of a config, ready for YAML or JSON."""
+    """A plain dict (lists, dicts, scalars) of a config, ready for YAML or JSON: the one
+    serializer of configs (``config.yaml`` of a cycle, ``config.json`` of a stage's output).
+
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Example:
+    ...     frames: tuple[int, ...] = (8, 16)
+    ...     root: Path = Path("videos")
+    >>> config_to_dict(Example())
+    {'frames': [8, 16], 'root': 'videos'}
+    """
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {f.name: section(f, plain(getattr(value, f.name))) for f in dataclasses.fields(value)}
         if isinstance(value, Mapping):
             return {key: plain(item) for key, item in value.items()}
         if isinstance(value, (tuple, list)):
@@ -268,6 +289,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         if isinstance(value, Path):
             return str(value)
         return value
+
+    def section(field: dataclasses.Field, value: Any) -> Any:  # written as the loader reads it back
+        elsewhere = field.metadata.get(SET_ELSEWHERE, {})
+        return {key: item for key, item in value.items() if key not in elsewhere} if elsewhere else value
 
     return plain(config)
 
@@ -301,6 +326,34 @@ def option(
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def describe_keys(config_class: type, prefix: str = "", skip: Collection[str] = ()) -> list[str]:
+    """One line per key of a config file, sections flattened to dotted keys, with the field's
+    help and default: the ``--help`` of a command configured by YAML (``llava-star cycle``).
+
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Example:
+    ...     cycles: int = option(3, help="self-training cycles")
+    >>> describe_keys(Example)
+    ['  cycles: self-training cycles (default: 3)']
+    """
+    lines = []
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        if not field.init or field.name in skip:
+            continue
+        key = prefix + field.name
+        if dataclasses.is_dataclass(hints[field.name]):
+            lines += describe_keys(hints[field.name], key + ".", skip=field.metadata.get(SET_ELSEWHERE, {}))
+            continue
+        text = field.metadata.get("help", "")
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            text = f"{text} (required)"
+        elif field.default is not dataclasses.MISSING and "default" not in text:
+            text = f"{text} (default: {field.default})"
+        lines.append(f"  {key}: {text.strip()}")
+    return lines
 
 
 def _flag_kind(annotation: Any) -> Any:

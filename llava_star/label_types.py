@@ -14,7 +14,7 @@ checks that every type has both and that a rendered label verifies as itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -143,6 +143,17 @@ LABEL_TYPES: dict[str, LabelType] = {
         LabelType("text", _non_empty_string("text"), lambda label: _words(label.value)),
     )
 }
+
+
+def label_type_names(labels: Iterable[Label]) -> list[str]:
+    """The types of a sample's labels, sorted, each once: how export's metadata and the report's
+    ``by_label_type`` group a sample (one with a class and a number counts under both).
+
+    >>> from types import SimpleNamespace as Labelled
+    >>> label_type_names([Labelled(type="number"), Labelled(type="class"), Labelled(type="number")])
+    ['class', 'number']
+    """
+    return sorted({label.type for label in labels})
 
 
 def label_type(name: Any) -> LabelType:

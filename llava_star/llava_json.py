@@ -27,9 +27,20 @@ from typing import Any
 
 from llava_star.errors import RecordError
 
+# The placeholders and roles of LLaVA conversation JSON, defined here only: the model inputs
+# (llava_star.models.inputs), export, training and the demo read them from this module.
 VIDEO_PLACEHOLDER = "<video>"
 IMAGE_PLACEHOLDER = "<image>"
-HUMAN, GPT = "human", "gpt"
+HUMAN, GPT, SYSTEM = "human", "gpt", "system"
+
+
+def video_turns(question: str, answer: str) -> list[dict[str, str]]:
+    """The two turns of a one-video training record: the question after ``<video>``, the answer.
+
+    >>> video_turns("What colour is it?", "Red.")
+    [{'from': 'human', 'value': '<video>\\nWhat colour is it?'}, {'from': 'gpt', 'value': 'Red.'}]
+    """
+    return [{"from": HUMAN, "value": f"{VIDEO_PLACEHOLDER}\n{question}"}, {"from": GPT, "value": answer}]
 
 
 def media_paths(record: Mapping[str, Any], key: str) -> list[str]:
@@ -149,13 +160,3 @@ def record_location(path: str | os.PathLike[str], index: int, record: Any) -> st
     record_id = record.get("id") if isinstance(record, Mapping) else None
     return f"{path}[{index}]" + (f" (id {record_id!r})" if record_id is not None else "")
 
-
-def read_llava_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Load and validate a LLaVA JSON file; errors read ``train.json[12] (id 'x'): key: ...``."""
-    data = load_record_list(path)
-    for index, record in enumerate(data):
-        try:
-            validate_record(record)
-        except RecordError as error:
-            raise RecordError(f"{record_location(path, index, record)}: {error}") from None
-    return data

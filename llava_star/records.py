@@ -5,26 +5,31 @@ generation shards from ``generate``, LLaVA JSON from ``export``. The dataclasses
 are those lines, validated on the way in so that a bad row fails at the stage boundary
 with ``file:line: field: what is wrong`` instead of deep inside a model call.
 
-Writers are crash-safe: :class:`JsonlAppender` writes each record as one whole line and
-repairs a torn last line on reopen, so a killed job resumes without losing or
-duplicating work; :func:`write_json_atomic` replaces a file only once the new content is
-fully on disk.
+Reading and writing them (JSONL, atomic writes) lives in :mod:`llava_star.io`; its names
+are imported here too, where the stages have always found them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any
 
 from llava_star.errors import LabelError, RecordError
+from llava_star.io import (  # noqa: F401  (imported from here by the stages)
+    JsonlAppender,
+    dumps_line,
+    jsonl_lines,
+    parse_jsonl_lines,
+    read_jsonl,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+    written_ids,
+)
 from llava_star.label_types import is_number, label_type
 
 logger = logging.getLogger(__name__)
@@ -300,7 +305,11 @@ class Generation:
 def kept_counts(generations: Iterable[Generation]) -> dict[str, int | float]:
     """What self-training watches: answers kept, directly and after the hint, as three numbers.
 
-    ``rationalized`` counts the samples asked again with the label (kept or not).
+    **Kept** means one thing in llava_star: the answer passed the verifier (Video-STaR's
+    kept answers; the cycle's kept fraction and ``min_kept_gain``, run.json, the report).
+    What export writes of them (the first answer of each id, direct answers only under
+    ``--direct-only``) is counted as **exported** in its statistics. ``rationalized``
+    counts the samples asked again with the label (kept or not).
 
     >>> kept_counts([])
     {'samples': 0, 'kept': 0, 'kept_direct': 0, 'kept_rationalized': 0, 'rationalized': 0, 'kept_fraction': 0.0, 'kept_direct_fraction': 0.0, 'kept_rationalized_fraction': 0.0}
@@ -329,223 +338,9 @@ def format_kept(counts: Mapping[str, Any]) -> str:
     )
 
 
-RecordT = TypeVar("RecordT")
-
-
-def read_jsonl(
-    path: str | os.PathLike[str],
-    parse: Callable[[Any], RecordT] = lambda data: data,
-    *,
-    allow_torn_tail: bool = True,
-) -> Iterator[RecordT]:
-    """Yield ``parse(obj)`` for each line of a JSONL file.
-
-    Errors name the file and line: ``samples.jsonl:12: labels[0].value: ...``. Blank
-    lines are skipped. A last line without its newline is what a killed writer leaves;
-    with ``allow_torn_tail`` it is skipped with a warning instead of failing the read.
-    """
-    return parse_jsonl_lines(path, jsonl_lines(path), parse, allow_torn_tail=allow_torn_tail)
-
-
-def jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
-    """The non-blank lines of a JSONL file with their line numbers, not yet parsed.
-
-    A process that needs only some lines (its shard) picks them here and parses only
-    those with :func:`parse_jsonl_lines`.
-    """
-    path = Path(path)
-    try:
-        handle = path.open("rb")
-    except OSError as error:
-        raise RecordError(f"{path}: cannot open: {error.strerror}") from None
-    with handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if raw.strip():
-                yield line_number, raw
-
-
-def parse_jsonl_lines(
-    path: str | os.PathLike[str],
-    lines: Iterable[tuple[int, bytes]],
-    parse: Callable[[Any], RecordT] = lambda data: data,
-    *,
-    allow_torn_tail: bool = True,
-) -> Iterator[RecordT]:
-    """``parse(obj)`` of each ``(line_number, raw)`` of ``path``, as :func:`read_jsonl` does."""
-    for line_number, raw in lines:
-        torn = not raw.endswith(b"\n")
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            if torn and allow_torn_tail:
-                logger.warning("%s:%d: skipping an incomplete last line (interrupted write)", path, line_number)
-                return
-            raise RecordError(f"{path}:{line_number}: not valid JSON: {error}") from None
-        try:
-            yield parse(data)
-        except RecordError as error:
-            raise type(error)(f"{path}:{line_number}: {error}") from None
-
-
 def read_samples(path: str | os.PathLike[str]) -> Iterator[Sample]:
     return read_jsonl(path, Sample.from_dict)
 
 
 def read_generations(path: str | os.PathLike[str]) -> Iterator[Generation]:
     return read_jsonl(path, Generation.from_dict)
-
-
-def _to_jsonable(record: Any) -> Any:
-    if hasattr(record, "to_dict"):
-        return record.to_dict()
-    if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        return dataclasses.asdict(record)
-    return record
-
-
-# one encoder for every line: json.dumps with options builds a new one per call
-_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def dumps_line(record: Any) -> bytes:
-    """One record as one JSONL line (UTF-8, newline-terminated, no NaN)."""
-    return (_LINE_ENCODER.encode(_to_jsonable(record)) + "\n").encode("utf-8")
-
-
-def _truncate_torn_tail(path: Path) -> None:
-    """Cut a last line that is not whole JSON: the remains of a write killed half-way."""
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with path.open("rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
-            return
-        block = 1 << 16
-        position = size
-        while position > 0:
-            start = max(0, position - block)
-            handle.seek(start)
-            chunk = handle.read(position - start)
-            newline = chunk.rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-                break
-            position = start
-        else:
-            keep = 0
-        handle.seek(keep)
-        tail = handle.read()
-        try:
-            json.loads(tail)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            logger.warning("%s: dropping %d bytes of an incomplete last line", path, size - keep)
-            handle.truncate(keep)
-        else:  # a whole record that only lacks its newline (readers count it as written)
-            handle.seek(0, os.SEEK_END)
-            handle.write(b"\n")
-
-
-class JsonlAppender:
-    """Append records to a JSONL file, one whole line per record.
-
-    The file is opened with O_APPEND and each line (or run of whole lines, with
-    ``write_many``) goes out in a single ``os.write``,
-    so concurrent readers never see half a record from a healthy writer; if the process
-    is killed mid-line, the torn tail is removed the next time the file is opened.
-    ``fsync_every`` bounds how much finished work a power loss can take.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, fsync_every: int = 64) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _truncate_torn_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._fsync_every = fsync_every
-        self._unsynced = 0
-
-    def write(self, record: Any) -> None:
-        self._append(dumps_line(record), 1)
-
-    def write_many(self, records: Iterable[Any], *, lines_per_write: int = 256) -> None:
-        """Append whole lines, many per system call (a killed write leaves a torn tail at worst)."""
-        records = iter(records)
-        while chunk := [dumps_line(record) for record in itertools.islice(records, lines_per_write)]:
-            self._append(b"".join(chunk), len(chunk))
-
-    def write_lines(self, lines: Sequence[bytes], *, lines_per_write: int = 256) -> None:
-        """Append lines already encoded (each one record, newline-terminated), many per system call."""
-        for start in range(0, len(lines), lines_per_write):
-            chunk = lines[start : start + lines_per_write]
-            self._append(b"".join(chunk), len(chunk))
-
-    def _append(self, data: bytes, lines: int) -> None:
-        written = os.write(self._fd, data)
-        while written < len(data):  # rare: a short write on a full disk or a signal
-            written += os.write(self._fd, data[written:])
-        self._unsynced += lines
-        if self._unsynced >= self._fsync_every:
-            self.flush()
-
-    def flush(self) -> None:
-        os.fsync(self._fd)
-        self._unsynced = 0
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            self.flush()
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def written_ids(paths: Iterable[str | os.PathLike[str]]) -> set[str]:
-    """Ids already present in JSONL files, so a restarted job skips finished work."""
-    ids: set[str] = set()
-    for path in paths:
-        if Path(path).exists():
-            rows: Iterable[Any] = read_jsonl(path)
-            ids.update(str(data["id"]) for data in rows if isinstance(data, dict) and "id" in data)
-    return ids
-
-
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Replace ``path`` with ``text`` only once it is complete on disk (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file private (0600); outputs are read by other users' jobs
-        # (a trainer running as another account), so give it the mode open() would
-        os.fchmod(fd, 0o666 & ~_current_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
-    write_text_atomic(path, json.dumps(_to_jsonable(obj), ensure_ascii=False, indent=indent, allow_nan=False) + "\n")
-
-
-def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Any]) -> int:
-    """Write a whole JSONL file atomically (for outputs that are produced in one go)."""
-    lines = [dumps_line(record).decode("utf-8") for record in records]
-    write_text_atomic(path, "".join(lines))
-    return len(lines)

@@ -11,7 +11,7 @@ for data by another stage. A generation directory (``llava-star generate -o DIR`
 
 A cycle's run directory (``llava-star cycle``)::
 
-    config.yaml  run.json  report/
+    config.yaml  run.json  report/ (index.html, stats.json, plots, frames/)
     baseline/  cycle_K/  final/            each: generations/, train.json, model/, eval/, eval.json,
                                            train_config.yaml, done/STAGE.json (finished-stage markers)
 
@@ -39,11 +39,14 @@ from typing import Any
 
 from llava_star.distributed import ProcessContext
 from llava_star.errors import LlavaStarError
-from llava_star.records import Generation, read_jsonl, write_json_atomic
+from llava_star.io import read_jsonl, write_json_atomic
+from llava_star.records import Generation
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".llava_star.lock"
+# the files of a report directory (llava-star report)
+REPORT_PAGE, REPORT_STATS = "index.html", "stats.json"
 
 
 def shard_name(stem: str, rank: int, world_size: int, suffix: str = ".jsonl") -> str:
@@ -124,7 +127,11 @@ class StageDir:
 
     @property
     def train_config(self) -> Path:
-        return self.path / "train_config.yaml"
+        return self.launch_config("train")
+
+    def launch_config(self, step: str) -> Path:
+        """The config a launched step reads (``llava-star STAGE --config FILE``): ``STEP_config.yaml``."""
+        return self.path / f"{step}_config.yaml"
 
     @property
     def model(self) -> Path:
@@ -164,7 +171,12 @@ class CycleRunDir:
 
     @property
     def report(self) -> Path:
+        """Where ``llava-star report`` writes by default (and the cycle after every cycle)."""
         return self.path / "report"
+
+    @property
+    def report_page(self) -> Path:
+        return self.path / "report" / REPORT_PAGE
 
     @property
     def held_out_samples(self) -> Path:

@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,6 +57,63 @@ def test_kept_counts_are_three_numbers_kept_direct_and_after_the_hint():
 def test_train_options_the_cycle_owns_are_refused():
     with pytest.raises(ConfigError, match="train.options.output_dir"):
         load_config(CycleConfig, ROOT / "configs" / "cycle.yaml", ["train.options={output_dir: elsewhere}"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("generate.seed=3", "generate.seed: set by `seed`"),
+    ("train.options={seed: 3}", "train.options.seed: is set by seed"),
+    ("train.options={num_frames: 4}", "train.options.num_frames: is set by generate.num_frames"),
+    ("launch.eval=[python]", "launch.eval: unknown key; expected one of launch.generate, launch.train, launch.lmms_eval"),
+])  # fmt: skip
+def test_a_setting_has_one_place_in_a_cycle_config(override, message):
+    """docs/cycle.md: generate.seed was accepted and overwritten by `seed`, train.options.seed
+    overrode it for training; a key set in two places is now an error naming the one place."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(CycleConfig, ROOT / "configs" / "cycle.yaml", [override])
+
+
+def test_the_runs_seed_and_frames_reach_every_stage_and_the_saved_config_loads_back(tmp_path):
+    from llava_star.config import write_config
+    from llava_star.runs import GenerationDir
+    from llava_star.stages.cycle import CycleRunner, _train_values
+
+    config = load_config(CycleConfig, ROOT / "configs" / "cycle.yaml", ["seed=7", "generate.num_frames=4"])
+    generate_config = CycleRunner(config).generate_config("m", "s.jsonl", GenerationDir(tmp_path), cycle=1)
+    assert (generate_config.seed, generate_config.num_frames) == (7, 4)
+    assert {key: _train_values(config, "m", "d.json", "o")[key] for key in ("seed", "num_frames")} == {"seed": 7, "num_frames": 4}
+    write_config(config, tmp_path / "config.yaml")  # as the run saves it: no generate.seed
+    assert "seed" not in yaml.safe_load((tmp_path / "config.yaml").read_text())["generate"]
+    assert load_config(CycleConfig, tmp_path / "config.yaml") == config
+
+
+def test_every_cycle_key_has_help_in_the_commands_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    keys = [line.strip() for line in capsys.readouterr().out.split("config keys (YAML, or key=value):")[1].splitlines() if line.strip()]
+    assert "generate.batch_size" in " ".join(keys) and not any(key.startswith("generate.seed:") for key in keys)
+    own = [key for key in keys if not key.startswith("generate.")]  # generate's own options document themselves
+    assert len(own) == 18 and all(key.split(":", 1)[1].strip() and not key.split(":", 1)[1].strip().startswith("(") for key in own), own
+
+
+def test_in_process_stages_pass_their_results_on(tmp_path, monkeypatch):
+    """The cycle calls the stage's run() and builds its marker from the summary it returns."""
+    from llava_star.stages import cycle as cycle_stage
+
+    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={tmp_path / 's.jsonl'}", f"video_root={tmp_path}",
+                                             f"output_dir={tmp_path / 'run'}"])  # fmt: skip
+    counts = {"samples": 4, "kept": 3, "kept_direct": 2, "kept_rationalized": 1, "rationalized": 2,
+              "kept_fraction": 0.75, "kept_direct_fraction": 0.5, "kept_rationalized_fraction": 0.25}  # fmt: skip
+    seen = []
+
+    def fake_generate(stage_config):
+        seen.append(stage_config)
+        return {**counts, "video_failures": 1, "this_run": {}, "model": stage_config.model}
+
+    monkeypatch.setattr(cycle_stage.generate, "run", fake_generate)
+    runner = cycle_stage.CycleRunner(config)
+    marker = runner.generate(runner.run_dir.cycle(1), "model-1", 1)
+    assert marker == {"model": "model-1", **counts, "unreadable_videos": 1} and seen[0].cycle == 1
+    assert json.loads((tmp_path / "run" / "cycle_1" / "done" / "generate.json").read_text()) == marker
 
 
 def test_missing_inputs_name_the_key(tmp_path):
@@ -117,6 +175,16 @@ def test_a_bad_launcher_local_rank_exits_2_naming_it(argv, message, monkeypatch,
     assert message in capsys.readouterr().err
 
 
+def test_every_command_names_a_function_taking_argv():
+    import inspect
+
+    from llava_star.cli import COMMANDS, resolve
+
+    for command, (target, _) in COMMANDS.items():
+        function = resolve(target)
+        assert callable(function) and list(inspect.signature(function).parameters) == ["argv"], command
+
+
 class _StageStarted(Exception):
     """Raised by a stand-in stage runner once it has seen the stage's config."""
 
@@ -136,7 +204,7 @@ def _held_out_ids_answered(tmp_path, monkeypatch, seed):
                                              "eval.limit=10", f"seed={seed}"])  # fmt: skip
     seen = []
 
-    def fake_run_stage(stage, stage_config, launch_prefix, config_file):
+    def fake_run_stage(command, run, stage_config, launch_prefix, config_file):
         rows = [json.loads(raw) for _, raw in itertools.islice(jsonl_lines(stage_config.samples), stage_config.limit)]
         seen.append([row["id"] for row in rows])
         raise _StageStarted

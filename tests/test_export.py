@@ -7,9 +7,10 @@ import pytest
 
 from llava_star import cli
 from llava_star.errors import RecordError
-from llava_star.llava_json import read_llava_json, validate_record
+from llava_star.llava_json import validate_record
 from llava_star.records import Generation, JsonlAppender
 from llava_star.stages.export import main
+from llava_star.training_formats import read_training_json
 
 
 def generation(sample_id, *, passed=True, rationalized=False, source="synthetic", task="colour", labels=None, **extra):
@@ -74,7 +75,7 @@ def test_export_merges_shards_and_keeps_passed(gen_dir, tmp_path):
     assert records[1]["rationalized"] is True
     assert (records[2]["start"], records[2]["end"]) == (2.0, 5.5)
     assert records[3]["label_types"] == ["class", "number"]
-    assert read_llava_json(out) == records  # the training reader accepts what export writes
+    assert read_training_json(str(out))[0] == records  # the training reader accepts what export writes
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 

@@ -20,7 +20,6 @@ from PIL import Image
 from test_export import generation, write_shards
 
 from llava_star.errors import ConfigError, RecordError
-from llava_star.llava_json import read_llava_json
 from llava_star.media.video import read_frames
 from llava_star.stages.export import main
 from llava_star.training_formats import detect_format, read_training_json
@@ -180,7 +179,7 @@ def test_llava_star_format_is_unchanged(gen_dir, tmp_path):
     assert records[0]["video"] == "long.mp4" and (records[0]["start"], records[0]["end"]) == (CLIP_START, CLIP_END)
     assert records[2]["video"] == "frames/dive1"  # this project's trainer reads frame folders
     assert not (tmp_path / "train_media").exists() and stats["media"] == {"cut": 0, "reused": 0, "as_is": 0}
-    assert read_llava_json(out) == records
+    assert read_training_json(str(out))[0] == records
 
 
 def test_clip_files_hold_the_clip_range_not_the_whole_video(gen_dir, tmp_path):

@@ -194,7 +194,8 @@ def test_gallery_renders_in_chromium(run_dir, tmp_path):
 
 
 def test_report_command_is_registered():
-    from llava_star.cli import COMMANDS
+    from llava_star.cli import COMMANDS, resolve
 
-    assert COMMANDS["report"][0] == "llava_star.stages.report"
+    assert COMMANDS["report"][0] == "llava_star.stages.report:main"
+    assert resolve(COMMANDS["report"][0]) is report.main
     assert sys.modules.get("llava_star.stages.report") is report

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from llava_star.errors import ConfigError
+from llava_star.llava_json import GPT, HUMAN, IMAGE_PLACEHOLDER, SYSTEM, VIDEO_PLACEHOLDER
 
 Conversation = list[dict[str, Any]]
 
@@ -50,9 +51,7 @@ def video_conversation(question: str, answer: str | None = None) -> Conversation
     return conversation
 
 
-_LLAVA_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
-VIDEO_PLACEHOLDER = "<video>"
-IMAGE_PLACEHOLDER = "<image>"
+_LLAVA_ROLES = {HUMAN: "user", GPT: "assistant", SYSTEM: "system"}
 _MEDIA_ITEMS = {VIDEO_PLACEHOLDER: {"type": "video"}, IMAGE_PLACEHOLDER: {"type": "image"}}
 _PLACEHOLDER_PATTERN = re.compile(f"({re.escape(VIDEO_PLACEHOLDER)}|{re.escape(IMAGE_PLACEHOLDER)})")
 
@@ -132,13 +131,8 @@ def special_token_texts(tokenizer: Any) -> set[str]:
     return texts
 
 
-def assistant_char_spans(processor: Any, conversation: Conversation, rendered: str) -> list[tuple[int, int]]:
-    """Character spans of the assistant turns in ``rendered`` (the whole conversation)."""
-    return assistant_turns_with_stop(processor, conversation, rendered, insert_stop=False)[1]
-
-
 def assistant_turns_with_stop(
-    processor: Any, conversation: Conversation, rendered: str, *, insert_stop: bool = True
+    processor: Any, conversation: Conversation, rendered: str
 ) -> tuple[str, list[tuple[int, int]]]:
     """``rendered`` with a stop token after every assistant turn, and the turns' character spans.
 
@@ -171,9 +165,6 @@ def assistant_turns_with_stop(
             raise ConfigError(f"chat_template: assistant turn {index} does not appear in the rendered conversation")
         end = start + len(text)
         ending = rendered[end : len(through)]
-        if not insert_stop:
-            spans.append((start + shift, len(through) + shift))
-            continue
         stop_end = max((ending.rfind(token) + len(token) for token in specials if token in ending), default=0)
         if stop_end:  # the template's own end-of-turn token; what follows it (a newline) is not learned
             spans.append((start + shift, end + stop_end + shift))

@@ -21,18 +21,24 @@ half-way resumes inside its shards (``llava-star generate`` skips ids already wr
 a training stage from its last ``checkpoint-N`` when ``train.options`` saves some
 (``save_strategy: steps``; without checkpoints it starts again).
 
-On one machine every stage runs in this process. On a cluster, ``launch.generate``,
-``launch.train`` and ``launch.eval`` give the command that starts ``llava_star`` for that
-stage (e.g. ``[torchrun, --nproc_per_node=8, -m, llava_star]`` or
-``[deepspeed, --num_gpus=8, --module, llava_star]``); the stage's arguments follow. The
-``--local_rank=N`` the deepspeed launcher puts before them is dropped by ``llava_star.cli``.
+On one machine every stage runs in this process: the cycle calls each stage's ``run``
+and passes its result on. On a cluster, ``launch.generate`` and ``launch.train`` give the
+command that starts ``llava_star`` for that stage (e.g. ``[torchrun, --nproc_per_node=8, -m,
+llava_star]`` or ``[deepspeed, --num_gpus=8, --module, llava_star]``); the stage's
+arguments follow, and its result is read from the summary it wrote. The held-out answers
+are a generation run, started by ``launch.generate`` too; ``launch.lmms_eval`` starts
+``llava-star eval`` (e.g. in the environment where lmms-eval is installed). The
+``--local_rank=N`` the deepspeed launcher puts before the command is dropped by ``llava_star.cli``.
+
+One key, one place (docs/cycle.md): the run's ``seed`` is its only seed (sampling, the
+held-out subset, training) and ``generate.num_frames`` the frames per video of every stage;
+``generate.seed``, ``train.options.seed``, ``train.options.num_frames`` and the keys the
+cycle sets itself are errors that name the key to set instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import json
 import logging
 import random
@@ -40,21 +46,38 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from llava_star.config import check, config_to_dict, load_config, read_yaml_mapping, write_config
+from llava_star.config import (
+    SET_ELSEWHERE,
+    check,
+    config_to_dict,
+    describe_keys,
+    load_config,
+    option,
+    read_yaml_mapping,
+    write_config,
+)
 from llava_star.errors import ConfigError, LlavaStarError
-from llava_star.records import Generation, format_kept, jsonl_lines, kept_counts, write_json_atomic, write_text_atomic
+from llava_star.io import jsonl_lines, write_json_atomic, write_text_atomic
+from llava_star.records import Generation, format_kept, kept_counts
 from llava_star.runs import CycleRunDir, GenerationDir, StageDir, exclusive_directory
+from llava_star.stages import evaluate, export, generate, report, train
 from llava_star.stages.generate import GenerationOptions
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("generate", "export", "train", "eval")
-_TRAIN_KEYS_SET_BY_THE_CYCLE = ("model", "data", "output_dir", "video_root", "resume_from_checkpoint")
+ConfigT = TypeVar("ConfigT")
+
+# train.options keys the cycle sets: each has one place, named in the error
+_TRAIN_KEYS_SET_BY_THE_CYCLE = {
+    "model": "the cycle (the base model, or the previous cycle's)", "data": "the cycle (its train.json, and train.mix)",
+    "output_dir": "the cycle (cycle_K/model)", "video_root": "video_root",
+    "resume_from_checkpoint": "the cycle (its last complete checkpoint-N)", "seed": "seed", "num_frames": "generate.num_frames",
+}  # fmt: skip
 # The file the Trainer writes last into a checkpoint-N directory: a checkpoint without it was cut short.
 _TRAINER_STATE = "trainer_state.json"
 
@@ -69,23 +92,27 @@ class TrainSettings:
     ``cycle_k/train_config.yaml`` and runs ``llava-star train --config`` on it.
     """
 
-    from_checkpoint: Literal["base", "previous"] = "base"  # STaR restarts from the base model
-    mix: tuple[str, ...] = ()  # other LLaVA JSON files appended to each cycle's data
-    options: Mapping[str, Any] = field(default_factory=dict)
+    from_checkpoint: Literal["base", "previous"] = option(
+        "base", help="start each cycle's training from the base model (STaR) or from the previous cycle's model"
+    )
+    mix: tuple[str, ...] = option((), help="other LLaVA JSON files appended to each cycle's data")
+    options: Mapping[str, Any] = option(
+        default_factory=dict, help="`llava-star train` config keys (learning_rate, num_train_epochs, deepspeed, lora, ...)"
+    )
 
     def __post_init__(self) -> None:
-        for key in _TRAIN_KEYS_SET_BY_THE_CYCLE:
-            check(key not in self.options, f"options.{key}", "is set by the cycle itself; remove it")
+        for key, owner in _TRAIN_KEYS_SET_BY_THE_CYCLE.items():
+            check(key not in self.options, f"options.{key}", f"is set by {owner}; remove it (one key, one place)")
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     """Held-out evaluation after each cycle (direct answers, verified)."""
 
-    samples: str | None = None  # held-out samples JSONL; no evaluation when empty
-    baseline: bool = True  # evaluate the starting model too (baseline/eval.json)
-    limit: int | None = None  # N held-out samples only: a random subset seeded by the cycle's `seed`
-    lmms_tasks: tuple[str, ...] = ()  # optional lmms-eval tasks run by `llava-star eval`
+    samples: str | None = option(None, help="held-out samples JSONL; no evaluation when empty")
+    baseline: bool = option(True, help="evaluate the starting model too (baseline/eval.json)")
+    limit: int | None = option(None, help="N held-out samples only: a random subset seeded by the cycle's `seed`")
+    lmms_tasks: tuple[str, ...] = option((), help="lmms-eval tasks run by `llava-star eval` after each evaluation")
 
     def __post_init__(self) -> None:
         check(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
@@ -95,27 +122,30 @@ class EvalSettings:
 class LaunchSettings:
     """Command prefixes that start ``llava_star`` for a stage; empty means in this process."""
 
-    generate: tuple[str, ...] = ()
-    train: tuple[str, ...] = ()
-    eval: tuple[str, ...] = ()
+    generate: tuple[str, ...] = option((), help="starts `llava-star generate`: the training answers and the held-out ones")
+    train: tuple[str, ...] = option((), help="starts `llava-star train`")
+    lmms_eval: tuple[str, ...] = option((), help="starts `llava-star eval` (eval.lmms_tasks)")
 
 
 @dataclass(frozen=True)
 class CycleConfig:
     """Everything ``llava-star cycle`` needs; see ``configs/cycle.yaml`` for an example."""
 
-    model: str  # base checkpoint: a hub id or a local directory
-    samples: str  # training samples JSONL (llava-star prepare / synthetic)
-    video_root: str
-    output_dir: str
-    cycles: int = 3
-    min_kept_gain: float | None = 0.01  # stop when the kept fraction grows less; null: never
-    final_direct_only: bool = False  # train a final model on direct answers only
-    seed: int = 0
-    generate: GenerationOptions = field(default_factory=GenerationOptions)  # its seed is the cycle's `seed`
-    train: TrainSettings = field(default_factory=TrainSettings)
-    eval: EvalSettings = field(default_factory=EvalSettings)
-    launch: LaunchSettings = field(default_factory=LaunchSettings)
+    model: str = option(help="base checkpoint: a hub id or a local directory")
+    samples: str = option(help="training samples JSONL (llava-star prepare / synthetic)")
+    video_root: str = option(help="directory the samples' video paths are relative to")
+    output_dir: str = option(help="the run directory")
+    cycles: int = option(3, help="self-training cycles")
+    min_kept_gain: float | None = option(0.01, help="stop when the kept fraction grows less; null: never")
+    final_direct_only: bool = option(False, help="train a final model from the base on direct answers only")
+    seed: int = option(0, help="the run's one seed: generation sampling, the held-out subset, training")
+    generate: GenerationOptions = field(
+        default_factory=GenerationOptions,
+        metadata={"help": "`llava-star generate` options", SET_ELSEWHERE: {"seed": "seed"}},
+    )
+    train: TrainSettings = option(default_factory=TrainSettings, help="how each cycle's model is trained")
+    eval: EvalSettings = option(default_factory=EvalSettings, help="held-out evaluation")
+    launch: LaunchSettings = option(default_factory=LaunchSettings, help="command prefixes that start a stage")
 
     def __post_init__(self) -> None:
         check(self.cycles >= 1, "cycles", f"must be >= 1, got {self.cycles}")
@@ -125,26 +155,27 @@ class CycleConfig:
 
 # ---------------------------------------------------------------- running the stages
 
-STAGE_MODULES = {"generate": "llava_star.stages.generate", "train": "llava_star.stages.train",
-                 "eval": "llava_star.stages.evaluate", "export": "llava_star.stages.export"}  # fmt: skip
 
-
-def run_stage(stage: str, config: Any, launch_prefix: Sequence[str], config_file: Path) -> None:
-    """Run one stage on its config: in this process (its ``run(config)``), or, with a
-    launcher (torchrun, deepspeed), as ``PREFIX STAGE --config FILE`` with the same config
-    written to ``config_file``."""
+def run_stage(
+    command: str, run: Callable[[ConfigT], Any], config: ConfigT, launch_prefix: Sequence[str], config_file: Path
+) -> Any | None:
+    """Run one stage on its config: in this process, ``run(config)``, returning its result; or,
+    with a launcher (torchrun, deepspeed), ``PREFIX COMMAND --config FILE`` with the same config
+    written to ``config_file``, returning None (the launched stage's result is the summary it wrote)."""
     started = time.monotonic()
     if launch_prefix:
         write_config(config, config_file)
-        command = [*launch_prefix, stage, "--config", str(config_file)]
-        logger.info("launching: %s", " ".join(command))
-        status = subprocess.run(command, check=False).returncode
+        launched = [*launch_prefix, command, "--config", str(config_file)]
+        logger.info("launching: %s", " ".join(launched))
+        status = subprocess.run(launched, check=False).returncode
         if status != 0:
-            raise LlavaStarError(f"{' '.join(command)} exited with status {status}")
+            raise LlavaStarError(f"{' '.join(launched)} exited with status {status}")
+        result = None
     else:
-        logger.info("running %s in this process", stage)
-        importlib.import_module(STAGE_MODULES[stage]).run(config)
-    logger.info("%s finished in %.1f s", stage, time.monotonic() - started)
+        logger.info("running %s in this process", command)
+        result = run(config)
+    logger.info("%s finished in %.1f s", command, time.monotonic() - started)
+    return result
 
 
 def is_plateau(kept_by_cycle: Sequence[float], min_gain: float | None) -> bool:
@@ -170,36 +201,32 @@ class CycleRunner:
 
     def generate_config(self, model: str, samples: str, output: GenerationDir, **run: Any) -> Any:
         """The generate stage's config: the cycle's ``generate`` options, seeded by the cycle."""
-        from llava_star.stages.generate import GenerateConfig
-
-        options = {**dataclasses.asdict(self.config.generate), "seed": self.config.seed, **run}
-        return GenerateConfig(**options, model=model, samples=samples, video_root=self.config.video_root,
-                              output_dir=str(output.path))  # fmt: skip
+        options = {**config_to_dict(self.config.generate), "seed": self.config.seed, **run}
+        return generate.GenerateConfig(**options, model=model, samples=samples, video_root=self.config.video_root,
+                                       output_dir=str(output.path))  # fmt: skip
 
     def generate(self, stage: StageDir, model: str, cycle: int) -> dict[str, Any]:
         """Answer the training samples with ``model``; kept fractions go into the marker."""
         if (done := stage.done("generate")) is not None:
             return done
         config = self.generate_config(model, self.config.samples, stage.generations, cycle=cycle)
-        run_stage("generate", config, self.config.launch.generate, stage.path / "generate_config.yaml")
-        counts = kept_counts(stage.generations.generations())
-        unreadable = len(stage.generations.video_failures())
-        return stage.mark_done("generate", {"model": model, **counts, "unreadable_videos": unreadable})
+        summary = run_stage("generate", generate.run, config, self.config.launch.generate, stage.launch_config("generate"))
+        if summary is None:  # launched: rank 0 wrote the same summary
+            summary = json.loads(stage.generations.summary.read_text(encoding="utf-8"))
+        counts = {key: summary[key] for key in kept_counts([])}
+        return stage.mark_done("generate", {"model": model, **counts, "unreadable_videos": summary["video_failures"]})
 
-    def export(self, stage: StageDir, generation_dirs: Sequence[GenerationDir], *, direct_only: bool) -> dict[str, Any]:
+    def export(self, stage: StageDir, generated: GenerationDir, kept: int, *, direct_only: bool) -> dict[str, Any]:
+        """Write the ``kept`` answers of ``generated`` (and ``train.mix``) as LLaVA training JSON."""
         if (done := stage.done("export")) is not None:
             return done
-        from llava_star.stages.export import ExportConfig
-
-        kept = [g for d in generation_dirs for g in d.generations() if g.passed and not (direct_only and g.rationalized)]
         if not kept and not self.config.train.mix:  # the export stage refuses to write an empty file
             logger.warning("%s: no answer was kept; nothing to export", stage.path.name)
             return stage.mark_done("export", {"data": None, "samples": 0})
-        config = ExportConfig(gen_dirs=tuple(d.path for d in generation_dirs), output=stage.train_data,
-                              direct_only=direct_only, mix=tuple(Path(p) for p in self.config.train.mix))  # fmt: skip
-        run_stage("export", config, (), stage.path / "export_config.yaml")
-        records = json.loads(stage.train_data.read_text(encoding="utf-8"))
-        return stage.mark_done("export", {"data": str(stage.train_data), "samples": len(records)})
+        config = export.ExportConfig(gen_dirs=(generated.path,), output=stage.train_data, direct_only=direct_only,
+                                     mix=tuple(Path(p) for p in self.config.train.mix))  # fmt: skip
+        stats = run_stage("export", export.run, config, (), stage.launch_config("export"))  # always in this process
+        return stage.mark_done("export", {"data": str(stage.train_data), "samples": stats.total})
 
     def train(self, stage: StageDir, start_model: str, export_info: dict[str, Any]) -> dict[str, Any]:
         """Fine-tune ``start_model`` on the exported data into ``stage.model``.
@@ -212,9 +239,6 @@ class CycleRunner:
         if export_info["samples"] == 0:
             logger.warning("%s: no kept answers to train on; keeping %s", stage.path.name, start_model)
             return stage.mark_done("train", {"model": start_model, "trained": False})
-        from llava_star.stages.train import SUMMARY_FILE as TRAIN_SUMMARY_FILE
-        from llava_star.stages.train import make_config
-
         values = _train_values(self.config, start_model, export_info["data"], str(stage.model))
         resume = last_trainer_checkpoint(stage.model)
         if resume is not None:  # a killed run saved checkpoints (save_strategy: steps): go on from the last
@@ -222,8 +246,9 @@ class CycleRunner:
             values["resume_from_checkpoint"] = str(resume)
         elif stage.model.exists():  # a killed run with nothing to resume from: start it again
             shutil.rmtree(stage.model)
-        run_stage("train", make_config(values), self.config.launch.train, stage.train_config)
-        trained = json.loads((stage.model / TRAIN_SUMMARY_FILE).read_text(encoding="utf-8"))
+        trained = run_stage("train", train.run, train.make_config(values), self.config.launch.train, stage.train_config)
+        if trained is None:  # launched: rank 0 wrote the same summary
+            trained = json.loads((stage.model / train.SUMMARY_FILE).read_text(encoding="utf-8"))
         return stage.mark_done("train", {"model": str(stage.model), "trained": True, "from": start_model,
                                          "unusable_records": trained["failures"]})  # fmt: skip
 
@@ -237,19 +262,17 @@ class CycleRunner:
         output = stage.eval_generations
         samples = self.held_out_samples(settings.samples)
         config = self.generate_config(model, samples, output, cycle=cycle, rationalize=False)
-        run_stage("generate", config, self.config.launch.generate, stage.path / "eval_generate_config.yaml")
+        run_stage("generate", generate.run, config, self.config.launch.generate, stage.launch_config("eval_generate"))
         result: dict[str, Any] = {
             "model": model,
             **held_out_accuracy(output.generations()),
             "unreadable_videos": len(output.video_failures()),
         }
         if settings.lmms_tasks:
-            from llava_star.stages.evaluate import EvalConfig
-
-            lmms = EvalConfig(model=model, tasks=settings.lmms_tasks, output_dir=stage.lmms_eval,
-                              samples=Path(samples), video_root=Path(self.config.video_root),
-                              num_frames=self.config.generate.num_frames)  # fmt: skip
-            run_stage("eval", lmms, self.config.launch.eval, stage.path / "lmms_eval_config.yaml")
+            lmms = evaluate.EvalConfig(model=model, tasks=settings.lmms_tasks, output_dir=stage.lmms_eval,
+                                       samples=Path(samples), video_root=Path(self.config.video_root),
+                                       num_frames=self.config.generate.num_frames)  # fmt: skip
+            run_stage("eval", evaluate.run, lmms, self.config.launch.lmms_eval, stage.launch_config("lmms_eval"))
             result["lmms_eval_dir"] = str(stage.lmms_eval)
         write_json_atomic(stage.eval_result, result)
         return stage.mark_done("eval", result)
@@ -278,7 +301,7 @@ class CycleRunner:
         """One cycle: generate with ``model``, export, train the next model, evaluate it."""
         stage = self.run_dir.cycle(cycle)
         generated = self.generate(stage, model, cycle)
-        exported = self.export(stage, [stage.generations], direct_only=False)
+        exported = self.export(stage, stage.generations, generated["kept"], direct_only=False)
         start_model = self.config.model if self.config.train.from_checkpoint == "base" else model
         trained = self.train(stage, start_model, exported)
         evaluated = self.evaluate(stage, trained["model"], cycle)
@@ -289,12 +312,13 @@ class CycleRunner:
         )  # fmt: skip
         return summary
 
-    def run_final(self, last_cycle: int) -> dict[str, Any]:
-        """The paper's last step: train from the base model on direct answers only."""
+    def run_final(self, last_cycle: dict[str, Any]) -> dict[str, Any]:
+        """The paper's last step: train from the base model on the last cycle's direct answers only."""
         stage = self.run_dir.final
-        exported = self.export(stage, [self.run_dir.cycle(last_cycle).generations], direct_only=True)
+        generations = self.run_dir.cycle(last_cycle["cycle"]).generations
+        exported = self.export(stage, generations, last_cycle["generate"]["kept_direct"], direct_only=True)
         trained = self.train(stage, self.config.model, exported)
-        evaluated = self.evaluate(stage, trained["model"], last_cycle + 1)
+        evaluated = self.evaluate(stage, trained["model"], last_cycle["cycle"] + 1)
         return {"export": exported, "train": trained, "eval": evaluated}
 
     def run(self) -> dict[str, Any]:
@@ -310,7 +334,7 @@ class CycleRunner:
             kept.append(result["generate"]["kept_fraction"])
             model = result["train"]["model"]
             write_json_atomic(self.run_dir.summary, summary)
-            _write_report(self.run_dir.path)
+            report.write_report(self.run_dir.path)
             if is_plateau(kept, self.config.min_kept_gain):
                 summary["stopped"] = (
                     f"plateau after cycle {cycle}: kept fraction {kept[-2]:.3f} -> {kept[-1]:.3f} "
@@ -319,10 +343,10 @@ class CycleRunner:
                 logger.info("stopping: %s", summary["stopped"])
                 break
         if self.config.final_direct_only:
-            summary["final"] = self.run_final(len(summary["cycles"]))
+            summary["final"] = self.run_final(summary["cycles"][-1])
         summary["model"] = summary["final"]["train"]["model"] if summary["final"] else model
         write_json_atomic(self.run_dir.summary, summary)
-        _write_report(self.run_dir.path)
+        report.write_report(self.run_dir.path)
         return summary
 
 
@@ -348,12 +372,6 @@ def held_out_accuracy(generations: Sequence[Generation]) -> dict[str, Any]:
     """
     counts = kept_counts(generations)
     return {"samples": counts["samples"], "passed": counts["kept_direct"], "accuracy": counts["kept_direct_fraction"]}
-
-
-def _write_report(run_dir: Path) -> None:
-    from llava_star.stages.report import write_report
-
-    write_report(run_dir)
 
 
 # ---------------------------------------------------------------- configuration
@@ -389,10 +407,8 @@ def _check_inputs(config: CycleConfig) -> None:
     for index, path in enumerate(config.train.mix):
         if not Path(path).exists():
             raise ConfigError(f"train.mix[{index}]: {path} does not exist")
-    from llava_star.stages.train import make_config
-
     try:
-        make_config({**_train_values(config, config.model, "train.json", "model"), **config.train.options})
+        train.make_config(_train_values(config, config.model, "train.json", "model"))
     except ConfigError as error:
         raise ConfigError(f"train.options.{error}") from None
 
@@ -408,8 +424,9 @@ def last_trainer_checkpoint(output_dir: Path) -> Path | None:
 
 
 def _train_values(config: CycleConfig, model: str, data: str, output_dir: str) -> dict[str, Any]:
-    """The ``llava-star train`` config of one cycle: the user's options around the cycle's own keys."""
-    return {"seed": config.seed, "num_frames": config.generate.num_frames, **config.train.options,
+    """The ``llava-star train`` config of one cycle: the user's ``train.options`` and the keys
+    the cycle sets (which :class:`TrainSettings` keeps out of the options, so none is overridden)."""
+    return {**config.train.options, "seed": config.seed, "num_frames": config.generate.num_frames,
             "model": model, "data": [data], "video_root": config.video_root, "output_dir": output_dir}  # fmt: skip
 
 
@@ -459,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="llava-star cycle",
         description="Run Video-STaR self-training cycles from a YAML config (resumes where it stopped).",
+        epilog="config keys (YAML, or key=value):\n" + "\n".join(describe_keys(CycleConfig)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="cycle YAML (see configs/cycle.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a config key, e.g. cycles=2")
@@ -466,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(CycleConfig, args.config, args.overrides)
     summary = run_cycles(config)
     sys.stdout.write(format_summary(summary) + "\n")
-    sys.stdout.write(f"report: {Path(config.output_dir).resolve() / 'report' / 'index.html'}\n")
+    sys.stdout.write(f"report: {CycleRunDir(Path(config.output_dir).resolve()).report_page}\n")
     return 0
 
 

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.config import check, load_config, write_config
-from llava_star.records import Sample, read_samples, write_json_atomic, write_jsonl_atomic
-from llava_star.runs import StageDir
+from llava_star.io import write_json_atomic, write_jsonl_atomic
+from llava_star.llava_json import video_turns
+from llava_star.records import Sample, read_samples
+from llava_star.runs import CycleRunDir, StageDir
 from llava_star.stages.cycle import CycleConfig, EvalSettings, TrainSettings, format_summary, run_cycles
 from llava_star.stages.generate import GenerationOptions
 
@@ -145,10 +147,7 @@ def warmup_records(
             records.append({
                 "id": f"warmup-{index:04d}-{('caption', 'hint')[variant]}",
                 "video": video,
-                "conversations": [
-                    {"from": "human", "value": "<video>\n" + prompt},
-                    {"from": "gpt", "value": caption(labels[video])},
-                ],
+                "conversations": video_turns(prompt, caption(labels[video])),
                 "source": "synthetic",
                 "task": "caption",
             })  # fmt: skip
@@ -156,17 +155,16 @@ def warmup_records(
 
 
 def train_options(config: DemoConfig, steps: int) -> dict[str, Any]:
-    """``llava-star train`` settings for a tiny model on 2 CPU cores."""
+    """``llava-star train`` settings for a tiny model on 2 CPU cores (the seed and frames per
+    video are the cycle's own keys: the warm-up adds them)."""
     return {
         "max_steps": steps,
         "learning_rate": config.learning_rate,
         "lr_scheduler_type": "constant",
         "warmup_ratio": 0.0,
         "per_device_train_batch_size": config.batch_size,
-        "num_frames": config.num_frames,
         "dataloader_num_workers": 0,
         "logging_steps": 10,
-        "seed": config.seed,
     }
 
 
@@ -183,8 +181,9 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
     write_json_atomic(directory / "captions.json", records)
     from llava_star.stages import train
 
-    options = {**train_options(config, config.warmup_steps), "model": str(base), "data": [str(directory / "captions.json")],
-               "video_root": data["video_root"], "output_dir": str(directory / "model")}  # fmt: skip
+    options = {**train_options(config, config.warmup_steps), "seed": config.seed, "num_frames": config.num_frames,
+               "model": str(base), "data": [str(directory / "captions.json")], "video_root": data["video_root"],
+               "output_dir": str(directory / "model")}  # fmt: skip
     train.run(train.make_config(options))
     return StageDir(directory).mark_done("train", {"model": str(directory / "model"), "captions": len(records)})["model"]
 
@@ -224,7 +223,7 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Any]:
         "wall_seconds_this_run": round(time.monotonic() - started, 1),
         "held_out_samples": data["held_out_samples"],
         "train_samples": data["train_samples"],
-        "report": str(out / "cycles" / "report" / "index.html"),
+        "report": str(CycleRunDir(out / "cycles").report_page),
     }
     write_json_atomic(out / "demo.json", result)
     return {"summary": summary, "result": result}

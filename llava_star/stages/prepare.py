@@ -28,8 +28,9 @@ from tqdm import tqdm
 from llava_star.datasets import ADAPTERS, get_adapter
 from llava_star.datasets.adapter import Found, PrepareRequest, Skipped
 from llava_star.errors import AnnotationError, ConfigError, VideoError
+from llava_star.io import write_json_atomic, write_jsonl_atomic
 from llava_star.media.video import resolve_video_path
-from llava_star.records import Sample, write_json_atomic, write_jsonl_atomic
+from llava_star.records import Sample
 
 logger = logging.getLogger(__name__)
 

@@ -20,21 +20,23 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import html
 import json
 import logging
 import random
 import statistics
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from llava_star.errors import LlavaStarError, VideoError
-from llava_star.records import Generation, kept_counts, write_json_atomic, write_text_atomic
-from llava_star.runs import CycleRunDir, GenerationDir
+from llava_star.io import write_json_atomic, write_text_atomic
+from llava_star.label_types import label_type_names
+from llava_star.records import Generation, kept_counts
+from llava_star.runs import REPORT_PAGE, REPORT_STATS, CycleRunDir, GenerationDir
 from llava_star.verify.verdict import failure_kind, first_failure
 
 logger = logging.getLogger(__name__)
@@ -104,10 +106,6 @@ def _grouped(generations: Sequence[Generation], keys_of) -> dict[str, dict[str, 
     return {key: summarize(groups[key]) for key in sorted(groups)}
 
 
-def label_types(generation: Generation) -> list[str]:
-    return sorted({label.type for label in generation.sample.labels})
-
-
 def set_statistics(
     generations: Sequence[Generation], video_failures: Sequence[dict[str, Any]] = (), *, held_out: bool = False
 ) -> dict[str, Any]:
@@ -121,7 +119,7 @@ def set_statistics(
         "unreadable_videos": len(video_failures),
         "overall": summarize(generations),
         "by_source": _grouped(generations, lambda g: [g.sample.source]),
-        "by_label_type": _grouped(generations, label_types),
+        "by_label_type": _grouped(generations, lambda g: label_type_names(g.sample.labels)),
         "by_task": _grouped(generations, lambda g: [g.sample.task]),
     }
     if held_out:
@@ -256,73 +254,33 @@ def _label_text(generation: Generation) -> str:
     return "; ".join(parts)
 
 
-def _card(generation: Generation, generation_set: GenerationSet, image: str | None, image_error: str) -> str:
+def card(generation: Generation, generation_set: GenerationSet, image: str | None, image_error: str) -> dict[str, Any]:
+    """What the page shows of one sample (``templates/report.html`` lays it out)."""
     status = status_of(generation)
-    verdict = {"passed": "passed", "rationalized": "passed after rationalization", "failed": "failed"}[status]
-    reason = first_failure(generation.checks)
-    strip = (
-        f'<img class="strip" src="{html.escape(image)}" alt="frames of {html.escape(generation.sample.video)}">'
-        if image
-        else f'<div class="nostrip">frames unavailable: {html.escape(image_error)}</div>'
-    )
-    return f"""<article class="card {status}" data-status="{status}" data-cycle="{generation_set.cycle}" data-split="{generation_set.split}">
-{strip}
-<div class="meta">{html.escape(generation_set.name)} · {html.escape(generation.sample.source)} · {html.escape(generation.sample.task)} · <code>{html.escape(generation.id)}</code></div>
-<p class="question"><b>Q:</b> {html.escape(generation.sample.question)}</p>
-<p class="answer"><b>A:</b> {html.escape(generation.answer) or "<i>(empty)</i>"}</p>
-<p class="label"><b>Label:</b> {html.escape(_label_text(generation))}</p>
-<p class="verdict {status}"><b>{verdict}</b>{(" — " + html.escape(reason)) if reason else ""}</p>
-</article>"""
+    return {
+        "status": status,
+        "verdict": {"passed": "passed", "rationalized": "passed after rationalization", "failed": "failed"}[status],
+        "reason": first_failure(generation.checks),
+        "image": image,
+        "image_error": image_error,
+        "video": generation.sample.video,
+        "set_name": generation_set.name,
+        "cycle": generation_set.cycle,
+        "split": generation_set.split,
+        "source": generation.sample.source,
+        "task": generation.sample.task,
+        "id": generation.id,
+        "question": generation.sample.question,
+        "answer": generation.answer,
+        "label": _label_text(generation),
+    }
 
 
-_STYLE = """
-body { font-family: sans-serif; margin: 1.5em; background: #fafafa; color: #222; }
-h1 { margin-bottom: 0.2em; }
-.plots img { max-width: 48%; border: 1px solid #ddd; background: white; margin-right: 1%; }
-table.summary { border-collapse: collapse; margin: 1em 0; }
-table.summary td, table.summary th { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
-.filters { margin: 1em 0; padding: 0.6em; background: #eee; border-radius: 6px; }
-.filters label { margin-right: 1.2em; }
-#gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 12px; }
-.card { background: white; border: 1px solid #ccc; border-left: 6px solid #999; border-radius: 6px; padding: 8px; }
-.card.passed { border-left-color: #2a9d47; } .card.rationalized { border-left-color: #e0a100; } .card.failed { border-left-color: #d03030; }
-.card[hidden] { display: none; }
-.strip { max-width: 100%; image-rendering: pixelated; display: block; }
-.nostrip { color: #888; font-size: 0.85em; padding: 1em 0; }
-.meta { font-size: 0.8em; color: #666; margin-top: 4px; }
-.card p { margin: 0.35em 0; }
-.verdict.passed { color: #2a9d47; } .verdict.rationalized { color: #a07000; } .verdict.failed { color: #d03030; }
-"""
-
-# Filters also read the page's query string (?status=failed&split=train&cycle=1), so a
-# link can open a filtered view.
-_SCRIPT = """
-const controls = { status: document.getElementById('status'), split: document.getElementById('split'), cycle: document.getElementById('cycle') };
-function applyFilters() {
-  let shown = 0;
-  for (const card of document.querySelectorAll('#gallery .card')) {
-    const status = controls.status.value, split = controls.split.value, cycle = controls.cycle.value;
-    const statusOk = status === 'all' || card.dataset.status === status || (status === 'passed_any' && card.dataset.status !== 'failed');
-    const visible = statusOk && (split === 'all' || card.dataset.split === split) && (cycle === 'all' || card.dataset.cycle === cycle);
-    card.hidden = !visible;
-    if (visible) shown += 1;
-  }
-  document.getElementById('shown').textContent = shown;
-}
-const params = new URLSearchParams(window.location.search);
-for (const [name, control] of Object.entries(controls)) {
-  if (params.has(name)) control.value = params.get(name);
-  control.addEventListener('change', applyFilters);
-}
-applyFilters();
-"""
-
-
-def _summary_table(stats: dict[str, Any]) -> str:
-    rows = ["<tr><th>cycle</th><th>samples</th><th>kept</th><th>kept directly</th><th>rationalized</th><th>held-out accuracy</th></tr>"]
+def _summary_rows(stats: dict[str, Any]) -> list[list[str]]:
+    rows = []
     for entry in stats["cycles"]:
         training = entry.get("training", {}).get("overall")
-        cells = [html.escape(entry["label"])]
+        cells = [entry["label"]]
         if training:
             cells += [str(training["samples"]), f"{100 * training['kept_fraction']:.1f}%",
                       f"{100 * training['kept_direct_fraction']:.1f}%", f"{100 * training['kept_rationalized_fraction']:.1f}%"]  # fmt: skip
@@ -330,44 +288,36 @@ def _summary_table(stats: dict[str, Any]) -> str:
             cells += ["-"] * 4
         accuracy = entry.get("held_out_accuracy")
         cells.append("-" if accuracy is None else f"{100 * accuracy:.1f}%")
-        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
-    return '<table class="summary">' + "".join(rows) + "</table>"
+        rows.append(cells)
+    return rows
 
 
-def _select(name: str, label: str, options: Iterable[tuple[str, str]]) -> str:
-    items = "".join(f'<option value="{html.escape(value)}">{html.escape(text)}</option>' for value, text in options)
-    return f'<label>{label} <select id="{name}">{items}</select></label>'
+def render_html(
+    run_dir: Path, stats: dict[str, Any], cards: Sequence[dict[str, Any]], plots: Sequence[str], sets: Sequence[GenerationSet]
+) -> str:
+    """The page, from the package's ``templates/report.html`` (Jinja, every value escaped)."""
+    import jinja2
 
-
-def render_html(run_dir: Path, stats: dict[str, Any], cards: Sequence[str], plots: Sequence[str], sets: Sequence[GenerationSet]) -> str:
     cycles = sorted({s.cycle for s in sets})
-    filters = " ".join([
-        _select("status", "verdict", [("all", "all"), ("passed_any", "passed (any)"), ("passed", "passed directly"),
-                                      ("rationalized", "rationalized"), ("failed", "failed")]),
-        _select("split", "split", [("all", "all"), ("train", "training"), ("held-out", "held-out")]),
-        _select("cycle", "cycle", [("all", "all"), *[(str(c), str(c)) for c in cycles]]),
-    ])  # fmt: skip
-    plot_images = "".join(f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' for name in plots)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>llava-star report: {html.escape(run_dir.name)}</title>
-<style>{_STYLE}</style></head>
-<body>
-<h1>Self-training report</h1>
-<p>Run: <code>{html.escape(str(run_dir))}</code> · statistics in <a href="stats.json">stats.json</a></p>
-{_summary_table(stats)}
-<div class="plots">{plot_images}</div>
-<h2>Gallery</h2>
-<div class="filters">{filters} <span><span id="shown">{len(cards)}</span> of {len(cards)} shown</span></div>
-<section id="gallery">
-{chr(10).join(cards)}
-</section>
-<script>{_SCRIPT}</script>
-</body></html>
-"""
+    filters = [
+        {"name": "status", "label": "verdict", "options": [("all", "all"), ("passed_any", "passed (any)"),
+                                                            ("passed", "passed directly"), ("rationalized", "rationalized"),
+                                                            ("failed", "failed")]},
+        {"name": "split", "label": "split", "options": [("all", "all"), ("train", "training"), ("held-out", "held-out")]},
+        {"name": "cycle", "label": "cycle", "options": [("all", "all"), *[(str(c), str(c)) for c in cycles]]},
+    ]  # fmt: skip
+    template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(page_template())
+    return template.render(run_name=run_dir.name, run_dir=str(run_dir), stats_file=REPORT_STATS,
+                           summary_rows=_summary_rows(stats), plots=plots, filters=filters, cards=cards)  # fmt: skip
+
+
+def page_template() -> str:
+    """The report page's Jinja template, shipped as package data."""
+    return (resources.files("llava_star") / "templates" / "report.html").read_text(encoding="utf-8")
 
 
 def _video_root_of(run_dir: Path) -> Path | None:
-    config = run_dir / "config.yaml"
+    config = CycleRunDir(run_dir).config
     if not config.exists():
         return None
     from llava_star.config import read_yaml_mapping
@@ -388,7 +338,7 @@ def write_report(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LlavaStarError(f"{run_dir}: not a directory")
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out = Path(out_dir) if out_dir is not None else CycleRunDir(run_dir).report
     video_root = Path(video_root) if video_root is not None else _video_root_of(run_dir)
     sets = discover_sets(run_dir)
     if not sets:
@@ -398,7 +348,7 @@ def write_report(
     stats["run_dir"] = str(run_dir)
     _add_unusable_training_records(stats, CycleRunDir(run_dir).recorded())
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "stats.json", stats)
+    write_json_atomic(out / REPORT_STATS, stats)
     plots = []
     if plot_by_cycle(stats, "training", "kept_fraction", "Kept answers per cycle (training samples)", out / "kept_by_cycle.png"):
         plots.append("kept_by_cycle.png")
@@ -409,8 +359,8 @@ def write_report(
     for generation_set in sets:
         for generation in pick_gallery(generations[generation_set.name], gallery_per_set, rng):
             image, error = frame_strip(generation, video_root, out / "frames")
-            cards.append(_card(generation, generation_set, image, error))
-    page = out / "index.html"
+            cards.append(card(generation, generation_set, image, error))
+    page = out / REPORT_PAGE
     write_text_atomic(page, render_html(run_dir, stats, cards, plots, sets))
     logger.info("report: %s (%d cards)", page, len(cards))
     return page
@@ -436,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed for picking gallery samples")
     args = parser.parse_args(argv)
     page = write_report(args.run_dir, out_dir=args.output, video_root=args.video_root, gallery_per_set=args.gallery_size, seed=args.seed)
-    stats = json.loads((page.parent / "stats.json").read_text(encoding="utf-8"))
+    stats = json.loads((page.parent / REPORT_STATS).read_text(encoding="utf-8"))
     for entry in stats["cycles"]:
         logger.info(
             "cycle %d: kept %s, held-out accuracy %s", entry["cycle"],

@@ -1,13 +1,9 @@
 """Tiny models of every family: built offline, loaded, prompted through the chat template."""
 
-import doctest
-
 import numpy as np
 import pytest
 from tiny_model_helpers import noise_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
 
-import llava_star.models.inputs
-import llava_star.models.loading
 from llava_star.errors import ConfigError
 from llava_star.models.families import FAMILIES as FAMILY_FACTS
 from llava_star.models.families import family_of
@@ -157,11 +153,6 @@ def test_labels_need_the_mask(tiny_dirs):
         inputs.labels()
 
 
-def test_doctests():
-    for module in (llava_star.models.inputs, llava_star.models.loading):
-        assert doctest.testmod(module).failed == 0
-
-
 def test_llava_turns_become_the_processor_conversation(tiny_dirs):
     turns = [{"from": "human", "value": "<video>\nWhat colour is it?"}, {"from": "gpt", "value": "It is red."}]
     conversation = from_llava_turns(turns)
@@ -217,7 +208,9 @@ def test_a_batch_mixing_video_image_and_text_only_masks_each_answer(tiny_dirs, f
             assert not any(token in media_ids for token in ids[row][mask].tolist())
             text = tokenizer.decode(ids[row][mask])
             assert text.strip().startswith(answer) and tokenizer.eos_token in text[len(answer) :]
-            prompt = tokenizer.decode(ids[row][: positions[0]][inputs.batch["attention_mask"][row][: positions[0]].bool()])
+            prompt = tokenizer.decode(
+                ids[row][: positions[0]][inputs.batch["attention_mask"][row][: positions[0]].bool()]
+            )
             assert answer not in prompt and "?" in prompt
         loss = loaded.model(**inputs.batch, labels=inputs.labels()).loss
         assert torch.isfinite(loss)
@@ -239,6 +232,8 @@ def test_media_must_match_the_conversation_items(tiny_dirs):
     with pytest.raises(ValueError, match="conversation 0: 1 image item.* but 0 image given"):
         build_inputs(loaded.processor, [image_question], [None], add_generation_prompt=True)
     with pytest.raises(ValueError, match="conversation 0: 0 video item.* but 1 video given"):
-        build_inputs(loaded.processor, [image_question], [noise_frames(0)], images=[noise_image(0)], add_generation_prompt=True)
+        build_inputs(
+            loaded.processor, [image_question], [noise_frames(0)], images=[noise_image(0)], add_generation_prompt=True
+        )
     with pytest.raises(ValueError, match="1 conversations but 2 images"):
         build_inputs(loaded.processor, [image_question], [None], images=[None, None], add_generation_prompt=True)

@@ -1,17 +1,10 @@
 """The paper's prompts, snapshotted: a change here changes what every model is trained on."""
 
-import doctest
-
 import pytest
 
-import llava_star.generation.prompts
 from llava_star.generation.prompts import direct_prompt, hint_prompt, render_label
 from llava_star.label_types import format_number
 from llava_star.records import Label
-
-
-def test_doctests():
-    assert doctest.testmod(llava_star.generation.prompts).failed == 0
 
 
 def test_direct_prompt_snapshot():

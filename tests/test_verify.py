@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import subprocess
 import sys
@@ -17,12 +16,7 @@ from llava_star.records import Label
 from llava_star.verify import (
     Check,
     Verdict,
-    core,
-    guards,
-    phrases,
-    quantities,
     rules,
-    verdict,
     verify,
 )
 from llava_star.verify import answer as answer_module
@@ -31,12 +25,6 @@ from llava_star.verify.rules import RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 SWIM = {"type": "class", "value": "swimming", "vocabulary": ["swimming", "diving", "surfing"]}
-
-
-@pytest.mark.parametrize("module", [answer_module, core, guards, phrases, quantities, rules, verdict])
-def test_docstring_examples(module) -> None:
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
 
 
 def test_every_yes_no_hedge_is_found_as_a_word() -> None:
@@ -80,7 +68,9 @@ def test_a_failed_guard_skips_the_labels() -> None:
 def test_rationalized_answers_are_checked_for_hint_leakage() -> None:
     answer = "As the hint says, the person is swimming."
     assert verify(answer, [Label("class", "swimming")]).passed
-    assert verify(answer, [Label("class", "swimming")], rationalized=True).reason.startswith("answer: refers to the hint")
+    assert verify(answer, [Label("class", "swimming")], rationalized=True).reason.startswith(
+        "answer: refers to the hint"
+    )
 
 
 def test_json_labels_are_accepted_and_validated() -> None:
@@ -100,7 +90,10 @@ def test_json_labels_are_accepted_and_validated() -> None:
         ({"type": "class", "value": "swimming", "synonyms": {"swimming": ["bathing"]}}, "labels[0].synonyms"),
         ({"type": "sequence", "value": ["Forward", "Entry"], "synonyms": ["forwards"]}, "labels[0].synonyms"),
         ({"type": "sequence", "value": ["Forward", "Entry"], "synonyms": {"Back": ["backward"]}}, "labels[0].synonyms"),
-        ({"type": "sequence", "value": ["Forward", "Entry"], "synonyms": {"Entry": "enter water"}}, "labels[0].synonyms"),
+        (
+            {"type": "sequence", "value": ["Forward", "Entry"], "synonyms": {"Entry": "enter water"}},
+            "labels[0].synonyms",
+        ),
     ],
 )
 def test_bad_labels_are_errors_naming_the_field(label: dict, field: str) -> None:
@@ -231,8 +224,14 @@ def test_cli_rationalized_flag_applies_to_every_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "row, message",
     [
-        ({"id": "x1", "answer": "hi", "labels": [{"type": "colour", "value": "red"}]}, "in.jsonl:2: id 'x1': labels[0].type: unknown label type 'colour'"),
-        ({"id": "x2", "answer": "hi", "labels": [{"type": "number", "value": "five"}]}, "in.jsonl:2: id 'x2': labels[0].value: a number label needs a finite number"),
+        (
+            {"id": "x1", "answer": "hi", "labels": [{"type": "colour", "value": "red"}]},
+            "in.jsonl:2: id 'x1': labels[0].type: unknown label type 'colour'",
+        ),
+        (
+            {"id": "x2", "answer": "hi", "labels": [{"type": "number", "value": "five"}]},
+            "in.jsonl:2: id 'x2': labels[0].value: a number label needs a finite number",
+        ),
         ({"id": "x3", "answer": 42, "labels": [SWIM]}, "in.jsonl:2: id 'x3': answer: expected a string, got int"),
         ({"id": "x4", "labels": [SWIM]}, "in.jsonl:2: id 'x4': answer: missing"),
         ({"id": "x5", "answer": "hi", "labels": []}, "in.jsonl:2: id 'x5': labels: expected a non-empty list"),
@@ -247,7 +246,9 @@ def test_cli_bad_input_names_file_line_id_and_field(tmp_path: Path, row: dict, m
 
 
 def test_cli_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    source = _write_lines(tmp_path / "in.jsonl", [{"id": "x", "answer": "hi", "labels": [{"type": "colour", "value": "red"}]}])
+    source = _write_lines(
+        tmp_path / "in.jsonl", [{"id": "x", "answer": "hi", "labels": [{"type": "colour", "value": "red"}]}]
+    )
     assert llava_star_cli.main(["verify", str(source), "-o", str(tmp_path / "out.jsonl")]) == 2
     assert "id 'x': labels[0].type" in capsys.readouterr().err
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import os
 
 import numpy as np
@@ -11,7 +10,6 @@ from frame_numbers import decoded_frame_numbers, numbered_frames
 from PIL import Image
 
 from llava_star.errors import VideoError
-from llava_star.media import video
 from llava_star.media.video import (
     FRAME_FOLDER_FPS,
     read_frames,
@@ -20,10 +18,6 @@ from llava_star.media.video import (
 )
 
 DECODERS = ["decord", "pyav"]
-
-
-def test_doctests_hold():
-    assert doctest.testmod(video).failed == 0
 
 
 @pytest.mark.parametrize(

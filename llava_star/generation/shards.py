@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llava_star.distributed import ProcessContext
-from llava_star.records import Generation, JsonlAppender, dumps_line, kept_counts
+from llava_star.errors import ConfigError, RecordError
+from llava_star.records import Generation, JsonlAppender, dumps_line, kept_counts, read_generations
 from llava_star.runs import GenerationDir
 
 if TYPE_CHECKING:
@@ -103,3 +105,45 @@ def this_run(directory: GenerationDir, context: ProcessContext) -> dict[str, Any
     run.update(processes=context.world_size, seconds=round(seconds, 3))
     run["samples_per_second"] = round((run["finished"] + run["video_failures"]) / seconds, 3) if seconds else 0.0
     return run
+
+
+def shard_paths(gen_dir: Path) -> list[Path]:
+    """The generation shards of a directory (or a single shard file given directly).
+
+    Only the shards: a generation directory also holds failures, stats and config files.
+    """
+    if gen_dir.is_file():
+        return [gen_dir]
+    if not gen_dir.is_dir():
+        raise RecordError(f"{gen_dir}: no such generation directory")
+    directory = GenerationDir(gen_dir)
+    if not directory.exists():
+        raise RecordError(f"{gen_dir}: no generation shards (generations.rank*-of-*.jsonl) in this directory")
+    return directory.generation_shards()
+
+
+def read_all_generations(gen_dirs: Iterable[Path]) -> Iterator[Generation]:
+    for gen_dir in gen_dirs:
+        for shard in shard_paths(gen_dir):
+            yield from read_generations(shard)
+
+
+def recorded_video_root(gen_dirs: Iterable[Path]) -> Path | None:
+    """The ``video_root`` the generation directories' ``config.json`` agree on, None if none records one."""
+    roots: dict[str, Path] = {}
+    for gen_dir in gen_dirs:
+        config_file = GenerationDir(gen_dir.parent if gen_dir.is_file() else gen_dir).config
+        if not config_file.is_file():
+            continue
+        try:
+            recorded = json.loads(config_file.read_text(encoding="utf-8")).get("video_root")
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise RecordError(f"{config_file}: not a generation config: {error}") from None
+        if recorded:
+            roots.setdefault(str(recorded), config_file)
+    if len(roots) > 1:
+        listed = "; ".join(f"{root} ({path})" for root, path in roots.items())
+        raise ConfigError(
+            f"video_root: the generation directories were made from different video roots ({listed}); pass --video-root"
+        )
+    return Path(next(iter(roots))) if roots else None

@@ -38,17 +38,18 @@ import argparse
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from llava_star.config import option
 from llava_star.errors import ConfigError, RecordError
+from llava_star.generation.shards import read_all_generations, recorded_video_root
 from llava_star.llava_json import GPT, HUMAN, VIDEO_PLACEHOLDER, media_paths, record_location
 from llava_star.media.clips import MediaLayout, playable_records
-from llava_star.records import Generation, read_generations, write_json_atomic
-from llava_star.runs import GenerationDir, exclusive_file
+from llava_star.records import Generation, write_json_atomic
+from llava_star.runs import exclusive_file
 from llava_star.training_formats import FORMATS, MIX_FORMATS, TARGETS, dataset_info_entry, from_llava_form
 
 logger = logging.getLogger(__name__)
@@ -134,27 +135,6 @@ class ExportStats:
         }
 
 
-def shard_paths(gen_dir: Path) -> list[Path]:
-    """The generation shards of a directory (or a single shard file given directly).
-
-    Only the shards: a generation directory also holds failures, stats and config files.
-    """
-    if gen_dir.is_file():
-        return [gen_dir]
-    if not gen_dir.is_dir():
-        raise RecordError(f"{gen_dir}: no such generation directory")
-    directory = GenerationDir(gen_dir)
-    if not directory.exists():
-        raise RecordError(f"{gen_dir}: no generation shards (generations.rank*-of-*.jsonl) in this directory")
-    return directory.generation_shards()
-
-
-def read_all_generations(gen_dirs: Iterable[Path]) -> Iterator[Generation]:
-    for gen_dir in gen_dirs:
-        for shard in shard_paths(gen_dir):
-            yield from read_generations(shard)
-
-
 def label_types(generation: Generation) -> list[str]:
     return sorted({label.type for label in generation.sample.labels})
 
@@ -209,27 +189,6 @@ def _describe_mixed(records: list[dict[str, Any]]) -> str:
     videos = sum(1 for record in records if media_paths(record, "video"))
     images = sum(1 for record in records if media_paths(record, "image"))
     return f"{len(records)} records ({videos} video, {images} image, {len(records) - videos - images} text-only)"
-
-
-def recorded_video_root(gen_dirs: Iterable[Path]) -> Path | None:
-    """The ``video_root`` the generation directories' ``config.json`` agree on, None if none records one."""
-    roots: dict[str, Path] = {}
-    for gen_dir in gen_dirs:
-        config_file = GenerationDir(gen_dir.parent if gen_dir.is_file() else gen_dir).config
-        if not config_file.is_file():
-            continue
-        try:
-            recorded = json.loads(config_file.read_text(encoding="utf-8")).get("video_root")
-        except (json.JSONDecodeError, AttributeError) as error:
-            raise RecordError(f"{config_file}: not a generation config: {error}") from None
-        if recorded:
-            roots.setdefault(str(recorded), config_file)
-    if len(roots) > 1:
-        listed = "; ".join(f"{root} ({path})" for root, path in roots.items())
-        raise ConfigError(
-            f"video_root: the generation directories were made from different video roots ({listed}); pass --video-root"
-        )
-    return Path(next(iter(roots))) if roots else None
 
 
 def media_layout(config: ExportConfig) -> MediaLayout:

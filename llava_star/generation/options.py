@@ -16,7 +16,9 @@ llava_star.errors.ConfigError: backend: expected one of hf, vllm, auto, got 'tgi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from llava_star.config import option
 from llava_star.distributed import DEFAULT_DDP_TIMEOUT
@@ -24,6 +26,20 @@ from llava_star.errors import ConfigError
 from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 
 BACKENDS = ("hf", "vllm", "auto")
+# the options an evaluation's ``--model_args`` (lmms-eval's ``key=value,...``) may set; the
+# others keep their defaults there (greedy decoding: the evaluation protocol)
+MODEL_ARGS = (
+    "num_frames",
+    "dtype",
+    "device",
+    "attn_implementation",
+    "max_new_tokens",
+    "batch_size",
+    "backend",
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "max_model_len",
+)
 
 
 def check_backend(backend: str) -> None:
@@ -92,3 +108,42 @@ class GenerationOptions:
         for key in ("num_workers", "temperature", "top_k"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
+
+
+def options_from_model_args(values: Mapping[str, Any]) -> GenerationOptions:
+    """The options of an evaluation's ``--model_args`` (numbers as numbers or as text; a
+    ``device`` of None is the default), checked like any config: errors name the key.
+
+    >>> options_from_model_args({"num_frames": "4", "max_new_tokens": 12, "device": None}).num_frames
+    4
+    >>> options_from_model_args({"max_new_tokens": "many"})
+    Traceback (most recent call last):
+    ...
+    llava_star.errors.ConfigError: --model_args max_new_tokens: expected an integer, got 'many' (str)
+    """
+    from llava_star.config import config_from_mapping
+
+    unknown = sorted(key for key in values if key not in MODEL_ARGS)
+    if unknown:
+        raise ConfigError(f"--model_args: unknown key(s) {unknown}; expected {', '.join(MODEL_ARGS)}")
+    given = {key: _number_from_text(value) for key, value in values.items() if value is not None}
+    try:
+        return config_from_mapping(GenerationOptions, given)
+    except ConfigError as error:
+        raise ConfigError(f"--model_args {error}") from None
+
+
+def _number_from_text(value: Any) -> Any:
+    """``"8"`` -> 8, ``"0.5"`` -> 0.5; other values as they are.
+
+    >>> _number_from_text("8"), _number_from_text("0.5"), _number_from_text("sdpa")
+    (8, 0.5, 'sdpa')
+    """
+    if not isinstance(value, str):
+        return value
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value

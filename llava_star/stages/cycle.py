@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from llava_star.config import check, config_to_dict, load_config, read_yaml_mapping, write_config
 from llava_star.errors import ConfigError, LlavaStarError
+from llava_star.generation.protocol import EVALUATION_SETTINGS, protocol_record
 from llava_star.records import Generation, format_kept, jsonl_lines, kept_counts, write_json_atomic, write_text_atomic
 from llava_star.runs import CycleRunDir, GenerationDir, StageDir, exclusive_directory
 from llava_star.stages.generate import GenerationOptions
@@ -236,19 +237,21 @@ class CycleRunner:
             return done
         output = stage.eval_generations
         samples = self.held_out_samples(settings.samples)
-        config = self.generate_config(model, samples, output, cycle=cycle, rationalize=False)
+        # the evaluation protocol (greedy, direct answers), shared with the lmms-eval tasks below
+        config = self.generate_config(model, samples, output, cycle=cycle, **EVALUATION_SETTINGS)
         run_stage("generate", config, self.config.launch.generate, stage.path / "eval_generate_config.yaml")
         result: dict[str, Any] = {
             "model": model,
             **held_out_accuracy(output.generations()),
             "unreadable_videos": len(output.video_failures()),
+            "protocol": protocol_record(config),
         }
         if settings.lmms_tasks:
             from llava_star.stages.evaluate import EvalConfig
 
             lmms = EvalConfig(model=model, tasks=settings.lmms_tasks, output_dir=stage.lmms_eval,
                               samples=Path(samples), video_root=Path(self.config.video_root),
-                              num_frames=self.config.generate.num_frames)  # fmt: skip
+                              num_frames=config.num_frames, max_new_tokens=config.max_new_tokens)  # fmt: skip
             run_stage("eval", lmms, self.config.launch.eval, stage.path / "lmms_eval_config.yaml")
             result["lmms_eval_dir"] = str(stage.lmms_eval)
         write_json_atomic(stage.eval_result, result)

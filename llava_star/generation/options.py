@@ -57,7 +57,7 @@ class GenerationOptions:
 
     batch_size: int = option(8, help="samples answered per generate call")
     num_frames: int = option(8, help="frames sampled per video (Video-LLaVA: 8)")
-    max_new_tokens: int = option(512, help="longest answer, in tokens; a longer one is cut off and never kept")
+    max_new_tokens: int = option(512, help="longest answer, in tokens; an answer cut off there fails verification")
     # 0 is greedy; the paper's code samples at 0.2
     temperature: float = option(0.0, help="0 for greedy decoding")
     # the checkpoint's generation_config is not used

@@ -26,12 +26,25 @@ from llava_star.stages.cycle import CycleConfig
 pytestmark = pytest.mark.slow  # importing lmms-eval's task machinery takes ~20 s
 
 SAMPLES = [
-    {"id": "k700-1", "video": "a.mp4", "question": "What is happening in this video?", "source": "kinetics700",
-     "task": "action_recognition", "labels": [{"type": "class", "value": "abseiling"}]},
-    {"id": "star-1", "video": "b.mp4", "start": 0.5, "end": 1.5, "source": "star", "task": "multiple_choice",
-     "question": "Which object was tidied up by the person?\n(A) The blanket. (B) The clothes.",
-     "labels": [{"type": "choice", "value": "B", "options": {"A": "The blanket.", "B": "The clothes."}}]},
-]  # fmt: skip
+    {
+        "id": "k700-1",
+        "video": "a.mp4",
+        "question": "What is happening in this video?",
+        "source": "kinetics700",
+        "task": "action_recognition",
+        "labels": [{"type": "class", "value": "abseiling"}],
+    },
+    {
+        "id": "star-1",
+        "video": "b.mp4",
+        "start": 0.5,
+        "end": 1.5,
+        "source": "star",
+        "task": "multiple_choice",
+        "question": "Which object was tidied up by the person?\n(A) The blanket. (B) The clothes.",
+        "labels": [{"type": "choice", "value": "B", "options": {"A": "The blanket.", "B": "The clothes."}}],
+    },
+]
 
 
 class RecordingAnswerer:
@@ -44,7 +57,9 @@ class RecordingAnswerer:
 
     def replies(self, prompts, videos):
         for prompt in prompts:
-            self.asked.append({"prompt": prompt, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature})
+            self.asked.append(
+                {"prompt": prompt, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature}
+            )
         return [Reply("The answer is B.") for _ in prompts]
 
 
@@ -71,11 +86,22 @@ def _held_out_step(tmp_path: Path, monkeypatch) -> tuple[dict, object]:
         write_video(videos / name, np.zeros((8, 32, 32, 3), dtype=np.uint8), fps=4)
     samples = tmp_path / "held_out.jsonl"
     samples.write_text("".join(json.dumps(sample) + "\n" for sample in SAMPLES))
-    config = load_config(CycleConfig, None, [
-        f"model={tmp_path}", f"samples={samples}", f"video_root={videos}", f"output_dir={tmp_path / 'run'}",
-        f"eval.samples={samples}", "eval.lmms_tasks=[llava_star_qa]", "generate.max_new_tokens=77",
-        "generate.temperature=0.7", "generate.num_frames=2", "generate.num_workers=0",
-    ])  # fmt: skip
+    config = load_config(
+        CycleConfig,
+        None,
+        [
+            f"model={tmp_path}",
+            f"samples={samples}",
+            f"video_root={videos}",
+            f"output_dir={tmp_path / 'run'}",
+            f"eval.samples={samples}",
+            "eval.lmms_tasks=[llava_star_qa]",
+            "generate.max_new_tokens=77",
+            "generate.temperature=0.7",
+            "generate.num_frames=2",
+            "generate.num_workers=0",
+        ],
+    )
     configs = {}
 
     def run_stage(stage, stage_config, launch_prefix, config_file):
@@ -100,7 +126,9 @@ def _lmms_eval_task(eval_config, monkeypatch, tmp_path: Path) -> list[dict]:
     monkeypatch.setenv("LLAVA_STAR_VIDEO_DIR", str(eval_config.video_root))
     monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(tmp_path / "cache"))
     folder, _ = bind_tasks(eval_config.samples, tmp_path / "tasks")
-    (name, task), = get_task_dict(list(eval_config.tasks), TaskManager(include_path=str(folder), include_defaults=False)).items()  # fmt: skip
+    ((name, task),) = get_task_dict(
+        list(eval_config.tasks), TaskManager(include_path=str(folder), include_defaults=False)
+    ).items()
     task.build_all_requests(limit=None, rank=0, world_size=1)
     adapter = LlavaStarVideo.create_from_arg_string(_model_args(eval_config), {"batch_size": eval_config.batch_size})
     adapter.task_dict = {name: task.dataset}

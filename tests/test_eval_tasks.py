@@ -14,6 +14,7 @@ from llava_star.errors import ConfigError, RecordError
 from llava_star.eval_tasks import GROUP_NAME, TASK_NAMES, group_tasks, hooks, metrics, tasks_dir
 from llava_star.eval_tasks.docs import bind_tasks, count_docs, sample_to_doc
 from llava_star.eval_tasks.hooks import doc_to_text, scored_labels, video_dir_variable, video_root
+from llava_star.generation.prompts import direct_prompt
 from llava_star.records import Sample
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -160,8 +161,35 @@ def test_count_docs():
 
 def test_doc_to_text_adds_the_task_prompts():
     doc = _doc(STAR)
-    assert doc_to_text(doc) == STAR["question"]
-    assert doc_to_text(doc, {"pre_prompt": "Q: ", "post_prompt": "\nA:"}) == f"Q: {STAR['question']}\nA:"
+    assert doc_to_text(doc) == direct_prompt(STAR["question"])
+    assert doc_to_text(doc, {"pre_prompt": "Q: ", "post_prompt": "\nA:"}) == f"Q: {direct_prompt(STAR['question'])}\nA:"
+
+
+def _task_yaml(path: Path) -> dict:
+    """A task file with its ``include`` merged in (``!function`` tags read as their names)."""
+    import yaml
+
+    class _TaggedLoader(yaml.SafeLoader):
+        pass
+
+    _TaggedLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    config = yaml.load(path.read_text(), Loader=_TaggedLoader)
+    if "include" in config:
+        config = {**_task_yaml(path.parent / config.pop("include")), **config}
+    return config
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_each_task_asks_what_the_held_out_step_asks(task):
+    """The evaluation protocol (docs/evaluate.md): the generate stage's direct prompt, and no
+    token budget of the task's own, so the adapter's (GenerationOptions') applies; the
+    end-to-end comparison with the cycle is tests/test_eval_protocol.py."""
+    config = _task_yaml(tasks_dir() / f"{task}.yaml")
+    prompts = config["lmms_eval_specific_kwargs"]["default"]
+    for row in (KINETICS, DIVE, STAR, SYNTHETIC):
+        assert doc_to_text(_doc(row), prompts) == direct_prompt(row["question"])
+    assert "max_new_tokens" not in config["generation_kwargs"]
+    assert config["generation_kwargs"]["temperature"] == 0
 
 
 def test_video_root_per_dataset_override_wins():

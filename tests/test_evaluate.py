@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from llava_star.errors import ConfigError
+from llava_star.eval_tasks.results import find_results_file, task_metrics
 from llava_star.stages.evaluate import (
     EvalConfig,
     config_from_args,
-    find_results_file,
     lmms_eval_command,
     run,
-    task_metrics,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -21,6 +21,8 @@ from llava_star.eval_tasks.hooks import SCORED_LABELS
 # scores); tests check that the two agree. The group's YAML lists the paper's tasks.
 TASK_NAMES = tuple(SCORED_LABELS)
 GROUP_NAME = "video_star"
+# the lmms-eval model name of the adapter (llava_star.eval_tasks.lmms_adapter)
+MODEL_NAME = "llava_star"
 # `llava-star eval` sets this to a JSONL file; the lmms adapter appends each video it cannot decode
 UNREADABLE_VIDEOS_ENV = "LLAVA_STAR_UNREADABLE_VIDEOS"
 

@@ -90,8 +90,12 @@ def doc_to_visual(doc: Mapping[str, Any]) -> list[str]:
 
 
 def doc_to_text(doc: Mapping[str, Any], lmms_eval_specific_kwargs: Mapping[str, str] | None = None) -> str:
+    """The evaluation protocol's prompt (the cycle's held-out step asks the same), between
+    the task's ``pre_prompt`` and ``post_prompt`` (empty in the project's tasks)."""
+    from llava_star.generation.protocol import evaluation_prompt
+
     kwargs = lmms_eval_specific_kwargs or {}
-    return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', '')}"
+    return f"{kwargs.get('pre_prompt', '')}{evaluation_prompt(doc['question'])}{kwargs.get('post_prompt', '')}"
 
 
 def doc_to_target(doc: Mapping[str, Any]) -> str:

@@ -17,9 +17,13 @@ a process group, which this adapter does not).
     lmms-eval --model llava_star --model_args pretrained=CKPT,num_frames=8 \\
         --tasks kinetics700_qa --include_path TASKS_DIR --output_path out/
 
-``backend=vllm`` (or ``auto``) answers through one vLLM engine, as ``llava-star generate
---backend`` does; ``tensor_parallel_size``, ``gpu_memory_utilization`` and ``max_model_len``
-go to it.
+The ``--model_args`` keys are :class:`~llava_star.generation.options.GenerationOptions`
+fields (:data:`~llava_star.generation.options.MODEL_ARGS`), with the same defaults and checks as ``llava-star generate``:
+the token budget is ``max_new_tokens`` (512 unless given), decoding is greedy, and the
+project's tasks ask the evaluation protocol's prompt (:mod:`llava_star.generation.protocol`),
+so the cycle's held-out accuracy and these tasks measure the same thing. ``backend=vllm``
+(or ``auto``) answers through one vLLM engine, as ``llava-star generate --backend`` does;
+``tensor_parallel_size``, ``gpu_memory_utilization`` and ``max_model_len`` go to it.
 
 This module imports lmms-eval at the top: only lmms-eval (or :func:`lmms_eval_main`)
 imports it, and the class must subclass lmms-eval's base.
@@ -38,11 +42,11 @@ from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 
 from llava_star.errors import ConfigError, EvaluationError
-from llava_star.eval_tasks import UNREADABLE_VIDEOS_ENV
+from llava_star.eval_tasks import MODEL_NAME, UNREADABLE_VIDEOS_ENV
+from llava_star.generation.options import MODEL_ARGS, options_from_model_args
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "llava_star"
 CLASS_PATH = f"{__name__}.LlavaStarVideo"
 # what lmms-eval adds to every model's arguments besides --batch_size and --device
 _LMMS_EVAL_KEYS = ("max_batch_size",)
@@ -64,67 +68,34 @@ def lmms_eval_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _as_int(key: str, value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--model_args {key}: expected an integer, got {value!r}") from None
-
-
 def _clip(doc: Mapping[str, Any]) -> tuple[float | None, float | None]:
     start, end = doc.get("start"), doc.get("end")
     return (None if start is None else float(start)), (None if end is None else float(end))
 
 
 class LlavaStarVideo(lmms):
-    """Greedy answers of a transformers video LVLM, one video per question."""
+    """Greedy answers of a transformers video LVLM, one video per question, with the
+    generation options (and their defaults) of ``llava-star generate``."""
 
     is_simple = True
 
-    def __init__(
-        self,
-        pretrained: str,
-        num_frames: int | str = 8,
-        dtype: str = "auto",
-        device: str | None = None,
-        attn_implementation: str | None = None,
-        max_new_tokens: int | str = 256,
-        batch_size: int | str = 1,
-        backend: str = "hf",
-        tensor_parallel_size: int | str = 1,
-        gpu_memory_utilization: float | str = 0.9,
-        max_model_len: int | str | None = None,
-        **extra: Any,
-    ) -> None:
+    def __init__(self, pretrained: str, **model_args: Any) -> None:
         super().__init__()
-        from llava_star.generation.backends import choose_backend
-        from llava_star.models.loading import load_model, model_family
+        from llava_star.generation.backends import build_answerer, choose_backend
+        from llava_star.models.loading import model_family
 
-        unknown = sorted(key for key in extra if key not in _LMMS_EVAL_KEYS)
+        unknown = sorted(key for key in model_args if key not in MODEL_ARGS and key not in _LMMS_EVAL_KEYS)
         if unknown:
-            raise ConfigError(
-                f"--model_args: unknown key(s) {unknown}; expected pretrained, num_frames, dtype, device, "
-                "attn_implementation, max_new_tokens, batch_size, backend, tensor_parallel_size, "
-                "gpu_memory_utilization, max_model_len"
-            )
-        self.num_frames = _as_int("num_frames", num_frames)
-        self.max_new_tokens = _as_int("max_new_tokens", max_new_tokens)
-        self.batch_size_per_call = _as_int("batch_size", batch_size)
+            raise ConfigError(f"--model_args: unknown key(s) {unknown}; expected pretrained, {', '.join(MODEL_ARGS)}")
+        self.options = options_from_model_args({k: v for k, v in model_args.items() if k in MODEL_ARGS})
+        self.num_frames = self.options.num_frames
+        self.max_new_tokens = self.options.max_new_tokens
+        self.batch_size_per_call = self.options.batch_size
         family = model_family(pretrained)
-        self.loaded = self.engine = None
-        if choose_backend(backend, family) == "vllm":
-            from llava_star.generation.vllm_answerer import VllmAnswerer
-
-            self.engine = VllmAnswerer(
-                pretrained, family=family, max_new_tokens=self.max_new_tokens, dtype=dtype,
-                tensor_parallel_size=_as_int("tensor_parallel_size", tensor_parallel_size),
-                gpu_memory_utilization=float(gpu_memory_utilization),
-                max_model_len=None if max_model_len is None else _as_int("max_model_len", max_model_len),
-            )  # fmt: skip
-        else:
-            self.loaded = load_model(
-                pretrained, dtype=dtype, device=device or "auto", attn_implementation=attn_implementation
-            )
+        backend = choose_backend(self.options.backend, family)
+        device = "engine" if backend == "vllm" else self.options.device
+        # one answerer for the whole run; a task's generation_kwargs may change its token budget
+        self.answerer = build_answerer(pretrained, self.options, backend=backend, family=family, device=device)
 
     def _frames(self, visuals: Sequence[Any], doc: Mapping[str, Any]) -> Any:
         """The doc's clip, or None when it cannot be decoded (scored as an empty answer)."""
@@ -167,26 +138,19 @@ class LlavaStarVideo(lmms):
             readable = [index for index, frames in enumerate(videos) if frames is not None]
             chunk_answers = [""] * len(chunk)  # an unreadable video's answer: empty, which never passes
             if readable:
-                answerer = self._answerer(max(budgets))
-                found = answerer.answer([questions[i] for i in readable], [videos[i] for i in readable])
-                for index, answer in zip(readable, found):
-                    chunk_answers[index] = answer
+                self.answerer.max_new_tokens = max(budgets)
+                replies = self.answerer.replies([questions[i] for i in readable], [videos[i] for i in readable])
+                for index, reply in zip(readable, replies):
+                    chunk_answers[index] = reply.text  # scored as it is, cut off or not
             for request, answer in zip(chunk, chunk_answers):
                 answers.append(answer)
                 self.cache_hook.add_partial("generate_until", (request.args[0], request.args[1]), answer)
         return answers
 
-    def _answerer(self, max_new_tokens: int) -> Any:
-        """The engine (one for the whole run) or an HF answerer, with this chunk's token budget."""
-        from llava_star.generation.answerer import ModelAnswerer
-
-        if self.engine is not None:
-            self.engine.max_new_tokens = max_new_tokens
-            return self.engine
-        return ModelAnswerer(self.loaded, max_new_tokens=max_new_tokens)
-
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         raise EvaluationError("the llava_star adapter generates answers; loglikelihood tasks are not supported")
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
-        raise EvaluationError("the llava_star adapter answers one question per video; multi-round tasks are not supported")
+        raise EvaluationError(
+            "the llava_star adapter answers one question per video; multi-round tasks are not supported"
+        )

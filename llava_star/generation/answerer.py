@@ -122,7 +122,9 @@ class ModelAnswerer:
         devices = [model.device] if model.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(self.seed + zlib.crc32("\n".join(prompts).encode("utf-8")))
-            output = model.generate(**batch, max_new_tokens=self.max_new_tokens, pad_token_id=pad_token_id, **self.sampling)
+            output = model.generate(
+                **batch, max_new_tokens=self.max_new_tokens, pad_token_id=pad_token_id, **self.sampling
+            )
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         texts = processor.batch_decode(new_tokens, skip_special_tokens=True)
         truncated = cut_off(new_tokens.tolist(), _stop_ids(model, processor.tokenizer), self.max_new_tokens)

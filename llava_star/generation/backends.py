@@ -13,15 +13,15 @@ import logging
 from typing import TYPE_CHECKING
 
 from llava_star.errors import ConfigError
+from llava_star.generation.options import BACKENDS, GenerationOptions, check_backend
 from llava_star.optional import is_available, require
 
 if TYPE_CHECKING:
     from llava_star.generation.answerer import Answerer
-    from llava_star.stages.generate import GenerationOptions
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("hf", "vllm", "auto")
+__all__ = ["BACKENDS", "build_answerer", "choose_backend"]
 
 
 def choose_backend(requested: str, family: str) -> str:
@@ -32,8 +32,7 @@ def choose_backend(requested: str, family: str) -> str:
     >>> choose_backend("hf", "qwen2_vl")
     'hf'
     """
-    if requested not in BACKENDS:
-        raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {requested!r}")
+    check_backend(requested)
     from llava_star.models.families import FAMILIES
 
     served = FAMILIES[family].vllm_videos  # vLLM 0.32 serves Video-LLaVA text-only: that stays on HF

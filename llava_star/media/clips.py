@@ -17,6 +17,12 @@ have to fit in memory.
 A clip is written to a temporary file and renamed into place, so a file under its final
 name is complete: a rerun reuses it instead of cutting it again, and a killed export
 leaves no half clip behind.
+
+Planning comes first (:func:`playable_records`): each training record's video is resolved
+under the video root (:class:`MediaLayout`), and a record about a clip or a frame folder
+gets its clip file, cut once for every record that needs it (in ``jobs`` processes); the
+record then points at the file as the trainer finds it, relative to the folder the
+trainer is pointed at.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import logging
 import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -39,6 +46,7 @@ from llava_star.media.video import (
     frame_files,
     pyav_stream_length,
     read_frame_image,
+    resolve_video_path,
 )
 from llava_star.optional import require
 
@@ -47,6 +55,8 @@ logger = logging.getLogger(__name__)
 # Training data, unlike the synthetic test clips: visually lossless H.264 at a preset that
 # keeps cutting fast; the encoder picks its own thread count.
 CLIP_CODEC_OPTIONS = {"libx264": {"crf": "17", "preset": "veryfast"}, "mpeg4": {"qscale": "2"}}
+# cutting clips takes a while on a real dataset: a log line every this many clips
+_PROGRESS_EVERY = 1000
 
 
 @dataclass(frozen=True)
@@ -115,9 +125,14 @@ def _even(size: int) -> int:
 def _encoder(path: Path, fps: float, width: int, height: int) -> VideoEncoder:
     codec = available_video_codec()
     return VideoEncoder(
-        path, fps=fps, width=_even(width), height=_even(height), codec=codec,
-        options=CLIP_CODEC_OPTIONS.get(codec), format="mp4",
-    )  # fmt: skip
+        path,
+        fps=fps,
+        width=_even(width),
+        height=_even(height),
+        codec=codec,
+        options=CLIP_CODEC_OPTIONS.get(codec),
+        format="mp4",
+    )
 
 
 def _encode_frame_folder(folder: Path, target: Path, start: float | None, end: float | None, fps: float) -> int:
@@ -186,3 +201,131 @@ def _frames_in_range(source: Path, container: Any, stream: Any, fps: float, firs
             return
         if position >= first:
             yield frame
+
+
+# ---------------------------------------------------------------- planning: which record needs which file
+
+
+@dataclass(frozen=True)
+class MediaLayout:
+    """Where a whole-file target finds the videos: the paths written are relative to ``video_folder``."""
+
+    video_root: Path  # the generations' ``video`` paths are relative to it
+    media_dir: Path  # clips are written here
+    video_folder: Path
+
+    def written_path(self, file: Path) -> str:
+        """``file`` as the target will find it: relative to the folder it is pointed at."""
+        return Path(os.path.relpath(file, self.video_folder.resolve())).as_posix()
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """What one record's video needs: a clip written from ``source``, the source used whole, or neither (``error``)."""
+
+    source: Path | None
+    clip: Path | None = None
+    error: str | None = None
+
+
+def plan_media(record: dict[str, Any], layout: MediaLayout) -> MediaPlan:
+    video, start, end = record["video"], record.get("start"), record.get("end")
+    try:
+        source = resolve_video_path(layout.video_root, video)
+    except VideoError as error:
+        return MediaPlan(None, error=str(error))
+    if source.is_dir() or start is not None or end is not None:
+        return MediaPlan(source, clip=layout.media_dir / clip_name(video, start, end, folder=source.is_dir()))
+    if source.is_file():
+        return MediaPlan(source)
+    return MediaPlan(source, error=f"{source}: video not found")
+
+
+def write_clips(requests: dict[Path, tuple[Path, float | None, float | None]], jobs: int) -> dict[Path, Clip | str]:
+    """Each clip (target -> source, start, end) written once: its :class:`Clip`, or why it could not be.
+
+    ``jobs`` > 1 cuts in that many processes (started fresh, not forked: the cycle calls
+    export in a process that may hold CUDA state). Only a ``VideoError`` is a clip's own
+    failure; anything else stops the export.
+    """
+    outcomes: dict[Path, Clip | str] = {}
+
+    def record(target: Path, outcome: Clip | str) -> None:
+        outcomes[target] = outcome
+        if len(outcomes) % _PROGRESS_EVERY == 0:
+            logger.info("export: %d/%d clips ready", len(outcomes), len(requests))
+
+    if jobs <= 1 or len(requests) < 2:  # a pool would only add its start-up
+        for target, (source, start, end) in requests.items():
+            try:
+                record(target, write_clip(source, target, start=start, end=end))
+            except VideoError as error:
+                record(target, str(error))
+        return outcomes
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {
+            pool.submit(write_clip, source, target, start=start, end=end): target
+            for target, (source, start, end) in requests.items()
+        }
+        for future in as_completed(futures):
+            try:
+                record(futures[future], future.result())
+            except VideoError as error:
+                record(futures[future], str(error))
+    return outcomes
+
+
+def _pointing_at(record: dict[str, Any], file: Path, source: Path, layout: MediaLayout) -> dict[str, Any]:
+    """``record`` with its video at ``file`` as the target finds it; a clip says where it came from."""
+    playable = {key: value for key, value in record.items() if key not in ("start", "end")}
+    playable["video"] = layout.written_path(file)
+    if file != source:
+        playable["original_video"] = record["video"]
+        playable.update({f"original_{key}": record[key] for key in ("start", "end") if record.get(key) is not None})
+    return playable
+
+
+@dataclass
+class PlayableRecords:
+    """Records pointing at files a whole-file trainer reads as meant, and what it took.
+
+    ``media`` counts the clips ``cut`` now, ``reused`` from an earlier run and the videos
+    used ``as_is``; ``skipped`` names each record left out, with the reason.
+    """
+
+    records: list[dict[str, Any]]
+    media: Counter = field(default_factory=Counter)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def playable_records(records: list[dict[str, Any]], layout: MediaLayout, *, jobs: int = 1) -> PlayableRecords:
+    """The records pointing at files their whole-file target reads as meant: the clip, not the video.
+
+    A record whose video is missing or cannot be cut is left out, counted with the reason.
+    """
+    plans = [plan_media(record, layout) for record in records]
+    requests = {
+        plan.clip: (plan.source, record.get("start"), record.get("end"))
+        for record, plan in zip(records, plans)
+        if plan.clip is not None and plan.source is not None and plan.error is None
+    }
+    clips = write_clips(requests, jobs)
+    result, counted = PlayableRecords([]), set()
+    for record, plan in zip(records, plans):
+        outcome = clips.get(plan.clip) if plan.clip is not None else None
+        error = plan.error or (outcome if isinstance(outcome, str) else None)
+        if error is not None:
+            result.skipped.append({"id": record["id"], "video": record["video"], "reason": error})
+            continue
+        assert plan.source is not None
+        if isinstance(outcome, Clip):
+            result.media["cut" if outcome.cut and outcome.path not in counted else "reused"] += 1
+            counted.add(outcome.path)
+            result.records.append(_pointing_at(record, outcome.path, plan.source, layout))
+        else:
+            result.media["as_is"] += 1
+            result.records.append(_pointing_at(record, plan.source, plan.source, layout))
+    return result

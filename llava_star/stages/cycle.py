@@ -62,11 +62,12 @@ from llava_star.config import (
     write_config,
 )
 from llava_star.errors import ConfigError, LlavaStarError
+from llava_star.generation.options import GenerationOptions
+from llava_star.generation.protocol import EVALUATION_SETTINGS, protocol_record
 from llava_star.io import jsonl_lines, write_json_atomic, write_text_atomic
 from llava_star.records import Generation, format_kept, kept_counts
 from llava_star.runs import CycleRunDir, GenerationDir, StageDir, exclusive_directory
 from llava_star.stages import evaluate, export, generate, report, train
-from llava_star.stages.generate import GenerationOptions
 
 logger = logging.getLogger(__name__)
 
@@ -261,17 +262,19 @@ class CycleRunner:
             return done
         output = stage.eval_generations
         samples = self.held_out_samples(settings.samples)
-        config = self.generate_config(model, samples, output, cycle=cycle, rationalize=False)
+        # the evaluation protocol (greedy, direct answers), shared with the lmms-eval tasks below
+        config = self.generate_config(model, samples, output, cycle=cycle, **EVALUATION_SETTINGS)
         run_stage("generate", generate.run, config, self.config.launch.generate, stage.launch_config("eval_generate"))
         result: dict[str, Any] = {
             "model": model,
             **held_out_accuracy(output.generations()),
             "unreadable_videos": len(output.video_failures()),
+            "protocol": protocol_record(config),
         }
         if settings.lmms_tasks:
             lmms = evaluate.EvalConfig(model=model, tasks=settings.lmms_tasks, output_dir=stage.lmms_eval,
                                        samples=Path(samples), video_root=Path(self.config.video_root),
-                                       num_frames=self.config.generate.num_frames)  # fmt: skip
+                                       num_frames=config.num_frames, max_new_tokens=config.max_new_tokens)  # fmt: skip
             run_stage("eval", evaluate.run, lmms, self.config.launch.lmms_eval, stage.launch_config("lmms_eval"))
             result["lmms_eval_dir"] = str(stage.lmms_eval)
         write_json_atomic(stage.eval_result, result)

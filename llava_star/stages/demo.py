@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.config import check, load_config, write_config
+from llava_star.generation.options import GenerationOptions
 from llava_star.io import write_json_atomic, write_jsonl_atomic
 from llava_star.llava_json import video_turns
 from llava_star.records import Sample, read_samples
 from llava_star.runs import CycleRunDir, StageDir
 from llava_star.stages.cycle import CycleConfig, EvalSettings, TrainSettings, format_summary, run_cycles
-from llava_star.stages.generate import GenerationOptions
 
 logger = logging.getLogger(__name__)
 

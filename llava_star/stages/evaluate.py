@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -25,31 +24,44 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llava_star.config import option
 from llava_star.errors import ConfigError, EvaluationError
-from llava_star.eval_tasks import GROUP_NAME, TASK_NAMES, UNREADABLE_VIDEOS_ENV, group_tasks
+from llava_star.eval_tasks import GROUP_NAME, MODEL_NAME, TASK_NAMES, UNREADABLE_VIDEOS_ENV, group_tasks
+from llava_star.eval_tasks.results import find_results_file, log_tail, task_metrics
+from llava_star.generation.options import MODEL_ARGS, GenerationOptions, options_from_model_args
 from llava_star.records import read_jsonl, write_json_atomic
 from llava_star.runs import exclusive_directory
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "llava_star"  # the lmms-eval model name of llava_star.eval_tasks.lmms_adapter
 # lmms-eval's own command line, with our adapter registered whether or not the package
 # is installed (the entry point only exists after `pip install`)
-_LAUNCH = "import sys; from llava_star.eval_tasks.lmms_adapter import lmms_eval_main; sys.exit(lmms_eval_main(sys.argv[1:]))"
-_LOG_TAIL_LINES = 25
+_LAUNCH = (
+    "import sys; from llava_star.eval_tasks.lmms_adapter import lmms_eval_main; sys.exit(lmms_eval_main(sys.argv[1:]))"
+)
+_GENERATION = GenerationOptions()  # the generation defaults, which the adapter applies too
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    model: str
-    tasks: tuple[str, ...]
-    output_dir: Path
-    samples: Path | None = None
-    video_root: Path | None = None
-    limit: int | None = None
-    num_frames: int = 8
-    batch_size: int = 1
-    model_args: str = ""
+    model: str = option(help="checkpoint folder or hub id of a video LVLM")
+    tasks: tuple[str, ...] = option(
+        help=f"{', '.join(TASK_NAMES)}, the group {GROUP_NAME}, or lmms-eval tasks (tempcompass); comma-separated"
+    )
+    output_dir: Path = option(
+        help="folder for metrics.json and lmms-eval's files", flags=("-o", "--output", "--output-dir")
+    )
+    samples: Path | None = option(None, help="prepared test samples (llava-star prepare --split test, or synthetic)")
+    video_root: Path | None = option(None, help="folder the samples' videos are relative to")
+    limit: int | None = option(None, help="score only the first N samples of each task")
+    num_frames: int = option(_GENERATION.num_frames, help="frames decoded per video")
+    batch_size: int = option(1, help="lmms-eval's --batch_size: questions answered per generate call")
+    max_new_tokens: int | None = option(
+        None,
+        help=f"longest answer in tokens (default: llava-star generate's, {_GENERATION.max_new_tokens}; "
+        "the cycle passes its generate.max_new_tokens)",
+    )
+    model_args: str = option("", help="more key=value,... for the adapter (dtype, device, backend; default: none)")
 
     def __post_init__(self) -> None:
         # `--tasks a,b` and `tasks: [a, b]` mean the same
@@ -57,13 +69,28 @@ class EvalConfig:
         if not self.tasks or any(not task for task in self.tasks):
             raise ConfigError(f"--tasks: expected a comma-separated list of task names, got {','.join(self.tasks)!r}")
         if "," in self.model:
-            raise ConfigError(f"--model: lmms-eval splits model arguments on ',', so the path cannot hold one: {self.model!r}")
+            raise ConfigError(
+                f"--model: lmms-eval splits model arguments on ',', so the path cannot hold one: {self.model!r}"
+            )
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit: expected a positive number of samples per task, got {self.limit}")
         if self.num_frames < 1:
             raise ConfigError(f"--num-frames: expected at least 1, got {self.num_frames}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens: expected at least 1, got {self.max_new_tokens}")
+        if self.max_new_tokens is not None and "max_new_tokens=" in self.model_args:
+            raise ConfigError("--max-new-tokens: also given in --model-args; give it once")
         if self.own_tasks and self.samples is None:
             raise ConfigError(f"--samples: the tasks {', '.join(self.own_tasks)} read a prepared samples file")
+
+    @property
+    def generation(self) -> GenerationOptions:
+        """The generation options the adapter answers with (their protocol goes into metrics.json)."""
+        given = dict(item.split("=", 1) for item in filter(None, self.model_args.split(",")) if "=" in item)
+        given = {key.strip(): value.strip() for key, value in given.items() if key.strip() in MODEL_ARGS}
+        if self.max_new_tokens is not None:
+            given["max_new_tokens"] = self.max_new_tokens
+        return options_from_model_args({"num_frames": self.num_frames, "batch_size": self.batch_size, **given})
 
     @property
     def own_tasks(self) -> tuple[str, ...]:
@@ -77,6 +104,8 @@ class EvalConfig:
 def _model_args(config: EvalConfig) -> str:
     model = Path(config.model).resolve() if Path(config.model).exists() else config.model
     args = [f"pretrained={model}", f"num_frames={config.num_frames}"]
+    if config.max_new_tokens is not None:
+        args.append(f"max_new_tokens={config.max_new_tokens}")
     return ",".join(args + ([config.model_args] if config.model_args else []))
 
 
@@ -112,40 +141,6 @@ def _check_video_roots(samples: Path, env: Mapping[str, str]) -> None:
         video_root(source, env)
 
 
-def _log_tail(log_path: Path) -> str:
-    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return "\n".join(lines[-_LOG_TAIL_LINES:])
-
-
-def find_results_file(output_path: Path, since: float) -> Path | None:
-    """The newest ``*_results.json`` lmms-eval wrote under ``output_path`` after ``since``."""
-    candidates = [path for path in output_path.rglob("*_results.json") if path.stat().st_mtime >= since]
-    return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def task_metrics(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """lmms-eval's ``{"task": {"accuracy,none": 0.5, "accuracy_stderr_clt,none": ...}}`` -> ``{"task": {"accuracy": 0.5}}``.
-
-    >>> task_metrics({"star_qa": {"alias": "star_qa", "accuracy,none": 0.5, "accuracy_stderr,none": "N/A"}})
-    {'star_qa': {'accuracy': 0.5}}
-    """
-    metrics: dict[str, dict[str, Any]] = {}
-    for task, values in results.items():
-        metrics[task] = {}
-        for key, value in values.items():
-            name, _, _filter = key.partition(",")
-            if key == "alias" or "_stderr" in name or not _filter:
-                continue
-            metrics[task][name] = _finite_or_none(value)
-    return metrics
-
-
 def run(config: EvalConfig) -> dict[str, Any]:
     """Evaluate, check every requested task has a result, write and return the metrics."""
     out_dir = Path(config.output_dir).resolve()
@@ -154,6 +149,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
 
 
 def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
+    from llava_star.generation.protocol import protocol_record
+
     tasks_folder = out_dir / "tasks"
     num_docs: dict[str, int] = {}
     include_path = None
@@ -186,7 +183,7 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
     if completed.returncode != 0 or results_path is None:
         raise EvaluationError(
             f"lmms-eval {'exited with status ' + str(completed.returncode) if completed.returncode else 'wrote no results file'}; "
-            f"see {log_path}; its last lines:\n{_log_tail(log_path)}"
+            f"see {log_path}; its last lines:\n{log_tail(log_path)}"
         )
     # lmms-eval writes NaN for an undefined metric (Spearman over one answer): json reads it
     results = json.loads(results_path.read_text(encoding="utf-8"))
@@ -203,7 +200,7 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
     if missing:
         raise EvaluationError(
             f"lmms-eval wrote no result for {', '.join(missing)} in {results_path}; see {log_path}; "
-            f"its last lines:\n{_log_tail(log_path)}"
+            f"its last lines:\n{log_tail(log_path)}"
         )
     report = {
         "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()},
@@ -212,6 +209,7 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
         "limit": config.limit,
         "tasks": metrics,
         "num_docs": num_docs,
+        "protocol": protocol_record(config.generation),  # the project's tasks; built-in ones have their own
         # decoded by the llava_star adapter only; their docs were scored as failed answers
         "unreadable_videos": unreadable,
         "lmms_eval_results": str(results_path),
@@ -221,24 +219,14 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
     return report
 
 
-_FLAG_HELP = {
-    "model": "checkpoint folder or hub id of a video LVLM",
-    "tasks": f"{', '.join(TASK_NAMES)}, the group {GROUP_NAME}, or lmms-eval tasks (tempcompass); comma-separated",
-    "samples": "prepared test samples (llava-star prepare --split test, or synthetic)",
-    "video_root": "folder the samples' videos are relative to",
-    "output_dir": "folder for metrics.json and lmms-eval's files",
-    "limit": "score only the first N samples of each task",
-    "num_frames": "frames decoded per video",
-    "model_args": "more key=value,... for the adapter (dtype, device, max_new_tokens)",
-}
-
-
 def config_from_args(argv: Sequence[str] | None = None) -> EvalConfig:
     from llava_star.config import add_config_flags, config_from_flags
 
-    parser = argparse.ArgumentParser(prog="llava-star eval", description="Evaluate a model with lmms-eval on the project's tasks.")
+    parser = argparse.ArgumentParser(
+        prog="llava-star eval", description="Evaluate a model with lmms-eval on the project's tasks."
+    )
     parser.add_argument("--config", help="YAML of EvalConfig keys (what the cycle writes for a launcher)")
-    add_config_flags(parser, EvalConfig, help=_FLAG_HELP, flags={"output_dir": ("-o", "--output", "--output-dir")})
+    add_config_flags(parser, EvalConfig)
     args = parser.parse_args(argv)
     config = config_from_flags(EvalConfig, args, getattr(args, "config", None))
     if config.samples is not None and not config.samples.is_file():

@@ -37,46 +37,47 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from llava_star.errors import ConfigError, RecordError, VideoError
+from llava_star.config import option
+from llava_star.errors import ConfigError, RecordError
+from llava_star.generation.shards import read_all_generations, recorded_video_root
 from llava_star.llava_json import GPT, HUMAN, VIDEO_PLACEHOLDER, media_paths, record_location
-from llava_star.records import Generation, read_generations, write_json_atomic
-from llava_star.runs import GenerationDir, exclusive_file
+from llava_star.media.clips import MediaLayout, playable_records
+from llava_star.records import Generation, write_json_atomic
+from llava_star.runs import exclusive_file
 from llava_star.training_formats import FORMATS, MIX_FORMATS, TARGETS, dataset_info_entry, from_llava_form
-
-if TYPE_CHECKING:
-    from llava_star.media.clips import Clip
 
 logger = logging.getLogger(__name__)
 
 # failures named in the log (all of them go to the stats file)
 _LOGGED_FAILURES = 5
-# cutting clips takes a while on a real dataset: a log line every this many clips
-_PROGRESS_EVERY = 1000
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    gen_dirs: tuple[Path, ...]
-    output: Path
-    direct_only: bool = False
-    mix: tuple[Path, ...] = ()
-    format: str = "llava_star"
-    mix_format: str = "auto"
-    # where the generations' videos are (default: the video_root their config.json records)
-    video_root: Path | None = None
-    # the folder the written video paths are relative to (default: the target's own)
-    video_folder: Path | None = None
-    # where clips are written (default: OUTPUT_STEM_media/ beside the output)
-    media_dir: Path | None = None
-    # processes cutting clips
-    jobs: int = 1
+    gen_dirs: tuple[Path, ...] = option(help="generation directories (or shards)", flags=("gen_dirs",))
+    output: Path = option(help="training JSON to write (e.g. train.json)", flags=("-o", "--output"))
+    direct_only: bool = option(False, help="drop rationalized answers")
+    mix: tuple[Path, ...] = option(
+        (), help="existing instruction data to append (e.g. VideoInstruct-100K, LLaVA-665K), in any --format"
+    )
+    format: str = option("llava_star", help="the trainer the JSON is for (default: llava_star)")
+    mix_format: str = option("auto", help="format of the --mix files (default: detected per file)")
+    video_root: Path | None = option(None, help="folder of the generations' videos (default: from their config.json)")
+    video_folder: Path | None = option(
+        None,
+        help="folder the target is pointed at; video paths are written relative to it "
+        "(default: the video root; LLaMA-Factory: the output's folder, its dataset_dir)",
+    )
+    media_dir: Path | None = option(
+        None, help="where clips are written (default: OUTPUT_STEM_media/ beside the output)"
+    )
+    jobs: int = option(1, help="processes cutting clips (default: 1)")
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -132,27 +133,6 @@ class ExportStats:
             "media": {key: self.media[key] for key in ("cut", "reused", "as_is")},
             "media_skipped": list(self.media_skipped),
         }
-
-
-def shard_paths(gen_dir: Path) -> list[Path]:
-    """The generation shards of a directory (or a single shard file given directly).
-
-    Only the shards: a generation directory also holds failures, stats and config files.
-    """
-    if gen_dir.is_file():
-        return [gen_dir]
-    if not gen_dir.is_dir():
-        raise RecordError(f"{gen_dir}: no such generation directory")
-    directory = GenerationDir(gen_dir)
-    if not directory.exists():
-        raise RecordError(f"{gen_dir}: no generation shards (generations.rank*-of-*.jsonl) in this directory")
-    return directory.generation_shards()
-
-
-def read_all_generations(gen_dirs: Iterable[Path]) -> Iterator[Generation]:
-    for gen_dir in gen_dirs:
-        for shard in shard_paths(gen_dir):
-            yield from read_generations(shard)
 
 
 def label_types(generation: Generation) -> list[str]:
@@ -211,40 +191,6 @@ def _describe_mixed(records: list[dict[str, Any]]) -> str:
     return f"{len(records)} records ({videos} video, {images} image, {len(records) - videos - images} text-only)"
 
 
-@dataclass(frozen=True)
-class MediaLayout:
-    """Where a whole-file target finds the videos: the paths written are relative to ``video_folder``."""
-
-    video_root: Path  # the generations' ``video`` paths are relative to it
-    media_dir: Path  # clips are written here
-    video_folder: Path
-
-    def written_path(self, file: Path) -> str:
-        """``file`` as the target will find it: relative to the folder it is pointed at."""
-        return Path(os.path.relpath(file, self.video_folder.resolve())).as_posix()
-
-
-def recorded_video_root(gen_dirs: Iterable[Path]) -> Path | None:
-    """The ``video_root`` the generation directories' ``config.json`` agree on, None if none records one."""
-    roots: dict[str, Path] = {}
-    for gen_dir in gen_dirs:
-        config_file = GenerationDir(gen_dir.parent if gen_dir.is_file() else gen_dir).config
-        if not config_file.is_file():
-            continue
-        try:
-            recorded = json.loads(config_file.read_text(encoding="utf-8")).get("video_root")
-        except (json.JSONDecodeError, AttributeError) as error:
-            raise RecordError(f"{config_file}: not a generation config: {error}") from None
-        if recorded:
-            roots.setdefault(str(recorded), config_file)
-    if len(roots) > 1:
-        listed = "; ".join(f"{root} ({path})" for root, path in roots.items())
-        raise ConfigError(
-            f"video_root: the generation directories were made from different video roots ({listed}); pass --video-root"
-        )
-    return Path(next(iter(roots))) if roots else None
-
-
 def media_layout(config: ExportConfig) -> MediaLayout:
     video_root = config.video_root or recorded_video_root(config.gen_dirs)
     if video_root is None:
@@ -262,116 +208,16 @@ def media_layout(config: ExportConfig) -> MediaLayout:
     )
 
 
-@dataclass(frozen=True)
-class MediaPlan:
-    """What one record's video needs: a clip written from ``source``, the source used whole, or neither (``error``)."""
-
-    source: Path | None
-    clip: Path | None = None
-    error: str | None = None
-
-
-def plan_media(record: dict[str, Any], layout: MediaLayout) -> MediaPlan:
-    from llava_star.media.clips import clip_name
-    from llava_star.media.video import resolve_video_path
-
-    video, start, end = record["video"], record.get("start"), record.get("end")
-    try:
-        source = resolve_video_path(layout.video_root, video)
-    except VideoError as error:
-        return MediaPlan(None, error=str(error))
-    if source.is_dir() or start is not None or end is not None:
-        return MediaPlan(source, clip=layout.media_dir / clip_name(video, start, end, folder=source.is_dir()))
-    if source.is_file():
-        return MediaPlan(source)
-    return MediaPlan(source, error=f"{source}: video not found")
-
-
-def write_clips(requests: dict[Path, tuple[Path, float | None, float | None]], jobs: int) -> dict[Path, Clip | str]:
-    """Each clip (target -> source, start, end) written once: its :class:`Clip`, or why it could not be.
-
-    ``jobs`` > 1 cuts in that many processes (started fresh, not forked: the cycle calls
-    export in a process that may hold CUDA state). Only a ``VideoError`` is a clip's own
-    failure; anything else stops the export.
-    """
-    from llava_star.media.clips import write_clip
-
-    outcomes: dict[Path, Clip | str] = {}
-
-    def record(target: Path, outcome: Clip | str) -> None:
-        outcomes[target] = outcome
-        if len(outcomes) % _PROGRESS_EVERY == 0:
-            logger.info("export: %d/%d clips ready", len(outcomes), len(requests))
-
-    if jobs <= 1 or len(requests) < 2:  # a pool would only add its start-up
-        for target, (source, start, end) in requests.items():
-            try:
-                record(target, write_clip(source, target, start=start, end=end))
-            except VideoError as error:
-                record(target, str(error))
-        return outcomes
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {
-            pool.submit(write_clip, source, target, start=start, end=end): target
-            for target, (source, start, end) in requests.items()
-        }
-        for future in as_completed(futures):
-            try:
-                record(futures[future], future.result())
-            except VideoError as error:
-                record(futures[future], str(error))
-    return outcomes
-
-
-def _pointing_at(record: dict[str, Any], file: Path, source: Path, layout: MediaLayout) -> dict[str, Any]:
-    """``record`` with its video at ``file`` as the target finds it; a clip says where it came from."""
-    playable = {key: value for key, value in record.items() if key not in ("start", "end")}
-    playable["video"] = layout.written_path(file)
-    if file != source:
-        playable["original_video"] = record["video"]
-        playable.update({f"original_{key}": record[key] for key in ("start", "end") if record.get(key) is not None})
-    return playable
-
-
-def playable_records(
-    records: list[dict[str, Any]], layout: MediaLayout, stats: ExportStats, *, jobs: int = 1
-) -> list[dict[str, Any]]:
-    """The records pointing at files their whole-file target reads as meant: the clip, not the video.
-
-    A record whose video is missing or cannot be cut is left out, counted with the reason.
-    """
-    from llava_star.media.clips import Clip
-
-    plans = [plan_media(record, layout) for record in records]
-    requests = {
-        plan.clip: (plan.source, record.get("start"), record.get("end"))
-        for record, plan in zip(records, plans)
-        if plan.clip is not None and plan.source is not None and plan.error is None
-    }
-    clips = write_clips(requests, jobs)
-    playable, counted = [], set()
-    for record, plan in zip(records, plans):
-        outcome = clips.get(plan.clip) if plan.clip is not None else None
-        error = plan.error or (outcome if isinstance(outcome, str) else None)
-        if error is not None:
-            stats.media_skipped.append({"id": record["id"], "video": record["video"], "reason": error})
-            continue
-        assert plan.source is not None
-        if isinstance(outcome, Clip):
-            stats.media["cut" if outcome.cut and outcome.path not in counted else "reused"] += 1
-            counted.add(outcome.path)
-            playable.append(_pointing_at(record, outcome.path, plan.source, layout))
-        else:
-            stats.media["as_is"] += 1
-            playable.append(_pointing_at(record, plan.source, plan.source, layout))
+def _log_media(stats: ExportStats, layout: MediaLayout) -> None:
     media = stats.media
     logger.info(
         "export: media for %s: %d clip(s) cut, %d reused from an earlier run, %d video(s) used as they are (under %s)",
-        TARGETS[stats.format].trainer, media["cut"], media["reused"], media["as_is"], layout.media_dir,
-    )  # fmt: skip
+        TARGETS[stats.format].trainer,
+        media["cut"],
+        media["reused"],
+        media["as_is"],
+        layout.media_dir,
+    )
     if stats.media_skipped:
         examples = "; ".join(f"{f['id']}: {f['reason']}" for f in stats.media_skipped[:_LOGGED_FAILURES])
         logger.warning(
@@ -379,7 +225,6 @@ def playable_records(
             len(stats.media_skipped),
             examples,
         )
-    return playable
 
 
 def mixed_records(path: Path, config: ExportConfig, stats: ExportStats) -> list[dict[str, Any]]:
@@ -418,8 +263,11 @@ def _export(config: ExportConfig) -> ExportStats:
     records = select_records(read_all_generations(config.gen_dirs), direct_only=config.direct_only, stats=stats)
     if config.format != "llava_star" and records:  # mixed-in records keep their paths
         layout = media_layout(config)
-        playable = playable_records(records, layout, stats, jobs=config.jobs)
-        records = [from_llava_form(record, config.format) for record in playable]
+        playable = playable_records(records, layout, jobs=config.jobs)
+        stats.media.update(playable.media)
+        stats.media_skipped.extend(playable.skipped)
+        _log_media(stats, layout)
+        records = [from_llava_form(record, config.format) for record in playable.records]
         stats.video_folder = str(layout.video_folder)
     for mix_path in config.mix:
         records.extend(mixed_records(mix_path, config, stats))
@@ -437,8 +285,13 @@ def _export(config: ExportConfig) -> ExportStats:
     for row in stats.to_dict()["by_source_and_label_type"]:
         logger.info(
             "export: source=%s label_type=%s generated=%d passed=%d kept=%d (rationalized %d)",
-            row["source"], row["label_type"], row["generated"], row["passed"], row["kept"], row["kept_rationalized"],
-        )  # fmt: skip
+            row["source"],
+            row["label_type"],
+            row["generated"],
+            row["passed"],
+            row["kept"],
+            row["kept_rationalized"],
+        )
     if stats.duplicates or stats.dropped_rationalized:
         logger.info(
             "export: dropped %d duplicate id(s), %d rationalized answer(s)",
@@ -496,46 +349,29 @@ def stats_path(output: Path) -> Path:
     return output.with_name(output.stem + ".stats.json")
 
 
+def _help(name: str) -> str:
+    """The help text on ``ExportConfig``'s field ``name``."""
+    return next(field.metadata["help"] for field in fields(ExportConfig) if field.name == name)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``ExportConfig``, each with its field's help; written out because a
+    positional list, choices and a repeatable ``--mix`` are more than a field's type says."""
     parser = argparse.ArgumentParser(prog="llava-star export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("gen_dirs", nargs="+", type=Path, metavar="GEN_DIR", help="generation directories (or shards)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="training JSON to write (e.g. train.json)")
-    parser.add_argument("--direct-only", action="store_true", help="drop rationalized answers")
-    parser.add_argument(
-        "--mix", nargs="+", action="extend", type=Path, default=[], metavar="JSON",
-        help="existing instruction data to append (e.g. VideoInstruct-100K, LLaVA-665K), in any --format",
-    )  # fmt: skip
-    parser.add_argument(
-        "--format", choices=FORMATS, default="llava_star", help="the trainer the JSON is for (default: llava_star)"
-    )
-    parser.add_argument(
-        "--mix-format",
-        choices=MIX_FORMATS,
-        default="auto",
-        help="format of the --mix files (default: detected per file)",
-    )
-    parser.add_argument(
-        "--video-root", type=Path, help="folder of the generations' videos (default: from their config.json)"
-    )
-    parser.add_argument(
-        "--video-folder", type=Path,
-        help="folder the target is pointed at; video paths are written relative to it "
-        "(default: the video root; LLaMA-Factory: the output's folder, its dataset_dir)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--media-dir", type=Path, help="where clips are written (default: OUTPUT_STEM_media/ beside the output)"
-    )
-    parser.add_argument("--jobs", type=int, default=1, help="processes cutting clips (default: 1)")
+    parser.add_argument("gen_dirs", nargs="+", type=Path, metavar="GEN_DIR", help=_help("gen_dirs"))
+    parser.add_argument("-o", "--output", type=Path, required=True, help=_help("output"))
+    parser.add_argument("--direct-only", action="store_true", help=_help("direct_only"))
+    parser.add_argument("--mix", nargs="+", action="extend", type=Path, default=[], metavar="JSON", help=_help("mix"))
+    parser.add_argument("--format", choices=FORMATS, default="llava_star", help=_help("format"))
+    parser.add_argument("--mix-format", choices=MIX_FORMATS, default="auto", help=_help("mix_format"))
+    parser.add_argument("--video-root", type=Path, help=_help("video_root"))
+    parser.add_argument("--video-folder", type=Path, help=_help("video_folder"))
+    parser.add_argument("--media-dir", type=Path, help=_help("media_dir"))
+    parser.add_argument("--jobs", type=int, default=1, help=_help("jobs"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    run(
-        ExportConfig(
-            gen_dirs=tuple(args.gen_dirs), output=args.output, direct_only=args.direct_only, mix=tuple(args.mix),
-            format=args.format, mix_format=args.mix_format, video_root=args.video_root,
-            video_folder=args.video_folder, media_dir=args.media_dir, jobs=args.jobs,
-        )
-    )  # fmt: skip
+    args = vars(build_parser().parse_args(argv))
+    run(ExportConfig(**{key: tuple(value) if isinstance(value, list) else value for key, value in args.items()}))
     return 0

@@ -1,0 +1,52 @@
+"""The evaluation protocol: how a model's accuracy is measured, by the cycle's held-out step
+(``cycle_k/eval.json``) and by the project's lmms-eval tasks (``llava-star eval``) alike.
+
+One protocol, so the two numbers called "accuracy" are the same measurement (on the same
+samples they agree; docs/evaluate.md):
+
+- the prompt is :func:`evaluation_prompt`, the generate stage's direct prompt (the
+  question and the step-by-step request: the answers the verifier reads are reasoning
+  chains, and the same prompt makes held-out accuracy comparable with the direct kept
+  fraction of training generation);
+- decoding is greedy, one answer, no rationalization (:data:`EVALUATION_SETTINGS`);
+- the token budget is ``GenerationOptions.max_new_tokens`` (512 unless a config says
+  otherwise; the cycle passes its ``generate.max_new_tokens`` to both paths);
+- the verifier scores the answer against the sample's labels.
+
+lmms-eval's built-in tasks (TempCompass) keep their own prompts: they are their benchmark's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from llava_star.generation.options import GenerationOptions
+from llava_star.generation.prompts import direct_prompt
+
+# what evaluation sets over any generation options: greedy, direct answers only
+EVALUATION_SETTINGS: Mapping[str, Any] = MappingProxyType({"temperature": 0.0, "rationalize": False})
+
+
+def evaluation_prompt(question: str) -> str:
+    """The prompt a model is scored on: the generate stage's direct prompt.
+
+    >>> evaluation_prompt("What happens?") == direct_prompt("What happens?")
+    True
+    """
+    return direct_prompt(question)
+
+
+def protocol_record(options: GenerationOptions) -> dict[str, Any]:
+    """What a result file records about how its answers were generated.
+
+    >>> protocol_record(GenerationOptions())
+    {'prompt': 'direct', 'max_new_tokens': 512, 'temperature': 0.0, 'num_frames': 8}
+    """
+    return {
+        "prompt": "direct",
+        "max_new_tokens": options.max_new_tokens,
+        "temperature": options.temperature,
+        "num_frames": options.num_frames,
+    }

@@ -36,6 +36,7 @@ from llava_star.llava_json import (
     GPT,
     HUMAN,
     IMAGE_PLACEHOLDER,
+    SYSTEM,
     VIDEO_PLACEHOLDER,
     check_media,
     check_turns,
@@ -51,7 +52,6 @@ MIX_FORMATS = ("auto", *FORMATS)
 EXPORT_METADATA = (
     "source", "task", "label_types", "rationalized", "cycle", "original_video", "original_start", "original_end",
 )  # fmt: skip
-SYSTEM = "system"
 
 
 @dataclass(frozen=True)

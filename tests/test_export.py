@@ -112,8 +112,8 @@ def test_stats_line_per_source_and_label_type(gen_dir, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="llava_star.stages.export"):
         main([str(gen_dir), "-o", str(out)])
     lines = [r.getMessage() for r in caplog.records if "label_type=" in r.getMessage()]
-    assert "export: source=synthetic label_type=class generated=4 passed=3 kept=3 (rationalized 1)" in lines
-    assert "export: source=finediving label_type=number generated=1 passed=1 kept=1 (rationalized 0)" in lines
+    assert "export: source=synthetic label_type=class generated=4 passed=3 exported=3 (rationalized 1)" in lines
+    assert "export: source=finediving label_type=number generated=1 passed=1 exported=1 (rationalized 0)" in lines
     assert len(lines) == 3
     rows = json.loads((tmp_path / "train.stats.json").read_text())["by_source_and_label_type"]
     assert {(r["source"], r["label_type"]) for r in rows} == {

@@ -20,11 +20,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_star.config import option
+from llava_star.config import config_to_dict, option
 from llava_star.errors import ConfigError, EvaluationError
 from llava_star.eval_tasks import GROUP_NAME, MODEL_NAME, TASK_NAMES, UNREADABLE_VIDEOS_ENV, group_tasks
 from llava_star.eval_tasks.results import find_results_file, log_tail, task_metrics
@@ -203,7 +203,7 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
             f"its last lines:\n{log_tail(log_path)}"
         )
     report = {
-        "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()},
+        "config": config_to_dict(config),
         "model": config.model,
         "samples": None if config.samples is None else str(config.samples),
         "limit": config.limit,

@@ -46,7 +46,8 @@ from typing import Any
 from llava_star.config import option
 from llava_star.errors import ConfigError, RecordError
 from llava_star.generation.shards import read_all_generations, recorded_video_root
-from llava_star.llava_json import GPT, HUMAN, VIDEO_PLACEHOLDER, media_paths, record_location
+from llava_star.label_types import label_type_names
+from llava_star.llava_json import media_paths, record_location, video_turns
 from llava_star.media.clips import MediaLayout, playable_records
 from llava_star.records import Generation, write_json_atomic
 from llava_star.runs import exclusive_file
@@ -96,8 +97,8 @@ class ExportStats:
 
     generated: Counter = field(default_factory=Counter)
     passed: Counter = field(default_factory=Counter)
-    kept: Counter = field(default_factory=Counter)
-    kept_rationalized: Counter = field(default_factory=Counter)
+    exported: Counter = field(default_factory=Counter)
+    exported_rationalized: Counter = field(default_factory=Counter)
     duplicates: int = 0
     dropped_rationalized: int = 0
     mixed: dict[str, int] = field(default_factory=dict)
@@ -122,8 +123,8 @@ class ExportStats:
                     "label_type": label_type,
                     "generated": self.generated[source, label_type],
                     "passed": self.passed[source, label_type],
-                    "kept": self.kept[source, label_type],
-                    "kept_rationalized": self.kept_rationalized[source, label_type],
+                    "exported": self.exported[source, label_type],
+                    "exported_rationalized": self.exported_rationalized[source, label_type],
                 }
                 for source, label_type in groups
             ],
@@ -135,10 +136,6 @@ class ExportStats:
         }
 
 
-def label_types(generation: Generation) -> list[str]:
-    return sorted({label.type for label in generation.sample.labels})
-
-
 def to_llava_record(generation: Generation) -> dict[str, Any]:
     """The training record of a kept generation: the original question, the kept answer."""
     sample = generation.sample
@@ -147,14 +144,11 @@ def to_llava_record(generation: Generation) -> dict[str, Any]:
         record["start"] = sample.start
     if sample.end is not None:
         record["end"] = sample.end
-    record["conversations"] = [
-        {"from": HUMAN, "value": f"{VIDEO_PLACEHOLDER}\n{sample.question}"},
-        {"from": GPT, "value": generation.answer.strip()},
-    ]
+    record["conversations"] = video_turns(sample.question, generation.answer.strip())
     record.update(
         source=sample.source,
         task=sample.task,
-        label_types=label_types(generation),
+        label_types=label_type_names(sample.labels),
         rationalized=generation.rationalized,
         cycle=generation.cycle,
     )
@@ -166,7 +160,7 @@ def select_records(generations: Iterable[Generation], *, direct_only: bool, stat
     records: list[dict[str, Any]] = []
     seen: set[str] = set()
     for generation in generations:
-        groups = [(generation.sample.source, label_type) for label_type in label_types(generation)]
+        groups = [(generation.sample.source, label_type) for label_type in label_type_names(generation.sample.labels)]
         stats.generated.update(groups)
         if not generation.passed:
             continue
@@ -178,9 +172,9 @@ def select_records(generations: Iterable[Generation], *, direct_only: bool, stat
             stats.dropped_rationalized += 1
             continue
         seen.add(generation.id)
-        stats.kept.update(groups)
+        stats.exported.update(groups)
         if generation.rationalized:
-            stats.kept_rationalized.update(groups)
+            stats.exported_rationalized.update(groups)
         records.append(to_llava_record(generation))
     return records
 
@@ -284,13 +278,13 @@ def _export(config: ExportConfig) -> ExportStats:
     stats.total = len(records)
     for row in stats.to_dict()["by_source_and_label_type"]:
         logger.info(
-            "export: source=%s label_type=%s generated=%d passed=%d kept=%d (rationalized %d)",
+            "export: source=%s label_type=%s generated=%d passed=%d exported=%d (rationalized %d)",
             row["source"],
             row["label_type"],
             row["generated"],
             row["passed"],
-            row["kept"],
-            row["kept_rationalized"],
+            row["exported"],
+            row["exported_rationalized"],
         )
     if stats.duplicates or stats.dropped_rationalized:
         logger.info(

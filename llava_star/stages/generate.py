@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_star.config import add_config_flags, config_from_flags, option
+from llava_star.config import add_config_flags, config_from_flags, config_to_dict, option
 from llava_star.distributed import process_context
 from llava_star.errors import ConfigError
 from llava_star.generation.answerer import Answerer, ModelAnswerer, Reply  # noqa: F401 (scripts and tests import it here)
@@ -65,9 +65,6 @@ class GenerateConfig(GenerationOptions):
         if self.limit is not None and self.limit < 0:
             raise ConfigError(f"limit: must be >= 0, got {self.limit}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 def run(
     config: GenerateConfig,
@@ -98,7 +95,7 @@ def run(
         exclusive_directory_for_job(directory.path, "generate", context, ranks.broadcast),
     ):
         if context.is_main:
-            write_json_atomic(directory.config, {**config.to_dict(), "world_size": context.world_size})
+            write_json_atomic(directory.config, {**config_to_dict(config), "world_size": context.world_size})
         done = written_ids(directory.generation_shards() + directory.failure_shards())
         if answerer is None:
             from llava_star.generation.backends import build_answerer

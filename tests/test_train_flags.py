@@ -7,13 +7,10 @@ from pathlib import Path
 import pytest
 
 from llava_star.errors import ConfigError
-from llava_star.stages.train import (
-    TrainConfig,
-    build_parser,
-    build_training_arguments,
-    config_from_args,
-    parameter_group,
-)
+from llava_star.stages.train import build_parser
+from llava_star.training.config import TrainConfig, config_from_args
+from llava_star.training.parts import parameter_group
+from llava_star.training.trainer import build_training_arguments
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_mem.py"
 

@@ -19,6 +19,7 @@ from llava_star.config import (
     add_config_flags,
     config_from_mapping,
     numbers_in_scientific_notation,
+    option,
     parse_override,
     read_yaml_mapping,
 )
@@ -86,78 +87,116 @@ class TrainConfig:
     ``optim``, ``run_name`` ...) through unchanged, as LLaVA's HfArgumentParser did.
     """
 
-    model: str
-    data: tuple[str, ...]
-    output_dir: str
-    video_root: str | None = None
-    image_root: str | None = None
-    num_frames: int = 8
+    model: str = option(help="hub id or local checkpoint directory of a supported video LVLM", flags=("--model",))
+    data: tuple[str, ...] = option(
+        help="LLaVA conversation JSON file(s), e.g. the output of `llava-star export`", flags=("--data",)
+    )
+    output_dir: str = option(
+        help="checkpoint directory to write (loads with from_pretrained)", flags=("-o", "--output-dir")
+    )
+    video_root: str | None = option(None, help="folder the records' `video` paths are relative to")
+    image_root: str | None = option(
+        None,
+        help="folder the records' `image` paths are relative to (LLaVA's --image_folder)",
+        flags=("--image-root", "--image-folder"),
+    )
+    num_frames: int = option(8, help="frames sampled per video")
     # the paper's schedule (Video-STaR, section 4): 1 epoch, lr 2e-5, cosine, warmup 0.03
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    # None: 2e-5 for full fine-tuning (the paper), 2e-4 for LoRA adapters (LLaVA's finetune_lora.sh)
-    learning_rate: float | None = None
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = option(
+        1.0, help="passes over the data (the paper: 1)", flags=("--epochs", "--num-train-epochs")
+    )
+    max_steps: int = option(-1, help="optimizer steps to stop after; -1: as many as the epochs take")
+    learning_rate: float | None = option(
+        None,
+        help="peak learning rate; unset: 2e-5 for full fine-tuning (the paper), 2e-4 for LoRA adapters "
+        "(LLaVA's finetune_lora.sh)",
+    )
+    lr_scheduler_type: str = option("cosine", help=f"learning-rate schedule: {' | '.join(LR_SCHEDULERS)}")
+    warmup_ratio: float = option(0.03, help="fraction of the steps the learning rate warms up over")
+    weight_decay: float = option(0.0, help="AdamW weight decay (none on biases and norms)")
+    per_device_train_batch_size: int = option(4, help="records per batch on each process", flags=("--batch-size",))
+    gradient_accumulation_steps: int = option(
+        1, help="batches summed into one optimizer step", flags=("--grad-accum", "--gradient-accumulation-steps")
+    )
     # counts the expanded video tokens (Video-LLaVA-7B: 8 frames x 257), unlike LLaVA's
     # --model_max_length, which counted one token per <video>; padding is per batch, so a
     # generous cap costs nothing
-    model_max_length: int = 4096
-    # video tokens per video for processors that size frames by pixels (Qwen2-VL / 2.5-VL);
+    model_max_length: int = option(
+        4096, help="tokens per record after the media tokens are expanded; longer records are cut"
+    )
     # saved with the checkpoint's processor, so generation after training uses it too
-    video_token_budget: int | None = VIDEO_TOKEN_BUDGET
+    video_token_budget: int | None = option(
+        VIDEO_TOKEN_BUDGET,
+        help="video tokens per video for processors that size frames by pixels (Qwen2-VL / 2.5-VL)",
+    )
     # which parts train: the paper tunes the projector and the language model
-    freeze_vision_tower: bool = True
-    freeze_projector: bool = False
-    freeze_language_model: bool = False
-    # learning rates of their own for the projector / vision tower (LLaVA's --mm_projector_lr,
-    # --mm_vision_tower_lr); None: ``learning_rate``, except that with LoRA the projector, trained
-    # in full, keeps the full fine-tuning rate 2e-5 (finetune_lora.sh: --mm_projector_lr 2e-5)
-    projector_learning_rate: float | None = None
-    vision_learning_rate: float | None = None
-    # LLaVA's mm_projector.bin (--pretrain_mm_mlp_adapter), loaded over the checkpoint's projector
-    projector_weights: str | None = None
-    lora: bool = False
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    # hardware
-    bf16: bool = False
-    fp16: bool = False
-    tf32: bool | None = None
-    gradient_checkpointing: bool = False
-    deepspeed: str | None = None
-    # batches of one media kind (video, image, text only) at each step on every rank, as
-    # LLaVA's --group_by_modality_length; turned on by itself for ZeRO-3 over several
-    # processes when the data mixes kinds (see MediaGroupedSampler)
-    group_by_media: bool = False
-    # within a media kind, batches of records of similar length (LLaVA's
-    # --group_by_modality_length groups by modality and length); implies group_by_media
-    group_by_length: bool = False
-    # "square": the processor's own geometry (CLIP: resize and centre-crop; LLaVA-NeXT and
-    # OneVision: anyres tiles); "pad": pad images to a square with the processor's mean
-    # colour first, as LLaVA's --image_aspect_ratio pad (expand2square)
-    image_aspect_ratio: str = "square"
-    # "checkpoint": the checkpoint's chat template; "plain": LLaVA's --version plain (pretraining:
-    # the media, then the answer), saved as the trained checkpoint's template
-    prompt_template: str = "checkpoint"
-    # LLaVA-NeXT's --add_time_instruction: "The video lasts for ... seconds ..." before each video question
-    video_time_instruction: bool = False
-    # where from_pretrained keeps hub downloads (LLaVA's --cache_dir)
-    cache_dir: str | None = None
-    attn_implementation: str | None = None
-    dataloader_num_workers: int = 2
-    seed: int = 0
-    logging_steps: int = 1
-    save_strategy: str = "no"
-    save_steps: int = 500
-    save_total_limit: int | None = 1
-    report_to: tuple[str, ...] = ()
-    resume_from_checkpoint: str | None = None
-    trainer_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    freeze_vision_tower: bool = option(
+        True, help="keep the vision tower fixed (default; --no-freeze-vision-tower trains it)"
+    )
+    freeze_projector: bool = option(False, help="keep the projector fixed")
+    freeze_language_model: bool = option(False, help="keep the language model fixed")
+    # None: ``learning_rate``, except that with LoRA the projector, trained in full, keeps the
+    # full fine-tuning rate 2e-5 (finetune_lora.sh: --mm_projector_lr 2e-5)
+    projector_learning_rate: float | None = option(
+        None, help="learning rate of the projector's own parameter group (LLaVA's --mm_projector_lr)"
+    )
+    vision_learning_rate: float | None = option(
+        None, help="learning rate of the vision tower's own parameter group (--mm_vision_tower_lr)"
+    )
+    projector_weights: str | None = option(
+        None, help="LLaVA's mm_projector.bin loaded into the projector first (--pretrain_mm_mlp_adapter)"
+    )
+    lora: bool = option(
+        False, help="train LoRA adapters on the language model (peft), merged into the saved weights", flags=("--lora",)
+    )
+    lora_r: int = option(128, help="LoRA rank")
+    lora_alpha: int = option(256, help="LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)")
+    lora_dropout: float = option(0.05, help="dropout on the LoRA adapters' input")
+    bf16: bool = option(False, help="bf16 mixed precision (trained weights kept in fp32)")
+    fp16: bool = option(False, help="fp16 mixed precision with loss scaling")
+    tf32: bool | None = option(None, help="allow TF32 matrix multiplies on Ampere and later GPUs")
+    gradient_checkpointing: bool = option(False, help="recompute activations in the backward pass to save memory")
+    deepspeed: str | None = option(None, help="DeepSpeed JSON, e.g. scripts/zero2.json")
+    # turned on by itself for ZeRO-3 over several processes when the data mixes kinds (see MediaGroupedSampler)
+    group_by_media: bool = option(
+        False,
+        help="batches of one media kind per step on all ranks (LLaVA's --group_by_modality_length); "
+        "on by itself for ZeRO-3 over several processes with mixed media",
+    )
+    # LLaVA's --group_by_modality_length groups by modality and length; implies group_by_media
+    group_by_length: bool = option(
+        False, help="within a media kind, even total length per rank at each step (--group_by_modality_length)"
+    )
+    # "square": CLIP resizes and centre-crops, LLaVA-NeXT and OneVision tile (anyres); "pad" is
+    # LLaVA's --image_aspect_ratio pad (expand2square)
+    image_aspect_ratio: str = option(
+        "square", help="square (the processor's geometry) | pad (to a square of the processor's mean, as LLaVA)"
+    )
+    # "plain": LLaVA's --version plain (pretraining: the media, then the answer)
+    prompt_template: str = option(
+        "checkpoint",
+        help="checkpoint (its chat template) | plain (LLaVA's pretraining format, saved with the checkpoint)",
+    )
+    video_time_instruction: bool = option(
+        False, help="LLaVA-NeXT's 'The video lasts for ... seconds' sentence before video questions"
+    )
+    cache_dir: str | None = option(None, help="where from_pretrained keeps hub downloads")
+    attn_implementation: str | None = option(
+        None, help="flash_attention_2 | sdpa | eager (default: flash_attention_2 when usable, else sdpa)"
+    )
+    dataloader_num_workers: int = option(
+        2, help="DataLoader worker processes decoding frames and images", flags=("--num-workers",)
+    )
+    seed: int = option(0, help="seed of the data order, the LoRA initialisation and random data-list sampling")
+    logging_steps: int = option(1, help="optimizer steps between logged losses")
+    save_strategy: str = option("no", help=f"intermediate checkpoints: {' | '.join(SAVE_STRATEGIES)}")
+    save_steps: int = option(500, help="optimizer steps between intermediate checkpoints (save_strategy steps)")
+    save_total_limit: int | None = option(1, help="intermediate checkpoints kept")
+    report_to: tuple[str, ...] = option((), help="experiment trackers to log to (wandb, tensorboard ...)")
+    resume_from_checkpoint: str | None = option(None, help="a checkpoint-N folder of this run to resume from")
+    trainer_args: Mapping[str, Any] = option(
+        help="further transformers.TrainingArguments as KEY=VALUE (e.g. max_grad_norm=1.0)", default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         for key in ("data", "report_to"):
@@ -174,15 +213,15 @@ class TrainConfig:
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"{key}: expected a positive integer, got {getattr(self, key)!r}")
         if self.video_token_budget is not None and self.video_token_budget < 1:
-            raise ConfigError(f"video_token_budget: expected a positive integer or null, got {self.video_token_budget!r}")
+            raise ConfigError(
+                f"video_token_budget: expected a positive integer or null, got {self.video_token_budget!r}"
+            )
         for key in ("learning_rate", "projector_learning_rate", "vision_learning_rate"):
             rate = getattr(self, key)
             if rate is not None and not (rate > 0 and math.isfinite(rate)):
                 raise ConfigError(f"{key}: expected a positive number, got {rate!r}")
-        if self.prompt_template not in PROMPT_TEMPLATES:
-            raise ConfigError(f"prompt_template: expected one of {', '.join(PROMPT_TEMPLATES)}, got {self.prompt_template!r}")
-        if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
-            raise ConfigError(f"image_aspect_ratio: expected one of {', '.join(IMAGE_ASPECT_RATIOS)}, got {self.image_aspect_ratio!r}")
+        _check_choice("prompt_template", self.prompt_template, PROMPT_TEMPLATES)
+        _check_choice("image_aspect_ratio", self.image_aspect_ratio, IMAGE_ASPECT_RATIOS)
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio: expected a fraction in [0, 1), got {self.warmup_ratio!r}")
         if not 0 <= self.lora_dropout < 1:
@@ -191,14 +230,12 @@ class TrainConfig:
             raise ConfigError(f"weight_decay: expected >= 0, got {self.weight_decay!r}")
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("num_train_epochs: expected > 0 (or set max_steps)")
-        if self.lr_scheduler_type not in LR_SCHEDULERS:
-            raise ConfigError(f"lr_scheduler_type: expected one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler_type!r}")
+        _check_choice("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
         if self.bf16 and self.fp16:
             raise ConfigError("bf16, fp16: choose one mixed precision")
         if self.dataloader_num_workers < 0:
             raise ConfigError(f"dataloader_num_workers: expected >= 0, got {self.dataloader_num_workers!r}")
-        if self.save_strategy not in SAVE_STRATEGIES:
-            raise ConfigError(f"save_strategy: expected one of {', '.join(SAVE_STRATEGIES)}, got {self.save_strategy!r}")
+        _check_choice("save_strategy", self.save_strategy, SAVE_STRATEGIES)
         if self.save_steps < 1:
             raise ConfigError(f"save_steps: expected a positive integer, got {self.save_steps!r}")
         if self.freeze_vision_tower and self.freeze_projector and self.freeze_language_model and not self.lora:
@@ -217,36 +254,9 @@ class TrainConfig:
         return out
 
 
-# flags whose name is not simply --field-name
-_FLAG_NAMES = {
-    "model": ("--model",), "data": ("--data",), "output_dir": ("-o", "--output-dir"),
-    "num_train_epochs": ("--epochs", "--num-train-epochs"), "per_device_train_batch_size": ("--batch-size",),
-    "gradient_accumulation_steps": ("--grad-accum", "--gradient-accumulation-steps"),
-    "dataloader_num_workers": ("--num-workers",), "lora": ("--lora",),
-    "image_root": ("--image-root", "--image-folder"),
-}  # fmt: skip
-_HELP = {
-    "model": "hub id or local checkpoint directory of a supported video LVLM",
-    "data": "LLaVA conversation JSON file(s), e.g. the output of `llava-star export`",
-    "video_root": "folder the records' `video` paths are relative to",
-    "image_root": "folder the records' `image` paths are relative to (LLaVA's --image_folder)",
-    "output_dir": "checkpoint directory to write (loads with from_pretrained)",
-    "freeze_vision_tower": "keep the vision tower fixed (default; --no-freeze-vision-tower trains it)",
-    "lora": "train LoRA adapters on the language model (peft), merged into the saved weights",
-    "deepspeed": "DeepSpeed JSON, e.g. scripts/zero2.json",
-    "group_by_media": "batches of one media kind per step on all ranks (LLaVA's --group_by_modality_length); "
-    "on by itself for ZeRO-3 over several processes with mixed media",
-    "projector_learning_rate": "learning rate of the projector's own parameter group (LLaVA's --mm_projector_lr)",
-    "vision_learning_rate": "learning rate of the vision tower's own parameter group (--mm_vision_tower_lr)",
-    "projector_weights": "LLaVA's mm_projector.bin loaded into the projector first (--pretrain_mm_mlp_adapter)",
-    "group_by_length": "within a media kind, even total length per rank at each step (--group_by_modality_length)",
-    "image_aspect_ratio": "square (the processor's geometry) | pad (to a square of the processor's mean, as LLaVA)",
-    "prompt_template": "checkpoint (its chat template) | plain (LLaVA's pretraining format, saved with the checkpoint)",
-    "video_time_instruction": "LLaVA-NeXT's 'The video lasts for ... seconds' sentence before video questions",
-    "cache_dir": "where from_pretrained keeps hub downloads",
-    "attn_implementation": "flash_attention_2 | sdpa | eager (default: flash_attention_2 when usable, else sdpa)",
-    "trainer_args": "further transformers.TrainingArguments as KEY=VALUE (e.g. max_grad_norm=1.0)",
-}
+def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {value!r}")
 
 
 def make_config(values: Mapping[str, Any]) -> TrainConfig:
@@ -281,14 +291,15 @@ def load_yaml_config(path: Path) -> dict[str, Any]:
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     """``--config``, one flag per :class:`TrainConfig` field, and ``--trainer-arg KEY=VALUE``."""
     parser.add_argument("--config", type=Path, help="YAML file of TrainConfig keys (flags override it)")
-    add_config_flags(parser, TrainConfig, help=_HELP, flags=_FLAG_NAMES, skip=("trainer_args",))
+    add_config_flags(parser, TrainConfig, skip=("trainer_args",))
+    trainer_args = next(field for field in dataclasses.fields(TrainConfig) if field.name == "trainer_args")
     parser.add_argument(
         "--trainer-arg",
         dest="trainer_args",
         action="append",
         default=argparse.SUPPRESS,
         metavar="KEY=VALUE",
-        help=_HELP["trainer_args"],
+        help=trainer_args.metadata["help"],
     )
 
 

@@ -31,12 +31,16 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from llava_star.errors import ConfigError
+from llava_star.errors import ConfigError, MissingDependencyError
 from llava_star.llava_json import media_paths
 from llava_star.log import is_main_process
+from llava_star.models.checkpoints import save_under_standard_names
 from llava_star.models.families import FAMILIES
+from llava_star.models.loading import load_model
+from llava_star.models.original import load_projector_weights
 from llava_star.records import write_json_atomic
 from llava_star.runs import exclusive_directory
+from llava_star.training.checkpoints import save_checkpoint
 from llava_star.training.config import (
     CONFIG_FILE,
     FAILURES_FILE,
@@ -47,6 +51,13 @@ from llava_star.training.config import (
     make_config,
     model_dtype,
     training_attention,
+)
+from llava_star.training.data import (
+    ConversationDataset,
+    ExampleSettings,
+    PaddingCollator,
+    failures_in,
+    image_pad_colour,
 )
 from llava_star.training.data_lists import load_records
 from llava_star.training.deepspeed import (
@@ -65,14 +76,33 @@ __all__ = ["CONFIG_FILE", "FAILURES_FILE", "SUMMARY_FILE", "TrainConfig", "build
 logger = logging.getLogger(__name__)
 
 
+TRAINING_TRANSFORMERS = "5.23"  # TrainingArguments(activation_checkpointing=...) is 5.23's name
+
+
+def check_transformers_for_training() -> None:
+    """Refuse, naming the way out, an environment whose transformers predates the training API used.
+
+    The vLLM environment has transformers 5.19 (vLLM 0.32 pins <5.20): generation runs
+    there, training in the environment of requirements/lock.txt. Checked here, before
+    training/trainer.py imports transformers' Trainer.
+    """
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version(TRAINING_TRANSFORMERS):
+        raise MissingDependencyError(
+            f"train needs transformers >= {TRAINING_TRANSFORMERS}, this environment has {transformers.__version__} "
+            "(vLLM 0.32 pins < 5.20): train in the environment of requirements/lock.txt "
+            "(the cycle's launch.train: [PATH/.venv/bin/python, -m, llava_star])"
+        )
+
+
 def run(config: TrainConfig) -> dict[str, Any]:
     """Fine-tune ``config.model`` on ``config.data``; return the run's summary (also written to disk).
 
     Rank 0 holds the output directory for the job: a second copy stops at once (and a
     launcher such as torchrun stops the copy's other ranks with it).
     """
-    from llava_star.training.trainer import check_transformers_for_training
-
     check_transformers_for_training()
     with ExitStack() as held:
         if is_main_process():
@@ -83,15 +113,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
 def _train(config: TrainConfig) -> dict[str, Any]:
     import torch
 
-    from llava_star.models.loading import load_model
-    from llava_star.training.checkpoints import save_checkpoint
-    from llava_star.training.data import (
-        ConversationDataset,
-        ExampleSettings,
-        PaddingCollator,
-        failures_in,
-        image_pad_colour,
-    )
+    # imports transformers: only when a run starts
     from llava_star.training.trainer import ConversationTrainer, build_training_arguments, log_history_values
 
     # setup: the data, the Trainer's arguments, the model with the parts that train
@@ -121,8 +143,6 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     )
     model, processor, family = loaded.model, loaded.processor, FAMILIES[loaded.family]
     if stage == 3:
-        from llava_star.models.checkpoints import save_under_standard_names
-
         save_under_standard_names(model)
     if not family.videos and any(media_paths(record, "video") for record in records):
         count = sum(1 for record in records if media_paths(record, "video"))
@@ -133,8 +153,6 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     if config.prompt_template == "plain":  # saved with the processor: generation prompts the same way
         processor.chat_template = family.plain_template
     if config.projector_weights:
-        from llava_star.models.original import load_projector_weights
-
         loaded_keys = load_projector_weights(model, config.projector_weights)
         logger.info("train: projector weights %s loaded from %s", ", ".join(loaded_keys), config.projector_weights)
     counts = set_trainable(model, config)

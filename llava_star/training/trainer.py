@@ -11,12 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-import transformers
-from packaging.version import Version
 from transformers import Trainer, TrainingArguments
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-from llava_star.errors import ConfigError, MissingDependencyError
+from llava_star.errors import ConfigError
 from llava_star.training.data import IGNORE_INDEX, MediaGroupedSampler
 from llava_star.training.lora import is_peft
 from llava_star.training.parts import learning_rates_by_part, optimizer_parameter_groups, parameter_anchor
@@ -24,22 +22,6 @@ from llava_star.training.resume import load_model_weights, load_non_adapter_weig
 
 if TYPE_CHECKING:
     from llava_star.training.config import TrainConfig
-
-TRAINING_TRANSFORMERS = "5.23"  # TrainingArguments(activation_checkpointing=...) is 5.23's name
-
-
-def check_transformers_for_training() -> None:
-    """Refuse, naming the way out, an environment whose transformers predates the training API used.
-
-    The vLLM environment has transformers 5.19 (vLLM 0.32 pins <5.20): generation runs
-    there, training in the environment of requirements/lock.txt.
-    """
-    if Version(transformers.__version__) < Version(TRAINING_TRANSFORMERS):
-        raise MissingDependencyError(
-            f"train needs transformers >= {TRAINING_TRANSFORMERS}, this environment has {transformers.__version__} "
-            "(vLLM 0.32 pins < 5.20): train in the environment of requirements/lock.txt "
-            "(the cycle's launch.train: [PATH/.venv/bin/python, -m, llava_star])"
-        )
 
 
 def build_training_arguments(config: TrainConfig) -> TrainingArguments:

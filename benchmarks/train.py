@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from llava_star.datasets.synthetic import make_synthetic_dataset
 from llava_star.models.tiny import build_tiny_model
 from llava_star.records import read_samples
-from llava_star.stages.train import TrainConfig, build_training_arguments, run
+from llava_star.stages.train import TrainConfig, run
+from llava_star.training.trainer import build_training_arguments
 
 
 def write_training_json(dataset_root: Path, samples_path: Path, out: Path) -> Path:
@@ -56,8 +57,9 @@ def pre_decoded_samples_per_second(config: TrainConfig) -> float:
     from transformers import Trainer, default_data_collator
 
     from llava_star.models.loading import load_model
-    from llava_star.stages.train import load_records, set_trainable
     from llava_star.training.data import ConversationDataset, ExampleSettings
+    from llava_star.training.data_lists import load_records
+    from llava_star.training.parts import set_trainable
 
     loaded = load_model(config.model, dtype="float32", device="cpu")
     set_trainable(loaded.model, config)

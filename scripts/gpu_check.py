@@ -154,7 +154,7 @@ def language_update(base: Path, trained: Path) -> Any:
     import torch
 
     from llava_star.models.loading import load_model
-    from llava_star.stages.train import parameter_group
+    from llava_star.training.parts import parameter_group
 
     before = load_model(base, dtype="float32", device="cpu").model.state_dict()
     after = load_model(trained, dtype="float32", device="cpu").model.state_dict()

@@ -7,7 +7,7 @@ A launch script written for LLaVA works after swapping the script path::
         --model_name_or_path LanguageBind/Video-LLaVA-7B-hf \\
         --data_path train.json --video_folder videos/ --bf16 True --tf32 True ...
 
-Flags map onto :class:`llava_star.stages.train.TrainConfig`. Our ``model_max_length`` counts the
+Flags map onto :class:`llava_star.training.config.TrainConfig`. Our ``model_max_length`` counts the
 video tokens the processor expands, so Video-LLaVA's ``--tokenizer_model_max_length``
 (its limit after expansion) takes precedence over its ``--model_max_length`` when given.
 Honoured as LLaVA does: ``--mm_projector_lr`` / ``--mm_vision_tower_lr`` (parameter groups
@@ -43,7 +43,8 @@ if (_REPO_ROOT / "llava_star").is_dir() and str(_REPO_ROOT) not in sys.path:
 
 from llava_star.errors import ConfigError, LlavaStarError
 from llava_star.log import configure_logging
-from llava_star.stages.train import TrainConfig, make_config, parse_key_value, run
+from llava_star.stages.train import run
+from llava_star.training.config import TrainConfig, make_config, parse_key_value
 
 logger = logging.getLogger("train_mem")
 

@@ -9,7 +9,7 @@ from tiny_model_helpers import one_torch_thread  # noqa: F401 (an autouse fixtur
 from llava_star.errors import ConfigError
 from llava_star.models import loading
 from llava_star.models.tiny import build_tiny_model
-from llava_star.stages.train import TrainConfig, training_attention
+from llava_star.training.config import TrainConfig, training_attention
 
 torch = pytest.importorskip("torch")
 
@@ -62,7 +62,7 @@ def test_the_gradient_anchor_leaves_the_language_models_gradients_ready_during_b
     from tiny_model_helpers import in_memory_frames
 
     from llava_star.models.inputs import build_inputs, video_conversation
-    from llava_star.stages.train import parameter_anchor, parameter_group
+    from llava_star.training.parts import parameter_anchor, parameter_group
 
     loaded = loading.load_model(tiny_model, device="cpu")
     model = loaded.model
@@ -91,14 +91,14 @@ def test_the_gradient_anchor_leaves_the_language_models_gradients_ready_during_b
 
 
 def test_image_newline_trains_with_the_projector():
-    from llava_star.stages.train import parameter_group, trainable_groups
+    from llava_star.training.parts import parameter_group, trainable_groups
 
     assert parameter_group("model.image_newline") == "projector"
     assert "projector" in trainable_groups(config(freeze_language_model=True))
 
 
 def test_bf16_training_loads_bf16_weights(tiny_model):
-    from llava_star.stages.train import model_dtype
+    from llava_star.training.config import model_dtype
 
     assert model_dtype(config(bf16=True)) == "bfloat16"  # with or without DeepSpeed (trained weights upcast without)
     assert model_dtype(config(bf16=True, deepspeed="scripts/zero2.json")) == "bfloat16"

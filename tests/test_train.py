@@ -13,7 +13,8 @@ from tiny_model_helpers import free_port, run_command, single_process_env
 
 from llava_star.models.tiny import build_tiny_model
 from llava_star.stages.export import main as export_main
-from llava_star.stages.train import FAILURES_FILE, SUMMARY_FILE, TrainConfig, parameter_group, run
+from llava_star.stages.train import FAILURES_FILE, SUMMARY_FILE, TrainConfig, run
+from llava_star.training.parts import parameter_group
 
 torch = pytest.importorskip("torch")
 
@@ -168,8 +169,9 @@ def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, train_json,
     """With a placeholder example (what training uses) the step still runs the vision tower."""
     from transformers import TrainingArguments
 
-    from llava_star.stages.train import _trainer_class, load_records
     from llava_star.training.data import ConversationDataset, ExampleSettings, FailedSample, PaddingCollator
+    from llava_star.training.data_lists import load_records
+    from llava_star.training.trainer import ConversationTrainer
 
     loaded = load(tiny_model)
     model = loaded.model
@@ -182,7 +184,7 @@ def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, train_json,
     tower_calls = []
     model.model.video_tower.register_forward_hook(lambda *_: tower_calls.append(1))
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
-    trainer = _trainer_class()(model=model, args=args)
+    trainer = ConversationTrainer(model=model, args=args)
     batch = PaddingCollator(pad_token_id=0, placeholders=examples)([FailedSample("video"), FailedSample("video")])
     assert ("pixel_values_videos" in batch) is placeholder
     loss = trainer.compute_loss(model, batch)
@@ -192,7 +194,7 @@ def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, train_json,
 
 
 def test_the_parameter_anchor_gives_every_trainable_media_parameter_a_zero_gradient(tiny_model):
-    from llava_star.stages.train import parameter_anchor
+    from llava_star.training.parts import parameter_anchor
 
     model = load(tiny_model).model
     for name, parameter in model.named_parameters():
@@ -295,7 +297,7 @@ def test_torchrun_two_processes_with_zero3_and_a_corrupt_video(train_json, synth
 
 
 def test_zero3_over_several_processes_groups_mixed_media():
-    from llava_star.stages.train import group_by_media_needed
+    from llava_star.training.deepspeed import group_by_media_needed
 
     config = TrainConfig(model="m", data=("d.json",), output_dir="o")
     videos = ["video", "video"]
@@ -334,7 +336,7 @@ def test_torchrun_two_processes_on_mixed_media(tiny_model, train_json, synthetic
 def test_a_model_whose_parts_are_not_recognised_is_refused_not_trained_as_language():
     # on 50b0a39 a vision tower under an unknown name was silently trained with --freeze-vision-tower
     from llava_star.errors import ConfigError
-    from llava_star.stages.train import TrainConfig, set_trainable
+    from llava_star.training.parts import set_trainable
 
     model = torch.nn.ModuleDict({"image_encoder": torch.nn.Linear(2, 2), "language_model": torch.nn.Linear(2, 2)})
     with pytest.raises(ConfigError, match=r"no projector or vision parameters recognised among \['image_encoder', 'language_model'\]"):

@@ -29,7 +29,8 @@ import pytest
 from tiny_model_helpers import free_port, one_torch_thread, run_command, single_process_env  # noqa: F401 (an autouse fixture)
 
 from llava_star.models.tiny import FAMILIES, build_tiny_model
-from llava_star.stages.train import SUMMARY_FILE, TrainConfig, parameter_group, run
+from llava_star.stages.train import SUMMARY_FILE, TrainConfig, run
+from llava_star.training.parts import parameter_group
 
 torch = pytest.importorskip("torch")
 
@@ -246,7 +247,7 @@ def test_lora_adapters_start_from_the_configs_seed_whatever_the_global_rng_holds
     from it first) started from other adapters than the same run without DeepSpeed."""
     pytest.importorskip("peft")
     from llava_star.models.loading import load_model
-    from llava_star.stages.train import add_lora
+    from llava_star.training.lora import add_lora
 
     config = TrainConfig(model="m", data=("d.json",), output_dir="o", lora=True, lora_r=4, lora_alpha=8)
     starts = []

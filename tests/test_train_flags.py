@@ -7,13 +7,10 @@ from pathlib import Path
 import pytest
 
 from llava_star.errors import ConfigError
-from llava_star.stages.train import (
-    TrainConfig,
-    build_parser,
-    build_training_arguments,
-    config_from_args,
-    parameter_group,
-)
+from llava_star.stages.train import build_parser
+from llava_star.training.config import TrainConfig, config_from_args
+from llava_star.training.parts import parameter_group
+from llava_star.training.trainer import build_training_arguments
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_mem.py"
 
@@ -225,7 +222,7 @@ def test_lora_learning_rates_are_llavas_finetune_lora_rates(train_mem):
     """LoRA adapters learn at 2e-4 and the projector, trained in full beside them, at 2e-5
     (LLaVA's finetune_lora.sh); before, `--lora` trained the adapters at the full fine-tuning
     rate and `--lora --learning-rate 2e-4` trained the projector at 2e-4 too."""
-    from llava_star.stages.train import part_learning_rates
+    from llava_star.training.parts import part_learning_rates
 
     def rates(argv):
         config = config_from_args(build_parser().parse_args(["--model", "m", "--data", "d.json", "-o", "o", *argv]))
@@ -242,3 +239,13 @@ def test_lora_learning_rates_are_llavas_finetune_lora_rates(train_mem):
     assert (llava.learning_rate, part_learning_rates(llava)) == (2e-4, {})
     llava = train_mem.parse_args([*base, "--learning_rate", "2e-4", "--mm_projector_lr", "2e-5"])
     assert (llava.learning_rate, part_learning_rates(llava)) == (2e-4, {"projector": 2e-5})
+
+
+def test_every_train_option_carries_its_own_help():
+    """Help lives on the field (config.option): a new or renamed field cannot lose it."""
+    import dataclasses
+
+    missing = [field.name for field in dataclasses.fields(TrainConfig) if not field.metadata.get("help")]
+    assert missing == []
+    shown = {action.dest: action.help for action in build_parser()._actions}
+    assert all(shown[field.name] for field in dataclasses.fields(TrainConfig))

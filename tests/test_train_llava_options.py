@@ -15,7 +15,7 @@ from tiny_model_helpers import free_port, single_process_env
 
 from llava_star.errors import ConfigError, RecordError
 from llava_star.models.tiny import build_tiny_model
-from llava_star.stages.train import parameter_group
+from llava_star.training.parts import parameter_group
 
 torch = pytest.importorskip("torch")
 REPO = Path(__file__).resolve().parents[1]
@@ -83,13 +83,14 @@ def test_a_projector_file_that_does_not_fit_is_refused_naming_the_file(tiny_mode
 def test_the_projector_gets_its_own_learning_rate_in_the_built_optimizer(tiny_model, tmp_path):
     from transformers import TrainingArguments
 
-    from llava_star.stages.train import _trainer_class, learning_rates_by_part
+    from llava_star.training.parts import learning_rates_by_part
+    from llava_star.training.trainer import ConversationTrainer
 
     model = load(tiny_model).model
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(parameter_group(name) != "vision")
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=2e-4, weight_decay=0.1, report_to="none", use_cpu=True)
-    trainer = _trainer_class()(model=model, args=args, part_learning_rates={"projector": 2e-5})
+    trainer = ConversationTrainer(model=model, args=args, part_learning_rates={"projector": 2e-5})
     optimizer = trainer.create_optimizer()
     assert learning_rates_by_part(model, optimizer) == {"language": [2e-4], "projector": [2e-5]}
     by_id = {id(p): name for name, p in model.named_parameters()}
@@ -108,7 +109,8 @@ def test_the_projector_gets_its_own_learning_rate_in_the_built_optimizer(tiny_mo
 
 
 def test_zero3_offload_with_its_own_optimizer_refuses_part_learning_rates():
-    from llava_star.stages.train import TrainConfig, check_deepspeed_optimizer
+    from llava_star.training.config import TrainConfig
+    from llava_star.training.deepspeed import check_deepspeed_optimizer
 
     # a rate of its own (1e-4 beside 2e-5); a part at the main rate needs no group of its own
     config = TrainConfig(model="m", data=("d",), output_dir="o", projector_learning_rate=1e-4,
@@ -125,8 +127,7 @@ def test_pad_makes_a_square_of_the_processors_mean_before_the_processor(tiny_mod
     from PIL import Image
 
     from llava_star.media.images import pad_colour, pad_to_square
-    from llava_star.stages.train import image_pad_colour
-    from llava_star.training.data import ConversationDataset, ExampleSettings
+    from llava_star.training.data import ConversationDataset, ExampleSettings, image_pad_colour
 
     processor = load(tiny_model).processor
     colour = image_pad_colour(processor)
@@ -196,7 +197,7 @@ def text_records(prefix, count):
 
 
 def test_llava_next_yaml_data_lists(tmp_path):
-    from llava_star.stages.train import load_records
+    from llava_star.training.data_lists import load_records
 
     (tmp_path / "data").mkdir()
     write_json(tmp_path / "data" / "a.json", text_records("a", 10))
@@ -233,7 +234,7 @@ def test_llava_next_yaml_data_lists(tmp_path):
 
 def test_training_data_in_any_export_format_is_read_in_the_projects_form(tmp_path):
     """LLaVA-Video-178K-style lists write <image> for a video; LLaMA-Factory writes videos lists."""
-    from llava_star.stages.train import load_records
+    from llava_star.training.data_lists import load_records
 
     (tmp_path / "data").mkdir()
     next_video = {"id": "n-0", "video": "v/a.mp4",
@@ -383,7 +384,8 @@ def test_merging_gathered_lora_weights_is_peft_merge(tiny_model):
     """What ZeRO-3's LoRA save does with the gathered state dict equals peft's merge_and_unload."""
     pytest.importorskip("peft")
     from llava_star.models.loading import model_from_state
-    from llava_star.stages.train import TrainConfig, add_lora, merged_lora_state
+    from llava_star.training.config import TrainConfig
+    from llava_star.training.lora import add_lora, merged_lora_state
 
     config = TrainConfig(model=str(tiny_model), data=("d",), output_dir="o", lora=True, lora_r=4, lora_alpha=16)
     model = add_lora(load(tiny_model).model, config)

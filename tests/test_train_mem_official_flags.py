@@ -313,7 +313,7 @@ LLAVA_NEXT_SCRIPTS = {
 @pytest.mark.slow  # the TrainingArguments check of passed-through flags imports transformers
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_official_llava_and_video_llava_scripts_parse_into_their_train_config(train_mem, script):
-    from llava_star.stages.train import TrainConfig
+    from llava_star.training.config import TrainConfig
 
     text, variables, expected = SCRIPTS[script]
     config = train_mem.parse_args(arguments(text, variables))

@@ -37,7 +37,7 @@ def train(model, data, video_root, output, **extra):
 def trained_update(base, output):
     """The flattened change of every language-model weight (the part the paper trains in full)."""
     from llava_star.models.loading import load_model
-    from llava_star.stages.train import parameter_group
+    from llava_star.training.parts import parameter_group
 
     before = load_model(str(base), device="cpu").model.state_dict()
     after = load_model(str(output), device="cpu", dtype="float32").model.state_dict()
@@ -71,7 +71,8 @@ def test_bf16_mixed_precision_follows_fp32(family, train_json, synthetic_dataset
 
 def test_without_deepspeed_the_trained_weights_are_fp32_and_the_frozen_ones_stay_bf16(tmp_path):
     from llava_star.models.loading import load_model
-    from llava_star.stages.train import TrainConfig, model_dtype, set_trainable
+    from llava_star.training.config import TrainConfig, model_dtype
+    from llava_star.training.parts import set_trainable
     from llava_star.training.precision import upcast_trained_weights
 
     config = TrainConfig(model="m", data=("d.json",), output_dir="o", bf16=True)

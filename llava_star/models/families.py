@@ -5,7 +5,9 @@ are the ``config.model_type`` values that belong to it (Qwen2.5-VL is processed 
 The loader maps a checkpoint to its family, gives a checkpoint without a chat template the
 family's, and names the family's transformers checkpoint when an original-repository one is
 loaded; ``train`` refuses video records for image-only families and uses the family's plain
-(pretraining) template for ``--version plain``; the generate backends read ``vllm_videos``.
+(pretraining) template for ``--version plain`` and reads which parameters are the vision tower
+and the projector from ``vision_parts`` / ``projector_parts``; the generate backends read
+``vllm_videos``.
 
 Adding a family is an entry here (and, for the tests and the demo, a tiny-model builder in
 :mod:`llava_star.models.tiny`).
@@ -28,9 +30,19 @@ class Family:
     example: str  # a transformers checkpoint of the family
     videos: bool = True  # False: an image model, trained on image and text records
     vllm_videos: bool = False  # vLLM (0.32) answers its videos
+    # which parameters of the transformers model are its vision tower and its projector, by a
+    # fragment of their names (the projector is tested first: Qwen2-VL's sits inside its tower);
+    # every other parameter is the language model. Training freezes and groups them by these.
+    vision_parts: tuple[str, ...] = ("vision_tower",)
+    projector_parts: tuple[str, ...] = ("multi_modal_projector",)
 
 
 _LLAVA_PLAIN = plain_template("<video>", "<image>")
+# image_newline (LLaVA-NeXT, OneVision) is the projector's learned separator of image rows
+_ANYRES_PROJECTOR = ("multi_modal_projector", "image_newline")
+# the projector's name in the original LLaVA repositories' models (``model.mm_projector.0``),
+# which transformers calls multi_modal_projector (stages/convert.py renames it)
+ORIGINAL_PROJECTOR_PART = "mm_projector"
 
 FAMILIES: dict[str, Family] = {
     family.name: family
@@ -43,8 +55,16 @@ FAMILIES: dict[str, Family] = {
             _LLAVA_PLAIN,
             "llava-hf/llava-v1.6-vicuna-7b-hf",
             videos=False,
+            projector_parts=_ANYRES_PROJECTOR,
         ),
-        Family("video_llava", ("video_llava",), LLAVA_TEMPLATE, _LLAVA_PLAIN, "LanguageBind/Video-LLaVA-7B-hf"),
+        Family(
+            "video_llava",
+            ("video_llava",),
+            LLAVA_TEMPLATE,
+            _LLAVA_PLAIN,
+            "LanguageBind/Video-LLaVA-7B-hf",
+            vision_parts=("image_tower", "video_tower"),
+        ),
         Family(
             "llava_next_video",
             ("llava_next_video",),
@@ -52,6 +72,7 @@ FAMILIES: dict[str, Family] = {
             _LLAVA_PLAIN,
             "llava-hf/LLaVA-NeXT-Video-7B-hf",
             vllm_videos=True,
+            projector_parts=_ANYRES_PROJECTOR,
         ),
         Family(
             "llava_onevision",
@@ -60,6 +81,7 @@ FAMILIES: dict[str, Family] = {
             _LLAVA_PLAIN,
             "llava-hf/llava-onevision-qwen2-7b-ov-hf",
             vllm_videos=True,
+            projector_parts=_ANYRES_PROJECTOR,
         ),
         Family(
             "qwen2_vl",
@@ -68,6 +90,8 @@ FAMILIES: dict[str, Family] = {
             plain_template(QWEN_VIDEO, QWEN_IMAGE),
             "Qwen/Qwen2-VL-7B-Instruct",
             vllm_videos=True,
+            vision_parts=("visual.",),
+            projector_parts=("visual.merger",),  # the tower's last block, which merges patches into text space
         ),
     )
 }

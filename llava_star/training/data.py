@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_star.errors import ImageError, LlavaStarError, RecordError, VideoError
+from llava_star.errors import ConfigError, ImageError, LlavaStarError, RecordError, VideoError
 from llava_star.llava_json import media_paths
 from llava_star.records import dumps_line
 
@@ -443,3 +443,14 @@ def failures_in(path: str | os.PathLike[str]) -> int:
         return 0
     with path.open("rb") as handle:
         return sum(1 for line in handle if line.strip())
+
+
+def image_pad_colour(processor: Any) -> tuple[int, int, int]:
+    """The pad colour of ``image_aspect_ratio: pad``: the processor's mean, as LLaVA's expand2square."""
+    from llava_star.media.images import pad_colour
+
+    image_processor = getattr(processor, "image_processor", None)
+    mean = getattr(image_processor, "image_mean", None)
+    if mean is None:
+        raise ConfigError(f"image_aspect_ratio: pad needs the processor's image_mean; {type(processor).__name__} has none")
+    return pad_colour(mean)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llava_star.errors import RecordError
+from llava_star.errors import ConfigError, RecordError
 
 STRATEGIES = ("all", "first", "end", "random")
 
@@ -104,4 +104,15 @@ def read_data_list(path: str | os.PathLike[str], seed: int = 0) -> list[dict[str
             records += sample_records(selected, entry.get("sampling_strategy", "all"), seed)
         except ValueError as error:
             raise RecordError(f"{where}.sampling_strategy: {error}") from None
+    return records
+
+
+def load_records(paths: Sequence[str], seed: int = 0) -> list[dict[str, Any]]:
+    """The records of training-data files (any format export writes, detected per file:
+    docs/export.md) and LLaVA-NeXT YAML data lists, in order, in the project's form."""
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        records.extend(read_data_list(path, seed) if is_data_list(path) else read_records_file(Path(path)))
+    if not records:
+        raise ConfigError(f"data: no records in {', '.join(paths)}")
     return records

@@ -86,3 +86,27 @@ def estimate_memory_per_gpu(
     figures = {"weights": weights / GIB, "gradients": gradients / GIB, "optimizer": optimizer / GIB}
     figures["total"] = sum(figures.values())
     return figures
+
+
+def log_memory_estimate(model: Any, *, weight_bytes: int, stage: int, world_size: int) -> dict[str, float]:
+    """:func:`estimate_memory_per_gpu` of a loaded model (whole sizes under ZeRO-3's
+    partitioning), logged; the run's summary keeps it."""
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    memory = estimate_memory_per_gpu(
+        sum(size for size, _ in sizes),
+        sum(size for size, trained in sizes if trained),
+        weight_bytes=weight_bytes,
+        stage=stage,
+        world_size=world_size,
+    )
+    logger.info(
+        "train: per-GPU memory estimate %.1f GiB (weights %.1f, gradients %.1f, optimizer %.1f; activations not "
+        "included) for ZeRO stage %d over %d processes",
+        memory["total"],
+        memory["weights"],
+        memory["gradients"],
+        memory["optimizer"],
+        stage,
+        world_size,
+    )
+    return memory

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from llava_star.config import config_to_dict
 from llava_star.errors import ConfigError
 from llava_star.stages.train import build_parser
 from llava_star.training.config import TrainConfig, config_from_args
@@ -173,7 +174,7 @@ def test_paper_defaults():
         1.0, 2e-5, "cosine", 0.03,
     )  # fmt: skip
     assert config.freeze_vision_tower and not config.freeze_projector and not config.freeze_language_model
-    assert json.loads(json.dumps(config.to_dict()))["data"] == ["train.json"]
+    assert json.loads(json.dumps(config_to_dict(config)))["data"] == ["train.json"]
 
 
 @pytest.mark.slow  # imports transformers

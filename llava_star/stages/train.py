@@ -31,6 +31,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from llava_star.config import config_to_dict
 from llava_star.errors import ConfigError, MissingDependencyError
 from llava_star.llava_json import media_paths
 from llava_star.log import is_main_process
@@ -128,7 +129,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         share_process_group_with_deepspeed()
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(output_dir / CONFIG_FILE, config.to_dict())
+        write_json_atomic(output_dir / CONFIG_FILE, config_to_dict(config))
     attention = training_attention(config, cuda=torch.cuda.is_available())
     # loaded on the CPU (ZeRO-3 partitions it there); the Trainer moves it to its GPU
     loaded = load_model(

@@ -248,11 +248,6 @@ class TrainConfig:
     def failures_path(self) -> Path:
         return Path(self.output_dir) / FAILURES_FILE
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["trainer_args"] = dict(self.trainer_args)
-        return out
-
 
 def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:

@@ -258,7 +258,7 @@ def with_time_instruction(record: Mapping[str, Any], frames: Any) -> dict[str, A
     """The record with its first human turn as LLaVA-NeXT writes it under ``--add_time_instruction``:
     the video placeholder, the time instruction, then the turn without its placeholder.
     Times are the clip's (what the model sees), from its first frame."""
-    from llava_star.models.inputs import VIDEO_PLACEHOLDER
+    from llava_star.llava_json import VIDEO_PLACEHOLDER
 
     clip_start = frames.clip_first_frame / frames.fps
     duration = (frames.clip_num_frames or frames.total_num_frames) / frames.fps

@@ -25,7 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from llava_star.media.clips import write_clip
-from llava_star.media.video import VideoEncoder, clip_bounds
+from llava_star.media.encode import VideoEncoder
+from llava_star.media.video import clip_bounds
 
 
 def make_source(path: Path, width: int, height: int, fps: float, seconds: float) -> Path:

@@ -43,7 +43,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from llava_star.media.video import Frames, write_video
+from llava_star.media.encode import write_video
+from llava_star.media.video import Frames
 from llava_star.models.tiny import build_tiny_model
 from llava_star.records import JsonlAppender, Sample
 from llava_star.stages.generate import GenerateConfig, Reply, run

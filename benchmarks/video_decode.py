@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from llava_star.media.video import read_frames, write_video
+from llava_star.media.encode import write_video
+from llava_star.media.video import read_frames
 
 NUM_FRAMES = 8
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov")

@@ -27,9 +27,9 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_video("clip.mp4", num_frames=32, fps=8.0, size=32, codec=None, **kwargs)``.
 
     ``frames`` overrides the numbered frames; other keyword arguments go to
-    :func:`llava_star.media.video.write_video` (``options``, ``container_options``).
+    :func:`llava_star.media.encode.write_video` (``options``, ``container_options``).
     """
-    from llava_star.media.video import write_video
+    from llava_star.media.encode import write_video
 
     def make(
         name: str = "clip.mp4",

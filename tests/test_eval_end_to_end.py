@@ -64,7 +64,7 @@ def _samples() -> list[dict]:
 def evaluation_inputs(tmp_path_factory):
     from PIL import Image
 
-    from llava_star.media.video import write_video
+    from llava_star.media.encode import write_video
     from llava_star.models.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("eval_inputs")

@@ -18,7 +18,7 @@ from llava_star.config import load_config
 from llava_star.generation.answerer import Reply
 from llava_star.generation.options import GenerationOptions
 from llava_star.generation.prompts import direct_prompt
-from llava_star.media.video import write_video
+from llava_star.media.encode import write_video
 from llava_star.stages import cycle as cycle_stage
 from llava_star.stages import generate as generate_stage
 from llava_star.stages.cycle import CycleConfig

@@ -13,7 +13,7 @@ import pytest
 from tiny_model_helpers import in_memory_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
 
 from llava_star.errors import ConfigError, RecordError
-from llava_star.media.video import write_video
+from llava_star.media.encode import write_video
 from llava_star.models.loading import load_model
 from llava_star.models.tiny import FAMILIES, VARIANTS, build_tiny_model
 from llava_star.records import read_jsonl, write_jsonl_atomic

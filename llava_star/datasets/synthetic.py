@@ -273,7 +273,7 @@ def make_synthetic_dataset(
     """
     from tqdm import tqdm
 
-    from llava_star.media.video import write_video
+    from llava_star.media.encode import write_video
 
     if num_videos < 1:
         raise ConfigError(f"num_videos: expected at least 1, got {num_videos}")

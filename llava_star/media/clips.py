@@ -38,10 +38,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from llava_star.errors import VideoError
+from llava_star.media.encode import VideoEncoder, available_video_codec
 from llava_star.media.video import (
     FRAME_FOLDER_FPS,
-    VideoEncoder,
-    available_video_codec,
     clip_bounds,
     frame_files,
     pyav_stream_length,

@@ -145,9 +145,15 @@ def backend_throughputs(args: argparse.Namespace) -> dict[str, float]:
             "vllm": VllmAnswerer(str(model), family=family, max_new_tokens=args.max_new_tokens),
         }
         for backend in ("hf", "vllm", "hf", "vllm"):  # the first run of each warms up and is discarded
-            speed[backend] = model_throughput(data, model, args.backend_batch_size, num_frames=args.num_frames,
-                                              max_new_tokens=args.max_new_tokens, answerer=answerers[backend],
-                                              name=backend)  # fmt: skip
+            speed[backend] = model_throughput(
+                data,
+                model,
+                args.backend_batch_size,
+                num_frames=args.num_frames,
+                max_new_tokens=args.max_new_tokens,
+                answerer=answerers[backend],
+                name=backend,
+            )
             for stale in data.glob("out-*"):
                 for path in stale.iterdir():
                     path.unlink()
@@ -272,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if is_available("vllm"):
             speed = backend_throughputs(args)
-            print(f"tiny {args.backend_family}, {args.samples} samples, {args.num_frames} frames, "
-                  f"<= {args.max_new_tokens} new tokens, batch {args.backend_batch_size}")  # fmt: skip
+            print(
+                f"tiny {args.backend_family}, {args.samples} samples, {args.num_frames} frames, "
+                f"<= {args.max_new_tokens} new tokens, batch {args.backend_batch_size}"
+            )
             print(f"hf: {speed['hf']:.2f} samples/s")
             print(f"vllm: {speed['vllm']:.2f} samples/s")
             print(f"ratio vllm/hf: {speed['vllm'] / speed['hf']:.2f}x")

@@ -71,8 +71,10 @@ def pre_decoded_samples_per_second(config: TrainConfig) -> float:
     padding = {"input_ids": pad_id, "labels": -100, "attention_mask": 0}
 
     def padded(example: dict) -> dict:
-        out = {key: torch.nn.functional.pad(example[key], (0, length - len(example[key])), value=value)
-               for key, value in padding.items()}  # fmt: skip
+        out = {
+            key: torch.nn.functional.pad(example[key], (0, length - len(example[key])), value=value)
+            for key, value in padding.items()
+        }
         out["pixel_values_videos"] = example["pixel_values_videos"][0]
         return out
 
@@ -99,19 +101,29 @@ def main(argv: list[str] | None = None) -> int:
         data = write_training_json(dataset.root, dataset.samples, root / "train.json")
         model = build_tiny_model(args.family, root / "model")
         common = {
-            "model": str(model), "data": (str(data),), "video_root": str(dataset.root), "max_steps": args.steps,
-            "per_device_train_batch_size": args.batch_size, "learning_rate": 1e-4, "warmup_ratio": 0.0,
+            "model": str(model),
+            "data": (str(data),),
+            "video_root": str(dataset.root),
+            "max_steps": args.steps,
+            "per_device_train_batch_size": args.batch_size,
+            "learning_rate": 1e-4,
+            "warmup_ratio": 0.0,
             "logging_steps": 10,
-        }  # fmt: skip
+        }
         baseline, ours_rate = 0.0, 0.0
         for _ in range(args.repeats):  # alternating evens out a machine whose load changes
-            baseline = max(baseline, pre_decoded_samples_per_second(
-                TrainConfig(output_dir=str(root / "baseline"), dataloader_num_workers=0, **common)
-            ))  # fmt: skip
+            baseline = max(
+                baseline,
+                pre_decoded_samples_per_second(
+                    TrainConfig(output_dir=str(root / "baseline"), dataloader_num_workers=0, **common)
+                ),
+            )
             ours = run(TrainConfig(output_dir=str(root / "ours"), dataloader_num_workers=args.workers, **common))
             ours_rate = max(ours_rate, float(ours["train_samples_per_second"]))
-    print(f"model: tiny {args.family}, batch {args.batch_size}, {args.steps} steps, {args.workers} workers, "
-          f"best of {args.repeats}")  # fmt: skip
+    print(
+        f"model: tiny {args.family}, batch {args.batch_size}, {args.steps} steps, {args.workers} workers, "
+        f"best of {args.repeats}"
+    )
     print(f"ours (decode + chat template in workers, collate): {ours_rate:8.2f} samples/s")
     print(f"plain Trainer on pre-decoded, pre-padded tensors:  {baseline:8.2f} samples/s")
     print(f"ratio: {ours_rate / baseline:.2f} (target >= 0.8)")

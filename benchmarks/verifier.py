@@ -36,7 +36,12 @@ MIDDLES = (
     "Looking closely at the movements of the arms and legs helps to identify the activity.",
     "The motion is repeated a few times, which is typical for this kind of action.",
 )
-OPTIONS = {"A": "The man jumps into the pool", "B": "The man walks away", "C": "The man sits down", "D": "The man swims laps"}
+OPTIONS = {
+    "A": "The man jumps into the pool",
+    "B": "The man walks away",
+    "C": "The man sits down",
+    "D": "The man swims laps",
+}
 
 
 def _chatty(rng: random.Random, conclusion: str) -> str:
@@ -87,10 +92,14 @@ def build_answers(count: int, seed: int) -> list[tuple[str, list[Label]]]:
 def naive_substring(answer: str, labels: list[Label]) -> bool:
     """The baseline: the label's value (as text) appears somewhere in the answer."""
     text = answer.lower()
-    return all(str(label.value if not isinstance(label.value, tuple) else label.value[0]).lower() in text for label in labels)
+    return all(
+        str(label.value if not isinstance(label.value, tuple) else label.value[0]).lower() in text for label in labels
+    )
 
 
-def answers_per_second(check: Callable[[str, list[Label]], object], answers: list[tuple[str, list[Label]]], repeats: int) -> float:
+def answers_per_second(
+    check: Callable[[str, list[Label]], object], answers: list[tuple[str, list[Label]]], repeats: int
+) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.process_time()
@@ -103,7 +112,10 @@ def answers_per_second(check: Callable[[str, list[Label]], object], answers: lis
 def paired_rates(answers: list[tuple[str, list[Label]]], repeats: int) -> tuple[float, float]:
     """Best answers/s of verify and of the baseline, their runs interleaved: a machine whose
     speed drifts during the benchmark slows both alike, so their ratio stays put."""
-    rates = [(answers_per_second(verify, answers, 1), answers_per_second(naive_substring, answers, 1)) for _ in range(repeats)]
+    rates = [
+        (answers_per_second(verify, answers, 1), answers_per_second(naive_substring, answers, 1))
+        for _ in range(repeats)
+    ]
     return max(rate for rate, _ in rates), max(baseline for _, baseline in rates)
 
 
@@ -119,7 +131,9 @@ def python_loop_seconds() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--answers", type=int, default=4000)
-    parser.add_argument("--repeats", type=int, default=5, help="the best of this many runs is reported (noisy machines)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="the best of this many runs is reported (noisy machines)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     answers = build_answers(args.answers, args.seed)
@@ -136,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'all':<11} verify: {rate:>10,.0f} answers/s  ({passed}/{len(answers)} passed)")
     print(f"{'all':<11} naive substring baseline: {baseline:>10,.0f} answers/s")
     print(f"machine: a 1M-step Python loop takes {python_loop_seconds():.3f} s of CPU")
-    print(f"verify costs {baseline / rate:.1f}x the baseline; target >= 20,000 answers/s: {'met' if rate >= 20_000 else 'NOT met'}")
+    print(
+        f"verify costs {baseline / rate:.1f}x the baseline; target >= 20,000 answers/s: {'met' if rate >= 20_000 else 'NOT met'}"
+    )
     return 0
 
 

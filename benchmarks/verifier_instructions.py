@@ -48,8 +48,19 @@ def run_passes(label_type: str, answers: int, passes: int) -> None:
 
 
 def count_instructions(label_type: str, answers: int, passes: int) -> int:
-    command = ["setarch", "-R", "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-               sys.executable, __file__, "--child", label_type, str(answers), str(passes)]  # fmt: skip
+    command = [
+        "setarch",
+        "-R",
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--child",
+        label_type,
+        str(answers),
+        str(passes),
+    ]
     env = dict(os.environ, PYTHONHASHSEED="0")
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     found = re.search(r"Collected : (\d+)", done.stderr)

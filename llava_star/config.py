@@ -402,8 +402,12 @@ def add_config_flags(
         parser.add_argument(*names, **options)
 
 
-def config_from_flags(config_class: type[ConfigT], namespace: argparse.Namespace, path: str | os.PathLike[str] | None = None,
-                      extra: Mapping[str, Any] | None = None) -> ConfigT:  # fmt: skip
+def config_from_flags(
+    config_class: type[ConfigT],
+    namespace: argparse.Namespace,
+    path: str | os.PathLike[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> ConfigT:
     """The config of :func:`add_config_flags`'s flags: the YAML file at ``path`` (if any),
     then the flags given, then ``extra``, checked like every config (errors name the key)."""
     values = numbers_in_scientific_notation(read_yaml_mapping(path)) if path is not None else {}

@@ -122,7 +122,9 @@ def process_group(context: ProcessContext, device: str, *, timeout: datetime.tim
     # the store the group is built on (what init_process_group's env:// would make) serves the barrier
     store, _, _ = next(dist.rendezvous("env://", context.rank, context.world_size, timeout=timeout))
     dist.init_process_group(store=store, rank=context.rank, world_size=context.world_size, timeout=timeout, **options)
-    logger.debug("rank %d of %d joined the %s process group (timeout %s)", context.rank, context.world_size, backend, timeout)
+    logger.debug(
+        "rank %d of %d joined the %s process group (timeout %s)", context.rank, context.world_size, backend, timeout
+    )
     try:
         yield StoreGroup(context, store).barrier
     finally:
@@ -192,6 +194,8 @@ def engine_gpus(context: ProcessContext, per_engine: int, visible: str | None) -
         return ",".join(str(index) for index in range(first, first + per_engine))
     gpus = [gpu.strip() for gpu in visible.split(",") if gpu.strip()]
     if first + per_engine > len(gpus):
-        raise ValueError(f"local rank {context.local_rank} needs GPUs {first}..{first + per_engine - 1} "
-                         f"of CUDA_VISIBLE_DEVICES={visible}")  # fmt: skip
+        raise ValueError(
+            f"local rank {context.local_rank} needs GPUs {first}..{first + per_engine - 1} "
+            f"of CUDA_VISIBLE_DEVICES={visible}"
+        )
     return ",".join(gpus[first : first + per_engine])

@@ -159,4 +159,3 @@ def record_location(path: str | os.PathLike[str], index: int, record: Any) -> st
     """
     record_id = record.get("id") if isinstance(record, Mapping) else None
     return f"{path}[{index}]" + (f" (id {record_id!r})" if record_id is not None else "")
-

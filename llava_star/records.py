@@ -38,9 +38,18 @@ BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 # `vocabulary` is either an inline list or a reference string: a packaged vocabulary name
 # ("kinetics700") or "file:PATH" (see llava_star.datasets.vocabularies).
 _LABEL_FIELDS = (
-    "type", "value", "name", "synonyms", "vocabulary", "tolerance", "rel_tolerance",
-    "duration", "min_iou", "options", "box_format",
-)  # fmt: skip
+    "type",
+    "value",
+    "name",
+    "synonyms",
+    "vocabulary",
+    "tolerance",
+    "rel_tolerance",
+    "duration",
+    "min_iou",
+    "options",
+    "box_format",
+)
 _LABEL_FIELD_SET = frozenset(_LABEL_FIELDS)
 _NUMBER_FIELDS = ("tolerance", "rel_tolerance", "duration", "min_iou")
 
@@ -58,7 +67,11 @@ def _check_synonyms(label_type: str, synonyms: Any, steps: Any) -> tuple[str, ..
         for step, names in synonyms.items():
             if step not in steps:
                 raise LabelError(f"synonyms: {step!r} is not a step of the sequence {list(steps)}")
-            if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            if (
+                isinstance(names, str)
+                or not isinstance(names, (list, tuple))
+                or not all(isinstance(n, str) for n in names)
+            ):
                 raise LabelError(f"synonyms: step {step!r} needs a list of strings, got {names!r}")
         return {step: tuple(names) for step, names in synonyms.items()} or ()
     if isinstance(synonyms, (str, Mapping)) or not all(isinstance(s, str) for s in synonyms):
@@ -139,7 +152,9 @@ class Label:
         return out
 
 
-_LABEL_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Label) if field.name not in ("type", "value")}
+_LABEL_DEFAULTS = {
+    field.name: field.default for field in dataclasses.fields(Label) if field.name not in ("type", "value")
+}
 
 
 def _labels_from_list(data: Any) -> tuple[Label, ...]:
@@ -322,7 +337,9 @@ def kept_counts(generations: Iterable[Generation]) -> dict[str, int | float]:
             counts["kept"] += 1
             counts["kept_rationalized" if generation.rationalized else "kept_direct"] += 1
     total = counts["samples"]
-    fractions = {f"{key}_fraction": counts[key] / total if total else 0.0 for key in ("kept", "kept_direct", "kept_rationalized")}
+    fractions = {
+        f"{key}_fraction": counts[key] / total if total else 0.0 for key in ("kept", "kept_direct", "kept_rationalized")
+    }
     return {**counts, **fractions}
 
 

@@ -307,8 +307,12 @@ def _exclusive(lock_file: Path, target: Path, command: str) -> Iterator[None]:
                 f"{target}: already being written by {_holder(lock_file)}; "
                 "wait for it to finish (a rerun then resumes), or write somewhere else"
             ) from None
-        holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
+        holder = {
+            "command": command,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        }
         os.ftruncate(descriptor, 0)
         os.write(descriptor, json.dumps(holder).encode())
         _close_locks_in_forked_children()

@@ -50,8 +50,15 @@ FORMATS = ("llava_star", "video-llava", "llava-next", "llama-factory")
 MIX_FORMATS = ("auto", *FORMATS)
 # the metadata export adds to its records; LLaMA-Factory output keeps these (fixed types)
 EXPORT_METADATA = (
-    "source", "task", "label_types", "rationalized", "cycle", "original_video", "original_start", "original_end",
-)  # fmt: skip
+    "source",
+    "task",
+    "label_types",
+    "rationalized",
+    "cycle",
+    "original_video",
+    "original_start",
+    "original_end",
+)
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,13 @@ class TargetFormat:
 TARGETS = {
     "llava_star": TargetFormat("llava_star", "llava-star train", True, True, None, True, "--video-root"),
     "video-llava": TargetFormat("video-llava", "Video-LLaVA", False, False, 1, True, "--video_folder"),
-    "llava-next": TargetFormat("llava-next", "LLaVA-NeXT / LLaVA-Video / OneVision", False, False, 1, False, "--video_folder"),
-    "llama-factory": TargetFormat("llama-factory", "LLaMA-Factory", False, False, None, True, "media_dir (default: dataset_dir)"),
-}  # fmt: skip
+    "llava-next": TargetFormat(
+        "llava-next", "LLaVA-NeXT / LLaVA-Video / OneVision", False, False, 1, False, "--video_folder"
+    ),
+    "llama-factory": TargetFormat(
+        "llama-factory", "LLaMA-Factory", False, False, None, True, "media_dir (default: dataset_dir)"
+    ),
+}
 
 _LLAMA_FACTORY_LAYOUTS = {
     # conversation key: (role key, text key, (user, assistant))

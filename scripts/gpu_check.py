@@ -51,9 +51,14 @@ def _frames(count: int, height: int, width: int, seed: int) -> Any:
     rng = np.random.default_rng(seed)
     return Frames(
         array=rng.integers(0, 256, (count, height, width, 3), dtype=np.uint8),
-        timestamps=np.arange(count) / 8.0, indices=np.arange(count, dtype=np.int64), fps=8.0,
-        duration=count / 8.0, path="<memory>", total_num_frames=count, backend="frames",
-    )  # fmt: skip
+        timestamps=np.arange(count) / 8.0,
+        indices=np.arange(count, dtype=np.int64),
+        fps=8.0,
+        duration=count / 8.0,
+        path="<memory>",
+        total_num_frames=count,
+        backend="frames",
+    )
 
 
 def check_generate(model_dir: Path, attention: str) -> str:
@@ -85,8 +90,13 @@ def check_vllm_generate(model_dir: Path) -> str:
     videos = [_frames(8, 480, 854, seed) for seed in (0, 1)]
     prompts = ["What colour is the shape?", "Which direction does it move?"]
     started = time.perf_counter()
-    engine = VllmAnswerer(str(model_dir), family=model_family(str(model_dir)), max_new_tokens=8, dtype="bfloat16",
-                          gpu_memory_utilization=0.3)  # fmt: skip
+    engine = VllmAnswerer(
+        str(model_dir),
+        family=model_family(str(model_dir)),
+        max_new_tokens=8,
+        dtype="bfloat16",
+        gpu_memory_utilization=0.3,
+    )
     start_seconds = time.perf_counter() - started
     answers = engine.answer(prompts, videos)
     del engine
@@ -105,11 +115,16 @@ def training_data(work: Path) -> tuple[Path, Path]:
 
     dataset = make_synthetic_dataset(work / "synthetic", num_videos=8, seed=0)
     records = [
-        {"id": sample.id, "video": sample.video, "conversations": [
-            {"from": "human", "value": "<video>\n" + sample.question},
-            {"from": "gpt", "value": f"The answer is {sample.labels[0].value}."}]}
+        {
+            "id": sample.id,
+            "video": sample.video,
+            "conversations": [
+                {"from": "human", "value": "<video>\n" + sample.question},
+                {"from": "gpt", "value": f"The answer is {sample.labels[0].value}."},
+            ],
+        }
         for sample in read_samples(dataset.train)
-    ]  # fmt: skip
+    ]
     path = work / "train.json"
     path.write_text(json.dumps(records), encoding="utf-8")
     return path, dataset.root
@@ -124,11 +139,20 @@ def check_train_save_reload(model_dir: Path, work: Path, attention: str | None) 
     data, videos = training_data(work)
     output = work / "checkpoint"
     config = TrainConfig(
-        model=str(model_dir), data=(str(data),), video_root=str(videos), output_dir=str(output),
-        max_steps=5, learning_rate=1e-3, warmup_ratio=0.0, per_device_train_batch_size=2, bf16=True,
-        gradient_checkpointing=True, deepspeed=str(_REPO_ROOT / "scripts" / "zero2.json"),
-        attn_implementation=attention, dataloader_num_workers=0,
-    )  # fmt: skip
+        model=str(model_dir),
+        data=(str(data),),
+        video_root=str(videos),
+        output_dir=str(output),
+        max_steps=5,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        per_device_train_batch_size=2,
+        bf16=True,
+        gradient_checkpointing=True,
+        deepspeed=str(_REPO_ROOT / "scripts" / "zero2.json"),
+        attn_implementation=attention,
+        dataloader_num_workers=0,
+    )
     summary = run(config)
     if summary["global_step"] != 5 or not summary["deepspeed_enabled"]:
         raise RuntimeError(f"expected 5 DeepSpeed steps, got {summary['global_step']} ({summary['deepspeed_enabled']})")
@@ -141,8 +165,16 @@ def train_steps(model_dir: Path, data: Path, videos: Path, output: Path, **optio
     """One ``llava-star train`` run of the equivalence checks: same data, order and schedule each time."""
     from llava_star.stages.train import TrainConfig, run
 
-    values = {"max_steps": 6, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0,
-              "dataloader_num_workers": 0, "num_frames": 4, "seed": 0, **options}  # fmt: skip
+    values = {
+        "max_steps": 6,
+        "per_device_train_batch_size": 2,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "dataloader_num_workers": 0,
+        "num_frames": 4,
+        "seed": 0,
+        **options,
+    }
     config = TrainConfig(
         model=str(model_dir), data=(str(data),), video_root=str(videos), output_dir=str(output), **values
     )
@@ -258,27 +290,39 @@ def main(argv: list[str] | None = None) -> int:
                 check(f"{family} bf16 vllm batched generate", lambda d=model_dir: check_vllm_generate(d))
     if "video_llava" in models:
         flash = "flash_attention_2" if "flash_attention_2" in attentions else None
-        check("video_llava ZeRO-2 5 steps, save, reload, generate",
-              lambda: check_train_save_reload(models["video_llava"], work / "train", flash))  # fmt: skip
+        check(
+            "video_llava ZeRO-2 5 steps, save, reload, generate",
+            lambda: check_train_save_reload(models["video_llava"], work / "train", flash),
+        )
     # the training equivalences of the CPU suite, in bf16 on the GPU (a few seconds each)
     for family, model_dir in models.items():
         for attention in attentions:
-            check(f"{family} bf16 {attention} 30 steps follow fp32",
-                  lambda d=model_dir, a=attention, f=family: check_bf16_follows_fp32(d, work / "bf16" / f / a, a))  # fmt: skip
-        check(f"{family} resumed == uninterrupted (bf16, no DeepSpeed)",
-              lambda d=model_dir, f=family: check_resume_matches(d, work / "resume" / f, None))  # fmt: skip
+            check(
+                f"{family} bf16 {attention} 30 steps follow fp32",
+                lambda d=model_dir, a=attention, f=family: check_bf16_follows_fp32(d, work / "bf16" / f / a, a),
+            )
+        check(
+            f"{family} resumed == uninterrupted (bf16, no DeepSpeed)",
+            lambda d=model_dir, f=family: check_resume_matches(d, work / "resume" / f, None),
+        )
     if "video_llava" in models:  # ZeRO-3 last: transformers keeps its config for the rest of the process
-        check("video_llava ZeRO-2 == no DeepSpeed (bf16)",
-              lambda: check_zero2_matches_one_process(models["video_llava"], work / "zero2"))  # fmt: skip
+        check(
+            "video_llava ZeRO-2 == no DeepSpeed (bf16)",
+            lambda: check_zero2_matches_one_process(models["video_llava"], work / "zero2"),
+        )
         for zero in ("zero2.json", "zero3.json"):
-            check(f"video_llava resumed == uninterrupted ({zero})",
-                  lambda z=zero: check_resume_matches(models["video_llava"], work / "resume" / z, z))  # fmt: skip
+            check(
+                f"video_llava resumed == uninterrupted ({zero})",
+                lambda z=zero: check_resume_matches(models["video_llava"], work / "resume" / z, z),
+            )
     width = max(len(row[0]) for row in rows)
     lines = [f"{'check'.ljust(width)}  result  seconds  detail"]
     lines += [f"{name.ljust(width)}  {result:6}  {seconds:7.1f}  {detail}" for name, result, detail, seconds in rows]
     sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.write(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, flash-attn: {is_available('flash_attn')}, "
-                     f"vllm: {is_available('vllm')}\n")  # fmt: skip
+    sys.stdout.write(
+        f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, flash-attn: {is_available('flash_attn')}, "
+        f"vllm: {is_available('vllm')}\n"
+    )
     return 0 if all(row[1] == "PASS" for row in rows) else 1
 
 

@@ -40,9 +40,19 @@ def resolve(extras: str, pins: tuple[str, ...]) -> list[dict]:
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "report.json"
         command = [
-            sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-            "--report", str(report), *pins, "-e", f"{REPO}[{extras}]",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            *pins,
+            "-e",
+            f"{REPO}[{extras}]",
+        ]
         log.info("resolving: %s", " ".join(command))
         subprocess.run(command, check=True)
         return json.loads(report.read_text())["install"]

@@ -56,6 +56,7 @@ def make_inputs(root: Path, seed: int) -> Inputs:
     from llava_star.models.tiny import build_tiny_model
 
     dataset = make_synthetic_dataset(root / "data", num_videos=12, seed=seed)
+
     def colour_questions(path: Path) -> list[dict[str, Any]]:
         return [sample for sample in map(json.loads, path.read_text().splitlines()) if sample["task"] == "colour"]
 
@@ -63,7 +64,10 @@ def make_inputs(root: Path, seed: int) -> Inputs:
     good = (dataset.root / train[0]["video"]).read_bytes()
     (dataset.root / "broken_corrupt.mp4").write_bytes(bytes(range(256)) * 16)
     (dataset.root / "broken_truncated.mp4").write_bytes(good[: len(good) // 3])
-    broken = [{**train[0], "id": f"broken-{name}", "video": f"broken_{name}.mp4"} for name in ("missing", "corrupt", "truncated")]
+    broken = [
+        {**train[0], "id": f"broken-{name}", "video": f"broken_{name}.mp4"}
+        for name in ("missing", "corrupt", "truncated")
+    ]
     samples, held = root / "train.jsonl", root / "held_out.jsonl"
     samples.write_text("".join(json.dumps(s) + "\n" for s in train + broken))
     held.write_text("".join(json.dumps(s) + "\n" for s in held_out + broken[:1]))
@@ -75,16 +79,45 @@ def write_cycle_config(inputs: Inputs, output_dir: Path, lmms_eval: bool) -> Pat
     mix = output_dir.parent / f"{output_dir.name}.mix.json"
     record = json.loads(inputs.samples.read_text().splitlines()[0])
     # a random model keeps no answer; a mixed-in record makes every cycle train
-    mix.write_text(json.dumps([{"id": "mix-0", "video": record["video"], "conversations": [
-        {"from": "human", "value": "<video>\n" + record["question"]}, {"from": "gpt", "value": "It is red."}]}]))  # fmt: skip
+    mix.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "mix-0",
+                    "video": record["video"],
+                    "conversations": [
+                        {"from": "human", "value": "<video>\n" + record["question"]},
+                        {"from": "gpt", "value": "It is red."},
+                    ],
+                }
+            ]
+        )
+    )
     config = {
-        "model": str(inputs.model), "samples": str(inputs.samples), "video_root": str(inputs.video_root),
-        "output_dir": str(output_dir), "cycles": 1, "min_kept_gain": None,
+        "model": str(inputs.model),
+        "samples": str(inputs.samples),
+        "video_root": str(inputs.video_root),
+        "output_dir": str(output_dir),
+        "cycles": 1,
+        "min_kept_gain": None,
         "generate": {"batch_size": 2, "num_frames": 4, "max_new_tokens": 16, "num_workers": 0},
-        "train": {"mix": [str(mix)], "options": {"max_steps": 6, "per_device_train_batch_size": 2, "learning_rate": 1e-3,
-                                                 "dataloader_num_workers": 0, "save_strategy": "steps", "save_steps": 2}},
-        "eval": {"samples": str(inputs.held_out), "baseline": False, "lmms_tasks": ["llava_star_qa"] if lmms_eval else []},
-    }  # fmt: skip
+        "train": {
+            "mix": [str(mix)],
+            "options": {
+                "max_steps": 6,
+                "per_device_train_batch_size": 2,
+                "learning_rate": 1e-3,
+                "dataloader_num_workers": 0,
+                "save_strategy": "steps",
+                "save_steps": 2,
+            },
+        },
+        "eval": {
+            "samples": str(inputs.held_out),
+            "baseline": False,
+            "lmms_tasks": ["llava_star_qa"] if lmms_eval else [],
+        },
+    }
     path = output_dir.parent / f"{output_dir.name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -92,8 +125,14 @@ def write_cycle_config(inputs: Inputs, output_dir: Path, lmms_eval: bool) -> Pat
 
 def start_cycle(config: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    return subprocess.Popen([sys.executable, "-m", "llava_star", "cycle", "--config", str(config)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "llava_star", "cycle", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def run_cycle(config: Path) -> None:
@@ -120,8 +159,10 @@ def running_stage(output_dir: Path) -> str:
 def stage_durations(output_dir: Path) -> dict[str, float]:
     """Seconds each stage of the reference run took, from its first file to its marker."""
     cycle = CycleRunDir(output_dir).cycle(1)
-    return {stage: max(0.05, cycle.marker(stage).stat().st_mtime - stage_started(output_dir, stage).stat().st_mtime)
-            for stage in STAGES}  # fmt: skip
+    return {
+        stage: max(0.05, cycle.marker(stage).stat().st_mtime - stage_started(output_dir, stage).stat().st_mtime)
+        for stage in STAGES
+    }
 
 
 def kill_inside(config: Path, output_dir: Path, stage: str, delay: float, timeout: float = 600) -> str:
@@ -148,8 +189,11 @@ def outcome(output_dir: Path) -> dict[str, Any]:
     cycle = CycleRunDir(output_dir).cycle(1)
 
     def shard_ids(directory: GenerationDir) -> collections.Counter:
-        lines = [json.loads(line) for shard in directory.generation_shards() + directory.failure_shards()
-                 for line in shard.read_text().splitlines()]  # fmt: skip
+        lines = [
+            json.loads(line)
+            for shard in directory.generation_shards() + directory.failure_shards()
+            for line in shard.read_text().splitlines()
+        ]
         return collections.Counter(line["id"] for line in lines)
 
     evaluation = json.loads(cycle.eval_result.read_text())
@@ -204,8 +248,14 @@ def main(argv: list[str] | None = None) -> int:
             round_lost, round_duplicated, round_different = compare(reference, outcome(output_dir))
             lost, duplicated = lost + round_lost, duplicated + round_duplicated
             different += [f"round {round_number}: {key}" for key in round_different]
-            logger.info("round %d: killed in %s; lost %d, duplicated %d%s", round_number, landed, round_lost,
-                        round_duplicated, f", different: {round_different}" if round_different else "")  # fmt: skip
+            logger.info(
+                "round %d: killed in %s; lost %d, duplicated %d%s",
+                round_number,
+                landed,
+                round_lost,
+                round_duplicated,
+                f", different: {round_different}" if round_different else "",
+            )
     sys.stdout.write(f"kills by stage: {dict(where)}\n")
     sys.stdout.write(f"kills: {kills}, lost: {lost}, duplicated: {duplicated}\n")
     if different:

@@ -50,12 +50,27 @@ logger = logging.getLogger("train_mem")
 
 # fixed by the checkpoint's config.json / processor, so nothing to do
 IGNORED_FLAGS = (
-    "vision_tower", "image_tower", "video_tower", "mm_projector_type", "mm_vision_select_layer",
-    "mm_vision_select_feature", "mm_use_im_start_end", "mm_use_im_patch_token", "mm_patch_merge_type",
-    "image_grid_pinpoints", "lazy_preprocess", "is_multimodal",
-    "per_device_eval_batch_size", "X", "double_quant", "quant_type",
-    "lora_weight_path", "mpt_attn_impl", "remove_unused_columns", "freeze_mm_vision_resampler",
-)  # fmt: skip
+    "vision_tower",
+    "image_tower",
+    "video_tower",
+    "mm_projector_type",
+    "mm_vision_select_layer",
+    "mm_vision_select_feature",
+    "mm_use_im_start_end",
+    "mm_use_im_patch_token",
+    "mm_patch_merge_type",
+    "image_grid_pinpoints",
+    "lazy_preprocess",
+    "is_multimodal",
+    "per_device_eval_batch_size",
+    "X",
+    "double_quant",
+    "quant_type",
+    "lora_weight_path",
+    "mpt_attn_impl",
+    "remove_unused_columns",
+    "freeze_mm_vision_resampler",
+)
 
 
 def str_to_bool(text: str) -> bool:
@@ -88,16 +103,45 @@ def build_parser() -> argparse.ArgumentParser:
     flag("image_folder")
     flag("output_dir", required=True)
     flag("num_frames", int)
-    for name in ("num_train_epochs", "learning_rate", "weight_decay", "warmup_ratio", "lora_dropout",
-                 "mm_projector_lr", "mm_vision_tower_lr"):  # fmt: skip
+    for name in (
+        "num_train_epochs",
+        "learning_rate",
+        "weight_decay",
+        "warmup_ratio",
+        "lora_dropout",
+        "mm_projector_lr",
+        "mm_vision_tower_lr",
+    ):
         flag(name, float)
-    for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "model_max_length",
-                 "dataloader_num_workers", "seed", "logging_steps", "save_steps", "save_total_limit", "lora_r",
-                 "lora_alpha", "bits", "local_rank", "tokenizer_model_max_length"):  # fmt: skip
+    for name in (
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "model_max_length",
+        "dataloader_num_workers",
+        "seed",
+        "logging_steps",
+        "save_steps",
+        "save_total_limit",
+        "lora_r",
+        "lora_alpha",
+        "bits",
+        "local_rank",
+        "tokenizer_model_max_length",
+    ):
         flag(name, int)
-    for name in ("bf16", "fp16", "tf32", "gradient_checkpointing", "lora_enable", "freeze_backbone",
-                 "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "unfreeze_mm_vision_tower",
-                 "group_by_modality_length"):  # fmt: skip
+    for name in (
+        "bf16",
+        "fp16",
+        "tf32",
+        "gradient_checkpointing",
+        "lora_enable",
+        "freeze_backbone",
+        "tune_mm_mlp_adapter",
+        "freeze_mm_mlp_adapter",
+        "unfreeze_mm_vision_tower",
+        "group_by_modality_length",
+    ):
         flag(name, bool)
     flag("lr_scheduler_type")
     flag("save_strategy")
@@ -154,7 +198,9 @@ def _check_training_argument_names(extras: dict[str, Any]) -> None:
     known = {field.name for field in dataclasses.fields(TrainingArguments)}
     for name in extras:
         if name not in known:
-            raise ConfigError(f"--{name}: unknown flag (neither a LLaVA train_mem.py flag nor a TrainingArguments field)")
+            raise ConfigError(
+                f"--{name}: unknown flag (neither a LLaVA train_mem.py flag nor a TrainingArguments field)"
+            )
 
 
 def _reject_unsupported(args: argparse.Namespace) -> None:
@@ -175,7 +221,7 @@ _ARCHITECTURE_VALUES = {
     "mm_use_im_start_end": (("False", "false"), "transformers' LLaVA classes put no <im_start>/<im_end> around images"),
     "mm_use_im_patch_token": (("False", "false"), "transformers' LLaVA classes have no <im_patch> tokens"),
     "mm_vision_select_feature": (("patch", "cls_patch"), "transformers' LLaVA classes select patch or cls_patch"),
-}  # fmt: skip
+}
 
 
 def _reject_other_architectures(args: argparse.Namespace) -> None:
@@ -195,11 +241,15 @@ def _reject_unsupported_video_options(args: argparse.Namespace) -> None:
             "row or frame; pass --mm_newline_position one_token"
         )
     if args.mm_spatial_pool_stride not in (None, 2):
-        raise ConfigError(f"--mm_spatial_pool_stride {args.mm_spatial_pool_stride}: transformers' LLaVA-OneVision "
-                          "pools video features by 2 (fixed in the class); pass 2")  # fmt: skip
+        raise ConfigError(
+            f"--mm_spatial_pool_stride {args.mm_spatial_pool_stride}: transformers' LLaVA-OneVision "
+            "pools video features by 2 (fixed in the class); pass 2"
+        )
     if args.mm_spatial_pool_mode not in (None, "bilinear"):
-        raise ConfigError(f"--mm_spatial_pool_mode {args.mm_spatial_pool_mode}: transformers' LLaVA-OneVision pools "
-                          "video features bilinearly (fixed in the class); pass bilinear")  # fmt: skip
+        raise ConfigError(
+            f"--mm_spatial_pool_mode {args.mm_spatial_pool_mode}: transformers' LLaVA-OneVision pools "
+            "video features bilinearly (fixed in the class); pass bilinear"
+        )
     if (args.frames_upbound is not None or args.video_fps is not None) and not args.force_sample:
         raise ConfigError(
             "--frames_upbound/--video_fps without --force_sample True: LLaVA-NeXT then samples one frame per "
@@ -210,9 +260,10 @@ def _reject_unsupported_video_options(args: argparse.Namespace) -> None:
 
 # LLaVA-NeXT's --mm_tunable_parts -> the TrainConfig freeze flag of each part
 _TUNABLE_PARTS = {
-    "mm_vision_tower": "freeze_vision_tower", "mm_mlp_adapter": "freeze_projector",
+    "mm_vision_tower": "freeze_vision_tower",
+    "mm_mlp_adapter": "freeze_projector",
     "mm_language_model": "freeze_language_model",
-}  # fmt: skip
+}
 
 
 def tunable_parts(text: str) -> dict[str, bool]:
@@ -238,8 +289,11 @@ def prompt_template(version: str) -> str:
     """
     if version == "plain":
         return "plain"
-    logger.info("--version %s: prompts use the checkpoint's own chat template (saved with it, so generation "
-                "and evaluation prompt the same way)", version)  # fmt: skip
+    logger.info(
+        "--version %s: prompts use the checkpoint's own chat template (saved with it, so generation "
+        "and evaluation prompt the same way)",
+        version,
+    )
     return "checkpoint"
 
 
@@ -252,27 +306,61 @@ def image_aspect_ratio(text: str) -> str:
     if text in ("pad", "square"):
         return text
     if text == "anyres" or text.startswith("anyres_max_"):
-        logger.info("--image_aspect_ratio %s: LLaVA-NeXT / OneVision processors tile images themselves "
-                    "(image_grid_pinpoints in the checkpoint's config)", text)  # fmt: skip
+        logger.info(
+            "--image_aspect_ratio %s: LLaVA-NeXT / OneVision processors tile images themselves "
+            "(image_grid_pinpoints in the checkpoint's config)",
+            text,
+        )
         return "square"
     raise ConfigError(f"--image_aspect_ratio {text}: expected pad, square, anyres or anyres_max_N")
 
 
 # LLaVA flag -> TrainConfig key, where the value carries over unchanged
 _RENAMED = {
-    "model_name_or_path": "model", "data_path": "data", "video_folder": "video_root", "image_folder": "image_root",
-    "lora_enable": "lora", "freeze_backbone": "freeze_language_model", "freeze_mm_mlp_adapter": "freeze_projector",
-    "group_by_modality_length": "group_by_media", "mm_projector_lr": "projector_learning_rate",
-    "mm_vision_tower_lr": "vision_learning_rate", "pretrain_mm_mlp_adapter": "projector_weights",
+    "model_name_or_path": "model",
+    "data_path": "data",
+    "video_folder": "video_root",
+    "image_folder": "image_root",
+    "lora_enable": "lora",
+    "freeze_backbone": "freeze_language_model",
+    "freeze_mm_mlp_adapter": "freeze_projector",
+    "group_by_modality_length": "group_by_media",
+    "mm_projector_lr": "projector_learning_rate",
+    "mm_vision_tower_lr": "vision_learning_rate",
+    "pretrain_mm_mlp_adapter": "projector_weights",
     "add_time_instruction": "video_time_instruction",
-}  # fmt: skip
+}
 _SAME = (
-    "output_dir", "num_frames", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type",
-    "warmup_ratio", "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "model_max_length", "lora_r", "lora_alpha", "lora_dropout", "bf16", "fp16", "tf32", "gradient_checkpointing",
-    "deepspeed", "attn_implementation", "dataloader_num_workers", "seed", "logging_steps", "save_strategy",
-    "save_steps", "save_total_limit", "report_to", "resume_from_checkpoint", "cache_dir",
-)  # fmt: skip
+    "output_dir",
+    "num_frames",
+    "num_train_epochs",
+    "max_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "weight_decay",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "model_max_length",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "bf16",
+    "fp16",
+    "tf32",
+    "gradient_checkpointing",
+    "deepspeed",
+    "attn_implementation",
+    "dataloader_num_workers",
+    "seed",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "report_to",
+    "resume_from_checkpoint",
+    "cache_dir",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

@@ -43,7 +43,11 @@ def test_layers_defaults_then_yaml_then_overrides(tmp_path):
     path = write_yaml(tmp_path, {"name": "from-file", "steps": 20, "optimizer": {"schedule": "linear"}})
     config = load_config(Toy, path, ["steps=30", "optimizer.learning_rate=5e-4", "tags=[a, b]", "limit="])
     assert config == Toy(
-        name="from-file", steps=30, limit=None, tags=("a", "b"), optimizer=Optimizer(learning_rate=5e-4, schedule="linear")
+        name="from-file",
+        steps=30,
+        limit=None,
+        tags=("a", "b"),
+        optimizer=Optimizer(learning_rate=5e-4, schedule="linear"),
     )
 
 
@@ -170,7 +174,9 @@ def test_flags_come_from_the_config_dataclass_and_defaults_stay_in_it(tmp_path):
     parser = argparse.ArgumentParser()
     parser.add_argument("--config")
     add_config_flags(parser, Example, flags={"output_dir": ("-o", "--output-dir")})
-    given = config_from_flags(Example, parser.parse_args(["-o", "out", "--no-rationalize", "--tasks", "x", "y", "--limit", "3"]))
+    given = config_from_flags(
+        Example, parser.parse_args(["-o", "out", "--no-rationalize", "--tasks", "x", "y", "--limit", "3"])
+    )
     assert given == Example(output_dir="out", batch_size=8, rationalize=False, tasks=("x", "y"), limit=3)
     (tmp_path / "example.yaml").write_text("batch_size: 4\nlimit: 2\n")
     from_file = config_from_flags(Example, parser.parse_args(["-o", "out", "--limit", "5"]), tmp_path / "example.yaml")

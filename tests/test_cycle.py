@@ -22,10 +22,10 @@ from llava_star.stages.cycle import (
     CycleConfig,
     format_summary,
     is_plateau,
-    last_trainer_checkpoint,
     main,
     run_cycles,
 )
+from llava_star.training.resume import last_trainer_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,15 +43,34 @@ def test_plateau_rule():
 
 def test_kept_counts_are_three_numbers_kept_direct_and_after_the_hint():
     def gen(sample_id, passed, rationalized):
-        return Generation.from_dict({
-            "id": sample_id, "video": "v.mp4", "question": "q?", "source": "s", "task": "colour",
-            "labels": [{"type": "class", "value": "red"}], "answer": "red", "rationalized": rationalized,
-            "passed": passed, "checks": [], "cycle": 1, "model": "m",
-        })  # fmt: skip
+        return Generation.from_dict(
+            {
+                "id": sample_id,
+                "video": "v.mp4",
+                "question": "q?",
+                "source": "s",
+                "task": "colour",
+                "labels": [{"type": "class", "value": "red"}],
+                "answer": "red",
+                "rationalized": rationalized,
+                "passed": passed,
+                "checks": [],
+                "cycle": 1,
+                "model": "m",
+            }
+        )
 
     counts = kept_counts([gen("a", True, False), gen("b", True, True), gen("c", False, True), gen("d", False, False)])
-    assert counts == {"samples": 4, "kept": 2, "kept_direct": 1, "kept_rationalized": 1, "rationalized": 2,
-                      "kept_fraction": 0.5, "kept_direct_fraction": 0.25, "kept_rationalized_fraction": 0.25}  # fmt: skip
+    assert counts == {
+        "samples": 4,
+        "kept": 2,
+        "kept_direct": 1,
+        "kept_rationalized": 1,
+        "rationalized": 2,
+        "kept_fraction": 0.5,
+        "kept_direct_fraction": 0.25,
+        "kept_rationalized_fraction": 0.25,
+    }
 
 
 def test_train_options_the_cycle_owns_are_refused():
@@ -59,12 +78,18 @@ def test_train_options_the_cycle_owns_are_refused():
         load_config(CycleConfig, ROOT / "configs" / "cycle.yaml", ["train.options={output_dir: elsewhere}"])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("generate.seed=3", "generate.seed: set by `seed`"),
-    ("train.options={seed: 3}", "train.options.seed: is set by seed"),
-    ("train.options={num_frames: 4}", "train.options.num_frames: is set by generate.num_frames"),
-    ("launch.eval=[python]", "launch.eval: unknown key; expected one of launch.generate, launch.train, launch.lmms_eval"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("generate.seed=3", "generate.seed: set by `seed`"),
+        ("train.options={seed: 3}", "train.options.seed: is set by seed"),
+        ("train.options={num_frames: 4}", "train.options.num_frames: is set by generate.num_frames"),
+        (
+            "launch.eval=[python]",
+            "launch.eval: unknown key; expected one of launch.generate, launch.train, launch.lmms_eval",
+        ),
+    ],
+)
 def test_a_setting_has_one_place_in_a_cycle_config(override, message):
     """docs/cycle.md: generate.seed was accepted and overwritten by `seed`, train.options.seed
     overrode it for training; a key set in two places is now an error naming the one place."""
@@ -80,7 +105,10 @@ def test_the_runs_seed_and_frames_reach_every_stage_and_the_saved_config_loads_b
     config = load_config(CycleConfig, ROOT / "configs" / "cycle.yaml", ["seed=7", "generate.num_frames=4"])
     generate_config = CycleRunner(config).generate_config("m", "s.jsonl", GenerationDir(tmp_path), cycle=1)
     assert (generate_config.seed, generate_config.num_frames) == (7, 4)
-    assert {key: _train_values(config, "m", "d.json", "o")[key] for key in ("seed", "num_frames")} == {"seed": 7, "num_frames": 4}
+    assert {key: _train_values(config, "m", "d.json", "o")[key] for key in ("seed", "num_frames")} == {
+        "seed": 7,
+        "num_frames": 4,
+    }
     write_config(config, tmp_path / "config.yaml")  # as the run saves it: no generate.seed
     assert "seed" not in yaml.safe_load((tmp_path / "config.yaml").read_text())["generate"]
     assert load_config(CycleConfig, tmp_path / "config.yaml") == config
@@ -89,20 +117,42 @@ def test_the_runs_seed_and_frames_reach_every_stage_and_the_saved_config_loads_b
 def test_every_cycle_key_has_help_in_the_commands_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
-    keys = [line.strip() for line in capsys.readouterr().out.split("config keys (YAML, or key=value):")[1].splitlines() if line.strip()]
+    keys = [
+        line.strip()
+        for line in capsys.readouterr().out.split("config keys (YAML, or key=value):")[1].splitlines()
+        if line.strip()
+    ]
     assert "generate.batch_size" in " ".join(keys) and not any(key.startswith("generate.seed:") for key in keys)
     own = [key for key in keys if not key.startswith("generate.")]  # generate's own options document themselves
-    assert len(own) == 18 and all(key.split(":", 1)[1].strip() and not key.split(":", 1)[1].strip().startswith("(") for key in own), own
+    assert len(own) == 18 and all(
+        key.split(":", 1)[1].strip() and not key.split(":", 1)[1].strip().startswith("(") for key in own
+    ), own
 
 
 def test_in_process_stages_pass_their_results_on(tmp_path, monkeypatch):
     """The cycle calls the stage's run() and builds its marker from the summary it returns."""
     from llava_star.stages import cycle as cycle_stage
 
-    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={tmp_path / 's.jsonl'}", f"video_root={tmp_path}",
-                                             f"output_dir={tmp_path / 'run'}"])  # fmt: skip
-    counts = {"samples": 4, "kept": 3, "kept_direct": 2, "kept_rationalized": 1, "rationalized": 2,
-              "kept_fraction": 0.75, "kept_direct_fraction": 0.5, "kept_rationalized_fraction": 0.25}  # fmt: skip
+    config = load_config(
+        CycleConfig,
+        None,
+        [
+            f"model={tmp_path}",
+            f"samples={tmp_path / 's.jsonl'}",
+            f"video_root={tmp_path}",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
+    counts = {
+        "samples": 4,
+        "kept": 3,
+        "kept_direct": 2,
+        "kept_rationalized": 1,
+        "rationalized": 2,
+        "kept_fraction": 0.75,
+        "kept_direct_fraction": 0.5,
+        "kept_rationalized_fraction": 0.25,
+    }
     seen = []
 
     def fake_generate(stage_config):
@@ -117,19 +167,38 @@ def test_in_process_stages_pass_their_results_on(tmp_path, monkeypatch):
 
 
 def test_missing_inputs_name_the_key(tmp_path):
-    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={tmp_path / 'nope.jsonl'}",
-                                             f"video_root={tmp_path}", f"output_dir={tmp_path / 'run'}"])  # fmt: skip
+    config = load_config(
+        CycleConfig,
+        None,
+        [
+            f"model={tmp_path}",
+            f"samples={tmp_path / 'nope.jsonl'}",
+            f"video_root={tmp_path}",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
     with pytest.raises(ConfigError, match="^samples: .*nope.jsonl does not exist"):
         run_cycles(config)
 
 
-@pytest.mark.parametrize("options, key", [({"learning_rte": 1e-3}, "train.options.learning_rte"),
-                                          ({"learning_rate": -1.0}, "train.options.learning_rate")])
+@pytest.mark.parametrize(
+    "options, key",
+    [({"learning_rte": 1e-3}, "train.options.learning_rte"), ({"learning_rate": -1.0}, "train.options.learning_rate")],
+)
 def test_bad_train_options_fail_before_any_stage_runs(tmp_path, options, key):
     samples = tmp_path / "samples.jsonl"
     samples.write_text("")
-    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={samples}", f"video_root={tmp_path}",
-                                             f"output_dir={tmp_path / 'run'}", f"train.options={json.dumps(options)}"])  # fmt: skip
+    config = load_config(
+        CycleConfig,
+        None,
+        [
+            f"model={tmp_path}",
+            f"samples={samples}",
+            f"video_root={tmp_path}",
+            f"output_dir={tmp_path / 'run'}",
+            f"train.options={json.dumps(options)}",
+        ],
+    )
     with pytest.raises(ConfigError, match=f"^{key}: "):
         run_cycles(config)
     assert not (tmp_path / "run" / "cycle_1").exists()
@@ -137,9 +206,21 @@ def test_bad_train_options_fail_before_any_stage_runs(tmp_path, options, key):
 
 def test_cli_reports_a_bad_override_naming_the_key(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "llava_star", "cycle", "--config", str(ROOT / "configs" / "cycle.yaml"), "generate.batchsize=4"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "llava_star",
+            "cycle",
+            "--config",
+            str(ROOT / "configs" / "cycle.yaml"),
+            "generate.batchsize=4",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2
     assert "generate.batchsize: unknown key" in result.stderr
 
@@ -149,12 +230,25 @@ def test_cli_reports_a_bad_override_naming_the_key(tmp_path):
 COLOUR_TASK = "colour"
 
 
-@pytest.mark.parametrize("argv, environ, expected, local_rank", [
-    (["--local_rank=0", "train", "--config", "c.yaml"], {"LOCAL_RANK": "0"}, ["train", "--config", "c.yaml"], "0"),  # deepspeed
-    (["--local-rank=3", "generate"], {"LOCAL_RANK": "3"}, ["generate"], "3"),  # torch.distributed.launch
-    (["--local_rank", "2", "train"], {}, ["train"], "2"),  # a launcher that sets no LOCAL_RANK: the flag sets it
-    (["train", "--local_rank=0"], {}, ["train", "--local_rank=0"], None),  # after the command: the command's own flag
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, environ, expected, local_rank",
+    [
+        (
+            ["--local_rank=0", "train", "--config", "c.yaml"],
+            {"LOCAL_RANK": "0"},
+            ["train", "--config", "c.yaml"],
+            "0",
+        ),  # deepspeed
+        (["--local-rank=3", "generate"], {"LOCAL_RANK": "3"}, ["generate"], "3"),  # torch.distributed.launch
+        (["--local_rank", "2", "train"], {}, ["train"], "2"),  # a launcher that sets no LOCAL_RANK: the flag sets it
+        (
+            ["train", "--local_rank=0"],
+            {},
+            ["train", "--local_rank=0"],
+            None,
+        ),  # after the command: the command's own flag
+    ],
+)
 def test_a_launchers_local_rank_before_the_command_is_dropped(argv, environ, expected, local_rank):
     from llava_star.cli import strip_launcher_local_rank
 
@@ -162,11 +256,14 @@ def test_a_launchers_local_rank_before_the_command_is_dropped(argv, environ, exp
     assert environ.get("LOCAL_RANK") == local_rank
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--local_rank=1", "train"], "--local_rank=1 disagrees with LOCAL_RANK=0"),
-    (["--local_rank=x", "train"], "expected a non-negative number, got 'x'"),
-    (["--local_rank"], "expected a number after it"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--local_rank=1", "train"], "--local_rank=1 disagrees with LOCAL_RANK=0"),
+        (["--local_rank=x", "train"], "expected a non-negative number, got 'x'"),
+        (["--local_rank"], "expected a number after it"),
+    ],
+)
 def test_a_bad_launcher_local_rank_exits_2_naming_it(argv, message, monkeypatch, capsys):
     from llava_star.cli import main as cli_main
 
@@ -194,14 +291,35 @@ def _held_out_ids_answered(tmp_path, monkeypatch, seed):
     from llava_star.stages import cycle as cycle_stage
 
     classes = ("archery", "bowling", "cooking", "dancing", "eating")
-    lines = [json.dumps({"id": f"{name}-{index}", "video": "v.mp4", "question": "What happens?", "source": "test",
-                         "task": "action", "labels": [{"type": "class", "value": name}]})
-             for name in classes for index in range(8)]  # fmt: skip
+    lines = [
+        json.dumps(
+            {
+                "id": f"{name}-{index}",
+                "video": "v.mp4",
+                "question": "What happens?",
+                "source": "test",
+                "task": "action",
+                "labels": [{"type": "class", "value": name}],
+            }
+        )
+        for name in classes
+        for index in range(8)
+    ]
     samples = tmp_path / "held_out.jsonl"
     samples.write_text("\n".join(lines) + "\n")  # grouped by class, as annotation files often are
-    config = load_config(CycleConfig, None, [f"model={tmp_path}", f"samples={samples}", f"video_root={tmp_path}",
-                                             f"output_dir={tmp_path / f'run-{seed}'}", f"eval.samples={samples}",
-                                             "eval.limit=10", f"seed={seed}"])  # fmt: skip
+    config = load_config(
+        CycleConfig,
+        None,
+        [
+            f"model={tmp_path}",
+            f"samples={samples}",
+            f"video_root={tmp_path}",
+            f"output_dir={tmp_path / f'run-{seed}'}",
+            f"eval.samples={samples}",
+            "eval.limit=10",
+            f"seed={seed}",
+        ],
+    )
     seen = []
 
     def fake_run_stage(command, run, stage_config, launch_prefix, config_file):
@@ -236,17 +354,27 @@ def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-cycle")
     assert synthetic_main(["-o", str(root / "data"), "--num-videos", "24", "--seed", "0"]) == 0
     for split, limit in (("train", 16), ("test", 6)):
-        lines = [line for line in (root / "data" / f"{split}.jsonl").read_text().splitlines()
-                 if json.loads(line)["task"] == COLOUR_TASK]  # fmt: skip
+        lines = [
+            line
+            for line in (root / "data" / f"{split}.jsonl").read_text().splitlines()
+            if json.loads(line)["task"] == COLOUR_TASK
+        ]
         assert lines, f"no {COLOUR_TASK} samples in the synthetic {split} split"
         (root / f"{split}.jsonl").write_text("\n".join(lines[:limit]) + "\n")
     model = build_tiny_model("video_llava", root / "model", seed=0)
     # A random model keeps no answer; a few mixed-in LLaVA records make every cycle train.
     samples = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()][:4]
-    mix = [{"id": f"mix-{index}", "video": sample["video"],
-            "conversations": [{"from": "human", "value": "<video>\n" + sample["question"]},
-                              {"from": "gpt", "value": f"The object is {sample['labels'][0]['value']}."}]}
-           for index, sample in enumerate(samples)]  # fmt: skip
+    mix = [
+        {
+            "id": f"mix-{index}",
+            "video": sample["video"],
+            "conversations": [
+                {"from": "human", "value": "<video>\n" + sample["question"]},
+                {"from": "gpt", "value": f"The object is {sample['labels'][0]['value']}."},
+            ],
+        }
+        for index, sample in enumerate(samples)
+    ]
     (root / "mix.json").write_text(json.dumps(mix))
     return {"root": root, "model": model, "mix": root / "mix.json"}
 
@@ -260,10 +388,17 @@ def write_config(tmp_path, setup, **overrides):
         "cycles": 2,
         "min_kept_gain": None,
         "generate": {"batch_size": 4, "num_frames": 8, "max_new_tokens": 12},
-        "train": {"mix": [str(setup["mix"])], "options": {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1.0e-3,
-                              "dataloader_num_workers": 0}},
+        "train": {
+            "mix": [str(setup["mix"])],
+            "options": {
+                "max_steps": 2,
+                "per_device_train_batch_size": 4,
+                "learning_rate": 1.0e-3,
+                "dataloader_num_workers": 0,
+            },
+        },
         "eval": {"samples": str(setup["root"] / "test.jsonl")},
-    }  # fmt: skip
+    }
     for key, value in overrides.items():
         node = data
         *parents, last = key.split(".")
@@ -305,7 +440,9 @@ def test_two_cycles_end_to_end(tmp_path, tiny_setup, capsys):
         # STaR: every cycle starts again from the base checkpoint
         assert train_info["from"] == str(tiny_setup["model"].resolve())
     # model_2 (trained in cycle 1) generates cycle 2
-    generations = list(read_jsonl(next((run / "cycle_2" / "generations").glob("generations.*.jsonl")), Generation.from_dict))
+    generations = list(
+        read_jsonl(next((run / "cycle_2" / "generations").glob("generations.*.jsonl")), Generation.from_dict)
+    )
     assert {g.cycle for g in generations} == {2}
     assert (run / "baseline" / "eval.json").exists()
     saved = load_config(CycleConfig, run / "config.yaml")
@@ -333,9 +470,16 @@ def test_plateau_stops_early(tmp_path, tiny_setup):
     # kept fraction can never grow by more than 100 points: the run stops after cycle 2
     # ... with generation and training launched as separate processes, as torchrun would start them
     launch = [sys.executable, "-m", "llava_star"]
-    config = load_config(CycleConfig, write_config(tmp_path, tiny_setup, cycles=4, min_kept_gain=1.01,
-                                                   **{"launch.generate": launch, "launch.train": launch,
-                                                      "eval.samples": None}))  # fmt: skip
+    config = load_config(
+        CycleConfig,
+        write_config(
+            tmp_path,
+            tiny_setup,
+            cycles=4,
+            min_kept_gain=1.01,
+            **{"launch.generate": launch, "launch.train": launch, "eval.samples": None},
+        ),
+    )
     summary = run_cycles(config)
     assert len(summary["cycles"]) == 2 and summary["stopped"].startswith("plateau after cycle 2")
     assert not (tmp_path / "run" / "cycle_3").exists()
@@ -343,7 +487,9 @@ def test_plateau_stops_early(tmp_path, tiny_setup):
     assert ids_in(tmp_path / "run" / "cycle_2" / "generations")  # written by the launched process
     # the launched stages ran the configs the cycle wrote from its own dataclasses
     generate_config = yaml.safe_load((tmp_path / "run" / "cycle_2" / "generate_config.yaml").read_text())
-    assert generate_config["seed"] == config.seed and generate_config["batch_size"] == 4 and generate_config["cycle"] == 2
+    assert (
+        generate_config["seed"] == config.seed and generate_config["batch_size"] == 4 and generate_config["cycle"] == 2
+    )
     assert yaml.safe_load((tmp_path / "run" / "cycle_1" / "train_config.yaml").read_text())["max_steps"] == 2
     assert (tmp_path / "run" / "cycle_1" / "model" / "config.json").exists()
 
@@ -367,9 +513,19 @@ def test_the_deepspeed_launcher_trains_a_cycle(tmp_path, tiny_setup, monkeypatch
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     launch = [launcher, "--num_gpus=1", f"--master_port={free_port()}", "--module", "llava_star"]
-    config = load_config(CycleConfig, write_config(tmp_path, tiny_setup, cycles=1, **{
-        "launch.train": launch, "eval.samples": None, "generate.max_new_tokens": 4,
-    }))  # fmt: skip
+    config = load_config(
+        CycleConfig,
+        write_config(
+            tmp_path,
+            tiny_setup,
+            cycles=1,
+            **{
+                "launch.train": launch,
+                "eval.samples": None,
+                "generate.max_new_tokens": 4,
+            },
+        ),
+    )
     summary = run_cycles(config)
     model = tmp_path / "run" / "cycle_1" / "model"
     assert summary["cycles"][0]["train"]["trained"] and (model / "config.json").exists()
@@ -380,8 +536,11 @@ def run_until(config, condition, timeout=600):
     """Start `llava-star cycle` in a subprocess and kill -9 it as soon as ``condition()`` holds."""
     process = subprocess.Popen(
         [sys.executable, "-m", "llava_star", "cycle", "--config", str(config)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + timeout
     try:
         while not condition():
@@ -442,8 +601,15 @@ def test_last_trainer_checkpoint_skips_cut_short_ones(tmp_path):
 
 @pytest.mark.slow
 def test_resume_after_kill_in_the_middle_of_training(tmp_path, tiny_setup):
-    options = {"max_steps": 8, "per_device_train_batch_size": 2, "learning_rate": 1.0e-3, "dataloader_num_workers": 0,
-               "save_strategy": "steps", "save_steps": 1, "save_total_limit": None}  # fmt: skip
+    options = {
+        "max_steps": 8,
+        "per_device_train_batch_size": 2,
+        "learning_rate": 1.0e-3,
+        "dataloader_num_workers": 0,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "save_total_limit": None,
+    }
     config = write_config(tmp_path, tiny_setup, cycles=1, **{"eval.baseline": False, "train.options": options})
     cycle_dir = tmp_path / "run" / "cycle_1"
     model_dir = cycle_dir / "model"
@@ -465,11 +631,15 @@ def test_resume_after_kill_in_the_middle_of_training(tmp_path, tiny_setup):
 @pytest.mark.slow
 def test_lmms_eval_tasks_run_after_each_cycle(tmp_path, tiny_setup):
     pytest.importorskip("lmms_eval", reason="the eval extra is not installed")
-    config = write_config(tmp_path, tiny_setup, cycles=1, **{"eval.baseline": False, "eval.lmms_tasks": ["llava_star_qa"]})
+    config = write_config(
+        tmp_path, tiny_setup, cycles=1, **{"eval.baseline": False, "eval.lmms_tasks": ["llava_star_qa"]}
+    )
     assert main(["--config", str(config)]) == 0
     evaluated = json.loads((tmp_path / "run" / "cycle_1" / "eval.json").read_text())
     metrics = json.loads((Path(evaluated["lmms_eval_dir"]) / "metrics.json").read_text())
-    assert metrics["model"] == evaluated["model"] == str(tmp_path / "run" / "cycle_1" / "model")  # the cycle's new model
+    assert (
+        metrics["model"] == evaluated["model"] == str(tmp_path / "run" / "cycle_1" / "model")
+    )  # the cycle's new model
     assert metrics["num_docs"] == {"llava_star_qa": evaluated["samples"]}  # every held-out sample
     accuracy = metrics["tasks"]["llava_star_qa"]["accuracy"]
     assert 0.0 <= accuracy <= 1.0
@@ -502,14 +672,29 @@ def test_a_cycle_over_broken_videos_and_images_finishes_and_reports_them(tmp_pat
     Image.new("RGB", (32, 32), "red").save(data / "good.png")
     (data / "broken.png").write_bytes(b"not a png")
     mix = json.loads(tiny_setup["mix"].read_text()) + [
-        {"id": f"image-{name}", "image": name,
-         "conversations": [{"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "gpt", "value": "Red."}]}
+        {
+            "id": f"image-{name}",
+            "image": name,
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat colour is it?"},
+                {"from": "gpt", "value": "Red."},
+            ],
+        }
         for name in ("good.png", "broken.png")
-    ]  # fmt: skip
+    ]
     (tmp_path / "mix.json").write_text(json.dumps(mix))
-    config = write_config(tmp_path, tiny_setup, cycles=1, samples=str(tmp_path / "train.jsonl"), video_root=str(data),
-                          **{"eval.samples": str(tmp_path / "test.jsonl"), "train.mix": [str(tmp_path / "mix.json")],
-                             "train.options.image_root": str(data)})  # fmt: skip
+    config = write_config(
+        tmp_path,
+        tiny_setup,
+        cycles=1,
+        samples=str(tmp_path / "train.jsonl"),
+        video_root=str(data),
+        **{
+            "eval.samples": str(tmp_path / "test.jsonl"),
+            "train.mix": [str(tmp_path / "mix.json")],
+            "train.options.image_root": str(data),
+        },
+    )
     assert main(["--config", str(config)]) == 0
     run = tmp_path / "run"
     generations = run / "cycle_1" / "generations"

@@ -23,7 +23,9 @@ def test_real_entries_become_one_time_range_per_sentence(tmp_path):
     coach = samples[1]
     assert coach.id == "v_uqiMw7tQ1Cc:2"
     assert coach.labels[0].to_dict() == {
-        "type": "time_range", "value": [13.79, 54.32], "duration": 55.15,
+        "type": "time_range",
+        "value": [13.79, 54.32],
+        "duration": 55.15,
         "name": "The coach helps the guy in red with the proper body placement and lifting technique",
     }
     assert samples[2].video == "bXdq2zI1Ms0.mp4" and samples[0].video == "v_uqiMw7tQ1Cc.mp4"
@@ -34,7 +36,9 @@ def test_real_entries_become_one_time_range_per_sentence(tmp_path):
 
 def test_segments_past_the_end_are_clamped_or_skipped(tmp_path):
     path = tmp_path / "a.json"
-    path.write_text(json.dumps({"v_x": {"duration": 10.0, "timestamps": [[2, 12.5], [10.0, 11]], "sentences": [" A.", " B."]}}))
+    path.write_text(
+        json.dumps({"v_x": {"duration": 10.0, "timestamps": [[2, 12.5], [10.0, 11]], "sentences": [" A.", " B."]}})
+    )
     results = run(path, tmp_path)
     assert results[0].sample.labels[0].value == (2.0, 10.0)
     assert isinstance(results[1], Skipped)

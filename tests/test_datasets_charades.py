@@ -28,7 +28,10 @@ def test_real_rows_become_time_ranges_and_captions(tmp_path):
     cooking = found["B82GJ:c147"]
     assert cooking.video == "B82GJ.mp4" and cooking.task == "temporal_localization"
     assert cooking.labels[0].to_dict() == {
-        "type": "time_range", "value": [0.0, 19.9], "name": "Someone is cooking something", "duration": 24.42,
+        "type": "time_range",
+        "value": [0.0, 19.9],
+        "name": "Someone is cooking something",
+        "duration": 24.42,
     }
     assert "cooking something" in cooking.question
     # the STAR cross-check: 6H78U c015 (holding a phone) 0-12.9 s of a 34.46 s video
@@ -42,7 +45,9 @@ def test_real_rows_become_time_ranges_and_captions(tmp_path):
     assert len(time_ranges) == 5 + 5 + 4 + 12
     caption = found["YSKX3:caption"]
     assert caption.labels[0].to_dict() == {
-        "type": "text", "name": "description", "value": "A person looks under a mattress and pats the bed.  This person picks up a pillow, and throws it on the bed.",
+        "type": "text",
+        "name": "description",
+        "value": "A person looks under a mattress and pats the bed.  This person picks up a pillow, and throws it on the bed.",
     }
     assert len(caption.meta["descriptions"]) == 2
 
@@ -99,7 +104,9 @@ def test_charades_sta_lines(tmp_path):
     assert found[3].labels[0].value == (0.0, 3.4)
 
 
-@pytest.mark.parametrize("line", ["3MSZA 24.3##person turn a light on.", "3MSZA 24.3 30.4 person", "3MSZA 30.4 24.3##x."])
+@pytest.mark.parametrize(
+    "line", ["3MSZA 24.3##person turn a light on.", "3MSZA 24.3 30.4 person", "3MSZA 30.4 24.3##x."]
+)
 def test_charades_sta_malformed_lines(tmp_path, line):
     path = tmp_path / "sta.txt"
     path.write_text("VXJS4 0.0 3.4##a person walks through the doorway.\n" + line + "\n")
@@ -109,7 +116,9 @@ def test_charades_sta_malformed_lines(tmp_path, line):
 
 def test_charades_sta_takes_durations_from_the_charades_csv_beside_it(tmp_path):
     shutil.copy(DATA / "charades_sta_test_sample.txt", tmp_path / "charades_sta_test.txt")
-    (tmp_path / "Charades_v1_test.csv").write_text(HEADER + "3MSZA,S,Room,5,6,Yes,s,o,d,,28.5\nKVXJ9,S,Room,5,6,Yes,s,o,d,,0.5\n")
+    (tmp_path / "Charades_v1_test.csv").write_text(
+        HEADER + "3MSZA,S,Room,5,6,Yes,s,o,d,,28.5\nKVXJ9,S,Room,5,6,Yes,s,o,d,,0.5\n"
+    )
     results = run("charades_sta", tmp_path / "charades_sta_test.txt", tmp_path)
     light = results[0].sample.labels[0]
     assert (light.value, light.duration) == ((24.3, 28.5), 28.5)

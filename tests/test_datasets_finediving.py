@@ -45,7 +45,10 @@ def release(tmp_path):
     """A FineDiving release laid out as downloaded: Annotations/ pickles and frame folders."""
     annotations = tmp_path / "Annotations"
     other = ("3mMenSpringboardFinal-EuropeanChampionships2021_2", 5)
-    dump(annotations / "FineDiving_fine-grained_annotation.pkl", {KEY: real_entry(), other: real_entry() | {"dive_score": 70.0}})
+    dump(
+        annotations / "FineDiving_fine-grained_annotation.pkl",
+        {KEY: real_entry(), other: real_entry() | {"dive_score": 70.0}},
+    )
     dump(annotations / "Sub_action_Types_Table.pkl", STRUCTURE["Sub_action_Types_Table.pkl"]["contents_name_to_id"])
     dump(annotations / "train_split.pkl", [KEY])
     dump(annotations / "test_split.pkl", [other])
@@ -91,7 +94,9 @@ def test_numpy_scalars_in_metadata_become_json_numbers(tmp_path):
 def test_split_files_select_keys(release):
     annotations, frames = release
     test_ids = {r.sample.id for r in run(annotations, frames, split="test") if isinstance(r, Found)}
-    assert test_ids == {f"3mMenSpringboardFinal-EuropeanChampionships2021_2_5:{t}" for t in ("score", "difficulty", "steps")}
+    assert test_ids == {
+        f"3mMenSpringboardFinal-EuropeanChampionships2021_2_5:{t}" for t in ("score", "difficulty", "steps")
+    }
     assert len([r for r in run(annotations, frames) if isinstance(r, Found)]) == 6
     with pytest.raises(AnnotationError, match=r"--split val: no val_split\.pkl"):
         run(annotations, frames, split="val")
@@ -106,10 +111,16 @@ def test_annotation_file_or_folder(release):
 
 def test_steps_keep_first_occurrence_order_and_use_the_table(tmp_path):
     # 37 (0.5 Som.Pike) sorts after 25 by id but happens before it; its name is only in the table
-    entry = real_entry() | {"frames_labels": np.array([3, 3, 37, 37, 25, 25, 36]), "sub-action_types": {3: "Reverse", 25: "3.5 Soms.Tuck", 36: "Entry"}}
+    entry = real_entry() | {
+        "frames_labels": np.array([3, 3, 37, 37, 25, 25, 36]),
+        "sub-action_types": {3: "Reverse", 25: "3.5 Soms.Tuck", 36: "Entry"},
+    }
     annotations = tmp_path / "Annotations"
     dump(annotations / "FineDiving_fine-grained_annotation.pkl", {("14", 3): entry})
-    dump(annotations / "Sub_action_Types_Table.pkl", {v: k for k, v in STRUCTURE["Sub_action_Types_Table.pkl"]["contents_name_to_id"].items()})
+    dump(
+        annotations / "Sub_action_Types_Table.pkl",
+        {v: k for k, v in STRUCTURE["Sub_action_Types_Table.pkl"]["contents_name_to_id"].items()},
+    )
     steps = [r.sample for r in run(annotations, tmp_path) if isinstance(r, Found) and r.sample.task == "step_sequence"]
     assert steps[0].labels[0].value == ("Reverse", "0.5 Som.Pike", "3.5 Soms.Tuck", "Entry")
     assert steps[0].video == "14/3"
@@ -128,7 +139,11 @@ def test_aqa_layout_and_protocol_2(tmp_path):
     frames_labels = np.array([3, 3, 25, 36])
     annotations = tmp_path / "Annotations"
     dump(annotations / "fine-grained_annotation_aqa.pkl", {KEY: ["307C", 85.78, 3.5, None, frames_labels]}, protocol=2)
-    dump(annotations / "Sub_action_Types_Table.pkl", STRUCTURE["Sub_action_Types_Table.pkl"]["contents_name_to_id"], protocol=2)
+    dump(
+        annotations / "Sub_action_Types_Table.pkl",
+        STRUCTURE["Sub_action_Types_Table.pkl"]["contents_name_to_id"],
+        protocol=2,
+    )
     samples = {r.sample.task: r.sample for r in run(annotations, tmp_path) if isinstance(r, Found)}
     assert samples["score"].labels[0].value == 85.78
     assert samples["difficulty"].labels[0].value == 3.5
@@ -186,7 +201,10 @@ def test_plain_data_and_numpy_arrays_load(tmp_path):
     "content, message",
     [
         ({"no-tuple": real_entry()}, r"key 'no-tuple': expected \(competition, index\)"),
-        ({KEY: {"difficulty": 3.5, "frames_labels": [3]}}, r"key \('FINADivingWorldCup2021_Men3m_final_r1', 0\): missing field 'dive_score'"),
+        (
+            {KEY: {"difficulty": 3.5, "frames_labels": [3]}},
+            r"key \('FINADivingWorldCup2021_Men3m_final_r1', 0\): missing field 'dive_score'",
+        ),
         ({KEY: real_entry() | {"dive_score": "high"}}, r"dive_score: expected a number, got 'high'"),
         ({KEY: real_entry() | {"frames_labels": ["a", "b"]}}, "frames_labels: expected a list of integer"),
         ({KEY: "307C"}, "expected a dict of fields or the AQA list"),

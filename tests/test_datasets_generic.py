@@ -49,7 +49,9 @@ def test_csv_rows_with_the_readme_mapping(tmp_path):
         {"type": "number", "value": 3.0, "name": "count", "tolerance": 0},
     ]
     assert "otter" in sample.question
-    assert [(r.reason, r.where.rsplit(":", 1)[-1]) for r in results if isinstance(r, Skipped)] == [("empty label column 'behaviour'", "3")]
+    assert [(r.reason, r.where.rsplit(":", 1)[-1]) for r in results if isinstance(r, Skipped)] == [
+        ("empty label column 'behaviour'", "3")
+    ]
     assert results[2].sample.labels[0].value == "eating"
 
 
@@ -69,10 +71,28 @@ def test_split_filter(tmp_path):
 
 def test_jsonl_with_typed_values_and_packaged_templates(tmp_path):
     rows = [
-        {"id": "a1", "path": "v/a1.mp4", "thing": "red squares", "n": 3, "box": [0.1, 0.2, 0.5, 0.6],
-         "steps": ["enter", "jump", "exit"], "answer": True, "s": 1.0, "e": 3.5},
-        {"id": "a2", "path": "v/a2.mp4", "thing": "cars", "n": "2", "box": "[0, 0, 1, 1]",
-         "steps": "enter;exit", "answer": "no", "s": None, "e": None},
+        {
+            "id": "a1",
+            "path": "v/a1.mp4",
+            "thing": "red squares",
+            "n": 3,
+            "box": [0.1, 0.2, 0.5, 0.6],
+            "steps": ["enter", "jump", "exit"],
+            "answer": True,
+            "s": 1.0,
+            "e": 3.5,
+        },
+        {
+            "id": "a2",
+            "path": "v/a2.mp4",
+            "thing": "cars",
+            "n": "2",
+            "box": "[0, 0, 1, 1]",
+            "steps": "enter;exit",
+            "answer": "no",
+            "s": None,
+            "e": None,
+        },
     ]
     annotations = write(tmp_path, "rows.jsonl", "\n".join(json.dumps(row) for row in rows) + "\n")
     mapping = """
@@ -115,14 +135,26 @@ labels:
     "mapping, message",
     [
         ("video: v\ntask: caption\nlabels: [{type: text, column: c}]\ncolour: red\n", "mapping key 'colour': unknown"),
-        ("video: v\ntask: caption\nlabels: [{type: colour, column: c}]\n", r"labels\[0\]\.type: unknown label type 'colour'"),
+        (
+            "video: v\ntask: caption\nlabels: [{type: colour, column: c}]\n",
+            r"labels\[0\]\.type: unknown label type 'colour'",
+        ),
         ("video: v\ntask: caption\nlabels: [{type: text, column: c, weight: 2}]\n", r"labels\[0\]\.weight: unknown"),
-        ("video: v\ntask: caption\nlabels: [{type: number, columns: [a, b]}]\n", r"labels\[0\]\.columns: only time_range"),
+        (
+            "video: v\ntask: caption\nlabels: [{type: number, columns: [a, b]}]\n",
+            r"labels\[0\]\.columns: only time_range",
+        ),
         ("video: v\ntask: caption\nlabels: [{type: box, columns: [a, b]}]\n", r"labels\[0\]\.columns"),
-        ("video: v\ntask: caption\nlabels: [{type: text}]\n", r"labels\[0\]: give exactly one of 'column' or 'columns'"),
+        (
+            "video: v\ntask: caption\nlabels: [{type: text}]\n",
+            r"labels\[0\]: give exactly one of 'column' or 'columns'",
+        ),
         ("video: v\ntask: caption\nlabels: []\n", "mapping key 'labels': expected a non-empty list"),
         ("task: caption\nlabels: [{type: text, column: c}]\n", "mapping key 'video' is required"),
-        ("video: v\ntask: counting\nlabels: [{type: number, column: c}]\n", r"the templates need \['thing'\], the mapping gives \[\]"),
+        (
+            "video: v\ntask: counting\nlabels: [{type: number, column: c}]\n",
+            r"the templates need \['thing'\], the mapping gives \[\]",
+        ),
         ("video: v\ntask: judging\nlabels: [{type: number, column: c}]\n", "'judging' has no packaged templates"),
         ("- video\n", "expected a YAML mapping of keys"),
         ("video: !!python/object/apply:os.system [echo hi]\n", "not valid YAML"),
@@ -137,10 +169,19 @@ def test_bad_mappings_name_the_key(tmp_path, mapping, message):
 @pytest.mark.parametrize(
     "csv_text, message",
     [
-        ("clip,species,behaviour,t0,t1,count,split\nx.mp4,otter,swimming,two,7,3,train\n", r"clips\.csv:2: column 't0,t1': expected a number"),
-        ("clip,species,behaviour,t0,t1,count,split\nx.mp4,otter,swimming,7,2,3,train\n", r"clips\.csv:2: label t0\+t1: value: a time_range needs 0 <= start <= end"),
+        (
+            "clip,species,behaviour,t0,t1,count,split\nx.mp4,otter,swimming,two,7,3,train\n",
+            r"clips\.csv:2: column 't0,t1': expected a number",
+        ),
+        (
+            "clip,species,behaviour,t0,t1,count,split\nx.mp4,otter,swimming,7,2,3,train\n",
+            r"clips\.csv:2: label t0\+t1: value: a time_range needs 0 <= start <= end",
+        ),
         ("clip,species,behaviour,t0,t1,count,split\nx.mp4,otter,swimming,1,2,3\n", r"clips\.csv:2: expected 7 fields"),
-        ("clip,animal,behaviour,t0,t1,count,split\nx.mp4,otter,swimming,1,2,3,train\n", r"clips\.csv:2: no column 'species'"),
+        (
+            "clip,animal,behaviour,t0,t1,count,split\nx.mp4,otter,swimming,1,2,3,train\n",
+            r"clips\.csv:2: no column 'species'",
+        ),
     ],
 )
 def test_bad_rows_name_file_and_line(tmp_path, csv_text, message):
@@ -159,7 +200,14 @@ def test_bad_jsonl_lines_name_the_line(tmp_path):
 
 
 def test_parse_mapping_accepts_own_templates_for_any_task_name():
-    mapping = parse_mapping({"video": "v", "task": "dive_quality", "templates": ["How good is it?"], "labels": [{"type": "number", "column": "s"}]})
+    mapping = parse_mapping(
+        {
+            "video": "v",
+            "task": "dive_quality",
+            "templates": ["How good is it?"],
+            "labels": [{"type": "number", "column": "s"}],
+        }
+    )
     assert mapping.task == "dive_quality" and mapping.templates == ("How good is it?",)
 
 
@@ -170,18 +218,28 @@ def test_the_documented_example_runs_as_documented(tmp_path):
     mapping = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     sample = run(tmp_path, write(tmp_path, "clips.csv", table), mapping)[0].sample
     assert sample.to_dict() == {
-        "id": "clips:2", "video": "zoo/cam1_0001.mp4", "question": "What is the otter doing?",
+        "id": "clips:2",
+        "video": "zoo/cam1_0001.mp4",
+        "question": "What is the otter doing?",
         "labels": [
-            {"type": "class", "value": "swimming", "name": "behaviour", "vocabulary": ["swimming", "eating", "sleeping"]},
+            {
+                "type": "class",
+                "value": "swimming",
+                "name": "behaviour",
+                "vocabulary": ["swimming", "eating", "sleeping"],
+            },
             {"type": "time_range", "value": [2.5, 7.0]},
             {"type": "number", "value": 3.0, "name": "count", "tolerance": 0},
         ],
-        "source": "clips", "task": "action_recognition",
+        "source": "clips",
+        "task": "action_recognition",
     }
 
 
 def test_a_box_of_three_numbers_names_the_line(tmp_path):
-    annotations = write(tmp_path, "rows.jsonl", '{"v": "a.mp4", "b": [0.1, 0.2, 0.3, 0.4]}\n{"v": "b.mp4", "b": [0.1, 0.2, 0.3]}\n')
+    annotations = write(
+        tmp_path, "rows.jsonl", '{"v": "a.mp4", "b": [0.1, 0.2, 0.3, 0.4]}\n{"v": "b.mp4", "b": [0.1, 0.2, 0.3]}\n'
+    )
     mapping = "video: v\ntask: grounding\nslots: {thing: v}\nlabels: [{type: box, column: b}]\n"
     with pytest.raises(AnnotationError, match=r"rows\.jsonl:2: label b: value: a box label needs four numbers"):
         run(tmp_path, annotations, mapping)

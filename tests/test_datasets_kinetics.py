@@ -55,7 +55,12 @@ def test_k400_csv_quoted_labels_become_class_labels(tmp_path):
     assert first.id == "-3B32lodo2M_000059_000069"
     assert first.video == "-3B32lodo2M_000059_000069.mp4"  # not on disk: the expected flat name
     assert first.task == "action_recognition" and first.source == "kinetics400"
-    assert first.labels[0].to_dict() == {"type": "class", "value": "abseiling", "name": "action", "vocabulary": "kinetics400"}
+    assert first.labels[0].to_dict() == {
+        "type": "class",
+        "value": "abseiling",
+        "name": "action",
+        "vocabulary": "kinetics400",
+    }
     assert first.meta == {"youtube_id": "-3B32lodo2M", "time_start": 59, "time_end": 69, "split": "val"}
     assert first.start is None and first.end is None  # clips are already trimmed
     for sample in samples:
@@ -104,7 +109,9 @@ def test_json_variant_matches_the_csv(tmp_path):
 
 
 def test_real_clip_layouts_are_found(clip_root):
-    k400 = {s.meta["youtube_id"]: s.video for s in found(run("kinetics", DATA / "kinetics400_val_sample.csv", clip_root))}
+    k400 = {
+        s.meta["youtube_id"]: s.video for s in found(run("kinetics", DATA / "kinetics400_val_sample.csv", clip_root))
+    }
     assert k400["-3B32lodo2M"] == "abseiling/-3B32lodo2M_000059_000069.mp4"
     assert k400["_dbcJuKJQNs"] == "air_drumming/_dbcJuKJQNs_000040_000050.mp4"
     k600 = found(run("kinetics600", DATA / "kinetics600_val_sample.csv", clip_root))
@@ -125,7 +132,9 @@ def test_class_folder_spellings_and_youtube_id_names(tmp_path):
     for name in files:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).touch()
-    videos = {s.meta["youtube_id"]: s.video for s in found(run("kinetics400", DATA / "kinetics400_val_sample.csv", root))}
+    videos = {
+        s.meta["youtube_id"]: s.video for s in found(run("kinetics400", DATA / "kinetics400_val_sample.csv", root))
+    }
     assert videos["_GTpqutxCK0"] == files[0]
     assert videos["_-srTyOqfXo"] == files[1]
     assert videos["0Tq8uFakTbk"] == files[3]
@@ -163,7 +172,10 @@ def test_every_k400_sample_label_is_in_its_vocabulary():
         ("label,youtube_id,time_start,time_end\nabseiling,abc,20,11\n", r"\.csv:2: time_end 11 is not after"),
         ("label,video,time_start,time_end\nabseiling,abc,1,11\n", r"missing column\(s\) \['youtube_id'\]"),
         ('label,youtube_id,time_start,time_end\n"abseiling,abc,1,11\n', r"\.csv:\d+: "),
-        ("label,youtube_id,time_start,time_end\nflying a kite badly,abc,1,11\n", r"\.csv:2: label 'flying a kite badly'"),
+        (
+            "label,youtube_id,time_start,time_end\nflying a kite badly,abc,1,11\n",
+            r"\.csv:2: label 'flying a kite badly'",
+        ),
     ],
 )
 def test_malformed_csv_names_file_and_line(tmp_path, content, message):
@@ -175,7 +187,9 @@ def test_malformed_csv_names_file_and_line(tmp_path, content, message):
 
 def test_label_of_another_version_is_refused(tmp_path):
     # "acting in play" is Kinetics-600, so naming kinetics400 is a mistake worth stopping for
-    with pytest.raises(AnnotationError, match=r"kinetics600_val_sample\.csv:4: label 'acting in play' is not a kinetics400"):
+    with pytest.raises(
+        AnnotationError, match=r"kinetics600_val_sample\.csv:4: label 'acting in play' is not a kinetics400"
+    ):
         run("kinetics400", DATA / "kinetics600_val_sample.csv", tmp_path)
 
 

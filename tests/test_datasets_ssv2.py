@@ -32,9 +32,15 @@ def test_train_rows_become_bracket_free_templates(tmp_path):
     first = results[0].sample
     assert first.video == "78687.webm"
     assert first.labels[0].to_dict() == {
-        "type": "class", "value": "Holding something next to something", "name": "action", "vocabulary": "ssv2",
+        "type": "class",
+        "value": "Holding something next to something",
+        "name": "action",
+        "vocabulary": "ssv2",
     }
-    assert first.meta == {"caption": "holding potato next to vicks vaporub bottle", "objects": ["potato", "vicks vaporub bottle"]}
+    assert first.meta == {
+        "caption": "holding potato next to vicks vaporub bottle",
+        "objects": ["potato", "vicks vaporub bottle"],
+    }
     assert first.task == "action_recognition" and first.source == "ssv2"
 
 
@@ -56,7 +62,9 @@ def test_test_rows_take_classes_from_test_answers(tmp_path):
         "211642": "Scooping something up with something",
         "215493": "Pretending to poke something",
     }
-    assert [(r.where.rsplit(" ", 1)[-1], r.reason) for r in results if isinstance(r, Skipped)] == [("166429", "no label (test split)")]
+    assert [(r.where.rsplit(" ", 1)[-1], r.reason) for r in results if isinstance(r, Skipped)] == [
+        ("166429", "no label (test split)")
+    ]
 
 
 def test_test_rows_without_answers_file_are_all_skipped(tmp_path):
@@ -80,7 +88,10 @@ def test_the_class_list_file_is_refused_with_a_hint(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('[{"id": "1", "template": "Juggling [something] badly"}]', "id 1: 'Juggling something badly' is not one of the 174"),
+        (
+            '[{"id": "1", "template": "Juggling [something] badly"}]',
+            "id 1: 'Juggling something badly' is not one of the 174",
+        ),
         ('[{"label": "x"}]', r"\[0\]: expected an object with an 'id'"),
         ('[{"id": "1", "template": 5}]', "id 1: template: expected a string"),
         ('[{"id": "1",}]', r"bad\.json:1:\d+: not valid JSON"),

@@ -63,7 +63,9 @@ def test_real_record_with_a_placeholder_video(tmp_path):
     assert when.labels[0].to_dict() == {"type": "time_range", "value": [11.1, 19.6], "name": "action"}
     assert '"tidy some clothes"' in when.question  # a004, the action in every keyframe
     assert when.start is None  # asked on the whole video
-    assert [r.reason for r in results if isinstance(r, Skipped)] == ["video cannot be probed (size and frame rate unknown)"]
+    assert [r.reason for r in results if isinstance(r, Skipped)] == [
+        "video cannot be probed (size and frame rate unknown)"
+    ]
 
 
 def test_real_record_with_a_decodable_video_gets_a_normalized_box(tmp_path):
@@ -127,10 +129,22 @@ def test_test_split_without_answer_gives_no_choice_sample(tmp_path):
         (lambda r: r.update(answer="The sofa."), r"Interaction_T1_13: answer 'The sofa\.' is not one of the choices"),
         (lambda r: r.update(end=5.0), r"Interaction_T1_13: end 5\.0 is not after start 11\.1"),
         (lambda r: r.update(choices=r["choices"][:1]), r"Interaction_T1_13: choices: expected a list of 2-8"),
-        (lambda r: r["situations"]["000198"].update(bbox=[[1, 2, 3]]), r"situations\['000198'\]: bbox and bbox_labels differ"),
-        (lambda r: r["situations"]["000198"]["bbox"].__setitem__(0, [1, 2, 3]), r"situations\['000198'\]\.bbox: expected \[x1, y1, x2, y2\]"),
+        (
+            lambda r: r["situations"]["000198"].update(bbox=[[1, 2, 3]]),
+            r"situations\['000198'\]: bbox and bbox_labels differ",
+        ),
+        (
+            lambda r: r["situations"]["000198"]["bbox"].__setitem__(0, [1, 2, 3]),
+            r"situations\['000198'\]\.bbox: expected \[x1, y1, x2, y2\]",
+        ),
         (lambda r: r.pop("video_id"), r"\[0\]: video_id: expected a non-empty string"),
-        (lambda r: r["situations"]["000198"].update(actions=["a004", "a999"]) or r["situations"]["000339"].update(actions=["a999"]), "unknown action id 'a999'"),
+        (
+            lambda r: (
+                r["situations"]["000198"].update(actions=["a004", "a999"])
+                or r["situations"]["000339"].update(actions=["a999"])
+            ),
+            "unknown action id 'a999'",
+        ),
     ],
 )
 def test_malformed_records_name_the_question(tmp_path, change, message):

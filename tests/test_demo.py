@@ -11,9 +11,15 @@ from llava_star.records import Label, Sample
 from llava_star.stages.demo import DemoConfig, main, warmup_records
 
 MINIATURE = [
-    "num_videos=24", "warmup_videos=4", "warmup_steps=2", "cycles=2", "cycle_train_steps=2",
-    "batch_size=4", "max_new_tokens=8", "min_kept_gain=null",
-]  # fmt: skip
+    "num_videos=24",
+    "warmup_videos=4",
+    "warmup_steps=2",
+    "cycles=2",
+    "cycle_train_steps=2",
+    "batch_size=4",
+    "max_new_tokens=8",
+    "min_kept_gain=null",
+]
 
 
 def test_demo_settings_errors_name_the_key():
@@ -27,8 +33,12 @@ def test_warmup_captions_come_from_the_labels_of_moving_scenes():
     def sample(video, task, value):
         return Sample(f"{video}-{task}", video, "q?", (Label("class", value),), "synthetic", task)
 
-    samples = [sample("a.mp4", "colour", "red"), sample("a.mp4", "shape", "circle"), sample("a.mp4", "motion_direction", "up"),
-               sample("b.mp4", "counting", "x")]  # fmt: skip
+    samples = [
+        sample("a.mp4", "colour", "red"),
+        sample("a.mp4", "shape", "circle"),
+        sample("a.mp4", "motion_direction", "up"),
+        sample("b.mp4", "counting", "x"),
+    ]
     records = warmup_records(samples, 5, random.Random(0))
     assert len(records) == 1  # b.mp4 is not a moving scene
     assert records[0]["video"] == "a.mp4"

@@ -23,5 +23,7 @@ def test_docstring_examples(name):
 
 
 def test_the_package_has_doctests_at_all():
-    attempted = sum(doctest.testmod(importlib.import_module(name)).attempted for name in MODULES if "lmms_adapter" not in name)
+    attempted = sum(
+        doctest.testmod(importlib.import_module(name)).attempted for name in MODULES if "lmms_adapter" not in name
+    )
     assert attempted > 50

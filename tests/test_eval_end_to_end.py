@@ -22,41 +22,62 @@ pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("kinetics700_qa", "finediving_aqa", "star_qa")
-FINEDIVING_METRICS = {"accuracy", "score_accuracy", "difficulty_accuracy", "score_spearman", "score_relative_l2", "parse_rate"}
+FINEDIVING_METRICS = {
+    "accuracy",
+    "score_accuracy",
+    "difficulty_accuracy",
+    "score_spearman",
+    "score_relative_l2",
+    "parse_rate",
+}
 
 
 def _samples() -> list[dict]:
     kinetics = [
         {
-            "id": f"k700-{index}", "video": f"kinetics/{index}.mp4", "question": "What is happening in this video?",
+            "id": f"k700-{index}",
+            "video": f"kinetics/{index}.mp4",
+            "question": "What is happening in this video?",
             "labels": [{"type": "class", "value": name, "vocabulary": ["abseiling", "juggling balls", "yoga"]}],
-            "source": "kinetics700", "task": "action_recognition",
+            "source": "kinetics700",
+            "task": "action_recognition",
         }
         for index, name in enumerate(["abseiling", "juggling balls", "yoga"])
-    ]  # fmt: skip
+    ]
     dives = [
         {
-            "id": f"fd-{index}", "video": f"FineDiving/dive{index}", "question": "What is the dive's score and difficulty?",
+            "id": f"fd-{index}",
+            "video": f"FineDiving/dive{index}",
+            "question": "What is the dive's score and difficulty?",
             "labels": [
                 {"type": "number", "value": score, "name": "score", "rel_tolerance": 0.05},
                 {"type": "number", "value": difficulty, "name": "difficulty", "tolerance": 0.05},
             ],
-            "source": "finediving", "task": "score",
+            "source": "finediving",
+            "task": "score",
         }
         for index, (score, difficulty) in enumerate([(75.6, 3.2), (48.0, 2.0), (90.1, 3.6)])
-    ]  # fmt: skip
+    ]
     star = [
         {
-            "id": f"star-{index}", "video": "star/6H78U.mp4", "start": 0.5, "end": 1.5,
+            "id": f"star-{index}",
+            "video": "star/6H78U.mp4",
+            "start": 0.5,
+            "end": 1.5,
             "question": "Which object was tidied up by the person?\n(A) The blanket. (B) The clothes. (C) The towel.",
             "labels": [
-                {"type": "choice", "value": value, "options": {"A": "The blanket.", "B": "The clothes.", "C": "The towel."}},
+                {
+                    "type": "choice",
+                    "value": value,
+                    "options": {"A": "The blanket.", "B": "The clothes.", "C": "The towel."},
+                },
                 {"type": "time_range", "value": [0.5, 1.5]},
             ],
-            "source": "star", "task": "multiple_choice",
+            "source": "star",
+            "task": "multiple_choice",
         }
         for index, value in enumerate("BA")
-    ]  # fmt: skip
+    ]
     return kinetics + dives + star
 
 
@@ -96,21 +117,46 @@ def _environment(inputs: dict, *prefix: Path) -> dict[str, str]:
 
 def test_lmms_eval_command_line_with_the_installed_adapter(evaluation_inputs, tmp_path):
     bound = subprocess.run(
-        [sys.executable, "-m", "llava_star.eval_tasks", "--samples", str(evaluation_inputs["samples"]), "-o", str(tmp_path / "tasks")],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "llava_star.eval_tasks",
+            "--samples",
+            str(evaluation_inputs["samples"]),
+            "-o",
+            str(tmp_path / "tasks"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     env = _environment(evaluation_inputs, fake_installation(tmp_path / "site"))
     command = [
-        sys.executable, "-m", "lmms_eval", "--model", "llava_star",
-        "--model_args", f"pretrained={evaluation_inputs['model']},num_frames=4,max_new_tokens=12",
-        "--tasks", ",".join(TASKS), "--include_path", bound, "--limit", "2", "--output_path", str(tmp_path / "out"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        "--model",
+        "llava_star",
+        "--model_args",
+        f"pretrained={evaluation_inputs['model']},num_frames=4,max_new_tokens=12",
+        "--tasks",
+        ",".join(TASKS),
+        "--include_path",
+        bound,
+        "--limit",
+        "2",
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
     completed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
     results_files = list((tmp_path / "out").rglob("*_results.json"))
     assert completed.returncode == 0 and len(results_files) == 1, completed.stdout[-3000:] + completed.stderr[-3000:]
     results = json.loads(results_files[0].read_text())["results"]
     assert set(results) == set(TASKS)
-    assert {key.split(",")[0] for key in results["finediving_aqa"] if "stderr" not in key} - {"alias"} == FINEDIVING_METRICS
+    assert {key.split(",")[0] for key in results["finediving_aqa"] if "stderr" not in key} - {
+        "alias"
+    } == FINEDIVING_METRICS
     for task in ("kinetics700_qa", "star_qa"):
         assert 0.0 <= results[task]["accuracy,none"] <= 1.0
     assert 0.0 <= results["finediving_aqa"]["parse_rate,none"] <= 1.0
@@ -119,13 +165,31 @@ def test_lmms_eval_command_line_with_the_installed_adapter(evaluation_inputs, tm
 def test_llava_star_eval_writes_the_metrics(evaluation_inputs, tmp_path):
     out = tmp_path / "eval"
     command = [
-        sys.executable, "-m", "llava_star", "eval", "--model", str(evaluation_inputs["model"]),
-        "--tasks", "video_star,llava_star_qa", "--samples", str(evaluation_inputs["samples"]),
-        "--video-root", str(evaluation_inputs["videos"]), "-o", str(out), "--limit", "2", "--num-frames", "4",
-        "--model-args", "max_new_tokens=12",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "llava_star",
+        "eval",
+        "--model",
+        str(evaluation_inputs["model"]),
+        "--tasks",
+        "video_star,llava_star_qa",
+        "--samples",
+        str(evaluation_inputs["samples"]),
+        "--video-root",
+        str(evaluation_inputs["videos"]),
+        "-o",
+        str(out),
+        "--limit",
+        "2",
+        "--num-frames",
+        "4",
+        "--model-args",
+        "max_new_tokens=12",
+    ]
     env = _environment(evaluation_inputs)
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    completed = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["tasks"]) == {*TASKS, "video_star", "llava_star_qa"}
@@ -143,11 +207,34 @@ def test_llava_star_eval_fails_loudly_when_no_video_decodes(evaluation_inputs, t
     empty_videos = tmp_path / "no_videos"
     empty_videos.mkdir()
     command = [
-        sys.executable, "-m", "llava_star", "eval", "--model", str(evaluation_inputs["model"]),
-        "--tasks", "star_qa", "--samples", str(evaluation_inputs["samples"]),
-        "--video-root", str(empty_videos), "-o", str(out), "--limit", "1", "--num-frames", "2",
-    ]  # fmt: skip
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=_environment(evaluation_inputs), capture_output=True, text=True, timeout=900, check=False)
+        sys.executable,
+        "-m",
+        "llava_star",
+        "eval",
+        "--model",
+        str(evaluation_inputs["model"]),
+        "--tasks",
+        "star_qa",
+        "--samples",
+        str(evaluation_inputs["samples"]),
+        "--video-root",
+        str(empty_videos),
+        "-o",
+        str(out),
+        "--limit",
+        "1",
+        "--num-frames",
+        "2",
+    ]
+    completed = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env=_environment(evaluation_inputs),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert completed.returncode == 2, completed.stderr[-3000:]
     assert "none of the 1 videos could be decoded" in completed.stderr and "--video-root" in completed.stderr
     assert not (out / "metrics.json").exists()
@@ -161,15 +248,41 @@ def test_one_unreadable_video_is_scored_as_failed_and_counted(evaluation_inputs,
     samples_path.write_text("".join(json.dumps(sample) + "\n" for sample in samples), encoding="utf-8")
     out = tmp_path / "eval"
     command = [
-        sys.executable, "-m", "llava_star", "eval", "--model", str(evaluation_inputs["model"]),
-        "--tasks", "kinetics700_qa", "--samples", str(samples_path), "--video-root", str(evaluation_inputs["videos"]),
-        "-o", str(out), "--num-frames", "2", "--model-args", "max_new_tokens=8",
-    ]  # fmt: skip
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=_environment(evaluation_inputs), capture_output=True, text=True, timeout=900, check=False)
+        sys.executable,
+        "-m",
+        "llava_star",
+        "eval",
+        "--model",
+        str(evaluation_inputs["model"]),
+        "--tasks",
+        "kinetics700_qa",
+        "--samples",
+        str(samples_path),
+        "--video-root",
+        str(evaluation_inputs["videos"]),
+        "-o",
+        str(out),
+        "--num-frames",
+        "2",
+        "--model-args",
+        "max_new_tokens=8",
+    ]
+    completed = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env=_environment(evaluation_inputs),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
     assert report["unreadable_videos"] == 1 and report["num_docs"] == {"kinetics700_qa": 4}
-    assert [json.loads(line)["video"].endswith("missing.mp4") for line in (out / "unreadable_videos.jsonl").read_text().splitlines()] == [True]
+    assert [
+        json.loads(line)["video"].endswith("missing.mp4")
+        for line in (out / "unreadable_videos.jsonl").read_text().splitlines()
+    ] == [True]
 
 
 def test_llava_star_eval_on_the_synthetic_test_split(tmp_path):
@@ -181,12 +294,31 @@ def test_llava_star_eval_on_the_synthetic_test_split(tmp_path):
     model = build_tiny_model("qwen2_vl", tmp_path / "tiny_qwen2_vl")
     out = tmp_path / "eval"
     command = [
-        sys.executable, "-m", "llava_star", "eval", "--model", str(model), "--tasks", "llava_star_qa,kinetics700_qa",
-        "--samples", str(synthetic.test), "--video-root", str(synthetic.root), "-o", str(out), "--limit", "2",
-        "--num-frames", "4", "--model-args", "max_new_tokens=8",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "llava_star",
+        "eval",
+        "--model",
+        str(model),
+        "--tasks",
+        "llava_star_qa,kinetics700_qa",
+        "--samples",
+        str(synthetic.test),
+        "--video-root",
+        str(synthetic.root),
+        "-o",
+        str(out),
+        "--limit",
+        "2",
+        "--num-frames",
+        "4",
+        "--model-args",
+        "max_new_tokens=8",
+    ]
     env = _environment({"videos": synthetic.root, "root": tmp_path})
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    completed = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["tasks"]) == {"llava_star_qa", "kinetics700_qa"}

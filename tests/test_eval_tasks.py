@@ -20,32 +20,47 @@ from llava_star.records import Sample
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 KINETICS = {
-    "id": "k700-1", "video": "abseiling/a.mp4", "question": "What is happening in this video?",
+    "id": "k700-1",
+    "video": "abseiling/a.mp4",
+    "question": "What is happening in this video?",
     "labels": [{"type": "class", "value": "abseiling", "vocabulary": "kinetics700"}],
-    "source": "kinetics700", "task": "action_recognition",
-}  # fmt: skip
+    "source": "kinetics700",
+    "task": "action_recognition",
+}
 DIVE = {
-    "id": "fd-1", "video": "FINADiving_MTL_256s/17/8", "question": "What score did this dive get, and its difficulty?",
+    "id": "fd-1",
+    "video": "FINADiving_MTL_256s/17/8",
+    "question": "What score did this dive get, and its difficulty?",
     "labels": [
         {"type": "number", "value": 75.6, "name": "score", "rel_tolerance": 0.05},
         {"type": "number", "value": 3.2, "name": "difficulty", "tolerance": 0.05},
         {"type": "sequence", "value": ["Forward", "Pike", "Entry"]},
     ],
-    "source": "finediving", "task": "score",
-}  # fmt: skip
+    "source": "finediving",
+    "task": "score",
+}
 STAR = {
-    "id": "star-1", "video": "6H78U.mp4", "start": 11.1, "end": 19.6,
+    "id": "star-1",
+    "video": "6H78U.mp4",
+    "start": 11.1,
+    "end": 19.6,
     "question": "Which object was tidied up by the person?\n(A) The blanket. (B) The clothes.",
     "labels": [
         {"type": "choice", "value": "B", "options": {"A": "The blanket.", "B": "The clothes."}},
         {"type": "time_range", "value": [11.1, 19.6]},
     ],
-    "source": "star", "task": "multiple_choice", "meta": {"question_id": "Interaction_T1_13"},
-}  # fmt: skip
+    "source": "star",
+    "task": "multiple_choice",
+    "meta": {"question_id": "Interaction_T1_13"},
+}
 SYNTHETIC = {
-    "id": "syn-1", "video": "videos/0001.mp4", "question": "How many squares are there?",
-    "labels": [{"type": "number", "value": 3, "name": "count"}], "source": "synthetic", "task": "counting",
-}  # fmt: skip
+    "id": "syn-1",
+    "video": "videos/0001.mp4",
+    "question": "How many squares are there?",
+    "labels": [{"type": "number", "value": 3, "name": "count"}],
+    "source": "synthetic",
+    "task": "counting",
+}
 
 
 def _write_samples(path: Path, rows: list[dict]) -> Path:
@@ -125,7 +140,9 @@ def _doc(row: dict) -> dict:
 
 def test_doc_columns_have_one_type_whatever_the_labels():
     docs = [_doc(row) for row in (KINETICS, DIVE, STAR, SYNTHETIC)]
-    assert {tuple(doc) for doc in docs} == {("id", "video", "start", "end", "question", "source", "task", "labels_json")}
+    assert {tuple(doc) for doc in docs} == {
+        ("id", "video", "start", "end", "question", "source", "task", "labels_json")
+    }
     assert all(isinstance(doc["labels_json"], str) for doc in docs)
     assert json.loads(_doc(STAR)["labels_json"])[0]["options"] == {"A": "The blanket.", "B": "The clothes."}
     assert (_doc(STAR)["start"], _doc(STAR)["end"]) == (11.1, 19.6)
@@ -248,8 +265,11 @@ def test_module_prints_the_tasks_folder(tmp_path):
     samples = _write_samples(tmp_path / "test.jsonl", [KINETICS])
     bound = subprocess.run(
         [sys.executable, "-m", "llava_star.eval_tasks", "--samples", str(samples), "-o", str(tmp_path / "bound")],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert Path(bound.stdout.strip()) == (tmp_path / "bound").resolve()
 
 
@@ -293,7 +313,7 @@ def test_the_group_holds_the_papers_three_tasks(bound_task_manager, monkeypatch,
     from lmms_eval.tasks import get_task_dict
 
     monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(tmp_path / "cache"))
-    (group, subtasks), = get_task_dict([GROUP_NAME], bound_task_manager).items()
+    ((group, subtasks),) = get_task_dict([GROUP_NAME], bound_task_manager).items()
     assert group.group == GROUP_NAME
     assert sorted(subtasks) == sorted(group_tasks())
 
@@ -351,7 +371,10 @@ FINEDIVING_TABLE = [
     ("The difficulty is 3.5 and the score 79.", (0.0, 1.0, 0.0, 79.0)),
     ("I cannot tell from this video.", (0.0, 0.0, 0.0, None)),
     ("One diver jumps into the pool.", (0.0, 0.0, 0.0, None)),  # "one" is no score (it read 1.0)
-    ("The diver spins 3.2 times and enters 76 cm from the board.", (0.0, 0.0, 0.0, None)),  # stray numbers state neither
+    (
+        "The diver spins 3.2 times and enters 76 cm from the board.",
+        (0.0, 0.0, 0.0, None),
+    ),  # stray numbers state neither
     ("There is no splash at the entry.", (0.0, 0.0, 0.0, None)),  # "no splash" is no score of 0
     ("76", (0.0, 1.0, 0.0, 76.0)),  # an answer that is only a number states it
     ("So the final answer is 76.", (0.0, 1.0, 0.0, 76.0)),  # a conclusion states it
@@ -363,8 +386,10 @@ def test_finediving_aqa_results(answer, expected):
     result = hooks.finediving_aqa_results(_doc(DIVE), [answer])
     accuracy, score_accuracy, difficulty_accuracy, read = expected
     assert (result["accuracy"], result["score_accuracy"], result["difficulty_accuracy"]) == (
-        accuracy, score_accuracy, difficulty_accuracy,
-    )  # fmt: skip
+        accuracy,
+        score_accuracy,
+        difficulty_accuracy,
+    )
     assert result["score_spearman"] == result["parse_rate"] == {"prediction": read, "gold": 75.6}
 
 
@@ -384,9 +409,13 @@ def test_finediving_aqa_aggregates_a_table_of_answers():
     pairs = [item["score_spearman"] for item in items]
     assert metrics.spearman(pairs) == pytest.approx(1.0)  # the three read scores rank like their golds
     spread = 90.1 - 48.0
-    assert metrics.relative_l2(pairs) == pytest.approx(((5.6 / spread) ** 2 + (2 / spread) ** 2 + (3.9 / spread) ** 2) / 3)
+    assert metrics.relative_l2(pairs) == pytest.approx(
+        ((5.6 / spread) ** 2 + (2 / spread) ** 2 + (3.9 / spread) ** 2) / 3
+    )
     assert metrics.parse_rate(pairs) == 0.75
-    assert metrics.mean_of_known([item["score_accuracy"] for item in items]) == 0.5  # 50 ~ 48 and 94 ~ 90.1 are within 5%
+    assert (
+        metrics.mean_of_known([item["score_accuracy"] for item in items]) == 0.5
+    )  # 50 ~ 48 and 94 ~ 90.1 are within 5%
     assert metrics.mean_of_known([item["difficulty_accuracy"] for item in items]) == 0.75
 
 

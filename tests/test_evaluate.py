@@ -24,13 +24,22 @@ from llava_star.stages.evaluate import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 KINETICS = {
-    "id": "k700-1", "video": "a.mp4", "question": "What is happening in this video?",
-    "labels": [{"type": "class", "value": "abseiling"}], "source": "kinetics700", "task": "action_recognition",
-}  # fmt: skip
+    "id": "k700-1",
+    "video": "a.mp4",
+    "question": "What is happening in this video?",
+    "labels": [{"type": "class", "value": "abseiling"}],
+    "source": "kinetics700",
+    "task": "action_recognition",
+}
 
 
 def _config(tmp_path: Path, **overrides) -> EvalConfig:
-    values = {"model": "ckpt", "tasks": ("kinetics700_qa",), "output_dir": tmp_path / "out", "samples": tmp_path / "s.jsonl"}
+    values = {
+        "model": "ckpt",
+        "tasks": ("kinetics700_qa",),
+        "output_dir": tmp_path / "out",
+        "samples": tmp_path / "s.jsonl",
+    }
     values.update(overrides)
     return EvalConfig(**values)
 
@@ -64,7 +73,9 @@ def test_group_expands_to_its_tasks(tmp_path):
 def test_command_line_flags(tmp_path):
     config = _config(tmp_path, tasks=("kinetics700_qa", "star_qa"), limit=2, num_frames=4, model_args="dtype=float32")
     command = lmms_eval_command(config, tmp_path / "tasks", tmp_path / "out")
-    flags = {name: command[command.index(name) + 1] for name in command if name.startswith("--") and name != "--log_samples"}
+    flags = {
+        name: command[command.index(name) + 1] for name in command if name.startswith("--") and name != "--log_samples"
+    }
     assert flags["--model"] == "llava_star"
     assert flags["--model_args"] == "pretrained=ckpt,num_frames=4,dtype=float32"
     assert flags["--tasks"] == "kinetics700_qa,star_qa"
@@ -80,7 +91,18 @@ def test_arguments_are_checked(tmp_path):
     samples.write_text("")
     with pytest.raises(ConfigError, match="--video-root: no such folder"):
         config_from_args(
-            ["--model", "m", "--tasks", "star_qa", "--samples", str(samples), "--video-root", str(tmp_path / "v"), "-o", "o"]
+            [
+                "--model",
+                "m",
+                "--tasks",
+                "star_qa",
+                "--samples",
+                str(samples),
+                "--video-root",
+                str(tmp_path / "v"),
+                "-o",
+                "o",
+            ]
         )
 
 
@@ -90,8 +112,11 @@ def test_arguments_are_checked(tmp_path):
         (
             {
                 "star_qa": {
-                    "alias": "star_qa", "accuracy,none": 0.5, "accuracy_stderr,none": "N/A",
-                    "accuracy_stderr_clt,none": 0.1, "accuracy_stderr_clustered,none": "N/A",
+                    "alias": "star_qa",
+                    "accuracy,none": 0.5,
+                    "accuracy_stderr,none": "N/A",
+                    "accuracy_stderr_clt,none": 0.1,
+                    "accuracy_stderr_clustered,none": "N/A",
                 }
             },
             {"star_qa": {"accuracy": 0.5}},
@@ -155,6 +180,8 @@ def test_lmms_eval_finds_the_adapter_through_the_entry_point(tmp_path):
     pytest.importorskip("lmms_eval", reason="the eval extra is not installed")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake_installation(tmp_path)), str(REPO_ROOT)]))
     code = "from lmms_eval.models import get_model; print(get_model('llava_star').__qualname__)"
-    found = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=False)
+    found = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert found.returncode == 0, found.stderr[-2000:]
     assert found.stdout.strip().splitlines()[-1] == "LlavaStarVideo"

@@ -125,13 +125,23 @@ def test_stats_line_per_source_and_label_type(gen_dir, tmp_path, caplog):
 
 def test_mix_appends_existing_llava_data_verbatim(gen_dir, tmp_path):
     mixed = [
-        {"id": "v_1", "video": "v_1.mp4", "conversations": [
-            {"from": "human", "value": "<video>\nDescribe the video."}, {"from": "gpt", "value": "A dog runs."},
-            {"from": "human", "value": "Is it day?"}, {"from": "gpt", "value": "Yes."}]},
-        {"id": "coco1", "image": "coco/1.jpg", "conversations": [
-            {"from": "human", "value": "What is this?\n<image>"}, {"from": "gpt", "value": "A cat."}]},
+        {
+            "id": "v_1",
+            "video": "v_1.mp4",
+            "conversations": [
+                {"from": "human", "value": "<video>\nDescribe the video."},
+                {"from": "gpt", "value": "A dog runs."},
+                {"from": "human", "value": "Is it day?"},
+                {"from": "gpt", "value": "Yes."},
+            ],
+        },
+        {
+            "id": "coco1",
+            "image": "coco/1.jpg",
+            "conversations": [{"from": "human", "value": "What is this?\n<image>"}, {"from": "gpt", "value": "A cat."}],
+        },
         {"id": "text1", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
-    ]  # fmt: skip
+    ]
     mix_a, mix_b = tmp_path / "videoinstruct.json", tmp_path / "llava665k.json"
     mix_a.write_text(json.dumps(mixed[:1]))
     mix_b.write_text(json.dumps(mixed[1:]))
@@ -147,20 +157,47 @@ def test_mix_appends_existing_llava_data_verbatim(gen_dir, tmp_path):
     [
         ({"id": "x", "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "b"}]}, r"\[0\].from"),
         ({"id": "x", "conversations": [{"from": "human", "value": "q"}]}, "conversations"),
-        ({"id": "x", "video": "v.mp4", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
-         "0 <video> placeholder"),
-        ({"id": "x", "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]},
-         "1 <image> placeholder"),
+        (
+            {
+                "id": "x",
+                "video": "v.mp4",
+                "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+            },
+            "0 <video> placeholder",
+        ),
+        (
+            {"id": "x", "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]},
+            "1 <image> placeholder",
+        ),
         ({"id": "x", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": 3}]}, r"\[1\].value"),
-        ({"id": "x", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},
-                                       {"from": "human", "value": "more?"}]}, "last turn"),
-        ({"id": "x", "video": ["a.mp4", 3], "conversations": [
-            {"from": "human", "value": "<video><video>"}, {"from": "gpt", "value": "a"}]}, "video: expected"),
+        (
+            {
+                "id": "x",
+                "conversations": [
+                    {"from": "human", "value": "q"},
+                    {"from": "gpt", "value": "a"},
+                    {"from": "human", "value": "more?"},
+                ],
+            },
+            "last turn",
+        ),
+        (
+            {
+                "id": "x",
+                "video": ["a.mp4", 3],
+                "conversations": [{"from": "human", "value": "<video><video>"}, {"from": "gpt", "value": "a"}],
+            },
+            "video: expected",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_mix_records_name_file_index_and_key(gen_dir, tmp_path, record, message):
     mix = tmp_path / "bad.json"
-    mix.write_text(json.dumps([{"id": "ok", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, record]))
+    mix.write_text(
+        json.dumps(
+            [{"id": "ok", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, record]
+        )
+    )
     with pytest.raises(RecordError, match=message) as error:
         main([str(gen_dir), "-o", str(tmp_path / "train.json"), "--mix", str(mix)])
     assert "bad.json[1] (id 'x')" in str(error.value)
@@ -194,6 +231,11 @@ def test_bad_shard_line_is_reported_through_the_cli(tmp_path, capsys):
 
 def test_validate_record_accepts_multi_image_lists():
     validate_record(
-        {"image": ["a.jpg", "b.jpg"], "conversations": [
-            {"from": "human", "value": "<image>\n<image>\nCompare."}, {"from": "gpt", "value": "Same."}]}
-    )  # fmt: skip
+        {
+            "image": ["a.jpg", "b.jpg"],
+            "conversations": [
+                {"from": "human", "value": "<image>\n<image>\nCompare."},
+                {"from": "gpt", "value": "Same."},
+            ],
+        }
+    )

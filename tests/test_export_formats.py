@@ -161,9 +161,14 @@ def test_llama_factory_writes_sharegpt_with_its_dataset_info_entry(gen_dir, tmp_
         "file_name": "video_star.json",
         "formatting": "sharegpt",
         "columns": {"messages": "conversations", "videos": "videos"},
-        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
-                 "system_tag": "system"},
-    }  # fmt: skip
+        "tags": {
+            "role_tag": "from",
+            "content_tag": "value",
+            "user_tag": "human",
+            "assistant_tag": "gpt",
+            "system_tag": "system",
+        },
+    }
     # one JSON type per key across records: LLaMA-Factory loads the file as an Arrow table
     types = {}
     for record in records:
@@ -254,27 +259,56 @@ def test_video_root_comes_from_the_flag_when_the_generations_record_none(gen_dir
 
 MIX_FILES = {
     "video-llava": [
-        {"id": "v_1", "video": "vi100k/v_1.mp4", "conversations": [
-            {"from": "human", "value": "<video>\nDescribe the video."}, {"from": "gpt", "value": "A dog runs."}]},
-        {"id": "coco1", "image": "coco/1.jpg", "conversations": [
-            {"from": "human", "value": "What is this?\n<image>"}, {"from": "gpt", "value": "A cat."}]},
+        {
+            "id": "v_1",
+            "video": "vi100k/v_1.mp4",
+            "conversations": [
+                {"from": "human", "value": "<video>\nDescribe the video."},
+                {"from": "gpt", "value": "A dog runs."},
+            ],
+        },
+        {
+            "id": "coco1",
+            "image": "coco/1.jpg",
+            "conversations": [{"from": "human", "value": "What is this?\n<image>"}, {"from": "gpt", "value": "A cat."}],
+        },
         {"id": "text1", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
     ],
     "llava-next": [
-        {"id": "lv_1", "video": "llava_video/v_1.mp4", "conversations": [
-            {"from": "human", "value": "<image>\nWhat happens?"}, {"from": "gpt", "value": "A dog runs."},
-            {"from": "human", "value": "Is it day?"}, {"from": "gpt", "value": "Yes."}]},
-        {"id": "coco2", "image": "coco/2.jpg", "conversations": [
-            {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "A dog."}]},
+        {
+            "id": "lv_1",
+            "video": "llava_video/v_1.mp4",
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat happens?"},
+                {"from": "gpt", "value": "A dog runs."},
+                {"from": "human", "value": "Is it day?"},
+                {"from": "gpt", "value": "Yes."},
+            ],
+        },
+        {
+            "id": "coco2",
+            "image": "coco/2.jpg",
+            "conversations": [{"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "A dog."}],
+        },
     ],
     "llama-factory": [
-        {"messages": [{"role": "user", "content": "<video>Why is this video funny?"},
-                      {"role": "assistant", "content": "Because a baby is reading."}],
-         "videos": ["mllm_demo_data/1.mp4"]},
-        {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "<image>Who?"},
-                           {"from": "gpt", "value": "A man."}], "images": ["mllm_demo_data/1.jpg"]},
+        {
+            "messages": [
+                {"role": "user", "content": "<video>Why is this video funny?"},
+                {"role": "assistant", "content": "Because a baby is reading."},
+            ],
+            "videos": ["mllm_demo_data/1.mp4"],
+        },
+        {
+            "conversations": [
+                {"from": "system", "value": "Be brief."},
+                {"from": "human", "value": "<image>Who?"},
+                {"from": "gpt", "value": "A man."},
+            ],
+            "images": ["mllm_demo_data/1.jpg"],
+        },
     ],
-}  # fmt: skip
+}
 
 
 @pytest.fixture
@@ -325,29 +359,74 @@ def test_mix_takes_records_of_every_format(gen_dir, mix_files, tmp_path, target)
 @pytest.mark.parametrize(
     "target, record, message",
     [
-        ("llava_star", {"id": "x", "video": "a.mp4", "conversations": [
-            {"from": "human", "value": "<image>\n<image>\nQ"}, {"from": "gpt", "value": "A"}]},
-         r"one <image> in its human turns .* found 2 <image> \(read as llava-next\)"),
-        ("llava_star", {"id": "x", "video": ["a.mp4"], "conversations": [
-            {"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]},
-         "video: LLaVA-NeXT reads one video path"),
-        ("llava_star", {"id": "x", "messages": [{"role": "user", "content": "Q"},
-                                               {"role": "assistant", "content": "A"}], "videos": ["a.mp4"]},
-         r"0 <video> placeholder\(s\) in the human turns but 1 path\(s\) under 'videos'"),
-        ("llava_star", {"id": "x", "messages": [{"role": "user", "content": "<video>Q"},
-                                               {"role": "gpt", "content": "A"}], "videos": ["a.mp4"]},
-         r"messages\[1\].role: expected 'assistant'"),
-        ("video-llava", {"id": "x", "video": "a.mp4", "start": 1.0, "end": 2.0, "conversations": [
-            {"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]},
-         "start/end: Video-LLaVA ignores clip ranges"),
-        ("llava-next", {"id": "x", "video": ["a.mp4", "b.mp4"], "conversations": [
-            {"from": "human", "value": "<video><video>\nQ"}, {"from": "gpt", "value": "A"}]},
-         "video: LLaVA-NeXT / LLaVA-Video / OneVision trains on one video per record, this one has 2"),
-        ("llava-next", {"id": "x", "video": "a.mp4", "image": "b.jpg", "conversations": [
-            {"from": "human", "value": "<video><image>\nQ"}, {"from": "gpt", "value": "A"}]},
-         "image: LLaVA-NeXT .* ignores its video"),
+        (
+            "llava_star",
+            {
+                "id": "x",
+                "video": "a.mp4",
+                "conversations": [{"from": "human", "value": "<image>\n<image>\nQ"}, {"from": "gpt", "value": "A"}],
+            },
+            r"one <image> in its human turns .* found 2 <image> \(read as llava-next\)",
+        ),
+        (
+            "llava_star",
+            {
+                "id": "x",
+                "video": ["a.mp4"],
+                "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}],
+            },
+            "video: LLaVA-NeXT reads one video path",
+        ),
+        (
+            "llava_star",
+            {
+                "id": "x",
+                "messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}],
+                "videos": ["a.mp4"],
+            },
+            r"0 <video> placeholder\(s\) in the human turns but 1 path\(s\) under 'videos'",
+        ),
+        (
+            "llava_star",
+            {
+                "id": "x",
+                "messages": [{"role": "user", "content": "<video>Q"}, {"role": "gpt", "content": "A"}],
+                "videos": ["a.mp4"],
+            },
+            r"messages\[1\].role: expected 'assistant'",
+        ),
+        (
+            "video-llava",
+            {
+                "id": "x",
+                "video": "a.mp4",
+                "start": 1.0,
+                "end": 2.0,
+                "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}],
+            },
+            "start/end: Video-LLaVA ignores clip ranges",
+        ),
+        (
+            "llava-next",
+            {
+                "id": "x",
+                "video": ["a.mp4", "b.mp4"],
+                "conversations": [{"from": "human", "value": "<video><video>\nQ"}, {"from": "gpt", "value": "A"}],
+            },
+            "video: LLaVA-NeXT / LLaVA-Video / OneVision trains on one video per record, this one has 2",
+        ),
+        (
+            "llava-next",
+            {
+                "id": "x",
+                "video": "a.mp4",
+                "image": "b.jpg",
+                "conversations": [{"from": "human", "value": "<video><image>\nQ"}, {"from": "gpt", "value": "A"}],
+            },
+            "image: LLaVA-NeXT .* ignores its video",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_mix_records_name_file_index_and_key(gen_dir, tmp_path, target, record, message):
     mix = tmp_path / "bad.json"
     ok = {"id": "ok", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}

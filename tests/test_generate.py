@@ -90,7 +90,9 @@ class HintFollower:
         for prompt in prompts:
             hint = re.search(r"\nAnswer: (.+)\.\n", prompt)
             colour = hint.group(1) if hint else "blue"
-            answers.append(Reply(f"The square fills every frame and its colour is {colour}. So the square is {colour}."))
+            answers.append(
+                Reply(f"The square fills every frame and its colour is {colour}. So the square is {colour}.")
+            )
         return answers
 
 
@@ -187,10 +189,16 @@ def test_summary_counts_every_shard(dataset, tmp_path):
 
 @pytest.mark.parametrize(
     "override, key",
-    [({"batch_size": 0}, "batch_size"), ({"temperature": -1.0}, "temperature"), ({"num_frames": 0}, "num_frames"),
-     ({"backend": "vlm"}, "backend"), ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
-     ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"), ({"max_model_len": 0}, "max_model_len")],
-)  # fmt: skip
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"num_frames": 0}, "num_frames"),
+        ({"backend": "vlm"}, "backend"),
+        ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"max_model_len": 0}, "max_model_len"),
+    ],
+)
 def test_bad_config_names_the_key(dataset, tmp_path, override, key):
     with pytest.raises(ConfigError, match=key):
         config_for(dataset, tmp_path, **override)
@@ -257,11 +265,16 @@ def test_answers_cut_off_at_the_token_limit_are_not_kept_or_exported(dataset, tm
     assert blue and all(line["answer"] == "The square is blue in every" for line in blue)
     for line in blue:
         assert line["truncated"] and not line["passed"]
-        assert line["checks"] == [{"type": "answer", "passed": False, "reason": "cut off at max_new_tokens: the answer never ended"}]
+        assert line["checks"] == [
+            {"type": "answer", "passed": False, "reason": "cut off at max_new_tokens: the answer never ended"}
+        ]
     assert not any(line["truncated"] for line in whole) and sum(line["passed"] for line in whole) == 6
     export_run(ExportConfig(gen_dirs=(tmp_path / "whole", tmp_path / "cut"), output=tmp_path / "train.json"))
     exported = json.loads((tmp_path / "train.json").read_text())
-    assert sorted(record["conversations"][1]["value"] for record in exported) == [WordLimitedModel.full.format(colour="blue")] * 6
+    assert (
+        sorted(record["conversations"][1]["value"] for record in exported)
+        == [WordLimitedModel.full.format(colour="blue")] * 6
+    )
 
 
 def test_a_cut_off_answer_is_rationalized_again(dataset, tmp_path):
@@ -272,8 +285,15 @@ def test_a_cut_off_answer_is_rationalized_again(dataset, tmp_path):
 def test_old_shards_without_truncated_read_as_whole_answers(tmp_path):
     from llava_star.records import Generation
 
-    line = {**sample_line(0, "blue", "v.mp4"), "answer": "Blue.", "rationalized": False, "passed": True,
-            "checks": [], "cycle": 1, "model": "m"}  # fmt: skip
+    line = {
+        **sample_line(0, "blue", "v.mp4"),
+        "answer": "Blue.",
+        "rationalized": False,
+        "passed": True,
+        "checks": [],
+        "cycle": 1,
+        "model": "m",
+    }
     generation = Generation.from_dict(line)
     assert generation.truncated is False and "truncated" not in generation.sample.to_dict()
     assert Generation.from_dict(generation.to_dict()) == generation
@@ -323,10 +343,28 @@ def test_cli_with_a_tiny_model_writes_every_sample_once(dataset, tiny_model, tmp
 
 def _generate_command(dataset, model, out, *extra):
     return [
-        sys.executable, "-m", "llava_star", "generate", "--model", str(model),
-        "--samples", str(dataset / "samples.jsonl"), "--video-root", str(dataset), "-o", str(out),
-        "--batch-size", "3", "--num-frames", "4", "--max-new-tokens", "6", "--num-workers", "0", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "llava_star",
+        "generate",
+        "--model",
+        str(model),
+        "--samples",
+        str(dataset / "samples.jsonl"),
+        "--video-root",
+        str(dataset),
+        "-o",
+        str(out),
+        "--batch-size",
+        "3",
+        "--num-frames",
+        "4",
+        "--max-new-tokens",
+        "6",
+        "--num-workers",
+        "0",
+        *extra,
+    ]
 
 
 def _environment():
@@ -433,7 +471,9 @@ def test_a_rank_finishing_long_after_the_other_is_waited_for(dataset, tmp_path):
     out = tmp_path / "out"
     command = [*torchrun, str(driver), str(out), str(dataset / "samples.jsonl"), str(dataset), "8", "3"]
     started = time.monotonic()
-    finished = subprocess.run(command, cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=300, check=False)
+    finished = subprocess.run(
+        command, cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=300, check=False
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert time.monotonic() - started > 8
     for rank in (0, 1):
@@ -510,5 +550,9 @@ def test_summary_keeps_kept_direct_and_after_the_hint_apart(dataset, tmp_path, c
     # on 50b0a39 the log said "0% kept, 100% rationalized" when every answer was kept after the hint
     caplog.set_level("INFO", logger="llava_star.stages.generate")
     summary = run(config_for(dataset, tmp_path), answerer=HintFollower())
-    assert (summary["kept_fraction"], summary["kept_direct_fraction"], summary["kept_rationalized_fraction"]) == (1.0, 0.25, 0.75)
+    assert (summary["kept_fraction"], summary["kept_direct_fraction"], summary["kept_rationalized_fraction"]) == (
+        1.0,
+        0.25,
+        0.75,
+    )
     assert "24 samples: 100% kept (25% directly, 75% after the hint)" in caplog.text

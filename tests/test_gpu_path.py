@@ -79,9 +79,12 @@ def test_the_gradient_anchor_leaves_the_language_models_gradients_ready_during_b
     model.get_input_embeddings().register_forward_hook(mark_the_start)
     frames = in_memory_frames(np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))
     inputs = build_inputs(
-        loaded.processor, [video_conversation("What colour is it?", "It is red.")], [frames],
-        add_generation_prompt=False, assistant_spans=True,
-    )  # fmt: skip
+        loaded.processor,
+        [video_conversation("What colour is it?", "It is red.")],
+        [frames],
+        add_generation_prompt=False,
+        assistant_spans=True,
+    )
     anchor = parameter_anchor(model)
     (model(**inputs.batch, labels=inputs.labels()).loss + anchor).backward()
     language = [name for name, p in model.named_parameters() if p.requires_grad and parameter_group(name) == "language"]
@@ -116,7 +119,9 @@ def test_the_7b_recipe_fits_an_80_gb_gpu():
     from llava_star.training.precision import estimate_memory_per_gpu
 
     def total(weight_bytes, stage):
-        figures = estimate_memory_per_gpu(7_300_000_000, 6_760_000_000, weight_bytes=weight_bytes, stage=stage, world_size=8)
+        figures = estimate_memory_per_gpu(
+            7_300_000_000, 6_760_000_000, weight_bytes=weight_bytes, stage=stage, world_size=8
+        )
         return figures["total"] * 1024**3 / 1e9
 
     # without DeepSpeed the trained weights need fp32 master copies (training/precision.py): no 80 GB GPU holds them

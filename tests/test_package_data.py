@@ -41,19 +41,35 @@ CONVERSATION = [
 ]
 
 
-@pytest.mark.parametrize("family, expected", [
-    ("video_llava", "USER: <video>\nWhat colour? ASSISTANT: Red.</s>"),
-    ("llava_onevision", "<|im_start|>user\n<video>\nWhat colour?<|im_end|>\n<|im_start|>assistant\nRed.<|im_end|>\n"),
-    ("qwen2_vl", ("<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What colour?<|im_end|>\n"
-                  "<|im_start|>assistant\nRed.<|im_end|>\n")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "family, expected",
+    [
+        ("video_llava", "USER: <video>\nWhat colour? ASSISTANT: Red.</s>"),
+        (
+            "llava_onevision",
+            "<|im_start|>user\n<video>\nWhat colour?<|im_end|>\n<|im_start|>assistant\nRed.<|im_end|>\n",
+        ),
+        (
+            "qwen2_vl",
+            (
+                "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>What colour?<|im_end|>\n"
+                "<|im_start|>assistant\nRed.<|im_end|>\n"
+            ),
+        ),
+    ],
+)
 def test_chat_templates_load_from_their_files_and_render(family, expected):
     assert render(FAMILIES[family].chat_template, CONVERSATION) == expected
 
 
 def test_generation_prompts_and_plain_templates():
-    assert render(templates.LLAVA_TEMPLATE, CONVERSATION[:1], add_generation_prompt=True) == "USER: <video>\nWhat colour? ASSISTANT:"
-    assert render(FAMILIES["qwen2_vl"].plain_template, CONVERSATION) == "<|vision_start|><|video_pad|><|vision_end|>Red.\n"
+    assert (
+        render(templates.LLAVA_TEMPLATE, CONVERSATION[:1], add_generation_prompt=True)
+        == "USER: <video>\nWhat colour? ASSISTANT:"
+    )
+    assert (
+        render(FAMILIES["qwen2_vl"].plain_template, CONVERSATION) == "<|vision_start|><|video_pad|><|vision_end|>Red.\n"
+    )
     assert render(FAMILIES["video_llava"].plain_template, CONVERSATION) == "<video>Red.\n"
 
 

@@ -15,7 +15,11 @@ DATA = Path(__file__).parent / "data"
 def k400_root(tmp_path):
     """Three of the eight K400 sample clips on disk (empty files: prepare checks existence only)."""
     root = tmp_path / "videos"
-    for name in ("abseiling/-3B32lodo2M_000059_000069.mp4", "air_drumming/_dbcJuKJQNs_000040_000050.mp4", "applauding/0Tq8uFakTbk.mp4"):
+    for name in (
+        "abseiling/-3B32lodo2M_000059_000069.mp4",
+        "air_drumming/_dbcJuKJQNs_000040_000050.mp4",
+        "applauding/0Tq8uFakTbk.mp4",
+    ):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).touch()
     return root
@@ -27,7 +31,12 @@ def run(*argv):
 
 def test_prepare_writes_existing_samples_and_a_summary(tmp_path, k400_root):
     output = tmp_path / "out" / "k400.jsonl"
-    assert run("kinetics400", "--annotations", DATA / "kinetics400_val_sample.csv", "--video-root", k400_root, "-o", output) == 0
+    assert (
+        run(
+            "kinetics400", "--annotations", DATA / "kinetics400_val_sample.csv", "--video-root", k400_root, "-o", output
+        )
+        == 0
+    )
     samples = list(read_samples(output))
     assert [s.video for s in samples] == [
         "abseiling/-3B32lodo2M_000059_000069.mp4",
@@ -37,15 +46,21 @@ def test_prepare_writes_existing_samples_and_a_summary(tmp_path, k400_root):
     summary = json.loads((tmp_path / "out" / "k400.summary.json").read_text())
     examples = summary.pop("skipped_examples")
     assert summary == {
-        "dataset": "kinetics400", "samples": 3, "videos": 3, "skipped": {"video not found": 5},
-        "label_types": {"class": 3}, "tasks": {"action_recognition": 3},
+        "dataset": "kinetics400",
+        "samples": 3,
+        "videos": 3,
+        "skipped": {"video not found": 5},
+        "label_types": {"class": 3},
+        "tasks": {"action_recognition": 3},
     }
     assert examples["video not found"][0].endswith("kinetics400_val_sample.csv:4: _5PV4fkZisA_000139_000149.mp4")
 
 
 def test_limit_and_seed(tmp_path, k400_root):
     annotations = DATA / "kinetics400_val_sample.csv"
-    run("kinetics400", "--annotations", annotations, "--video-root", k400_root, "-o", tmp_path / "a.jsonl", "--limit", 2)
+    run(
+        "kinetics400", "--annotations", annotations, "--video-root", k400_root, "-o", tmp_path / "a.jsonl", "--limit", 2
+    )
     assert len(list(read_samples(tmp_path / "a.jsonl"))) == 2
     questions = {}
     for seed in (0, 0, 1, 2, 3):
@@ -58,7 +73,15 @@ def test_limit_and_seed(tmp_path, k400_root):
 
 def test_summary_is_logged(tmp_path, k400_root, caplog):
     caplog.set_level("INFO", logger="llava_star.stages.prepare")
-    run("kinetics", "--annotations", DATA / "kinetics400_val_sample.csv", "--video-root", k400_root, "-o", tmp_path / "o.jsonl")
+    run(
+        "kinetics",
+        "--annotations",
+        DATA / "kinetics400_val_sample.csv",
+        "--video-root",
+        k400_root,
+        "-o",
+        tmp_path / "o.jsonl",
+    )
     text = caplog.text
     assert "wrote 3 samples (3 videos)" in text
     assert "skipped 5: video not found" in text
@@ -76,12 +99,23 @@ def test_a_failed_run_leaves_the_previous_output_untouched(tmp_path, k400_root):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "o.jsonl", "videos"]  # no temp files left
 
 
-def prepare_table(tmp_path, root, table, mapping="video: video\ntask: caption\nlabels: [{type: text, column: label}]\n"):
+def prepare_table(
+    tmp_path, root, table, mapping="video: video\ntask: caption\nlabels: [{type: text, column: label}]\n"
+):
     """Run the generic adapter on a small CSV whose videos are in ``root``."""
     annotations = tmp_path / "rows.csv"
     annotations.write_text(table)
     (tmp_path / "m.yaml").write_text(mapping)
-    args = ("--annotations", annotations, "--video-root", root, "-o", tmp_path / "o.jsonl", "--mapping", tmp_path / "m.yaml")
+    args = (
+        "--annotations",
+        annotations,
+        "--video-root",
+        root,
+        "-o",
+        tmp_path / "o.jsonl",
+        "--mapping",
+        tmp_path / "m.yaml",
+    )
     return run("generic", *args)
 
 
@@ -112,21 +146,47 @@ def test_repeated_sample_ids_are_an_error(tmp_path):
 
 def test_split_is_ignored_with_a_warning_for_one_split_files(tmp_path, caplog):
     (tmp_path / "78687.webm").touch()
-    run("ssv2", "--annotations", DATA / "ssv2_train_sample.json", "--video-root", tmp_path, "-o", tmp_path / "o.jsonl", "--split", "val")
+    run(
+        "ssv2",
+        "--annotations",
+        DATA / "ssv2_train_sample.json",
+        "--video-root",
+        tmp_path,
+        "-o",
+        tmp_path / "o.jsonl",
+        "--split",
+        "val",
+    )
     assert "--split val is ignored" in caplog.text
     assert len(list(read_samples(tmp_path / "o.jsonl"))) == 1
 
 
 def test_generic_needs_a_mapping(tmp_path):
     with pytest.raises(ConfigError, match="--mapping"):
-        run("generic", "--annotations", DATA / "kinetics400_val_sample.csv", "--video-root", tmp_path, "-o", tmp_path / "o.jsonl")
+        run(
+            "generic",
+            "--annotations",
+            DATA / "kinetics400_val_sample.csv",
+            "--video-root",
+            tmp_path,
+            "-o",
+            tmp_path / "o.jsonl",
+        )
 
 
 def test_missing_inputs_are_named(tmp_path):
     with pytest.raises(AnnotationError, match="--annotations .*nope.csv: no such file"):
         run("kinetics", "--annotations", tmp_path / "nope.csv", "--video-root", tmp_path, "-o", tmp_path / "o.jsonl")
     with pytest.raises(AnnotationError, match="--video-root .*: not a directory"):
-        run("kinetics", "--annotations", DATA / "kinetics400_val_sample.csv", "--video-root", tmp_path / "no", "-o", tmp_path / "o.jsonl")
+        run(
+            "kinetics",
+            "--annotations",
+            DATA / "kinetics400_val_sample.csv",
+            "--video-root",
+            tmp_path / "no",
+            "-o",
+            tmp_path / "o.jsonl",
+        )
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):
@@ -138,7 +198,18 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
 
 
 def test_cli_reports_errors_in_one_line(tmp_path, capsys):
-    code = cli.main(["prepare", "kinetics", "--annotations", str(tmp_path / "nope.csv"), "--video-root", str(tmp_path), "-o", str(tmp_path / "o.jsonl")])
+    code = cli.main(
+        [
+            "prepare",
+            "kinetics",
+            "--annotations",
+            str(tmp_path / "nope.csv"),
+            "--video-root",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "o.jsonl"),
+        ]
+    )
     assert code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "nope.csv: no such file" in errors[0]

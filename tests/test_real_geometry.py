@@ -45,9 +45,13 @@ def test_the_loss_ends_on_the_stop_token(model_dirs, key):
     loaded = load_model(model_dirs(key), device="cpu")
     tokenizer = loaded.processor.tokenizer
     inputs = build_inputs(
-        loaded.processor, [video_conversation("What colour is it?", "It is red.")], [frames_of(loaded, 4)],
-        add_generation_prompt=False, assistant_spans=True, padding_side="right",
-    )  # fmt: skip
+        loaded.processor,
+        [video_conversation("What colour is it?", "It is red.")],
+        [frames_of(loaded, 4)],
+        add_generation_prompt=False,
+        assistant_spans=True,
+        padding_side="right",
+    )
     labels = inputs.labels()[0]
     learned = labels[labels != -100].tolist()
     stops = loaded.model.generation_config.eos_token_id
@@ -82,16 +86,22 @@ def test_sampling_honours_temperature_whatever_the_generation_config(model_dirs,
 
 def video_tokens(loaded, height, width, count=8):
     inputs = build_inputs(
-        loaded.processor, [video_conversation("What happens?")], [frames_of(loaded, count, height, width)],
+        loaded.processor,
+        [video_conversation("What happens?")],
+        [frames_of(loaded, count, height, width)],
         add_generation_prompt=True,
-    )  # fmt: skip
+    )
     video_id = loaded.processor.video_token_id
     return int((inputs.batch["input_ids"] == video_id).sum())
 
 
 # video tokens per 8-frame video where the geometry fixes them (Video-LLaVA 8 x 257 with CLS;
 # LLaVA-NeXT-Video 8 x 12 x 12 after 2x pooling; OneVision 8 x 14 x 14 + a newline); Qwen: the budget
-EXPECTED_VIDEO_TOKENS = {"video_llava": 2056, "llava_next_video": 1152, "llava_onevision": 1569}  # 8 x 196 + one newline
+EXPECTED_VIDEO_TOKENS = {
+    "video_llava": 2056,
+    "llava_next_video": 1152,
+    "llava_onevision": 1569,
+}  # 8 x 196 + one newline
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)

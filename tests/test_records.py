@@ -63,7 +63,9 @@ def test_label_round_trip_keeps_only_set_fields():
 def test_sample_and_generation_round_trip():
     sample = Sample.from_dict(SAMPLE)
     assert Sample.from_dict(sample.to_dict()) == sample
-    generation = Generation(sample, "He is abseiling.", False, True, ({"type": "class", "passed": True, "reason": "ok"},), 1, "m")
+    generation = Generation(
+        sample, "He is abseiling.", False, True, ({"type": "class", "passed": True, "reason": "ok"},), 1, "m"
+    )
     line = generation.to_dict()
     assert line["answer"] == "He is abseiling." and line["id"] == SAMPLE["id"]
     assert Generation.from_dict(line) == generation
@@ -84,7 +86,7 @@ def test_parsed_records_equal_constructed_ones():
 
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"start": 1.5, "end": 4.0, "meta": {"note": "naïve café ✓", "n": [1, 2]}}, {"question": "Qu'est-ce \"là\"?\n"}],
+    [{}, {"start": 1.5, "end": 4.0, "meta": {"note": "naïve café ✓", "n": [1, 2]}}, {"question": 'Qu\'est-ce "là"?\n'}],
 )
 def test_generation_lines_read_back_as_written(extra, tmp_path):
     sample = Sample.from_dict(SAMPLE | extra)

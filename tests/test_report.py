@@ -39,11 +39,19 @@ def generation(sample_id, colour, *, answer, passed, rationalized=False, cycle=1
         labels.append({"type": "number", "value": 2.0, "name": "count", "tolerance": 0})
         checks.append({"type": "number", "passed": True, "reason": ""})
     return {
-        "id": sample_id, "video": f"videos/{colour}.mp4", "question": "What colour is the square?",
-        "labels": labels, "source": source, "task": "colour",
-        "answer": answer, "rationalized": rationalized, "passed": passed, "checks": checks,
-        "cycle": cycle, "model": "tiny",
-    }  # fmt: skip
+        "id": sample_id,
+        "video": f"videos/{colour}.mp4",
+        "question": "What colour is the square?",
+        "labels": labels,
+        "source": source,
+        "task": "colour",
+        "answer": answer,
+        "rationalized": rationalized,
+        "passed": passed,
+        "checks": checks,
+        "cycle": cycle,
+        "model": "tiny",
+    }
 
 
 def write_shard(directory, lines):
@@ -61,30 +69,51 @@ def run_dir(tmp_path):
     (run / "config.yaml").parent.mkdir(parents=True)
     (run / "config.yaml").write_text(f"video_root: {videos}\n", encoding="utf-8")
     wrong = "expected 'red', answer names 'blue'"
-    write_shard(run / "baseline" / "eval" / "generations", [
-        generation("t1", "red", answer="It is blue.", passed=False, reason=wrong, cycle=0),
-        generation("t2", "green", answer="The square is green.", passed=True, cycle=0),
-    ])  # fmt: skip
-    write_shard(run / "cycle_1" / "generations", [
-        generation("a", "red", answer="The square is red.", passed=True),
-        generation("b", "green", answer="Step 1: the square is green.", passed=True, rationalized=True),
-        generation("c", "blue", answer="It is red <script>alert(1)</script>", passed=False, reason="expected 'blue', answer names 'red'"),
-        generation("d-count", "red", answer="", passed=False, reason="empty answer"),
-    ])  # fmt: skip
+    write_shard(
+        run / "baseline" / "eval" / "generations",
+        [
+            generation("t1", "red", answer="It is blue.", passed=False, reason=wrong, cycle=0),
+            generation("t2", "green", answer="The square is green.", passed=True, cycle=0),
+        ],
+    )
+    write_shard(
+        run / "cycle_1" / "generations",
+        [
+            generation("a", "red", answer="The square is red.", passed=True),
+            generation("b", "green", answer="Step 1: the square is green.", passed=True, rationalized=True),
+            generation(
+                "c",
+                "blue",
+                answer="It is red <script>alert(1)</script>",
+                passed=False,
+                reason="expected 'blue', answer names 'red'",
+            ),
+            generation("d-count", "red", answer="", passed=False, reason="empty answer"),
+        ],
+    )
     with JsonlAppender(run / "cycle_1" / "generations" / "failures.rank00000-of-00001.jsonl") as appender:
         appender.write({"id": "e", "video": "videos/missing.mp4", "reason": "videos/missing.mp4: no such file"})
-    write_shard(run / "cycle_1" / "eval" / "generations", [
-        generation("t1", "red", answer="It is red.", passed=True),
-        generation("t2", "green", answer="It is blue.", passed=False, reason=wrong),
-    ])  # fmt: skip
-    write_shard(run / "cycle_2" / "generations", [
-        generation(name, colour, answer=f"The square is {colour}.", passed=True, cycle=2)
-        for name, colour in (("a", "red"), ("b", "green"), ("c", "blue"), ("d-count", "red"))
-    ])  # fmt: skip
-    write_shard(run / "cycle_2" / "eval" / "generations", [
-        generation("t1", "red", answer="It is red.", passed=True, cycle=2),
-        generation("t2", "green", answer="It is green.", passed=True, cycle=2),
-    ])  # fmt: skip
+    write_shard(
+        run / "cycle_1" / "eval" / "generations",
+        [
+            generation("t1", "red", answer="It is red.", passed=True),
+            generation("t2", "green", answer="It is blue.", passed=False, reason=wrong),
+        ],
+    )
+    write_shard(
+        run / "cycle_2" / "generations",
+        [
+            generation(name, colour, answer=f"The square is {colour}.", passed=True, cycle=2)
+            for name, colour in (("a", "red"), ("b", "green"), ("c", "blue"), ("d-count", "red"))
+        ],
+    )
+    write_shard(
+        run / "cycle_2" / "eval" / "generations",
+        [
+            generation("t1", "red", answer="It is red.", passed=True, cycle=2),
+            generation("t2", "green", answer="It is green.", passed=True, cycle=2),
+        ],
+    )
     return run
 
 
@@ -98,7 +127,10 @@ def test_stats_per_cycle_source_and_label_type(run_dir):
     assert first["overall"]["samples"] == 4 and first["unreadable_videos"] == 1
     assert (first["overall"]["kept_direct"], first["overall"]["kept_rationalized"]) == (1, 1)
     assert first["overall"]["kept_fraction"] == 0.5
-    assert first["overall"]["failures_by_reason"] == {"class: expected '…', answer names '…'": 1, "class: empty answer": 1}
+    assert first["overall"]["failures_by_reason"] == {
+        "class: expected '…', answer names '…'": 1,
+        "class: empty answer": 1,
+    }
     assert first["by_label_type"]["number"]["samples"] == 1 and first["by_label_type"]["class"]["samples"] == 4
     assert first["by_source"]["synthetic"]["samples"] == 4
     assert first["overall"]["answer_words_mean"] == pytest.approx((4 + 6 + 4 + 0) / 4)
@@ -133,9 +165,9 @@ def test_gallery_is_capped_and_balanced(run_dir):
     text = page.read_text()
     cycle_1_training = [part for part in text.split("<article")[1:] if 'data-cycle="1" data-split="train"' in part]
     assert len(cycle_1_training) == 3
-    assert {s for s in ("passed", "rationalized", "failed") if any(f'data-status="{s}"' in p for p in cycle_1_training)} == {
-        "passed", "rationalized", "failed"
-    }  # fmt: skip
+    assert {
+        s for s in ("passed", "rationalized", "failed") if any(f'data-status="{s}"' in p for p in cycle_1_training)
+    } == {"passed", "rationalized", "failed"}
 
 
 def test_cli_on_a_single_generation_directory(run_dir, tmp_path, capsys):
@@ -158,15 +190,26 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def chromium(args, tmp_path):
     profile = tmp_path / "chromium-profile"
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args,
-    ]  # fmt: skip
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium; CI installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium; CI installs it)"
+)
 def test_gallery_renders_in_chromium(run_dir, tmp_path):
     from PIL import Image
 

@@ -25,16 +25,29 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def generation_line(sample_id, passed=True, rationalized=False):
-    return {"id": sample_id, "video": f"{sample_id}.mp4", "question": "What colour is it?", "source": "test",
-            "task": "colour", "labels": [{"type": "class", "value": "red"}], "answer": "It is red.",
-            "rationalized": rationalized, "passed": passed, "checks": [], "cycle": 1, "model": "m"}  # fmt: skip
+    return {
+        "id": sample_id,
+        "video": f"{sample_id}.mp4",
+        "question": "What colour is it?",
+        "source": "test",
+        "task": "colour",
+        "labels": [{"type": "class", "value": "red"}],
+        "answer": "It is red.",
+        "rationalized": rationalized,
+        "passed": passed,
+        "checks": [],
+        "cycle": 1,
+        "model": "m",
+    }
 
 
 @pytest.fixture
 def generation_dir(tmp_path):
     """A generation directory as `llava-star generate` leaves it after one video failed."""
     directory = GenerationDir(tmp_path / "generations")
-    write_jsonl_atomic(directory.generations_shard(0, 2), [generation_line("a"), generation_line("b", rationalized=True)])
+    write_jsonl_atomic(
+        directory.generations_shard(0, 2), [generation_line("a"), generation_line("b", rationalized=True)]
+    )
     write_jsonl_atomic(directory.generations_shard(1, 2), [generation_line("c", passed=False)])
     write_jsonl_atomic(directory.failures_shard(0, 2), [{"id": "d", "video": "d.mp4", "reason": "no such file"}])
     directory.config.write_text("{}")
@@ -65,7 +78,9 @@ def test_cycle_run_dir_orders_cycles_numerically(tmp_path):
 
 
 def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):
-    refused = pytest.raises(OutputInUseError, match=rf"already being written by llava-star generate, pid {os.getpid()} on ")
+    refused = pytest.raises(
+        OutputInUseError, match=rf"already being written by llava-star generate, pid {os.getpid()} on "
+    )
     with exclusive_directory(tmp_path / "out", "generate"), refused, exclusive_directory(tmp_path / "out", "generate"):
         pass
     with exclusive_directory(tmp_path / "out", "generate"):  # released on leaving the block
@@ -76,7 +91,10 @@ def test_a_file_output_is_locked_by_a_sibling_file(tmp_path):
     target = tmp_path / "train.json"
     with exclusive_file(target, "export"):
         assert (tmp_path / "train.json.lock").exists() and not target.exists()
-        with pytest.raises(OutputInUseError, match="train.json: already being written by llava-star export"), exclusive_file(target, "export"):
+        with (
+            pytest.raises(OutputInUseError, match="train.json: already being written by llava-star export"),
+            exclusive_file(target, "export"),
+        ):
             pass
 
 
@@ -92,11 +110,15 @@ HOLD_THE_LOCK = textwrap.dedent(
 
 
 def test_kill_9_leaves_no_stale_lock(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(tmp_path / "out")], cwd=REPO_ROOT,
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(tmp_path / "out")], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
-        with pytest.raises(OutputInUseError, match=f"pid {holder.pid} "), exclusive_directory(tmp_path / "out", "generate"):
+        with (
+            pytest.raises(OutputInUseError, match=f"pid {holder.pid} "),
+            exclusive_directory(tmp_path / "out", "generate"),
+        ):
             pass
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -121,8 +143,13 @@ HOLD_THE_LOCK_WITH_A_WORKER = textwrap.dedent(
 
 def test_a_forked_worker_does_not_keep_its_dead_parents_lock(tmp_path):
     """kill -9 of the job alone: its orphaned worker must not keep the output locked."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK_WITH_A_WORKER, str(tmp_path / "out")],
-                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK_WITH_A_WORKER, str(tmp_path / "out")],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
         holder.send_signal(signal.SIGKILL)

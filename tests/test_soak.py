@@ -12,8 +12,13 @@ import soak
 
 
 def test_compare_counts_lost_and_duplicated_ids():
-    reference = {"generations": collections.Counter("abc"), "eval_generations": collections.Counter("x"),
-                 "train_ids": collections.Counter("ab"), "held_out": {"accuracy": 0.5}, "lmms_eval": None}  # fmt: skip
+    reference = {
+        "generations": collections.Counter("abc"),
+        "eval_generations": collections.Counter("x"),
+        "train_ids": collections.Counter("ab"),
+        "held_out": {"accuracy": 0.5},
+        "lmms_eval": None,
+    }
     found = {**reference, "generations": collections.Counter("abbd"), "held_out": {"accuracy": 0.25}}
     assert soak.compare(reference, found) == (1, 1, ["held_out"])
     assert soak.compare(reference, reference) == (0, 0, [])

@@ -73,8 +73,13 @@ def test_writes_videos_samples_and_a_split_by_video(synthetic_dataset):
     # every scene kind is on both sides
     assert {s.meta["scene"] for s in test} == {s.meta["scene"] for s in train} == set(SCENES)
     assert set(_by_task(samples)) == {
-        "colour", "shape", "motion_direction", "counting", "grounding", "temporal_localization",
-    }  # fmt: skip
+        "colour",
+        "shape",
+        "motion_direction",
+        "counting",
+        "grounding",
+        "temporal_localization",
+    }
     for sample in samples:
         assert sample.source == "synthetic" and resolve_video_path(root, sample.video).is_file()
         assert str(sample.labels[0].value) not in sample.question

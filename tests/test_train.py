@@ -63,7 +63,9 @@ def generate_a_few_tokens(loaded, video_path):
     from llava_star.models.inputs import build_inputs, video_conversation
 
     frames = read_frames(video_path, 8)
-    inputs = build_inputs(loaded.processor, [video_conversation("What colour is it?")], [frames], add_generation_prompt=True)
+    inputs = build_inputs(
+        loaded.processor, [video_conversation("What colour is it?")], [frames], add_generation_prompt=True
+    )
     with torch.no_grad():
         output = loaded.model.generate(**inputs.batch, max_new_tokens=4, do_sample=False)
     return output[0, inputs.batch["input_ids"].shape[1] :]
@@ -74,10 +76,17 @@ def test_training_lowers_the_loss_reports_bad_videos_and_reloads(tiny_model, tra
     data, videos = data_with_a_corrupt_video(train_json, synthetic_dataset, tmp_path)
     output = tmp_path / "checkpoint"
     config = TrainConfig(
-        model=str(tiny_model), data=(str(data),), video_root=str(videos), output_dir=str(output),
-        max_steps=20, learning_rate=1e-3, warmup_ratio=0.0, per_device_train_batch_size=4,
-        dataloader_num_workers=2, seed=0,
-    )  # fmt: skip
+        model=str(tiny_model),
+        data=(str(data),),
+        video_root=str(videos),
+        output_dir=str(output),
+        max_steps=20,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        per_device_train_batch_size=4,
+        dataloader_num_workers=2,
+        seed=0,
+    )
     summary = run(config)
     losses = summary["losses"]
     assert len(losses) == 20 and all(torch.isfinite(torch.tensor(losses)))
@@ -107,19 +116,41 @@ def mixed_instruction_data(tmp_path, count=6):
     for index in range(count):
         name = f"coco/{index:012d}.jpg"
         Image.fromarray(rng.integers(0, 256, (24 + 4 * index, 40, 3), dtype=np.uint8)).save(images / name)
-        records.append({"id": f"image-{index}", "image": name, "conversations": [
-            {"from": "human", "value": "What colour is the picture?\n<image>"}, {"from": "gpt", "value": "It is red."}]})  # fmt: skip
-        records.append({"id": f"text-{index}", "conversations": [
-            {"from": "human", "value": "Is the answer yes?"}, {"from": "gpt", "value": "Yes, the answer is yes."}]})  # fmt: skip
-    records.append({"id": "missing-image", "image": "coco/missing.jpg", "conversations": [
-        {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A star."}]})  # fmt: skip
+        records.append(
+            {
+                "id": f"image-{index}",
+                "image": name,
+                "conversations": [
+                    {"from": "human", "value": "What colour is the picture?\n<image>"},
+                    {"from": "gpt", "value": "It is red."},
+                ],
+            }
+        )
+        records.append(
+            {
+                "id": f"text-{index}",
+                "conversations": [
+                    {"from": "human", "value": "Is the answer yes?"},
+                    {"from": "gpt", "value": "Yes, the answer is yes."},
+                ],
+            }
+        )
+    records.append(
+        {
+            "id": "missing-image",
+            "image": "coco/missing.jpg",
+            "conversations": [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A star."}],
+        }
+    )
     path = tmp_path / "llava_mix.json"
     path.write_text(json.dumps(records))
     return path, images
 
 
 @pytest.mark.slow
-def test_training_on_the_papers_mixture_of_video_image_and_text_records(tiny_model, train_json, synthetic_dataset, tmp_path):
+def test_training_on_the_papers_mixture_of_video_image_and_text_records(
+    tiny_model, train_json, synthetic_dataset, tmp_path
+):
     """Exported video answers + mixed-in image and text-only instruction data, images decoded in workers."""
     mix, images = mixed_instruction_data(tmp_path)
     data = tmp_path / "train.json"
@@ -129,10 +160,18 @@ def test_training_on_the_papers_mixture_of_video_image_and_text_records(tiny_mod
     assert kinds == {0, 1, 2}  # text-only, video, image
     output = tmp_path / "checkpoint"
     config = TrainConfig(
-        model=str(tiny_model), data=(str(data),), video_root=str(synthetic_dataset.root), image_root=str(images),
-        output_dir=str(output), max_steps=12, learning_rate=1e-3, warmup_ratio=0.0, per_device_train_batch_size=4,
-        dataloader_num_workers=2, seed=0,
-    )  # fmt: skip
+        model=str(tiny_model),
+        data=(str(data),),
+        video_root=str(synthetic_dataset.root),
+        image_root=str(images),
+        output_dir=str(output),
+        max_steps=12,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        per_device_train_batch_size=4,
+        dataloader_num_workers=2,
+        seed=0,
+    )
     summary = run(config)
     losses = summary["losses"]
     assert summary["global_step"] == 12 and all(torch.isfinite(torch.tensor(losses)))
@@ -152,10 +191,18 @@ def test_lora_is_merged_into_a_plain_checkpoint(tiny_model, train_json, syntheti
 
     output = tmp_path / "lora"
     config = TrainConfig(
-        model=str(tiny_model), data=(str(train_json),), video_root=str(synthetic_dataset.root),
-        output_dir=str(output), max_steps=3, learning_rate=1e-2, lora=True, lora_r=4, lora_alpha=8,
-        per_device_train_batch_size=2, dataloader_num_workers=0,
-    )  # fmt: skip
+        model=str(tiny_model),
+        data=(str(train_json),),
+        video_root=str(synthetic_dataset.root),
+        output_dir=str(output),
+        max_steps=3,
+        learning_rate=1e-2,
+        lora=True,
+        lora_r=4,
+        lora_alpha=8,
+        per_device_train_batch_size=2,
+        dataloader_num_workers=0,
+    )
     summary = run(config)
     assert summary["trainable_parameters"]["lora"] > 0 and summary["trainable_parameters"]["language"] == 0
     with safe_open(str(output / "model.safetensors"), "pt") as weights:
@@ -165,7 +212,9 @@ def test_lora_is_merged_into_a_plain_checkpoint(tiny_model, train_json, syntheti
 
 
 @pytest.mark.parametrize("placeholder", [False, True], ids=["pad-token", "placeholder-example"])
-def test_a_batch_whose_samples_all_failed_learns_nothing(tiny_model, train_json, synthetic_dataset, tmp_path, placeholder):
+def test_a_batch_whose_samples_all_failed_learns_nothing(
+    tiny_model, train_json, synthetic_dataset, tmp_path, placeholder
+):
     """With a placeholder example (what training uses) the step still runs the vision tower."""
     from transformers import TrainingArguments
 
@@ -213,17 +262,65 @@ def test_the_parameter_anchor_gives_every_trainable_media_parameter_a_zero_gradi
 def test_train_mem_script_runs_with_llava_flags(tiny_model, train_json, synthetic_dataset, tmp_path):
     output = tmp_path / "llava_flags"
     command = [
-        sys.executable, str(REPO / "scripts" / "train_mem.py"),
-        "--model_name_or_path", str(tiny_model), "--version", "v1",
-        "--data_path", str(train_json), "--video_folder", str(synthetic_dataset.root),
-        "--mm_projector_type", "mlp2x_gelu", "--mm_use_im_start_end", "False", "--image_aspect_ratio", "pad",
-        "--group_by_modality_length", "True", "--bf16", "False", "--tf32", "False", "--output_dir", str(output),
-        "--num_train_epochs", "1", "--max_steps", "2", "--per_device_train_batch_size", "2",
-        "--gradient_accumulation_steps", "1", "--evaluation_strategy", "no", "--save_strategy", "no",
-        "--learning_rate", "2e-5", "--weight_decay", "0.", "--warmup_ratio", "0.03", "--lr_scheduler_type", "cosine",
-        "--logging_steps", "1", "--model_max_length", "2048", "--gradient_checkpointing", "True",
-        "--dataloader_num_workers", "0", "--lazy_preprocess", "True", "--report_to", "none", "--max_grad_norm", "1.0",
-    ]  # fmt: skip
+        sys.executable,
+        str(REPO / "scripts" / "train_mem.py"),
+        "--model_name_or_path",
+        str(tiny_model),
+        "--version",
+        "v1",
+        "--data_path",
+        str(train_json),
+        "--video_folder",
+        str(synthetic_dataset.root),
+        "--mm_projector_type",
+        "mlp2x_gelu",
+        "--mm_use_im_start_end",
+        "False",
+        "--image_aspect_ratio",
+        "pad",
+        "--group_by_modality_length",
+        "True",
+        "--bf16",
+        "False",
+        "--tf32",
+        "False",
+        "--output_dir",
+        str(output),
+        "--num_train_epochs",
+        "1",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+        "--evaluation_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--learning_rate",
+        "2e-5",
+        "--weight_decay",
+        "0.",
+        "--warmup_ratio",
+        "0.03",
+        "--lr_scheduler_type",
+        "cosine",
+        "--logging_steps",
+        "1",
+        "--model_max_length",
+        "2048",
+        "--gradient_checkpointing",
+        "True",
+        "--dataloader_num_workers",
+        "0",
+        "--lazy_preprocess",
+        "True",
+        "--report_to",
+        "none",
+        "--max_grad_norm",
+        "1.0",
+    ]
     run_command(command, tmp_path)
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["global_step"] == 2
@@ -239,10 +336,29 @@ def test_deepspeed_zero_single_process(tiny_model, train_json, synthetic_dataset
     pytest.importorskip("deepspeed")
     output = tmp_path / zero
     command = [
-        sys.executable, "-m", "llava_star", "train", "--model", str(tiny_model), "--data", str(train_json),
-        "--video-root", str(synthetic_dataset.root), "-o", str(output), "--max-steps", "3", "--batch-size", "2",
-        "--num-workers", "0", "--learning-rate", "1e-3", "--deepspeed", str(REPO / "scripts" / f"{zero}.json"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "llava_star",
+        "train",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(train_json),
+        "--video-root",
+        str(synthetic_dataset.root),
+        "-o",
+        str(output),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--learning-rate",
+        "1e-3",
+        "--deepspeed",
+        str(REPO / "scripts" / f"{zero}.json"),
+    ]
     run_command(command, tmp_path, single_process_env())
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["deepspeed_stage"] == int(zero[-1]) and summary["deepspeed_enabled"]
@@ -258,11 +374,33 @@ def test_torchrun_two_processes_on_gloo_with_zero2(tiny_model, train_json, synth
     pytest.importorskip("deepspeed")
     output = tmp_path / "torchrun"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", "llava_star", "train", "--model", str(tiny_model), "--data", str(train_json),
-        "--video-root", str(synthetic_dataset.root), "-o", str(output), "--max-steps", "3", "--batch-size", "2",
-        "--num-workers", "0", "--deepspeed", str(REPO / "scripts" / "zero2.json"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "llava_star",
+        "train",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(train_json),
+        "--video-root",
+        str(synthetic_dataset.root),
+        "-o",
+        str(output),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--deepspeed",
+        str(REPO / "scripts" / "zero2.json"),
+    ]
     run_command(command, tmp_path, {"OMP_NUM_THREADS": "1"})
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["global_step"] == 3 and summary["world_size"] == 2 and summary["deepspeed_enabled"]
@@ -282,11 +420,34 @@ def test_torchrun_two_processes_with_zero3_and_a_corrupt_video(train_json, synth
     output = tmp_path / "zero3"
     steps = -(-records // 2)  # one epoch: every record, the corrupt one included, is met once
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", "llava_star", "train", "--model", str(tiny_model), "--data", str(data), "--video-root", str(videos),
-        "-o", str(output), "--max-steps", str(steps), "--batch-size", "1", "--num-workers", "0",
-        "--deepspeed", str(REPO / "scripts" / "zero3.json"), "--gradient-checkpointing",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "llava_star",
+        "train",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(data),
+        "--video-root",
+        str(videos),
+        "-o",
+        str(output),
+        "--max-steps",
+        str(steps),
+        "--batch-size",
+        "1",
+        "--num-workers",
+        "0",
+        "--deepspeed",
+        str(REPO / "scripts" / "zero3.json"),
+        "--gradient-checkpointing",
+    ]
     run_command(command, tmp_path, {"OMP_NUM_THREADS": "1"})
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["global_step"] == steps and summary["world_size"] == 2 and summary["deepspeed_stage"] == 3
@@ -306,7 +467,9 @@ def test_zero3_over_several_processes_groups_mixed_media():
     assert not group_by_media_needed(config, 3, 2, videos)  # one kind: nothing to group
     assert not group_by_media_needed(config, 2, 2, mixed)  # ZeRO-2: the parameter anchor keeps ranks in step
     assert not group_by_media_needed(config, 3, 1, mixed)
-    assert group_by_media_needed(TrainConfig(model="m", data=("d.json",), output_dir="o", group_by_media=True), 0, 1, videos)
+    assert group_by_media_needed(
+        TrainConfig(model="m", data=("d.json",), output_dir="o", group_by_media=True), 0, 1, videos
+    )
 
 
 @pytest.mark.slow
@@ -322,11 +485,35 @@ def test_torchrun_two_processes_on_mixed_media(tiny_model, train_json, synthetic
     assert export_main([str(train_json.parent / "gen"), "-o", str(data), "--mix", str(mix)]) == 0
     output = tmp_path / "torchrun_mixed"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", "llava_star", "train", "--model", str(tiny_model), "--data", str(data),
-        "--video-root", str(synthetic_dataset.root), "--image-folder", str(images), "-o", str(output),
-        "--max-steps", "8", "--batch-size", "1", "--num-workers", "0", "--deepspeed", str(REPO / "scripts" / f"{zero}.json"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "llava_star",
+        "train",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(data),
+        "--video-root",
+        str(synthetic_dataset.root),
+        "--image-folder",
+        str(images),
+        "-o",
+        str(output),
+        "--max-steps",
+        "8",
+        "--batch-size",
+        "1",
+        "--num-workers",
+        "0",
+        "--deepspeed",
+        str(REPO / "scripts" / f"{zero}.json"),
+    ]
     run_command(command, tmp_path, {"OMP_NUM_THREADS": "1"})
     summary = json.loads((output / SUMMARY_FILE).read_text())
     assert summary["global_step"] == 8 and summary["world_size"] == 2 and summary["deepspeed_enabled"]
@@ -339,5 +526,7 @@ def test_a_model_whose_parts_are_not_recognised_is_refused_not_trained_as_langua
     from llava_star.training.parts import set_trainable
 
     model = torch.nn.ModuleDict({"image_encoder": torch.nn.Linear(2, 2), "language_model": torch.nn.Linear(2, 2)})
-    with pytest.raises(ConfigError, match=r"no projector or vision parameters recognised among \['image_encoder', 'language_model'\]"):
+    with pytest.raises(
+        ConfigError, match=r"no projector or vision parameters recognised among \['image_encoder', 'language_model'\]"
+    ):
         set_trainable(model, TrainConfig(model="m", data=("d.json",), output_dir="o"))

@@ -185,16 +185,29 @@ def test_unreadable_videos_are_reported_and_skipped(processors, synthetic_datase
 
 def test_dataset_refuses_records_it_cannot_train_on(processors, image_root):
     settings = ExampleSettings(video_root="videos", num_frames=8, model_max_length=64)
-    two_images = {"id": "img", "image": ["a.jpg", "b.jpg"], "conversations": [
-        {"from": "human", "value": "<image>\n<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."}]}  # fmt: skip
+    two_images = {
+        "id": "img",
+        "image": ["a.jpg", "b.jpg"],
+        "conversations": [
+            {"from": "human", "value": "<image>\n<image>\nWhat is it?"},
+            {"from": "gpt", "value": "A cat."},
+        ],
+    }
     with pytest.raises(RecordError, match=r"record 0 \(id 'img'\): 2 images; training takes at most one image"):
         ConversationDataset([two_images], processors["video_llava"], settings)
     with pytest.raises(RecordError, match=r"image_root: 1 records name images \(e.g. 'coco/000000033471.png'\)"):
         ConversationDataset([IMAGE_RECORD], processors["video_llava"], settings)
     with pytest.raises(RecordError, match="image_root: none of the records' images exist under nowhere"):
-        ConversationDataset([IMAGE_RECORD], processors["video_llava"], ExampleSettings(None, 8, 64, image_root="nowhere"))
+        ConversationDataset(
+            [IMAGE_RECORD], processors["video_llava"], ExampleSettings(None, 8, 64, image_root="nowhere")
+        )
     # text-only records need no folder at all
-    assert ConversationDataset([TEXT_RECORD], processors["video_llava"], ExampleSettings(None, 8, 4096))[0]["input_ids"].numel() > 0
+    assert (
+        ConversationDataset([TEXT_RECORD], processors["video_llava"], ExampleSettings(None, 8, 4096))[0][
+            "input_ids"
+        ].numel()
+        > 0
+    )
     with pytest.raises(RecordError, match="video_root"):
         ConversationDataset([TWO_TURNS], processors["video_llava"], ExampleSettings(None, 8, 64))
     with pytest.raises(RecordError, match="video_root: none of the records' videos exist under nowhere"):
@@ -204,7 +217,9 @@ def test_dataset_refuses_records_it_cannot_train_on(processors, image_root):
 def test_a_length_limit_below_the_video_tokens_fails_before_training(processors, synthetic_dataset):
     settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=16)
     dataset = ConversationDataset([TWO_TURNS], processors["video_llava"], settings)
-    with pytest.raises(RecordError, match=r"none of the first 1 records .* media tokens end at position \d+, past model_max_length 16"):
+    with pytest.raises(
+        RecordError, match=r"none of the first 1 records .* media tokens end at position \d+, past model_max_length 16"
+    ):
         dataset.usable_example_of_each_kind()
     settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=8, model_max_length=4096)
     examples = ConversationDataset([TWO_TURNS], processors["video_llava"], settings).usable_example_of_each_kind()
@@ -250,7 +265,9 @@ def test_only_assistant_tokens_are_labelled_in_a_text_only_record(processors, fa
     assert texts[0].strip().startswith("Yes.") and "Why" not in texts[0]
     assert texts[1].strip().startswith("Because the answer is yes.")
     decode = processor.tokenizer.decode
-    assert "Say yes or no." in decode(input_ids[: spans[0][0]]) and "Why?" in decode(input_ids[spans[0][1] : spans[1][0]])
+    assert "Say yes or no." in decode(input_ids[: spans[0][0]]) and "Why?" in decode(
+        input_ids[spans[0][1] : spans[1][0]]
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -269,9 +286,14 @@ def test_a_collated_mixed_batch_equals_the_processor_batch(tiny_dirs, processors
     examples = [encode_example(processor, r, v, 4096, image=i) for r, v, i in zip(records, videos, images)]
     collated = PaddingCollator(pad_token_id=processor.tokenizer.pad_token_id)(examples)
     together = build_inputs(
-        processor, [from_llava_turns(r["conversations"]) for r in records], videos, images=images,
-        add_generation_prompt=False, assistant_spans=True, padding_side="right",
-    )  # fmt: skip
+        processor,
+        [from_llava_turns(r["conversations"]) for r in records],
+        videos,
+        images=images,
+        add_generation_prompt=False,
+        assistant_spans=True,
+        padding_side="right",
+    )
     assert torch.equal(collated["input_ids"], together.batch["input_ids"])
     assert torch.equal(collated["labels"], together.labels(IGNORE_INDEX))
     assert set(collated) == set(together.batch) | {"labels"}
@@ -302,10 +324,14 @@ def test_unreadable_images_are_reported_and_skipped(processors, image_root, tmp_
     (root / "good.png").write_bytes(good)
     (root / "cut.png").write_bytes(good[: len(good) // 2])
     (root / "garbage.jpg").write_bytes(b"not an image" * 100)
-    records = [dict(IMAGE_RECORD, id=name, image=name) for name in ("good.png", "cut.png", "garbage.jpg", "missing.jpg")]
+    records = [
+        dict(IMAGE_RECORD, id=name, image=name) for name in ("good.png", "cut.png", "garbage.jpg", "missing.jpg")
+    ]
     records.append(dict(IMAGE_RECORD, id="escape", image="../images/good.png"))
     failures = tmp_path / "failures.jsonl"
-    settings = ExampleSettings(None, num_frames=8, model_max_length=4096, failures_path=str(failures), image_root=str(root))
+    settings = ExampleSettings(
+        None, num_frames=8, model_max_length=4096, failures_path=str(failures), image_root=str(root)
+    )
     dataset = ConversationDataset(records, processors["qwen2_vl"], settings)
     items = [dataset[index] for index in range(len(dataset))]
     assert isinstance(items[0], dict) and items[1:] == [FailedSample("image")] * 4

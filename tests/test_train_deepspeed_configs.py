@@ -35,9 +35,15 @@ def test_deepspeed_parses_the_config_after_the_trainer_fills_auto(path, tmp_path
     raw = json.loads(path.read_text())
     assert find_auto(raw), "the Trainer should fill batch sizes, precision and buckets"
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2,
-        learning_rate=2e-5, warmup_steps=0.03, bf16=True, use_cpu=True, report_to=[],
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        learning_rate=2e-5,
+        warmup_steps=0.03,
+        bf16=True,
+        use_cpu=True,
+        report_to=[],
+    )
     hf_config = HfTrainerDeepSpeedConfig(str(path))
     try:
         hf_config.trainer_config_process(args)

@@ -38,13 +38,29 @@ torch = pytest.importorskip("torch")
 REPO = Path(__file__).resolve().parents[1]
 # every setting that decides the numbers, written out (a changed default must not change them)
 RECIPE = {
-    "max_steps": 5, "learning_rate": 1e-3, "lr_scheduler_type": "cosine", "warmup_ratio": 0.0, "weight_decay": 0.0,
-    "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "num_frames": 8, "seed": 0,
-    "dataloader_num_workers": 0, "trainer_args": {"max_grad_norm": 1.0},
-}  # fmt: skip
+    "max_steps": 5,
+    "learning_rate": 1e-3,
+    "lr_scheduler_type": "cosine",
+    "warmup_ratio": 0.0,
+    "weight_decay": 0.0,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "num_frames": 8,
+    "seed": 0,
+    "dataloader_num_workers": 0,
+    "trainer_args": {"max_grad_norm": 1.0},
+}
 # checkpoint-3, saved at the last step, holds the final adapter
-LORA = {"max_steps": 3, "learning_rate": 1e-2, "lora": True, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
-        "save_strategy": "steps", "save_steps": 3}  # fmt: skip
+LORA = {
+    "max_steps": 3,
+    "learning_rate": 1e-2,
+    "lora": True,
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "lora_dropout": 0.0,
+    "save_strategy": "steps",
+    "save_steps": 3,
+}
 LOSS_TOLERANCE = 1e-5
 GRAD_NORM_TOLERANCE = 1e-5  # relative
 WEIGHT_TOLERANCE = 5e-5
@@ -78,8 +94,14 @@ def settings(tiny_model, train_json, synthetic_dataset):
     """``settings(family, output, **changes)``: RECIPE as TrainConfig keys."""
 
     def make(family: str, output: Path, **changes) -> dict:
-        return {"model": str(tiny_model(family)), "data": [str(train_json)], "video_root": str(synthetic_dataset.root),
-                "output_dir": str(output), **RECIPE, **changes}  # fmt: skip
+        return {
+            "model": str(tiny_model(family)),
+            "data": [str(train_json)],
+            "video_root": str(synthetic_dataset.root),
+            "output_dir": str(output),
+            **RECIPE,
+            **changes,
+        }
 
     return make
 
@@ -185,7 +207,9 @@ def test_zero2_in_one_process_trains_as_without_deepspeed(reference_run, setting
 @pytest.mark.parametrize(
     "family, zero", [("video_llava", None), ("qwen2_vl", "zero2")], ids=["video_llava-ddp", "qwen2_vl-zero2"]
 )
-def test_two_ranks_at_batch_b_train_as_one_rank_at_batch_2b(reference_run, settings, tiny_model, tmp_path, family, zero):
+def test_two_ranks_at_batch_b_train_as_one_rank_at_batch_2b(
+    reference_run, settings, tiny_model, tmp_path, family, zero
+):
     """Rank r takes the r-th b of each 2b samples of the seeded order, pads its own batch, and the
     loss is normalised by the tokens of all ranks (transformers' average_tokens_across_devices):
     DDP's and ZeRO-2's averaged gradients are then the gradient of the 2b samples together."""
@@ -194,8 +218,9 @@ def test_two_ranks_at_batch_b_train_as_one_rank_at_batch_2b(reference_run, setti
     changes = {"per_device_train_batch_size": RECIPE["per_device_train_batch_size"] // 2}
     if zero:
         changes["deepspeed"] = str(REPO / "scripts" / f"{zero}.json")
-    output = train_in_subprocess(settings(family, tmp_path / "ranks", **changes), two_torchrun_ranks(), tmp_path,
-                                 {"OMP_NUM_THREADS": "1"})  # fmt: skip
+    output = train_in_subprocess(
+        settings(family, tmp_path / "ranks", **changes), two_torchrun_ranks(), tmp_path, {"OMP_NUM_THREADS": "1"}
+    )
     assert summary(output)["world_size"] == 2 and summary(output)["deepspeed_enabled"] == bool(zero)
     assert_equivalent(differences(reference_run(family), output, tiny_model(family)))
 
@@ -224,8 +249,12 @@ def test_the_lora_merge_on_save_is_peft_merge_and_unload(reference_run, settings
     if zero:
         pytest.importorskip("deepspeed")
         deepspeed = str(REPO / "scripts" / f"{zero}.json")
-        output = train_in_subprocess(settings(family, tmp_path / zero, **LORA, deepspeed=deepspeed),
-                                     one_deepspeed_process(), tmp_path, single_process_env())  # fmt: skip
+        output = train_in_subprocess(
+            settings(family, tmp_path / zero, **LORA, deepspeed=deepspeed),
+            one_deepspeed_process(),
+            tmp_path,
+            single_process_env(),
+        )
         assert summary(output)["deepspeed_stage"] == 3
     else:
         output = reference_run(family, **LORA)
@@ -259,5 +288,7 @@ def test_lora_adapters_start_from_the_configs_seed_whatever_the_global_rng_holds
         assert torch.equal(torch.get_rng_state(), torch.manual_seed(global_seed).get_state())  # left as it was
         starts.append({name: value.clone() for name, value in model.named_parameters() if "lora_A" in name})
     assert starts[0] and max_difference(*starts) == 0.0
-    other_seed = add_lora(load_model(tiny_model("video_llava"), device="cpu").model, dataclasses.replace(config, seed=1))
+    other_seed = add_lora(
+        load_model(tiny_model("video_llava"), device="cpu").model, dataclasses.replace(config, seed=1)
+    )
     assert max_difference(starts[0], {n: v for n, v in other_seed.named_parameters() if "lora_A" in n}) > 0.01

@@ -144,10 +144,27 @@ def test_llava_star_train_flags_and_yaml(tmp_path):
     yaml_file = tmp_path / "train.yaml"
     yaml_file.write_text("learning_rate: 1.0e-4\nlora: true\ntrainer_args: {max_grad_norm: 0.3}\n")
     args = build_parser().parse_args(
-        ["--config", str(yaml_file), "--model", "m", "--data", "a.json", "b.json", "-o", "out",
-         "--video-root", "v", "--image-folder", "i", "--epochs", "2", "--no-freeze-vision-tower",
-         "--trainer-arg", "optim=adamw_torch"]
-    )  # fmt: skip
+        [
+            "--config",
+            str(yaml_file),
+            "--model",
+            "m",
+            "--data",
+            "a.json",
+            "b.json",
+            "-o",
+            "out",
+            "--video-root",
+            "v",
+            "--image-folder",
+            "i",
+            "--epochs",
+            "2",
+            "--no-freeze-vision-tower",
+            "--trainer-arg",
+            "optim=adamw_torch",
+        ]
+    )
     config = config_from_args(args)
     assert config.data == ("a.json", "b.json") and config.video_root == "v" and config.image_root == "i"
     assert config.learning_rate == 1e-4 and config.lora and config.num_train_epochs == 2.0
@@ -155,24 +172,36 @@ def test_llava_star_train_flags_and_yaml(tmp_path):
     assert dict(config.trainer_args) == {"max_grad_norm": 0.3, "optim": "adamw_torch"}
     yaml_file.write_text("learning_rat: 1.0\n")
     with pytest.raises(ConfigError, match="learning_rat: unknown training option"):
-        config_from_args(build_parser().parse_args(["--config", str(yaml_file), "--model", "m", "--data", "a", "-o", "o"]))
+        config_from_args(
+            build_parser().parse_args(["--config", str(yaml_file), "--model", "m", "--data", "a", "-o", "o"])
+        )
 
 
-@pytest.mark.parametrize(("text", "message"), [('bf16: "no"\n', "bf16: expected true or false, got 'no'"),
-                                               ("per_device_train_batch_size: four\n", "per_device_train_batch_size: expected an integer")])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('bf16: "no"\n', "bf16: expected true or false, got 'no'"),
+        ("per_device_train_batch_size: four\n", "per_device_train_batch_size: expected an integer"),
+    ],
+)
 def test_train_config_values_are_checked_against_their_types(tmp_path, text, message):
     # on 50b0a39 train's own loader took `bf16: "no"` as true
     yaml_file = tmp_path / "train.yaml"
     yaml_file.write_text(text)
     with pytest.raises(ConfigError, match=message):
-        config_from_args(build_parser().parse_args(["--config", str(yaml_file), "--model", "m", "--data", "a", "-o", "o"]))
+        config_from_args(
+            build_parser().parse_args(["--config", str(yaml_file), "--model", "m", "--data", "a", "-o", "o"])
+        )
 
 
 def test_paper_defaults():
     config = TrainConfig(model="m", data="train.json", output_dir="o")
     assert (config.num_train_epochs, config.learning_rate, config.lr_scheduler_type, config.warmup_ratio) == (
-        1.0, 2e-5, "cosine", 0.03,
-    )  # fmt: skip
+        1.0,
+        2e-5,
+        "cosine",
+        0.03,
+    )
     assert config.freeze_vision_tower and not config.freeze_projector and not config.freeze_language_model
     assert json.loads(json.dumps(config_to_dict(config)))["data"] == ["train.json"]
 
@@ -180,9 +209,12 @@ def test_paper_defaults():
 @pytest.mark.slow  # imports transformers
 def test_training_arguments_from_config(tmp_path):
     config = TrainConfig(
-        model="m", data="d.json", output_dir=str(tmp_path), gradient_checkpointing=True,
+        model="m",
+        data="d.json",
+        output_dir=str(tmp_path),
+        gradient_checkpointing=True,
         trainer_args={"max_grad_norm": 0.5},
-    )  # fmt: skip
+    )
     args = build_training_arguments(config)
     assert args.learning_rate == 2e-5 and args.lr_scheduler_type == "cosine"
     assert args.get_warmup_steps(1000) == 30
@@ -214,7 +246,9 @@ def test_yaml_learning_rate_in_scientific_notation_is_a_number(tmp_path):
     """PyYAML reads `2e-5` (no dot) as a string; a train config means the number."""
     yaml_file = tmp_path / "train.yaml"
     yaml_file.write_text("model: m\ndata: [a.json]\noutput_dir: o\nlearning_rate: 2e-5\n")
-    config = config_from_args(build_parser().parse_args(["--config", str(yaml_file), "--trainer-arg", "max_grad_norm=1e0"]))
+    config = config_from_args(
+        build_parser().parse_args(["--config", str(yaml_file), "--trainer-arg", "max_grad_norm=1e0"])
+    )
     assert config.learning_rate == 2e-5 and isinstance(config.learning_rate, float)
     assert dict(config.trainer_args)["max_grad_norm"] == 1.0
 

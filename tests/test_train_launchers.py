@@ -13,7 +13,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "finetune.sh"
-REQUIRED = {"MODEL": "LanguageBind/Video-LLaVA-7B-hf", "DATA": "star.json mix.json", "VIDEO_ROOT": "videos", "OUTPUT": "ckpt"}
+REQUIRED = {
+    "MODEL": "LanguageBind/Video-LLaVA-7B-hf",
+    "DATA": "star.json mix.json",
+    "VIDEO_ROOT": "videos",
+    "OUTPUT": "ckpt",
+}
 
 
 def train_mem():
@@ -37,24 +42,56 @@ def split_at_script(command):
 @pytest.mark.parametrize(
     "env, launcher",
     [
-        ({}, ["torchrun", "--nnodes", "1", "--node_rank", "0", "--master_addr", "127.0.0.1", "--master_port", "29500",
-              "--nproc_per_node", "8"]),
-        ({"NNODES": "4", "NODE_RANK": "2", "MASTER_ADDR": "node0"},
-         ["torchrun", "--nnodes", "4", "--node_rank", "2", "--master_addr", "node0", "--master_port", "29500",
-          "--nproc_per_node", "8"]),
+        (
+            {},
+            [
+                "torchrun",
+                "--nnodes",
+                "1",
+                "--node_rank",
+                "0",
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                "29500",
+                "--nproc_per_node",
+                "8",
+            ],
+        ),
+        (
+            {"NNODES": "4", "NODE_RANK": "2", "MASTER_ADDR": "node0"},
+            [
+                "torchrun",
+                "--nnodes",
+                "4",
+                "--node_rank",
+                "2",
+                "--master_addr",
+                "node0",
+                "--master_port",
+                "29500",
+                "--nproc_per_node",
+                "8",
+            ],
+        ),
         ({"LAUNCHER": "deepspeed"}, ["deepspeed", "--num_gpus", "8", "--master_port", "29500"]),
-        ({"LAUNCHER": "deepspeed", "HOSTFILE": "hosts", "MASTER_ADDR": "node0"},
-         ["deepspeed", "--hostfile", "hosts", "--master_addr", "node0", "--master_port", "29500"]),
+        (
+            {"LAUNCHER": "deepspeed", "HOSTFILE": "hosts", "MASTER_ADDR": "node0"},
+            ["deepspeed", "--hostfile", "hosts", "--master_addr", "node0", "--master_port", "29500"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_launch_commands_carry_the_paper_recipe(env, launcher):
     before, after = split_at_script(dry_run(env))
     assert before == launcher
     config = train_mem().parse_args(after)
     assert config.data == ("star.json", "mix.json") and config.deepspeed.endswith("scripts/zero2.json")
     assert (config.num_train_epochs, config.learning_rate, config.lr_scheduler_type, config.warmup_ratio) == (
-        1.0, 2e-5, "cosine", 0.03,
-    )  # fmt: skip
+        1.0,
+        2e-5,
+        "cosine",
+        0.03,
+    )
     assert config.bf16 and config.tf32 and config.gradient_checkpointing and config.freeze_vision_tower
     assert config.per_device_train_batch_size * config.gradient_accumulation_steps * 8 == 128
 
@@ -70,7 +107,13 @@ def test_missing_settings_and_bad_launcher_are_refused():
     del env["VIDEO_ROOT"]
     result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "VIDEO_ROOT" in result.stderr
-    result = subprocess.run(["bash", str(SCRIPT)], env={**env, **REQUIRED, "LAUNCHER": "mpirun"}, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={**env, **REQUIRED, "LAUNCHER": "mpirun"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 2 and "LAUNCHER must be torchrun or deepspeed" in result.stderr
 
 
@@ -82,21 +125,47 @@ def test_the_launcher_really_trains_on_cpu(synthetic_dataset, tmp_path):
     from llava_star.records import read_samples
 
     records = [
-        {"id": s.id, "video": s.video,
-         "conversations": [{"from": "human", "value": "<video>\n" + s.question},
-                           {"from": "gpt", "value": f"The colour is {s.labels[0].value}."}]}
-        for s in read_samples(synthetic_dataset.train) if s.task == "colour"
-    ]  # fmt: skip
+        {
+            "id": s.id,
+            "video": s.video,
+            "conversations": [
+                {"from": "human", "value": "<video>\n" + s.question},
+                {"from": "gpt", "value": f"The colour is {s.labels[0].value}."},
+            ],
+        }
+        for s in read_samples(synthetic_dataset.train)
+        if s.task == "colour"
+    ]
     data = tmp_path / "train.json"
     data.write_text(json.dumps(records))
     env = {
-        **os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(REPO),
-        "HF_HUB_OFFLINE": "1", "MODEL": str(build_tiny_model("video_llava", tmp_path / "tiny")), "DATA": str(data),
-        "VIDEO_ROOT": str(synthetic_dataset.root), "OUTPUT": str(tmp_path / "out"), "GPUS": "1",
-        "MASTER_PORT": "29561", "PER_DEVICE_BATCH": "2", "GRAD_ACCUM": "1", "WORKERS": "0", "OMP_NUM_THREADS": "1",
-    }  # fmt: skip
-    command = ["bash", str(SCRIPT), "--bf16", "False", "--tf32", "False", "--gradient_checkpointing", "False",
-               "--max_steps", "2"]  # fmt: skip
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "MODEL": str(build_tiny_model("video_llava", tmp_path / "tiny")),
+        "DATA": str(data),
+        "VIDEO_ROOT": str(synthetic_dataset.root),
+        "OUTPUT": str(tmp_path / "out"),
+        "GPUS": "1",
+        "MASTER_PORT": "29561",
+        "PER_DEVICE_BATCH": "2",
+        "GRAD_ACCUM": "1",
+        "WORKERS": "0",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        "bash",
+        str(SCRIPT),
+        "--bf16",
+        "False",
+        "--tf32",
+        "False",
+        "--gradient_checkpointing",
+        "False",
+        "--max_steps",
+        "2",
+    ]
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads((tmp_path / "out" / "train_summary.json").read_text())["global_step"] == 2

@@ -89,7 +89,9 @@ def test_the_projector_gets_its_own_learning_rate_in_the_built_optimizer(tiny_mo
     model = load(tiny_model).model
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(parameter_group(name) != "vision")
-    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=2e-4, weight_decay=0.1, report_to="none", use_cpu=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), learning_rate=2e-4, weight_decay=0.1, report_to="none", use_cpu=True
+    )
     trainer = ConversationTrainer(model=model, args=args, part_learning_rates={"projector": 2e-5})
     optimizer = trainer.create_optimizer()
     assert learning_rates_by_part(model, optimizer) == {"language": [2e-4], "projector": [2e-5]}
@@ -113,14 +115,26 @@ def test_zero3_offload_with_its_own_optimizer_refuses_part_learning_rates():
     from llava_star.training.deepspeed import check_deepspeed_optimizer
 
     # a rate of its own (1e-4 beside 2e-5); a part at the main rate needs no group of its own
-    config = TrainConfig(model="m", data=("d",), output_dir="o", projector_learning_rate=1e-4,
-                         deepspeed=str(REPO / "scripts" / "zero3_offload.json"))  # fmt: skip
+    config = TrainConfig(
+        model="m",
+        data=("d",),
+        output_dir="o",
+        projector_learning_rate=1e-4,
+        deepspeed=str(REPO / "scripts" / "zero3_offload.json"),
+    )
     with pytest.raises(ConfigError, match="zero3_offload.json builds DeepSpeed's own optimizer"):
         check_deepspeed_optimizer(config)
     check_deepspeed_optimizer(dataclasses.replace(config, projector_learning_rate=config.learning_rate))
     for name in ("zero2.json", "zero2_offload.json", "zero3.json"):
-        check_deepspeed_optimizer(TrainConfig(model="m", data=("d",), output_dir="o", projector_learning_rate=2e-5,
-                                              deepspeed=str(REPO / "scripts" / name)))  # fmt: skip
+        check_deepspeed_optimizer(
+            TrainConfig(
+                model="m",
+                data=("d",),
+                output_dir="o",
+                projector_learning_rate=2e-5,
+                deepspeed=str(REPO / "scripts" / name),
+            )
+        )
 
 
 def test_pad_makes_a_square_of_the_processors_mean_before_the_processor(tiny_model, tmp_path):
@@ -139,16 +153,28 @@ def test_pad_makes_a_square_of_the_processors_mean_before_the_processor(tiny_mod
     assert (square[:8] == colour).all() and (square[32:] == colour).all()  # 8 rows above, 8 below
     assert np.array_equal(square[8:32], wide)
     tall = pad_to_square(wide.transpose(1, 0, 2), colour)
-    assert tall.shape == (40, 40, 3) and (tall[:, :8] == colour).all() and np.array_equal(tall[:, 8:32], wide.transpose(1, 0, 2))
+    assert (
+        tall.shape == (40, 40, 3)
+        and (tall[:, :8] == colour).all()
+        and np.array_equal(tall[:, 8:32], wide.transpose(1, 0, 2))
+    )
     # in training, the processor receives the padded picture (whole, not centre-cropped)
     (tmp_path / "images").mkdir()
     Image.fromarray(wide).save(tmp_path / "images" / "wide.png")
-    record = {"id": "a", "image": "wide.png", "conversations": [
-        {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "It is red."}]}  # fmt: skip
+    record = {
+        "id": "a",
+        "image": "wide.png",
+        "conversations": [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "It is red."}],
+    }
     pixels = {}
     for pad in (None, colour):
-        settings = ExampleSettings(video_root=None, image_root=str(tmp_path / "images"), num_frames=8,
-                                   model_max_length=4096, image_pad_colour=pad)  # fmt: skip
+        settings = ExampleSettings(
+            video_root=None,
+            image_root=str(tmp_path / "images"),
+            num_frames=8,
+            model_max_length=4096,
+            image_pad_colour=pad,
+        )
         pixels[pad] = ConversationDataset([record], processor, settings)[0]["pixel_values_images"]
     expected = processor.image_processor(images=[square], return_tensors="pt")["pixel_values_images"]
     assert torch.allclose(pixels[colour], expected)
@@ -192,8 +218,13 @@ def write_json(path, records):
 
 
 def text_records(prefix, count):
-    return [{"id": f"{prefix}-{i}", "conversations": [{"from": "human", "value": f"Question {i}?"},
-                                                       {"from": "gpt", "value": "Yes."}]} for i in range(count)]  # fmt: skip
+    return [
+        {
+            "id": f"{prefix}-{i}",
+            "conversations": [{"from": "human", "value": f"Question {i}?"}, {"from": "gpt", "value": "Yes."}],
+        }
+        for i in range(count)
+    ]
 
 
 def test_llava_next_yaml_data_lists(tmp_path):
@@ -206,7 +237,7 @@ def test_llava_next_yaml_data_lists(tmp_path):
     listing = tmp_path / "exp.yaml"
     listing.write_text(
         "datasets:\n"
-        "  - json_path: data/a.json\n    sampling_strategy: \"first:25%\"\n"  # ceil(2.5) = 3, as LLaVA-NeXT
+        '  - json_path: data/a.json\n    sampling_strategy: "first:25%"\n'  # ceil(2.5) = 3, as LLaVA-NeXT
         "  - json_path: data/b.jsonl\n    sampling_strategy: end:2\n"
         "  - json_path: data/c.json\n    sampling_strategy: random:4\n"
         "  - json_path: data/a.json\n"  # all
@@ -237,10 +268,16 @@ def test_training_data_in_any_export_format_is_read_in_the_projects_form(tmp_pat
     from llava_star.training.data_lists import load_records
 
     (tmp_path / "data").mkdir()
-    next_video = {"id": "n-0", "video": "v/a.mp4",
-                  "conversations": [{"from": "human", "value": "<image>\nWhat happens?"}, {"from": "gpt", "value": "A dive."}]}  # fmt: skip
-    factory = {"id": "f-0", "videos": ["v/b.mp4"],
-               "conversations": [{"from": "human", "value": "<video>What happens?"}, {"from": "gpt", "value": "A jump."}]}  # fmt: skip
+    next_video = {
+        "id": "n-0",
+        "video": "v/a.mp4",
+        "conversations": [{"from": "human", "value": "<image>\nWhat happens?"}, {"from": "gpt", "value": "A dive."}],
+    }
+    factory = {
+        "id": "f-0",
+        "videos": ["v/b.mp4"],
+        "conversations": [{"from": "human", "value": "<video>What happens?"}, {"from": "gpt", "value": "A jump."}],
+    }
     (tmp_path / "data" / "next.jsonl").write_text(json.dumps(next_video) + "\n")
     write_json(tmp_path / "factory.json", [factory])
     (tmp_path / "exp.yaml").write_text("datasets:\n  - json_path: data/next.jsonl\n")
@@ -253,11 +290,28 @@ def test_training_data_in_any_export_format_is_read_in_the_projects_form(tmp_pat
 def train_mem_in_one_deepspeed_process(model, data, output, deepspeed_config, *flags):
     """scripts/train_mem.py for 2 steps of batch 2 in one DeepSpeed process, as a launch script runs it."""
     command = [
-        sys.executable, str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(model),
-        "--data_path", str(data), "--output_dir", str(output), "--deepspeed", str(REPO / "scripts" / deepspeed_config),
-        "--max_steps", "2", "--per_device_train_batch_size", "2", "--dataloader_num_workers", "0",
-        "--report_to", "none", "--warmup_ratio", "0", *flags,
-    ]  # fmt: skip
+        sys.executable,
+        str(REPO / "scripts" / "train_mem.py"),
+        "--model_name_or_path",
+        str(model),
+        "--data_path",
+        str(data),
+        "--output_dir",
+        str(output),
+        "--deepspeed",
+        str(REPO / "scripts" / deepspeed_config),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--dataloader_num_workers",
+        "0",
+        "--report_to",
+        "none",
+        "--warmup_ratio",
+        "0",
+        *flags,
+    ]
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", **single_process_env()}
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -278,20 +332,54 @@ def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_
     records = text_records("text", 4)
     for index in range(4):
         Image.fromarray(rng.integers(0, 256, (20 + 4 * index, 32, 3), dtype=np.uint8)).save(images / f"{index}.png")
-        records.append({"id": f"image-{index}", "image": f"{index}.png", "conversations": [
-            {"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "gpt", "value": "It is red."}]})  # fmt: skip
+        records.append(
+            {
+                "id": f"image-{index}",
+                "image": f"{index}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat colour is it?"},
+                    {"from": "gpt", "value": "It is red."},
+                ],
+            }
+        )
     data = write_json(tmp_path / "train.json", records)
     original = load(tiny_model).model
     state = llava_projector_file(original, tmp_path / "mm_projector.bin")
     output = tmp_path / "out"
     command = [
-        sys.executable, str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(tiny_model),
-        "--data_path", str(data), "--image_folder", str(images), "--output_dir", str(output),
-        "--pretrain_mm_mlp_adapter", str(tmp_path / "mm_projector.bin"), "--mm_projector_lr", "1e-3",
-        "--learning_rate", "1e-4", "--image_aspect_ratio", "pad", "--group_by_modality_length", "True",
-        "--cache_dir", str(tmp_path / "cache"), "--max_steps", "2", "--per_device_train_batch_size", "2",
-        "--dataloader_num_workers", "0", "--report_to", "none", "--warmup_ratio", "0",
-    ]  # fmt: skip
+        sys.executable,
+        str(REPO / "scripts" / "train_mem.py"),
+        "--model_name_or_path",
+        str(tiny_model),
+        "--data_path",
+        str(data),
+        "--image_folder",
+        str(images),
+        "--output_dir",
+        str(output),
+        "--pretrain_mm_mlp_adapter",
+        str(tmp_path / "mm_projector.bin"),
+        "--mm_projector_lr",
+        "1e-3",
+        "--learning_rate",
+        "1e-4",
+        "--image_aspect_ratio",
+        "pad",
+        "--group_by_modality_length",
+        "True",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--dataloader_num_workers",
+        "0",
+        "--report_to",
+        "none",
+        "--warmup_ratio",
+        "0",
+    ]
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     if zero:
         pytest.importorskip("deepspeed")
@@ -305,7 +393,10 @@ def test_train_mem_with_llavas_projector_options_trains_as_told(tiny_model, tmp_
     assert summary["group_by_length"] and summary["global_step"] == 2
     assert "projector weights" in result.stderr and "mm_projector.bin" in result.stderr
     trained = load(output).model.model.multi_modal_projector.linear_2.weight
-    from_file, from_checkpoint = state["model.mm_projector.2.weight"], original.model.multi_modal_projector.linear_2.weight
+    from_file, from_checkpoint = (
+        state["model.mm_projector.2.weight"],
+        original.model.multi_modal_projector.linear_2.weight,
+    )
     # started from the file's projector (not the checkpoint's), then two Adam steps of at most ~1e-3 each
     assert 0 < (trained - from_file).abs().max() <= 2.5e-3
     assert (from_checkpoint - from_file).abs().max() > 0.1
@@ -318,8 +409,13 @@ def test_add_time_instruction_writes_llava_nexts_sentence_with_the_clips_times(t
     video = "videos/synthetic-00000.mp4"
     frames = read_frames(synthetic_dataset.root / video, 4, start=0.5, end=1.5)
     assert frames.duration > 1.5  # the file is longer than the clip
-    record = {"id": "a", "video": video, "start": 0.5, "end": 1.5, "conversations": [
-        {"from": "human", "value": "What colour is it?\n<video>"}, {"from": "gpt", "value": "Red."}]}  # fmt: skip
+    record = {
+        "id": "a",
+        "video": video,
+        "start": 0.5,
+        "end": 1.5,
+        "conversations": [{"from": "human", "value": "What colour is it?\n<video>"}, {"from": "gpt", "value": "Red."}],
+    }
     question = with_time_instruction(record, frames)["conversations"][0]["value"]
     first, instruction, rest = question.split("\n", 2)
     assert first == "<video>" and rest == "What colour is it?\n"  # LLaVA-NeXT's replace() keeps the newline
@@ -330,8 +426,9 @@ def test_add_time_instruction_writes_llava_nexts_sentence_with_the_clips_times(t
     processor = load(tiny_model).processor
     tokens = {}
     for flag in (False, True):
-        settings = ExampleSettings(video_root=str(synthetic_dataset.root), num_frames=4, model_max_length=4096,
-                                   time_instruction=flag)  # fmt: skip
+        settings = ExampleSettings(
+            video_root=str(synthetic_dataset.root), num_frames=4, model_max_length=4096, time_instruction=flag
+        )
         tokens[flag] = len(ConversationDataset([record], processor, settings)[0]["input_ids"])
     assert tokens[True] > tokens[False] + 20  # the sentence is in the training prompt
 
@@ -343,8 +440,9 @@ def test_zero2_offload_keeps_the_projectors_learning_rate(tiny_model, tmp_path):
     pytest.importorskip("deepspeed")
     data = write_json(tmp_path / "train.json", text_records("text", 4))
     output = tmp_path / "out"
-    train_mem_in_one_deepspeed_process(tiny_model, data, output, "zero2_offload.json",
-                                       "--mm_projector_lr", "1e-3", "--learning_rate", "1e-4")  # fmt: skip
+    train_mem_in_one_deepspeed_process(
+        tiny_model, data, output, "zero2_offload.json", "--mm_projector_lr", "1e-3", "--learning_rate", "1e-4"
+    )
     summary = json.loads((output / "train_summary.json").read_text())
     assert summary["deepspeed_enabled"] and summary["deepspeed_stage"] == 2 and summary["global_step"] == 2
     assert summary["learning_rates"] == {"language": [1e-4], "projector": [1e-3]}
@@ -359,12 +457,22 @@ def test_version_plain_is_llavas_pretraining_prompt_and_is_saved_with_the_checkp
 
     processor = load(tiny_model).processor
     processor.chat_template = FAMILIES["video_llava"].plain_template
-    turns = [{"from": "human", "value": "<image>\nDescribe the picture briefly."}, {"from": "gpt", "value": "A red square."}]
+    turns = [
+        {"from": "human", "value": "<image>\nDescribe the picture briefly."},
+        {"from": "gpt", "value": "A red square."},
+    ]
     text = processor.apply_chat_template(from_llava_turns(turns))
     assert text == "<image>A red square.\n"  # LLaVA's preprocess_plain: the image token, the caption, the separator
     image = np.zeros((32, 32, 3), np.uint8)
-    inputs = build_inputs(processor, [from_llava_turns(turns)], [None], images=[image], add_generation_prompt=False,
-                          assistant_spans=True, padding_side="right")  # fmt: skip
+    inputs = build_inputs(
+        processor,
+        [from_llava_turns(turns)],
+        [None],
+        images=[image],
+        add_generation_prompt=False,
+        assistant_spans=True,
+        padding_side="right",
+    )
     labels = inputs.labels(-100)[0]
     learned = processor.tokenizer.decode(labels[labels != -100])
     # the loss is on the caption only, ended by the eos llava_star writes where a template's turn
@@ -374,10 +482,22 @@ def test_version_plain_is_llavas_pretraining_prompt_and_is_saved_with_the_checkp
     Image.fromarray(image).save(tmp_path / "images" / "a.png")
     data = write_json(tmp_path / "train.json", [{"id": "a", "image": "a.png", "conversations": turns}])
     output = tmp_path / "out"
-    run(TrainConfig(model=str(tiny_model), data=(str(data),), image_root=str(tmp_path / "images"), output_dir=str(output),
-                    max_steps=1, per_device_train_batch_size=1, dataloader_num_workers=0, prompt_template="plain",
-                    freeze_language_model=True))  # fmt: skip
-    assert load(output).processor.chat_template == FAMILIES["video_llava"].plain_template  # generation prompts the same way
+    run(
+        TrainConfig(
+            model=str(tiny_model),
+            data=(str(data),),
+            image_root=str(tmp_path / "images"),
+            output_dir=str(output),
+            max_steps=1,
+            per_device_train_batch_size=1,
+            dataloader_num_workers=0,
+            prompt_template="plain",
+            freeze_language_model=True,
+        )
+    )
+    assert (
+        load(output).processor.chat_template == FAMILIES["video_llava"].plain_template
+    )  # generation prompts the same way
 
 
 def test_merging_gathered_lora_weights_is_peft_merge(tiny_model):
@@ -400,8 +520,10 @@ def test_merging_gathered_lora_weights_is_peft_merge(tiny_model):
     assert sorted(merged.state_dict()) == sorted(reference)
     for key, value in reference.items():
         assert torch.allclose(merged.state_dict()[key], value, atol=1e-6), key
-    assert not torch.equal(reference["model.language_model.layers.0.self_attn.q_proj.weight"],
-                           state["base_model.model.model.language_model.layers.0.self_attn.q_proj.base_layer.weight"])  # fmt: skip
+    assert not torch.equal(
+        reference["model.language_model.layers.0.self_attn.q_proj.weight"],
+        state["base_model.model.model.language_model.layers.0.self_attn.q_proj.base_layer.weight"],
+    )
 
 
 @pytest.mark.slow
@@ -412,10 +534,26 @@ def test_lora_under_zero3_as_llavas_finetune_lora_script(tiny_model, tmp_path):
     pytest.importorskip("peft")
     data = write_json(tmp_path / "train.json", text_records("text", 4))
     output = tmp_path / "out"
-    train_mem_in_one_deepspeed_process(tiny_model, data, output, "zero3.json", "--lora_enable", "True", "--lora_r", "4",
-                                       "--lora_alpha", "8", "--mm_projector_lr", "2e-5", "--learning_rate", "1e-2")  # fmt: skip
+    train_mem_in_one_deepspeed_process(
+        tiny_model,
+        data,
+        output,
+        "zero3.json",
+        "--lora_enable",
+        "True",
+        "--lora_r",
+        "4",
+        "--lora_alpha",
+        "8",
+        "--mm_projector_lr",
+        "2e-5",
+        "--learning_rate",
+        "1e-2",
+    )
     summary = json.loads((output / "train_summary.json").read_text())
-    assert summary["deepspeed_stage"] == 3 and summary["global_step"] == 2 and summary["trainable_parameters"]["lora"] > 0
+    assert (
+        summary["deepspeed_stage"] == 3 and summary["global_step"] == 2 and summary["trainable_parameters"]["lora"] > 0
+    )
     from safetensors import safe_open
 
     with safe_open(str(output / "model.safetensors"), "pt") as weights:
@@ -424,7 +562,9 @@ def test_lora_under_zero3_as_llavas_finetune_lora_script(tiny_model, tmp_path):
     assert sorted(before) == sorted(after)
     key = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert not torch.allclose(before[key], after[key])  # the adapter is merged in
-    assert torch.equal(before["model.video_tower.post_layernorm.weight"], after["model.video_tower.post_layernorm.weight"])
+    assert torch.equal(
+        before["model.video_tower.post_layernorm.weight"], after["model.video_tower.post_layernorm.weight"]
+    )
 
 
 @pytest.mark.slow
@@ -436,12 +576,39 @@ def test_lora_under_zero3_over_two_processes(tiny_model, tmp_path):
     data = write_json(tmp_path / "train.json", text_records("text", 8))
     output = tmp_path / "out"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        str(REPO / "scripts" / "train_mem.py"), "--model_name_or_path", str(tiny_model), "--data_path", str(data),
-        "--output_dir", str(output), "--deepspeed", str(REPO / "scripts" / "zero3.json"), "--lora_enable", "True",
-        "--lora_r", "4", "--lora_alpha", "8", "--learning_rate", "1e-2", "--max_steps", "2",
-        "--per_device_train_batch_size", "1", "--dataloader_num_workers", "0", "--report_to", "none",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "scripts" / "train_mem.py"),
+        "--model_name_or_path",
+        str(tiny_model),
+        "--data_path",
+        str(data),
+        "--output_dir",
+        str(output),
+        "--deepspeed",
+        str(REPO / "scripts" / "zero3.json"),
+        "--lora_enable",
+        "True",
+        "--lora_r",
+        "4",
+        "--lora_alpha",
+        "8",
+        "--learning_rate",
+        "1e-2",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "1",
+        "--dataloader_num_workers",
+        "0",
+        "--report_to",
+        "none",
+    ]
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -55,9 +55,9 @@ LLAVA_FINETUNE = """
     --report_to wandb
 """
 LORA = "--lora_enable True --lora_r 128 --lora_alpha 256 --mm_projector_lr 2e-5\n"
-LLAVA_FINETUNE_LORA = LORA + LLAVA_FINETUNE.replace("checkpoints/llava-v1.5-13b\n", "checkpoints/llava-v1.5-13b-lora\n").replace(
-    "--learning_rate 2e-5", "--learning_rate 2e-4"
-)
+LLAVA_FINETUNE_LORA = LORA + LLAVA_FINETUNE.replace(
+    "checkpoints/llava-v1.5-13b\n", "checkpoints/llava-v1.5-13b-lora\n"
+).replace("--learning_rate 2e-5", "--learning_rate 2e-4")
 # finetune_task.sh: from the finished LLaVA-1.5 checkpoint, so no projector file
 LLAVA_FINETUNE_TASK = (
     LLAVA_FINETUNE.replace("lmsys/vicuna-13b-v1.5", "liuhaotian/llava-v1.5-13b")
@@ -102,9 +102,10 @@ LLAVA_PRETRAIN = """
     --report_to wandb
 """
 VIDEO_LLAVA_VARIABLES = {
-    "JSON_FOLDER": "llava_all_image_video/ft_json", "IMAGE_FOLDER": "llava_all_image_video",
+    "JSON_FOLDER": "llava_all_image_video/ft_json",
+    "IMAGE_FOLDER": "llava_all_image_video",
     "VIDEO_FOLDER": "llava_all_image_video",
-}  # fmt: skip
+}
 VIDEO_LLAVA_FINETUNE = """
     --deepspeed ./scripts/zero2_offload.json
     --model_name_or_path lmsys/vicuna-7b-v1.5
@@ -185,11 +186,14 @@ VIDEO_LLAVA_PRETRAIN = """
     --cache_dir "./cache_dir"
 """
 LLAVA_NEXT_VARIABLES = {
-    "IMAGE_FOLDER": "XXX", "VIDEO_FOLDER": "XXX", "DATA_YAML": "exp.yaml",
-    "VISION_MODEL_VERSION": "google/siglip-so400m-patch14-384", "PROMPT_VERSION": "qwen_1_5",
+    "IMAGE_FOLDER": "XXX",
+    "VIDEO_FOLDER": "XXX",
+    "DATA_YAML": "exp.yaml",
+    "VISION_MODEL_VERSION": "google/siglip-so400m-patch14-384",
+    "PROMPT_VERSION": "qwen_1_5",
     "PREV_STAGE_CHECKPOINT": "lmms-lab/llava-onevision-qwen2-7b-ov-si",
     "MID_RUN_NAME": "llavanext-google_siglip-so400m-patch14-384-Qwen_Qwen2-7B-Instruct-ov_to_video_am9",
-}  # fmt: skip
+}
 # SO400M_Qwen2_7B_ov_to_video_am9.sh (the 72B script differs in the checkpoint and --frames_upbound 32)
 LLAVA_NEXT_VIDEO = """
     --deepspeed scripts/zero3.json
@@ -257,53 +261,123 @@ def train_mem():
 
 
 COMMON = {
-    "num_train_epochs": 1.0, "weight_decay": 0.0, "warmup_ratio": 0.03, "lr_scheduler_type": "cosine", "bf16": True, "tf32": True,
-    "gradient_checkpointing": True, "save_strategy": "steps", "save_total_limit": 1, "logging_steps": 1,
-}  # fmt: skip
+    "num_train_epochs": 1.0,
+    "weight_decay": 0.0,
+    "warmup_ratio": 0.03,
+    "lr_scheduler_type": "cosine",
+    "bf16": True,
+    "tf32": True,
+    "gradient_checkpointing": True,
+    "save_strategy": "steps",
+    "save_total_limit": 1,
+    "logging_steps": 1,
+}
 LLAVA_PARSED = dict(
-    COMMON, model="lmsys/vicuna-13b-v1.5", data=("./playground/data/llava_v1_5_mix665k.json",),
-    image_root="./playground/data", deepspeed="./scripts/zero3.json", model_max_length=2048,
-    per_device_train_batch_size=16, save_steps=50000, dataloader_num_workers=4, report_to=("wandb",),
-    projector_weights="./checkpoints/llava-v1.5-13b-pretrain/mm_projector.bin", image_aspect_ratio="pad",
-    group_by_media=True, group_by_length=True, learning_rate=2e-5, output_dir="./checkpoints/llava-v1.5-13b",
-)  # fmt: skip
+    COMMON,
+    model="lmsys/vicuna-13b-v1.5",
+    data=("./playground/data/llava_v1_5_mix665k.json",),
+    image_root="./playground/data",
+    deepspeed="./scripts/zero3.json",
+    model_max_length=2048,
+    per_device_train_batch_size=16,
+    save_steps=50000,
+    dataloader_num_workers=4,
+    report_to=("wandb",),
+    projector_weights="./checkpoints/llava-v1.5-13b-pretrain/mm_projector.bin",
+    image_aspect_ratio="pad",
+    group_by_media=True,
+    group_by_length=True,
+    learning_rate=2e-5,
+    output_dir="./checkpoints/llava-v1.5-13b",
+)
 LORA_PARSED = {"lora": True, "lora_r": 128, "lora_alpha": 256, "projector_learning_rate": 2e-5, "learning_rate": 2e-4}
 VIDEO_LLAVA_PARSED = dict(
-    LLAVA_PARSED, model="lmsys/vicuna-7b-v1.5", deepspeed="./scripts/zero2_offload.json",
-    data=tuple(f"llava_all_image_video/ft_json/{name}" for name in ("llava_image_tune_.json", "videochatgpt_tune_.json",
-                                                                     "nlp_tune.json")),
-    image_root="llava_all_image_video", video_root="llava_all_image_video", model_max_length=3072,
-    report_to=("tensorboard",), cache_dir="./cache_dir",
-    projector_weights="./checkpoints/videollava-7b-pretrain/mm_projector.bin", output_dir="./checkpoints/videollava-7b",
-)  # fmt: skip
+    LLAVA_PARSED,
+    model="lmsys/vicuna-7b-v1.5",
+    deepspeed="./scripts/zero2_offload.json",
+    data=tuple(
+        f"llava_all_image_video/ft_json/{name}"
+        for name in ("llava_image_tune_.json", "videochatgpt_tune_.json", "nlp_tune.json")
+    ),
+    image_root="llava_all_image_video",
+    video_root="llava_all_image_video",
+    model_max_length=3072,
+    report_to=("tensorboard",),
+    cache_dir="./cache_dir",
+    projector_weights="./checkpoints/videollava-7b-pretrain/mm_projector.bin",
+    output_dir="./checkpoints/videollava-7b",
+)
 PRETRAIN = {
     "prompt_template": "plain",  # --version plain (LLaVA's pretrain.sh; Video-LLaVA's says v1)
-    "projector_weights": None, "image_aspect_ratio": "square", "group_by_media": False, "group_by_length": False,
-    "learning_rate": 1e-3, "per_device_train_batch_size": 32, "save_steps": 24000, "deepspeed": "./scripts/zero2.json",
-    "freeze_language_model": True, "freeze_vision_tower": True,  # --tune_mm_mlp_adapter True: the projector alone
-}  # fmt: skip
+    "projector_weights": None,
+    "image_aspect_ratio": "square",
+    "group_by_media": False,
+    "group_by_length": False,
+    "learning_rate": 1e-3,
+    "per_device_train_batch_size": 32,
+    "save_steps": 24000,
+    "deepspeed": "./scripts/zero2.json",
+    "freeze_language_model": True,
+    "freeze_vision_tower": True,  # --tune_mm_mlp_adapter True: the projector alone
+}
 
 SCRIPTS = {
     "LLaVA/scripts/v1_5/finetune.sh": (LLAVA_FINETUNE, None, LLAVA_PARSED),
-    "LLaVA/scripts/v1_5/finetune_lora.sh": (LLAVA_FINETUNE_LORA, None, dict(
-        LLAVA_PARSED, **LORA_PARSED, output_dir="./checkpoints/llava-v1.5-13b-lora")),
-    "LLaVA/scripts/v1_5/finetune_task.sh": (LLAVA_FINETUNE_TASK, None, dict(
-        LLAVA_PARSED, model="liuhaotian/llava-v1.5-13b", projector_weights=None,
-        output_dir="./checkpoints/llava-v1.5-13b-task")),
-    "LLaVA/scripts/v1_5/finetune_task_lora.sh": (LLAVA_FINETUNE_TASK_LORA, None, dict(
-        LLAVA_PARSED, **LORA_PARSED, model="liuhaotian/llava-v1.5-13b", projector_weights=None,
-        output_dir="./checkpoints/llava-v1.5-13b-task-lora")),
-    "LLaVA/scripts/v1_5/pretrain.sh": (LLAVA_PRETRAIN, None, dict(
-        LLAVA_PARSED, **PRETRAIN, data=("./playground/data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json",),
-        image_root="./playground/data/LLaVA-Pretrain/images", output_dir="./checkpoints/llava-v1.5-13b-pretrain")),
+    "LLaVA/scripts/v1_5/finetune_lora.sh": (
+        LLAVA_FINETUNE_LORA,
+        None,
+        dict(LLAVA_PARSED, **LORA_PARSED, output_dir="./checkpoints/llava-v1.5-13b-lora"),
+    ),
+    "LLaVA/scripts/v1_5/finetune_task.sh": (
+        LLAVA_FINETUNE_TASK,
+        None,
+        dict(
+            LLAVA_PARSED,
+            model="liuhaotian/llava-v1.5-13b",
+            projector_weights=None,
+            output_dir="./checkpoints/llava-v1.5-13b-task",
+        ),
+    ),
+    "LLaVA/scripts/v1_5/finetune_task_lora.sh": (
+        LLAVA_FINETUNE_TASK_LORA,
+        None,
+        dict(
+            LLAVA_PARSED,
+            **LORA_PARSED,
+            model="liuhaotian/llava-v1.5-13b",
+            projector_weights=None,
+            output_dir="./checkpoints/llava-v1.5-13b-task-lora",
+        ),
+    ),
+    "LLaVA/scripts/v1_5/pretrain.sh": (
+        LLAVA_PRETRAIN,
+        None,
+        dict(
+            LLAVA_PARSED,
+            **PRETRAIN,
+            data=("./playground/data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json",),
+            image_root="./playground/data/LLaVA-Pretrain/images",
+            output_dir="./checkpoints/llava-v1.5-13b-pretrain",
+        ),
+    ),
     "Video-LLaVA/scripts/v1_5/finetune.sh": (VIDEO_LLAVA_FINETUNE, VIDEO_LLAVA_VARIABLES, VIDEO_LLAVA_PARSED),
-    "Video-LLaVA/scripts/v1_5/finetune_lora.sh": (VIDEO_LLAVA_FINETUNE_LORA, VIDEO_LLAVA_VARIABLES, dict(
-        VIDEO_LLAVA_PARSED, **LORA_PARSED, output_dir="./checkpoints/videollava-7b-lora")),
-    "Video-LLaVA/scripts/v1_5/pretrain.sh": (VIDEO_LLAVA_PRETRAIN, VIDEO_LLAVA_VARIABLES, dict(
-        VIDEO_LLAVA_PARSED, **dict(PRETRAIN, prompt_template="checkpoint"), dataloader_num_workers=8,
-        output_dir="./checkpoints/videollava-7b-pretrain",
-        data=("llava_all_image_video/ft_json/llava_image_.json", "llava_all_image_video/ft_json/valley_.json"))),
-}  # fmt: skip
+    "Video-LLaVA/scripts/v1_5/finetune_lora.sh": (
+        VIDEO_LLAVA_FINETUNE_LORA,
+        VIDEO_LLAVA_VARIABLES,
+        dict(VIDEO_LLAVA_PARSED, **LORA_PARSED, output_dir="./checkpoints/videollava-7b-lora"),
+    ),
+    "Video-LLaVA/scripts/v1_5/pretrain.sh": (
+        VIDEO_LLAVA_PRETRAIN,
+        VIDEO_LLAVA_VARIABLES,
+        dict(
+            VIDEO_LLAVA_PARSED,
+            **dict(PRETRAIN, prompt_template="checkpoint"),
+            dataloader_num_workers=8,
+            output_dir="./checkpoints/videollava-7b-pretrain",
+            data=("llava_all_image_video/ft_json/llava_image_.json", "llava_all_image_video/ft_json/valley_.json"),
+        ),
+    ),
+}
 LLAVA_NEXT_SCRIPTS = {
     "LLaVA-NeXT/scripts/video/train/SO400M_Qwen2_7B_ov_to_video_am9.sh": (LLAVA_NEXT_VIDEO, 64),
     "LLaVA-NeXT/scripts/video/train/SO400M_Qwen2_72B_ov_to_video_am9.sh": (LLAVA_NEXT_VIDEO_72B, 32),
@@ -326,8 +400,10 @@ def test_official_llava_and_video_llava_scripts_parse_into_their_train_config(tr
 def test_llava_next_video_scripts_are_refused_for_the_newline_layout_transformers_fixes_otherwise(train_mem, script):
     text, frames = LLAVA_NEXT_SCRIPTS[script]
     flags = arguments(text, LLAVA_NEXT_VARIABLES)
-    with pytest.raises(ConfigError, match="--mm_newline_position grid: .* one image_newline after each video.*"
-                                          "pass --mm_newline_position one_token"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match="--mm_newline_position grid: .* one image_newline after each video.*pass --mm_newline_position one_token",
+    ):
         train_mem.parse_args(flags)
     flags[flags.index("grid")] = "one_token"
     config = train_mem.parse_args(flags)  # the rest of the script is honoured
@@ -339,9 +415,11 @@ def test_llava_next_video_scripts_are_refused_for_the_newline_layout_transformer
     assert config.image_aspect_ratio == "square"  # anyres_max_9: the OneVision processor tiles images itself
     assert config.group_by_length and config.model_max_length == 32768 and config.gradient_accumulation_steps == 2
     assert dict(config.trainer_args) == {
-        "dataloader_drop_last": True, "run_name": LLAVA_NEXT_VARIABLES["MID_RUN_NAME"], "torch_compile": True,
+        "dataloader_drop_last": True,
+        "run_name": LLAVA_NEXT_VARIABLES["MID_RUN_NAME"],
+        "torch_compile": True,
         "torch_compile_backend": "inductor",
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
@@ -381,8 +459,16 @@ def run_train_mem(flags, *, max_steps, output):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "RANK": "0", "LOCAL_RANK": "0",
-           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PATH": "/usr/bin:/bin",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
     command = [sys.executable, str(REPO / "scripts" / "train_mem.py"), *flags, "--max_steps", str(max_steps)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -417,16 +503,34 @@ def test_llavas_finetune_task_lora_script_trains_a_converted_llava_15(train_mem,
     records = []
     for index in range(4):
         Image.fromarray(rng.integers(0, 256, (24, 32 + 8 * index, 3), dtype=np.uint8)).save(images / f"{index}.png")
-        records.append({"id": str(index), "image": f"{index}.png", "conversations": [
-            {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "It is red."}]})  # fmt: skip
-    records.append({"id": "text", "conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]})
+        records.append(
+            {
+                "id": str(index),
+                "image": f"{index}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat is it?"},
+                    {"from": "gpt", "value": "It is red."},
+                ],
+            }
+        )
+    records.append(
+        {"id": "text", "conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]}
+    )
     (tmp_path / "mix.json").write_text(json.dumps(records))
     flags = with_values(
-        arguments(LLAVA_FINETUNE_TASK_LORA), model_name_or_path=model, data_path=tmp_path / "mix.json",
-        image_folder=images, output_dir=tmp_path / "out", deepspeed=REPO / "scripts" / f"{zero}.json",
-        per_device_train_batch_size=2, dataloader_num_workers=0, tf32=False, report_to="none",
-        lora_r=4, lora_alpha=8,
-    )  # fmt: skip
+        arguments(LLAVA_FINETUNE_TASK_LORA),
+        model_name_or_path=model,
+        data_path=tmp_path / "mix.json",
+        image_folder=images,
+        output_dir=tmp_path / "out",
+        deepspeed=REPO / "scripts" / f"{zero}.json",
+        per_device_train_batch_size=2,
+        dataloader_num_workers=0,
+        tf32=False,
+        report_to="none",
+        lora_r=4,
+        lora_alpha=8,
+    )
     assert train_mem.parse_args(flags).lora  # the same flag set the parse test checks
     summary = run_train_mem(flags, max_steps=2, output=tmp_path / "out")
     assert summary["family"] == "llava" and summary["deepspeed_stage"] == int(zero[-1]) and summary["global_step"] == 2
@@ -452,7 +556,18 @@ def test_video_llavas_finetune_lora_script_trains_a_converted_video_llava(train_
 
     source, state = original_checkpoint(tmp_path / "Video-LLaVA-7B", "video_llava", safetensors=False)
     model = tmp_path / "Video-LLaVA-7B-hf"
-    assert convert([str(source), "-o", str(model), "--vision-tower", str(vision_config_directory(tmp_path / "t", "video_llava"))]) == 0
+    assert (
+        convert(
+            [
+                str(source),
+                "-o",
+                str(model),
+                "--vision-tower",
+                str(vision_config_directory(tmp_path / "t", "video_llava")),
+            ]
+        )
+        == 0
+    )
     projector = {key: value for key, value in state.items() if "mm_projector" in key}
     torch.save(projector, tmp_path / "mm_projector.bin")  # what Video-LLaVA's pretrain.sh leaves
     folder = tmp_path / "llava_all_image_video"
@@ -464,20 +579,41 @@ def test_video_llavas_finetune_lora_script_trains_a_converted_video_llava(train_
         (folder / "videos" / name).write_bytes((synthetic_dataset.root / "videos" / name).read_bytes())
     question = {"from": "human", "value": "What is it?"}
     files = {
-        "llava_image_tune_.json": [{"id": "i", "image": "images/a.png", "conversations": [
-            {**question, "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "Black."}]}],
-        "videochatgpt_tune_.json": [{"id": f"v{i}", "video": f"videos/synthetic-0000{i}.mp4", "conversations": [
-            {**question, "value": "<video>\nWhat is it?"}, {"from": "gpt", "value": "A shape."}]} for i in range(2)],
+        "llava_image_tune_.json": [
+            {
+                "id": "i",
+                "image": "images/a.png",
+                "conversations": [{**question, "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "Black."}],
+            }
+        ],
+        "videochatgpt_tune_.json": [
+            {
+                "id": f"v{i}",
+                "video": f"videos/synthetic-0000{i}.mp4",
+                "conversations": [{**question, "value": "<video>\nWhat is it?"}, {"from": "gpt", "value": "A shape."}],
+            }
+            for i in range(2)
+        ],
         "nlp_tune.json": [{"id": "t", "conversations": [question, {"from": "gpt", "value": "Nothing."}]}],
-    }  # fmt: skip
+    }
     for name, records in files.items():
         (tmp_path / name).write_text(json.dumps(records))
     flags = with_values(
-        arguments(VIDEO_LLAVA_FINETUNE_LORA, VIDEO_LLAVA_VARIABLES), model_name_or_path=model, image_folder=folder,
-        video_folder=folder, output_dir=tmp_path / "out", deepspeed=REPO / "scripts" / "zero2_offload.json",
-        pretrain_mm_mlp_adapter=tmp_path / "mm_projector.bin", per_device_train_batch_size=2, dataloader_num_workers=0,
-        tf32=False, report_to="none", lora_r=4, lora_alpha=8, cache_dir=tmp_path / "cache",
-    )  # fmt: skip
+        arguments(VIDEO_LLAVA_FINETUNE_LORA, VIDEO_LLAVA_VARIABLES),
+        model_name_or_path=model,
+        image_folder=folder,
+        video_folder=folder,
+        output_dir=tmp_path / "out",
+        deepspeed=REPO / "scripts" / "zero2_offload.json",
+        pretrain_mm_mlp_adapter=tmp_path / "mm_projector.bin",
+        per_device_train_batch_size=2,
+        dataloader_num_workers=0,
+        tf32=False,
+        report_to="none",
+        lora_r=4,
+        lora_alpha=8,
+        cache_dir=tmp_path / "cache",
+    )
     at = flags.index("--data_path")
     flags[at + 1 : at + 4] = [str(tmp_path / name) for name in files]
     assert train_mem.parse_args(flags).projector_weights == str(tmp_path / "mm_projector.bin")
@@ -503,18 +639,49 @@ def test_llava_nexts_video_script_trains_a_converted_onevision(train_mem, tmp_pa
 
     source, _ = original_checkpoint(tmp_path / "llava-onevision-qwen2-7b-ov-si", "llava_onevision", safetensors=True)
     model = tmp_path / "ov-hf"
-    assert convert([str(source), "-o", str(model), "--vision-tower", str(vision_config_directory(tmp_path / "t", "llava_onevision"))]) == 0
-    records = [{"id": f"v{i}", "video": f"videos/synthetic-0000{i}.mp4", "conversations": [
-        {"from": "human", "value": "<video>\nWhat is it?"}, {"from": "gpt", "value": "A shape."}]} for i in range(4)]  # fmt: skip
+    assert (
+        convert(
+            [
+                str(source),
+                "-o",
+                str(model),
+                "--vision-tower",
+                str(vision_config_directory(tmp_path / "t", "llava_onevision")),
+            ]
+        )
+        == 0
+    )
+    records = [
+        {
+            "id": f"v{i}",
+            "video": f"videos/synthetic-0000{i}.mp4",
+            "conversations": [{"from": "human", "value": "<video>\nWhat is it?"}, {"from": "gpt", "value": "A shape."}],
+        }
+        for i in range(4)
+    ]
     (tmp_path / "0_30_s_academic_v0_1_cap.json").write_text(json.dumps(records))
-    (tmp_path / "exp.yaml").write_text("datasets:\n  - json_path: 0_30_s_academic_v0_1_cap.json\n    sampling_strategy: \"first:50%\"\n")
-    variables = dict(LLAVA_NEXT_VARIABLES, PREV_STAGE_CHECKPOINT=str(model), DATA_YAML=str(tmp_path / "exp.yaml"),
-                     VIDEO_FOLDER=str(synthetic_dataset.root), IMAGE_FOLDER=str(tmp_path), MID_RUN_NAME="run")  # fmt: skip
+    (tmp_path / "exp.yaml").write_text(
+        'datasets:\n  - json_path: 0_30_s_academic_v0_1_cap.json\n    sampling_strategy: "first:50%"\n'
+    )
+    variables = dict(
+        LLAVA_NEXT_VARIABLES,
+        PREV_STAGE_CHECKPOINT=str(model),
+        DATA_YAML=str(tmp_path / "exp.yaml"),
+        VIDEO_FOLDER=str(synthetic_dataset.root),
+        IMAGE_FOLDER=str(tmp_path),
+        MID_RUN_NAME="run",
+    )
     flags = with_values(
-        arguments(LLAVA_NEXT_VIDEO, variables), output_dir=tmp_path / "out", deepspeed=REPO / "scripts" / "zero3.json",
-        mm_newline_position="one_token", frames_upbound=4, tf32=False, torch_compile=False, report_to="none",
+        arguments(LLAVA_NEXT_VIDEO, variables),
+        output_dir=tmp_path / "out",
+        deepspeed=REPO / "scripts" / "zero3.json",
+        mm_newline_position="one_token",
+        frames_upbound=4,
+        tf32=False,
+        torch_compile=False,
+        report_to="none",
         dataloader_num_workers=0,
-    )  # fmt: skip
+    )
     assert train_mem.parse_args(flags).video_time_instruction
     summary = run_train_mem(flags, max_steps=1, output=tmp_path / "out")
     assert summary["family"] == "llava_onevision" and summary["records"] == 2  # first:50% of 4

@@ -27,10 +27,20 @@ def train(model, data, video_root, output, **extra):
     from llava_star.stages.train import TrainConfig, run
 
     config = TrainConfig(
-        model=str(model), data=(str(data),), video_root=str(video_root), output_dir=str(output), max_steps=STEPS,
-        per_device_train_batch_size=2, learning_rate=2e-5, warmup_ratio=0.0, lr_scheduler_type="constant",
-        dataloader_num_workers=0, num_frames=4, seed=0, **extra,
-    )  # fmt: skip
+        model=str(model),
+        data=(str(data),),
+        video_root=str(video_root),
+        output_dir=str(output),
+        max_steps=STEPS,
+        per_device_train_batch_size=2,
+        learning_rate=2e-5,
+        warmup_ratio=0.0,
+        lr_scheduler_type="constant",
+        dataloader_num_workers=0,
+        num_frames=4,
+        seed=0,
+        **extra,
+    )
     return run(config)
 
 

@@ -31,11 +31,21 @@ STEPS, RESUME_AT = 6, 3
 
 def options(model, data, video_root, output, **extra):
     base = {
-        "model": str(model), "data": [str(data)], "video_root": str(video_root), "output_dir": str(output),
-        "max_steps": STEPS, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0,
-        "dataloader_num_workers": 0, "num_frames": 4, "seed": 0, "save_strategy": "steps", "save_steps": RESUME_AT,
+        "model": str(model),
+        "data": [str(data)],
+        "video_root": str(video_root),
+        "output_dir": str(output),
+        "max_steps": STEPS,
+        "per_device_train_batch_size": 2,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "dataloader_num_workers": 0,
+        "num_frames": 4,
+        "seed": 0,
+        "save_strategy": "steps",
+        "save_steps": RESUME_AT,
         "save_total_limit": None,
-    }  # fmt: skip
+    }
     base.update(extra)
     return base
 
@@ -85,8 +95,13 @@ def resumed_and_uninterrupted(train, model, data, video_root, tmp_path, **extra)
     straight_weights, resumed_weights = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
     moved = max_difference(straight_weights, final_weights(model))
     difference = max_difference(straight_weights, resumed_weights)
-    logger.info("%s %s: resumed vs uninterrupted max weight difference %.3g (training moved them by %.3g)",
-                Path(model).name, extra or "", difference, moved)  # fmt: skip
+    logger.info(
+        "%s %s: resumed vs uninterrupted max weight difference %.3g (training moved them by %.3g)",
+        Path(model).name,
+        extra or "",
+        difference,
+        moved,
+    )
     return straight, resumed, difference, moved
 
 
@@ -108,9 +123,16 @@ def test_resumed_lora_run_keeps_its_adapters_and_its_projector(family, train_jso
     pytest.importorskip("peft")
     model = build_tiny_model(family, tmp_path / family)
     straight, resumed, difference, _ = resumed_and_uninterrupted(
-        train_in_process, model, train_json, synthetic_dataset.root, tmp_path, lora=True, lora_r=4, lora_alpha=8,
+        train_in_process,
+        model,
+        train_json,
+        synthetic_dataset.root,
+        tmp_path,
+        lora=True,
+        lora_r=4,
+        lora_alpha=8,
         projector_learning_rate=1e-3,
-    )  # fmt: skip
+    )
     assert difference <= TOLERANCE, f"{family} LoRA: resumed (merged) weights differ by {difference:.3g}"
     assert resumed["losses"] == pytest.approx(straight["losses"], abs=1e-5)  # the history comes with the checkpoint
 

@@ -127,9 +127,12 @@ def test_a_one_megabyte_answer_is_refused_quickly() -> None:
     answer = "The person is swimming and diving, maybe at 4 seconds [0.1, 0.2, 0.3, 0.4]. " * 14_000
     assert len(answer) > 1_000_000
     labels = [
-        Label("class", "swimming", vocabulary="kinetics700"), Label("number", 4.0), Label("time_range", [1.0, 4.0]),
-        Label("box", [0.1, 0.2, 0.3, 0.4]), Label("choice", "A", options={"A": "swimming", "B": "diving"}),
-    ]  # fmt: skip
+        Label("class", "swimming", vocabulary="kinetics700"),
+        Label("number", 4.0),
+        Label("time_range", [1.0, 4.0]),
+        Label("box", [0.1, 0.2, 0.3, 0.4]),
+        Label("choice", "A", options={"A": "swimming", "B": "diving"}),
+    ]
     start = time.process_time()
     result = verify(answer, labels)
     assert time.process_time() - start < 0.5
@@ -150,10 +153,15 @@ def test_a_one_megabyte_answer_is_refused_quickly() -> None:
 def test_pathological_answers_under_the_limit_stay_fast(answer: str) -> None:
     assert len(answer) <= answer_module.MAX_ANSWER_CHARS
     labels = [
-        Label("class", "swimming", vocabulary="kinetics700"), Label("number", 4.0), Label("time_range", [1.0, 4.0]),
-        Label("timestamp", 2.0), Label("box", [0.1, 0.2, 0.3, 0.4]), Label("yes_no", True),
-        Label("choice", "A", options={"A": "swimming", "B": "diving"}), Label("sequence", ["swim", "dive"]),
-    ]  # fmt: skip
+        Label("class", "swimming", vocabulary="kinetics700"),
+        Label("number", 4.0),
+        Label("time_range", [1.0, 4.0]),
+        Label("timestamp", 2.0),
+        Label("box", [0.1, 0.2, 0.3, 0.4]),
+        Label("yes_no", True),
+        Label("choice", "A", options={"A": "swimming", "B": "diving"}),
+        Label("sequence", ["swim", "dive"]),
+    ]
     start = time.process_time()
     verify(answer, labels)
     assert time.process_time() - start < 2.0

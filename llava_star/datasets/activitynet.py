@@ -67,6 +67,7 @@ def adapt(request: PrepareRequest) -> Iterator[Found | Skipped]:
             with located(item):
                 label = Label("time_range", (start, min(end, duration)), name=event, duration=duration)
                 question = make_question("temporal_localization", request.rng, event=event_phrase(event, quote=True))
-                sample = Sample(f"{video_id}:{number}", video, question, (label,), "activitynet_captions",
-                                "temporal_localization")  # fmt: skip
+                sample = Sample(
+                    f"{video_id}:{number}", video, question, (label,), "activitynet_captions", "temporal_localization"
+                )
                 yield Found(sample, item)

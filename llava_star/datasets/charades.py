@@ -117,8 +117,15 @@ def adapt(request: PrepareRequest) -> Iterator[Found | Skipped]:
                 name = classes[action]
                 label = Label("time_range", (start, min(end, length)), name=name, duration=length)
                 question = make_question("temporal_localization", request.rng, event=event_phrase(name))
-                sample = Sample(f"{video_id}:{action}", video, question, (label,), "charades", "temporal_localization",
-                                meta={"class_id": action})  # fmt: skip
+                sample = Sample(
+                    f"{video_id}:{action}",
+                    video,
+                    question,
+                    (label,),
+                    "charades",
+                    "temporal_localization",
+                    meta={"class_id": action},
+                )
                 yield Found(sample, where)
             descriptions = [text.strip() for text in row["descriptions"].split(";") if text.strip()]
             if not descriptions:
@@ -127,7 +134,9 @@ def adapt(request: PrepareRequest) -> Iterator[Found | Skipped]:
                 label = Label("text", descriptions[0], name="description")
                 question = make_question("caption", request.rng)
                 meta = {"descriptions": descriptions, "script": row.get("script", "")}
-                yield Found(Sample(f"{video_id}:caption", video, question, (label,), "charades", "caption", meta=meta), where)
+                yield Found(
+                    Sample(f"{video_id}:caption", video, question, (label,), "charades", "caption", meta=meta), where
+                )
 
 
 def video_lengths(folder: Path) -> dict[str, float]:

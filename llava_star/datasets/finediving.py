@@ -181,15 +181,26 @@ def _dive(key: Any, value: Any, path: Path, table: Mapping[int, str]) -> Dive:
             if name in value
         }
         return Dive(
-            competition, index, _plain(value.get("action_type")), _number(value["dive_score"], where, "dive_score"),
-            _number(value["difficulty"], where, "difficulty"), _frames_labels(value["frames_labels"], where),
-            names, meta,
-        )  # fmt: skip
+            competition,
+            index,
+            _plain(value.get("action_type")),
+            _number(value["dive_score"], where, "dive_score"),
+            _number(value["difficulty"], where, "difficulty"),
+            _frames_labels(value["frames_labels"], where),
+            names,
+            meta,
+        )
     if isinstance(value, (list, tuple)) and len(value) >= 5:  # the AQA layout
         return Dive(
-            competition, index, _plain(value[0]), _number(value[1], where, "[1] final score"),
-            _number(value[2], where, "[2] difficulty"), _frames_labels(value[4], where), dict(table), {},
-        )  # fmt: skip
+            competition,
+            index,
+            _plain(value[0]),
+            _number(value[1], where, "[1] final score"),
+            _number(value[2], where, "[2] difficulty"),
+            _frames_labels(value[4], where),
+            dict(table),
+            {},
+        )
     raise AnnotationError(f"{where}: expected a dict of fields or the AQA list [number, score, difficulty, ?, frames]")
 
 
@@ -208,7 +219,12 @@ def step_names(dive: Dive) -> tuple[str, ...] | int:
 # itself; these are the diving words it cannot know.
 _SOMERSAULTS = re.compile(r"^(?P<count>\d+(?:\.\d+)?) Soms?\.(?P<position>Pike|Tuck)$")
 _POSITION_ADJECTIVES = {"Pike": "piked", "Tuck": "tucked"}
-_TAKEOFF_SYNONYMS = {"Back": ["backward"], "Arm.Forward": ["armstand forward"], "Arm.Back": ["armstand back", "armstand backward"], "Arm.Reverse": ["armstand reverse"]}  # fmt: skip
+_TAKEOFF_SYNONYMS = {
+    "Back": ["backward"],
+    "Arm.Forward": ["armstand forward"],
+    "Arm.Back": ["armstand back", "armstand backward"],
+    "Arm.Reverse": ["armstand reverse"],
+}
 _ENTRY_SYNONYMS = ["enter water", "enter pool", "entry water"]
 
 

@@ -73,8 +73,16 @@ logger = logging.getLogger(__name__)
 
 _MAPPING_KEYS = ("video", "task", "labels", "id", "start", "end", "split", "question", "templates", "slots", "source")
 _FIXED_LABEL_FIELDS = (
-    "name", "vocabulary", "synonyms", "tolerance", "rel_tolerance", "min_iou", "box_format", "options", "duration",
-)  # fmt: skip
+    "name",
+    "vocabulary",
+    "synonyms",
+    "tolerance",
+    "rel_tolerance",
+    "min_iou",
+    "box_format",
+    "options",
+    "duration",
+)
 _LABEL_KEYS = ("type", "column", "columns", "duration_column", "options_columns", "separator", *_FIXED_LABEL_FIELDS)
 _TRUE, _FALSE = {"yes", "true", "1", "y"}, {"no", "false", "0", "n"}
 
@@ -135,7 +143,9 @@ def _label_columns(spec: Any, position: int) -> LabelColumns:
         expected = LABEL_TYPES[label_type].columns
         if not isinstance(raw, list) or expected == 1 or len(raw) != expected:
             takes_lists = ", ".join(f"{t.name} ({t.columns} columns)" for t in LABEL_TYPES.values() if t.columns > 1)
-            raise ConfigError(f"mapping key {key}.columns: only {takes_lists} take a list, got {raw!r} for {label_type}")
+            raise ConfigError(
+                f"mapping key {key}.columns: only {takes_lists} take a list, got {raw!r} for {label_type}"
+            )
         columns = tuple(_text(column, f"{key}.columns") for column in raw)
     options_columns = spec.get("options_columns")
     if options_columns is not None and not (
@@ -296,7 +306,9 @@ def build_label(spec: LabelColumns, row: Mapping[str, Any], where: str) -> Label
         return Label(spec.type, label_value(spec, cells, where), **fields)
 
 
-def _question(mapping: ColumnMapping, row: Mapping[str, Any], labels: list[Label], where: str, request: PrepareRequest) -> str:
+def _question(
+    mapping: ColumnMapping, row: Mapping[str, Any], labels: list[Label], where: str, request: PrepareRequest
+) -> str:
     if mapping.question:
         question = _cell(row, mapping.question, where)
         if not isinstance(question, str):

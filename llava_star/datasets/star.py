@@ -211,11 +211,17 @@ def _record(record: Any, position: int, path: Path, index: VideoIndex) -> StarRe
             raise AnnotationError(f"{where}: answer {record['answer']!r} is not one of the choices")
         answer_key = keys[0]
     return StarRecord(
-        id=record["question_id"], where=where, question=record["question"],
+        id=record["question_id"],
+        where=where,
+        question=record["question"],
         video=index.find([record["video_id"]]) or f"{record['video_id']}.mp4",
-        start=start, end=end, options=options, answer_key=answer_key, keyframes=_situations(record, where),
+        start=start,
+        end=end,
+        options=options,
+        answer_key=answer_key,
+        keyframes=_situations(record, where),
         meta={"video_id": record["video_id"], "question_id": record["question_id"]},
-    )  # fmt: skip
+    )
 
 
 def choice_sample(record: StarRecord, rng: random.Random) -> Found | Skipped:
@@ -224,8 +230,9 @@ def choice_sample(record: StarRecord, rng: random.Random) -> Found | Skipped:
     texts = {key: text for key, (text, _) in record.options.items()}
     question = make_question("multiple_choice", rng, question=record.question, options=format_options(texts))
     label = Label("choice", record.answer_key, name="answer", options=texts)
-    sample = Sample(record.id, record.video, question, (label,), "star", "multiple_choice", record.start, record.end,
-                    record.meta)  # fmt: skip
+    sample = Sample(
+        record.id, record.video, question, (label,), "star", "multiple_choice", record.start, record.end, record.meta
+    )
     return Found(sample, record.where)
 
 
@@ -240,10 +247,13 @@ def time_range_sample(
     duration = info.duration if info else None
     if duration is not None and record.start >= duration:
         return Skipped("clip starts after the end of the video", record.where)
-    span = Label("time_range", (record.start, min(record.end, duration or record.end)), name="action", duration=duration)
+    span = Label(
+        "time_range", (record.start, min(record.end, duration or record.end)), name="action", duration=duration
+    )
     question = make_question("temporal_localization", rng, event=event_phrase(actions[action], quote=True))
-    sample = Sample(f"{record.id}:when", record.video, question, (span,), "star", "temporal_localization",
-                    meta=record.meta)  # fmt: skip
+    sample = Sample(
+        f"{record.id}:when", record.video, question, (span,), "star", "temporal_localization", meta=record.meta
+    )
     return Found(sample, record.where)
 
 
@@ -264,8 +274,17 @@ def box_sample(
     start = max(0.0, seconds - GROUNDING_CLIP_SECONDS / 2)
     question = make_question("grounding", rng, thing=thing)
     meta = dict(record.meta) | {"keyframe": f"{frame:06d}", "keyframe_seconds": round(seconds, 3)}
-    sample = Sample(f"{record.id}:where", record.video, question, (Label("box", box, name=thing),), "star",
-                    "grounding", start, start + GROUNDING_CLIP_SECONDS, meta)  # fmt: skip
+    sample = Sample(
+        f"{record.id}:where",
+        record.video,
+        question,
+        (Label("box", box, name=thing),),
+        "star",
+        "grounding",
+        start,
+        start + GROUNDING_CLIP_SECONDS,
+        meta,
+    )
     return Found(sample, record.where)
 
 

@@ -302,8 +302,12 @@ def make_synthetic_dataset(
     write_json_atomic(summary, _summary(num_videos, seed, config, splits, held_out))
     logger.info(
         "wrote %d videos and %d samples (%d train, %d test) to %s",
-        num_videos, len(samples), len(splits["train"]), len(splits["test"]), root,
-    )  # fmt: skip
+        num_videos,
+        len(samples),
+        len(splits["train"]),
+        len(splits["test"]),
+        root,
+    )
     return SyntheticDataset(root, paths["samples"], paths["train"], paths["test"], summary, num_videos, len(samples))
 
 

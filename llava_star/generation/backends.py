@@ -56,17 +56,35 @@ def build_answerer(model: str, options: GenerationOptions, *, backend: str, fami
     if backend == "vllm":
         from llava_star.generation.vllm_answerer import VllmAnswerer
 
-        return VllmAnswerer(model, family=family, max_new_tokens=options.max_new_tokens,
-                            temperature=options.temperature, seed=options.seed, top_p=options.top_p,
-                            top_k=options.top_k, dtype=options.dtype,
-                            tensor_parallel_size=options.tensor_parallel_size,
-                            gpu_memory_utilization=options.gpu_memory_utilization,
-                            max_model_len=options.max_model_len,
-                            video_token_budget=options.video_token_budget)  # fmt: skip
+        return VllmAnswerer(
+            model,
+            family=family,
+            max_new_tokens=options.max_new_tokens,
+            temperature=options.temperature,
+            seed=options.seed,
+            top_p=options.top_p,
+            top_k=options.top_k,
+            dtype=options.dtype,
+            tensor_parallel_size=options.tensor_parallel_size,
+            gpu_memory_utilization=options.gpu_memory_utilization,
+            max_model_len=options.max_model_len,
+            video_token_budget=options.video_token_budget,
+        )
     from llava_star.generation.answerer import ModelAnswerer
     from llava_star.models.loading import load_model
 
-    loaded = load_model(model, dtype=options.dtype, device=device, attn_implementation=options.attn_implementation,
-                        video_token_budget=options.video_token_budget)  # fmt: skip
-    return ModelAnswerer(loaded, max_new_tokens=options.max_new_tokens, temperature=options.temperature,
-                         seed=options.seed, top_p=options.top_p, top_k=options.top_k)  # fmt: skip
+    loaded = load_model(
+        model,
+        dtype=options.dtype,
+        device=device,
+        attn_implementation=options.attn_implementation,
+        video_token_budget=options.video_token_budget,
+    )
+    return ModelAnswerer(
+        loaded,
+        max_new_tokens=options.max_new_tokens,
+        temperature=options.temperature,
+        seed=options.seed,
+        top_p=options.top_p,
+        top_k=options.top_k,
+    )

@@ -18,12 +18,14 @@ lmms-eval's built-in tasks (TempCompass) keep their own prompts: they are their 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from llava_star.generation.options import GenerationOptions
 from llava_star.generation.prompts import direct_prompt
+from llava_star.records import Generation, kept_counts
 
 # what evaluation sets over any generation options: greedy, direct answers only
 EVALUATION_SETTINGS: Mapping[str, Any] = MappingProxyType({"temperature": 0.0, "rationalize": False})
@@ -50,3 +52,27 @@ def protocol_record(options: GenerationOptions) -> dict[str, Any]:
         "temperature": options.temperature,
         "num_frames": options.num_frames,
     }
+
+
+def random_subset(items: Sequence[Any], size: int, seed: int) -> list[Any]:
+    """``size`` of ``items`` drawn without replacement by a generator seeded with ``seed``,
+    in their original order (all of them when there are no more).
+
+    >>> random_subset("abcdefgh", 3, seed=0), random_subset("abcdefgh", 3, seed=0) == random_subset("abcdefgh", 3, seed=0)
+    (['d', 'g', 'h'], True)
+    >>> random_subset("ab", 5, seed=0)
+    ['a', 'b']
+    """
+    if size >= len(items):
+        return list(items)
+    return [items[index] for index in sorted(random.Random(seed).sample(range(len(items)), size))]
+
+
+def held_out_accuracy(generations: Sequence[Generation]) -> dict[str, Any]:
+    """Direct answers that pass, over the held-out samples answered (rationalization off).
+
+    >>> held_out_accuracy([])
+    {'samples': 0, 'passed': 0, 'accuracy': 0.0}
+    """
+    counts = kept_counts(generations)
+    return {"samples": counts["samples"], "passed": counts["kept_direct"], "accuracy": counts["kept_direct_fraction"]}

@@ -41,7 +41,7 @@ _LLAVA_PLAIN = plain_template("<video>", "<image>")
 # image_newline (LLaVA-NeXT, OneVision) is the projector's learned separator of image rows
 _ANYRES_PROJECTOR = ("multi_modal_projector", "image_newline")
 # the projector's name in the original LLaVA repositories' models (``model.mm_projector.0``),
-# which transformers calls multi_modal_projector (stages/convert.py renames it)
+# which transformers calls multi_modal_projector (models/conversion.py renames it)
 ORIGINAL_PROJECTOR_PART = "mm_projector"
 
 FAMILIES: dict[str, Family] = {

@@ -170,7 +170,9 @@ def assistant_turns_with_stop(
             spans.append((start + shift, end + stop_end + shift))
             continue
         if not eos:
-            raise ConfigError("chat_template: assistant turns end with no special token and the tokenizer has no eos_token")
+            raise ConfigError(
+                "chat_template: assistant turns end with no special token and the tokenizer has no eos_token"
+            )
         out = out[: end + shift] + eos + out[end + shift :]
         spans.append((start + shift, end + shift + len(eos)))
         shift += len(eos)

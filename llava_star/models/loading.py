@@ -92,8 +92,10 @@ def choose_attention(requested: str | None, device: str, *, half_precision: bool
         if not device.startswith("cuda"):
             raise ConfigError(f"attn_implementation: flash_attention_2 needs a CUDA device, not {device!r}")
         if not half_precision:
-            raise ConfigError("attn_implementation: flash_attention_2 needs bf16 or fp16 (flash-attn refuses fp32); "
-                              "add --bf16 or choose sdpa")  # fmt: skip
+            raise ConfigError(
+                "attn_implementation: flash_attention_2 needs bf16 or fp16 (flash-attn refuses fp32); "
+                "add --bf16 or choose sdpa"
+            )
         if not is_available("flash_attn"):
             require("flash_attn", "attn_implementation=flash_attention_2")
     return requested
@@ -152,8 +154,10 @@ def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
         return
     what, converted = _ORIGINAL_KINDS[kind], FAMILIES[kind].example
     how = f"convert it with `{convert_command(name)}`"
-    raise ConfigError(f"model: {name} is {what} ({', '.join(raw.get('architectures') or [raw.get('model_type')])}), "
-                      f"not a transformers one; {how}, or load a converted checkpoint such as {converted}")  # fmt: skip
+    raise ConfigError(
+        f"model: {name} is {what} ({', '.join(raw.get('architectures') or [raw.get('model_type')])}), "
+        f"not a transformers one; {how}, or load a converted checkpoint such as {converted}"
+    )
 
 
 def model_family(name: str, cache_dir: str | None = None) -> str:

@@ -19,7 +19,12 @@ from typing import Any
 
 from llava_star.errors import ConfigError
 
-ORIGINAL_ARCHITECTURES = ("LlavaLlamaForCausalLM", "LlavaMistralForCausalLM", "LlavaQwenForCausalLM", "LlavaMptForCausalLM")
+ORIGINAL_ARCHITECTURES = (
+    "LlavaLlamaForCausalLM",
+    "LlavaMistralForCausalLM",
+    "LlavaQwenForCausalLM",
+    "LlavaMptForCausalLM",
+)
 ORIGINAL_MODEL_TYPES = ("llava_llama", "llava_qwen", "llava_mistral", "llava_mpt")
 # index in LLaVA's mlp2x_gelu nn.Sequential -> transformers' projector layer
 PROJECTOR_LAYERS = {"0": "linear_1", "2": "linear_2"}
@@ -37,13 +42,17 @@ def projector_key(key: str) -> str | None:
     match = _PROJECTOR_KEY.match(key)
     if match is None:
         if "mm_projector" in key:
-            raise ConfigError(f"{key}: not an mlp2x_gelu projector weight (transformers' LLaVA classes have only that "
-                              "projector: Linear, GELU, Linear)")  # fmt: skip
+            raise ConfigError(
+                f"{key}: not an mlp2x_gelu projector weight (transformers' LLaVA classes have only that "
+                "projector: Linear, GELU, Linear)"
+            )
         return None
     index, kind = match.groups()
     if index not in PROJECTOR_LAYERS:
-        raise ConfigError(f"{key}: projector layer {index} is not in mlp2x_gelu (layers 0 and 2); "
-                          "mlp3x_gelu and deeper projectors have no transformers class")  # fmt: skip
+        raise ConfigError(
+            f"{key}: projector layer {index} is not in mlp2x_gelu (layers 0 and 2); "
+            "mlp3x_gelu and deeper projectors have no transformers class"
+        )
     return f"{PROJECTOR_LAYERS[index]}.{kind}"
 
 
@@ -89,15 +98,19 @@ def load_projector_weights(model: Any, path: str | os.PathLike[str]) -> list[str
     expected = {name: parameter for name, parameter in projector.named_parameters()}
     missing, unexpected = sorted(expected.keys() - mapped.keys()), sorted(mapped.keys() - expected.keys())
     if missing or unexpected:
-        raise ConfigError(f"{path}: projector weights do not match the model's projector: missing {missing}, "
-                          f"unexpected {unexpected} (keys in the file: {sorted(state)[:6]})")  # fmt: skip
+        raise ConfigError(
+            f"{path}: projector weights do not match the model's projector: missing {missing}, "
+            f"unexpected {unexpected} (keys in the file: {sorted(state)[:6]})"
+        )
     parameters = list(projector.parameters())
     with _gathered(parameters):
         for name, parameter in expected.items():
             shape = tuple(getattr(parameter, "ds_shape", parameter.shape))
             if tuple(mapped[name].shape) != shape:
-                raise ConfigError(f"{path}: {name} has shape {tuple(mapped[name].shape)}, the model's projector {shape} "
-                                  "(a projector for another vision tower or language model)")  # fmt: skip
+                raise ConfigError(
+                    f"{path}: {name} has shape {tuple(mapped[name].shape)}, the model's projector {shape} "
+                    "(a projector for another vision tower or language model)"
+                )
             with _no_grad():
                 parameter.copy_(mapped[name].to(parameter.dtype))
     return sorted(state)
@@ -133,7 +146,10 @@ def original_kind(config: Mapping[str, Any]) -> str | None:
     True
     """
     architectures = config.get("architectures") or []
-    if not any(name in ORIGINAL_ARCHITECTURES for name in architectures) and config.get("model_type") not in ORIGINAL_MODEL_TYPES:
+    if (
+        not any(name in ORIGINAL_ARCHITECTURES for name in architectures)
+        and config.get("model_type") not in ORIGINAL_MODEL_TYPES
+    ):
         return None
     if config.get("video_tower") or config.get("image_tower"):
         return "video_llava"

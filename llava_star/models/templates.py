@@ -28,7 +28,10 @@ def template_text(name: str) -> str:
 
 def _with_media_tokens(name: str, video: str, image: str) -> str:
     # json.dumps writes a string literal Jinja reads back as the same string
-    return f"{{%- set video_token = {json.dumps(video)} -%}}{{%- set image_token = {json.dumps(image)} -%}}\n" + template_text(name)
+    return (
+        f"{{%- set video_token = {json.dumps(video)} -%}}{{%- set image_token = {json.dumps(image)} -%}}\n"
+        + template_text(name)
+    )
 
 
 def chatml_template(video: str, image: str) -> str:

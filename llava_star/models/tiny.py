@@ -218,9 +218,13 @@ def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, 
     from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     vision = {
-        "depth": 2, "hidden_size": HIDDEN_SIZE, "num_heads": 2, "patch_size": PATCH_SIZE,
-        "spatial_merge_size": 2, "temporal_patch_size": 2,
-    }  # fmt: skip
+        "depth": 2,
+        "hidden_size": HIDDEN_SIZE,
+        "num_heads": 2,
+        "patch_size": PATCH_SIZE,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
     if version == "2":
         config_class, processor_class = transformers.Qwen2VLConfig, transformers.Qwen2VLProcessor
         # Qwen2-VL's vision hidden_size is the merger's output: the language model's width

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import shutil
 import subprocess
 import sys
@@ -63,11 +62,12 @@ from llava_star.config import (
 )
 from llava_star.errors import ConfigError, LlavaStarError
 from llava_star.generation.options import GenerationOptions
-from llava_star.generation.protocol import EVALUATION_SETTINGS, protocol_record
+from llava_star.generation.protocol import EVALUATION_SETTINGS, held_out_accuracy, protocol_record, random_subset
 from llava_star.io import jsonl_lines, write_json_atomic, write_text_atomic
-from llava_star.records import Generation, format_kept, kept_counts
+from llava_star.records import format_kept, kept_counts
 from llava_star.runs import CycleRunDir, GenerationDir, StageDir, exclusive_directory
 from llava_star.stages import evaluate, export, generate, report, train
+from llava_star.training.resume import last_trainer_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +75,15 @@ ConfigT = TypeVar("ConfigT")
 
 # train.options keys the cycle sets: each has one place, named in the error
 _TRAIN_KEYS_SET_BY_THE_CYCLE = {
-    "model": "the cycle (the base model, or the previous cycle's)", "data": "the cycle (its train.json, and train.mix)",
-    "output_dir": "the cycle (cycle_K/model)", "video_root": "video_root",
-    "resume_from_checkpoint": "the cycle (its last complete checkpoint-N)", "seed": "seed", "num_frames": "generate.num_frames",
-}  # fmt: skip
+    "model": "the cycle (the base model, or the previous cycle's)",
+    "data": "the cycle (its train.json, and train.mix)",
+    "output_dir": "the cycle (cycle_K/model)",
+    "video_root": "video_root",
+    "resume_from_checkpoint": "the cycle (its last complete checkpoint-N)",
+    "seed": "seed",
+    "num_frames": "generate.num_frames",
+}
 # The file the Trainer writes last into a checkpoint-N directory: a checkpoint without it was cut short.
-_TRAINER_STATE = "trainer_state.json"
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ class TrainSettings:
     )
     mix: tuple[str, ...] = option((), help="other LLaVA JSON files appended to each cycle's data")
     options: Mapping[str, Any] = option(
-        default_factory=dict, help="`llava-star train` config keys (learning_rate, num_train_epochs, deepspeed, lora, ...)"
+        default_factory=dict,
+        help="`llava-star train` config keys (learning_rate, num_train_epochs, deepspeed, lora, ...)",
     )
 
     def __post_init__(self) -> None:
@@ -123,7 +127,9 @@ class EvalSettings:
 class LaunchSettings:
     """Command prefixes that start ``llava_star`` for a stage; empty means in this process."""
 
-    generate: tuple[str, ...] = option((), help="starts `llava-star generate`: the training answers and the held-out ones")
+    generate: tuple[str, ...] = option(
+        (), help="starts `llava-star generate`: the training answers and the held-out ones"
+    )
     train: tuple[str, ...] = option((), help="starts `llava-star train`")
     lmms_eval: tuple[str, ...] = option((), help="starts `llava-star eval` (eval.lmms_tasks)")
 
@@ -203,15 +209,18 @@ class CycleRunner:
     def generate_config(self, model: str, samples: str, output: GenerationDir, **run: Any) -> Any:
         """The generate stage's config: the cycle's ``generate`` options, seeded by the cycle."""
         options = {**config_to_dict(self.config.generate), "seed": self.config.seed, **run}
-        return generate.GenerateConfig(**options, model=model, samples=samples, video_root=self.config.video_root,
-                                       output_dir=str(output.path))  # fmt: skip
+        return generate.GenerateConfig(
+            **options, model=model, samples=samples, video_root=self.config.video_root, output_dir=str(output.path)
+        )
 
     def generate(self, stage: StageDir, model: str, cycle: int) -> dict[str, Any]:
         """Answer the training samples with ``model``; kept fractions go into the marker."""
         if (done := stage.done("generate")) is not None:
             return done
         config = self.generate_config(model, self.config.samples, stage.generations, cycle=cycle)
-        summary = run_stage("generate", generate.run, config, self.config.launch.generate, stage.launch_config("generate"))
+        summary = run_stage(
+            "generate", generate.run, config, self.config.launch.generate, stage.launch_config("generate")
+        )
         if summary is None:  # launched: rank 0 wrote the same summary
             summary = json.loads(stage.generations.summary.read_text(encoding="utf-8"))
         counts = {key: summary[key] for key in kept_counts([])}
@@ -224,8 +233,12 @@ class CycleRunner:
         if not kept and not self.config.train.mix:  # the export stage refuses to write an empty file
             logger.warning("%s: no answer was kept; nothing to export", stage.path.name)
             return stage.mark_done("export", {"data": None, "samples": 0})
-        config = export.ExportConfig(gen_dirs=(generated.path,), output=stage.train_data, direct_only=direct_only,
-                                     mix=tuple(Path(p) for p in self.config.train.mix))  # fmt: skip
+        config = export.ExportConfig(
+            gen_dirs=(generated.path,),
+            output=stage.train_data,
+            direct_only=direct_only,
+            mix=tuple(Path(p) for p in self.config.train.mix),
+        )
         stats = run_stage("export", export.run, config, (), stage.launch_config("export"))  # always in this process
         return stage.mark_done("export", {"data": str(stage.train_data), "samples": stats.total})
 
@@ -250,8 +263,10 @@ class CycleRunner:
         trained = run_stage("train", train.run, train.make_config(values), self.config.launch.train, stage.train_config)
         if trained is None:  # launched: rank 0 wrote the same summary
             trained = json.loads((stage.model / train.SUMMARY_FILE).read_text(encoding="utf-8"))
-        return stage.mark_done("train", {"model": str(stage.model), "trained": True, "from": start_model,
-                                         "unusable_records": trained["failures"]})  # fmt: skip
+        return stage.mark_done(
+            "train",
+            {"model": str(stage.model), "trained": True, "from": start_model, "unusable_records": trained["failures"]},
+        )
 
     def evaluate(self, stage: StageDir, model: str, cycle: int) -> dict[str, Any] | None:
         """Held-out accuracy of ``model``: direct answers only, checked by the verifier."""
@@ -272,9 +287,15 @@ class CycleRunner:
             "protocol": protocol_record(config),
         }
         if settings.lmms_tasks:
-            lmms = evaluate.EvalConfig(model=model, tasks=settings.lmms_tasks, output_dir=stage.lmms_eval,
-                                       samples=Path(samples), video_root=Path(self.config.video_root),
-                                       num_frames=config.num_frames, max_new_tokens=config.max_new_tokens)  # fmt: skip
+            lmms = evaluate.EvalConfig(
+                model=model,
+                tasks=settings.lmms_tasks,
+                output_dir=stage.lmms_eval,
+                samples=Path(samples),
+                video_root=Path(self.config.video_root),
+                num_frames=config.num_frames,
+                max_new_tokens=config.max_new_tokens,
+            )
             run_stage("eval", evaluate.run, lmms, self.config.launch.lmms_eval, stage.launch_config("lmms_eval"))
             result["lmms_eval_dir"] = str(stage.lmms_eval)
         write_json_atomic(stage.eval_result, result)
@@ -310,9 +331,11 @@ class CycleRunner:
         evaluated = self.evaluate(stage, trained["model"], cycle)
         summary = {"cycle": cycle, "generate": generated, "export": exported, "train": trained, "eval": evaluated}
         logger.info(
-            "cycle %d: %s; held-out accuracy %s", cycle, format_kept(generated),
+            "cycle %d: %s; held-out accuracy %s",
+            cycle,
+            format_kept(generated),
             "n/a" if evaluated is None else f"{100 * evaluated['accuracy']:.1f}%",
-        )  # fmt: skip
+        )
         return summary
 
     def run_final(self, last_cycle: dict[str, Any]) -> dict[str, Any]:
@@ -353,30 +376,6 @@ class CycleRunner:
         return summary
 
 
-def random_subset(items: Sequence[Any], size: int, seed: int) -> list[Any]:
-    """``size`` of ``items`` drawn without replacement by a generator seeded with ``seed``,
-    in their original order (all of them when there are no more).
-
-    >>> random_subset("abcdefgh", 3, seed=0), random_subset("abcdefgh", 3, seed=0) == random_subset("abcdefgh", 3, seed=0)
-    (['d', 'g', 'h'], True)
-    >>> random_subset("ab", 5, seed=0)
-    ['a', 'b']
-    """
-    if size >= len(items):
-        return list(items)
-    return [items[index] for index in sorted(random.Random(seed).sample(range(len(items)), size))]
-
-
-def held_out_accuracy(generations: Sequence[Generation]) -> dict[str, Any]:
-    """Direct answers that pass, over the held-out samples answered (rationalization off).
-
-    >>> held_out_accuracy([])
-    {'samples': 0, 'passed': 0, 'accuracy': 0.0}
-    """
-    counts = kept_counts(generations)
-    return {"samples": counts["samples"], "passed": counts["kept_direct"], "accuracy": counts["kept_direct_fraction"]}
-
-
 # ---------------------------------------------------------------- configuration
 
 
@@ -404,7 +403,11 @@ def resolve_paths(config: CycleConfig) -> CycleConfig:
 
 def _check_inputs(config: CycleConfig) -> None:
     """Fail before any model loads: missing files, and train options ``llava-star train`` would refuse."""
-    for key, path in (("samples", config.samples), ("video_root", config.video_root), ("eval.samples", config.eval.samples)):
+    for key, path in (
+        ("samples", config.samples),
+        ("video_root", config.video_root),
+        ("eval.samples", config.eval.samples),
+    ):
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{key}: {path} does not exist")
     for index, path in enumerate(config.train.mix):
@@ -416,21 +419,18 @@ def _check_inputs(config: CycleConfig) -> None:
         raise ConfigError(f"train.options.{error}") from None
 
 
-def last_trainer_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` the Trainer saved in ``output_dir``, if any."""
-    steps = []
-    for path in output_dir.glob("checkpoint-*"):
-        step = path.name.removeprefix("checkpoint-")
-        if step.isdigit() and (path / _TRAINER_STATE).is_file():
-            steps.append((int(step), path))
-    return max(steps)[1] if steps else None
-
-
 def _train_values(config: CycleConfig, model: str, data: str, output_dir: str) -> dict[str, Any]:
     """The ``llava-star train`` config of one cycle: the user's ``train.options`` and the keys
     the cycle sets (which :class:`TrainSettings` keeps out of the options, so none is overridden)."""
-    return {**config.train.options, "seed": config.seed, "num_frames": config.generate.num_frames,
-            "model": model, "data": [data], "video_root": config.video_root, "output_dir": output_dir}  # fmt: skip
+    return {
+        **config.train.options,
+        "seed": config.seed,
+        "num_frames": config.generate.num_frames,
+        "model": model,
+        "data": [data],
+        "video_root": config.video_root,
+        "output_dir": output_dir,
+    }
 
 
 def save_config(config: CycleConfig) -> None:

@@ -66,8 +66,17 @@ class DemoConfig:
     torch_threads: int = 1
 
     def __post_init__(self) -> None:
-        for key in ("num_videos", "num_frames", "warmup_videos", "warmup_steps", "cycles", "cycle_train_steps",
-                    "batch_size", "max_new_tokens", "torch_threads"):  # fmt: skip
+        for key in (
+            "num_videos",
+            "num_frames",
+            "warmup_videos",
+            "warmup_steps",
+            "cycles",
+            "cycle_train_steps",
+            "batch_size",
+            "max_new_tokens",
+            "torch_threads",
+        ):
             check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
 
@@ -144,13 +153,15 @@ def warmup_records(
         if with_hints:
             prompts.append(hint_prompt(question, [Label("class", labels[video]["colour"], name="colour")]))
         for variant, prompt in enumerate(prompts):
-            records.append({
-                "id": f"warmup-{index:04d}-{('caption', 'hint')[variant]}",
-                "video": video,
-                "conversations": video_turns(prompt, caption(labels[video])),
-                "source": "synthetic",
-                "task": "caption",
-            })  # fmt: skip
+            records.append(
+                {
+                    "id": f"warmup-{index:04d}-{('caption', 'hint')[variant]}",
+                    "video": video,
+                    "conversations": video_turns(prompt, caption(labels[video])),
+                    "source": "synthetic",
+                    "task": "caption",
+                }
+            )
     return records
 
 
@@ -176,16 +187,28 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
     from llava_star.models.tiny import build_tiny_model
 
     base = build_tiny_model(config.family, directory / "random_model", seed=config.seed)
-    records = warmup_records(list(read_samples(data["all_train"])), config.warmup_videos, random.Random(config.seed),
-                             with_hints=config.warmup_hints)  # fmt: skip
+    records = warmup_records(
+        list(read_samples(data["all_train"])),
+        config.warmup_videos,
+        random.Random(config.seed),
+        with_hints=config.warmup_hints,
+    )
     write_json_atomic(directory / "captions.json", records)
     from llava_star.stages import train
 
-    options = {**train_options(config, config.warmup_steps), "seed": config.seed, "num_frames": config.num_frames,
-               "model": str(base), "data": [str(directory / "captions.json")], "video_root": data["video_root"],
-               "output_dir": str(directory / "model")}  # fmt: skip
+    options = {
+        **train_options(config, config.warmup_steps),
+        "seed": config.seed,
+        "num_frames": config.num_frames,
+        "model": str(base),
+        "data": [str(directory / "captions.json")],
+        "video_root": data["video_root"],
+        "output_dir": str(directory / "model"),
+    }
     train.run(train.make_config(options))
-    return StageDir(directory).mark_done("train", {"model": str(directory / "model"), "captions": len(records)})["model"]
+    return StageDir(directory).mark_done("train", {"model": str(directory / "model"), "captions": len(records)})[
+        "model"
+    ]
 
 
 def cycle_config(config: DemoConfig, out: Path, data: dict[str, Any], model: str) -> CycleConfig:

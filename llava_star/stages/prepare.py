@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 MISSING_VIDEO = "video not found"
 EXAMPLES_PER_REASON = 5
 # datasets whose annotation file holds several splits; the others' files are one split each
-SPLIT_AWARE = frozenset({"kinetics", "kinetics400", "kinetics600", "kinetics700", "kinetics700_2020", "finediving", "generic"})
+SPLIT_AWARE = frozenset(
+    {"kinetics", "kinetics400", "kinetics600", "kinetics700", "kinetics700_2020", "finediving", "generic"}
+)
 
 
 @dataclass

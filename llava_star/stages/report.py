@@ -123,8 +123,12 @@ def set_statistics(
         "by_task": _grouped(generations, lambda g: [g.sample.task]),
     }
     if held_out:
-        for group in [stats["overall"], *stats["by_source"].values(), *stats["by_label_type"].values(),
-                      *stats["by_task"].values()]:  # fmt: skip
+        for group in [
+            stats["overall"],
+            *stats["by_source"].values(),
+            *stats["by_label_type"].values(),
+            *stats["by_task"].values(),
+        ]:
             group["accuracy"] = group["kept_direct_fraction"]
     return stats
 
@@ -137,11 +141,17 @@ def run_statistics(sets: Sequence[GenerationSet], generations: dict[str, list[Ge
     """
     cycles: dict[int, dict[str, Any]] = {}
     for generation_set in sets:
-        label = "final" if generation_set.name.startswith("final") else ("start" if generation_set.cycle == 0 else str(generation_set.cycle))
+        label = (
+            "final"
+            if generation_set.name.startswith("final")
+            else ("start" if generation_set.cycle == 0 else str(generation_set.cycle))
+        )
         entry = cycles.setdefault(generation_set.cycle, {"cycle": generation_set.cycle, "label": label})
         key = "training" if generation_set.split == "train" else "held_out"
         entry[key] = set_statistics(
-            generations[generation_set.name], GenerationDir(generation_set.directory).video_failures(), held_out=key == "held_out"
+            generations[generation_set.name],
+            GenerationDir(generation_set.directory).video_failures(),
+            held_out=key == "held_out",
         )
         if key == "held_out":
             entry["held_out_accuracy"] = entry[key]["overall"]["accuracy"]
@@ -170,7 +180,11 @@ def plot_by_cycle(stats: dict[str, Any], split: str, metric: str, title: str, pa
     figure, axes = pyplot.subplots(figsize=(6.4, 4.0), dpi=100)
     for name, points in series.items():
         cycles, values = zip(*points)
-        style = {"color": "black", "linewidth": 2.5, "zorder": 3} if name == "overall" else {"linestyle": "--", "linewidth": 1.2}
+        style = (
+            {"color": "black", "linewidth": 2.5, "zorder": 3}
+            if name == "overall"
+            else {"linestyle": "--", "linewidth": 1.2}
+        )
         axes.plot(cycles, [100 * v for v in values], marker="o", label=name, **style)
     axes.set_xlabel("after cycle (0 = starting model)" if split == "held_out" else "cycle")
     axes.set_ylabel(f"{metric.replace('_', ' ')} (%)")
@@ -214,7 +228,9 @@ def frame_strip(generation: Generation, video_root: Path | None, frames_dir: Pat
     """A PNG strip of frames for the sample's clip: (path relative to the report, error)."""
     if video_root is None:
         return None, "no video root known"
-    key = hashlib.sha1(f"{generation.sample.video}|{generation.sample.start}|{generation.sample.end}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        f"{generation.sample.video}|{generation.sample.start}|{generation.sample.end}".encode()
+    ).hexdigest()[:16]
     path = frames_dir / f"{key}.png"
     if not path.exists():
         from llava_star.media.video import read_frames, resolve_video_path
@@ -233,7 +249,9 @@ def _save_strip(array, path: Path) -> None:
 
     height, width = array.shape[1:3]
     scale = STRIP_HEIGHT / height
-    tiles = [Image.fromarray(frame).resize((max(1, round(width * scale)), STRIP_HEIGHT), Image.NEAREST) for frame in array]
+    tiles = [
+        Image.fromarray(frame).resize((max(1, round(width * scale)), STRIP_HEIGHT), Image.NEAREST) for frame in array
+    ]
     strip = Image.new("RGB", (sum(tile.width for tile in tiles) + 2 * (len(tiles) - 1), STRIP_HEIGHT), (255, 255, 255))
     x = 0
     for tile in tiles:
@@ -282,8 +300,12 @@ def _summary_rows(stats: dict[str, Any]) -> list[list[str]]:
         training = entry.get("training", {}).get("overall")
         cells = [entry["label"]]
         if training:
-            cells += [str(training["samples"]), f"{100 * training['kept_fraction']:.1f}%",
-                      f"{100 * training['kept_direct_fraction']:.1f}%", f"{100 * training['kept_rationalized_fraction']:.1f}%"]  # fmt: skip
+            cells += [
+                str(training["samples"]),
+                f"{100 * training['kept_fraction']:.1f}%",
+                f"{100 * training['kept_direct_fraction']:.1f}%",
+                f"{100 * training['kept_rationalized_fraction']:.1f}%",
+            ]
         else:
             cells += ["-"] * 4
         accuracy = entry.get("held_out_accuracy")
@@ -293,22 +315,45 @@ def _summary_rows(stats: dict[str, Any]) -> list[list[str]]:
 
 
 def render_html(
-    run_dir: Path, stats: dict[str, Any], cards: Sequence[dict[str, Any]], plots: Sequence[str], sets: Sequence[GenerationSet]
+    run_dir: Path,
+    stats: dict[str, Any],
+    cards: Sequence[dict[str, Any]],
+    plots: Sequence[str],
+    sets: Sequence[GenerationSet],
 ) -> str:
     """The page, from the package's ``templates/report.html`` (Jinja, every value escaped)."""
     import jinja2
 
     cycles = sorted({s.cycle for s in sets})
     filters = [
-        {"name": "status", "label": "verdict", "options": [("all", "all"), ("passed_any", "passed (any)"),
-                                                            ("passed", "passed directly"), ("rationalized", "rationalized"),
-                                                            ("failed", "failed")]},
-        {"name": "split", "label": "split", "options": [("all", "all"), ("train", "training"), ("held-out", "held-out")]},
+        {
+            "name": "status",
+            "label": "verdict",
+            "options": [
+                ("all", "all"),
+                ("passed_any", "passed (any)"),
+                ("passed", "passed directly"),
+                ("rationalized", "rationalized"),
+                ("failed", "failed"),
+            ],
+        },
+        {
+            "name": "split",
+            "label": "split",
+            "options": [("all", "all"), ("train", "training"), ("held-out", "held-out")],
+        },
         {"name": "cycle", "label": "cycle", "options": [("all", "all"), *[(str(c), str(c)) for c in cycles]]},
-    ]  # fmt: skip
+    ]
     template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(page_template())
-    return template.render(run_name=run_dir.name, run_dir=str(run_dir), stats_file=REPORT_STATS,
-                           summary_rows=_summary_rows(stats), plots=plots, filters=filters, cards=cards)  # fmt: skip
+    return template.render(
+        run_name=run_dir.name,
+        run_dir=str(run_dir),
+        stats_file=REPORT_STATS,
+        summary_rows=_summary_rows(stats),
+        plots=plots,
+        filters=filters,
+        cards=cards,
+    )
 
 
 def page_template() -> str:
@@ -342,7 +387,9 @@ def write_report(
     video_root = Path(video_root) if video_root is not None else _video_root_of(run_dir)
     sets = discover_sets(run_dir)
     if not sets:
-        raise LlavaStarError(f"{run_dir}: no generation shards found (expected cycle_K/generations/generations.rank*.jsonl)")
+        raise LlavaStarError(
+            f"{run_dir}: no generation shards found (expected cycle_K/generations/generations.rank*.jsonl)"
+        )
     generations = {s.name: GenerationDir(s.directory).generations() for s in sets}
     stats = run_statistics(sets, generations)
     stats["run_dir"] = str(run_dir)
@@ -350,9 +397,13 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / REPORT_STATS, stats)
     plots = []
-    if plot_by_cycle(stats, "training", "kept_fraction", "Kept answers per cycle (training samples)", out / "kept_by_cycle.png"):
+    if plot_by_cycle(
+        stats, "training", "kept_fraction", "Kept answers per cycle (training samples)", out / "kept_by_cycle.png"
+    ):
         plots.append("kept_by_cycle.png")
-    if plot_by_cycle(stats, "held_out", "accuracy", "Held-out accuracy (direct answers that pass)", out / "accuracy_by_cycle.png"):
+    if plot_by_cycle(
+        stats, "held_out", "accuracy", "Held-out accuracy (direct answers that pass)", out / "accuracy_by_cycle.png"
+    ):
         plots.append("accuracy_by_cycle.png")
     rng = random.Random(seed)
     cards = []
@@ -385,14 +436,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gallery-size", type=int, default=24, help="samples shown per cycle and split (default 24)")
     parser.add_argument("--seed", type=int, default=0, help="seed for picking gallery samples")
     args = parser.parse_args(argv)
-    page = write_report(args.run_dir, out_dir=args.output, video_root=args.video_root, gallery_per_set=args.gallery_size, seed=args.seed)
+    page = write_report(
+        args.run_dir, out_dir=args.output, video_root=args.video_root, gallery_per_set=args.gallery_size, seed=args.seed
+    )
     stats = json.loads((page.parent / REPORT_STATS).read_text(encoding="utf-8"))
     for entry in stats["cycles"]:
         logger.info(
-            "cycle %d: kept %s, held-out accuracy %s", entry["cycle"],
+            "cycle %d: kept %s, held-out accuracy %s",
+            entry["cycle"],
             f"{100 * entry['training']['overall']['kept_fraction']:.1f}%" if "training" in entry else "-",
             f"{100 * entry['held_out_accuracy']:.1f}%" if "held_out_accuracy" in entry else "-",
-        )  # fmt: skip
+        )
     sys.stdout.write(f"report: {page}\n")
     return 0
 

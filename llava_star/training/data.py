@@ -71,7 +71,9 @@ class ExampleSettings:
     time_instruction: bool = False
 
 
-def truncation_length(input_ids: Sequence[int], labels: Sequence[int], max_length: int, media_token_ids: set[int]) -> int:
+def truncation_length(
+    input_ids: Sequence[int], labels: Sequence[int], max_length: int, media_token_ids: set[int]
+) -> int:
     """How many leading tokens to keep: at most ``max_length``, never cutting media tokens.
 
     Raises :class:`UnusableSample` when the media tokens alone run past ``max_length`` or
@@ -87,7 +89,9 @@ def truncation_length(input_ids: Sequence[int], labels: Sequence[int], max_lengt
     keep = min(len(input_ids), max_length)
     media_positions = [position for position, token in enumerate(input_ids) if token in media_token_ids]
     if media_positions and media_positions[-1] >= keep:
-        raise UnusableSample(f"media tokens end at position {media_positions[-1] + 1}, past model_max_length {max_length}")
+        raise UnusableSample(
+            f"media tokens end at position {media_positions[-1] + 1}, past model_max_length {max_length}"
+        )
     if not any(label != IGNORE_INDEX for label in labels[:keep]):
         raise UnusableSample(f"no answer token within model_max_length {max_length} ({len(input_ids)} tokens)")
     return keep
@@ -150,7 +154,9 @@ def _check_some_media_exists(records: Sequence[Mapping[str, Any]], kind: str, ro
     if not names:
         return
     if root is None:
-        raise RecordError(f"{flag}: {len(names)} records name {kind}s (e.g. {names[0]!r}); give the folder they are relative to")
+        raise RecordError(
+            f"{flag}: {len(names)} records name {kind}s (e.g. {names[0]!r}); give the folder they are relative to"
+        )
     if not any((Path(root) / name).exists() for name in names):
         raise RecordError(f"{flag}: none of the records' {kind}s exist under {root} (e.g. {names[0]!r})")
 
@@ -250,8 +256,10 @@ def time_instruction(duration: float, times: Sequence[float]) -> str:
     'The video lasts for 10.00 seconds, and 2 frames are uniformly sampled from it. These frames are located at 0.00s,5.00s.Please answer the following questions related to this video.'
     """
     located = ",".join(f"{time:.2f}s" for time in times)
-    return (f"The video lasts for {duration:.2f} seconds, and {len(times)} frames are uniformly sampled from it. "
-            f"These frames are located at {located}.Please answer the following questions related to this video.")  # fmt: skip
+    return (
+        f"The video lasts for {duration:.2f} seconds, and {len(times)} frames are uniformly sampled from it. "
+        f"These frames are located at {located}.Please answer the following questions related to this video."
+    )
 
 
 def with_time_instruction(record: Mapping[str, Any], frames: Any) -> dict[str, Any]:
@@ -299,9 +307,13 @@ class MediaGroupedSampler:
     """
 
     def __init__(
-        self, kinds: Sequence[str], group_size: int, seed: int = 0, lengths: Sequence[int] | None = None,
+        self,
+        kinds: Sequence[str],
+        group_size: int,
+        seed: int = 0,
+        lengths: Sequence[int] | None = None,
         world_size: int = 1,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         if lengths is not None and len(lengths) != len(kinds):
@@ -340,7 +352,6 @@ class MediaGroupedSampler:
             groups = [self._balanced_by_length(group) for group in groups]
         rng.shuffle(groups)
         return (index for group in groups for index in group)
-
 
     def _balanced_by_length(self, group: list[int]) -> list[int]:
         """A group longest first, split into ``world_size`` batches of even total length."""
@@ -419,7 +430,10 @@ class PaddingCollator:
                 if len(values) != len(kept):
                     raise RecordError(f"{key}: a per-token tensor that only some examples have")
                 batch[key] = torch.stack(
-                    [torch.nn.functional.pad(value, (0, length - len(value)), value=padding.get(key, 0)) for value in values]
+                    [
+                        torch.nn.functional.pad(value, (0, length - len(value)), value=padding.get(key, 0))
+                        for value in values
+                    ]
                 )
             else:
                 batch[key] = _stack_media(key, values)
@@ -452,5 +466,7 @@ def image_pad_colour(processor: Any) -> tuple[int, int, int]:
     image_processor = getattr(processor, "image_processor", None)
     mean = getattr(image_processor, "image_mean", None)
     if mean is None:
-        raise ConfigError(f"image_aspect_ratio: pad needs the processor's image_mean; {type(processor).__name__} has none")
+        raise ConfigError(
+            f"image_aspect_ratio: pad needs the processor's image_mean; {type(processor).__name__} has none"
+        )
     return pad_colour(mean)

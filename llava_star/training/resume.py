@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # the trained parameters of a LoRA run that are not adapters (the projector), per checkpoint
 NON_ADAPTER_FILE = "llava_star_non_adapter_weights.safetensors"
+# written last into a checkpoint-N folder by the Trainer: its presence marks a complete checkpoint
+TRAINER_STATE_FILE = "trainer_state.json"
 _SINGLE_FILE = "model.safetensors"
 _INDEX_FILE = "model.safetensors.index.json"
 
@@ -168,3 +170,13 @@ def load_non_adapter_weights(model: Any, directory: str | Path) -> int:
             parameter.copy_(saved[name].to(parameter.dtype))
     logger.info("resume: %d non-adapter parameters loaded from %s", len(saved), path)
     return len(saved)
+
+
+def last_trainer_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` the Trainer saved in ``output_dir``, if any."""
+    steps = []
+    for path in output_dir.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and (path / TRAINER_STATE_FILE).is_file():
+            steps.append((int(step), path))
+    return max(steps)[1] if steps else None

@@ -19,7 +19,16 @@ from collections.abc import KeysView
 # answers are a few hundred words, runaway generations are far longer.
 MAX_ANSWER_CHARS = 20_000
 
-_MARKDOWN_REPLACEMENTS = (("’", "'"), ("‘", "'"), ("“", '"'), ("”", '"'), ("*", " "), ("#", " "), ("`", " "), ("_", " "))
+_MARKDOWN_REPLACEMENTS = (
+    ("’", "'"),
+    ("‘", "'"),
+    ("“", '"'),
+    ("”", '"'),
+    ("*", " "),
+    ("#", " "),
+    ("`", " "),
+    ("_", " "),
+)
 # "the man's guitar" -> "the man guitar"; "isn't" keeps its negation
 _CLITIC = re.compile(r"'(?:s|re|ll|ve|d|m)\b")
 # Words and the punctuation that ends sentences and clauses, in one pass (regular
@@ -29,7 +38,7 @@ _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[a-z]+'t\b|[a-z]+|[.!?;:,\n]")
 _CONTENT = re.compile(r"[a-z0-9]")
 # Replaced by spaces. ASCII answers (nearly all) map bytes, the cheapest pass in C: str.translate
 # looks each character up in a dict, and a regular expression tries each one in turn.
-_SEPARATORS = re.compile("[" + re.escape("\"()[]{}-–—/*&%$#@+=<>|\\~^`_\t\r…") + "]")
+_SEPARATORS = re.compile("[" + re.escape('"()[]{}-–—/*&%$#@+=<>|\\~^`_\t\r…') + "]")
 _SEPARATOR_BYTES = bytes(ord(" ") if _SEPARATORS.match(chr(code)) else code for code in range(256))
 # A full stop between letters joins abbreviations ("Soms.Pike", "Arm.Forward", "e.g"): two
 # words, as the label side splits them. The literal "." first lets the scan skip ahead.
@@ -57,14 +66,64 @@ _CLAUSE_NEGATORS = {"of": "instead", "than": "rather"}
 _BE_DO = frozenset(["is", "are", "was", "were", "be", "does", "do", "did", "seems", "seem", "appears"])
 _NEGATIVE_VERDICT_WORDS = frozenset(["incorrect", "wrong", "unlikely", "ruled", "eliminated", "excluded"])
 # Substring tests first (cheap), the regular expression only when one of them hits.
-_NUMBER_WORD_LIST = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million"]
+_NUMBER_WORD_LIST = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+    "hundred",
+    "thousand",
+    "million",
+]
 # Longest first and whole words only: "six" alone must not stop the scan inside "sixteen".
-_NUMBER_WORD = re.compile(
-    r"(?<![a-z])(?:" + "|".join(sorted(_NUMBER_WORD_LIST, key=len, reverse=True)) + r")(?![a-z])"
-)
+_NUMBER_WORD = re.compile(r"(?<![a-z])(?:" + "|".join(sorted(_NUMBER_WORD_LIST, key=len, reverse=True)) + r")(?![a-z])")
 # Every number word contains one of these ("seven" is in "seventeen" and "seventy").
-_NUMBER_WORD_STEMS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                      "eleven", "twelve", "thir", "fif", "twenty", "forty", "hundred", "thousand", "million")  # fmt: skip
+_NUMBER_WORD_STEMS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thir",
+    "fif",
+    "twenty",
+    "forty",
+    "hundred",
+    "thousand",
+    "million",
+)
 
 
 def normalize(text: str) -> str:
@@ -99,10 +158,14 @@ def word_forms(word: str) -> frozenset[str]:
 
     lemmas = {form for forms in getAllLemmas(word).values() for form in forms}
     if not lemmas and word.isalpha() and len(word) > 4 and word.endswith(("ing", "ed", "s")):
-        lemmas = {form for forms in getAllLemmasOOV(word, "NOUN" if word.endswith("s") else "VERB").values() for form in forms}
+        lemmas = {
+            form for forms in getAllLemmasOOV(word, "NOUN" if word.endswith("s") else "VERB").values() for form in forms
+        }
     forms = {word} | lemmas
     for lemma in lemmas:
-        inflections = getAllInflections(lemma) or getAllInflectionsOOV(lemma, "VERB" if word.endswith(("ing", "ed")) else "NOUN")
+        inflections = getAllInflections(lemma) or getAllInflectionsOOV(
+            lemma, "VERB" if word.endswith(("ing", "ed")) else "NOUN"
+        )
         forms.update(form for found in inflections.values() for form in found)
     return frozenset(forms)
 
@@ -318,7 +381,7 @@ class Answer:
         return self._negated_after(last)
 
     def _negated_after(self, last: int) -> str | None:
-        """"swimming is not ...", "B is incorrect": a verdict right after the phrase."""
+        """ "swimming is not ...", "B is incorrect": a verdict right after the phrase."""
         words, starts = self.words, self._clause_starts
         following = bisect.bisect_right(starts, last)  # the next clause opens at starts[following]
         end = min(last + 4, len(words), starts[following] if following < len(starts) else len(words))

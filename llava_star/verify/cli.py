@@ -53,9 +53,11 @@ def verdict_line(data: Any, *, rationalized: bool = False) -> dict[str, Any]:
         if not isinstance(labels, list) or not labels:
             raise RecordError("labels: expected a non-empty list of label objects")
         verdict = verify(
-            data["answer"], labels, rationalized=rationalized or bool(data.get("rationalized", False)),
+            data["answer"],
+            labels,
+            rationalized=rationalized or bool(data.get("rationalized", False)),
             truncated=bool(data.get("truncated", False)),
-        )  # fmt: skip
+        )
     except RecordError as error:
         raise type(error)(f"id {sample_id!r}: {error}") from None
     return {"id": str(sample_id), **verdict.to_dict()}

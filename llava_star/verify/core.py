@@ -15,7 +15,9 @@ from llava_star.verify.verdict import Check, Verdict
 
 def as_labels(labels: Sequence[Label | Mapping[str, Any]]) -> tuple[Label, ...]:
     """Labels as :class:`Label`; JSON objects are validated, errors name ``labels[i].field``."""
-    if not isinstance(labels, (list, tuple)) and (isinstance(labels, (str, bytes, Mapping)) or not isinstance(labels, Sequence)):
+    if not isinstance(labels, (list, tuple)) and (
+        isinstance(labels, (str, bytes, Mapping)) or not isinstance(labels, Sequence)
+    ):
         raise LabelError(f"labels: expected a list of labels, got {type(labels).__name__}")
     out = []
     for index, label in enumerate(labels):

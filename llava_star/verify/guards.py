@@ -33,8 +33,21 @@ _HINT_LEAK = re.compile(
     r"|\bthe hint\b|\bground[- ]truth\b|\baccording to the (?:answer|label|hint)\b|\bwe are told\b"
 )
 _SENTENCE = re.compile(r"[^.!?\n]+")
-_HINT_WORDS = ("given", "provided", "supplied", "suggested", "expected", "stated", "hinted", "answer", "hint",
-               "label", "as ", "truth", "told")  # fmt: skip
+_HINT_WORDS = (
+    "given",
+    "provided",
+    "supplied",
+    "suggested",
+    "expected",
+    "stated",
+    "hinted",
+    "answer",
+    "hint",
+    "label",
+    "as ",
+    "truth",
+    "told",
+)
 # Loops: a phrase of up to this many words repeated back to back...
 _MAX_LOOP_WORDS = 12
 # ...at least this many times (single words need more: "very very" is English).
@@ -111,9 +124,7 @@ def degenerate_repetition(answer: Answer) -> str | None:
     return None
 
 
-def _back_to_back_loop(
-    words: list[str], pairs: list[tuple[str, str]], frequent: list[tuple[str, str]]
-) -> str | None:
+def _back_to_back_loop(words: list[str], pairs: list[tuple[str, str]], frequent: list[tuple[str, str]]) -> str | None:
     """A phrase repeated back to back ("and then and then and then and then").
 
     Such a loop repeats its first word pair at a fixed stride, so only the ``frequent``

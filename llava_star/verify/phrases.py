@@ -20,7 +20,31 @@ from typing import NamedTuple
 from llava_star.verify.answer import Answer, split_words, word_forms
 
 # Words that carry no meaning of a class name ("playing the guitar" == "playing guitar").
-STOPWORDS = frozenset(["a", "an", "the", "of", "on", "in", "at", "to", "for", "with", "and", "or", "by", "from", "his", "her", "their", "its", "some", "someone", "something"])
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "on",
+        "in",
+        "at",
+        "to",
+        "for",
+        "with",
+        "and",
+        "or",
+        "by",
+        "from",
+        "his",
+        "her",
+        "their",
+        "its",
+        "some",
+        "someone",
+        "something",
+    ]
+)
 _PARENTHESES = re.compile(r"\([^)]*\)")
 # Extra words allowed inside a match: "brushing her teeth", "playing an acoustic guitar".
 WINDOW_SLACK = 4
@@ -175,9 +199,10 @@ def find_phrase(answer: Answer, phrase: Phrase) -> list[Match]:
             if other == anchor:
                 continue
             near = [
-                c for c in candidates
+                c
+                for c in candidates
                 if c not in chosen and abs(c - position) < window and answer.sentence(c) == sentence
-            ]  # fmt: skip
+            ]
             if not near:
                 break
             # the nearest word, preferring one in the anchor's own clause
@@ -242,9 +267,7 @@ def distinguishing_phrases(texts: tuple[str, ...]) -> tuple[Phrase, ...]:
     """
     phrases = [make_phrase(text) for text in texts]
     shared = set.intersection(*(set(p.words) for p in phrases)) if len(phrases) > 1 else set()
-    return tuple(
-        Phrase(p.text, tuple(w for w in p.words if w not in shared) or p.words) for p in phrases
-    )
+    return tuple(Phrase(p.text, tuple(w for w in p.words if w not in shared) or p.words) for p in phrases)
 
 
 class Reading(NamedTuple):
@@ -294,7 +317,7 @@ def _read_match(answer: Answer, match: Match, others: list[Match]) -> Reading:
 
 
 def _next_to_or(answer: Answer, match: Match) -> bool:
-    """"swimming or something else", "either swimming": alternatives with no vocabulary."""
+    """ "swimming or something else", "either swimming": alternatives with no vocabulary."""
     words, clause = answer.words, answer.clause(match.first)
     following = words[match.last + 1] if match.last + 1 < len(words) else ""
     preceding = [w for w in words[max(0, match.first - 3) : match.first] if w not in ("a", "an", "the")]

@@ -60,10 +60,7 @@ def find_numbers(text: str) -> list[Quantity]:
     >>> [(q.value, q.asserted) for q in find_numbers("8.5 out of 10, between 50 and 85")]
     [(8.5, True), (10.0, False), (50.0, False), (85.0, False)]
     """
-    spans = [
-        (m.start(), m.end()) for m in _NUMBER.finditer(text)
-        if not _glued(text, m.start(), m.end())
-    ]  # fmt: skip
+    spans = [(m.start(), m.end()) for m in _NUMBER.finditer(text) if not _glued(text, m.start(), m.end())]
     hedged = _hedged_numbers(text, spans)
     found = []
     for i, (start, end) in enumerate(spans):
@@ -72,7 +69,9 @@ def find_numbers(text: str) -> list[Quantity]:
             i in hedged
             or _DENOMINATOR_BEFORE.search(before)
             or _NOT_A_QUANTITY_BEFORE.search(before)
-            or (text[start:end] == "1" and (_ONE_AS_PRONOUN_AFTER.match(after) or _ONE_AS_PRONOUN_BEFORE.search(before)))
+            or (
+                text[start:end] == "1" and (_ONE_AS_PRONOUN_AFTER.match(after) or _ONE_AS_PRONOUN_BEFORE.search(before))
+            )
             or (after[:1] in (".", ")", ":") and not after[1:2].isdigit() and _ENUMERATION.search(before))
             or _TIME_UNIT_AFTER.match(after)
         )
@@ -196,7 +195,9 @@ _TIME_RANGE_GAP = re.compile(
     r"(?:(?:it\s+|then\s+)?(?:ends?|finish(?:es)?|stops?|lasts?)\s+(?:at|around|by|until)\s*)?"
     r"(?:the\s+)?(?:about\s+|around\s+|approximately\s+)?$"
 )
-_TIME_ALTERNATIVE_GAP = re.compile(r"^\s*(?:marks?\s*)?,?\s*(?:or|and/or)\s*(?:maybe\s+|perhaps\s+)?(?:the\s+|from\s+|at\s+|in\s+|between\s+)?$")
+_TIME_ALTERNATIVE_GAP = re.compile(
+    r"^\s*(?:marks?\s*)?,?\s*(?:or|and/or)\s*(?:maybe\s+|perhaps\s+)?(?:the\s+|from\s+|at\s+|in\s+|between\s+)?$"
+)
 _BETWEEN_BEFORE = re.compile(r"between\s+(?:the\s+)?$")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
@@ -229,7 +230,9 @@ def find_times(text: str) -> list[TimeMention]:
     mentions: list[TimeMention] = []
     for match in _TIME_NUMBER.finditer(text):
         start, end, number = match.start(), match.end(), match.group()
-        if (mentions and start < mentions[-1].end) or (start and (text[start - 1].isalnum() or text[start - 1] in ".:")):
+        if (mentions and start < mentions[-1].end) or (
+            start and (text[start - 1].isalnum() or text[start - 1] in ".:")
+        ):
             continue
         if ":" in number:
             value = 0.0

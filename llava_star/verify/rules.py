@@ -187,12 +187,27 @@ _STATED_YES_NO = re.compile(
     r"(?:(yes)|(no))\b(?=\s*[,.!;:]|\s*$)"
     r"|the (?:statement|claim) is (?:(true|correct)|(false|incorrect))\b"
 )
-_YES_NO_HEDGES = ("yes and no", "yes or no", "maybe", "perhaps", "possibly", "not sure", "unsure", "unclear", "hard to say",
-                  "it depends", "difficult to say", "can't be sure", "cannot be sure")  # fmt: skip
+_YES_NO_HEDGES = (
+    "yes and no",
+    "yes or no",
+    "maybe",
+    "perhaps",
+    "possibly",
+    "not sure",
+    "unsure",
+    "unclear",
+    "hard to say",
+    "it depends",
+    "difficult to say",
+    "can't be sure",
+    "cannot be sure",
+)
 _YES_NO_HEDGE = re.compile(r"\b(?:" + "|".join(_YES_NO_HEDGES) + r")\b")
 # Every stated answer starts with one of these; matches may overlap, so each is tried.
-_YES_NO_CUE = re.compile(r"answer|response|so|therefore|thus|hence|in conclusion|in summary|to conclude|to summarize"
-                         r"|overall|the statement|the claim")  # fmt: skip
+_YES_NO_CUE = re.compile(
+    r"answer|response|so|therefore|thus|hence|in conclusion|in summary|to conclude|to summarize"
+    r"|overall|the statement|the claim"
+)
 
 
 def _stated_yes_no(text: str) -> list[re.Match[str]]:
@@ -334,9 +349,8 @@ def _choice_by_text(answer: Answer, options: dict[str, str]) -> Parsed:
     phrases = distinguishing_phrases(tuple(options.values()))
     vocabulary = Vocabulary.of(phrases)
     asserted = [
-        key for key, phrase in zip(options, phrases)
-        if read_class(answer, (phrase,), vocabulary).status == "asserted"
-    ]  # fmt: skip
+        key for key, phrase in zip(options, phrases) if read_class(answer, (phrase,), vocabulary).status == "asserted"
+    ]
     if len(asserted) == 1:
         return asserted[0], f"states the text of option {asserted[0]}"
     if asserted:

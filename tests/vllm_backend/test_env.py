@@ -42,7 +42,10 @@ def test_environment_is_the_vllm_lock():
     installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
     # the two CUDA builds that cannot load beside the CPU torch are removed by `make vllm-env`
     removed = {"torchaudio", "torchcodec"}
-    differs = [f"{name} {installed.get(name, 'missing')} (lock: {version})"
-               for name, version in pins.items() if name not in removed and installed.get(name) != version]  # fmt: skip
+    differs = [
+        f"{name} {installed.get(name, 'missing')} (lock: {version})"
+        for name, version in pins.items()
+        if name not in removed and installed.get(name) != version
+    ]
     assert not differs, "not the vLLM lock (`make vllm-env`): " + ", ".join(differs)
     assert not removed & installed.keys(), f"{removed & installed.keys()} would fail to load"

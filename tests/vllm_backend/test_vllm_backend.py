@@ -98,8 +98,12 @@ def test_the_video_token_budget_bounds_the_prompt_as_in_hf(models, tmp_path):
     videos = [noise_frames(0, count=8, size=96)]
 
     def hf_length(budget):
-        inputs = build_inputs(load_processor(path, "qwen2_vl", budget), [video_conversation(PROMPTS[0])], videos,
-                              add_generation_prompt=True)  # fmt: skip
+        inputs = build_inputs(
+            load_processor(path, "qwen2_vl", budget),
+            [video_conversation(PROMPTS[0])],
+            videos,
+            add_generation_prompt=True,
+        )
         return inputs.batch["input_ids"].shape[1]
 
     engine = VllmAnswerer(path, family="qwen2_vl", max_new_tokens=1, video_token_budget=16)
@@ -146,9 +150,27 @@ def test_sampling_is_seeded_per_prompt_and_video(models):
 
 
 def _generate_command(model, samples, video_root, output_dir, *extra):
-    return [sys.executable, "-m", "llava_star", "generate", "--backend", "vllm", "--model", str(model),
-            "--samples", str(samples), "--video-root", str(video_root), "-o", str(output_dir),
-            "--num-frames", "4", "--max-new-tokens", "24", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "llava_star",
+        "generate",
+        "--backend",
+        "vllm",
+        "--model",
+        str(model),
+        "--samples",
+        str(samples),
+        "--video-root",
+        str(video_root),
+        "-o",
+        str(output_dir),
+        "--num-frames",
+        "4",
+        "--max-new-tokens",
+        "24",
+        *extra,
+    ]
 
 
 def _ids(directory):
@@ -162,8 +184,9 @@ def _sample_ids(samples):
 @pytest.mark.slow
 def test_killed_and_resumed_vllm_generation_loses_and_duplicates_nothing(models, samples, synthetic_dataset, tmp_path):
     out = tmp_path / "out"
-    command = _generate_command(models["qwen2_vl"], samples, synthetic_dataset.root, out,
-                                "--batch-size", "1", "--num-workers", "0")  # fmt: skip
+    command = _generate_command(
+        models["qwen2_vl"], samples, synthetic_dataset.root, out, "--batch-size", "1", "--num-workers", "0"
+    )
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while process.poll() is None and len(_ids(out) if out.is_dir() else []) < 3 and time.monotonic() < deadline:
@@ -184,8 +207,12 @@ def test_killed_and_resumed_vllm_generation_loses_and_duplicates_nothing(models,
 def test_two_torchrun_ranks_with_an_engine_each_cover_every_sample_once(models, samples, synthetic_dataset, tmp_path):
     out = tmp_path / "out"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
-    command = torchrun + _generate_command(models["llava_onevision"], samples, synthetic_dataset.root, out,
-                                           "--batch-size", "4", "--num-workers", "1")[1:]  # fmt: skip
+    command = (
+        torchrun
+        + _generate_command(
+            models["llava_onevision"], samples, synthetic_dataset.root, out, "--batch-size", "4", "--num-workers", "1"
+        )[1:]
+    )
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
     shards = sorted(out.glob("generations.rank*-of-00002.jsonl"))
@@ -217,20 +244,32 @@ def test_one_cycle_generates_and_evaluates_through_vllm(models, synthetic_datase
     (tmp_path / "train.jsonl").write_text("\n".join(lines[:8]) + "\n")
     (tmp_path / "test.jsonl").write_text("\n".join(lines[8:12]) + "\n")
     first = json.loads(lines[0])
-    mix = [{"id": "mix-0", "video": first["video"],
-            "conversations": [{"from": "human", "value": "<video>\n" + first["question"]},
-                              {"from": "gpt", "value": "The answer is it."}]}]  # fmt: skip
+    mix = [
+        {
+            "id": "mix-0",
+            "video": first["video"],
+            "conversations": [
+                {"from": "human", "value": "<video>\n" + first["question"]},
+                {"from": "gpt", "value": "The answer is it."},
+            ],
+        }
+    ]
     (tmp_path / "mix.json").write_text(json.dumps(mix))
     config = {
-        "model": str(models["qwen2_vl"]), "samples": str(tmp_path / "train.jsonl"),
-        "video_root": str(synthetic_dataset.root), "output_dir": str(tmp_path / "run"), "cycles": 1,
+        "model": str(models["qwen2_vl"]),
+        "samples": str(tmp_path / "train.jsonl"),
+        "video_root": str(synthetic_dataset.root),
+        "output_dir": str(tmp_path / "run"),
+        "cycles": 1,
         "min_kept_gain": None,
         "generate": {"backend": "vllm", "batch_size": 8, "num_frames": 4, "max_new_tokens": 12, "num_workers": 1},
-        "train": {"mix": [str(tmp_path / "mix.json")], "options": {"max_steps": 1, "per_device_train_batch_size": 2,
-                                                                   "dataloader_num_workers": 0}},
+        "train": {
+            "mix": [str(tmp_path / "mix.json")],
+            "options": {"max_steps": 1, "per_device_train_batch_size": 2, "dataloader_num_workers": 0},
+        },
         "eval": {"samples": str(tmp_path / "test.jsonl"), "baseline": False},
         "launch": {"train": [str(training_python), "-m", "llava_star"]},
-    }  # fmt: skip
+    }
     (tmp_path / "cycle.yaml").write_text(yaml.safe_dump(config))
     assert cycle_main(["--config", str(tmp_path / "cycle.yaml")]) == 0
     cycle = tmp_path / "run" / "cycle_1"

@@ -74,3 +74,12 @@ def train_json(synthetic_dataset, tmp_path_factory: pytest.TempPathFactory) -> P
             shard.write(Generation(sample, answer, index % 3 == 0, True, (), 1, "tiny"))
     assert export_main([str(root / "gen"), "-o", str(root / "train.json")]) == 0
     return root / "train.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Video-LLaVA built from a config (random weights, a tokenizer trained here),
+    shared by the whole session: load it, train into other directories, never write into it."""
+    from llava_star.models.tiny import build_tiny_model
+
+    return build_tiny_model("video_llava", tmp_path_factory.mktemp("tiny") / "video_llava")

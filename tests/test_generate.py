@@ -61,11 +61,6 @@ def dataset(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model("video_llava", tmp_path_factory.mktemp("model") / "video_llava")
-
-
 @pytest.fixture(autouse=True)
 def single_process(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

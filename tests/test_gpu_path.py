@@ -14,11 +14,6 @@ from llava_star.training.config import TrainConfig, training_attention
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model("video_llava", tmp_path_factory.mktemp("tiny") / "video_llava")
-
-
 def config(**overrides):
     return TrainConfig(model="m", data=("d.json",), output_dir="o", **overrides)
 

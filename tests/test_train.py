@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from tiny_model_helpers import free_port, run_command, single_process_env
 
-from llava_star.models.tiny import build_tiny_model
 from llava_star.stages.export import main as export_main
 from llava_star.stages.train import FAILURES_FILE, SUMMARY_FILE, TrainConfig, run
 from llava_star.training.parts import parameter_group
@@ -19,11 +18,6 @@ from llava_star.training.parts import parameter_group
 torch = pytest.importorskip("torch")
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model("video_llava", tmp_path_factory.mktemp("tiny") / "video_llava")
 
 
 def data_with_a_corrupt_video(train_json, synthetic_dataset, tmp_path):

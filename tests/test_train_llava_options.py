@@ -14,16 +14,10 @@ import pytest
 from tiny_model_helpers import free_port, single_process_env
 
 from llava_star.errors import ConfigError, RecordError
-from llava_star.models.tiny import build_tiny_model
 from llava_star.training.parts import parameter_group
 
 torch = pytest.importorskip("torch")
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model("video_llava", tmp_path_factory.mktemp("tiny") / "video_llava")
 
 
 def load(path):

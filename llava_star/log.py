@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import sys
 
+from llava_star.distributed import process_context
+
 
 def process_rank() -> int:
     """This process's global rank as set by torchrun / accelerate / deepspeed (0 when alone)."""
-    from llava_star.distributed import process_context
 
     return process_context().rank
 

@@ -17,7 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from llava_star.errors import ConfigError
+from llava_star.generation.protocol import evaluation_prompt
 from llava_star.records import Label
+from llava_star.verify import verify
+from llava_star.verify.answer import Answer
+from llava_star.verify.quantities import stated_number
 
 VIDEO_DIR_VARIABLE = "LLAVA_STAR_VIDEO_DIR"
 
@@ -92,7 +96,6 @@ def doc_to_visual(doc: Mapping[str, Any]) -> list[str]:
 def doc_to_text(doc: Mapping[str, Any], lmms_eval_specific_kwargs: Mapping[str, str] | None = None) -> str:
     """The evaluation protocol's prompt (the cycle's held-out step asks the same), between
     the task's ``pre_prompt`` and ``post_prompt`` (empty in the project's tasks)."""
-    from llava_star.generation.protocol import evaluation_prompt
 
     kwargs = lmms_eval_specific_kwargs or {}
     return f"{kwargs.get('pre_prompt', '')}{evaluation_prompt(doc['question'])}{kwargs.get('post_prompt', '')}"
@@ -123,7 +126,6 @@ def _answer(results: Sequence[str]) -> str:
 
 def _verified_accuracy(task: str) -> Callable[[Mapping[str, Any], Sequence[str]], dict[str, float]]:
     def process_results(doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, float]:
-        from llava_star.verify import verify
 
         return {"accuracy": float(verify(_answer(results), scored_labels(task, doc)).passed)}
 
@@ -146,8 +148,6 @@ def asserted_number(answer: str, label: Label) -> float | None:
     >>> asserted_number("I would give this dive a score of 81.", Label("number", 80.0, name="score"))
     81.0
     """
-    from llava_star.verify.answer import Answer
-    from llava_star.verify.quantities import stated_number
 
     return stated_number(Answer(answer).digits, label.name, last_resort=False)
 
@@ -155,7 +155,6 @@ def asserted_number(answer: str, label: Label) -> float | None:
 def _dive_number_passed(answer: str, label: Label | None) -> float | None:
     """Within tolerance, and stated for the label's name (the verifier alone would also
     take a stray last number), so the accuracy agrees with what the rank metrics read."""
-    from llava_star.verify import verify
 
     if label is None:
         return None

@@ -41,9 +41,11 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 
-from llava_star.errors import ConfigError, EvaluationError
+from llava_star.errors import ConfigError, EvaluationError, VideoError
 from llava_star.eval_tasks import MODEL_NAME, UNREADABLE_VIDEOS_ENV
+from llava_star.generation.backends import build_answerer, choose_backend
 from llava_star.generation.options import MODEL_ARGS, options_from_model_args
+from llava_star.models.loading import model_family
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +83,6 @@ class LlavaStarVideo(lmms):
 
     def __init__(self, pretrained: str, **model_args: Any) -> None:
         super().__init__()
-        from llava_star.generation.backends import build_answerer, choose_backend
-        from llava_star.models.loading import model_family
 
         unknown = sorted(key for key in model_args if key not in MODEL_ARGS and key not in _LMMS_EVAL_KEYS)
         if unknown:
@@ -99,7 +99,6 @@ class LlavaStarVideo(lmms):
 
     def _frames(self, visuals: Sequence[Any], doc: Mapping[str, Any]) -> Any:
         """The doc's clip, or None when it cannot be decoded (scored as an empty answer)."""
-        from llava_star.errors import VideoError
         from llava_star.media.video import read_frames
 
         paths = [visual for visual in visuals if isinstance(visual, str)]

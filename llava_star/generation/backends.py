@@ -13,7 +13,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from llava_star.errors import ConfigError
+from llava_star.generation.answerer import ModelAnswerer
 from llava_star.generation.options import BACKENDS, GenerationOptions, check_backend
+from llava_star.models.families import FAMILIES
+from llava_star.models.loading import load_model
 from llava_star.optional import is_available, require
 
 if TYPE_CHECKING:
@@ -33,7 +36,6 @@ def choose_backend(requested: str, family: str) -> str:
     'hf'
     """
     check_backend(requested)
-    from llava_star.models.families import FAMILIES
 
     served = FAMILIES[family].vllm_videos  # vLLM 0.32 serves Video-LLaVA text-only: that stays on HF
     if requested == "vllm":
@@ -70,8 +72,6 @@ def build_answerer(model: str, options: GenerationOptions, *, backend: str, fami
             max_model_len=options.max_model_len,
             video_token_budget=options.video_token_budget,
         )
-    from llava_star.generation.answerer import ModelAnswerer
-    from llava_star.models.loading import load_model
 
     loaded = load_model(
         model,

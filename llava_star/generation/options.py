@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llava_star.config import option
+from llava_star.config import config_from_mapping, option
 from llava_star.distributed import DEFAULT_DDP_TIMEOUT
 from llava_star.errors import ConfigError
 from llava_star.models.loading import VIDEO_TOKEN_BUDGET
@@ -121,7 +121,6 @@ def options_from_model_args(values: Mapping[str, Any]) -> GenerationOptions:
     ...
     llava_star.errors.ConfigError: --model_args max_new_tokens: expected an integer, got 'many' (str)
     """
-    from llava_star.config import config_from_mapping
 
     unknown = sorted(key for key in values if key not in MODEL_ARGS)
     if unknown:

@@ -17,13 +17,13 @@ from llava_star.generation.options import GenerationOptions
 from llava_star.generation.prompts import direct_prompt, hint_prompt
 from llava_star.generation.sample_stream import PendingSample, SampleFile, VideoReader, chunks, in_batches
 from llava_star.generation.shards import RunCounts, ShardWriter
+from llava_star.verify import verify
 
 
 def answer_directly(
     items: Sequence[PendingSample], answerer: Answerer, writer: ShardWriter, *, rationalize: bool
 ) -> list[PendingSample]:
     """Ask the question as is; write what passed (or everything); return what to rationalize."""
-    from llava_star.verify import verify
 
     if not items:
         return []
@@ -40,7 +40,6 @@ def answer_directly(
 
 def rationalize(items: Sequence[PendingSample], answerer: Answerer, writer: ShardWriter) -> None:
     """Ask again with the gold labels as a hint; the stored question stays the original."""
-    from llava_star.verify import verify
 
     prompts = [hint_prompt(item.sample.question, item.sample.labels) for item in items]
     replies = answerer.replies(prompts, [item.frames for item in items])

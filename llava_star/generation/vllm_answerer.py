@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llava_star.generation.answerer import Reply
-from llava_star.models.loading import VIDEO_TOKEN_BUDGET
+from llava_star.models.loading import VIDEO_TOKEN_BUDGET, load_processor, resolve_dtype
 from llava_star.optional import require
 
 if TYPE_CHECKING:
@@ -89,7 +89,6 @@ class VllmAnswerer:
         max_model_len: int | None = None,
         video_token_budget: int | None = VIDEO_TOKEN_BUDGET,
     ) -> None:
-        from llava_star.models.loading import load_processor, resolve_dtype
 
         on_gpu = _has_cuda()
         if not on_gpu:

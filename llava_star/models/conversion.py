@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError
+from llava_star.models.families import FAMILIES
+from llava_star.models.original import projector_key, read_state_dict
+from llava_star.models.templates import LLAVA_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,6 @@ def converted_key(key: str) -> str | None:
 
 def read_shards(directory: Path) -> dict[str, Any]:
     """Every tensor of a checkpoint directory's ``*.safetensors`` or ``pytorch_model*.bin`` shards."""
-    from llava_star.models.original import read_state_dict
 
     shards = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
     if not shards:
@@ -198,8 +200,6 @@ def projector_weights(path: str | None, text_size: int, vision_size: int) -> dic
     """The projector of a composed model: LLaVA's ``mm_projector.bin``, or two freshly
     initialised layers (nn.Linear's own initialisation, as LLaVA's pretraining starts)."""
     import torch
-
-    from llava_star.models.original import projector_key, read_state_dict
 
     if path is None:
         logger.info("convert: no --projector; the projector starts from nn.Linear's initialisation (pretraining)")
@@ -369,9 +369,6 @@ def build_model_config(
 
 def build_processor(kind: str, tokenizer: Any, vision: Any, model_config: Any) -> Any:
     import transformers
-
-    from llava_star.models.families import FAMILIES
-    from llava_star.models.templates import LLAVA_TEMPLATE
 
     size = vision.image_size
     geometry = {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}}

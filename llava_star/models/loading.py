@@ -19,6 +19,7 @@ from typing import Any
 
 from llava_star.errors import ConfigError
 from llava_star.models.families import FAMILIES, family_of
+from llava_star.models.original import convert_command, original_kind
 from llava_star.optional import is_available, require
 
 logger = logging.getLogger(__name__)
@@ -134,8 +135,6 @@ def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
     layout (``LlavaLlamaForCausalLM``...), which transformers would misread as its own
     ``llava`` model type or refuse as an unknown architecture."""
     from transformers import PretrainedConfig
-
-    from llava_star.models.original import convert_command, original_kind
 
     try:
         raw, _ = PretrainedConfig.get_config_dict(name, cache_dir=cache_dir)

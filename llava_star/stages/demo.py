@@ -32,11 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.config import check, load_config, write_config
+from llava_star.datasets.questions import make_question
 from llava_star.generation.options import GenerationOptions
+from llava_star.generation.prompts import hint_prompt
 from llava_star.io import write_json_atomic, write_jsonl_atomic
 from llava_star.llava_json import video_turns
-from llava_star.records import Sample, read_samples
+from llava_star.models.tiny import build_tiny_model
+from llava_star.records import Label, Sample, read_samples
 from llava_star.runs import CycleRunDir, StageDir
+from llava_star.stages import train
 from llava_star.stages.cycle import CycleConfig, EvalSettings, TrainSettings, format_summary, run_cycles
 
 logger = logging.getLogger(__name__)
@@ -135,9 +139,6 @@ def warmup_records(
     already use a hint, a random tiny one cannot, and without it rationalization rescues
     nothing.
     """
-    from llava_star.datasets.questions import make_question
-    from llava_star.generation.prompts import hint_prompt
-    from llava_star.records import Label
 
     labels: dict[str, dict[str, str]] = {}
     for sample in train_samples:
@@ -184,7 +185,6 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
     directory = out / "warmup"
     if (done := StageDir(directory).done("train")) is not None:
         return done["model"]
-    from llava_star.models.tiny import build_tiny_model
 
     base = build_tiny_model(config.family, directory / "random_model", seed=config.seed)
     records = warmup_records(
@@ -194,7 +194,6 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
         with_hints=config.warmup_hints,
     )
     write_json_atomic(directory / "captions.json", records)
-    from llava_star.stages import train
 
     options = {
         **train_options(config, config.warmup_steps),

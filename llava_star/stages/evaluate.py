@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_star.config import config_to_dict, option
+from llava_star.config import add_config_flags, config_from_flags, config_to_dict, option
 from llava_star.errors import ConfigError, EvaluationError
 from llava_star.eval_tasks import GROUP_NAME, MODEL_NAME, TASK_NAMES, UNREADABLE_VIDEOS_ENV, group_tasks
+from llava_star.eval_tasks.hooks import video_root
 from llava_star.eval_tasks.results import find_results_file, log_tail, task_metrics
 from llava_star.generation.options import MODEL_ARGS, GenerationOptions, options_from_model_args
-from llava_star.records import read_jsonl, write_json_atomic
+from llava_star.generation.protocol import protocol_record
+from llava_star.records import read_jsonl, read_samples, write_json_atomic
 from llava_star.runs import exclusive_directory
 
 logger = logging.getLogger(__name__)
@@ -134,8 +136,6 @@ def _environment(config: EvalConfig, tasks_folder: Path) -> dict[str, str]:
 
 def _check_video_roots(samples: Path, env: Mapping[str, str]) -> None:
     """Every dataset in the samples has a video folder (else lmms-eval would fail mid-run)."""
-    from llava_star.eval_tasks.hooks import video_root
-    from llava_star.records import read_samples
 
     for source in sorted({sample.source for sample in read_samples(samples)}):
         video_root(source, env)
@@ -149,7 +149,6 @@ def run(config: EvalConfig) -> dict[str, Any]:
 
 
 def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
-    from llava_star.generation.protocol import protocol_record
 
     tasks_folder = out_dir / "tasks"
     num_docs: dict[str, int] = {}
@@ -220,7 +219,6 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> EvalConfig:
-    from llava_star.config import add_config_flags, config_from_flags
 
     parser = argparse.ArgumentParser(
         prog="llava-star eval", description="Evaluate a model with lmms-eval on the project's tasks."

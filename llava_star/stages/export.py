@@ -51,7 +51,14 @@ from llava_star.llava_json import media_paths, record_location, video_turns
 from llava_star.media.clips import MediaLayout, playable_records
 from llava_star.records import Generation, write_json_atomic
 from llava_star.runs import exclusive_file
-from llava_star.training_formats import FORMATS, MIX_FORMATS, TARGETS, dataset_info_entry, from_llava_form
+from llava_star.training_formats import (
+    FORMATS,
+    MIX_FORMATS,
+    TARGETS,
+    dataset_info_entry,
+    from_llava_form,
+    read_training_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +230,6 @@ def _log_media(stats: ExportStats, layout: MediaLayout) -> None:
 
 def mixed_records(path: Path, config: ExportConfig, stats: ExportStats) -> list[dict[str, Any]]:
     """The records of a ``--mix`` file in the target's format; LLaVA data mixed into llava_star output stays verbatim."""
-    from llava_star.training_formats import read_training_json
 
     records, found = read_training_json(str(path), config.mix_format)
     stats.mixed[str(path)] = len(records)

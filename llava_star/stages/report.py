@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from llava_star.config import read_yaml_mapping
 from llava_star.errors import LlavaStarError, VideoError
 from llava_star.io import write_json_atomic, write_text_atomic
 from llava_star.label_types import label_type_names
@@ -365,7 +366,6 @@ def _video_root_of(run_dir: Path) -> Path | None:
     config = CycleRunDir(run_dir).config
     if not config.exists():
         return None
-    from llava_star.config import read_yaml_mapping
 
     video_root = read_yaml_mapping(config).get("video_root")
     return Path(video_root) if isinstance(video_root, str) else None

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError, ImageError, LlavaStarError, RecordError, VideoError
-from llava_star.llava_json import media_paths
+from llava_star.llava_json import VIDEO_PLACEHOLDER, media_paths
 from llava_star.records import dumps_line
 
 logger = logging.getLogger(__name__)
@@ -266,7 +266,6 @@ def with_time_instruction(record: Mapping[str, Any], frames: Any) -> dict[str, A
     """The record with its first human turn as LLaVA-NeXT writes it under ``--add_time_instruction``:
     the video placeholder, the time instruction, then the turn without its placeholder.
     Times are the clip's (what the model sees), from its first frame."""
-    from llava_star.llava_json import VIDEO_PLACEHOLDER
 
     clip_start = frames.clip_first_frame / frames.fps
     duration = (frames.clip_num_frames or frames.total_num_frames) / frames.fps

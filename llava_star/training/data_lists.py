@@ -22,7 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llava_star.config import read_yaml_mapping
 from llava_star.errors import ConfigError, RecordError
+from llava_star.training_formats import read_training_json
 
 STRATEGIES = ("all", "first", "end", "random")
 
@@ -75,14 +77,12 @@ def sample_records(records: list[Any], strategy: str, seed: int) -> list[Any]:
 def read_records_file(path: Path) -> list[dict[str, Any]]:
     """A ``.json`` list or a ``.jsonl`` file of records in any training format (LLaVA-NeXT's
     lists mostly hold LLaVA-NeXT records, ``<image>`` for a video), in the project's form."""
-    from llava_star.training_formats import read_training_json
 
     return read_training_json(str(path))[0]
 
 
 def read_data_list(path: str | os.PathLike[str], seed: int = 0) -> list[dict[str, Any]]:
     """Every record a YAML data list selects, file after file; errors name the entry."""
-    from llava_star.config import read_yaml_mapping
 
     path = Path(path)
     datasets = read_yaml_mapping(path).get("datasets")

@@ -19,6 +19,7 @@ from llava_star.errors import LabelError
 from llava_star.records import Label
 from llava_star.verify import quantities
 from llava_star.verify.answer import NEGATORS, Answer, split_words
+from llava_star.verify.embedding import similarities
 from llava_star.verify.phrases import (
     Match,
     Phrase,
@@ -409,7 +410,6 @@ def _has_negation(text: str) -> bool:
 
 def parse_text(answer: Answer, label: Label) -> Parsed:
     """The answer sentence closest in meaning to the reference, and its similarity."""
-    from llava_star.verify.embedding import similarities
 
     negated_reference = _has_negation(label.value)
     sentences = [s.strip() for s in _SENTENCES.findall(answer.raw) if len(s.split()) >= 3]

@@ -39,6 +39,7 @@ from typing import Any
 
 from llava_star.errors import VideoError
 from llava_star.media.encode import VideoEncoder, available_video_codec
+from llava_star.media.limits import check_frame_size
 from llava_star.media.video import (
     FRAME_FOLDER_FPS,
     clip_bounds,
@@ -168,6 +169,7 @@ def _encode_video_range(source: Path, target: Path, start: float | None, end: fl
                 first = math.floor((start or 0.0) * fps)
                 stop = sys.maxsize if end is None else max(math.ceil(end * fps), first + 1)
             width, height = stream.codec_context.width, stream.codec_context.height
+            check_frame_size(source, width, height)
             with _encoder(target, fps, width, height) as encoder:
                 for frame in _frames_in_range(source, container, stream, fps, first, stop):
                     encoder.write(frame)

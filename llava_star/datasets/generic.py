@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from llava_star.config import load_yaml
 from llava_star.datasets.adapter import (
     Found,
     PrepareRequest,
@@ -211,7 +212,7 @@ def parse_mapping(data: Any, source: str = "mapping") -> ColumnMapping:
 
 def load_mapping(path: Path) -> ColumnMapping:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"--mapping {path}: cannot read: {error.strerror}") from None
     except yaml.YAMLError as error:

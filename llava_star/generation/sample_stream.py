@@ -93,7 +93,8 @@ def decoded_chunks(
 
     worker = torch.utils.data.get_worker_info()
     worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
-    samples = parse_jsonl_lines(source.path, source.lines(context, worker_id, num_workers), Sample.from_dict)
+    lines = source.lines(context, worker_id, num_workers)
+    samples = parse_jsonl_lines(source.path, lines, Sample.from_dict, allow_torn_tail=False)
     items: list[PendingSample] = []
     consumed = 0
     try:

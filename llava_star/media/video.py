@@ -431,6 +431,10 @@ def resolve_video_path(video_root: str | os.PathLike[str], video: str) -> Path:
     root = Path(video_root)
     joined = root / pure
     real_root = _real_root(str(root))
-    if not joined.resolve().is_relative_to(real_root):
-        raise VideoError(f"video {video!r}: resolves to {joined.resolve()}, outside the video root {real_root}")
+    try:
+        resolved = joined.resolve()
+    except (RuntimeError, OSError, ValueError) as error:  # a symlink loop, a NUL byte
+        raise VideoError(f"video {video!r}: cannot resolve under {video_root}: {error}") from None
+    if not resolved.is_relative_to(real_root):
+        raise VideoError(f"video {video!r}: resolves to {resolved}, outside the video root {real_root}")
     return joined

@@ -12,6 +12,7 @@ are imported here too, where the stages have always found them.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,6 +24,7 @@ from llava_star.io import (  # noqa: F401  (imported from here by the stages)
     JsonlAppender,
     dumps_line,
     jsonl_lines,
+    loads_bounded,
     parse_jsonl_lines,
     read_jsonl,
     write_json_atomic,
@@ -381,6 +383,24 @@ def read_samples(path: str | os.PathLike[str]) -> Iterator[Sample]:
         if first != current:
             raise RecordError(f"{path}:{current}: id {sample.id!r} is already the id of line {first}")
         yield sample
+
+
+def check_unique_ids(path: str | os.PathLike[str], limit: int | None = None) -> None:
+    """A ``RecordError`` naming both lines when two of the first ``limit`` lines of a samples
+    file share an id (both would be generated and trained on; a rerun would skip the second).
+
+    Only the ids are looked at: a line that does not parse is left to the reader, which
+    names it when it gets there, after the lines before it are done.
+    """
+    line_of: dict[str, int] = {}
+    for number, raw in itertools.islice(jsonl_lines(path), limit):
+        try:
+            data = loads_bounded(raw)
+        except ValueError:  # JSON, encoding and bounds errors all are
+            continue
+        sample_id = data.get("id") if isinstance(data, dict) else None
+        if isinstance(sample_id, str) and line_of.setdefault(sample_id, number) != number:
+            raise RecordError(f"{path}:{number}: id {sample_id!r} is already the id of line {line_of[sample_id]}")
 
 
 def read_generations(path: str | os.PathLike[str]) -> Iterator[Generation]:

@@ -551,3 +551,14 @@ def test_summary_keeps_kept_direct_and_after_the_hint_apart(dataset, tmp_path, c
         0.75,
     )
     assert "24 samples: 100% kept (25% directly, 75% after the hint)" in caplog.text
+
+
+def test_duplicate_ids_stop_the_run_before_anything_is_answered(dataset, tmp_path):
+    lines = (dataset / "samples.jsonl").read_text().splitlines(keepends=True)
+    lines[20] = lines[20].replace('"id":"s020"', '"id":"s003"')
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(lines))
+    config = config_for(dataset, tmp_path / "out", samples=str(samples))
+    with pytest.raises(RecordError, match=rf"^{re.escape(str(samples))}:21: id 's003' is already the id of line 4$"):
+        run(config, answerer=HintFollower())
+    assert not (tmp_path / "out").exists() or read_all(tmp_path / "out") == []

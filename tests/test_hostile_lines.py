@@ -12,7 +12,7 @@ import pytest
 from llava_star.errors import RecordError, VideoError
 from llava_star.io import MAX_INTEGER_DIGITS, MAX_LINE_BYTES, MAX_NESTING, read_jsonl
 from llava_star.media.video import resolve_video_path
-from llava_star.records import MAX_QUESTION_CHARS, read_samples
+from llava_star.records import MAX_QUESTION_CHARS, check_unique_ids, read_samples
 
 GOOD = {
     "id": "k700/0",
@@ -107,3 +107,10 @@ def test_a_symlink_loop_is_a_video_error(tmp_path):
     os.symlink(root / "loop", root / "loop")
     with pytest.raises(VideoError, match=r"'loop/x\.mp4': cannot resolve"):
         resolve_video_path(root, "loop/x.mp4")
+
+
+def test_check_unique_ids_names_both_lines_and_leaves_bad_lines_to_the_reader(tmp_path):
+    path = _samples(tmp_path, "not json", _line(id="k700/2"), json.dumps(GOOD))
+    with pytest.raises(RecordError, match=r"samples\.jsonl:4: id 'k700/0' is already the id of line 1"):
+        check_unique_ids(path)
+    check_unique_ids(path, limit=3)  # the duplicate is past the limit

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from llava_star.errors import RecordError
+from llava_star.errors import OutputError, RecordError
 
 logger = logging.getLogger(__name__)
 
@@ -212,10 +212,13 @@ class JsonlAppender:
 
     def __init__(self, path: str | os.PathLike[str], *, fsync_every: int = 64) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _truncate_torn_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                _truncate_torn_tail(self.path)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise _cannot_write(self.path, error) from None
         self._fsync_every = fsync_every
         self._unsynced = 0
 
@@ -235,22 +238,30 @@ class JsonlAppender:
             self._append(b"".join(chunk), len(chunk))
 
     def _append(self, data: bytes, lines: int) -> None:
-        written = os.write(self._fd, data)
-        while written < len(data):  # rare: a short write on a full disk or a signal
-            written += os.write(self._fd, data[written:])
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):  # rare: a short write on a full disk or a signal
+                written += os.write(self._fd, data[written:])
+        except OSError as error:  # a torn last line is repaired when the file is reopened
+            raise _cannot_write(self.path, error) from None
         self._unsynced += lines
         if self._unsynced >= self._fsync_every:
             self.flush()
 
     def flush(self) -> None:
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError as error:
+            raise _cannot_write(self.path, error) from None
         self._unsynced = 0
 
     def close(self) -> None:
         if self._fd >= 0:
-            self.flush()
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                self.flush()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
     def __enter__(self) -> Self:
         return self
@@ -275,11 +286,24 @@ def _current_umask() -> int:
     return umask
 
 
+def _cannot_write(path: Path, error: OSError) -> OutputError:
+    """A full disk, a read-only or unwritable folder, as an error naming the file (not a traceback)."""
+    reason = error.strerror or str(error)
+    return OutputError(f"{path}: cannot write: {reason} (errno {error.errno}); what was written before is kept")
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Replace ``path`` with ``text`` only once it is complete on disk (temp file + rename)."""
+    """Replace ``path`` with ``text`` only once it is complete on disk (temp file + rename).
+
+    A full disk or an unwritable folder is an :class:`OutputError` naming ``path``; the old
+    file, if any, is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _cannot_write(path, error) from None
     try:
         # mkstemp makes the file private (0600); outputs are read by other users' jobs
         # (a trainer running as another account), so give it the mode open() would
@@ -289,6 +313,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
+    except OSError as error:
+        Path(temp_name).unlink(missing_ok=True)
+        raise _cannot_write(path, error) from None
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

@@ -231,6 +231,10 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
                 raise AnnotationError(f"{path}:{line_number}: not valid JSON: {error.msg}") from None
+            except RecursionError:
+                raise AnnotationError(f"{path}:{line_number}: nested too deeply") from None
+            except ValueError as error:  # an integer of thousands of digits
+                raise AnnotationError(f"{path}:{line_number}: {error}") from None
             if not isinstance(row, dict):
                 raise AnnotationError(f"{path}:{line_number}: expected a JSON object, got {type(row).__name__}")
             yield line_number, row

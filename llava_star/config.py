@@ -183,6 +183,51 @@ def _refuse_keys_set_elsewhere(section: Mapping[str, Any], field: dataclasses.Fi
             raise ConfigError(f"{key}.{name}: set by `{owner}`; set it there (one key, one place)")
 
 
+# Configs and column mappings come from users and downloads: YAML's aliases let 500 bytes
+# expand into gigabytes ("billion laughs"), and deep nesting overflows the composer's stack.
+# No shipped config needs either, so aliases are refused and nesting is capped.
+MAX_YAML_DEPTH = 64
+
+
+class _BoundedYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases (``*name``, merge keys) and nesting deeper than
+    :data:`MAX_YAML_DEPTH`, with a ``yaml.YAMLError`` that carries the line."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"the alias *{event.anchor} is refused (aliases can expand without bound)", event.start_mark
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without aliases and nested at most :data:`MAX_YAML_DEPTH` deep.
+
+    Raises ``yaml.YAMLError`` (with the line) for what it refuses, as for invalid YAML.
+
+    >>> load_yaml("train: {epochs: 2}")
+    {'train': {'epochs': 2}}
+    """
+    loader = _BoundedYamlLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``"a.b=value"`` into its key path and its YAML-parsed value.
 
@@ -196,7 +241,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not separator or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"{text!r}: an override is key=value (dotted keys for sections, e.g. train.epochs=2)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as error:
         raise ConfigError(f"{key}: cannot parse the value {raw!r}: {error}") from None
     return key.split("."), value
@@ -222,7 +267,7 @@ def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config: {error.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if data is None:

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -58,6 +59,31 @@ def process_context() -> ProcessContext:
     if not 0 <= rank < world_size:
         raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
     return ProcessContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def die_with_parent(parent_pid: int, *_: object) -> None:
+    """Have Linux SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``); a
+    DataLoader ``worker_init_fn``.
+
+    kill -9 of generate's main process left its decoding workers alive, blocked on a full
+    queue (14 workers, 4.3 GB, up to 8 minutes). Called in each worker as it starts; a
+    parent already gone by then (``getppid`` changed) ends the worker at once. Elsewhere
+    than Linux it does nothing: the workers' own watchdog ends them within seconds of
+    their next wait.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) != 0:
+        logger.warning(
+            "prctl(PR_SET_PDEATHSIG) failed (errno %d): workers may outlive a killed job", ctypes.get_errno()
+        )
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def shard(items: Iterable[ItemT], rank: int, world_size: int) -> Iterator[ItemT]:

@@ -31,6 +31,11 @@ class ImageError(LlavaStarError):
     """An image that is missing, truncated or not an image. Names the file."""
 
 
+class OutputError(LlavaStarError):
+    """An output that cannot be written (disk full, read-only, no permission). Names the file;
+    what was written before stays."""
+
+
 class ConfigError(LlavaStarError):
     """A config key that is unknown or has a bad value. Names the key."""
 

@@ -12,17 +12,80 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from llava_star.errors import RecordError
+from llava_star.errors import OutputError, RecordError
 
 logger = logging.getLogger(__name__)
 
 RecordT = TypeVar("RecordT")
+
+# Bounds on one line of a JSONL file, which may come from a stranger (issue 27): a 50 MB
+# line, nesting 200,000 deep, a 5,000-digit integer or a NaN each crashed a stage with no
+# file or line, on every rerun. Each is now a RecordError naming the file and line.
+MAX_LINE_BYTES = 4 * 1024 * 1024  # a Kinetics-700 class label with its vocabulary is ~15 KB
+MAX_NESTING = 32  # a sample is ~4 deep (labels -> label -> options)
+MAX_INTEGER_DIGITS = 30  # beyond float range long before 309 digits; ids are strings
+
+
+class _OutOfBounds(ValueError):
+    """A value the bounded decoder refuses; its message says which and why."""
+
+
+def _bounded_integer(text: str) -> int:
+    if len(text) > MAX_INTEGER_DIGITS + 1:
+        raise _OutOfBounds(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INTEGER_DIGITS})")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _OutOfBounds(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _OutOfBounds(f"{name} is not a number (NaN and Infinity are refused)")
+
+
+_DECODER = json.JSONDecoder(parse_int=_bounded_integer, parse_float=_finite_float, parse_constant=_refuse_constant)
+
+
+def _nesting(data: Any) -> int:
+    """How deep lists and objects nest in ``data`` (without recursion)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in value if isinstance(child, (dict, list)))
+    return deepest
+
+
+def loads_bounded(raw: bytes | str) -> Any:
+    """``json.loads`` of one line, refusing NaN/Infinity, huge numbers and deep nesting (``ValueError``).
+
+    >>> loads_bounded(b'{"id": "7", "score": 8.5}')
+    {'id': '7', 'score': 8.5}
+    """
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    try:
+        data = _DECODER.decode(text)
+    except RecursionError:
+        raise _OutOfBounds(f"nested deeper than {MAX_NESTING} levels") from None
+    # a line with few brackets cannot nest deeply: most lines skip the walk
+    if text.count("[") + text.count("{") > MAX_NESTING and _nesting(data) > MAX_NESTING:
+        raise _OutOfBounds(f"nested deeper than {MAX_NESTING} levels")
+    return data
 
 
 def read_jsonl(
@@ -52,7 +115,11 @@ def jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
     except OSError as error:
         raise RecordError(f"{path}: cannot open: {error.strerror}") from None
     with handle:
-        for line_number, raw in enumerate(handle, start=1):
+        line_number = 0
+        while raw := handle.readline(MAX_LINE_BYTES + 1):  # never more than the bound in memory
+            line_number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise RecordError(f"{path}:{line_number}: a line longer than {MAX_LINE_BYTES:,} bytes")
             if raw.strip():
                 yield line_number, raw
 
@@ -68,7 +135,9 @@ def parse_jsonl_lines(
     for line_number, raw in lines:
         torn = not raw.endswith(b"\n")
         try:
-            data = json.loads(raw)
+            data = loads_bounded(raw)
+        except _OutOfBounds as error:
+            raise RecordError(f"{path}:{line_number}: {error}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             if torn and allow_torn_tail:
                 logger.warning("%s:%d: skipping an incomplete last line (interrupted write)", path, line_number)
@@ -143,10 +212,13 @@ class JsonlAppender:
 
     def __init__(self, path: str | os.PathLike[str], *, fsync_every: int = 64) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _truncate_torn_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                _truncate_torn_tail(self.path)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise _cannot_write(self.path, error) from None
         self._fsync_every = fsync_every
         self._unsynced = 0
 
@@ -166,22 +238,30 @@ class JsonlAppender:
             self._append(b"".join(chunk), len(chunk))
 
     def _append(self, data: bytes, lines: int) -> None:
-        written = os.write(self._fd, data)
-        while written < len(data):  # rare: a short write on a full disk or a signal
-            written += os.write(self._fd, data[written:])
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):  # rare: a short write on a full disk or a signal
+                written += os.write(self._fd, data[written:])
+        except OSError as error:  # a torn last line is repaired when the file is reopened
+            raise _cannot_write(self.path, error) from None
         self._unsynced += lines
         if self._unsynced >= self._fsync_every:
             self.flush()
 
     def flush(self) -> None:
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError as error:
+            raise _cannot_write(self.path, error) from None
         self._unsynced = 0
 
     def close(self) -> None:
         if self._fd >= 0:
-            self.flush()
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                self.flush()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
     def __enter__(self) -> Self:
         return self
@@ -206,11 +286,24 @@ def _current_umask() -> int:
     return umask
 
 
+def _cannot_write(path: Path, error: OSError) -> OutputError:
+    """A full disk, a read-only or unwritable folder, as an error naming the file (not a traceback)."""
+    reason = error.strerror or str(error)
+    return OutputError(f"{path}: cannot write: {reason} (errno {error.errno}); what was written before is kept")
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Replace ``path`` with ``text`` only once it is complete on disk (temp file + rename)."""
+    """Replace ``path`` with ``text`` only once it is complete on disk (temp file + rename).
+
+    A full disk or an unwritable folder is an :class:`OutputError` naming ``path``; the old
+    file, if any, is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _cannot_write(path, error) from None
     try:
         # mkstemp makes the file private (0600); outputs are read by other users' jobs
         # (a trainer running as another account), so give it the mode open() would
@@ -220,6 +313,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
+    except OSError as error:
+        Path(temp_name).unlink(missing_ok=True)
+        raise _cannot_write(path, error) from None
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

@@ -135,6 +135,10 @@ def load_record_list(path: str | os.PathLike[str]) -> list[Any]:
         raise RecordError(f"{path}: cannot open: {error.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RecordError(f"{path}: not valid JSON: {error}") from None
+    except RecursionError:
+        raise RecordError(f"{path}: nested too deeply to be conversation records") from None
+    except ValueError as error:  # an integer of thousands of digits
+        raise RecordError(f"{path}: {error}") from None
     if not isinstance(data, list):
         raise RecordError(f"{path}: expected a JSON list of conversation records, got {type(data).__name__}")
     return data
@@ -148,6 +152,10 @@ def _json_lines(path: Path, lines: Any) -> list[Any]:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
                 raise RecordError(f"{path}:{number}: not valid JSON: {error.msg}") from None
+            except RecursionError:
+                raise RecordError(f"{path}:{number}: nested too deeply") from None
+            except ValueError as error:  # an integer of thousands of digits
+                raise RecordError(f"{path}:{number}: {error}") from None
     return records
 
 

@@ -12,6 +12,7 @@ are imported here too, where the stages have always found them.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,6 +24,7 @@ from llava_star.io import (  # noqa: F401  (imported from here by the stages)
     JsonlAppender,
     dumps_line,
     jsonl_lines,
+    loads_bounded,
     parse_jsonl_lines,
     read_jsonl,
     write_json_atomic,
@@ -52,6 +54,9 @@ _LABEL_FIELDS = (
 )
 _LABEL_FIELD_SET = frozenset(_LABEL_FIELDS)
 _NUMBER_FIELDS = ("tolerance", "rel_tolerance", "duration", "min_iou")
+# A question is a template with its slots filled (STAR's with four options: ~300 characters);
+# a 200 KB one made a processor try to allocate 10.5 GB.
+MAX_QUESTION_CHARS = 16_384
 
 
 def _is_mapping(value: Any) -> bool:
@@ -208,19 +213,25 @@ class Sample:
         if not _is_mapping(data):
             raise RecordError(f"expected a JSON object, got {type(data).__name__}")
         sample_id = data.get("id")
-        if isinstance(sample_id, int) and not isinstance(sample_id, bool):
-            sample_id = str(sample_id)
         try:
+            if sample_id is not None and not isinstance(sample_id, str):
+                # 7 and "7" would be one sample to the resume logic and two to the file
+                raise RecordError(f"id: expected a string, got {type(sample_id).__name__} {sample_id!r}")
             start, end = _optional_seconds(data, "start"), _optional_seconds(data, "end")
             if start is not None and end is not None and end <= start:
                 raise RecordError(f"end: clip end {end} must be after start {start}")
             meta = data.get("meta", {})
             if not _is_mapping(meta):
                 raise RecordError("meta: expected an object")
+            video, question = _require_str(data, "video"), _require_str(data, "question")
+            if "\x00" in video:
+                raise RecordError(f"video: contains a NUL byte: {video!r}")
+            if len(question) > MAX_QUESTION_CHARS:
+                raise RecordError(f"question: {len(question):,} characters, more than {MAX_QUESTION_CHARS:,}")
             fields = {
                 "id": _require_str({"id": sample_id}, "id"),
-                "video": _require_str(data, "video"),
-                "question": _require_str(data, "question"),
+                "video": video,
+                "question": question,
                 "labels": _labels_from_list(data.get("labels")),
                 "source": _require_str(data, "source"),
                 "task": _require_str(data, "task"),
@@ -356,7 +367,40 @@ def format_kept(counts: Mapping[str, Any]) -> str:
 
 
 def read_samples(path: str | os.PathLike[str]) -> Iterator[Sample]:
-    return read_jsonl(path, Sample.from_dict)
+    """The samples of a samples file; a malformed line (the last one too) or a repeated id is a
+    ``RecordError`` naming the file and the line (both lines for a repeated id)."""
+    line_of: dict[str, int] = {}
+    current = 0
+
+    def numbered() -> Iterator[tuple[int, bytes]]:
+        nonlocal current
+        for number, raw in jsonl_lines(path):
+            current = number  # the line of the sample parsed next, for the check below
+            yield number, raw
+
+    for sample in parse_jsonl_lines(path, numbered(), Sample.from_dict, allow_torn_tail=False):
+        first = line_of.setdefault(sample.id, current)
+        if first != current:
+            raise RecordError(f"{path}:{current}: id {sample.id!r} is already the id of line {first}")
+        yield sample
+
+
+def check_unique_ids(path: str | os.PathLike[str], limit: int | None = None) -> None:
+    """A ``RecordError`` naming both lines when two of the first ``limit`` lines of a samples
+    file share an id (both would be generated and trained on; a rerun would skip the second).
+
+    Only the ids are looked at: a line that does not parse is left to the reader, which
+    names it when it gets there, after the lines before it are done.
+    """
+    line_of: dict[str, int] = {}
+    for number, raw in itertools.islice(jsonl_lines(path), limit):
+        try:
+            data = loads_bounded(raw)
+        except ValueError:  # JSON, encoding and bounds errors all are
+            continue
+        sample_id = data.get("id") if isinstance(data, dict) else None
+        if isinstance(sample_id, str) and line_of.setdefault(sample_id, number) != number:
+            raise RecordError(f"{path}:{number}: id {sample_id!r} is already the id of line {line_of[sample_id]}")
 
 
 def read_generations(path: str | os.PathLike[str]) -> Iterator[Generation]:

@@ -240,6 +240,25 @@ def exclusive_file(path: str | os.PathLike[str], command: str) -> Iterator[Path]
 
 
 @contextmanager
+def serialized_update(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Wait for, then hold, the right to read-modify-write ``path``, a file several jobs add to
+    (``dataset_info.json``: two exports into one folder each add their entry). The ``flock`` is
+    on ``PATH.lock`` beside it; unlike :func:`exclusive_file` a second writer waits its turn,
+    and the kernel drops the lock when its holder dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        _close_locks_in_forked_children()
+        _HELD_LOCKS.add(descriptor)
+        yield path
+    finally:
+        _HELD_LOCKS.discard(descriptor)
+        os.close(descriptor)
+
+
+@contextmanager
 def exclusive_directory_for_job(
     directory: str | os.PathLike[str],
     command: str,

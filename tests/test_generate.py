@@ -1,5 +1,6 @@
 """Generation stage: batching, verification, rationalization, shards, resume, bad videos."""
 
+import contextlib
 import json
 import os
 import re
@@ -551,3 +552,68 @@ def test_summary_keeps_kept_direct_and_after_the_hint_apart(dataset, tmp_path, c
         0.75,
     )
     assert "24 samples: 100% kept (25% directly, 75% after the hint)" in caplog.text
+
+
+def test_duplicate_ids_stop_the_run_before_anything_is_answered(dataset, tmp_path):
+    lines = (dataset / "samples.jsonl").read_text().splitlines(keepends=True)
+    lines[20] = lines[20].replace('"id":"s020"', '"id":"s003"')
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(lines))
+    config = config_for(dataset, tmp_path / "out", samples=str(samples))
+    with pytest.raises(RecordError, match=rf"^{re.escape(str(samples))}:21: id 's003' is already the id of line 4$"):
+        run(config, answerer=HintFollower())
+    assert not (tmp_path / "out").exists() or read_all(tmp_path / "out") == []
+
+
+SLOW_DRIVER = """
+import sys, time
+
+import numpy as np
+
+from llava_star.generation.answerer import Reply
+from llava_star.media.video import Frames
+from llava_star.stages.generate import GenerateConfig, run
+
+out, samples, video_root = sys.argv[1:4]
+
+
+class Slow:
+    def replies(self, prompts, videos):
+        time.sleep(60)
+        return [Reply("The square is blue.") for _ in prompts]
+
+
+frames = Frames(array=np.zeros((4, 32, 32, 3), dtype=np.uint8), timestamps=np.arange(4) / 8.0,
+                indices=np.arange(4), fps=8.0, duration=0.5, path="<memory>", total_num_frames=4, backend="frames")
+config = GenerateConfig(model="stand-in", samples=samples, video_root=video_root, output_dir=out, device="cpu",
+                        num_workers=2, batch_size=1, rationalize=False)
+run(config, answerer=Slow(), read_video=lambda sample: frames)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_main_process_takes_its_decoding_workers_with_it(dataset, tmp_path):
+    """kill -9 of generate's main process left its DataLoader workers running, blocked."""
+    import psutil
+
+    driver = tmp_path / "slow.py"
+    driver.write_text(SLOW_DRIVER)
+    command = [sys.executable, str(driver), str(tmp_path / "out"), str(dataset / "samples.jsonl"), str(dataset)]
+    main = subprocess.Popen(command, cwd=REPO_ROOT, env=_environment())
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = psutil.Process(main.pid).children()
+        assert len(workers) == 2, "the workers did not start"
+        time.sleep(1)  # the workers fill their queues and block
+        main.kill()
+        main.wait()
+        _, alive = psutil.wait_procs(workers, timeout=5)
+        assert not alive, f"workers {[p.pid for p in alive]} outlived the killed main process"
+    finally:
+        main.kill()
+        for worker in workers:  # only the ones this test started, by pid
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()

@@ -112,7 +112,10 @@ def test_reader_names_file_and_line(tmp_path):
 def test_torn_last_line_is_skipped_then_repaired(tmp_path):
     path = tmp_path / "gen.jsonl"
     path.write_text(json.dumps(SAMPLE) + "\n" + json.dumps(dict(SAMPLE, id="x"))[:40])
-    assert [s.id for s in read_samples(path)] == [SAMPLE["id"]]
+    # an appended file (a shard) skips its torn tail; a samples file, written whole, does not
+    assert [s.id for s in read_jsonl(path, Sample.from_dict)] == [SAMPLE["id"]]
+    with pytest.raises(RecordError, match=r"gen\.jsonl:2: not valid JSON"):
+        list(read_samples(path))
     with JsonlAppender(path) as out:
         out.write(dict(SAMPLE, id="y"))
     assert [s.id for s in read_samples(path)] == [SAMPLE["id"], "y"]

@@ -86,6 +86,10 @@ def load_json(path: Path) -> Any:
         raise AnnotationError(f"{path}:{error.lineno}:{error.colno}: not valid JSON: {error.msg}") from None
     except UnicodeDecodeError as error:
         raise AnnotationError(f"{path}: not UTF-8 text ({error.reason})") from None
+    except RecursionError:
+        raise AnnotationError(f"{path}: nested too deeply to be an annotation file") from None
+    except ValueError as error:  # an integer of thousands of digits
+        raise AnnotationError(f"{path}: {error}") from None
 
 
 def read_text_lines(path: Path) -> Iterator[tuple[int, str]]:

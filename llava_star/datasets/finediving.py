@@ -91,16 +91,65 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise AnnotationError(f"{self.source}: refusing to unpickle {module}.{name}: only plain data is allowed")
 
 
+# FineDiving's largest pickle holds ~3,000 dives of ~20 values; a pickle's memo lets one list
+# be referenced twice at each of 40 levels, 2**40 values from 539 bytes, which the adapter
+# then expanded until memory ran out (129 s). Values are counted as the adapter would see
+# them, shared references as often as they are reached, without expanding anything.
+MAX_PICKLE_VALUES = 5_000_000
+
+
 def load_pickle(path: Path) -> Any:
-    """Unpickle a file of plain data (dicts, lists, numbers, strings, numpy arrays)."""
+    """Unpickle a file of plain data (dicts, lists, numbers, strings, numpy arrays).
+
+    Refuses globals other than those (:class:`RestrictedUnpickler`), and data that would
+    expand to more than :data:`MAX_PICKLE_VALUES` values or refers to itself.
+    """
     try:
         data = path.read_bytes()
     except OSError as error:
         raise AnnotationError(f"{path}: cannot read: {error.strerror}") from None
     try:
-        return RestrictedUnpickler(data, str(path)).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as error:
+        value = RestrictedUnpickler(data, str(path)).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, MemoryError) as error:
         raise AnnotationError(f"{path}: not a readable pickle: {error}") from None
+    _check_expanded_size(value, path)
+    return value
+
+
+def _children(value: Any) -> tuple[Any, ...] | None:
+    if isinstance(value, dict):
+        return (*value.keys(), *value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(value)
+    return None
+
+
+def _check_expanded_size(value: Any, path: Path) -> None:
+    """Count the values of ``value`` as a traversal would reach them, in time linear in its
+    distinct containers (each container's count is kept by identity); refuse cycles."""
+    counts: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        node, finished = stack.pop()
+        children = _children(node)
+        if children is None:
+            continue
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            counts[key] = 1 + sum(counts.get(id(child), getattr(child, "size", 1)) for child in children)
+            if counts[key] > MAX_PICKLE_VALUES:
+                raise AnnotationError(
+                    f"{path}: expands to more than {MAX_PICKLE_VALUES:,} values through shared references; "
+                    "not a FineDiving annotation"
+                )
+        elif key in on_path:
+            raise AnnotationError(f"{path}: a container that contains itself; not a FineDiving annotation")
+        elif key not in counts:
+            on_path.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
 
 
 def _plain(value: Any) -> Any:

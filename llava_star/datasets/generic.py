@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from llava_star.config import load_yaml
 from llava_star.datasets.adapter import (
     Found,
     PrepareRequest,
@@ -211,7 +212,7 @@ def parse_mapping(data: Any, source: str = "mapping") -> ColumnMapping:
 
 def load_mapping(path: Path) -> ColumnMapping:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"--mapping {path}: cannot read: {error.strerror}") from None
     except yaml.YAMLError as error:
@@ -230,6 +231,10 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
                 raise AnnotationError(f"{path}:{line_number}: not valid JSON: {error.msg}") from None
+            except RecursionError:
+                raise AnnotationError(f"{path}:{line_number}: nested too deeply") from None
+            except ValueError as error:  # an integer of thousands of digits
+                raise AnnotationError(f"{path}:{line_number}: {error}") from None
             if not isinstance(row, dict):
                 raise AnnotationError(f"{path}:{line_number}: expected a JSON object, got {type(row).__name__}")
             yield line_number, row

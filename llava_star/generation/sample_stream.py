@@ -9,13 +9,14 @@ one piece while the model generates. A video that cannot be decoded travels as i
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from llava_star.distributed import ProcessContext, shard
+from llava_star.distributed import ProcessContext, die_with_parent, shard
 from llava_star.errors import RecordError, VideoError
 from llava_star.records import Sample, jsonl_lines, parse_jsonl_lines
 
@@ -93,7 +94,8 @@ def decoded_chunks(
 
     worker = torch.utils.data.get_worker_info()
     worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
-    samples = parse_jsonl_lines(source.path, source.lines(context, worker_id, num_workers), Sample.from_dict)
+    lines = source.lines(context, worker_id, num_workers)
+    samples = parse_jsonl_lines(source.path, lines, Sample.from_dict, allow_torn_tail=False)
     items: list[PendingSample] = []
     consumed = 0
     try:
@@ -147,6 +149,8 @@ def chunks(
         # forked workers inherit the sample stream and the video reader as they are (no
         # pickling of closures), and they never touch CUDA: they only decode
         multiprocessing_context="fork",
+        # killed with the main process, even by kill -9, instead of blocking on a full queue
+        worker_init_fn=functools.partial(die_with_parent, os.getpid()),
     )
     return iter(loader)
 

@@ -32,13 +32,14 @@ import math
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from llava_star.errors import VideoError
 from llava_star.media.encode import VideoEncoder, available_video_codec
+from llava_star.media.limits import check_frame_size
 from llava_star.media.video import (
     FRAME_FOLDER_FPS,
     clip_bounds,
@@ -86,6 +87,34 @@ def clip_name(video: str, start: float | None, end: float | None, *, folder: boo
     if start is not None or end is not None:
         parts.append(f"_clip{float(start or 0.0)!r}-{'end' if end is None else repr(float(end))}")
     return name.with_name("".join(parts) + ".mp4")
+
+
+def remove_stale_parts(folders: Iterable[Path]) -> int:
+    """Delete the ``.NAME.PID.part`` files a killed export left in ``folders``; returns how many.
+
+    A part whose process is still alive (another export cutting into the same folder) stays.
+    """
+    removed = 0
+    for folder in folders:
+        for part in folder.glob(".*.part") if folder.is_dir() else ():
+            pid = part.name.rsplit(".", 2)[-2]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            part.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_clip(
@@ -168,6 +197,7 @@ def _encode_video_range(source: Path, target: Path, start: float | None, end: fl
                 first = math.floor((start or 0.0) * fps)
                 stop = sys.maxsize if end is None else max(math.ceil(end * fps), first + 1)
             width, height = stream.codec_context.width, stream.codec_context.height
+            check_frame_size(source, width, height)
             with _encoder(target, fps, width, height) as encoder:
                 for frame in _frames_in_range(source, container, stream, fps, first, stop):
                     encoder.write(frame)
@@ -311,6 +341,9 @@ def playable_records(records: list[dict[str, Any]], layout: MediaLayout, *, jobs
         for record, plan in zip(records, plans)
         if plan.clip is not None and plan.source is not None and plan.error is None
     }
+    stale = remove_stale_parts({clip.parent for clip in requests})
+    if stale:
+        logger.info("export: removed %d unfinished clip(s) (.part) left by a killed export", stale)
     clips = write_clips(requests, jobs)
     result, counted = PlayableRecords([]), set()
     for record, plan in zip(records, plans):

@@ -9,12 +9,14 @@ names it, which the dataset reports and skips like an unreadable video.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 
 from llava_star.errors import ImageError
+from llava_star.media.limits import check_image_size
 
 
 def resolve_image_path(image_root: str | os.PathLike[str], image: str) -> Path:
@@ -47,7 +49,11 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     lenient = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # the cap below decides, not Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            check_image_size(Path(path), image, ImageError)
             image.load()
             return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
     except FileNotFoundError:

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from llava_star.errors import MissingDependencyError, VideoError
+from llava_star.media.limits import check_declared_frame_size, check_frame_size, check_image_size, max_scan_frames
 from llava_star.optional import require
 
 logger = logging.getLogger(__name__)
@@ -184,6 +186,7 @@ def _decode(path: Path, choose: IndexChooser, backend: str, folder_fps: float | 
         raise VideoError(f"{path}: video not found")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file")
+    check_declared_frame_size(path)  # before decord, which decodes a frame when it opens a file
     if backend == "decord":
         return _read_with_decord(path, choose)
     if backend == "pyav":
@@ -253,19 +256,22 @@ def _read_with_pyav(path: Path, choose: IndexChooser) -> Frames:
     av = require("av", "decoding videos with PyAV")
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{path}: no video stream")
-            stream = container.streams.video[0]
+            stream = _video_stream(path, container)
             fps, total, declared = pyav_stream_length(path, container, stream)
-            if total < 1:
-                # nothing states the length: count by decoding, then take what is wanted
-                decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-                if not decoded:
-                    raise VideoError(f"{path}: no frames")
-                indices = choose(len(decoded), fps)
-                return _frames(path, np.stack([decoded[i] for i in indices]), indices, len(decoded), fps, "pyav")
+            measured = total > 0
+            if measured:
+                indices = choose(total, fps)
+                by_index, decoded, last_frame = _decode_wanted(container, stream, sorted(set(indices.tolist())), fps)
+            else:
+                # nothing states the length: count the packets (demuxed, not decoded, up to a
+                # cap), then decode once from the start, keeping only the wanted frames
+                total = _count_packets(path, container, stream)
+        if not measured:
             indices = choose(total, fps)
-            by_index, decoded, last_frame = _decode_wanted(container, stream, sorted(set(indices.tolist())), fps)
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                wanted = sorted(set(indices.tolist()))
+                by_index, decoded, last_frame = _decode_wanted(container, stream, wanted, fps, seek=False)
     except av.error.FFmpegError as error:
         raise VideoError(f"{path}: cannot decode (corrupt or truncated): {error}") from None
     missing = [int(i) for i in indices if int(i) not in by_index]
@@ -275,6 +281,35 @@ def _read_with_pyav(path: Path, choose: IndexChooser) -> Frames:
         # the count was an estimate from the duration: the last frame stands in
         by_index.update({index: last_frame for index in missing})
     return _frames(path, np.stack([by_index[int(i)] for i in indices]), indices, total, fps, "pyav")
+
+
+def _video_stream(path: Path, container: Any) -> Any:
+    """The first video stream, its declared frame size within the cap."""
+    if not container.streams.video:
+        raise VideoError(f"{path}: no video stream")
+    stream = container.streams.video[0]
+    check_frame_size(path, int(stream.codec_context.width or 0), int(stream.codec_context.height or 0))
+    return stream
+
+
+def _count_packets(path: Path, container: Any, stream: Any) -> int:
+    """Frames of a stream whose container states no length, counted by demuxing (no decoding).
+
+    Memory stays flat; time is bounded by :func:`~llava_star.media.limits.max_scan_frames`.
+    """
+    cap = max_scan_frames()
+    count = 0
+    for packet in container.demux(stream):
+        if packet.size:
+            count += 1
+            if count > cap:
+                raise VideoError(
+                    f"{path}: the container states no length and the stream has more than {cap:,} frames "
+                    "(LLAVA_STAR_MAX_SCAN_FRAMES); remux it so its length is stated (ffmpeg -i IN -c copy OUT.mp4)"
+                )
+    if count == 0:
+        raise VideoError(f"{path}: no frames")
+    return count
 
 
 def pyav_stream_length(path: Path, container: Any, stream: Any) -> tuple[float, int, bool]:
@@ -301,9 +336,9 @@ def _estimate_frame_count(container: Any, stream: Any, fps: float) -> int:
 
 
 def _decode_wanted(
-    container: Any, stream: Any, wanted: list[int], fps: float
+    container: Any, stream: Any, wanted: list[int], fps: float, *, seek: bool = True
 ) -> tuple[dict[int, np.ndarray], int, np.ndarray | None]:
-    """Decode the frames numbered ``wanted`` (sorted), seeking over long gaps.
+    """Decode the frames numbered ``wanted`` (sorted), seeking over long gaps unless ``seek`` is False.
 
     A frame's number comes from its timestamp, so a seek that lands on an earlier
     keyframe is harmless: frames before the target are decoded and dropped. Returns the
@@ -316,7 +351,7 @@ def _decode_wanted(
     frames = iter(container.decode(stream))
     position = -1  # number of the last decoded frame
     last = None
-    seek_gap = max(_SEEK_AHEAD_SECONDS * fps, 1.0)
+    seek_gap = max(_SEEK_AHEAD_SECONDS * fps, 1.0) if seek else math.inf
     for target in wanted:
         if target - position > seek_gap:
             container.seek(first_pts + int(target / fps / time_base), stream=stream, backward=True)
@@ -353,9 +388,12 @@ def read_frame_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as error:
+        with warnings.catch_warnings():  # the cap below decides, not Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_image_size(path, image, VideoError)
+                return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
         raise VideoError(f"{path}: cannot read frame: {error}") from None
 
 
@@ -393,6 +431,10 @@ def resolve_video_path(video_root: str | os.PathLike[str], video: str) -> Path:
     root = Path(video_root)
     joined = root / pure
     real_root = _real_root(str(root))
-    if not joined.resolve().is_relative_to(real_root):
-        raise VideoError(f"video {video!r}: resolves to {joined.resolve()}, outside the video root {real_root}")
+    try:
+        resolved = joined.resolve()
+    except (RuntimeError, OSError, ValueError) as error:  # a symlink loop, a NUL byte
+        raise VideoError(f"video {video!r}: cannot resolve under {video_root}: {error}") from None
+    if not resolved.is_relative_to(real_root):
+        raise VideoError(f"video {video!r}: resolves to {resolved}, outside the video root {real_root}")
     return joined

@@ -13,6 +13,7 @@ every requested task must have a result. The metrics go to ``OUT_DIR/metrics.jso
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.config import add_config_flags, config_from_flags, config_to_dict, option
+from llava_star.distributed import die_with_parent
 from llava_star.errors import ConfigError, EvaluationError
 from llava_star.eval_tasks import GROUP_NAME, MODEL_NAME, TASK_NAMES, UNREADABLE_VIDEOS_ENV, group_tasks
 from llava_star.eval_tasks.hooks import video_root
@@ -177,7 +179,12 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
     logger.info("running lmms-eval on %s (log: %s)", ",".join(config.tasks), log_path)
     started = time.time()
     with log_path.open("w", encoding="utf-8") as log:
-        completed = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+        # the lmms-eval child dies with this process, kill -9 included: left running, it wrote
+        # unreadable_videos.jsonl beside the rerun's
+        dies_with_us = functools.partial(die_with_parent, os.getpid())
+        completed = subprocess.run(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False, preexec_fn=dies_with_us
+        )
     results_path = find_results_file(output_path, started) if output_path.exists() else None
     if completed.returncode != 0 or results_path is None:
         raise EvaluationError(

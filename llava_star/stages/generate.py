@@ -39,7 +39,7 @@ from llava_star.generation.ranks import ranks_together
 from llava_star.generation.sample_stream import SampleFile, VideoReader, frame_reader
 from llava_star.generation.shards import ShardWriter, summarize, this_run
 from llava_star.generation.star import generate_shard
-from llava_star.records import format_kept, write_json_atomic, written_ids
+from llava_star.records import check_unique_ids, format_kept, write_json_atomic, written_ids
 from llava_star.runs import GenerationDir, exclusive_directory_for_job
 
 __all__ = ["GenerateConfig", "GenerationOptions", "main", "run", "summarize"]
@@ -82,6 +82,8 @@ def run(
     if not Path(config.video_root).is_dir():
         # every sample would become a failure line, and a rerun with the right root would skip them
         raise ConfigError(f"video_root: {config.video_root} is not a directory")
+    # before any model loads: two lines with one id would both be answered and trained on
+    check_unique_ids(config.samples, config.limit)
     directory = GenerationDir(Path(config.output_dir))
     family = backend = None
     if answerer is None:

@@ -477,7 +477,7 @@ def test_plateau_stops_early(tmp_path, tiny_setup):
             tiny_setup,
             cycles=4,
             min_kept_gain=1.01,
-            **{"launch.generate": launch, "launch.train": launch, "eval.samples": None},
+            **{"launch.generate": launch, "launch.train": list(launch), "eval.samples": None},
         ),
     )
     summary = run_cycles(config)

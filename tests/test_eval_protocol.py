@@ -72,8 +72,11 @@ def answerers(monkeypatch):
         built.append(RecordingAnswerer(options))
         return built[-1]
 
-    monkeypatch.setattr("llava_star.generation.backends.build_answerer", build_answerer)
-    monkeypatch.setattr("llava_star.models.loading.model_family", lambda name: "video_llava")
+    # where the stages and the lmms adapter look these up (both import them at module level)
+    for module in ("llava_star.generation.backends", "llava_star.eval_tasks.lmms_adapter"):
+        monkeypatch.setattr(f"{module}.build_answerer", build_answerer)
+    for module in ("llava_star.models.loading", "llava_star.eval_tasks.lmms_adapter"):
+        monkeypatch.setattr(f"{module}.model_family", lambda name: "video_llava")
     return built
 
 

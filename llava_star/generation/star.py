@@ -3,24 +3,30 @@
 A batch is answered with the direct prompt and each answer verified; the failures are
 queued, and once a batch worth of them is waiting they are asked again with the gold label
 as a hint (rationalization) and verified again. The rationalized answer is stored with the
-ORIGINAL question: the hint is only ever in the prompt.
+ORIGINAL question: the hint is only ever in the prompt. With a grounding check
+(``generation.grounding``), each kept answer's question is asked once more without the
+video's content, and the line records whether that answer failed (``grounded``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llava_star.distributed import ProcessContext
 from llava_star.generation.answerer import Answerer
+from llava_star.generation.grounding import grounded_flags
 from llava_star.generation.options import GenerationOptions
 from llava_star.generation.prompts import direct_prompt, hint_prompt
 from llava_star.generation.sample_stream import PendingSample, SampleFile, VideoReader, chunks, in_batches
 from llava_star.generation.shards import RunCounts, ShardWriter
 
+if TYPE_CHECKING:
+    from llava_star.verify import Verdict
+
 
 def answer_directly(
-    items: Sequence[PendingSample], answerer: Answerer, writer: ShardWriter, *, rationalize: bool
+    items: Sequence[PendingSample], answerer: Answerer, writer: ShardWriter, options: GenerationOptions
 ) -> list[PendingSample]:
     """Ask the question as is; write what passed (or everything); return what to rationalize."""
     from llava_star.verify import verify
@@ -28,25 +34,52 @@ def answer_directly(
     if not items:
         return []
     replies = answerer.replies([direct_prompt(item.sample.question) for item in items], [item.frames for item in items])
+    verdicts = [
+        verify(reply.text, item.sample.labels, truncated=reply.truncated)
+        for item, reply in zip(items, replies, strict=True)
+    ]
+    grounded = check_grounding(items, verdicts, answerer, options)
     failed = []
-    for item, reply in zip(items, replies, strict=True):
-        verdict = verify(reply.text, item.sample.labels, truncated=reply.truncated)
-        if verdict.passed or not rationalize:
-            writer.finished(item, reply, verdict, rationalized=False)
+    for item, reply, verdict, flag in zip(items, replies, verdicts, grounded, strict=True):
+        if verdict.passed or not options.rationalize:
+            writer.finished(item, reply, verdict, rationalized=False, grounded=flag)
         else:
             failed.append(item)
     return failed
 
 
-def rationalize(items: Sequence[PendingSample], answerer: Answerer, writer: ShardWriter) -> None:
-    """Ask again with the gold labels as a hint; the stored question stays the original."""
+def check_grounding(
+    items: Sequence[PendingSample], verdicts: Sequence[Verdict], answerer: Answerer, options: GenerationOptions
+) -> list[bool | None]:
+    """Per item: the grounding check's verdict on a kept answer (None: not checked)."""
+    if options.grounding_check == "none":
+        return [None] * len(items)
+    kept = [index for index, verdict in enumerate(verdicts) if verdict.passed]
+    flags = grounded_flags([items[index] for index in kept], answerer, options.grounding_check, seed=options.seed)
+    out: list[bool | None] = [None] * len(items)
+    for index, flag in zip(kept, flags, strict=True):
+        out[index] = flag
+    return out
+
+
+def rationalize(
+    items: Sequence[PendingSample], answerer: Answerer, writer: ShardWriter, options: GenerationOptions
+) -> None:
+    """Ask again with the gold labels as a hint; the stored question stays the original.
+
+    The grounding check asks the ORIGINAL question (no hint) without the video's content.
+    """
     from llava_star.verify import verify
 
     prompts = [hint_prompt(item.sample.question, item.sample.labels) for item in items]
     replies = answerer.replies(prompts, [item.frames for item in items])
-    for item, reply in zip(items, replies, strict=True):
-        verdict = verify(reply.text, item.sample.labels, rationalized=True, truncated=reply.truncated)
-        writer.finished(item, reply, verdict, rationalized=True)
+    verdicts = [
+        verify(reply.text, item.sample.labels, rationalized=True, truncated=reply.truncated)
+        for item, reply in zip(items, replies, strict=True)
+    ]
+    grounded = check_grounding(items, verdicts, answerer, options)
+    for item, reply, verdict, flag in zip(items, replies, verdicts, grounded, strict=True):
+        writer.finished(item, reply, verdict, rationalized=True, grounded=flag)
 
 
 def generate_batch(
@@ -61,9 +94,9 @@ def generate_batch(
         if item.error is not None:
             writer.failed(item)
     decoded = [item for item in batch if item.error is None]
-    waiting += answer_directly(decoded, answerer, writer, rationalize=options.rationalize)
+    waiting += answer_directly(decoded, answerer, writer, options)
     while len(waiting) >= options.batch_size:
-        rationalize(waiting[: options.batch_size], answerer, writer)
+        rationalize(waiting[: options.batch_size], answerer, writer, options)
         del waiting[: options.batch_size]
     writer.write_finished()
 
@@ -99,7 +132,7 @@ def generate_shard(
             if chunk.error is not None:  # the samples before the bad line are written: a rerun skips them
                 raise chunk.error
         if waiting:
-            rationalize(waiting, answerer, writer)
+            rationalize(waiting, answerer, writer, options)
             _show_progress(progress, writer.counts, 0)
     finally:
         progress.close()

@@ -215,3 +215,21 @@ def test_the_flag_and_the_cycle_key(dataset, tmp_path):
         {"model": "m", "samples": "s", "video_root": "r", "output_dir": "o", "generate": {"grounding_check": "blank"}},
     )
     assert cycle.generate.grounding_check == "blank"
+
+
+def test_synthetic_prior_only_task_is_flagged_and_video_tasks_are_kept(tmp_path):
+    """llava-star synthetic --prior-only: the background question (black in every clip) passes
+    without the video and is flagged; the colour answers, read from the frames, are kept."""
+    from llava_star.datasets.synthetic import main as synthetic_main
+
+    synthetic_main(["-o", str(tmp_path / "synth"), "--num-videos", "8", "--prior-only"])
+    samples = list(read_jsonl(tmp_path / "synth" / "samples.jsonl"))
+    assert sum(sample["task"] == "background" for sample in samples) == 4  # one per moving scene
+    config = config_for(tmp_path / "synth", tmp_path / "gen", grounding_check="blank", num_frames=8)
+    summary = run(config, answerer=ColourReader())
+    by_task = summary["grounded_by_task"]
+    assert by_task["background"] == {"checked": 4, "ungrounded": 4, "grounded_fraction": 0.0}
+    assert by_task["colour"] == {"checked": 4, "ungrounded": 0, "grounded_fraction": 1.0}
+    export_main([str(tmp_path / "gen"), "-o", str(tmp_path / "train.json"), "--drop-ungrounded"])
+    tasks = {record["task"] for record in json.loads((tmp_path / "train.json").read_text())}
+    assert tasks == {"colour"}

@@ -233,3 +233,17 @@ def test_synthetic_prior_only_task_is_flagged_and_video_tasks_are_kept(tmp_path)
     export_main([str(tmp_path / "gen"), "-o", str(tmp_path / "train.json"), "--drop-ungrounded"])
     tasks = {record["task"] for record in json.loads((tmp_path / "train.json").read_text())}
     assert tasks == {"colour"}
+
+
+def test_report_shows_the_grounded_fraction_and_the_ungrounded_answers(dataset, tmp_path):
+    from llava_star.stages import report
+
+    run(config_for(dataset, tmp_path / "gen", grounding_check="blank"), answerer=ColourReader())
+    assert report.main([str(tmp_path / "gen"), "-o", str(tmp_path / "report"), "--video-root", str(dataset)]) == 0
+    stats = json.loads((tmp_path / "report" / "stats.json").read_text())
+    training = stats["cycles"][0]["training"]
+    assert training["overall"]["grounded_fraction"] == 0.5
+    assert training["by_task"]["background"]["grounded_fraction"] == 0.0
+    assert (tmp_path / "report" / "grounded_by_cycle.png").is_file()
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'data-status="ungrounded"' in page and 'value="ungrounded"' in page

@@ -82,13 +82,16 @@ def test_reward_cases(case: Case) -> None:
 
 
 def test_trl_batch_with_other_columns_and_unjudgeable_rows() -> None:
-    """TRL passes prompts, completion ids, trainer state and every column; rows without labels get None."""
+    """TRL's _calculate_rewards passes prompts, completions, completion_ids, every dataset column
+    but prompt/completion/completion_ids, and trainer_state; rows without labels get None."""
     rewards = label_reward(
         prompts=["q1", "q2", "q3"],
         completions=["He is playing guitar.", "anything", "He is running."],
         completion_ids=[[1], [2], [3]],
         labels=[GUITAR, None, json.dumps(GUITAR)],
         trainer_state=None,
+        log_extra=lambda *args, **kwargs: None,  # newer TRL passes logging hooks too
+        log_metric=lambda *args, **kwargs: None,
         task=["a", "b", "a"],
     )
     assert rewards == [1.0, None, 0.0]

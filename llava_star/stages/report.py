@@ -420,7 +420,7 @@ def write_report(
         stats, "held_out", "accuracy", "Held-out accuracy (direct answers that pass)", out / "accuracy_by_cycle.png"
     ):
         plots.append("accuracy_by_cycle.png")
-    grounded_title = "Grounded fraction of kept answers per cycle (generate --grounding-check)"
+    grounded_title = "Grounded fraction of kept answers (--grounding-check)"
     if plot_by_cycle(
         stats, "training", "grounded_fraction", grounded_title, out / "grounded_by_cycle.png", by="by_task"
     ):

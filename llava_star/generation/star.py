@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from llava_star.distributed import ProcessContext
-from llava_star.generation.answerer import Answerer
+from llava_star.generation.answerer import Answerer, Reply
 from llava_star.generation.grounding import grounded_flags
 from llava_star.generation.options import GenerationOptions
 from llava_star.generation.prompts import direct_prompt, hint_prompt
@@ -25,46 +25,53 @@ if TYPE_CHECKING:
     from llava_star.verify import Verdict
 
 
+class GroundingQueue:
+    """Finished answers on their way to the shard; with a grounding check, the kept ones wait
+    here and are asked again a full batch at a time (as failures wait for rationalization),
+    so the check's generate calls are as full as the direct ones."""
+
+    def __init__(self, options: GenerationOptions, answerer: Answerer, writer: ShardWriter) -> None:
+        self.options, self.answerer, self.writer = options, answerer, writer
+        self.waiting: list[tuple[PendingSample, Reply, Verdict, bool]] = []
+
+    def finished(self, item: PendingSample, reply: Reply, verdict: Verdict, *, rationalized: bool) -> None:
+        if self.options.grounding_check == "none" or not verdict.passed:
+            self.writer.finished(item, reply, verdict, rationalized=rationalized)
+        else:
+            self.waiting.append((item, reply, verdict, rationalized))
+
+    def check(self, *, everything: bool = False) -> None:
+        """Check full batches of waiting answers (every one with ``everything``) and write them."""
+        size = self.options.batch_size
+        while len(self.waiting) >= size or (everything and self.waiting):
+            batch = self.waiting[:size]
+            del self.waiting[:size]
+            items = [item for item, _, _, _ in batch]
+            flags = grounded_flags(items, self.answerer, self.options.grounding_check, seed=self.options.seed)
+            for (item, reply, verdict, rationalized), flag in zip(batch, flags, strict=True):
+                self.writer.finished(item, reply, verdict, rationalized=rationalized, grounded=flag)
+
+
 def answer_directly(
-    items: Sequence[PendingSample], answerer: Answerer, writer: ShardWriter, options: GenerationOptions
+    items: Sequence[PendingSample], answerer: Answerer, finish: GroundingQueue, *, rationalize: bool
 ) -> list[PendingSample]:
-    """Ask the question as is; write what passed (or everything); return what to rationalize."""
+    """Ask the question as is; finish what passed (or everything); return what to rationalize."""
     from llava_star.verify import verify
 
     if not items:
         return []
     replies = answerer.replies([direct_prompt(item.sample.question) for item in items], [item.frames for item in items])
-    verdicts = [
-        verify(reply.text, item.sample.labels, truncated=reply.truncated)
-        for item, reply in zip(items, replies, strict=True)
-    ]
-    grounded = check_grounding(items, verdicts, answerer, options)
     failed = []
-    for item, reply, verdict, flag in zip(items, replies, verdicts, grounded, strict=True):
-        if verdict.passed or not options.rationalize:
-            writer.finished(item, reply, verdict, rationalized=False, grounded=flag)
+    for item, reply in zip(items, replies, strict=True):
+        verdict = verify(reply.text, item.sample.labels, truncated=reply.truncated)
+        if verdict.passed or not rationalize:
+            finish.finished(item, reply, verdict, rationalized=False)
         else:
             failed.append(item)
     return failed
 
 
-def check_grounding(
-    items: Sequence[PendingSample], verdicts: Sequence[Verdict], answerer: Answerer, options: GenerationOptions
-) -> list[bool | None]:
-    """Per item: the grounding check's verdict on a kept answer (None: not checked)."""
-    if options.grounding_check == "none":
-        return [None] * len(items)
-    kept = [index for index, verdict in enumerate(verdicts) if verdict.passed]
-    flags = grounded_flags([items[index] for index in kept], answerer, options.grounding_check, seed=options.seed)
-    out: list[bool | None] = [None] * len(items)
-    for index, flag in zip(kept, flags, strict=True):
-        out[index] = flag
-    return out
-
-
-def rationalize(
-    items: Sequence[PendingSample], answerer: Answerer, writer: ShardWriter, options: GenerationOptions
-) -> None:
+def rationalize(items: Sequence[PendingSample], answerer: Answerer, finish: GroundingQueue) -> None:
     """Ask again with the gold labels as a hint; the stored question stays the original.
 
     The grounding check asks the ORIGINAL question (no hint) without the video's content.
@@ -73,13 +80,9 @@ def rationalize(
 
     prompts = [hint_prompt(item.sample.question, item.sample.labels) for item in items]
     replies = answerer.replies(prompts, [item.frames for item in items])
-    verdicts = [
-        verify(reply.text, item.sample.labels, rationalized=True, truncated=reply.truncated)
-        for item, reply in zip(items, replies, strict=True)
-    ]
-    grounded = check_grounding(items, verdicts, answerer, options)
-    for item, reply, verdict, flag in zip(items, replies, verdicts, grounded, strict=True):
-        writer.finished(item, reply, verdict, rationalized=True, grounded=flag)
+    for item, reply in zip(items, replies, strict=True):
+        verdict = verify(reply.text, item.sample.labels, rationalized=True, truncated=reply.truncated)
+        finish.finished(item, reply, verdict, rationalized=True)
 
 
 def generate_batch(
@@ -87,18 +90,20 @@ def generate_batch(
     batch: list[PendingSample],
     waiting: list[PendingSample],
     answerer: Answerer,
-    writer: ShardWriter,
+    finish: GroundingQueue,
 ) -> None:
-    """Answer a batch, queue its failures in ``waiting``, rationalize full batches of them, write."""
+    """Answer a batch, queue its failures in ``waiting``, rationalize full batches of them,
+    check full batches of kept answers, write."""
     for item in batch:
         if item.error is not None:
-            writer.failed(item)
+            finish.writer.failed(item)
     decoded = [item for item in batch if item.error is None]
-    waiting += answer_directly(decoded, answerer, writer, options)
+    waiting += answer_directly(decoded, answerer, finish, rationalize=options.rationalize)
     while len(waiting) >= options.batch_size:
-        rationalize(waiting[: options.batch_size], answerer, writer, options)
+        rationalize(waiting[: options.batch_size], answerer, finish)
         del waiting[: options.batch_size]
-    writer.write_finished()
+    finish.check()
+    finish.writer.write_finished()
 
 
 def generate_shard(
@@ -114,6 +119,7 @@ def generate_shard(
     from tqdm import tqdm
 
     waiting: list[PendingSample] = []  # failed direct answers, rationalized a full batch at a time
+    finish = GroundingQueue(options, answerer, writer)  # kept answers waiting for the grounding check
     # one bar, on rank 0; None hides it when stderr is not a terminal
     progress = tqdm(
         total=source.share_size(context),
@@ -126,13 +132,15 @@ def generate_shard(
             source, context, done, read_video, batch_size=options.batch_size, num_workers=options.num_workers
         ):
             for batch in in_batches(iter(chunk.items), options.batch_size):
-                generate_batch(options, batch, waiting, answerer, writer)
+                generate_batch(options, batch, waiting, answerer, finish)
                 _show_progress(progress, writer.counts, len(batch))
             progress.update(chunk.lines - len(chunk.items))  # lines finished by an earlier run
             if chunk.error is not None:  # the samples before the bad line are written: a rerun skips them
                 raise chunk.error
         if waiting:
-            rationalize(waiting, answerer, writer, options)
+            rationalize(waiting, answerer, finish)
+        if waiting or finish.waiting:
+            finish.check(everything=True)
             _show_progress(progress, writer.counts, 0)
     finally:
         progress.close()

@@ -4,8 +4,9 @@ A batch is answered with the direct prompt and each answer verified; the failure
 queued, and once a batch worth of them is waiting they are asked again with the gold label
 as a hint (rationalization) and verified again. The rationalized answer is stored with the
 ORIGINAL question: the hint is only ever in the prompt. With a grounding check
-(``generation.grounding``), each kept answer's question is asked once more without the
-video's content, and the line records whether that answer failed (``grounded``).
+(``generation.grounding``), kept answers wait in the same way until a batch worth of them
+can be asked again without the video's content; each line records whether that answer
+failed (``grounded``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,7 +265,7 @@ class Sample:
 
 _GENERATION_FIELDS = ("answer", "rationalized", "passed", "checks", "cycle", "model")
 # Added later: shards written before it read as not truncated.
-_OPTIONAL_GENERATION_FIELDS = ("truncated",)
+_OPTIONAL_GENERATION_FIELDS = ("truncated", "grounded")
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,10 @@ class Generation:
     cycle: int
     model: str
     truncated: bool = False  # generation stopped at max_new_tokens: the answer is cut off
+    # the grounding check (generate --grounding-check): False when the question, asked again
+    # without the video's content, still passed (a language prior, not the video, answers it);
+    # None when not checked (a failed answer, no check, or a line written before the check existed)
+    grounded: bool | None = None
 
     @property
     def id(self) -> str:
@@ -310,6 +315,7 @@ class Generation:
             cycle=int(data["cycle"]),
             model=str(data["model"]),
             truncated=bool(data.get("truncated", False)),
+            grounded=None if data.get("grounded") is None else bool(data["grounded"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -325,6 +331,7 @@ class Generation:
             "cycle": self.cycle,
             "model": self.model,
             "truncated": self.truncated,
+            "grounded": self.grounded,
         }
 
 
@@ -352,6 +359,44 @@ def kept_counts(generations: Iterable[Generation]) -> dict[str, int | float]:
         f"{key}_fraction": counts[key] / total if total else 0.0 for key in ("kept", "kept_direct", "kept_rationalized")
     }
     return {**counts, **fractions}
+
+
+def grounding_counts(generations: Iterable[Generation]) -> dict[str, Any]:
+    """The grounding check's counts (``generate --grounding-check``), in all and per task.
+
+    ``grounding_checked`` counts kept answers whose question was asked again without the
+    video's content; ``ungrounded`` those that still passed. ``grounded_fraction`` is
+    None when nothing was checked.
+
+    >>> grounding_counts([])
+    {'grounding_checked': 0, 'ungrounded': 0, 'grounded_fraction': None, 'grounded_by_task': {}}
+    """
+    checked: Counter[str] = Counter()
+    ungrounded: Counter[str] = Counter()
+    for generation in generations:
+        if generation.grounded is None:
+            continue
+        checked[generation.sample.task] += 1
+        ungrounded[generation.sample.task] += generation.grounded is False
+
+    def fraction(done: int, flagged: int) -> float | None:
+        return round((done - flagged) / done, 4) if done else None
+
+    by_task = {
+        task: {
+            "checked": checked[task],
+            "ungrounded": ungrounded[task],
+            "grounded_fraction": fraction(checked[task], ungrounded[task]),
+        }
+        for task in sorted(checked)
+    }
+    total, flagged = sum(checked.values()), sum(ungrounded.values())
+    return {
+        "grounding_checked": total,
+        "ungrounded": flagged,
+        "grounded_fraction": fraction(total, flagged),
+        "grounded_by_task": by_task,
+    }
 
 
 def format_kept(counts: Mapping[str, Any]) -> str:

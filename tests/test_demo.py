@@ -58,6 +58,7 @@ def test_miniature_demo_runs_and_resumes(tmp_path, capsys):
     assert "held-out accuracy" in printed and "report:" in printed and "wall time" in printed
     result = json.loads((out / "demo.json").read_text())
     assert len(result["accuracy_by_cycle"]) == 2 and 0 <= result["warm_start_accuracy"] <= 1
+    assert len(result["grounded_fraction_by_cycle"]) == 2 and "grounded fraction" in printed
     assert (out / "warmup" / "model" / "config.json").exists()
     assert (out / "cycles" / "report" / "index.html").exists()
     assert (out / "cycles" / "cycle_2" / "eval.json").exists()

@@ -13,6 +13,11 @@ looking at 32x32 frames. Each clip is one of three scenes drawn on a black backg
   ``temporal_localization`` (time_range in seconds, with the clip ``duration``).
 
 Scenes cycle moving, group, moving, blink, so half the videos carry the colour task.
+
+With ``prior_only=True`` each moving scene also carries the task ``background``: "What
+colour is the background?", whose label is ``black`` for every clip. It is answerable
+from the dataset's prior without looking at the video, the case the grounding check
+(``generate --grounding-check``) exists to flag; the other tasks need the video.
 The split into train and test is by video (all questions about a video fall on the
 same side), stratified by scene. A sample line (``video`` is relative to the output
 folder, which is the video root)::
@@ -69,6 +74,7 @@ _STEPS: Mapping[str, tuple[int, int]] = MappingProxyType(
 SCENE_CYCLE = ("moving", "group", "moving", "blink")
 MAX_GROUP = 4  # shapes in a group scene: one per quadrant
 BACKGROUND = (0, 0, 0)
+BACKGROUND_COLOURS = ("black", "white", "grey")  # the background task's vocabulary; always black
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class SyntheticConfig:
     num_frames: int = 16
     fps: float = 8.0
     test_fraction: float = 0.25
+    prior_only: bool = False  # add the background task, answerable without the video
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.size % 2:
@@ -290,7 +297,10 @@ def make_synthetic_dataset(
         partial = write_video(root / "videos" / f".{name}.partial.mp4", scene.frames, fps=config.fps)
         os.replace(partial, root / video)
         meta = {"scene": kind, "split": "test" if index in held_out else "train"}
-        for item in scene.tasks:
+        tasks = scene.tasks
+        if config.prior_only and kind == "moving":
+            tasks += (SceneTask("background", _class_label("black", "background colour", BACKGROUND_COLOURS)),)
+        for item in tasks:
             question = make_question(item.task, question_rng, **item.slots)
             samples.append(Sample(f"{name}-{item.task}", video, question, (item.label,), SOURCE, item.task, meta=meta))
     splits = {split: [s for s in samples if s.meta["split"] == split] for split in ("train", "test")}
@@ -337,7 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--test-fraction", type=float, default=SyntheticConfig.test_fraction, help="videos held out (default 0.25)"
     )
+    parser.add_argument(
+        "--prior-only",
+        action="store_true",
+        help="add a question answerable without the video (the background colour, black in every clip)",
+    )
     args = parser.parse_args(argv)
-    config = SyntheticConfig(size=args.size, num_frames=args.num_frames, fps=args.fps, test_fraction=args.test_fraction)
+    config = SyntheticConfig(
+        size=args.size,
+        num_frames=args.num_frames,
+        fps=args.fps,
+        test_fraction=args.test_fraction,
+        prior_only=args.prior_only,
+    )
     make_synthetic_dataset(args.output, num_videos=args.num_videos, seed=args.seed, config=config)
     return 0

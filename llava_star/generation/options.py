@@ -26,6 +26,7 @@ from llava_star.errors import ConfigError
 from llava_star.models.loading import VIDEO_TOKEN_BUDGET
 
 BACKENDS = ("hf", "vllm", "auto")
+GROUNDING_CHECKS = ("none", "blank", "shuffle")
 # the options an evaluation's ``--model_args`` (lmms-eval's ``key=value,...``) may set; the
 # others keep their defaults there (greedy decoding: the evaluation protocol)
 MODEL_ARGS = (
@@ -69,6 +70,12 @@ class GenerationOptions:
     rationalize: bool = option(
         True, help="ask failed samples again with the label as a hint (--no-rationalize: direct answers only)"
     )
+    grounding_check: str = option(
+        "none",
+        help="ask every passing answer's question again without the video's content: blank (the mean frame "
+        "repeated) or shuffle (the frames out of order, for order-dependent labels); an answer that still "
+        "passes is recorded grounded: false (none: no check)",
+    )
     num_workers: int = option(2, help="DataLoader processes decoding videos")
     dtype: str = option("auto", help="auto, float32, bfloat16 or float16")
     device: str = option("auto", help="auto (this rank's GPU, else CPU), cpu, cuda:N")
@@ -94,6 +101,10 @@ class GenerationOptions:
 
     def __post_init__(self) -> None:
         check_backend(self.backend)
+        if self.grounding_check not in GROUNDING_CHECKS:
+            raise ConfigError(
+                f"grounding_check: expected one of {', '.join(GROUNDING_CHECKS)}, got {self.grounding_check!r}"
+            )
         for key in ("batch_size", "num_frames", "max_new_tokens", "tensor_parallel_size", "ddp_timeout"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")

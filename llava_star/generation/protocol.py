@@ -8,7 +8,7 @@ samples they agree; docs/evaluate.md):
   question and the step-by-step request: the answers the verifier reads are reasoning
   chains, and the same prompt makes held-out accuracy comparable with the direct kept
   fraction of training generation);
-- decoding is greedy, one answer, no rationalization (:data:`EVALUATION_SETTINGS`);
+- decoding is greedy, one answer, no rationalization, no grounding check (:data:`EVALUATION_SETTINGS`);
 - the token budget is ``GenerationOptions.max_new_tokens`` (512 unless a config says
   otherwise; the cycle passes its ``generate.max_new_tokens`` to both paths);
 - the verifier scores the answer against the sample's labels.
@@ -28,7 +28,9 @@ from llava_star.generation.prompts import direct_prompt
 from llava_star.records import Generation, kept_counts
 
 # what evaluation sets over any generation options: greedy, direct answers only
-EVALUATION_SETTINGS: Mapping[str, Any] = MappingProxyType({"temperature": 0.0, "rationalize": False})
+EVALUATION_SETTINGS: Mapping[str, Any] = MappingProxyType(
+    {"temperature": 0.0, "rationalize": False, "grounding_check": "none"}
+)
 
 
 def evaluation_prompt(question: str) -> str:

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from llava_star.distributed import ProcessContext
 from llava_star.errors import ConfigError, RecordError
-from llava_star.records import Generation, JsonlAppender, dumps_line, kept_counts, read_generations
+from llava_star.records import (
+    Generation,
+    JsonlAppender,
+    dumps_line,
+    grounding_counts,
+    kept_counts,
+    read_generations,
+)
 from llava_star.runs import GenerationDir
 
 if TYPE_CHECKING:
@@ -37,12 +44,16 @@ class RunCounts:
     rationalized: int = 0
     kept_rationalized: int = 0
     video_failures: int = 0
+    grounding_checked: int = 0  # kept answers asked again without the video's content
+    ungrounded: int = 0  # ... that still passed
 
     def record(self, generation: Generation) -> None:
         self.finished += 1
         self.kept += generation.passed
         self.rationalized += generation.rationalized
         self.kept_rationalized += generation.passed and generation.rationalized
+        self.grounding_checked += generation.grounded is not None
+        self.ungrounded += generation.grounded is False
 
 
 class ShardWriter:
@@ -60,7 +71,9 @@ class ShardWriter:
         self.counts = RunCounts()
         self._unwritten: list[bytes] = []  # this batch's finished samples, written together
 
-    def finished(self, item: PendingSample, reply: Reply, verdict: Verdict, *, rationalized: bool) -> None:
+    def finished(
+        self, item: PendingSample, reply: Reply, verdict: Verdict, *, rationalized: bool, grounded: bool | None = None
+    ) -> None:
         generation = Generation(
             sample=item.sample,
             answer=reply.text,
@@ -70,6 +83,7 @@ class ShardWriter:
             cycle=self.cycle,
             model=self.model,
             truncated=reply.truncated,
+            grounded=grounded,
         )
         self._unwritten.append(dumps_line(generation))
         self.counts.record(generation)
@@ -92,7 +106,12 @@ class ShardWriter:
 def summarize(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Totals over every shard on disk, whichever runs and rank layouts wrote them."""
     directory = GenerationDir(Path(output_dir))
-    return {**kept_counts(directory.generations()), "video_failures": len(directory.video_failures())}
+    generations = directory.generations()
+    return {
+        **kept_counts(generations),
+        "video_failures": len(directory.video_failures()),
+        **grounding_counts(generations),
+    }
 
 
 def this_run(directory: GenerationDir, context: ProcessContext) -> dict[str, Any]:

@@ -65,6 +65,9 @@ class DemoConfig:
     batch_size: int = 16
     max_new_tokens: int = 16
     min_kept_gain: float | None = 0.01
+    # every kept answer asked again on a flat frame of the clip's mean colour: the report's
+    # grounded fraction (none: off)
+    grounding_check: str = "blank"
     # A ~100k-parameter model gains nothing from a second intra-op thread, and on a shared
     # 2-core machine the thread sync costs ~10x per step (measured: 0.25 s vs 2.5 s).
     torch_threads: int = 1
@@ -220,11 +223,27 @@ def cycle_config(config: DemoConfig, out: Path, data: dict[str, Any], model: str
         min_kept_gain=config.min_kept_gain,
         seed=config.seed,
         generate=GenerationOptions(
-            batch_size=config.batch_size, num_frames=config.num_frames, max_new_tokens=config.max_new_tokens
+            batch_size=config.batch_size,
+            num_frames=config.num_frames,
+            max_new_tokens=config.max_new_tokens,
+            grounding_check=config.grounding_check,
         ),
         train=TrainSettings(options=train_options(config, config.cycle_train_steps)),
         eval=EvalSettings(samples=data["held_out"], baseline=True),
     )
+
+
+def grounded_fractions(run_dir: Path) -> list[dict[str, float | None]]:
+    """Per cycle, the grounded fraction of the kept training answers, overall and per task."""
+    fractions = []
+    for number in CycleRunDir(run_dir).cycle_numbers():
+        summary_file = CycleRunDir(run_dir).cycle(number).generations.summary
+        if not summary_file.is_file():
+            continue
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+        by_task = {task: counts["grounded_fraction"] for task, counts in summary.get("grounded_by_task", {}).items()}
+        fractions.append({"overall": summary.get("grounded_fraction"), **by_task})
+    return fractions
 
 
 def run_demo(config: DemoConfig, out: Path) -> dict[str, Any]:
@@ -241,6 +260,7 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Any]:
         "warm_start_accuracy": warm,
         "accuracy_by_cycle": [entry["eval"]["accuracy"] for entry in summary["cycles"]],
         "kept_fraction_by_cycle": [entry["generate"]["kept_fraction"] for entry in summary["cycles"]],
+        "grounded_fraction_by_cycle": grounded_fractions(out / "cycles"),
         "gain_points": round(100 * (last - warm), 1),
         "wall_seconds_this_run": round(time.monotonic() - started, 1),
         "held_out_samples": data["held_out_samples"],
@@ -271,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
             f"held-out accuracy: warm start {100 * result['warm_start_accuracy']:.1f}% -> after the last cycle "
             f"{100 * result['accuracy_by_cycle'][-1]:.1f}% ({result['gain_points']:+.1f} points, "
             f"{result['held_out_samples']} held-out questions)"
+        ),
+        "grounded fraction of kept answers by cycle (--grounding-check "
+        + config.grounding_check
+        + "): "
+        + ", ".join(
+            "-" if entry["overall"] is None else f"{100 * entry['overall']:.0f}%"
+            for entry in result["grounded_fraction_by_cycle"]
         ),
         f"wall time: {result['wall_seconds_this_run']:.0f} s",
         f"report: {Path(result['report']).resolve()}",

@@ -71,6 +71,9 @@ class ExportConfig:
     gen_dirs: tuple[Path, ...] = option(help="generation directories (or shards)", flags=("gen_dirs",))
     output: Path = option(help="training JSON to write (e.g. train.json)", flags=("-o", "--output"))
     direct_only: bool = option(False, help="drop rationalized answers")
+    drop_ungrounded: bool = option(
+        False, help="drop answers the grounding check flagged (grounded: false: they pass without the video)"
+    )
     mix: tuple[Path, ...] = option(
         (), help="existing instruction data to append (e.g. VideoInstruct-100K, LLaVA-665K), in any --format"
     )
@@ -108,6 +111,7 @@ class ExportStats:
     exported_rationalized: Counter = field(default_factory=Counter)
     duplicates: int = 0
     dropped_rationalized: int = 0
+    dropped_ungrounded: int = 0
     mixed: dict[str, int] = field(default_factory=dict)
     mixed_formats: dict[str, str] = field(default_factory=dict)
     total: int = 0
@@ -124,6 +128,7 @@ class ExportStats:
             "total_records": self.total,
             "duplicate_ids_dropped": self.duplicates,
             "rationalized_dropped": self.dropped_rationalized,
+            "ungrounded_dropped": self.dropped_ungrounded,
             "by_source_and_label_type": [
                 {
                     "source": source,
@@ -162,7 +167,9 @@ def to_llava_record(generation: Generation) -> dict[str, Any]:
     return record
 
 
-def select_records(generations: Iterable[Generation], *, direct_only: bool, stats: ExportStats) -> list[dict[str, Any]]:
+def select_records(
+    generations: Iterable[Generation], *, direct_only: bool, stats: ExportStats, drop_ungrounded: bool = False
+) -> list[dict[str, Any]]:
     """Passed generations as LLaVA records, first occurrence of an id kept."""
     records: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -177,6 +184,9 @@ def select_records(generations: Iterable[Generation], *, direct_only: bool, stat
             continue
         if direct_only and generation.rationalized:
             stats.dropped_rationalized += 1
+            continue
+        if drop_ungrounded and generation.grounded is False:  # None (not checked) is kept
+            stats.dropped_ungrounded += 1
             continue
         seen.add(generation.id)
         stats.exported.update(groups)
@@ -260,7 +270,12 @@ def run(config: ExportConfig) -> ExportStats:
 
 def _export(config: ExportConfig) -> ExportStats:
     stats = ExportStats(format=config.format)
-    records = select_records(read_all_generations(config.gen_dirs), direct_only=config.direct_only, stats=stats)
+    records = select_records(
+        read_all_generations(config.gen_dirs),
+        direct_only=config.direct_only,
+        stats=stats,
+        drop_ungrounded=config.drop_ungrounded,
+    )
     if config.format != "llava_star" and records:  # mixed-in records keep their paths
         layout = media_layout(config)
         playable = playable_records(records, layout, jobs=config.jobs)
@@ -275,6 +290,7 @@ def _export(config: ExportConfig) -> ExportStats:
         raise RecordError(
             f"no training records: none of the generations in {', '.join(map(str, config.gen_dirs))} passed"
             + (" as a direct answer (--direct-only)" if config.direct_only else "")
+            + (" with the video (--drop-ungrounded)" if config.drop_ungrounded else "")
             + (
                 f", or their videos could not be used ({len(stats.media_skipped)} left out)"
                 if stats.media_skipped
@@ -282,6 +298,8 @@ def _export(config: ExportConfig) -> ExportStats:
             )
         )
     stats.total = len(records)
+    if config.drop_ungrounded:
+        logger.info("export: %d answers dropped as ungrounded (--drop-ungrounded)", stats.dropped_ungrounded)
     for row in stats.to_dict()["by_source_and_label_type"]:
         logger.info(
             "export: source=%s label_type=%s generated=%d passed=%d exported=%d (rationalized %d)",
@@ -363,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("gen_dirs", nargs="+", type=Path, metavar="GEN_DIR", help=_help("gen_dirs"))
     parser.add_argument("-o", "--output", type=Path, required=True, help=_help("output"))
     parser.add_argument("--direct-only", action="store_true", help=_help("direct_only"))
+    parser.add_argument("--drop-ungrounded", action="store_true", help=_help("drop_ungrounded"))
     parser.add_argument("--mix", nargs="+", action="extend", type=Path, default=[], metavar="JSON", help=_help("mix"))
     parser.add_argument("--format", choices=FORMATS, default="llava_star", help=_help("format"))
     parser.add_argument("--mix-format", choices=MIX_FORMATS, default="auto", help=_help("mix_format"))

@@ -36,7 +36,7 @@ from llava_star.config import read_yaml_mapping
 from llava_star.errors import LlavaStarError, VideoError
 from llava_star.io import write_json_atomic, write_text_atomic
 from llava_star.label_types import label_type_names
-from llava_star.records import Generation, kept_counts
+from llava_star.records import Generation, grounding_counts, kept_counts
 from llava_star.runs import REPORT_PAGE, REPORT_STATS, CycleRunDir, GenerationDir
 from llava_star.verify.verdict import failure_kind, first_failure
 
@@ -91,8 +91,10 @@ def summarize(generations: Sequence[Generation]) -> dict[str, Any]:
     """
     lengths = [len(g.answer.split()) for g in generations]
     failures = Counter(failure_reason(g) for g in generations if not g.passed)
+    grounding = grounding_counts(generations)
     return {
         **kept_counts(generations),
+        **{key: grounding[key] for key in ("grounding_checked", "ungrounded", "grounded_fraction")},
         "failures_by_reason": dict(failures.most_common()),
         "answer_words_mean": statistics.fmean(lengths) if lengths else 0.0,
         "answer_words_median": statistics.median(lengths) if lengths else 0.0,
@@ -162,8 +164,11 @@ def run_statistics(sets: Sequence[GenerationSet], generations: dict[str, list[Ge
 # ---------------------------------------------------------------- plots
 
 
-def plot_by_cycle(stats: dict[str, Any], split: str, metric: str, title: str, path: Path) -> bool:
-    """A line per label type (and overall) of ``metric`` against the cycle; False when no data."""
+def plot_by_cycle(
+    stats: dict[str, Any], split: str, metric: str, title: str, path: Path, *, by: str = "by_label_type"
+) -> bool:
+    """A line per label type (or task, ``by="by_task"``) and overall of ``metric`` against the
+    cycle; groups without a value (None: e.g. no grounding check) are left out. False when no data."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,9 +178,11 @@ def plot_by_cycle(stats: dict[str, Any], split: str, metric: str, title: str, pa
     for entry in stats["cycles"]:
         if split not in entry:
             continue
-        series["overall"].append((entry["cycle"], entry[split]["overall"][metric]))
-        for label_type, group in entry[split]["by_label_type"].items():
-            series[f"label: {label_type}"].append((entry["cycle"], group[metric]))
+        if entry[split]["overall"][metric] is not None:
+            series["overall"].append((entry["cycle"], entry[split]["overall"][metric]))
+        for name, group in entry[split][by].items():
+            if group[metric] is not None:
+                series[f"{by.removeprefix('by_').replace('_', ' ')}: {name}"].append((entry["cycle"], group[metric]))
     if not series:
         return False
     figure, axes = pyplot.subplots(figsize=(6.4, 4.0), dpi=100)
@@ -206,7 +213,7 @@ def plot_by_cycle(stats: dict[str, Any], split: str, metric: str, title: str, pa
 
 def pick_gallery(generations: Sequence[Generation], size: int, rng: random.Random) -> list[Generation]:
     """Up to ``size`` generations, balanced over passed directly / rationalized / failed."""
-    buckets: dict[str, list[Generation]] = {"passed": [], "rationalized": [], "failed": []}
+    buckets: dict[str, list[Generation]] = {"passed": [], "rationalized": [], "failed": [], "ungrounded": []}
     for generation in generations:
         buckets[status_of(generation)].append(generation)
     for bucket in buckets.values():
@@ -222,6 +229,8 @@ def pick_gallery(generations: Sequence[Generation], size: int, rng: random.Rando
 def status_of(generation: Generation) -> str:
     if not generation.passed:
         return "failed"
+    if generation.grounded is False:  # passed, and passed again without the video
+        return "ungrounded"
     return "rationalized" if generation.rationalized else "passed"
 
 
@@ -278,7 +287,12 @@ def card(generation: Generation, generation_set: GenerationSet, image: str | Non
     status = status_of(generation)
     return {
         "status": status,
-        "verdict": {"passed": "passed", "rationalized": "passed after rationalization", "failed": "failed"}[status],
+        "verdict": {
+            "passed": "passed",
+            "rationalized": "passed after rationalization",
+            "failed": "failed",
+            "ungrounded": "passed, and without the video too (ungrounded)",
+        }[status],
         "reason": first_failure(generation.checks),
         "image": image,
         "image_error": image_error,
@@ -335,6 +349,7 @@ def render_html(
                 ("passed_any", "passed (any)"),
                 ("passed", "passed directly"),
                 ("rationalized", "rationalized"),
+                ("ungrounded", "ungrounded (passes without the video)"),
                 ("failed", "failed"),
             ],
         },
@@ -405,6 +420,11 @@ def write_report(
         stats, "held_out", "accuracy", "Held-out accuracy (direct answers that pass)", out / "accuracy_by_cycle.png"
     ):
         plots.append("accuracy_by_cycle.png")
+    grounded_title = "Grounded fraction of kept answers (--grounding-check)"
+    if plot_by_cycle(
+        stats, "training", "grounded_fraction", grounded_title, out / "grounded_by_cycle.png", by="by_task"
+    ):
+        plots.append("grounded_by_cycle.png")
     rng = random.Random(seed)
     cards = []
     for generation_set in sets:

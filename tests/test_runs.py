@@ -132,9 +132,12 @@ HOLD_THE_LOCK_WITH_A_WORKER = textwrap.dedent(
     import os, sys, time
     from llava_star.runs import exclusive_directory
     with exclusive_directory(sys.argv[1], "generate"):
+        started, ready = os.pipe()
         if os.fork() == 0:  # a forked worker (as a DataLoader's) that outlives its parent
+            os.write(ready, b"x")  # its fork hooks have run: say so, or a loaded machine races the test
             time.sleep(120)
             os._exit(0)
+        os.read(started, 1)
         print("holding", flush=True)
         time.sleep(120)
     """

@@ -265,7 +265,25 @@ def make_config(values: Mapping[str, Any]) -> TrainConfig:
         if isinstance(values.get(key), str):
             values[key] = [values[key]]
     # the one loader: every value checked against its field's type (`bf16: "no"` is an error)
-    return config_from_mapping(TrainConfig, values)
+    config = config_from_mapping(TrainConfig, values)
+    check_trainer_args(config.trainer_args)
+    return config
+
+
+def check_trainer_args(trainer_args: Mapping[str, Any]) -> None:
+    """Refuse a ``trainer_args`` key that is no ``transformers.TrainingArguments`` field, naming it.
+
+    Checked when a config is made, so the cycle refuses it when it loads, not hours later when
+    its train stage starts; transformers is imported only when there are keys to check.
+    """
+    if not trainer_args:
+        return
+    from transformers import TrainingArguments
+
+    known = {field.name for field in dataclasses.fields(TrainingArguments)}
+    for key in trainer_args:
+        if key not in known:
+            raise ConfigError(f"trainer_args.{key}: not a transformers.TrainingArguments field")
 
 
 def parse_key_value(text: str) -> tuple[str, Any]:

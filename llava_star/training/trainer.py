@@ -6,7 +6,6 @@ Importing this module imports transformers: the stage imports it inside ``run``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +13,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-from llava_star.errors import ConfigError
+from llava_star.training.config import check_trainer_args
 from llava_star.training.data import IGNORE_INDEX, MediaGroupedSampler
 from llava_star.training.lora import is_peft
 from llava_star.training.parts import learning_rates_by_part, optimizer_parameter_groups, parameter_anchor
@@ -26,11 +25,8 @@ if TYPE_CHECKING:
 
 def build_training_arguments(config: TrainConfig) -> TrainingArguments:
     """The ``transformers.TrainingArguments`` of a config (plus its ``trainer_args``)."""
-    known = {field.name for field in dataclasses.fields(TrainingArguments)}
     extras = dict(config.trainer_args)
-    for key in extras:
-        if key not in known:
-            raise ConfigError(f"trainer_args.{key}: not a transformers.TrainingArguments field")
+    check_trainer_args(extras)
     return TrainingArguments(
         output_dir=config.output_dir,
         num_train_epochs=config.num_train_epochs,

@@ -193,7 +193,14 @@ class TrainConfig:
     save_steps: int = option(500, help="optimizer steps between intermediate checkpoints (save_strategy steps)")
     save_total_limit: int | None = option(1, help="intermediate checkpoints kept")
     report_to: tuple[str, ...] = option((), help="experiment trackers to log to (wandb, tensorboard ...)")
-    resume_from_checkpoint: str | None = option(None, help="a checkpoint-N folder of this run to resume from")
+    resume_from_checkpoint: str | None = option(
+        None,
+        help="a checkpoint-N folder to resume from; unset: the last complete one of the output directory "
+        "(a rerun resumes); none: start afresh (the earlier attempt's checkpoints are removed)",
+    )
+    trust_checkpoint: bool = option(
+        False, help="resume from a checkpoint without llava-star's manifest of file hashes (another tool's)"
+    )
     trainer_args: Mapping[str, Any] = option(
         help="further transformers.TrainingArguments as KEY=VALUE (e.g. max_grad_norm=1.0)", default_factory=dict
     )

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, MutableMapping
 
+from llava_star.distributed import die_with_launcher
 from llava_star.errors import LlavaStarError
 from llava_star.log import configure_logging
 
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"llava-star: unknown command {command!r}\n\n{_usage()}\n")
         return 2
     configure_logging(verbosity)
+    die_with_launcher()  # a torchrun rank ends with its launcher, kill -9 included
     command_main = resolve(COMMANDS[command][0])
     try:
         return int(command_main(rest) or 0)

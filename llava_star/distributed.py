@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -84,6 +84,26 @@ def die_with_parent(parent_pid: int, *_: object) -> None:
         )
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def die_with_launcher(environ: Mapping[str, str] | None = None) -> bool:
+    """Under torchrun, have Linux SIGKILL this rank when the launcher's agent dies; return
+    whether it was armed.
+
+    torchrun starts each rank in a session of its own (``Popen(start_new_session=True)``),
+    so killing the launcher's process group, or kill -9 of the launcher, left the ranks
+    running. torchrun forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to the ranks itself
+    (``--signals-to-handle``); SIGKILL it cannot. Armed only under torchrun (its
+    ``TORCHELASTIC_RUN_ID``): a command run from a shell must outlive the shell (``nohup``).
+
+    >>> die_with_launcher({})
+    False
+    """
+    environ = os.environ if environ is None else environ
+    if "TORCHELASTIC_RUN_ID" not in environ or not sys.platform.startswith("linux"):
+        return False
+    die_with_parent(os.getppid())
+    return True
 
 
 def shard(items: Iterable[ItemT], rank: int, world_size: int) -> Iterator[ItemT]:

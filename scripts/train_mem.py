@@ -41,6 +41,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if (_REPO_ROOT / "llava_star").is_dir() and str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
+from llava_star.distributed import die_with_launcher
 from llava_star.errors import ConfigError, LlavaStarError
 from llava_star.log import configure_logging
 from llava_star.stages.train import run
@@ -401,6 +402,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
+    die_with_launcher()  # a torchrun rank ends with its launcher, kill -9 included
     try:
         run(parse_args(argv))
     except LlavaStarError as error:

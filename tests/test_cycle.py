@@ -590,11 +590,14 @@ def test_resume_after_kill_in_the_middle_of_generation(tmp_path, tiny_setup):
 
 
 def test_last_trainer_checkpoint_skips_cut_short_ones(tmp_path):
+    from llava_star.training.manifest import write_manifest
+
     assert last_trainer_checkpoint(tmp_path / "missing") is None
     for step, complete in ((2, True), (10, True), (12, False)):  # checkpoint-12 was cut short
         (tmp_path / f"checkpoint-{step}").mkdir()
         if complete:
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+            write_manifest(tmp_path / f"checkpoint-{step}")  # written last, once every rank has saved
     (tmp_path / "checkpoint-final").mkdir()
     assert last_trainer_checkpoint(tmp_path) == tmp_path / "checkpoint-10"  # 10 > 2 as numbers, not as text
 

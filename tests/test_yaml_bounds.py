@@ -79,3 +79,48 @@ def test_random_small_documents_never_escape_as_other_errors():
             load_yaml(text)
         except yaml.YAMLError:
             pass
+
+
+def _yaml_readers(path):
+    """(line, call) of every ``yaml.<reader>(...)`` call in a module."""
+    import ast
+
+    readers = {"safe_load", "load", "full_load", "unsafe_load", "safe_load_all", "load_all", "full_load_all"}
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        (node.lineno, node.func.attr)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in readers
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "yaml"
+    ]
+
+
+def test_llava_star_has_one_yaml_reader():
+    """Packaged data and configs are read by :func:`load_yaml` alone, so every YAML gets its bounds."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "llava_star"
+    readers = {
+        str(path.relative_to(package)): calls
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "config.py" or path.parent != package
+        for calls in [_yaml_readers(path)]
+        if calls
+    }
+    assert readers == {}
+
+
+def test_every_packaged_yaml_file_reads_as_safe_load_reads_it():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "llava_star").rglob("*.yaml")) + sorted((root / "configs").rglob("*.yaml"))
+    assert files
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        if "!function" in text:  # lmms-eval task files: lmms-eval's own loader reads them
+            continue
+        assert load_yaml(text) == yaml.safe_load(text), path

@@ -30,10 +30,10 @@ def question_templates() -> Mapping[str, tuple[str, ...]]:
     >>> "What is happening in this video?" in question_templates()["action_recognition"]
     True
     """
-    import yaml
+    from llava_star.config import load_yaml  # the one YAML reader: no aliases, bounded depth
 
     text = resources.files("llava_star").joinpath(TEMPLATES_FILE).read_text(encoding="utf-8")
-    return MappingProxyType({task: tuple(templates) for task, templates in yaml.safe_load(text).items()})
+    return MappingProxyType({task: tuple(templates) for task, templates in load_yaml(text).items()})
 
 
 @functools.lru_cache(maxsize=4096)

@@ -34,7 +34,7 @@ def tasks_dir() -> Path:
 
 def group_tasks() -> tuple[str, ...]:
     """The tasks of the group, as its YAML file lists them."""
-    import yaml
+    from llava_star.config import load_yaml  # the one YAML reader: no aliases, bounded depth
 
-    group = yaml.safe_load((tasks_dir() / f"{GROUP_NAME}.yaml").read_text(encoding="utf-8"))
+    group = load_yaml((tasks_dir() / f"{GROUP_NAME}.yaml").read_text(encoding="utf-8"))
     return tuple(group["task"])

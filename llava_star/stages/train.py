@@ -70,6 +70,12 @@ from llava_star.training.deepspeed import (
 from llava_star.training.lora import add_lora
 from llava_star.training.parts import part_learning_rates, set_trainable
 from llava_star.training.precision import log_memory_estimate, upcast_trained_weights
+from llava_star.training.resume import (
+    checkpoint_to_resume,
+    clear_earlier_attempt,
+    deduplicate_lines,
+    verify_before_resume,
+)
 
 # the stage's surface: the cycle and the demo build its config and read its summary from here
 __all__ = ["CONFIG_FILE", "FAILURES_FILE", "SUMMARY_FILE", "TrainConfig", "build_parser", "main", "make_config", "run"]
@@ -127,9 +133,16 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     world_size = training_arguments.world_size
     if stage == 3 and world_size > 1:
         share_process_group_with_deepspeed()
+    # a rerun goes on from the last complete checkpoint; nothing of it loads before its manifest is checked
+    run_settings = config_to_dict(config)
+    resume = checkpoint_to_resume(output_dir, config.resume_from_checkpoint)
+    if resume is not None and not config.trust_checkpoint:
+        verify_before_resume(resume, run_settings, same_settings=config.resume_from_checkpoint is None)
     if is_main_process():
+        if resume is None:
+            clear_earlier_attempt(output_dir, config.failures_path)
         output_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(output_dir / CONFIG_FILE, config_to_dict(config))
+        write_json_atomic(output_dir / CONFIG_FILE, run_settings)
     attention = training_attention(config, cuda=torch.cuda.is_available())
     # loaded on the CPU (ZeRO-3 partitions it there); the Trainer moves it to its GPU
     loaded = load_model(
@@ -193,15 +206,20 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         group_by_media=group_by_media,
         group_by_length=config.group_by_length,
         part_learning_rates=part_learning_rates(config),
+        run_settings=run_settings,
     )
 
     # work
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    if resume is not None:
+        logger.info("train: resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
     seconds = time.perf_counter() - started
 
-    # write: the checkpoint, then the run's figures
+    # write: the checkpoint, then the run's figures (a sample met again after a resume is one failure)
     save_checkpoint(trainer, processor, config)
+    if is_main_process():
+        deduplicate_lines(config.failures_path)
     losses = log_history_values(trainer.state.log_history, "loss")
     summary = {
         "model": config.model,
@@ -209,6 +227,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         "records": len(records),
         "failures": failures_in(config.failures_path),
         "global_step": result.global_step,
+        "resumed_from": None if resume is None else str(resume),
         "training_loss": result.training_loss,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,

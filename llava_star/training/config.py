@@ -193,7 +193,14 @@ class TrainConfig:
     save_steps: int = option(500, help="optimizer steps between intermediate checkpoints (save_strategy steps)")
     save_total_limit: int | None = option(1, help="intermediate checkpoints kept")
     report_to: tuple[str, ...] = option((), help="experiment trackers to log to (wandb, tensorboard ...)")
-    resume_from_checkpoint: str | None = option(None, help="a checkpoint-N folder of this run to resume from")
+    resume_from_checkpoint: str | None = option(
+        None,
+        help="a checkpoint-N folder to resume from; unset: the last complete one of the output directory "
+        "(a rerun resumes); none: start afresh (the earlier attempt's checkpoints are removed)",
+    )
+    trust_checkpoint: bool = option(
+        False, help="resume from a checkpoint without llava-star's manifest of file hashes (another tool's)"
+    )
     trainer_args: Mapping[str, Any] = option(
         help="further transformers.TrainingArguments as KEY=VALUE (e.g. max_grad_norm=1.0)", default_factory=dict
     )
@@ -265,7 +272,25 @@ def make_config(values: Mapping[str, Any]) -> TrainConfig:
         if isinstance(values.get(key), str):
             values[key] = [values[key]]
     # the one loader: every value checked against its field's type (`bf16: "no"` is an error)
-    return config_from_mapping(TrainConfig, values)
+    config = config_from_mapping(TrainConfig, values)
+    check_trainer_args(config.trainer_args)
+    return config
+
+
+def check_trainer_args(trainer_args: Mapping[str, Any]) -> None:
+    """Refuse a ``trainer_args`` key that is no ``transformers.TrainingArguments`` field, naming it.
+
+    Checked when a config is made, so the cycle refuses it when it loads, not hours later when
+    its train stage starts; transformers is imported only when there are keys to check.
+    """
+    if not trainer_args:
+        return
+    from transformers import TrainingArguments
+
+    known = {field.name for field in dataclasses.fields(TrainingArguments)}
+    for key in trainer_args:
+        if key not in known:
+            raise ConfigError(f"trainer_args.{key}: not a transformers.TrainingArguments field")
 
 
 def parse_key_value(text: str) -> tuple[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from llava_star.errors import LlavaStarError
 from llava_star.models.checkpoints import hub_weight_name
+from llava_star.training.manifest import MANIFEST_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -172,11 +173,135 @@ def load_non_adapter_weights(model: Any, directory: str | Path) -> int:
     return len(saved)
 
 
-def last_trainer_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` the Trainer saved in ``output_dir``, if any."""
+def trainer_checkpoints(output_dir: Path) -> list[Path]:
+    """The ``checkpoint-N`` folders of ``output_dir`` the Trainer finished (its state written), oldest first."""
     steps = []
-    for path in output_dir.glob("checkpoint-*"):
+    for path in Path(output_dir).glob("checkpoint-*"):
         step = path.name.removeprefix("checkpoint-")
         if step.isdigit() and (path / TRAINER_STATE_FILE).is_file():
             steps.append((int(step), path))
-    return max(steps)[1] if steps else None
+    return [path for _, path in sorted(steps)]
+
+
+def last_trainer_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` in ``output_dir``: the Trainer's state and the
+    manifest (written last, once every rank has saved) are there."""
+    complete = [path for path in trainer_checkpoints(output_dir) if (path / MANIFEST_FILE).is_file()]
+    return complete[-1] if complete else None
+
+
+# ``--resume-from-checkpoint`` words: HF's ``True`` (the last checkpoint) and a fresh start
+_RESUME_LAST = frozenset({"true", "last"})
+_RESUME_NONE = frozenset({"none", "false", "no"})
+# settings a resumed run may change: they do not alter what it computes
+_SETTINGS_FREE_ON_RESUME = frozenset(
+    {"resume_from_checkpoint", "trust_checkpoint", "output_dir", "dataloader_num_workers", "report_to", "cache_dir"}
+)
+
+
+def checkpoint_to_resume(output_dir: str | Path, requested: str | None) -> Path | None:
+    """Where a run goes on from: ``requested`` unset, the last complete checkpoint of
+    ``output_dir`` (a rerun of the same command resumes, as HF's example scripts do); ``none``
+    (or ``false``), nowhere; ``true`` / ``last``, the last one, which must exist; else that folder.
+
+    >>> checkpoint_to_resume("no-such-run", None) is None, checkpoint_to_resume("no-such-run", "none")
+    (True, None)
+    """
+    output_dir = Path(output_dir)
+    if requested is not None and requested.strip().lower() in _RESUME_NONE:
+        return None
+    last = last_trainer_checkpoint(output_dir)
+    if requested is None or requested.strip().lower() in _RESUME_LAST:
+        unverifiable = [path for path in trainer_checkpoints(output_dir) if not (path / MANIFEST_FILE).is_file()]
+        if last is None and unverifiable:
+            raise CheckpointError(
+                f"{unverifiable[-1]}: a checkpoint without {MANIFEST_FILE} (written by another tool or an older "
+                "llava-star); pass --resume-from-checkpoint DIR --trust-checkpoint to resume it, "
+                "--resume-from-checkpoint none to start afresh, or another -o"
+            )
+        if last is None and requested is not None:
+            raise CheckpointError(f"resume_from_checkpoint: {requested}: {output_dir} holds no complete checkpoint")
+        return last
+    return Path(requested)
+
+
+def check_same_settings(checkpoint: Path, settings: Mapping[str, Any], saved: Mapping[str, Any]) -> None:
+    """Refuse to go on from a checkpoint of a run with other settings (the data, the model, the schedule).
+
+    >>> check_same_settings(Path("c"), {"learning_rate": 2e-5, "report_to": []}, {"learning_rate": 2e-5})
+    """
+    changed = sorted(
+        key
+        for key in set(settings) | set(saved)
+        if key not in _SETTINGS_FREE_ON_RESUME and settings.get(key) != saved.get(key)
+    )
+    if changed:
+        shown = ", ".join(f"{key}: {saved.get(key)!r} -> {settings.get(key)!r}" for key in changed[:4])
+        raise CheckpointError(
+            f"{checkpoint}: written by a run with other settings ({shown}); a rerun resumes it only with the same "
+            "ones: pass --resume-from-checkpoint none to start afresh in this folder, or write to another -o"
+        )
+
+
+def clear_earlier_attempt(output_dir: str | Path, failures_path: str | Path) -> list[Path]:
+    """Before a fresh start in ``output_dir``: remove the earlier attempt's ``checkpoint-N``
+    folders and failures file, so neither is mistaken for this run's; return what was removed."""
+    import shutil
+
+    removed = []
+    for path in sorted(Path(output_dir).glob("checkpoint-*")):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+            removed.append(path)
+    if Path(failures_path).is_file():
+        Path(failures_path).unlink()
+        removed.append(Path(failures_path))
+    if removed:
+        logger.info("train: starting afresh; removed the earlier attempt's %s", ", ".join(p.name for p in removed))
+    return removed
+
+
+def deduplicate_lines(path: str | Path) -> int:
+    """Rewrite a failures file with each line once, in first-seen order; return the lines kept.
+
+    A resumed run (and every epoch after the first) meets a broken sample again; it is one
+    failure, counted once.
+    """
+    from llava_star.io import write_text_atomic
+
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = list(dict.fromkeys(line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()))
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def verify_before_resume(checkpoint: Path, settings: Mapping[str, Any], *, same_settings: bool) -> None:
+    """Check ``checkpoint``'s manifest (and, when ``same_settings``, that its run had these
+    settings) before anything of it is loaded; every rank of a job raises if any rank found a fault.
+
+    The ranks split the hashing (each reads every world-size-th file) and share what they found.
+    """
+    import torch.distributed as dist
+
+    from llava_star.training.manifest import UntrustedCheckpointError, verify_manifest
+
+    grouped = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    share = (dist.get_rank(), dist.get_world_size()) if grouped else (0, 1)
+    fault: tuple[str, str] | None = None
+    try:
+        manifest = verify_manifest(checkpoint, share)
+        if same_settings:
+            check_same_settings(checkpoint, settings, manifest.get("settings") or {})
+    except LlavaStarError as error:
+        fault = (type(error).__name__, str(error))
+    faults = [fault]
+    if grouped:
+        faults = [None] * dist.get_world_size()
+        dist.all_gather_object(faults, fault)
+    found = [item for item in faults if item is not None]
+    if found:
+        kind, message = found[0]
+        raise (UntrustedCheckpointError if kind == UntrustedCheckpointError.__name__ else CheckpointError)(message)
+    logger.info("resume: %s matches its manifest", checkpoint)

@@ -6,17 +6,19 @@ Importing this module imports transformers: the stage imports it inside ``run``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import Trainer, TrainingArguments
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from llava_star.errors import ConfigError
+from llava_star.training.config import check_trainer_args
 from llava_star.training.data import IGNORE_INDEX, MediaGroupedSampler
 from llava_star.training.lora import is_peft
+from llava_star.training.manifest import write_manifest
 from llava_star.training.parts import learning_rates_by_part, optimizer_parameter_groups, parameter_anchor
 from llava_star.training.resume import load_model_weights, load_non_adapter_weights, save_non_adapter_weights
 
@@ -26,11 +28,8 @@ if TYPE_CHECKING:
 
 def build_training_arguments(config: TrainConfig) -> TrainingArguments:
     """The ``transformers.TrainingArguments`` of a config (plus its ``trainer_args``)."""
-    known = {field.name for field in dataclasses.fields(TrainingArguments)}
     extras = dict(config.trainer_args)
-    for key in extras:
-        if key not in known:
-            raise ConfigError(f"trainer_args.{key}: not a transformers.TrainingArguments field")
+    check_trainer_args(extras)
     return TrainingArguments(
         output_dir=config.output_dir,
         num_train_epochs=config.num_train_epochs,
@@ -82,12 +81,14 @@ class ConversationTrainer(Trainer):
         group_by_media: bool = False,
         group_by_length: bool = False,
         part_learning_rates: Mapping[str, float] | None = None,
+        run_settings: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.group_by_media = group_by_media or group_by_length
         self.group_by_length = group_by_length
         self.part_learning_rates = dict(part_learning_rates or {})
+        self.run_settings = dict(run_settings or {})
 
     def _get_train_sampler(self, train_dataset=None):  # type: ignore[override]
         if not self.group_by_media:
@@ -123,6 +124,31 @@ class ConversationTrainer(Trainer):
         # a LoRA checkpoint holds only the adapters: keep the projector trained beside them
         if is_peft(self.model) and not self.is_deepspeed_enabled:
             save_non_adapter_weights(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
+
+    def _save_checkpoint(self, model, trial):  # type: ignore[override]
+        """The Trainer's checkpoint, then its manifest (training/manifest.py), then the rotation.
+
+        Older checkpoints are deleted only once the new one has its manifest, so a kill at any
+        moment leaves one complete checkpoint to resume from.
+        """
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # the Trainer's own rotation would run before the manifest
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        run_dir = self._get_output_dir(trial=trial)
+        folder = Path(run_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self.accelerator.wait_for_everyone()  # every rank's shards and RNG state are written
+        if self.args.should_save:
+            write_manifest(folder, self.run_settings)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):  # type: ignore[override]
         """Every weight of the checkpoint, under the names it was saved with, or an error

@@ -1,0 +1,102 @@
+"""A set of sample ids in 8 bytes an id, for the stages that must remember every id they saw.
+
+Resuming a generation run, deduplicating an export and checking a samples file for a
+repeated id each need "have I seen this id?" over the whole run. A Python set of the id
+strings costs ~100 bytes an id (2.4 GB of them per rank at 20M samples); :class:`IdHashes`
+keeps a 64-bit hash of each id in sorted numpy blocks, ~8 bytes an id. Two different ids
+share a hash with probability ~n²/2^65 (3e-8 at a million ids, 3e-6 at ten million);
+where a false "seen" must not pass silently (a repeated id named as an error), the caller
+confirms a hit against the ids themselves (:func:`llava_star.records.check_unique_ids`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+_RECENT = 1 << 15  # hashes held in a Python set before they become a sorted block
+
+
+def id_hash(sample_id: str) -> int:
+    """The 64-bit hash an id is kept as (the same in every process and run).
+
+    >>> id_hash("clip_000001") == id_hash("clip_000001"), id_hash("a") == id_hash("b")
+    (True, False)
+    """
+    return int.from_bytes(hashlib.blake2b(sample_id.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+class IdHashes:
+    """Ids seen so far, as 64-bit hashes: ``add`` and ``in``, about 8 bytes an id.
+
+    New hashes wait in a small set; every ``_RECENT`` of them become a sorted block, and
+    blocks of similar size are merged (as a binary counter carries), so there are never
+    more than ~log2(n / _RECENT) blocks to search and each hash is copied ~log2 times.
+
+    >>> ids = IdHashes(["a", "b"])
+    >>> ids.add("c")
+    >>> "a" in ids, "c" in ids, "d" in ids, len(ids)
+    (True, True, False, 3)
+    """
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._recent: set[int] = set()
+        self._blocks: list[Any] = []  # sorted uint64 arrays, largest first
+        self._size = 0
+        for sample_id in ids:
+            self.add(sample_id)
+
+    def __contains__(self, sample_id: object) -> bool:
+        return isinstance(sample_id, str) and self.has_hash(id_hash(sample_id))
+
+    def has_hash(self, key: int) -> bool:
+        if key in self._recent:
+            return True
+        for block in self._blocks:
+            index = int(block.searchsorted(key))
+            if index < len(block) and int(block[index]) == key:
+                return True
+        return False
+
+    def add(self, sample_id: str) -> None:
+        self.add_hash(id_hash(sample_id))
+
+    def add_hash(self, key: int) -> None:
+        """Add a hash (of :func:`id_hash`); adding one already present changes nothing."""
+        if self.has_hash(key):
+            return
+        self._recent.add(key)
+        self._size += 1
+        if len(self._recent) >= _RECENT:
+            self._seal()
+
+    def add_new(self, sample_id: str) -> bool:
+        """Add ``sample_id``; True when it was not there yet (a first occurrence)."""
+        key = id_hash(sample_id)
+        if self.has_hash(key):
+            return False
+        self.add_hash(key)
+        return True
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the sorted blocks (the recent set adds at most ~2 MB)."""
+        return sum(block.nbytes for block in self._blocks)
+
+    def _seal(self) -> None:
+        import numpy as np
+
+        block = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+        block.sort()
+        self._recent.clear()
+        self._blocks.append(block)
+        while len(self._blocks) > 1 and len(self._blocks[-2]) <= 2 * len(self._blocks[-1]):
+            newest, older = self._blocks.pop(), self._blocks.pop()
+            merged = np.concatenate((older, newest))
+            del older, newest
+            merged.sort(kind="stable")  # two sorted runs: timsort-style merge, linear
+            self._blocks.append(merged)

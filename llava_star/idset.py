@@ -6,14 +6,19 @@ strings costs ~100 bytes an id (2.4 GB of them per rank at 20M samples); :class:
 keeps a 64-bit hash of each id in sorted numpy blocks, ~8 bytes an id. Two different ids
 share a hash with probability ~n²/2^65 (3e-8 at a million ids, 3e-6 at ten million);
 where a false "seen" must not pass silently (a repeated id named as an error), the caller
-confirms a hit against the ids themselves (:func:`llava_star.records.check_unique_ids`).
+confirms a hit against the ids themselves (:class:`RepeatedIds`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json.decoder
+import os
 from collections.abc import Iterable
 from typing import Any
+
+from llava_star.errors import RecordError
+from llava_star.io import jsonl_lines, loads_bounded
 
 _RECENT = 1 << 15  # hashes held in a Python set before they become a sorted block
 
@@ -100,3 +105,55 @@ class IdHashes:
             del older, newest
             merged.sort(kind="stable")  # two sorted runs: timsort-style merge, linear
             self._blocks.append(merged)
+
+
+def _first_line_with_id(path: str | os.PathLike[str], sample_id: str, before: int) -> int | None:
+    """The first line before line ``before`` whose id is ``sample_id`` (None: a hash collision, no repeat)."""
+    for number, raw in jsonl_lines(path):
+        if number >= before:
+            return None
+        found = line_id(raw)
+        if found is None:
+            try:
+                data = loads_bounded(raw)
+            except ValueError:
+                continue
+            found = data.get("id") if isinstance(data, dict) else None
+        if found == sample_id:
+            return number
+    return None
+
+
+class RepeatedIds:
+    """Which ids of a samples file were seen, as 8-byte hashes; a hash seen before is confirmed
+    against the file (a rescan up to that line), so a repeat is named exactly, with both lines."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path, self.seen = path, IdHashes()
+
+    def check(self, sample_id: str, line: int) -> None:
+        """A ``RecordError`` naming both lines when an earlier line has ``sample_id``."""
+        if self.seen.add_new(sample_id):
+            return
+        first = _first_line_with_id(self.path, sample_id, line)
+        if first is not None:
+            raise RecordError(f"{self.path}:{line}: id {sample_id!r} is already the id of line {first}")
+
+
+_ID_PREFIX = b'{"id":"'  # how every line this project writes begins (io.dumps_line of a record with an id)
+
+
+def line_id(raw: bytes) -> str | None:
+    """The id of a whole JSONL line written by this project, read without parsing the rest;
+    None when the line is not of that form (the caller parses it).
+
+    >>> line_id(b'{"id":"clip\\u00e9 7","video":"v.mp4"}\\n'), line_id(b'{"video":"v.mp4","id":"7"}\\n')
+    ('clipé 7', None)
+    """
+    if not raw.startswith(_ID_PREFIX) or not raw.endswith(b"\n"):
+        return None
+    try:
+        sample_id, _ = json.decoder.scanstring(raw.decode("utf-8"), len(_ID_PREFIX))
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+        return None
+    return sample_id

@@ -326,10 +326,33 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | N
 
 
 def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Any]) -> int:
-    """Write a whole JSONL file atomically (for outputs that are produced in one go)."""
-    lines = [dumps_line(record).decode("utf-8") for record in records]
-    write_text_atomic(path, "".join(lines))
-    return len(lines)
+    """Write a whole JSONL file atomically, record by record: ``path`` is replaced once all are on disk.
+
+    ``records`` may be a generator of millions: they are written as they come, not held.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+    count = 0
+    try:
+        os.fchmod(fd, 0o666 & ~_current_umask())  # as write_text_atomic
+        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+            for record in records:
+                handle.write(dumps_line(record))
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except OSError as error:
+        Path(temp_name).unlink(missing_ok=True)
+        raise _cannot_write(path, error) from None
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return count
 
 
 class JsonArrayWriter:

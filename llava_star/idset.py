@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json.decoder
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from llava_star.errors import RecordError
-from llava_star.io import jsonl_lines, loads_bounded
+from llava_star.io import jsonl_lines, loads_bounded, parse_jsonl_lines
 
 _RECENT = 1 << 15  # hashes held in a Python set before they become a sorted block
 
@@ -157,3 +158,25 @@ def line_id(raw: bytes) -> str | None:
     except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
         return None
     return sample_id
+
+
+def ids_in_jsonl(path: str | os.PathLike[str]) -> Iterator[str]:
+    """The ids of a JSONL file's lines, as :func:`llava_star.io.written_ids` reads them, but
+    each line's id read without parsing the rest when the line is of the project's form."""
+    for line_number, raw in jsonl_lines(path):
+        sample_id = line_id(raw)
+        if sample_id is None:  # another form, or a last line a killed writer tore: as read_jsonl reads it
+            rows = parse_jsonl_lines(path, [(line_number, raw)])
+            sample_id = next((str(row["id"]) for row in rows if isinstance(row, dict) and "id" in row), None)
+        if sample_id is not None:
+            yield sample_id
+
+
+def written_id_hashes(paths: Iterable[str | os.PathLike[str]]) -> IdHashes:
+    """The ids already in JSONL files (those that exist), as hashes: what a resumed job skips."""
+    done = IdHashes()
+    for path in paths:
+        if Path(path).exists():
+            for sample_id in ids_in_jsonl(path):
+                done.add(sample_id)
+    return done

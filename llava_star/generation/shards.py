@@ -19,13 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from llava_star.distributed import ProcessContext
 from llava_star.errors import ConfigError, RecordError
-from llava_star.idset import IdHashes, line_id
+from llava_star.idset import IdHashes, written_id_hashes
 from llava_star.records import (
     Generation,
     JsonlAppender,
     dumps_line,
-    jsonl_lines,
-    parse_jsonl_lines,
     read_generations,
 )
 from llava_star.runs import GenerationDir
@@ -151,18 +149,8 @@ def finished_ids(directory: GenerationDir, context: ProcessContext) -> IdHashes:
     rest of it (a line that is not of the project's form is parsed). The full lines are
     read and checked by ``summarize`` at the end of the run and by export and report.
     """
-    done = IdHashes()
     shards = [s for s in directory.generation_shards() + directory.failure_shards() if may_hold_share(s, context)]
-    for shard in shards:
-        lines = jsonl_lines(shard)
-        for line_number, raw in lines:
-            sample_id = line_id(raw)
-            if sample_id is None:  # another form, or a last line a killed writer tore: as read_jsonl reads it
-                rows = parse_jsonl_lines(shard, [(line_number, raw)])
-                sample_id = next((str(row["id"]) for row in rows if isinstance(row, dict) and "id" in row), None)
-            if sample_id is not None:
-                done.add(sample_id)
-    return done
+    return written_id_hashes(shards)
 
 
 def this_run(directory: GenerationDir, context: ProcessContext) -> dict[str, Any]:

@@ -197,6 +197,7 @@ def stage_commands(folder: Path) -> dict[str, list[str]]:
 class Measured:
     seconds: float
     peak_rss_bytes: int
+    cpu_seconds: float  # user + system: on a shared machine, wall time also measures the neighbours
 
 
 def measure(command: list[str], code: Path, log: Path) -> Measured:
@@ -210,20 +211,24 @@ def measure(command: list[str], code: Path, log: Path) -> Measured:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"{command[3] if len(command) > 3 else command}: exit {child.returncode}; see {log}")
-    return Measured(seconds, usage.ru_maxrss * 1024)  # Linux reports KiB
+    return Measured(seconds, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime)  # Linux: maxrss in KiB
 
 
 def table(sizes: list[int], results: dict[str, dict[int, Measured]]) -> str:
     """A Markdown table: time and peak RSS per size, and the largest/smallest ratios."""
     small, large = sizes[0], sizes[-1]
-    head = ["stage", *(f"{n:,}: s / GB" for n in sizes)]
+    head = ["stage", *(f"{n:,}: wall s / CPU s / GB" for n in sizes)]
     if len(sizes) > 1:
-        head += [f"time ratio {large:,}/{small:,}", "RSS ratio"]
+        head += [f"time ratio {large:,}/{small:,} (wall, CPU)", "RSS ratio"]
     rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for stage, by_size in results.items():
-        cells = [stage] + [f"{by_size[n].seconds:.1f} / {by_size[n].peak_rss_bytes / 1e9:.2f}" for n in sizes]
+        cells = [stage] + [
+            f"{by_size[n].seconds:.1f} / {by_size[n].cpu_seconds:.1f} / {by_size[n].peak_rss_bytes / 1e9:.2f}"
+            for n in sizes
+        ]
         if len(sizes) > 1:
-            cells.append(f"{by_size[large].seconds / by_size[small].seconds:.2f}")
+            wall = by_size[large].seconds / by_size[small].seconds
+            cells.append(f"{wall:.2f}, {by_size[large].cpu_seconds / by_size[small].cpu_seconds:.2f}")
             cells.append(f"{by_size[large].peak_rss_bytes / by_size[small].peak_rss_bytes:.2f}")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -251,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                 measured = measure(command, args.code.resolve(), folder / "out" / f"stage{index}.log")
                 results.setdefault(stage, {})[size] = measured
                 print(
-                    f"N={size:,} {stage}: {measured.seconds:.1f} s, {measured.peak_rss_bytes / 1e9:.2f} GB",
+                    f"N={size:,} {stage}: {measured.seconds:.1f} s ({measured.cpu_seconds:.1f} s CPU), "
+                    f"{measured.peak_rss_bytes / 1e9:.2f} GB",
                     file=sys.stderr,
                 )
     finally:

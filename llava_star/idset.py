@@ -3,15 +3,14 @@
 Resuming a generation run, deduplicating an export and checking a samples file for a
 repeated id each need "have I seen this id?" over the whole run. A Python set of the id
 strings costs ~100 bytes an id (2.4 GB of them per rank at 20M samples); :class:`IdHashes`
-keeps a 64-bit hash of each id in sorted numpy blocks, ~8 bytes an id. Two different ids
-share a hash with probability ~n²/2^65 (3e-8 at a million ids, 3e-6 at ten million);
+keeps a 63-bit hash of each id in sorted numpy blocks, ~8 bytes an id. Two different ids
+share a hash with probability ~n²/2^64 (5e-8 at a million ids, 5e-6 at ten million);
 where a false "seen" must not pass silently (a repeated id named as an error), the caller
 confirms a hit against the ids themselves (:class:`RepeatedIds`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json.decoder
 import os
 from collections.abc import Iterable, Iterator
@@ -22,23 +21,27 @@ from llava_star.errors import RecordError
 from llava_star.io import jsonl_lines, loads_bounded, parse_jsonl_lines
 
 _RECENT = 1 << 15  # hashes held in a Python set before they become a sorted block
+_MASK63 = (1 << 63) - 1
+_FILTER_BITS = 25  # a 4 MB bitmap of hashes: most "not seen" answers need no block search
 
 
 def id_hash(sample_id: str) -> int:
-    """The 64-bit hash an id is kept as (the same in every process and run).
+    """The 63-bit hash an id is kept as: Python's own string hash (SipHash, computed once per
+    string object), the same within a process and the workers it forks, not across runs.
 
     >>> id_hash("clip_000001") == id_hash("clip_000001"), id_hash("a") == id_hash("b")
     (True, False)
     """
-    return int.from_bytes(hashlib.blake2b(sample_id.encode("utf-8"), digest_size=8).digest(), "little")
+    return hash(sample_id) & _MASK63
 
 
 class IdHashes:
-    """Ids seen so far, as 64-bit hashes: ``add`` and ``in``, about 8 bytes an id.
+    """Ids seen so far, as 63-bit hashes: ``add`` and ``in``, about 8 bytes an id.
 
-    New hashes wait in a small set; every ``_RECENT`` of them become a sorted block, and
-    blocks of similar size are merged (as a binary counter carries), so there are never
-    more than ~log2(n / _RECENT) blocks to search and each hash is copied ~log2 times.
+    New hashes wait in a small set; every ``_RECENT`` of them become a sorted int64 block,
+    and blocks of similar size are merged (as a binary counter carries), so there are never
+    more than ~log2(n / _RECENT) blocks to search and each hash is copied ~log2 times. A
+    fixed bitmap of the hashes answers most lookups of an id not seen without a search.
 
     >>> ids = IdHashes(["a", "b"])
     >>> ids.add("c")
@@ -48,7 +51,8 @@ class IdHashes:
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
         self._recent: set[int] = set()
-        self._blocks: list[Any] = []  # sorted uint64 arrays, largest first
+        self._blocks: list[Any] = []  # sorted int64 arrays, largest first
+        self._filter = bytearray(1 << (_FILTER_BITS - 3))
         self._size = 0
         for sample_id in ids:
             self.add(sample_id)
@@ -57,6 +61,9 @@ class IdHashes:
         return isinstance(sample_id, str) and self.has_hash(id_hash(sample_id))
 
     def has_hash(self, key: int) -> bool:
+        bit = key >> (63 - _FILTER_BITS)
+        if not self._filter[bit >> 3] & (1 << (bit & 7)):
+            return False
         if key in self._recent:
             return True
         for block in self._blocks:
@@ -70,8 +77,12 @@ class IdHashes:
 
     def add_hash(self, key: int) -> None:
         """Add a hash (of :func:`id_hash`); adding one already present changes nothing."""
-        if self.has_hash(key):
-            return
+        if not self.has_hash(key):
+            self._insert(key)
+
+    def _insert(self, key: int) -> None:
+        bit = key >> (63 - _FILTER_BITS)
+        self._filter[bit >> 3] |= 1 << (bit & 7)
         self._recent.add(key)
         self._size += 1
         if len(self._recent) >= _RECENT:
@@ -82,7 +93,7 @@ class IdHashes:
         key = id_hash(sample_id)
         if self.has_hash(key):
             return False
-        self.add_hash(key)
+        self._insert(key)
         return True
 
     def __len__(self) -> int:
@@ -90,13 +101,13 @@ class IdHashes:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the sorted blocks (the recent set adds at most ~2 MB)."""
+        """Bytes held by the sorted blocks (the bitmap adds 4 MB, the recent set at most ~2 MB)."""
         return sum(block.nbytes for block in self._blocks)
 
     def _seal(self) -> None:
         import numpy as np
 
-        block = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+        block = np.fromiter(self._recent, dtype=np.int64, count=len(self._recent))
         block.sort()
         self._recent.clear()
         self._blocks.append(block)

@@ -326,7 +326,103 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | N
 
 
 def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Any]) -> int:
-    """Write a whole JSONL file atomically (for outputs that are produced in one go)."""
-    lines = [dumps_line(record).decode("utf-8") for record in records]
-    write_text_atomic(path, "".join(lines))
-    return len(lines)
+    """Write a whole JSONL file atomically, record by record: ``path`` is replaced once all are on disk.
+
+    ``records`` may be a generator of millions: they are written as they come, not held.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+    count = 0
+    try:
+        os.fchmod(fd, 0o666 & ~_current_umask())  # as write_text_atomic
+        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+            for record in records:
+                handle.write(dumps_line(record))
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except OSError as error:
+        Path(temp_name).unlink(missing_ok=True)
+        raise _cannot_write(path, error) from None
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return count
+
+
+class JsonArrayWriter:
+    """Write a JSON array one element at a time, replacing ``path`` only once it is complete.
+
+    The bytes are those of :func:`write_json_atomic` of the whole list (``indent`` 2), so a
+    stage can stream millions of records to a training JSON without holding them. Inside
+    ``with``: an exception discards the partial file and leaves the old one as it was.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with JsonArrayWriter(folder / "a.json") as out:
+    ...     out.write({"id": "1", "x": [1, 2]})
+    ...     out.write({"id": "2"})
+    >>> (folder / "a.json").read_text() == json.dumps([{"id": "1", "x": [1, 2]}, {"id": "2"}], indent=2) + "\\n"
+    True
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, indent: int = 2) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self._indent = " " * indent
+        self._encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=indent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            os.fchmod(fd, 0o666 & ~_current_umask())  # as write_text_atomic: readable by other users' jobs
+        except OSError as error:
+            raise _cannot_write(self.path, error) from None
+        self._handle = os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20)
+
+    def write(self, record: Any) -> None:
+        text = self._encoder.encode(_to_jsonable(record)).replace("\n", "\n" + self._indent)
+        self._put(("[\n" if self.count == 0 else ",\n") + self._indent + text)
+        self.count += 1
+
+    def write_many(self, records: Iterable[Any]) -> None:
+        for record in records:
+            self.write(record)
+
+    def _put(self, text: str) -> None:
+        try:
+            self._handle.write(text)
+        except OSError as error:
+            self.discard()
+            raise _cannot_write(self.path, error) from None
+
+    def finish(self) -> None:
+        """Close the array and put the file in place of ``path``."""
+        self._put("\n]\n" if self.count else "[]\n")
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            os.replace(self._temp_name, self.path)
+        except OSError as error:
+            self.discard()
+            raise _cannot_write(self.path, error) from None
+
+    def discard(self) -> None:
+        """Drop what was written: ``path`` stays as it was."""
+        if not self._handle.closed:
+            self._handle.close()
+        Path(self._temp_name).unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.discard()

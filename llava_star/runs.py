@@ -98,6 +98,20 @@ class GenerationDir:
                 found.setdefault(generation.id, generation)
         return list(found.values())
 
+    def iter_generations(self) -> Iterator[Generation]:
+        """:meth:`generations` one at a time: only the ids seen are remembered, as 8-byte hashes."""
+        from llava_star.idset import IdHashes
+
+        seen = IdHashes()
+        for shard in self.generation_shards():
+            for generation in read_jsonl(shard, Generation.from_dict):
+                if seen.add_new(generation.id):
+                    yield generation
+
+    def count_video_failures(self) -> int:
+        """How many lines :meth:`video_failures` has, without holding them."""
+        return sum(1 for shard in self.failure_shards() for _ in read_jsonl(shard))
+
     def video_failures(self) -> list[dict[str, Any]]:
         """Samples whose video could not be decoded: not answered, so in no kept fraction."""
         return [line for shard in self.failure_shards() for line in read_jsonl(shard)]

@@ -28,7 +28,7 @@ in ``meta``. Rows without a label (test splits) are skipped and counted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,7 @@ from llava_star.datasets.adapter import (
 from llava_star.datasets.questions import make_question
 from llava_star.datasets.vocabularies import load_vocabulary
 from llava_star.errors import AnnotationError
+from llava_star.idset import IdHashes
 from llava_star.records import Label, Sample
 
 logger = logging.getLogger(__name__)
@@ -132,20 +133,40 @@ def _json_rows(path: Path) -> Iterator[KineticsRow]:
         )
 
 
-def read_rows(path: Path) -> list[KineticsRow]:
-    """All rows of a Kinetics CSV or JSON annotation file."""
-    rows = list(_json_rows(path) if path.suffix.lower() == ".json" else _csv_rows(path))
-    for row in rows:
+def checked_rows(path: Path) -> Iterator[KineticsRow]:
+    """The rows of a Kinetics CSV or JSON annotation file, one at a time, each checked."""
+    for row in _json_rows(path) if path.suffix.lower() == ".json" else _csv_rows(path):
         if row.time_end <= row.time_start:
             raise AnnotationError(f"{row.where}: time_end {row.time_end} is not after time_start {row.time_start}")
-    return rows
+        yield row
 
 
-def choose_vocabulary(dataset: str, rows: Sequence[KineticsRow]) -> str:
+def read_rows(path: Path) -> list[KineticsRow]:
+    """All rows of a Kinetics CSV or JSON annotation file."""
+    return list(checked_rows(path))
+
+
+@dataclass(frozen=True)
+class RowsOfSplit:
+    """The rows of ``split`` (all with None), read from the file each time they are iterated:
+    a pass over 650k rows costs a second, holding them ~1 GB."""
+
+    path: Path
+    split: str | None
+
+    def __iter__(self) -> Iterator[KineticsRow]:
+        wanted = split_aliases(self.split) if self.split else None
+        for row in checked_rows(self.path):
+            if wanted is None or row.split is None or row.split.lower() in wanted:
+                yield row
+
+
+def choose_vocabulary(dataset: str, rows: Iterable[KineticsRow]) -> str:
     """The class list for the labels: named by the dataset, or the smallest that fits.
 
     A label outside the chosen list means the wrong version was named (or the file is
     not Kinetics), which would silently break hedging checks later, so it is an error.
+    ``rows`` is iterated once, and once more to name the first unknown label.
     """
     labels = {row.label for row in rows if row.label}
     candidates = (VOCABULARY_BY_DATASET[dataset],) if dataset in VOCABULARY_BY_DATASET else _SMALLEST_FIRST
@@ -161,22 +182,18 @@ def choose_vocabulary(dataset: str, rows: Sequence[KineticsRow]) -> str:
 
 
 def adapt(request: PrepareRequest) -> Iterator[Found | Skipped]:
-    rows = read_rows(request.annotations)
-    if request.split:
-        wanted = split_aliases(request.split)
-        rows = [row for row in rows if row.split is None or row.split.lower() in wanted]
+    rows = RowsOfSplit(request.annotations, request.split)  # read twice (the labels, then the samples), not held
     vocabulary = choose_vocabulary(request.dataset, rows)
     source = request.dataset if request.dataset in VOCABULARY_BY_DATASET else vocabulary
     index = VideoIndex.build(request.video_root)
-    seen: set[str] = set()
+    seen = IdHashes()  # clip stems as 8-byte hashes
     for row in rows:
         if row.label is None:
             yield Skipped("no label (test split)", row.where)
             continue
-        if row.clip_stem in seen:  # the same clip listed twice would become two identical samples
+        if not seen.add_new(row.clip_stem):  # the same clip listed twice would become two identical samples
             yield Skipped("clip listed twice", row.where)
             continue
-        seen.add(row.clip_stem)
         split_folders = split_aliases(row.split) if row.split else frozenset()
         video = index.find(
             [row.clip_stem, row.youtube_id], prefer_dirs=split_folders | set(label_folder_names(row.label))

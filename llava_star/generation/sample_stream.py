@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -86,7 +86,7 @@ def _decoded(sample: Sample, read_video: VideoReader) -> PendingSample:
 
 
 def decoded_chunks(
-    source: SampleFile, context: ProcessContext, done: set[str], read_video: VideoReader, batch_size: int
+    source: SampleFile, context: ProcessContext, done: Container[str], read_video: VideoReader, batch_size: int
 ) -> Iterator[Chunk]:
     """This worker's pending samples with their frames, a batch at a time; runs in DataLoader
     workers. Each line is parsed and validated here, once, by the only process that uses it."""
@@ -122,7 +122,7 @@ def _as_sent(chunk: Chunk) -> Chunk:
 def chunks(
     source: SampleFile,
     context: ProcessContext,
-    done: set[str],
+    done: Container[str],
     read_video: VideoReader,
     *,
     batch_size: int,

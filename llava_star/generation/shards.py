@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from llava_star.distributed import ProcessContext
 from llava_star.errors import ConfigError, RecordError
+from llava_star.idset import IdHashes, written_id_hashes
 from llava_star.records import (
     Generation,
     JsonlAppender,
     dumps_line,
-    grounding_counts,
-    kept_counts,
     read_generations,
 )
 from llava_star.runs import GenerationDir
+from llava_star.tally import GroupTally
 
 if TYPE_CHECKING:
     from llava_star.generation.answerer import Reply
@@ -106,12 +108,49 @@ class ShardWriter:
 def summarize(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Totals over every shard on disk, whichever runs and rank layouts wrote them."""
     directory = GenerationDir(Path(output_dir))
-    generations = directory.generations()
+    tally = GroupTally()  # one pass, counters only: a million answers are not held
+    for generation in directory.iter_generations():
+        tally.add(generation)
     return {
-        **kept_counts(generations),
-        "video_failures": len(directory.video_failures()),
-        **grounding_counts(generations),
+        **tally.kept_counts(),
+        "video_failures": directory.count_video_failures(),
+        **tally.grounding_counts(),
     }
+
+
+_SHARD_LAYOUT = re.compile(r"\.rank(\d+)-of-(\d+)\.jsonl$")
+
+
+def may_hold_share(shard: Path, context: ProcessContext) -> bool:
+    """Whether ``shard`` can hold a sample of this rank's share of the samples file.
+
+    Rank r of W takes the lines at positions p = r (mod W); a shard written by rank r' of W'
+    holds lines p = r' (mod W'); both hold when r = r' (mod gcd(W, W')). So with an unchanged
+    rank layout a rank reads its own shard only. A file not named by the layout is read.
+
+    >>> from llava_star.distributed import ProcessContext
+    >>> rank1 = ProcessContext(rank=1, world_size=4, local_rank=1)
+    >>> [may_hold_share(Path(f"generations.rank{r:05d}-of-00002.jsonl"), rank1) for r in (0, 1)]
+    [False, True]
+    """
+    match = _SHARD_LAYOUT.search(shard.name)
+    if match is None:
+        return True
+    rank, world_size = int(match[1]), int(match[2])
+    common = math.gcd(world_size, context.world_size)
+    return rank % common == context.rank % common
+
+
+def finished_ids(directory: GenerationDir, context: ProcessContext) -> IdHashes:
+    """The ids this rank skips on a rerun: those written to a generations or failures shard
+    that can hold a sample of its share (:func:`may_hold_share`), under any earlier layout.
+
+    Only the ids are kept, as 8-byte hashes, and each line's id is read without parsing the
+    rest of it (a line that is not of the project's form is parsed). The full lines are
+    read and checked by ``summarize`` at the end of the run and by export and report.
+    """
+    shards = [s for s in directory.generation_shards() + directory.failure_shards() if may_hold_share(s, context)]
+    return written_id_hashes(shards)
 
 
 def this_run(directory: GenerationDir, context: ProcessContext) -> dict[str, Any]:

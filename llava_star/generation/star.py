@@ -11,7 +11,7 @@ failed (``grounded``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llava_star.distributed import ProcessContext
@@ -112,7 +112,7 @@ def generate_shard(
     context: ProcessContext,
     answerer: Answerer,
     read_video: VideoReader,
-    done: set[str],
+    done: Container[str],
     writer: ShardWriter,
 ) -> RunCounts:
     """Every pending sample of this rank's share, finished and written; closes ``writer``."""

@@ -27,6 +27,7 @@ trainer is pointed at.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -361,3 +362,19 @@ def playable_records(records: list[dict[str, Any]], layout: MediaLayout, *, jobs
             result.media["as_is"] += 1
             result.records.append(_pointing_at(record, plan.source, plan.source, layout))
     return result
+
+
+def playable_stream(
+    records: Iterable[dict[str, Any]], layout: MediaLayout, totals: PlayableRecords, *, jobs: int = 1, batch: int = 4096
+) -> Iterator[dict[str, Any]]:
+    """:func:`playable_records` a batch of records at a time, so an export of millions holds one batch.
+
+    ``totals`` gathers the counts and the records left out. A clip two batches share is
+    cut by the first and reused by the second, counted as :func:`playable_records` counts it.
+    """
+    records = iter(records)
+    while chunk := list(itertools.islice(records, batch)):
+        playable = playable_records(chunk, layout, jobs=jobs)
+        totals.media.update(playable.media)
+        totals.skipped.extend(playable.skipped)
+        yield from playable.records

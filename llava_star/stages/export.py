@@ -35,10 +35,11 @@ A stats line per source and label type goes to the log, and the same figures to
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,11 @@ from typing import Any
 from llava_star.config import option
 from llava_star.errors import ConfigError, NothingToExport, RecordError
 from llava_star.generation.shards import read_all_generations, recorded_video_root
+from llava_star.idset import IdHashes
+from llava_star.io import JsonArrayWriter
 from llava_star.label_types import label_type_names
-from llava_star.llava_json import media_paths, record_location, video_turns
-from llava_star.media.clips import MediaLayout, playable_records
+from llava_star.llava_json import SYSTEM, media_paths, record_location, video_turns
+from llava_star.media.clips import MediaLayout, PlayableRecords, playable_stream
 from llava_star.records import Generation, write_json_atomic
 from llava_star.runs import exclusive_file, serialized_update
 from llava_star.training_formats import (
@@ -64,6 +67,8 @@ logger = logging.getLogger(__name__)
 
 # failures named in the log (all of them go to the stats file)
 _LOGGED_FAILURES = 5
+# columns LLaMA-Factory's dataset entry names only when some record has them
+_OPTIONAL_COLUMNS = (SYSTEM, "videos", "images")
 
 
 @dataclass(frozen=True)
@@ -167,12 +172,14 @@ def to_llava_record(generation: Generation) -> dict[str, Any]:
     return record
 
 
-def select_records(
+def kept_records(
     generations: Iterable[Generation], *, direct_only: bool, stats: ExportStats, drop_ungrounded: bool = False
-) -> list[dict[str, Any]]:
-    """Passed generations as LLaVA records, first occurrence of an id kept."""
-    records: list[dict[str, Any]] = []
-    seen: set[str] = set()
+) -> Iterator[dict[str, Any]]:
+    """Passed generations as LLaVA records, first occurrence of an id kept, one at a time.
+
+    Only the ids exported so far are remembered, as 8-byte hashes (:class:`IdHashes`).
+    """
+    seen = IdHashes()
     for generation in generations:
         groups = [(generation.sample.source, label_type) for label_type in label_type_names(generation.sample.labels)]
         stats.generated.update(groups)
@@ -192,8 +199,14 @@ def select_records(
         stats.exported.update(groups)
         if generation.rationalized:
             stats.exported_rationalized.update(groups)
-        records.append(to_llava_record(generation))
-    return records
+        yield to_llava_record(generation)
+
+
+def select_records(
+    generations: Iterable[Generation], *, direct_only: bool, stats: ExportStats, drop_ungrounded: bool = False
+) -> list[dict[str, Any]]:
+    """:func:`kept_records` as a list (for a caller that needs them all at once)."""
+    return list(kept_records(generations, direct_only=direct_only, stats=stats, drop_ungrounded=drop_ungrounded))
 
 
 def _describe_mixed(records: list[dict[str, Any]]) -> str:
@@ -268,59 +281,78 @@ def run(config: ExportConfig) -> ExportStats:
         return _export(config)
 
 
-def _export(config: ExportConfig) -> ExportStats:
-    stats = ExportStats(format=config.format)
-    records = select_records(
+def _playable(records: Iterator[dict[str, Any]], config: ExportConfig, stats: ExportStats) -> Iterator[dict[str, Any]]:
+    """The records in the target's format pointing at files its trainer reads whole, a batch of clips at a time."""
+    first = next(records, None)
+    if first is None:  # nothing kept: no video root needed
+        return
+    layout = media_layout(config)
+    totals = PlayableRecords([])
+    for record in playable_stream(itertools.chain([first], records), layout, totals, jobs=config.jobs):
+        yield from_llava_form(record, config.format)
+    stats.media.update(totals.media)
+    stats.media_skipped.extend(totals.skipped)
+    _log_media(stats, layout)
+    stats.video_folder = str(layout.video_folder)
+
+
+def _all_records(config: ExportConfig, stats: ExportStats) -> Iterator[dict[str, Any]]:
+    """The exported generations, then the mixed-in records (which keep their paths)."""
+    records = kept_records(
         read_all_generations(config.gen_dirs),
         direct_only=config.direct_only,
         stats=stats,
         drop_ungrounded=config.drop_ungrounded,
     )
-    if config.format != "llava_star" and records:  # mixed-in records keep their paths
-        layout = media_layout(config)
-        playable = playable_records(records, layout, jobs=config.jobs)
-        stats.media.update(playable.media)
-        stats.media_skipped.extend(playable.skipped)
-        _log_media(stats, layout)
-        records = [from_llava_form(record, config.format) for record in playable.records]
-        stats.video_folder = str(layout.video_folder)
+    yield from records if config.format == "llava_star" else _playable(records, config, stats)
     for mix_path in config.mix:
-        records.extend(mixed_records(mix_path, config, stats))
-    if not records:
-        raise NothingToExport(
-            f"no training records: none of the generations in {', '.join(map(str, config.gen_dirs))} passed"
-            + (" as a direct answer (--direct-only)" if config.direct_only else "")
-            + (" with the video (--drop-ungrounded)" if config.drop_ungrounded else "")
-            + (
-                f", or their videos could not be used ({len(stats.media_skipped)} left out)"
-                if stats.media_skipped
-                else ""
+        yield from mixed_records(mix_path, config, stats)
+
+
+def _export(config: ExportConfig) -> ExportStats:
+    """Stream the records to the output (written in place once complete); memory does not grow with them."""
+    stats = ExportStats(format=config.format)
+    columns: dict[str, dict[str, Any]] = {}  # a record with each optional column (LLaMA-Factory's entry)
+    with JsonArrayWriter(config.output) as output:
+        for record in _all_records(config, stats):
+            output.write(record)
+            for column in _OPTIONAL_COLUMNS:
+                if column in record:
+                    columns.setdefault(column, record)
+        if not output.count:
+            raise NothingToExport(
+                f"no training records: none of the generations in {', '.join(map(str, config.gen_dirs))} passed"
+                + (" as a direct answer (--direct-only)" if config.direct_only else "")
+                + (" with the video (--drop-ungrounded)" if config.drop_ungrounded else "")
+                + (
+                    f", or their videos could not be used ({len(stats.media_skipped)} left out)"
+                    if stats.media_skipped
+                    else ""
+                )
             )
-        )
-    stats.total = len(records)
-    if config.drop_ungrounded:
-        logger.info("export: %d answers dropped as ungrounded (--drop-ungrounded)", stats.dropped_ungrounded)
-    for row in stats.to_dict()["by_source_and_label_type"]:
-        logger.info(
-            "export: source=%s label_type=%s generated=%d passed=%d exported=%d (rationalized %d)",
-            row["source"],
-            row["label_type"],
-            row["generated"],
-            row["passed"],
-            row["exported"],
-            row["exported_rationalized"],
-        )
-    if stats.duplicates or stats.dropped_rationalized:
-        logger.info(
-            "export: dropped %d duplicate id(s), %d rationalized answer(s)",
-            stats.duplicates,
-            stats.dropped_rationalized,
-        )
-    write_json_atomic(config.output, records)
+        stats.total = output.count
+        if config.drop_ungrounded:
+            logger.info("export: %d answers dropped as ungrounded (--drop-ungrounded)", stats.dropped_ungrounded)
+        for row in stats.to_dict()["by_source_and_label_type"]:
+            logger.info(
+                "export: source=%s label_type=%s generated=%d passed=%d exported=%d (rationalized %d)",
+                row["source"],
+                row["label_type"],
+                row["generated"],
+                row["passed"],
+                row["exported"],
+                row["exported_rationalized"],
+            )
+        if stats.duplicates or stats.dropped_rationalized:
+            logger.info(
+                "export: dropped %d duplicate id(s), %d rationalized answer(s)",
+                stats.duplicates,
+                stats.dropped_rationalized,
+            )
     write_json_atomic(stats_path(config.output), stats.to_dict())
     if config.format == "llama-factory":
-        write_dataset_info(config.output, records)
-    logger.info("export: wrote %d records to %s", len(records), config.output)
+        write_dataset_info(config.output, list(columns.values()))
+    logger.info("export: wrote %d records to %s", stats.total, config.output)
     if stats.video_folder is not None:
         target = TARGETS[config.format]
         logger.info(
@@ -337,7 +369,10 @@ def dataset_info_path(output: Path) -> Path:
 
 
 def write_dataset_info(output: Path, records: list[dict[str, Any]]) -> None:
-    """Add the output's entry (named after its stem) to the ``dataset_info.json`` beside it, keeping the others."""
+    """Add the output's entry (named after its stem) to the ``dataset_info.json`` beside it, keeping the others.
+
+    ``records`` need only include one record with each optional column the output has.
+    """
     # read, add, replace under a lock: two exports into one folder each keep their entry
     # (without it, one of them was lost in 7 of 20 concurrent trials)
     with serialized_update(dataset_info_path(output)) as path:

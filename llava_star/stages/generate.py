@@ -9,7 +9,8 @@ verifies each answer, and queues the failures; once a batch worth of failures is
 it asks them again with the gold label as a hint (rationalization) and verifies again.
 A sample is written, as one line of this rank's shard, only when it is finished, so a
 run killed at any moment loses nothing but unfinished batches, and a rerun of the same
-command skips every id already written by any rank of any earlier layout. A video that
+command skips every id already written by any rank of any earlier layout (a rank reads the
+ids only, of the shards that can hold its share of the same samples file). A video that
 cannot be decoded becomes a line of the failures file with the reason, never a
 substitute sample. The rationalized answer is stored with the ORIGINAL question: the
 hint is only ever in the prompt.
@@ -37,9 +38,9 @@ from llava_star.generation.answerer import Answerer, ModelAnswerer, Reply  # noq
 from llava_star.generation.options import GenerationOptions
 from llava_star.generation.ranks import ranks_together
 from llava_star.generation.sample_stream import SampleFile, VideoReader, frame_reader
-from llava_star.generation.shards import ShardWriter, summarize, this_run
+from llava_star.generation.shards import ShardWriter, finished_ids, summarize, this_run
 from llava_star.generation.star import generate_shard
-from llava_star.records import check_unique_ids, format_kept, write_json_atomic, written_ids
+from llava_star.records import check_unique_ids, format_kept, write_json_atomic
 from llava_star.runs import GenerationDir, exclusive_directory_for_job
 
 __all__ = ["GenerateConfig", "GenerationOptions", "main", "run", "summarize"]
@@ -98,7 +99,7 @@ def run(
     ):
         if context.is_main:
             write_json_atomic(directory.config, {**config_to_dict(config), "world_size": context.world_size})
-        done = written_ids(directory.generation_shards() + directory.failure_shards())
+        done = finished_ids(directory, context)  # ids only, of the shards that can hold this rank's share
         if answerer is None:
             from llava_star.generation.backends import build_answerer
 

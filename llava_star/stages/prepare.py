@@ -3,8 +3,9 @@
 Stage 1 of Video-STaR. The dataset's adapter (``llava_star.datasets``) reads the
 annotations and proposes samples; this stage keeps those whose video exists under the
 video root (existence only: decoding every video would take hours on Kinetics), counts
-the rest by reason, and writes the samples in one atomic step, so an interrupted run
-leaves either the previous file or the complete new one. The summary (samples, skipped
+the rest by reason, and writes the samples as they come to a file that replaces the
+output only once complete, so an interrupted run leaves either the previous file or the
+complete new one, and memory does not grow with the rows. The summary (samples, skipped
 rows by reason, label types, tasks) is logged and written next to the output as
 ``<output stem>.summary.json``.
 
@@ -15,10 +16,12 @@ rows by reason, label types, tasks) is logged and written next to the output as
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from tqdm import tqdm
 from llava_star.datasets import ADAPTERS, get_adapter
 from llava_star.datasets.adapter import Found, PrepareRequest, Skipped
 from llava_star.errors import AnnotationError, ConfigError, VideoError
+from llava_star.idset import IdHashes
 from llava_star.io import write_json_atomic, write_jsonl_atomic
 from llava_star.media.video import resolve_video_path
 from llava_star.records import Sample
@@ -81,35 +85,60 @@ def _check_video(request: PrepareRequest, found: Found) -> bool:
     return path.exists()
 
 
-def collect_samples(
-    request: PrepareRequest, proposals: Iterable[Found | Skipped], *, limit: int | None = None
-) -> tuple[list[Sample], PrepareSummary]:
-    """Keep proposed samples whose video exists, up to ``limit``; count everything else."""
-    summary = PrepareSummary(request.dataset)
-    samples: list[Sample] = []
-    first_seen: dict[str, str] = {}
-    videos: set[str] = set()
+def stream_samples(
+    request: PrepareRequest,
+    proposals: Iterable[Found | Skipped],
+    summary: PrepareSummary,
+    *,
+    limit: int | None = None,
+    rescan: Callable[[], Iterable[Found | Skipped]] | None = None,
+) -> Iterator[Sample]:
+    """Proposed samples whose video exists, up to ``limit``, one at a time; ``summary`` counts everything.
+
+    Ids and videos are remembered as 8-byte hashes; a repeated id is confirmed and its
+    first row found with ``rescan`` (the adapter run again), so the error names both rows.
+    """
+    ids, videos = IdHashes(), IdHashes()
+    kept = 0
     for proposal in tqdm(proposals, desc=f"prepare {request.dataset}", unit=" rows", disable=None):
         if isinstance(proposal, Skipped):
             summary.skip(proposal.reason, proposal.where)
             logger.debug("%s: skipped: %s", proposal.where, proposal.reason)
             continue
         sample = proposal.sample
-        if sample.id in first_seen:
-            raise AnnotationError(f"{proposal.where}: sample id {sample.id!r} repeats {first_seen[sample.id]}")
-        first_seen[sample.id] = proposal.where
+        if not ids.add_new(sample.id):
+            first = _first_row_of(sample.id, rescan)
+            if first != proposal.where:  # the same row: two ids sharing a hash, not a repeat
+                raise AnnotationError(f"{proposal.where}: sample id {sample.id!r} repeats {first}")
         if not _check_video(request, proposal):
             summary.skip(MISSING_VIDEO, f"{proposal.where}: {sample.video}")
             logger.debug("%s: no video %s under %s", proposal.where, sample.video, request.video_root)
             continue
-        samples.append(sample)
-        videos.add(sample.video)
+        kept += 1
+        summary.samples = kept
+        summary.videos += videos.add_new(sample.video)
         summary.tasks[sample.task] += 1
         summary.label_types.update(label.type for label in sample.labels)
-        if limit is not None and len(samples) >= limit:
+        yield sample
+        if limit is not None and kept >= limit:
             break
-    summary.samples = len(samples)
-    summary.videos = len(videos)
+
+
+def _first_row_of(sample_id: str, rescan: Callable[[], Iterable[Found | Skipped]] | None) -> str:
+    """Where the first sample with ``sample_id`` came from (``an earlier row`` when it cannot be looked up)."""
+    if rescan is not None:
+        for proposal in rescan():
+            if isinstance(proposal, Found) and proposal.sample.id == sample_id:
+                return proposal.where
+    return "an earlier row"
+
+
+def collect_samples(
+    request: PrepareRequest, proposals: Iterable[Found | Skipped], *, limit: int | None = None
+) -> tuple[list[Sample], PrepareSummary]:
+    """Keep proposed samples whose video exists, up to ``limit``; count everything else."""
+    summary = PrepareSummary(request.dataset)
+    samples = list(stream_samples(request, proposals, summary, limit=limit))
     return samples, summary
 
 
@@ -127,8 +156,10 @@ def prepare(request: PrepareRequest, output: Path, *, limit: int | None = None) 
     adapter = get_adapter(request.dataset)
     if request.split and request.dataset not in SPLIT_AWARE:
         logger.warning("--split %s is ignored: a %s annotation file holds one split", request.split, request.dataset)
-    samples, summary = collect_samples(request, adapter(request), limit=limit)
-    write_jsonl_atomic(output, samples)
+    summary = PrepareSummary(request.dataset)
+    # a fresh generator, so that a rescan draws no question of the run's
+    rescan = functools.partial(adapter, dataclasses.replace(request, rng=random.Random(0)))
+    write_jsonl_atomic(output, stream_samples(request, adapter(request), summary, limit=limit, rescan=rescan))
     write_json_atomic(summary_path(output), summary.to_dict())
     _log_summary(summary, output)
     return summary

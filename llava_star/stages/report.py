@@ -23,10 +23,9 @@ import hashlib
 import json
 import logging
 import random
-import statistics
 import sys
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,10 +34,10 @@ from typing import Any
 from llava_star.config import read_yaml_mapping
 from llava_star.errors import LlavaStarError, VideoError
 from llava_star.io import write_json_atomic, write_text_atomic
-from llava_star.label_types import label_type_names
-from llava_star.records import Generation, grounding_counts, kept_counts
+from llava_star.records import Generation
 from llava_star.runs import REPORT_PAGE, REPORT_STATS, CycleRunDir, GenerationDir
-from llava_star.verify.verdict import failure_kind, first_failure
+from llava_star.tally import GallerySample, GroupTally, SetTally, failure_reason  # noqa: F401 (imported from here)
+from llava_star.verify.verdict import first_failure
 
 logger = logging.getLogger(__name__)
 
@@ -75,42 +74,20 @@ def discover_sets(run_dir: Path) -> list[GenerationSet]:
 # ---------------------------------------------------------------- statistics
 
 
-def failure_reason(generation: Generation) -> str:
-    """The kind of the first failing check, for counting failures by reason."""
-    for check in generation.checks:
-        if not check.get("passed", False):
-            return failure_kind(check)
-    return "failed without a failing check"
-
-
-def summarize(generations: Sequence[Generation]) -> dict[str, Any]:
+def summarize(generations: Iterable[Generation]) -> dict[str, Any]:
     """Counts for one group of generations.
 
     >>> summarize([])["samples"]
     0
     """
-    lengths = [len(g.answer.split()) for g in generations]
-    failures = Counter(failure_reason(g) for g in generations if not g.passed)
-    grounding = grounding_counts(generations)
-    return {
-        **kept_counts(generations),
-        **{key: grounding[key] for key in ("grounding_checked", "ungrounded", "grounded_fraction")},
-        "failures_by_reason": dict(failures.most_common()),
-        "answer_words_mean": statistics.fmean(lengths) if lengths else 0.0,
-        "answer_words_median": statistics.median(lengths) if lengths else 0.0,
-    }
-
-
-def _grouped(generations: Sequence[Generation], keys_of) -> dict[str, dict[str, Any]]:
-    groups: dict[str, list[Generation]] = defaultdict(list)
+    tally = GroupTally()
     for generation in generations:
-        for key in keys_of(generation):
-            groups[key].append(generation)
-    return {key: summarize(groups[key]) for key in sorted(groups)}
+        tally.add(generation)
+    return tally.summary()
 
 
 def set_statistics(
-    generations: Sequence[Generation], video_failures: Sequence[dict[str, Any]] = (), *, held_out: bool = False
+    generations: Iterable[Generation], video_failures: Sequence[dict[str, Any]] = (), *, held_out: bool = False
 ) -> dict[str, Any]:
     """Overall, per source, per label type and per task.
 
@@ -118,31 +95,37 @@ def set_statistics(
     direct answers that pass. Samples whose video could not be decoded are not answered:
     they are counted apart, under ``unreadable_videos``.
     """
-    stats: dict[str, Any] = {
-        "unreadable_videos": len(video_failures),
-        "overall": summarize(generations),
-        "by_source": _grouped(generations, lambda g: [g.sample.source]),
-        "by_label_type": _grouped(generations, lambda g: label_type_names(g.sample.labels)),
-        "by_task": _grouped(generations, lambda g: [g.sample.task]),
-    }
-    if held_out:
-        for group in [
-            stats["overall"],
-            *stats["by_source"].values(),
-            *stats["by_label_type"].values(),
-            *stats["by_task"].values(),
-        ]:
-            group["accuracy"] = group["kept_direct_fraction"]
-    return stats
+    tally = SetTally()
+    for generation in generations:
+        tally.add(generation)
+    return tally.statistics(len(video_failures), held_out=held_out)
 
 
-def run_statistics(sets: Sequence[GenerationSet], generations: dict[str, list[Generation]]) -> dict[str, Any]:
-    """``stats.json``: one entry per cycle with its training and held-out statistics.
+def read_set(generation_set: GenerationSet, gallery: GallerySample) -> dict[str, Any]:
+    """One pass over a set's shards: its statistics, and its gallery candidates into ``gallery``.
+
+    Memory holds counters and the gallery's sample, whatever the number of answers.
+    """
+    directory = GenerationDir(generation_set.directory)
+    tally = SetTally()
+    for generation in directory.iter_generations():
+        tally.add(generation)
+        gallery.add(generation)
+    return tally.statistics(directory.count_video_failures(), held_out=generation_set.split == "held-out")
+
+
+def run_statistics(
+    sets: Sequence[GenerationSet], gallery_per_set: int = 0, rng: random.Random | None = None
+) -> tuple[dict[str, Any], dict[str, list[Generation]]]:
+    """``stats.json``: one entry per cycle with its training and held-out statistics, and each
+    set's gallery (up to ``gallery_per_set`` generations, drawn with ``rng``).
 
     Cycle 0 (``label`` "start") is the starting model; the final direct-only model, when
     there is one, comes last (``label`` "final").
     """
+    rng = rng or random.Random(0)
     cycles: dict[int, dict[str, Any]] = {}
+    galleries: dict[str, list[Generation]] = {}
     for generation_set in sets:
         label = (
             "final"
@@ -151,14 +134,12 @@ def run_statistics(sets: Sequence[GenerationSet], generations: dict[str, list[Ge
         )
         entry = cycles.setdefault(generation_set.cycle, {"cycle": generation_set.cycle, "label": label})
         key = "training" if generation_set.split == "train" else "held_out"
-        entry[key] = set_statistics(
-            generations[generation_set.name],
-            GenerationDir(generation_set.directory).video_failures(),
-            held_out=key == "held_out",
-        )
+        gallery = GallerySample(gallery_per_set, rng, status_of)
+        entry[key] = read_set(generation_set, gallery)
+        galleries[generation_set.name] = gallery.picked()
         if key == "held_out":
             entry["held_out_accuracy"] = entry[key]["overall"]["accuracy"]
-    return {"cycles": [cycles[cycle] for cycle in sorted(cycles)]}
+    return {"cycles": [cycles[cycle] for cycle in sorted(cycles)]}, galleries
 
 
 # ---------------------------------------------------------------- plots
@@ -209,21 +190,6 @@ def plot_by_cycle(
 
 
 # ---------------------------------------------------------------- gallery
-
-
-def pick_gallery(generations: Sequence[Generation], size: int, rng: random.Random) -> list[Generation]:
-    """Up to ``size`` generations, balanced over passed directly / rationalized / failed."""
-    buckets: dict[str, list[Generation]] = {"passed": [], "rationalized": [], "failed": [], "ungrounded": []}
-    for generation in generations:
-        buckets[status_of(generation)].append(generation)
-    for bucket in buckets.values():
-        rng.shuffle(bucket)
-    picked: list[Generation] = []
-    while len(picked) < size and any(buckets.values()):
-        for bucket in buckets.values():
-            if bucket and len(picked) < size:
-                picked.append(bucket.pop())
-    return sorted(picked, key=lambda g: g.id)
 
 
 def status_of(generation: Generation) -> str:
@@ -405,8 +371,7 @@ def write_report(
         raise LlavaStarError(
             f"{run_dir}: no generation shards found (expected cycle_K/generations/generations.rank*.jsonl)"
         )
-    generations = {s.name: GenerationDir(s.directory).generations() for s in sets}
-    stats = run_statistics(sets, generations)
+    stats, galleries = run_statistics(sets, gallery_per_set, random.Random(seed))
     stats["run_dir"] = str(run_dir)
     _add_unusable_training_records(stats, CycleRunDir(run_dir).recorded())
     out.mkdir(parents=True, exist_ok=True)
@@ -425,10 +390,9 @@ def write_report(
         stats, "training", "grounded_fraction", grounded_title, out / "grounded_by_cycle.png", by="by_task"
     ):
         plots.append("grounded_by_cycle.png")
-    rng = random.Random(seed)
     cards = []
     for generation_set in sets:
-        for generation in pick_gallery(generations[generation_set.name], gallery_per_set, rng):
+        for generation in galleries[generation_set.name]:
             image, error = frame_strip(generation, video_root, out / "frames")
             cards.append(card(generation, generation_set, image, error))
     page = out / REPORT_PAGE

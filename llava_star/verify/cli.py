@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.errors import RecordError
-from llava_star.records import JsonlAppender, read_jsonl, write_json_atomic, written_ids
+from llava_star.idset import IdHashes, written_id_hashes
+from llava_star.records import JsonlAppender, read_jsonl, write_json_atomic
 from llava_star.runs import exclusive_file
 from llava_star.verify.core import verify
 from llava_star.verify.verdict import failure_kind
@@ -74,7 +75,7 @@ def _verify_file(args: argparse.Namespace) -> int:
 
     if args.restart:
         args.output.unlink(missing_ok=True)
-    done = written_ids([args.output])
+    done = written_id_hashes([args.output])  # ids only, 8 bytes each: OUT may hold millions
     if done:
         logger.info("resuming: %d ids already in %s", len(done), args.output)
     totals: Counter[str] = Counter()
@@ -106,7 +107,7 @@ def _verify_file(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verdict_unless_done(data: Any, done: set[str], rationalized: bool) -> dict[str, Any] | None:
+def _verdict_unless_done(data: Any, done: IdHashes, rationalized: bool) -> dict[str, Any] | None:
     if isinstance(data, Mapping) and str(data.get("id")) in done:
         return None
     return verdict_line(data, rationalized=rationalized)

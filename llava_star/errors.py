@@ -15,6 +15,11 @@ class RecordError(LlavaStarError):
     """A malformed JSONL/JSON record, e.g. ``samples.jsonl:12: labels[0].type: unknown 'colour'``."""
 
 
+class NothingToExport(RecordError):
+    """No generation passed the export's filters (``--direct-only``, ``--drop-ungrounded``): an
+    export refuses to write an empty training file; the cycle skips that cycle's training."""
+
+
 class LabelError(RecordError):
     """A label of an unknown type, or whose value has the wrong shape for its type."""
 

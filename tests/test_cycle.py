@@ -99,13 +99,14 @@ def test_a_setting_has_one_place_in_a_cycle_config(override, message):
 
 def test_the_runs_seed_and_frames_reach_every_stage_and_the_saved_config_loads_back(tmp_path):
     from llava_star.config import write_config
+    from llava_star.cycle_config import train_values
     from llava_star.runs import GenerationDir
-    from llava_star.stages.cycle import CycleRunner, _train_values
+    from llava_star.stages.cycle import CycleRunner
 
     config = load_config(CycleConfig, ROOT / "configs" / "cycle.yaml", ["seed=7", "generate.num_frames=4"])
     generate_config = CycleRunner(config).generate_config("m", "s.jsonl", GenerationDir(tmp_path), cycle=1)
     assert (generate_config.seed, generate_config.num_frames) == (7, 4)
-    assert {key: _train_values(config, "m", "d.json", "o")[key] for key in ("seed", "num_frames")} == {
+    assert {key: train_values(config, "m", "d.json", "o")[key] for key in ("seed", "num_frames")} == {
         "seed": 7,
         "num_frames": 4,
     }
@@ -124,7 +125,7 @@ def test_every_cycle_key_has_help_in_the_commands_help(capsys):
     ]
     assert "generate.batch_size" in " ".join(keys) and not any(key.startswith("generate.seed:") for key in keys)
     own = [key for key in keys if not key.startswith("generate.")]  # generate's own options document themselves
-    assert len(own) == 18 and all(
+    assert len(own) == 19 and all(
         key.split(":", 1)[1].strip() and not key.split(":", 1)[1].strip().startswith("(") for key in own
     ), own
 
@@ -153,16 +154,17 @@ def test_in_process_stages_pass_their_results_on(tmp_path, monkeypatch):
         "kept_direct_fraction": 0.5,
         "kept_rationalized_fraction": 0.25,
     }
+    grounding = {"grounding_checked": 3, "ungrounded": 1, "grounded_fraction": 2 / 3, "grounded_by_task": {}}
     seen = []
 
     def fake_generate(stage_config):
         seen.append(stage_config)
-        return {**counts, "video_failures": 1, "this_run": {}, "model": stage_config.model}
+        return {**counts, **grounding, "video_failures": 1, "this_run": {}, "model": stage_config.model}
 
     monkeypatch.setattr(cycle_stage.generate, "run", fake_generate)
     runner = cycle_stage.CycleRunner(config)
     marker = runner.generate(runner.run_dir.cycle(1), "model-1", 1)
-    assert marker == {"model": "model-1", **counts, "unreadable_videos": 1} and seen[0].cycle == 1
+    assert marker == {"model": "model-1", **counts, **grounding, "unreadable_videos": 1} and seen[0].cycle == 1
     assert json.loads((tmp_path / "run" / "cycle_1" / "done" / "generate.json").read_text()) == marker
 
 
@@ -185,23 +187,21 @@ def test_missing_inputs_name_the_key(tmp_path):
     "options, key",
     [({"learning_rte": 1e-3}, "train.options.learning_rte"), ({"learning_rate": -1.0}, "train.options.learning_rate")],
 )
-def test_bad_train_options_fail_before_any_stage_runs(tmp_path, options, key):
-    samples = tmp_path / "samples.jsonl"
-    samples.write_text("")
-    config = load_config(
-        CycleConfig,
-        None,
-        [
-            f"model={tmp_path}",
-            f"samples={samples}",
-            f"video_root={tmp_path}",
-            f"output_dir={tmp_path / 'run'}",
-            f"train.options={json.dumps(options)}",
-        ],
-    )
+def test_bad_train_options_fail_when_the_config_loads(tmp_path, options, key):
+    """Checked as `llava-star train` checks them, when the cycle's config loads (issue 27), not
+    cycles later when the train stage starts."""
     with pytest.raises(ConfigError, match=f"^{key}: "):
-        run_cycles(config)
-    assert not (tmp_path / "run" / "cycle_1").exists()
+        load_config(
+            CycleConfig,
+            None,
+            [
+                f"model={tmp_path}",
+                f"samples={tmp_path / 'samples.jsonl'}",
+                f"video_root={tmp_path}",
+                f"output_dir={tmp_path / 'run'}",
+                f"train.options={json.dumps(options)}",
+            ],
+        )
 
 
 def test_cli_reports_a_bad_override_naming_the_key(tmp_path):

@@ -17,6 +17,7 @@ from tiny_model_helpers import one_torch_thread  # noqa: F401 (an autouse fixtur
 from llava_star.errors import ConfigError
 from llava_star.media.encode import write_video
 from llava_star.records import Generation, Label, Sample, read_jsonl, write_jsonl_atomic
+from llava_star.runs import GenerationDir
 from llava_star.stages.export import main as export_main
 from llava_star.stages.generate import GenerateConfig, Reply, run
 from llava_star.stages.generate import main as generate_main
@@ -247,3 +248,54 @@ def test_report_shows_the_grounded_fraction_and_the_ungrounded_answers(dataset, 
     assert (tmp_path / "report" / "grounded_by_cycle.png").is_file()
     page = (tmp_path / "report" / "index.html").read_text()
     assert 'data-status="ungrounded"' in page and 'value="ungrounded"' in page
+
+
+def cycle_config_for(dataset, out, **train):
+    from llava_star.config import config_from_mapping
+    from llava_star.stages.cycle import CycleConfig
+
+    return config_from_mapping(
+        CycleConfig,
+        {
+            "model": "m",
+            "samples": str(dataset / "samples.jsonl"),
+            "video_root": str(dataset),
+            "output_dir": str(out),
+            "generate": {"grounding_check": "blank"},
+            "train": train,
+        },
+    )
+
+
+def test_the_cycle_trains_only_on_grounded_answers_with_train_drop_ungrounded(dataset, tmp_path):
+    """train.drop_ungrounded: the cycle's export leaves out exactly the flagged answers, and a
+    cycle whose every kept answer was flagged trains nothing instead of failing."""
+    from llava_star.stages.cycle import CycleRunner
+
+    run(config_for(dataset, tmp_path / "gen", grounding_check="blank"), answerer=ColourReader())
+    lines = lines_of(tmp_path / "gen")
+    grounded = {key for key, line in lines.items() if line["grounded"]}
+    runner = CycleRunner(cycle_config_for(dataset, tmp_path / "run", drop_ungrounded=True))
+    stage = runner.run_dir.cycle(1)
+    marker = runner.export(stage, GenerationDir(tmp_path / "gen"), kept=len(lines), direct_only=False)
+    assert {record["id"] for record in json.loads(stage.train_data.read_text())} == grounded
+    assert marker["samples"] == len(grounded) == 8
+
+    only_background = tmp_path / "background"
+    only_background.mkdir()
+    for path in sorted((tmp_path / "gen").glob("generations.*.jsonl")):
+        kept = [line for line in read_jsonl(path) if line["task"] == "background"]
+        write_jsonl_atomic(only_background / path.name, kept)
+    stage = runner.run_dir.cycle(2)
+    marker = runner.export(stage, GenerationDir(only_background), kept=8, direct_only=False)
+    assert marker == {"data": None, "samples": 0} and not stage.train_data.exists()
+
+
+def test_drop_ungrounded_without_the_check_is_refused_when_the_config_loads(dataset, tmp_path):
+    from llava_star.config import config_from_mapping
+    from llava_star.stages.cycle import CycleConfig
+
+    values = {"model": "m", "samples": "s", "video_root": "r", "output_dir": "o", "train": {"drop_ungrounded": True}}
+    with pytest.raises(ConfigError, match="^train.drop_ungrounded: needs generate.grounding_check"):
+        config_from_mapping(CycleConfig, values)
+    assert cycle_config_for(dataset, tmp_path, drop_ungrounded=True).train.drop_ungrounded

@@ -45,120 +45,35 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from llava_star.config import (
-    SET_ELSEWHERE,
-    check,
-    config_to_dict,
-    describe_keys,
-    load_config,
-    option,
-    read_yaml_mapping,
-    write_config,
+from llava_star.config import config_to_dict, describe_keys, load_config, read_yaml_mapping, write_config
+from llava_star.cycle_config import (
+    CycleConfig,
+    EvalSettings,
+    LaunchSettings,
+    TrainSettings,
+    check_input_files,
+    format_summary,
+    resolve_paths,
+    train_values,
 )
-from llava_star.errors import ConfigError, LlavaStarError
-from llava_star.generation.options import GenerationOptions
+from llava_star.errors import LlavaStarError, NothingToExport
 from llava_star.generation.protocol import EVALUATION_SETTINGS, held_out_accuracy, protocol_record, random_subset
 from llava_star.io import jsonl_lines, write_json_atomic, write_text_atomic
-from llava_star.records import format_kept, kept_counts
+from llava_star.records import format_kept, grounding_counts, kept_counts
 from llava_star.runs import CycleRunDir, GenerationDir, StageDir, exclusive_directory
 from llava_star.stages import evaluate, export, generate, report, train
 from llava_star.training.resume import last_trainer_checkpoint
 
+__all__ = ["CycleConfig", "CycleRunner", "EvalSettings", "LaunchSettings", "TrainSettings", "main", "run_cycles"]
+
 logger = logging.getLogger(__name__)
 
 ConfigT = TypeVar("ConfigT")
-
-# train.options keys the cycle sets: each has one place, named in the error
-_TRAIN_KEYS_SET_BY_THE_CYCLE = {
-    "model": "the cycle (the base model, or the previous cycle's)",
-    "data": "the cycle (its train.json, and train.mix)",
-    "output_dir": "the cycle (cycle_K/model)",
-    "video_root": "video_root",
-    "resume_from_checkpoint": "the cycle (its last complete checkpoint-N)",
-    "seed": "seed",
-    "num_frames": "generate.num_frames",
-}
-# The file the Trainer writes last into a checkpoint-N directory: a checkpoint without it was cut short.
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How each cycle's model is trained.
-
-    ``options`` are keys of ``llava-star train``'s config (its flags with underscores:
-    ``learning_rate``, ``num_train_epochs``, ``per_device_train_batch_size``, ``deepspeed``,
-    ``lora`` ...); the cycle writes them with the model, data and output directory into
-    ``cycle_k/train_config.yaml`` and runs ``llava-star train --config`` on it.
-    """
-
-    from_checkpoint: Literal["base", "previous"] = option(
-        "base", help="start each cycle's training from the base model (STaR) or from the previous cycle's model"
-    )
-    mix: tuple[str, ...] = option((), help="other LLaVA JSON files appended to each cycle's data")
-    options: Mapping[str, Any] = option(
-        default_factory=dict,
-        help="`llava-star train` config keys (learning_rate, num_train_epochs, deepspeed, lora, ...)",
-    )
-
-    def __post_init__(self) -> None:
-        for key, owner in _TRAIN_KEYS_SET_BY_THE_CYCLE.items():
-            check(key not in self.options, f"options.{key}", f"is set by {owner}; remove it (one key, one place)")
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """Held-out evaluation after each cycle (direct answers, verified)."""
-
-    samples: str | None = option(None, help="held-out samples JSONL; no evaluation when empty")
-    baseline: bool = option(True, help="evaluate the starting model too (baseline/eval.json)")
-    limit: int | None = option(None, help="N held-out samples only: a random subset seeded by the cycle's `seed`")
-    lmms_tasks: tuple[str, ...] = option((), help="lmms-eval tasks run by `llava-star eval` after each evaluation")
-
-    def __post_init__(self) -> None:
-        check(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
-
-
-@dataclass(frozen=True)
-class LaunchSettings:
-    """Command prefixes that start ``llava_star`` for a stage; empty means in this process."""
-
-    generate: tuple[str, ...] = option(
-        (), help="starts `llava-star generate`: the training answers and the held-out ones"
-    )
-    train: tuple[str, ...] = option((), help="starts `llava-star train`")
-    lmms_eval: tuple[str, ...] = option((), help="starts `llava-star eval` (eval.lmms_tasks)")
-
-
-@dataclass(frozen=True)
-class CycleConfig:
-    """Everything ``llava-star cycle`` needs; see ``configs/cycle.yaml`` for an example."""
-
-    model: str = option(help="base checkpoint: a hub id or a local directory")
-    samples: str = option(help="training samples JSONL (llava-star prepare / synthetic)")
-    video_root: str = option(help="directory the samples' video paths are relative to")
-    output_dir: str = option(help="the run directory")
-    cycles: int = option(3, help="self-training cycles")
-    min_kept_gain: float | None = option(0.01, help="stop when the kept fraction grows less; null: never")
-    final_direct_only: bool = option(False, help="train a final model from the base on direct answers only")
-    seed: int = option(0, help="the run's one seed: generation sampling, the held-out subset, training")
-    generate: GenerationOptions = field(
-        default_factory=GenerationOptions,
-        metadata={"help": "`llava-star generate` options", SET_ELSEWHERE: {"seed": "seed"}},
-    )
-    train: TrainSettings = option(default_factory=TrainSettings, help="how each cycle's model is trained")
-    eval: EvalSettings = option(default_factory=EvalSettings, help="held-out evaluation")
-    launch: LaunchSettings = option(default_factory=LaunchSettings, help="command prefixes that start a stage")
-
-    def __post_init__(self) -> None:
-        check(self.cycles >= 1, "cycles", f"must be >= 1, got {self.cycles}")
-        for key in ("model", "samples", "video_root", "output_dir"):
-            check(bool(getattr(self, key).strip()), key, "must not be empty")
-
 
 # ---------------------------------------------------------------- running the stages
 
@@ -223,7 +138,7 @@ class CycleRunner:
         )
         if summary is None:  # launched: rank 0 wrote the same summary
             summary = json.loads(stage.generations.summary.read_text(encoding="utf-8"))
-        counts = {key: summary[key] for key in kept_counts([])}
+        counts = {key: summary[key] for key in (*kept_counts([]), *grounding_counts([]))}
         return stage.mark_done("generate", {"model": model, **counts, "unreadable_videos": summary["video_failures"]})
 
     def export(self, stage: StageDir, generated: GenerationDir, kept: int, *, direct_only: bool) -> dict[str, Any]:
@@ -237,9 +152,14 @@ class CycleRunner:
             gen_dirs=(generated.path,),
             output=stage.train_data,
             direct_only=direct_only,
+            drop_ungrounded=self.config.train.drop_ungrounded,
             mix=tuple(Path(p) for p in self.config.train.mix),
         )
-        stats = run_stage("export", export.run, config, (), stage.launch_config("export"))  # always in this process
+        try:
+            stats = run_stage("export", export.run, config, (), stage.launch_config("export"))  # in this process
+        except NothingToExport as error:  # e.g. every kept answer was flagged ungrounded
+            logger.warning("%s: %s; nothing to train on", stage.path.name, error)
+            return stage.mark_done("export", {"data": None, "samples": 0})
         return stage.mark_done("export", {"data": str(stage.train_data), "samples": stats.total})
 
     def train(self, stage: StageDir, start_model: str, export_info: dict[str, Any]) -> dict[str, Any]:
@@ -253,7 +173,7 @@ class CycleRunner:
         if export_info["samples"] == 0:
             logger.warning("%s: no kept answers to train on; keeping %s", stage.path.name, start_model)
             return stage.mark_done("train", {"model": start_model, "trained": False})
-        values = _train_values(self.config, start_model, export_info["data"], str(stage.model))
+        values = train_values(self.config, start_model, export_info["data"], str(stage.model))
         resume = last_trainer_checkpoint(stage.model)
         if resume is not None:  # a killed run saved checkpoints (save_strategy: steps): go on from the last
             logger.info("%s: resuming training from %s", stage.path.name, resume)
@@ -376,63 +296,6 @@ class CycleRunner:
         return summary
 
 
-# ---------------------------------------------------------------- configuration
-
-
-def _absolute(path: str) -> str:
-    return str(Path(path).expanduser().resolve())
-
-
-def resolve_paths(config: CycleConfig) -> CycleConfig:
-    """Local paths made absolute, so the saved config works from any directory.
-
-    The base model stays as written when it is not a local directory (a hub id).
-    """
-    model = _absolute(config.model) if Path(config.model).expanduser().exists() else config.model
-    eval_samples = _absolute(config.eval.samples) if config.eval.samples else None
-    return replace(
-        config,
-        model=model,
-        samples=_absolute(config.samples),
-        video_root=_absolute(config.video_root),
-        output_dir=_absolute(config.output_dir),
-        eval=replace(config.eval, samples=eval_samples),
-        train=replace(config.train, mix=tuple(_absolute(p) for p in config.train.mix)),
-    )
-
-
-def _check_inputs(config: CycleConfig) -> None:
-    """Fail before any model loads: missing files, and train options ``llava-star train`` would refuse."""
-    for key, path in (
-        ("samples", config.samples),
-        ("video_root", config.video_root),
-        ("eval.samples", config.eval.samples),
-    ):
-        if path is not None and not Path(path).exists():
-            raise ConfigError(f"{key}: {path} does not exist")
-    for index, path in enumerate(config.train.mix):
-        if not Path(path).exists():
-            raise ConfigError(f"train.mix[{index}]: {path} does not exist")
-    try:
-        train.make_config(_train_values(config, config.model, "train.json", "model"))
-    except ConfigError as error:
-        raise ConfigError(f"train.options.{error}") from None
-
-
-def _train_values(config: CycleConfig, model: str, data: str, output_dir: str) -> dict[str, Any]:
-    """The ``llava-star train`` config of one cycle: the user's ``train.options`` and the keys
-    the cycle sets (which :class:`TrainSettings` keeps out of the options, so none is overridden)."""
-    return {
-        **config.train.options,
-        "seed": config.seed,
-        "num_frames": config.generate.num_frames,
-        "model": model,
-        "data": [data],
-        "video_root": config.video_root,
-        "output_dir": output_dir,
-    }
-
-
 def save_config(config: CycleConfig) -> None:
     """Write the resolved config beside the outputs; say which keys changed since the last run."""
     path = CycleRunDir(Path(config.output_dir)).config
@@ -448,31 +311,10 @@ def save_config(config: CycleConfig) -> None:
 def run_cycles(config: CycleConfig) -> dict[str, Any]:
     """Run (or resume) the self-training cycles described by ``config``."""
     config = resolve_paths(config)
-    _check_inputs(config)
+    check_input_files(config)
     with exclusive_directory(config.output_dir, "cycle"):
         save_config(config)
         return CycleRunner(config).run()
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The per-cycle table printed at the end of a run (kept, rationalized, held-out accuracy)."""
-
-    def accuracy(result: dict[str, Any] | None) -> str:
-        return "-" if result is None else f"{100 * result['accuracy']:.1f}%"
-
-    lines = [f"{'cycle':>8}  {'kept':>7}  {'direct':>7}  {'after hint':>10}  {'held-out accuracy':>17}"]
-    if summary.get("baseline") is not None:
-        lines.append(f"{'start':>8}  {'-':>7}  {'-':>7}  {'-':>10}  {accuracy(summary['baseline']):>17}")
-    for result in summary["cycles"]:
-        generated = result["generate"]
-        lines.append(
-            f"{result['cycle']:>8}  {100 * generated['kept_fraction']:>6.1f}%  {100 * generated['kept_direct_fraction']:>6.1f}%  "
-            f"{100 * generated['kept_rationalized_fraction']:>9.1f}%  {accuracy(result['eval']):>17}"
-        )
-    if summary.get("final") is not None:
-        lines.append(f"{'final':>8}  {'-':>7}  {'-':>7}  {'-':>10}  {accuracy(summary['final']['eval']):>17}")
-    lines.append(f"stopped: {summary['stopped']}")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.config import option
-from llava_star.errors import ConfigError, RecordError
+from llava_star.errors import ConfigError, NothingToExport, RecordError
 from llava_star.export_formats import dpo
 from llava_star.generation.shards import read_all_generations, recorded_video_root
 from llava_star.label_types import label_type_names
@@ -297,7 +297,7 @@ def _export(config: ExportConfig) -> ExportStats:
     for mix_path in config.mix:
         records.extend(mixed_records(mix_path, config, stats))
     if not records:
-        raise RecordError(
+        raise NothingToExport(
             f"no training records: none of the generations in {', '.join(map(str, config.gen_dirs))} passed"
             + (" as a direct answer (--direct-only)" if config.direct_only else "")
             + (" with the video (--drop-ungrounded)" if config.drop_ungrounded else "")
@@ -355,7 +355,7 @@ def _export_pairs(config: ExportConfig, stats: ExportStats) -> ExportStats:
         drop_ungrounded=config.drop_ungrounded,
     )
     if not records:
-        raise RecordError(
+        raise NothingToExport(
             f"no preference pairs: no question in {', '.join(map(str, config.gen_dirs))} has both a passing and a "
             "failing complete answer (generate --num-answers K with --temperature > 0 gives several answers)"
         )

@@ -74,6 +74,7 @@ class DemoConfig:
     dpo_train_steps: int = 30
     dpo_learning_rate: float = 1.0e-4
     dpo_beta: float = 0.1
+    dpo_sft_weight: float = 0.0  # the SFT term on the chosen answers (RPO), against DPO's drift
     # answers sampled per question (needs temperature > 0): more failing answers to pair
     num_answers: int = 1
     temperature: float = 0.0
@@ -261,7 +262,12 @@ def cycle_train_settings(config: DemoConfig) -> TrainSettings:
     return TrainSettings(
         options=train_options(config, sft_steps if config.objective == "sft_then_dpo" else config.cycle_train_steps),
         objective=config.objective,
-        dpo_options={"max_steps": dpo_steps, "learning_rate": config.dpo_learning_rate, "dpo_beta": config.dpo_beta},
+        dpo_options={
+            "max_steps": dpo_steps,
+            "learning_rate": config.dpo_learning_rate,
+            "dpo_beta": config.dpo_beta,
+            "dpo_sft_weight": config.dpo_sft_weight,
+        },
     )
 
 

@@ -28,7 +28,9 @@ _TRAIN_KEYS_SET_BY_THE_CYCLE = {
     "resume_from_checkpoint": "the cycle (its last complete checkpoint-N)",
     "seed": "seed",
     "num_frames": "generate.num_frames",
+    "objective": "train.objective",
 }
+OBJECTIVES = ("sft", "dpo", "sft_then_dpo")
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,29 @@ class TrainSettings:
         False,
         help="leave out kept answers the grounding check flagged (needs generate.grounding_check blank|shuffle)",
     )
+    objective: str = option(
+        "sft",
+        help="sft (train on the kept answers), dpo (DPO on the cycle's preference pairs: export --format dpo) "
+        "or sft_then_dpo (SFT, then DPO from the SFT model as its reference)",
+    )
+    dpo_options: Mapping[str, Any] = option(
+        default_factory=dict,
+        help="`llava-star train` keys for the DPO step, over `options` (learning_rate, max_steps, dpo_beta, ...)",
+    )
+    max_pairs: int = option(1, help="preference pairs per question at most (export --max-pairs)")
 
     def __post_init__(self) -> None:
+        check(
+            self.objective in OBJECTIVES,
+            "objective",
+            f"expected one of {', '.join(OBJECTIVES)}, got {self.objective!r}",
+        )
+        check(self.max_pairs >= 1, "max_pairs", f"must be >= 1, got {self.max_pairs}")
         for key, owner in _TRAIN_KEYS_SET_BY_THE_CYCLE.items():
             check(key not in self.options, f"options.{key}", f"is set by {owner}; remove it (one key, one place)")
+            check(
+                key not in self.dpo_options, f"dpo_options.{key}", f"is set by {owner}; remove it (one key, one place)"
+            )
 
 
 @dataclass(frozen=True)
@@ -158,13 +179,23 @@ def check_train_options(config: CycleConfig) -> None:
         make_config(train_values(config, config.model, "train.json", "model"))
     except ConfigError as error:
         raise ConfigError(f"train.options.{error}") from None
+    if config.train.objective != "sft":
+        try:
+            make_config(train_values(config, config.model, "pairs.json", "model", objective="dpo"))
+        except ConfigError as error:
+            raise ConfigError(f"train.dpo_options.{error}") from None
 
 
-def train_values(config: CycleConfig, model: str, data: str, output_dir: str) -> dict[str, Any]:
-    """The ``llava-star train`` config of one cycle: the user's ``train.options`` and the keys
-    the cycle sets (which :class:`TrainSettings` keeps out of the options, so none is overridden)."""
+def train_values(
+    config: CycleConfig, model: str, data: str, output_dir: str, *, objective: str = "sft"
+) -> dict[str, Any]:
+    """The ``llava-star train`` config of one cycle: the user's ``train.options`` (and, for the
+    DPO step, ``train.dpo_options`` over them) and the keys the cycle sets (which
+    :class:`TrainSettings` keeps out of the options, so none is overridden)."""
+    dpo = {**config.train.dpo_options, "objective": "dpo"} if objective == "dpo" else {}
     return {
         **config.train.options,
+        **dpo,
         "seed": config.seed,
         "num_frames": config.generate.num_frames,
         "model": model,

@@ -266,7 +266,9 @@ class Sample:
 
 _GENERATION_FIELDS = ("answer", "rationalized", "passed", "checks", "cycle", "model")
 # Added later: shards written before it read as not truncated.
-_OPTIONAL_GENERATION_FIELDS = ("truncated", "grounded")
+_OPTIONAL_GENERATION_FIELDS = ("truncated", "grounded", "answers")
+# the fields of each entry of ``answers`` (every answer given to a sample's question)
+ANSWER_FIELDS = ("answer", "rationalized", "passed", "checks", "truncated")
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,10 @@ class Generation:
     # without the video's content, still passed (a language prior, not the video, answers it);
     # None when not checked (a failed answer, no check, or a line written before the check existed)
     grounded: bool | None = None
+    # every answer given to the question when there was more than one (generate --num-answers,
+    # or a failed direct answer and its rationalization), in the order asked, each with the
+    # ANSWER_FIELDS; ``answer`` above is the first passing one. None: the one answer above
+    answers: tuple[Mapping[str, Any], ...] | None = None
 
     @property
     def id(self) -> str:
@@ -317,6 +323,7 @@ class Generation:
             model=str(data["model"]),
             truncated=bool(data.get("truncated", False)),
             grounded=None if data.get("grounded") is None else bool(data["grounded"]),
+            answers=_answers_from(data.get("answers"), sample.id),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -333,7 +340,17 @@ class Generation:
             "model": self.model,
             "truncated": self.truncated,
             "grounded": self.grounded,
+            **({} if self.answers is None else {"answers": [dict(answer) for answer in self.answers]}),
         }
+
+
+def _answers_from(data: Any, sample_id: str) -> tuple[Mapping[str, Any], ...] | None:
+    """A line's ``answers`` (absent in lines with one answer, and in shards written before it)."""
+    if data is None:
+        return None
+    if not isinstance(data, list) or not all(_is_mapping(a) and set(ANSWER_FIELDS) <= a.keys() for a in data):
+        raise RecordError(f"id {sample_id!r}: answers: expected a list of objects with {', '.join(ANSWER_FIELDS)}")
+    return tuple(dict(answer) for answer in data)
 
 
 def kept_counts(generations: Iterable[Generation]) -> dict[str, int | float]:

@@ -13,7 +13,8 @@ A cycle's run directory (``llava-star cycle``)::
 
     config.yaml  run.json  report/ (index.html, stats.json, plots, frames/)
     baseline/  cycle_K/  final/            each: generations/, train.json, model/, eval/, eval.json,
-                                           train_config.yaml, done/STAGE.json (finished-stage markers)
+                                           train_config.yaml, done/STAGE.json (finished-stage markers);
+                                           with DPO (train.objective) also pairs.json, sft_model/
 
 Every long-running command holds :func:`exclusive_directory` (or :func:`exclusive_file`) on
 what it writes: an OS lock (``flock``) that the kernel drops when the process dies, so a
@@ -142,6 +143,16 @@ class StageDir:
     @property
     def train_config(self) -> Path:
         return self.launch_config("train")
+
+    @property
+    def pairs_data(self) -> Path:
+        """Preference pairs of the cycle's generations (``export --format dpo``; ``train.objective`` dpo)."""
+        return self.path / "pairs.json"
+
+    @property
+    def sft_model(self) -> Path:
+        """``train.objective: sft_then_dpo``: the SFT model, the DPO step's start and reference."""
+        return self.path / "sft_model"
 
     def launch_config(self, step: str) -> Path:
         """The config a launched step reads (``llava-star STAGE --config FILE``): ``STEP_config.yaml``."""

@@ -33,6 +33,30 @@ class Answerer(Protocol):
     def replies(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[Reply]: ...
 
 
+def reply_sets(answerer: Answerer, prompts: Sequence[str], videos: Sequence[Frames], count: int) -> list[list[Reply]]:
+    """``count`` answers to each prompt, a list per prompt.
+
+    An answerer with ``several_replies`` (the HF and vLLM ones) samples them in one call
+    (``num_return_sequences``, vLLM's ``n``); any other (a stand-in) is asked each prompt
+    ``count`` times over.
+
+    >>> class Echo:
+    ...     def replies(self, prompts, videos):
+    ...         return [Reply(f"{prompt} {video}") for prompt, video in zip(prompts, videos)]
+    >>> reply_sets(Echo(), ["a", "b"], [1, 2], 2)
+    [[Reply(text='a 1', truncated=False), Reply(text='a 1', truncated=False)], [Reply(text='b 2', truncated=False), Reply(text='b 2', truncated=False)]]
+    """
+    if count == 1:
+        return [[reply] for reply in answerer.replies(prompts, videos)]
+    several = getattr(answerer, "several_replies", None)
+    if several is not None:
+        return several(prompts, videos, count)
+    flat = answerer.replies(
+        [prompt for prompt in prompts for _ in range(count)], [video for video in videos for _ in range(count)]
+    )
+    return [flat[start : start + count] for start in range(0, len(flat), count)]
+
+
 def cut_off(rows: Sequence[Sequence[int]], stop_ids: Iterable[int], max_new_tokens: int) -> list[bool]:
     """Which generated rows ran into the token limit: ``max_new_tokens`` tokens, no stop token.
 
@@ -101,6 +125,10 @@ class ModelAnswerer:
         return [reply.text for reply in self.replies(prompts, videos)]
 
     def replies(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[Reply]:
+        return [replies[0] for replies in self.several_replies(prompts, videos, 1)]
+
+    def several_replies(self, prompts: Sequence[str], videos: Sequence[Frames], count: int) -> list[list[Reply]]:
+        """``count`` sampled answers per prompt (``num_return_sequences``), a list per prompt."""
         import torch
 
         from llava_star.models.inputs import build_inputs, video_conversation
@@ -123,9 +151,15 @@ class ModelAnswerer:
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(self.seed + zlib.crc32("\n".join(prompts).encode("utf-8")))
             output = model.generate(
-                **batch, max_new_tokens=self.max_new_tokens, pad_token_id=pad_token_id, **self.sampling
+                **batch,
+                max_new_tokens=self.max_new_tokens,
+                pad_token_id=pad_token_id,
+                **self.sampling,
+                **({"num_return_sequences": count} if count > 1 else {}),
             )
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         texts = processor.batch_decode(new_tokens, skip_special_tokens=True)
         truncated = cut_off(new_tokens.tolist(), _stop_ids(model, processor.tokenizer), self.max_new_tokens)
-        return [Reply(text.strip(), cut) for text, cut in zip(texts, truncated, strict=True)]
+        flat = [Reply(text.strip(), cut) for text, cut in zip(texts, truncated, strict=True)]
+        # generate returns a prompt's sequences together: rows i*count ... i*count + count - 1
+        return [flat[start : start + count] for start in range(0, len(flat), count)]

@@ -8,6 +8,10 @@ reads them too instead of restating them.
 
 >>> GenerationOptions().max_new_tokens
 512
+>>> GenerationOptions(num_answers=4)
+Traceback (most recent call last):
+...
+llava_star.errors.ConfigError: num_answers: 4 answers per question need sampling (--temperature > 0); greedy decoding gives the same answer every time
 >>> GenerationOptions(backend="tgi")
 Traceback (most recent call last):
 ...
@@ -70,6 +74,12 @@ class GenerationOptions:
     rationalize: bool = option(
         True, help="ask failed samples again with the label as a hint (--no-rationalize: direct answers only)"
     )
+    num_answers: int = option(
+        1,
+        help="answers sampled per question (HF num_return_sequences, vLLM n), each verified; the line records "
+        "all of them, the first passing one is the trained answer, the failing ones are DPO negatives "
+        "(export --format dpo); more than 1 needs --temperature > 0",
+    )
     grounding_check: str = option(
         "none",
         help="ask every passing answer's question again without the video's content: blank (the mean frame "
@@ -105,9 +115,14 @@ class GenerationOptions:
             raise ConfigError(
                 f"grounding_check: expected one of {', '.join(GROUNDING_CHECKS)}, got {self.grounding_check!r}"
             )
-        for key in ("batch_size", "num_frames", "max_new_tokens", "tensor_parallel_size", "ddp_timeout"):
+        for key in ("batch_size", "num_frames", "max_new_tokens", "tensor_parallel_size", "ddp_timeout", "num_answers"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.num_answers > 1 and self.temperature <= 0:
+            raise ConfigError(
+                f"num_answers: {self.num_answers} answers per question need sampling (--temperature > 0); "
+                "greedy decoding gives the same answer every time"
+            )
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.max_model_len is not None and self.max_model_len < 1:

@@ -29,7 +29,7 @@ from llava_star.records import Generation, kept_counts
 
 # what evaluation sets over any generation options: greedy, direct answers only
 EVALUATION_SETTINGS: Mapping[str, Any] = MappingProxyType(
-    {"temperature": 0.0, "rationalize": False, "grounding_check": "none"}
+    {"temperature": 0.0, "num_answers": 1, "rationalize": False, "grounding_check": "none"}
 )
 
 

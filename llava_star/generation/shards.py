@@ -74,7 +74,14 @@ class ShardWriter:
         self._unwritten: list[bytes] = []  # this batch's finished samples, written together
 
     def finished(
-        self, item: PendingSample, reply: Reply, verdict: Verdict, *, rationalized: bool, grounded: bool | None = None
+        self,
+        item: PendingSample,
+        reply: Reply,
+        verdict: Verdict,
+        *,
+        rationalized: bool,
+        grounded: bool | None = None,
+        answers: tuple[dict[str, Any], ...] | None = None,
     ) -> None:
         generation = Generation(
             sample=item.sample,
@@ -86,6 +93,7 @@ class ShardWriter:
             model=self.model,
             truncated=reply.truncated,
             grounded=grounded,
+            answers=answers,
         )
         self._unwritten.append(dumps_line(generation))
         self.counts.record(generation)

@@ -7,15 +7,25 @@ ORIGINAL question: the hint is only ever in the prompt. With a grounding check
 (``generation.grounding``), kept answers wait in the same way until a batch worth of them
 can be asked again without the video's content; each line records whether that answer
 failed (``grounded``).
+
+With ``num_answers`` K > 1 (sampling), each question gets K answers, each verified; a
+sample is kept when any passes, and the line's ``answer`` is the first that passed (direct
+answers first), so SFT trains one answer per question as before. A sample none of whose
+K direct answers passed is rationalized with K answers too. Whenever a sample got more
+than one answer (K > 1, or a failed direct answer and its rationalization), the line's
+``answers`` lists every one with its verdict, in the order asked: the failing ones are
+the rejected side of preference pairs (``export --format dpo``). Hint prompts are never
+stored, only the answers to them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Container, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llava_star.distributed import ProcessContext
-from llava_star.generation.answerer import Answerer, Reply
+from llava_star.generation.answerer import Answerer, Reply, reply_sets
 from llava_star.generation.grounding import grounded_flags
 from llava_star.generation.options import GenerationOptions
 from llava_star.generation.prompts import direct_prompt, hint_prompt
@@ -27,6 +37,37 @@ if TYPE_CHECKING:
     from llava_star.verify import Verdict
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One answer to a sample's question, its verdict, and whether the hint prompt asked it."""
+
+    reply: Reply
+    verdict: Verdict
+    rationalized: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The line's ``answers`` entry (``records.ANSWER_FIELDS``)."""
+        return {
+            "answer": self.reply.text,
+            "rationalized": self.rationalized,
+            "passed": self.verdict.passed,
+            "checks": self.verdict.to_dict()["checks"],
+            "truncated": self.reply.truncated,
+        }
+
+
+def trained_answer(answers: Sequence[Answered]) -> Answered:
+    """The answer a line stores as ``answer``: the first that passed, in the order asked
+    (direct answers before rationalized ones); when none passed, the first answer of the
+    last round asked (the rationalized one when there was one): what one answer per
+    question always stored."""
+    for answer in answers:
+        if answer.verdict.passed:
+            return answer
+    last_round = answers[-1].rationalized
+    return next(answer for answer in answers if answer.rationalized == last_round)
+
+
 class GroundingQueue:
     """Finished answers on their way to the shard; with a grounding check, the kept ones wait
     here and are asked again a full batch at a time (as failures wait for rationalization),
@@ -34,13 +75,13 @@ class GroundingQueue:
 
     def __init__(self, options: GenerationOptions, answerer: Answerer, writer: ShardWriter) -> None:
         self.options, self.answerer, self.writer = options, answerer, writer
-        self.waiting: list[tuple[PendingSample, Reply, Verdict, bool]] = []
+        self.waiting: list[tuple[PendingSample, Sequence[Answered]]] = []
 
-    def finished(self, item: PendingSample, reply: Reply, verdict: Verdict, *, rationalized: bool) -> None:
-        if self.options.grounding_check == "none" or not verdict.passed:
-            self.writer.finished(item, reply, verdict, rationalized=rationalized)
+    def finished(self, item: PendingSample, answers: Sequence[Answered]) -> None:
+        if self.options.grounding_check == "none" or not trained_answer(answers).verdict.passed:
+            self._write(item, answers)
         else:
-            self.waiting.append((item, reply, verdict, rationalized))
+            self.waiting.append((item, answers))
 
     def check(self, *, everything: bool = False) -> None:
         """Check full batches of waiting answers (every one with ``everything``) and write them."""
@@ -48,47 +89,79 @@ class GroundingQueue:
         while len(self.waiting) >= size or (everything and self.waiting):
             batch = self.waiting[:size]
             del self.waiting[:size]
-            items = [item for item, _, _, _ in batch]
+            items = [item for item, _ in batch]
             flags = grounded_flags(items, self.answerer, self.options.grounding_check, seed=self.options.seed)
-            for (item, reply, verdict, rationalized), flag in zip(batch, flags, strict=True):
-                self.writer.finished(item, reply, verdict, rationalized=rationalized, grounded=flag)
+            for (item, answers), flag in zip(batch, flags, strict=True):
+                self._write(item, answers, grounded=flag)
+
+    def _write(self, item: PendingSample, answers: Sequence[Answered], grounded: bool | None = None) -> None:
+        """The line of a finished sample: its trained answer, and every answer when there were several."""
+        chosen = trained_answer(answers)
+        self.writer.finished(
+            item,
+            chosen.reply,
+            chosen.verdict,
+            rationalized=chosen.rationalized,
+            grounded=grounded,
+            answers=tuple(answer.to_dict() for answer in answers) if len(answers) > 1 else None,
+        )
+
+
+def verified(item: PendingSample, replies: Sequence[Reply], *, rationalized: bool) -> list[Answered]:
+    """Each reply to ``item``'s question with its verdict."""
+    return [
+        Answered(
+            reply,
+            verify(reply.text, item.sample.labels, rationalized=rationalized, truncated=reply.truncated),
+            rationalized,
+        )
+        for reply in replies
+    ]
 
 
 def answer_directly(
-    items: Sequence[PendingSample], answerer: Answerer, finish: GroundingQueue, *, rationalize: bool
-) -> list[PendingSample]:
-    """Ask the question as is; finish what passed (or everything); return what to rationalize."""
+    items: Sequence[PendingSample], answerer: Answerer, finish: GroundingQueue, options: GenerationOptions
+) -> list[tuple[PendingSample, list[Answered]]]:
+    """Ask the question as is (``num_answers`` times); finish what passed (or everything);
+    return what to rationalize, with its failed answers."""
 
     if not items:
         return []
-    replies = answerer.replies([direct_prompt(item.sample.question) for item in items], [item.frames for item in items])
+    prompts = [direct_prompt(item.sample.question) for item in items]
+    reply_lists = reply_sets(answerer, prompts, [item.frames for item in items], options.num_answers)
     failed = []
-    for item, reply in zip(items, replies, strict=True):
-        verdict = verify(reply.text, item.sample.labels, truncated=reply.truncated)
-        if verdict.passed or not rationalize:
-            finish.finished(item, reply, verdict, rationalized=False)
+    for item, replies in zip(items, reply_lists, strict=True):
+        answers = verified(item, replies, rationalized=False)
+        if any(answer.verdict.passed for answer in answers) or not options.rationalize:
+            finish.finished(item, answers)
         else:
-            failed.append(item)
+            failed.append((item, answers))
     return failed
 
 
-def rationalize(items: Sequence[PendingSample], answerer: Answerer, finish: GroundingQueue) -> None:
-    """Ask again with the gold labels as a hint; the stored question stays the original.
+def rationalize(
+    waiting: Sequence[tuple[PendingSample, list[Answered]]],
+    answerer: Answerer,
+    finish: GroundingQueue,
+    options: GenerationOptions,
+) -> None:
+    """Ask again with the gold labels as a hint; the stored question stays the original, and
+    the failed direct answers are stored beside the rationalized ones.
 
     The grounding check asks the ORIGINAL question (no hint) without the video's content.
     """
 
+    items = [item for item, _ in waiting]
     prompts = [hint_prompt(item.sample.question, item.sample.labels) for item in items]
-    replies = answerer.replies(prompts, [item.frames for item in items])
-    for item, reply in zip(items, replies, strict=True):
-        verdict = verify(reply.text, item.sample.labels, rationalized=True, truncated=reply.truncated)
-        finish.finished(item, reply, verdict, rationalized=True)
+    reply_lists = reply_sets(answerer, prompts, [item.frames for item in items], options.num_answers)
+    for (item, direct), replies in zip(waiting, reply_lists, strict=True):
+        finish.finished(item, [*direct, *verified(item, replies, rationalized=True)])
 
 
 def generate_batch(
     options: GenerationOptions,
     batch: list[PendingSample],
-    waiting: list[PendingSample],
+    waiting: list[tuple[PendingSample, list[Answered]]],
     answerer: Answerer,
     finish: GroundingQueue,
 ) -> None:
@@ -98,9 +171,9 @@ def generate_batch(
         if item.error is not None:
             finish.writer.failed(item)
     decoded = [item for item in batch if item.error is None]
-    waiting += answer_directly(decoded, answerer, finish, rationalize=options.rationalize)
+    waiting += answer_directly(decoded, answerer, finish, options)
     while len(waiting) >= options.batch_size:
-        rationalize(waiting[: options.batch_size], answerer, finish)
+        rationalize(waiting[: options.batch_size], answerer, finish, options)
         del waiting[: options.batch_size]
     finish.check()
     finish.writer.write_finished()
@@ -118,7 +191,9 @@ def generate_shard(
     """Every pending sample of this rank's share, finished and written; closes ``writer``."""
     from tqdm import tqdm
 
-    waiting: list[PendingSample] = []  # failed direct answers, rationalized a full batch at a time
+    waiting: list[
+        tuple[PendingSample, list[Answered]]
+    ] = []  # failed direct answers, rationalized a full batch at a time
     finish = GroundingQueue(options, answerer, writer)  # kept answers waiting for the grounding check
     # one bar, on rank 0; None hides it when stderr is not a terminal
     progress = tqdm(
@@ -138,7 +213,7 @@ def generate_shard(
             if chunk.error is not None:  # the samples before the bad line are written: a rerun skips them
                 raise chunk.error
         if waiting:
-            rationalize(waiting, answerer, finish)
+            rationalize(waiting, answerer, finish, options)
         if waiting or finish.waiting:
             finish.check(everything=True)
             _show_progress(progress, writer.counts, 0)

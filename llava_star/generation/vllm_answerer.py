@@ -133,23 +133,35 @@ class VllmAnswerer:
         return [reply.text for reply in self.replies(prompts, videos)]
 
     def replies(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[Reply]:
-        params = [self._sampling(prompt, frames) for prompt, frames in zip(prompts, videos)]
-        outputs = self.engine.generate(self.requests(prompts, videos), params, use_tqdm=False)
-        tokens = [list(output.outputs[0].token_ids) for output in outputs]
-        texts = self.processor.batch_decode(tokens, skip_special_tokens=True)
-        # vLLM says why each sequence ended: "stop" (an end token) or "length" (max_tokens)
-        truncated = [output.outputs[0].finish_reason == "length" for output in outputs]
-        return [Reply(text.strip(), cut) for text, cut in zip(texts, truncated, strict=True)]
+        return [replies[0] for replies in self.several_replies(prompts, videos, 1)]
 
-    def _sampling(self, prompt: str, frames: Frames) -> Any:
+    def several_replies(self, prompts: Sequence[str], videos: Sequence[Frames], count: int) -> list[list[Reply]]:
+        """``count`` sampled answers per prompt (``SamplingParams.n``), a list per prompt."""
+        params = [self._sampling(prompt, frames, count) for prompt, frames in zip(prompts, videos)]
+        outputs = self.engine.generate(self.requests(prompts, videos), params, use_tqdm=False)
+        sequences = [sequence for output in outputs for sequence in output.outputs[:count]]
+        texts = self.processor.batch_decode(
+            [list(sequence.token_ids) for sequence in sequences], skip_special_tokens=True
+        )
+        # vLLM says why each sequence ended: "stop" (an end token) or "length" (max_tokens)
+        flat = [
+            Reply(text.strip(), sequence.finish_reason == "length")
+            for text, sequence in zip(texts, sequences, strict=True)
+        ]
+        return [flat[start : start + count] for start in range(0, len(flat), count)]
+
+    def _sampling(self, prompt: str, frames: Frames, count: int = 1) -> Any:
         """The HF answerer's settings: 0 temperature greedy, top_k 0 and top_p 1 off, no
-        repetition penalty; a seed per prompt and video, so a rerun samples the same answer."""
+        repetition penalty; a seed per prompt and video, so a rerun samples the same answers
+        (vLLM seeds the ``n`` sequences of a request apart)."""
         from vllm import SamplingParams
 
         settings: dict[str, Any] = {"temperature": self.temperature, "repetition_penalty": 1.0}
         if self.temperature > 0:
             content = f"{prompt}\n{frames.path}\n{frames.indices.tolist()}".encode()
             settings.update(top_p=self.top_p, top_k=self.top_k, seed=self.seed + zlib.crc32(content))
+        if count > 1:
+            settings["n"] = count
         return SamplingParams(
             max_tokens=self.max_new_tokens, stop_token_ids=self.stop_token_ids, detokenize=False, **settings
         )

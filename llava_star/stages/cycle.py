@@ -6,6 +6,9 @@
     cycle_k/train.json     the kept answers as LLaVA conversations
     cycle_k/model/         model_{k+1}, fine-tuned from the base checkpoint (STaR)
                            or from model_k (``train_from: previous``)
+    cycle_k/pairs.json     ``train.objective: dpo | sft_then_dpo``: the preference pairs of
+                           the generations; DPO trains model_{k+1} on them (from the SFT
+                           model ``cycle_k/sft_model/`` with ``sft_then_dpo``)
     cycle_k/eval/          model_{k+1} answers the held-out samples directly
     cycle_k/eval.json      held-out accuracy: the fraction of direct answers that pass
 
@@ -162,31 +165,80 @@ class CycleRunner:
             return stage.mark_done("export", {"data": None, "samples": 0})
         return stage.mark_done("export", {"data": str(stage.train_data), "samples": stats.total})
 
-    def train(self, stage: StageDir, start_model: str, export_info: dict[str, Any]) -> dict[str, Any]:
-        """Fine-tune ``start_model`` on the exported data into ``stage.model``.
+    def export_pairs(self, stage: StageDir) -> dict[str, Any]:
+        """The preference pairs of the cycle's generations (``export --format dpo``), for its DPO step."""
+        if (done := stage.done("export_pairs")) is not None:
+            return done
+        config = export.ExportConfig(
+            gen_dirs=(stage.generations.path,),
+            output=stage.pairs_data,
+            format="dpo",
+            max_pairs=self.config.train.max_pairs,
+            drop_ungrounded=self.config.train.drop_ungrounded,
+        )
+        try:
+            stats = run_stage("export", export.run, config, (), stage.launch_config("export_pairs"))
+        except NothingToExport as error:  # no question with both a passing and a failing answer
+            logger.warning("%s: %s", stage.path.name, error)
+            return stage.mark_done("export_pairs", {"data": None, "samples": 0, "pairs": 0})
+        return stage.mark_done("export_pairs", {"data": str(stage.pairs_data), "samples": stats.total, **stats.pairs})
+
+    def train(
+        self,
+        stage: StageDir,
+        start_model: str,
+        export_info: dict[str, Any],
+        *,
+        objective: str = "sft",
+        marker: str = "train",
+        output: Path | None = None,
+    ) -> dict[str, Any]:
+        """Fine-tune ``start_model`` on the exported data (pairs with ``objective`` dpo) into
+        ``output`` (``stage.model``), recorded as ``marker``.
 
         With nothing kept there is nothing to learn from: the stage records the starting
         model as its result, so the next cycle generates with it again.
         """
-        if (done := stage.done("train")) is not None:
+        if (done := stage.done(marker)) is not None:
             return done
+        output = output or stage.model
         if export_info["samples"] == 0:
-            logger.warning("%s: no kept answers to train on; keeping %s", stage.path.name, start_model)
-            return stage.mark_done("train", {"model": start_model, "trained": False})
-        values = train_values(self.config, start_model, export_info["data"], str(stage.model))
-        resume = last_trainer_checkpoint(stage.model)
+            logger.warning("%s: nothing to train on (%s); keeping %s", stage.path.name, objective, start_model)
+            return stage.mark_done(marker, {"model": start_model, "trained": False})
+        values = train_values(self.config, start_model, export_info["data"], str(output), objective=objective)
+        resume = last_trainer_checkpoint(output)
         if resume is not None:  # a killed run saved checkpoints (save_strategy: steps): go on from the last
             logger.info("%s: resuming training from %s", stage.path.name, resume)
             values["resume_from_checkpoint"] = str(resume)
-        elif stage.model.exists():  # a killed run with nothing to resume from: start it again
-            shutil.rmtree(stage.model)
-        trained = run_stage("train", train.run, train.make_config(values), self.config.launch.train, stage.train_config)
+        elif output.exists():  # a killed run with nothing to resume from: start it again
+            shutil.rmtree(output)
+        config_file = stage.train_config if marker == "train" else stage.launch_config(marker)
+        trained = run_stage("train", train.run, train.make_config(values), self.config.launch.train, config_file)
         if trained is None:  # launched: rank 0 wrote the same summary
-            trained = json.loads((stage.model / train.SUMMARY_FILE).read_text(encoding="utf-8"))
-        return stage.mark_done(
-            "train",
-            {"model": str(stage.model), "trained": True, "from": start_model, "unusable_records": trained["failures"]},
-        )
+            trained = json.loads((output / train.SUMMARY_FILE).read_text(encoding="utf-8"))
+        info = {"model": str(output), "trained": True, "from": start_model, "unusable_records": trained["failures"]}
+        if objective == "dpo":  # the last logged step's figures, and every step's margin
+            info.update(
+                objective="dpo",
+                dpo_margin=(trained["dpo_margins"] or [None])[-1],
+                dpo_accuracy=(trained["dpo_accuracies"] or [None])[-1],
+                dpo_margins=trained["dpo_margins"],
+            )
+        return stage.mark_done(marker, info)
+
+    def train_cycle_model(self, stage: StageDir, start_model: str, exported: dict[str, Any]) -> dict[str, Any]:
+        """The cycle's training by ``train.objective``: SFT on the kept answers, DPO on the
+        pairs, or SFT then DPO from the SFT model (its reference). The model is ``stage.model``."""
+        objective = self.config.train.objective
+        if objective == "sft":
+            return {"train": self.train(stage, start_model, exported)}
+        steps: dict[str, Any] = {}
+        if objective == "sft_then_dpo":
+            steps["sft"] = self.train(stage, start_model, exported, marker="train_sft", output=stage.sft_model)
+            start_model = steps["sft"]["model"]
+        steps["pairs"] = self.export_pairs(stage)
+        steps["train"] = self.train(stage, start_model, steps["pairs"], objective="dpo")
+        return steps
 
     def evaluate(self, stage: StageDir, model: str, cycle: int) -> dict[str, Any] | None:
         """Held-out accuracy of ``model``: direct answers only, checked by the verifier."""
@@ -247,9 +299,9 @@ class CycleRunner:
         generated = self.generate(stage, model, cycle)
         exported = self.export(stage, stage.generations, generated["kept"], direct_only=False)
         start_model = self.config.model if self.config.train.from_checkpoint == "base" else model
-        trained = self.train(stage, start_model, exported)
-        evaluated = self.evaluate(stage, trained["model"], cycle)
-        summary = {"cycle": cycle, "generate": generated, "export": exported, "train": trained, "eval": evaluated}
+        steps = self.train_cycle_model(stage, start_model, exported)
+        evaluated = self.evaluate(stage, steps["train"]["model"], cycle)
+        summary = {"cycle": cycle, "generate": generated, "export": exported, **steps, "eval": evaluated}
         logger.info(
             "cycle %d: %s; held-out accuracy %s",
             cycle,

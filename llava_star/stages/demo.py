@@ -68,6 +68,16 @@ class DemoConfig:
     # every kept answer asked again on a flat frame of the clip's mean colour: the report's
     # grounded fraction (none: off)
     grounding_check: str = "blank"
+    # the DPO variant (docs/cycle.md): sft (Video-STaR), dpo, or sft_then_dpo, which spends
+    # dpo_train_steps of the cycle_train_steps on DPO, so both variants take as many optimizer steps
+    objective: str = "sft"
+    dpo_train_steps: int = 30
+    dpo_learning_rate: float = 1.0e-4
+    dpo_beta: float = 0.1
+    dpo_sft_weight: float = 0.0  # the SFT term on the chosen answers (RPO), against DPO's drift
+    # answers sampled per question (needs temperature > 0): more failing answers to pair
+    num_answers: int = 1
+    temperature: float = 0.0
     # A ~100k-parameter model gains nothing from a second intra-op thread, and on a shared
     # 2-core machine the thread sync costs ~10x per step (measured: 0.25 s vs 2.5 s).
     torch_threads: int = 1
@@ -83,9 +93,15 @@ class DemoConfig:
             "batch_size",
             "max_new_tokens",
             "torch_threads",
+            "dpo_train_steps",
         ):
             check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        check(
+            self.objective != "sft_then_dpo" or self.dpo_train_steps < self.cycle_train_steps,
+            "dpo_train_steps",
+            f"must be below cycle_train_steps ({self.cycle_train_steps}) with objective sft_then_dpo",
+        )
 
 
 def make_data(config: DemoConfig, out: Path) -> dict[str, Any]:
@@ -227,9 +243,31 @@ def cycle_config(config: DemoConfig, out: Path, data: dict[str, Any], model: str
             num_frames=config.num_frames,
             max_new_tokens=config.max_new_tokens,
             grounding_check=config.grounding_check,
+            num_answers=config.num_answers,
+            temperature=config.temperature,
         ),
-        train=TrainSettings(options=train_options(config, config.cycle_train_steps)),
+        train=cycle_train_settings(config),
         eval=EvalSettings(samples=data["held_out"], baseline=True),
+    )
+
+
+def cycle_train_settings(config: DemoConfig) -> TrainSettings:
+    """The cycle's training by ``objective``: SFT for ``cycle_train_steps``; DPO for them; or
+    SFT for ``cycle_train_steps - dpo_train_steps`` then DPO for ``dpo_train_steps`` (the same
+    optimizer steps as SFT alone)."""
+    if config.objective == "sft":
+        return TrainSettings(options=train_options(config, config.cycle_train_steps))
+    dpo_steps = config.dpo_train_steps if config.objective == "sft_then_dpo" else config.cycle_train_steps
+    sft_steps = config.cycle_train_steps - config.dpo_train_steps
+    return TrainSettings(
+        options=train_options(config, sft_steps if config.objective == "sft_then_dpo" else config.cycle_train_steps),
+        objective=config.objective,
+        dpo_options={
+            "max_steps": dpo_steps,
+            "learning_rate": config.dpo_learning_rate,
+            "dpo_beta": config.dpo_beta,
+            "dpo_sft_weight": config.dpo_sft_weight,
+        },
     )
 
 
@@ -261,6 +299,9 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Any]:
         "accuracy_by_cycle": [entry["eval"]["accuracy"] for entry in summary["cycles"]],
         "kept_fraction_by_cycle": [entry["generate"]["kept_fraction"] for entry in summary["cycles"]],
         "grounded_fraction_by_cycle": grounded_fractions(out / "cycles"),
+        "objective": config.objective,
+        "pairs_by_cycle": [entry.get("pairs", {}).get("pairs") for entry in summary["cycles"]],
+        "dpo_margin_by_cycle": [entry["train"].get("dpo_margin") for entry in summary["cycles"]],
         "gain_points": round(100 * (last - warm), 1),
         "wall_seconds_this_run": round(time.monotonic() - started, 1),
         "held_out_samples": data["held_out_samples"],

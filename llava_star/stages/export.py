@@ -46,12 +46,13 @@ from typing import Any
 
 from llava_star.config import option
 from llava_star.errors import ConfigError, NothingToExport, RecordError
+from llava_star.export_formats import dpo
 from llava_star.generation.shards import read_all_generations, recorded_video_root
 from llava_star.idset import IdHashes
 from llava_star.io import JsonArrayWriter
 from llava_star.label_types import label_type_names
 from llava_star.llava_json import SYSTEM, media_paths, record_location, video_turns
-from llava_star.media.clips import MediaLayout, PlayableRecords, playable_stream
+from llava_star.media.clips import MediaLayout, PlayableRecords, playable_records, playable_stream
 from llava_star.records import Generation, write_json_atomic
 from llava_star.runs import exclusive_file, serialized_update
 from llava_star.training_formats import (
@@ -94,10 +95,15 @@ class ExportConfig:
         None, help="where clips are written (default: OUTPUT_STEM_media/ beside the output)"
     )
     jobs: int = option(1, help="processes cutting clips (default: 1)")
+    max_pairs: int = option(1, help="--format dpo: preference pairs per question at most (default: 1)")
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.format not in (*FORMATS, dpo.FORMAT):
+            raise ConfigError(f"format: expected one of {', '.join((*FORMATS, dpo.FORMAT))}, got {self.format!r}")
+        if self.format == dpo.FORMAT and self.mix:
+            raise ConfigError("mix: instruction data has no rejected answers to pair; --format dpo takes no --mix")
+        if self.max_pairs < 1:
+            raise ConfigError(f"max_pairs: must be >= 1, got {self.max_pairs}")
         if self.mix_format not in MIX_FORMATS:
             raise ConfigError(f"mix_format: expected one of {', '.join(MIX_FORMATS)}, got {self.mix_format!r}")
         if self.jobs < 1:
@@ -125,6 +131,7 @@ class ExportStats:
     # clips: "cut" now, "reused" from an earlier run, videos used "as_is"
     media: Counter = field(default_factory=Counter)
     media_skipped: list[dict[str, Any]] = field(default_factory=list)
+    pairs: dict[str, Any] | None = None  # --format dpo: dpo.PairStats
 
     def to_dict(self) -> dict[str, Any]:
         groups = sorted(self.generated)
@@ -150,6 +157,7 @@ class ExportStats:
             "video_folder": self.video_folder,
             "media": {key: self.media[key] for key in ("cut", "reused", "as_is")},
             "media_skipped": list(self.media_skipped),
+            **({} if self.pairs is None else {"pairs": self.pairs}),
         }
 
 
@@ -224,7 +232,7 @@ def media_layout(config: ExportConfig) -> MediaLayout:
         )
     if not video_root.is_dir():
         raise ConfigError(f"video_root: {video_root} is not a directory (pass --video-root)")
-    default_folder = config.output.parent if config.format == "llama-factory" else video_root
+    default_folder = config.output.parent if config.format in ("llama-factory", dpo.FORMAT) else video_root
     return MediaLayout(
         video_root=video_root.resolve(),
         media_dir=(config.media_dir or config.output.with_name(config.output.stem + "_media")).resolve(),
@@ -236,7 +244,7 @@ def _log_media(stats: ExportStats, layout: MediaLayout) -> None:
     media = stats.media
     logger.info(
         "export: media for %s: %d clip(s) cut, %d reused from an earlier run, %d video(s) used as they are (under %s)",
-        TARGETS[stats.format].trainer,
+        TARGETS[stats.format if stats.format in TARGETS else "llama-factory"].trainer,
         media["cut"],
         media["reused"],
         media["as_is"],
@@ -312,6 +320,8 @@ def _all_records(config: ExportConfig, stats: ExportStats) -> Iterator[dict[str,
 def _export(config: ExportConfig) -> ExportStats:
     """Stream the records to the output (written in place once complete); memory does not grow with them."""
     stats = ExportStats(format=config.format)
+    if config.format == dpo.FORMAT:
+        return _export_pairs(config, stats)
     columns: dict[str, dict[str, Any]] = {}  # a record with each optional column (LLaMA-Factory's entry)
     with JsonArrayWriter(config.output) as output:
         for record in _all_records(config, stats):
@@ -364,11 +374,51 @@ def _export(config: ExportConfig) -> ExportStats:
     return stats
 
 
+def _export_pairs(config: ExportConfig, stats: ExportStats) -> ExportStats:
+    """Preference pairs (:mod:`llava_star.export_formats.dpo`): TRL's form at the output, LLaMA-Factory's
+    ranking form beside it (its clips cut as for ``llama-factory``), the same pairs in both."""
+    pair_stats = dpo.PairStats()
+    generations = read_all_generations(config.gen_dirs)
+    records = dpo.pair_records(
+        generations,
+        max_pairs=config.max_pairs,
+        stats=pair_stats,
+        direct_only=config.direct_only,
+        drop_ungrounded=config.drop_ungrounded,
+    )
+    if not records:
+        raise NothingToExport(
+            f"no preference pairs: no question in {', '.join(map(str, config.gen_dirs))} has both a passing and a "
+            "failing complete answer (generate --num-answers K with --temperature > 0 gives several answers)"
+        )
+    layout = media_layout(config)
+    playable = playable_records(records, layout, jobs=config.jobs)
+    stats.media.update(playable.media)
+    stats.media_skipped.extend(playable.skipped)
+    _log_media(stats, layout)
+    usable = {record["id"] for record in playable.records}
+    trl = [dpo.to_trl(record) for record in records if record["id"] in usable]
+    ranking = [dpo.to_llama_factory_ranking(record) for record in playable.records]
+    stats.total, stats.pairs, stats.video_folder = len(trl), pair_stats.to_dict(), str(layout.video_folder)
+    write_json_atomic(config.output, trl)
+    write_json_atomic(dpo.ranking_path(config.output), ranking)
+    write_json_atomic(stats_path(config.output), stats.to_dict())
+    write_dataset_info(dpo.ranking_path(config.output), ranking, dpo.ranking_dataset_info_entry)
+    logger.info(
+        "export: wrote %d preference pairs (%d with a rationalized chosen answer) to %s (TRL) and %s (LLaMA-Factory)",
+        len(trl),
+        stats.pairs["pairs_chosen_rationalized"],
+        config.output,
+        dpo.ranking_path(config.output),
+    )
+    return stats
+
+
 def dataset_info_path(output: Path) -> Path:
     return output.with_name("dataset_info.json")
 
 
-def write_dataset_info(output: Path, records: list[dict[str, Any]]) -> None:
+def write_dataset_info(output: Path, records: list[dict[str, Any]], make_entry: Any = None) -> None:
     """Add the output's entry (named after its stem) to the ``dataset_info.json`` beside it, keeping the others.
 
     ``records`` need only include one record with each optional column the output has.
@@ -384,7 +434,7 @@ def write_dataset_info(output: Path, records: list[dict[str, Any]]) -> None:
                 raise RecordError(f"{path}: cannot read it to add the dataset {output.stem!r}: {error}") from None
             if not isinstance(entries, dict):
                 raise RecordError(f"{path}: expected a JSON object of dataset entries, got {type(entries).__name__}")
-        entries[output.stem] = dataset_info_entry(output.name, records)
+        entries[output.stem] = make_entry(output.name) if make_entry else dataset_info_entry(output.name, records)
         write_json_atomic(path, entries)
     logger.info(
         "export: dataset %r in %s (LLaMA-Factory: dataset_dir %s, dataset %s)",
@@ -418,12 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--direct-only", action="store_true", help=_help("direct_only"))
     parser.add_argument("--drop-ungrounded", action="store_true", help=_help("drop_ungrounded"))
     parser.add_argument("--mix", nargs="+", action="extend", type=Path, default=[], metavar="JSON", help=_help("mix"))
-    parser.add_argument("--format", choices=FORMATS, default="llava_star", help=_help("format"))
+    parser.add_argument("--format", choices=(*FORMATS, dpo.FORMAT), default="llava_star", help=_help("format"))
     parser.add_argument("--mix-format", choices=MIX_FORMATS, default="auto", help=_help("mix_format"))
     parser.add_argument("--video-root", type=Path, help=_help("video_root"))
     parser.add_argument("--video-folder", type=Path, help=_help("video_folder"))
     parser.add_argument("--media-dir", type=Path, help=_help("media_dir"))
     parser.add_argument("--jobs", type=int, default=1, help=_help("jobs"))
+    parser.add_argument("--max-pairs", type=int, default=1, help=_help("max_pairs"))
     return parser
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from llava_star.config import read_yaml_mapping
 from llava_star.errors import LlavaStarError, VideoError
 from llava_star.io import write_json_atomic, write_text_atomic
+from llava_star.preference_figures import add_preference_figures, preference_rows
 from llava_star.records import Generation
 from llava_star.runs import REPORT_PAGE, REPORT_STATS, CycleRunDir, GenerationDir
 from llava_star.tally import GallerySample, GroupTally, SetTally, failure_reason  # noqa: F401 (imported from here)
@@ -332,6 +333,7 @@ def render_html(
         run_dir=str(run_dir),
         stats_file=REPORT_STATS,
         summary_rows=_summary_rows(stats),
+        preference_rows=preference_rows(stats),
         plots=plots,
         filters=filters,
         cards=cards,
@@ -374,6 +376,7 @@ def write_report(
     stats, galleries = run_statistics(sets, gallery_per_set, random.Random(seed))
     stats["run_dir"] = str(run_dir)
     _add_unusable_training_records(stats, CycleRunDir(run_dir).recorded())
+    add_preference_figures(stats, CycleRunDir(run_dir).recorded())
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / REPORT_STATS, stats)
     plots = []

@@ -126,7 +126,9 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     # setup: the data, the Trainer's arguments, the model with the parts that train
     stage = deepspeed_stage(config.deepspeed)
     check_deepspeed_optimizer(config)
-    records = load_records(config.data, config.seed)
+    from llava_star.training import dpo
+
+    records = dpo.load_pairs(config.data) if config.objective == "dpo" else load_records(config.data, config.seed)
     output_dir = Path(config.output_dir)
     # TrainingArguments first: under ZeRO-3 it must exist before the model loads (zero.Init partitions it)
     training_arguments = build_training_arguments(config)
@@ -192,21 +194,28 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     )
     tokenizer = processor.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    dataset = ConversationDataset(records, processor, settings)
+    dataset = (dpo.PairDataset if config.objective == "dpo" else ConversationDataset)(records, processor, settings)
     placeholders = dataset.usable_example_of_each_kind()
     for kind, example in placeholders.items():
         logger.info("train: the first usable %s record is %d tokens long", kind, len(example["input_ids"]))
     group_by_media = group_by_media_needed(config, stage, world_size, dataset.kinds)
-    trainer = ConversationTrainer(
+    collator: Any = PaddingCollator(pad_token_id=pad_token_id, placeholders=placeholders)
+    trainer_class, objective_settings = ConversationTrainer, {}
+    if config.objective == "dpo":
+        collator, trainer_class = dpo.PairCollator(collator), dpo.PreferenceTrainer
+        reference = dpo.reference_model(config, loaded.family)
+        objective_settings = {"reference": reference, "beta": config.dpo_beta, "sft_weight": config.dpo_sft_weight}
+    trainer = trainer_class(
         model=model,
         args=training_arguments,
         train_dataset=dataset,
-        data_collator=PaddingCollator(pad_token_id=pad_token_id, placeholders=placeholders),
+        data_collator=collator,
         processing_class=processor,
         group_by_media=group_by_media,
         group_by_length=config.group_by_length,
         part_learning_rates=part_learning_rates(config),
         run_settings=run_settings,
+        **objective_settings,
     )
 
     # work
@@ -245,7 +254,10 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         "group_by_length": config.group_by_length,
         "learning_rates": getattr(trainer, "built_learning_rates", None),
         "world_size": world_size,
+        "objective": config.objective,
     }
+    if config.objective == "dpo":
+        summary.update(dpo.summary_figures(trainer.state.log_history))
     if is_main_process():
         write_json_atomic(output_dir / SUMMARY_FILE, summary)
         logger.info(

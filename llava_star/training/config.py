@@ -31,6 +31,7 @@ CONFIG_FILE = "llava_star_train_config.json"
 FAILURES_FILE = "train_failures.jsonl"
 SUMMARY_FILE = "train_summary.json"
 SAVE_STRATEGIES = ("no", "steps", "epoch")
+OBJECTIVES = ("sft", "dpo")
 IMAGE_ASPECT_RATIOS = ("square", "pad")
 PROMPT_TEMPLATES = ("checkpoint", "plain")
 LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
@@ -201,6 +202,15 @@ class TrainConfig:
     trust_checkpoint: bool = option(
         False, help="resume from a checkpoint without llava-star's manifest of file hashes (another tool's)"
     )
+    objective: str = option(
+        "sft",
+        help="sft (instruction tuning on the answers) or dpo (preference pairs of `export --format dpo`: "
+        "DPO's sigmoid loss against the starting checkpoint as the frozen reference)",
+    )
+    dpo_beta: float = option(0.1, help="objective dpo: DPO's beta (how far the policy may move from the reference)")
+    dpo_sft_weight: float = option(
+        0.0, help="objective dpo: weight of an SFT term (mean NLL of the chosen answers' tokens) added to the loss"
+    )
     trainer_args: Mapping[str, Any] = option(
         help="further transformers.TrainingArguments as KEY=VALUE (e.g. max_grad_norm=1.0)", default_factory=dict
     )
@@ -247,6 +257,16 @@ class TrainConfig:
             raise ConfigError(f"save_steps: expected a positive integer, got {self.save_steps!r}")
         if self.freeze_vision_tower and self.freeze_projector and self.freeze_language_model and not self.lora:
             raise ConfigError("freeze_vision_tower, freeze_projector, freeze_language_model: nothing left to train")
+        _check_choice("objective", self.objective, OBJECTIVES)
+        if not (self.dpo_beta > 0 and math.isfinite(self.dpo_beta)) or not self.dpo_sft_weight >= 0:
+            raise ConfigError(
+                f"dpo_beta, dpo_sft_weight: expected > 0 and >= 0, got {self.dpo_beta}, {self.dpo_sft_weight}"
+            )
+        if self.objective == "dpo" and self.lora and not (self.freeze_projector and self.freeze_vision_tower):
+            raise ConfigError(
+                "objective: dpo with lora takes the model with its adapters off as the reference, so only the "
+                "adapters may train: set freeze_projector (--freeze-projector) and freeze_vision_tower"
+            )
         for key in self.trainer_args:
             if key in _OWNED_TRAINING_ARGUMENTS or key.replace("-", "_") in {f.name for f in dataclasses.fields(self)}:
                 raise ConfigError(f"trainer_args.{key}: set it through the config's own '{key}' option")

@@ -1,0 +1,1 @@
+"""Export formats beyond one answer per sample: preference pairs for DPO (:mod:`.dpo`)."""

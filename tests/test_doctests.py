@@ -9,8 +9,12 @@ import pkgutil
 import pytest
 
 import llava_star
+import patches
 
-MODULES = sorted(info.name for info in pkgutil.walk_packages(llava_star.__path__, "llava_star."))
+MODULES = sorted(info.name for info in pkgutil.walk_packages(llava_star.__path__, "llava_star.")) + [
+    "patches",
+    *sorted(info.name for info in pkgutil.walk_packages(patches.__path__, "patches.")),
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -84,6 +84,32 @@ def test_command_line_flags(tmp_path):
     assert "--log_samples" in command
 
 
+@pytest.mark.parametrize(
+    ("wrapper", "model_args", "expected"),
+    [
+        ("qwen2_vl", "device=cpu", "pretrained=ckpt,max_num_frames=4,device=cpu"),
+        ("llava_hf", "max_frames_num=16", "pretrained=ckpt,max_frames_num=16"),  # named there: kept
+        ("video_llava", "", "pretrained=ckpt,num_frames=4"),
+        ("some_other_wrapper", "a=1", "pretrained=ckpt,a=1"),
+    ],
+)
+def test_a_built_in_wrapper_gets_its_own_arguments(tmp_path, wrapper, model_args, expected):
+    config = _config(tmp_path, num_frames=4, max_new_tokens=6, lmms_model=wrapper, model_args=model_args)
+    command = lmms_eval_command(config, tmp_path / "tasks", tmp_path / "out")
+    flags = {
+        name: command[command.index(name) + 1] for name in command if name.startswith("--") and name != "--log_samples"
+    }
+    assert (flags["--model"], flags["--model_args"], flags["--gen_kwargs"]) == (wrapper, expected, "max_new_tokens=6")
+    assert "--force_simple" not in command and "apply_patches()" in command[2]
+    simple = _config(tmp_path, lmms_model=wrapper, force_simple=True)
+    assert "--force_simple" in lmms_eval_command(simple, None, tmp_path / "out")
+
+
+def test_a_wrapper_takes_the_answer_budget_as_a_flag(tmp_path):
+    with pytest.raises(ConfigError, match="--max-new-tokens"):
+        _config(tmp_path, lmms_model="qwen2_vl", model_args="max_new_tokens=5")
+
+
 def test_arguments_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="--samples: no such file"):
         config_from_args(["--model", "m", "--tasks", "star_qa", "--samples", str(tmp_path / "x.jsonl"), "-o", "o"])

@@ -528,7 +528,7 @@ def test_jobs_cut_in_processes_to_the_same_result(gen_dir, tmp_path):
             assert read_frames(path, 2, backend="pyav").total_num_frames > 0
 
 
-def test_two_samples_about_the_same_clip_share_one_file(video_root, tmp_path):
+def test_two_samples_about_the_same_clip_share_one_file(video_root, tmp_path, caplog):
     gen = write_shards(
         tmp_path / "gen2",
         [
@@ -538,6 +538,42 @@ def test_two_samples_about_the_same_clip_share_one_file(video_root, tmp_path):
             ]
         ],
     )
-    records, stats = export(gen, tmp_path / "train.json", "video-llava", "--video-root", str(video_root))
+    with caplog.at_level(logging.INFO, logger="llava_star.stages.export"):
+        records, stats = export(gen, tmp_path / "train.json", "video-llava", "--video-root", str(video_root))
     assert records[0]["video"] == records[1]["video"]
     assert stats["media"] == {"cut": 1, "reused": 1, "as_is": 0}
+    # a first run: the shared clip was not "reused from an earlier run" (what the log said before)
+    [line] = [r.getMessage() for r in caplog.records if "clip(s) cut" in r.getMessage()]
+    assert "1 clip(s) cut, 1 reused (an earlier run's, or shared by samples about one clip)" in line
+
+
+@pytest.mark.parametrize("fmt", ["llava_star", *WHOLE_FILE_FORMATS])
+def test_train_reads_its_own_export_with_the_default_media_folder(gen_dir, video_root, tmp_path, fmt):
+    """``llava-star train --data OUT --video-root FOLDER`` finds every record's frames: before,
+    a clip of a video-llava / llava-next export (``../out/train_media/...``) was skipped as
+    leaving the video root, and a run of such records trained on nothing."""
+    from llava_star.training.data_lists import load_records
+    from llava_star.training.record_media import record_video_path
+
+    out = tmp_path / "out" / "train.json"
+    _, stats = export(gen_dir, out, fmt)
+    folder = stats["video_folder"] if fmt != "llava_star" else str(video_root)
+    by_id = {record["id"]: record for record in load_records([str(out)])}
+    frames = {}
+    for sample_id in ("clip", "whole", "dive", "dive_clip"):  # llava_star keeps the broken ones too
+        record = by_id[sample_id]
+        path = record_video_path(folder, record)
+        clip = read_frames(path, 64, start=record.get("start"), end=record.get("end"))
+        frames[sample_id] = decoded_frame_numbers(clip.array)
+    assert sorted(set(frames["clip"])) == CLIP_FRAMES
+    assert sorted(set(frames["dive"])) == list(range(FOLDER_FRAMES))
+    assert sorted(set(frames["dive_clip"])) == [3, 4, 5, 6, 7, 8]
+    assert sorted(set(frames["whole"])) == list(range(16))
+
+
+def test_a_record_without_export_metadata_still_may_not_leave_the_root(video_root):
+    from llava_star.errors import VideoError
+    from llava_star.training.record_media import record_video_path
+
+    with pytest.raises(VideoError, match="would leave the video root"):
+        record_video_path(str(video_root), {"id": "x", "video": "../secret.mp4"})

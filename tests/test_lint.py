@@ -17,7 +17,7 @@ def test_ruff_finds_nothing():
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
     found = subprocess.run(
-        [ruff, "check", "--no-cache", "llava_star", "tests", "benchmarks", "scripts"],
+        [ruff, "check", "--no-cache", "llava_star", "patches", "tests", "benchmarks", "scripts"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -33,7 +33,7 @@ def test_ruff_format_owns_the_layout():
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
     checked = subprocess.run(
-        [ruff, "format", "--check", "--no-cache", "llava_star", "tests", "benchmarks", "scripts"],
+        [ruff, "format", "--check", "--no-cache", "llava_star", "patches", "tests", "benchmarks", "scripts"],
         cwd=REPO,
         capture_output=True,
         text=True,

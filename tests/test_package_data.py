@@ -77,3 +77,14 @@ def test_report_page_template_loads_and_escapes():
     page = report.render_html(Path("/runs/r"), {"cycles": [{"label": "start", "held_out_accuracy": 0.5}]}, [], [], [])
     assert page.startswith("<!DOCTYPE html>") and "<td>50.0%</td>" in page and 'id="shown">0<' in page
     assert "{{" not in page and "{%" not in page
+
+
+def test_the_patches_package_is_installed():
+    """``patches/`` (lmms-eval's runtime patches, which ``llava-star eval`` applies) ships in the wheel."""
+    from setuptools import find_packages
+
+    parser = configparser.ConfigParser()
+    parser.read(PACKAGE.parent / "setup.cfg")
+    include = parser["options.packages.find"]["include"].split()
+    found = find_packages(where=str(PACKAGE.parent), include=include)
+    assert "patches" in found and "llava_star.eval_tasks" in found

@@ -10,10 +10,12 @@ docs that have such labels, so one prepared test file can feed every task.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from llava_star.errors import ConfigError
@@ -24,6 +26,10 @@ from llava_star.verify.answer import Answer
 from llava_star.verify.quantities import stated_number
 
 VIDEO_DIR_VARIABLE = "LLAVA_STAR_VIDEO_DIR"
+# where doc_to_visual writes the clip files of ranged and frame-folder docs (default: a
+# hidden folder in the video root, so a clip is cut once and found by every later run)
+CLIP_CACHE_VARIABLE = "LLAVA_STAR_CLIP_CACHE"
+DEFAULT_CLIP_CACHE = ".llava_star_clips"
 
 
 def _is_class(label: Label) -> bool:
@@ -86,11 +92,43 @@ def video_root(source: str, environ: Mapping[str, str] = os.environ) -> str:
 # ---- hooks named in the YAML files ----------------------------------------------------
 
 
-def doc_to_visual(doc: Mapping[str, Any]) -> list[str]:
-    """The video path under its root; the model adapter reads the clip range from the doc."""
+def is_project_doc(doc: Mapping[str, Any]) -> bool:
+    """A doc of the project's tasks (written by :mod:`llava_star.eval_tasks.docs`)."""
+    return all(key in doc for key in ("video", "source", "labels_json"))
+
+
+def doc_source(doc: Mapping[str, Any]) -> tuple[Path, float | None, float | None]:
+    """The doc's video (a file or a frame folder) under its root, and its clip range in seconds."""
     from llava_star.media.video import resolve_video_path
 
-    return [str(resolve_video_path(video_root(doc["source"]), doc["video"]))]
+    start, end = doc.get("start"), doc.get("end")
+    path = resolve_video_path(video_root(doc["source"]), doc["video"])
+    return path, (None if start is None else float(start)), (None if end is None else float(end))
+
+
+def clip_cache_dir(source: str, environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the clips of ``source``'s docs go: ``$LLAVA_STAR_CLIP_CACHE/KEY`` or
+    ``VIDEO_ROOT/.llava_star_clips/KEY``, KEY naming the dataset and its resolved video root,
+    so two roots holding the same relative paths never share a clip."""
+    root = video_root(source, environ)
+    digest = hashlib.sha1(str(Path(root).resolve()).encode("utf-8")).hexdigest()[:10]
+    base = Path(environ.get(CLIP_CACHE_VARIABLE) or Path(root) / DEFAULT_CLIP_CACHE)
+    return base / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', source)}-{digest}"
+
+
+def doc_to_visual(doc: Mapping[str, Any]) -> list[str]:
+    """A file holding exactly the doc's frames, which any lmms-eval model reads whole.
+
+    A whole video is its own path; a clip range or a frame folder is cut once to an mp4
+    (:func:`llava_star.media.clips.cached_clip`, under :func:`clip_cache_dir`). Built-in
+    wrappers ignore ``start``/``end`` and skip folders, so handing them the source would
+    answer about the wrong frames. The ``llava_star`` adapter reads ranges itself
+    (:func:`doc_source`) and does not call this for the project's docs.
+    """
+    from llava_star.media.clips import cached_clip
+
+    path, start, end = doc_source(doc)
+    return [str(cached_clip(path, doc["video"], start, end, clip_cache_dir(doc["source"])))]
 
 
 def doc_to_text(doc: Mapping[str, Any], lmms_eval_specific_kwargs: Mapping[str, str] | None = None) -> str:

@@ -9,8 +9,9 @@ needs ``--force_simple``; and none prompts the way our training does, so a fine-
 model would be scored on a layout it never saw. Here the prompt goes through
 :func:`llava_star.models.inputs.build_inputs`, the function training uses.
 
-Video: ``doc_to_visual`` gives the path; a doc with ``start``/``end`` (our tasks' docs)
-is read as that clip. A video that cannot be decoded is answered with nothing (so scored
+Video: a doc of the project's tasks is read from its source video or frame folder, its
+``start``/``end`` range decoded directly (the tasks' ``doc_to_visual``, which cuts a clip
+file for the built-in wrappers, is not called); another task's doc from ``doc_to_visual``. A video that cannot be decoded is answered with nothing (so scored
 as failed) and listed for ``llava-star eval``'s ``metrics.json``, instead of failing the run. One process (lmms-eval shards by rank only for models that set up
 a process group, which this adapter does not).
 
@@ -112,6 +113,20 @@ class LlavaStarVideo(lmms):
             self._record_unreadable(doc, paths[0], str(error))
             return None
 
+    def _doc_frames(self, doc: Mapping[str, Any], doc_to_visual: Any) -> Any:
+        """A project doc's range read from its source (no clip file cut); any other task's visuals."""
+        from llava_star.eval_tasks.hooks import doc_source, is_project_doc
+
+        if not is_project_doc(doc):
+            return self._frames(doc_to_visual(doc), doc)
+        try:
+            path = doc_source(doc)[0]
+        except VideoError as error:
+            logger.warning("%s: cannot decode, scored as failed: %s", doc.get("video"), error)
+            self._record_unreadable(doc, str(doc.get("video")), str(error))
+            return None
+        return self._frames([str(path)], doc)
+
     def _record_unreadable(self, doc: Mapping[str, Any], path: str, reason: str) -> None:
         """One line per unreadable video in the file `llava-star eval` counts into metrics.json."""
         target = os.environ.get(UNREADABLE_VIDEOS_ENV)
@@ -132,7 +147,7 @@ class LlavaStarVideo(lmms):
             for context, gen_kwargs, doc_to_visual, doc_id, task, split in (request.args for request in chunk):
                 doc = self.task_dict[task][split][doc_id]
                 questions.append(context)
-                videos.append(self._frames(doc_to_visual(doc), doc))
+                videos.append(self._doc_frames(doc, doc_to_visual))
                 budgets.append(int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)))
             readable = [index for index, frames in enumerate(videos) if frames is not None]
             chunk_answers = [""] * len(chunk)  # an unreadable video's answer: empty, which never passes

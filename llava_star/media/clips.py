@@ -378,3 +378,23 @@ def playable_stream(
         totals.media.update(playable.media)
         totals.skipped.extend(playable.skipped)
         yield from playable.records
+
+
+# ---------------------------------------------------------------- evaluation: one clip file per doc
+
+
+def cached_clip(source: Path, video: str, start: float | None, end: float | None, cache_dir: Path) -> Path:
+    """The file holding exactly ``[start, end]`` of ``source`` (a video or a frame folder), cut
+    into ``cache_dir`` on first use and reused after, by later runs and by other ranks.
+
+    A whole video file (no range) is its own clip: ``source`` comes back as it is. Writing is
+    atomic (:func:`write_clip`), so ranks racing on one clip each finish a complete file and
+    the last rename wins; none reads a half-written one.
+    """
+    if not source.is_dir() and start is None and end is None:
+        return source
+    target = cache_dir / clip_name(video, start, end, folder=source.is_dir())
+    clip = write_clip(source, target, start=start, end=end)
+    if clip.cut:
+        logger.info("cut %s [%s, %s] to %s (%d frames)", source, start, end, target, clip.frames)
+    return target

@@ -2,9 +2,12 @@
 
 lmms-eval runs in a subprocess (its import sets up logging and CUDA state we do not want
 in the caller, e.g. the cycle) with the ``llava_star`` model adapter registered, and the
-tasks bound to the given samples file (:mod:`llava_star.eval_tasks.docs`). The lmms-eval
-command exits 0 even when a task crashed, so success is judged from its results file:
-every requested task must have a result. The metrics go to ``OUT_DIR/metrics.json``::
+tasks bound to the given samples file (:mod:`llava_star.eval_tasks.docs`). lmms-eval 0.7.3
+exits 0 even when a task crashed (the patch :mod:`patches.lmms_eval_exit_status` makes it
+exit 1), so success is also judged from its results file: every requested task must have
+a result. ``--lmms-model`` runs one of lmms-eval's built-in wrappers instead of the
+adapter (``qwen2_vl``, ``llava_hf``, ...), with the runtime patches of :mod:`patches`
+applied in the lmms-eval process. The metrics go to ``OUT_DIR/metrics.json``::
 
     {"config": {...}, "model": ..., "samples": ..., "limit": 2, "tasks": {"kinetics700_qa": {"accuracy": 0.5}},
      "num_docs": {"kinetics700_qa": 2}, "lmms_eval_results": ".../xxx_results.json"}
@@ -29,7 +32,7 @@ from llava_star.config import add_config_flags, config_from_flags, config_to_dic
 from llava_star.distributed import die_with_parent
 from llava_star.errors import ConfigError, EvaluationError
 from llava_star.eval_tasks import GROUP_NAME, MODEL_NAME, TASK_NAMES, UNREADABLE_VIDEOS_ENV, group_tasks
-from llava_star.eval_tasks.hooks import video_root
+from llava_star.eval_tasks.hooks import CLIP_CACHE_VARIABLE, video_root
 from llava_star.eval_tasks.results import find_results_file, log_tail, task_metrics
 from llava_star.generation.options import MODEL_ARGS, GenerationOptions, options_from_model_args
 from llava_star.generation.protocol import protocol_record
@@ -38,11 +41,22 @@ from llava_star.runs import exclusive_directory
 
 logger = logging.getLogger(__name__)
 
-# lmms-eval's own command line, with our adapter registered whether or not the package
-# is installed (the entry point only exists after `pip install`)
+# lmms-eval's own command line, with the runtime patches of patches/ applied (lmms-eval
+# 0.7.3's wrappers on transformers 5.23; a crashed evaluation exits 1) and our adapter
+# registered whether or not the package is installed (the entry point only exists after
+# `pip install`)
 _LAUNCH = (
-    "import sys; from llava_star.eval_tasks.lmms_adapter import lmms_eval_main; sys.exit(lmms_eval_main(sys.argv[1:]))"
+    "import sys; from patches import apply_patches; apply_patches(); "
+    "from llava_star.eval_tasks.lmms_adapter import lmms_eval_main; sys.exit(lmms_eval_main(sys.argv[1:]))"
 )
+# the frame-count argument of the built-in wrappers --num-frames is passed as
+WRAPPER_FRAMES_ARG = {
+    "qwen2_vl": "max_num_frames",
+    "qwen2_5_vl": "max_num_frames",
+    "huggingface": "max_num_frames",
+    "llava_hf": "max_frames_num",
+    "video_llava": "num_frames",
+}
 _GENERATION = GenerationOptions()  # the generation defaults, which the adapter applies too
 
 
@@ -65,7 +79,22 @@ class EvalConfig:
         help=f"longest answer in tokens (default: llava-star generate's, {_GENERATION.max_new_tokens}; "
         "the cycle passes its generate.max_new_tokens)",
     )
-    model_args: str = option("", help="more key=value,... for the adapter (dtype, device, backend; default: none)")
+    model_args: str = option(
+        "", help="more key=value,... for the lmms-eval model (adapter: dtype, device, backend; default: none)"
+    )
+    lmms_model: str = option(
+        MODEL_NAME,
+        help=f"lmms-eval model to run: {MODEL_NAME} (the project's adapter) or a built-in wrapper "
+        f"({', '.join(WRAPPER_FRAMES_ARG)}; docs/evaluate.md), loading --model as pretrained=",
+    )
+    force_simple: bool = option(
+        False, help="lmms-eval's --force_simple: the wrapper's simple variant, not its chat one"
+    )
+    clip_cache: Path | None = option(
+        None,
+        help="folder for the clip files of ranged and frame-folder docs (default: $LLAVA_STAR_CLIP_CACHE, "
+        "else VIDEO_ROOT/.llava_star_clips)",
+    )
 
     def __post_init__(self) -> None:
         # `--tasks a,b` and `tasks: [a, b]` mean the same
@@ -84,6 +113,8 @@ class EvalConfig:
             raise ConfigError(f"--max-new-tokens: expected at least 1, got {self.max_new_tokens}")
         if self.max_new_tokens is not None and "max_new_tokens=" in self.model_args:
             raise ConfigError("--max-new-tokens: also given in --model-args; give it once")
+        if self.lmms_model != MODEL_NAME and self.max_new_tokens is None and "max_new_tokens=" in self.model_args:
+            raise ConfigError("--model-args: a built-in wrapper takes the answer budget as --max-new-tokens")
         if self.own_tasks and self.samples is None:
             raise ConfigError(f"--samples: the tasks {', '.join(self.own_tasks)} read a prepared samples file")
 
@@ -107,16 +138,26 @@ class EvalConfig:
 
 def _model_args(config: EvalConfig) -> str:
     model = Path(config.model).resolve() if Path(config.model).exists() else config.model
-    args = [f"pretrained={model}", f"num_frames={config.num_frames}"]
-    if config.max_new_tokens is not None:
-        args.append(f"max_new_tokens={config.max_new_tokens}")
+    args = [f"pretrained={model}"]
+    if config.lmms_model == MODEL_NAME:
+        args.append(f"num_frames={config.num_frames}")
+        if config.max_new_tokens is not None:
+            args.append(f"max_new_tokens={config.max_new_tokens}")
+    else:  # a wrapper's own frame-count argument, unless --model-args names it
+        frames = WRAPPER_FRAMES_ARG.get(config.lmms_model)
+        if frames is not None and f"{frames}=" not in config.model_args:
+            args.append(f"{frames}={config.num_frames}")
     return ",".join(args + ([config.model_args] if config.model_args else []))
 
 
 def lmms_eval_command(config: EvalConfig, include_path: Path | None, output_path: Path) -> list[str]:
     """The lmms-eval argument list (``--include_path`` takes one folder in 0.7.3)."""
-    command = [sys.executable, "-c", _LAUNCH, "--model", MODEL_NAME, "--model_args", _model_args(config)]
+    command = [sys.executable, "-c", _LAUNCH, "--model", config.lmms_model, "--model_args", _model_args(config)]
     command += ["--tasks", ",".join(config.tasks), "--batch_size", str(config.batch_size)]
+    if config.lmms_model != MODEL_NAME and config.max_new_tokens is not None:
+        command += ["--gen_kwargs", f"max_new_tokens={config.max_new_tokens}"]
+    if config.force_simple:
+        command.append("--force_simple")
     command += ["--output_path", str(output_path), "--log_samples"]
     if include_path is not None:
         command += ["--include_path", str(include_path)]
@@ -131,6 +172,8 @@ def _environment(config: EvalConfig, tasks_folder: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
     if config.video_root is not None:
         env["LLAVA_STAR_VIDEO_DIR"] = str(Path(config.video_root).resolve())
+    if config.clip_cache is not None:
+        env[CLIP_CACHE_VARIABLE] = str(Path(config.clip_cache).resolve())
     # docs are small; a cache beside them never serves a stale copy of another samples file
     env.setdefault("LMMS_EVAL_DATASETS_CACHE", str(tasks_folder / ".datasets_cache"))
     return env
@@ -215,7 +258,9 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
         "limit": config.limit,
         "tasks": metrics,
         "num_docs": num_docs,
-        "protocol": protocol_record(config.generation),  # the project's tasks; built-in ones have their own
+        "lmms_model": config.lmms_model,
+        # the adapter's protocol on the project's tasks; a built-in wrapper prompts and decodes its own way
+        "protocol": protocol_record(config.generation) if config.lmms_model == MODEL_NAME else None,
         # decoded by the llava_star adapter only; their docs were scored as failed answers
         "unreadable_videos": unreadable,
         "lmms_eval_results": str(results_path),

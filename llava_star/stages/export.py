@@ -243,7 +243,7 @@ def media_layout(config: ExportConfig) -> MediaLayout:
 def _log_media(stats: ExportStats, layout: MediaLayout) -> None:
     media = stats.media
     logger.info(
-        "export: media for %s: %d clip(s) cut, %d reused from an earlier run, %d video(s) used as they are (under %s)",
+        "export: media for %s: %d clip(s) cut, %d reused (an earlier run's, or shared by samples about one clip), %d video(s) used as they are (under %s)",
         TARGETS[stats.format if stats.format in TARGETS else "llama-factory"].trainer,
         media["cut"],
         media["reused"],

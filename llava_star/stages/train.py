@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_star.config import config_to_dict
-from llava_star.errors import ConfigError, MissingDependencyError
+from llava_star.errors import ConfigError, MissingDependencyError, RecordError
 from llava_star.llava_json import media_paths
 from llava_star.log import is_main_process
 from llava_star.models.checkpoints import save_under_standard_names
@@ -70,6 +70,7 @@ from llava_star.training.deepspeed import (
 from llava_star.training.lora import add_lora
 from llava_star.training.parts import part_learning_rates, set_trainable
 from llava_star.training.precision import log_memory_estimate, upcast_trained_weights
+from llava_star.training.record_media import every_record_failed
 from llava_star.training.resume import (
     checkpoint_to_resume,
     clear_earlier_attempt,
@@ -229,6 +230,11 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     save_checkpoint(trainer, processor, config)
     if is_main_process():
         deduplicate_lines(config.failures_path)
+    if every_record_failed(config.failures_path, records):
+        raise RecordError(
+            f"every one of the {len(records)} records was skipped (reasons in {config.failures_path}): "
+            "nothing was trained on; check --video-root / --image-root and the data's paths"
+        )
     losses = log_history_values(trainer.state.log_history, "loss")
     summary = {
         "model": config.model,

@@ -36,6 +36,7 @@ from typing import Any
 from llava_star.errors import ConfigError, ImageError, LlavaStarError, RecordError, VideoError
 from llava_star.llava_json import VIDEO_PLACEHOLDER, media_paths
 from llava_star.records import dumps_line
+from llava_star.training.record_media import record_video_path
 
 logger = logging.getLogger(__name__)
 
@@ -193,12 +194,12 @@ class ConversationDataset:
     def encode(self, index: int) -> dict[str, Any]:
         """The example of record ``index``; raises VideoError / ImageError / UnusableSample."""
         from llava_star.media.images import pad_to_square, read_image, resolve_image_path
-        from llava_star.media.video import read_frames, resolve_video_path
+        from llava_star.media.video import read_frames
 
         record = self.records[index]
         frames = image = None
         if media_paths(record, "video"):
-            path = resolve_video_path(self.settings.video_root, media_paths(record, "video")[0])
+            path = record_video_path(self.settings.video_root, record)
             frames = read_frames(path, self.settings.num_frames, start=record.get("start"), end=record.get("end"))
             if self.settings.time_instruction:
                 record = with_time_instruction(record, frames)

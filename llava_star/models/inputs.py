@@ -34,7 +34,7 @@ class DecodedVideo(Protocol):
 
     array: np.ndarray  # uint8 [frames, height, width, 3] RGB
 
-    def metadata(self) -> Mapping[str, Any]: ...
+    def metadata(self, clock: str = "clip") -> Mapping[str, Any]: ...
 
 
 def video_conversation(question: str, answer: str | None = None) -> Conversation:
@@ -198,6 +198,15 @@ def _token_mask(
     return mask
 
 
+def timestamp_clock(processor: Any) -> str:
+    """``"source"`` for the processors of families trained with each frame's time in the
+    source file written before it (Qwen3-VL: :data:`~llava_star.models.families.Family.timestamps`),
+    else ``"clip"``: the clock the frames' metadata gives indices in."""
+    from llava_star.models.families import TIMESTAMP_CLOCKS
+
+    return TIMESTAMP_CLOCKS.get(type(processor).__name__, "clip")
+
+
 def _check_media(conversations: Sequence[Conversation], media: Sequence[Any | None], kind: str) -> None:
     """One ``kind`` item in each conversation that has a ``kind`` input, none in the others."""
     if len(media) != len(conversations):
@@ -255,7 +264,7 @@ def build_inputs(
     if present_videos:
         kwargs.update(
             videos=[video.array for video in present_videos],
-            video_metadata=[dict(video.metadata()) for video in present_videos],
+            video_metadata=[dict(video.metadata(clock=timestamp_clock(processor))) for video in present_videos],
             # the frames are already the sampled ones: a processor configured to sample
             # (do_sample_frames) would pick indices of the whole clip from the 8-frame array
             do_sample_frames=False,

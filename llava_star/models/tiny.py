@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava_star.models import tiny_recent
 from llava_star.models.checkpoints import write_hub_weight_names
 from llava_star.models.families import FAMILIES as FAMILY_FACTS
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl")
-VARIANTS = ("qwen2_5_vl",)  # buildable too; loaded as the family they belong to
+FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl", "qwen3_vl")
+VARIANTS = ("qwen2_5_vl", "qwen3_vl_moe")  # buildable too; loaded as the family they belong to
 
 FRAME_SIZE = 32  # pixels; every tiny vision tower sees 32x32 frames
 PATCH_SIZE = 8
@@ -83,7 +84,7 @@ def _clip_vision(patch_size: int = PATCH_SIZE) -> Any:
     )
 
 
-def _small_text(model_type: str, vocab_size: int, tokenizer: Any, **overrides: Any) -> dict[str, Any]:
+def small_text(model_type: str, vocab_size: int, tokenizer: Any, **overrides: Any) -> dict[str, Any]:
     return dict(
         model_type=model_type,
         vocab_size=vocab_size,
@@ -138,7 +139,7 @@ def _build_video_llava(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     tokens_per_frame = (FRAME_SIZE // PATCH_SIZE) ** 2
     config = VideoLlavaConfig(
         vision_config=_clip_vision(),
-        text_config=_small_text("llama", vocab_size, tokenizer),
+        text_config=small_text("llama", vocab_size, tokenizer),
         **_llava_media_tokens(tokenizer),
         image_seq_length=tokens_per_frame,
         video_seq_length=(tokens_per_frame + 1) * 8,
@@ -163,7 +164,7 @@ def _build_llava_next_video(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     patch = LLAVA_NEXT_VIDEO_PATCH_SIZE
     config = LlavaNextVideoConfig(
         vision_config=_clip_vision(patch),
-        text_config=_small_text("llama", vocab_size, tokenizer),
+        text_config=small_text("llama", vocab_size, tokenizer),
         **_llava_media_tokens(tokenizer),
         image_grid_pinpoints=pinpoints,
         image_seq_length=(FRAME_SIZE // patch) ** 2,
@@ -197,7 +198,7 @@ def _build_llava_onevision(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
             image_size=FRAME_SIZE,
             patch_size=PATCH_SIZE,
         ),
-        text_config=_small_text("qwen2", vocab_size, tokenizer),
+        text_config=small_text("qwen2", vocab_size, tokenizer),
         **_llava_media_tokens(tokenizer),
         image_grid_pinpoints=pinpoints,
     )
@@ -235,7 +236,7 @@ def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, 
         vision.update(fullatt_block_indexes=[1])
     config = config_class(
         vision_config=vision,
-        text_config=_small_text(
+        text_config=small_text(
             f"{config_class.model_type}_text",
             vocab_size,
             tokenizer,
@@ -271,6 +272,8 @@ _FAMILY_SPECS = {
     "qwen2_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2")),
     # Qwen2.5-VL belongs to the qwen2_vl family; buildable for tests, not in FAMILIES
     "qwen2_5_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2.5")),
+    "qwen3_vl": _Family(tiny_recent.QWEN3_TOKENS, tiny_recent.build_qwen3_vl),
+    "qwen3_vl_moe": _Family(tiny_recent.QWEN3_TOKENS, functools.partial(tiny_recent.build_qwen3_vl, moe=True)),
 }
 
 

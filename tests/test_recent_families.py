@@ -1,4 +1,4 @@
-"""Qwen3-VL (dense and MoE) as its hub checkpoints are prompted (issue 26): the frame times the
+"""Qwen3-VL (dense and MoE) and Qwen3.5 as their hub checkpoints are prompted (issue 26): the frame times the
 processor writes are the source file's for a clip of a longer video, the supervised tokens are
 exactly the answer and ``<|im_end|>`` under the hub template, and 720p / 1080p stay within the
 video token budget."""
@@ -27,7 +27,7 @@ def real_qwen3_vl(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {name: build_tiny_model(name, root / name) for name in ("qwen3_vl", "qwen3_vl_moe")}
+    return {name: build_tiny_model(name, root / name) for name in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5")}
 
 
 def rendered_prompt(loaded, frames):
@@ -62,7 +62,7 @@ def test_a_whole_video_starts_at_zero(real_qwen3_vl, make_video):
     assert re.findall(r"<(\d+\.\d) seconds>", prompt) == ["1.0", "3.0", "5.0", "7.0"]
 
 
-@pytest.mark.parametrize("name", ["qwen3_vl", "qwen3_vl_moe"])
+@pytest.mark.parametrize("name", ["qwen3_vl", "qwen3_vl_moe", "qwen3_5"])
 def test_the_loss_is_exactly_the_answer_and_the_end_of_turn_token(tiny_dirs, name):
     loaded = load_model(tiny_dirs[name], device="cpu")
     rng = np.random.default_rng(0)
@@ -95,7 +95,7 @@ def test_video_tokens_at_720p_and_1080p(real_qwen3_vl):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["qwen3_vl"])
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
 def test_generate_train_two_steps_generate_again_and_evaluate(family, synthetic_dataset, train_json, tmp_path):
     """The stages a user runs on a new family, on its tiny model: generate, train 2 steps,
     generate with the trained checkpoint, and evaluate it through the lmms-eval adapter."""

@@ -118,6 +118,18 @@ FAMILIES: dict[str, Family] = {
             projector_parts=("visual.merger", "visual.deepstack_merger_list"),
             timestamps="source",
         ),
+        Family(
+            "qwen3_5",
+            ("qwen3_5",),
+            # the tiny model's template; a Qwen3.5 checkpoint ships its own (a thinking template)
+            template_text("qwen3_vl"),
+            plain_template(QWEN_VIDEO, QWEN_IMAGE),
+            "Qwen/Qwen3.5-9B",
+            vllm_videos=True,
+            vision_parts=("visual.",),
+            projector_parts=("visual.merger",),
+            timestamps="source",
+        ),
     )
 }
 

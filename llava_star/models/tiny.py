@@ -31,7 +31,7 @@ from llava_star.models.families import FAMILIES as FAMILY_FACTS
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl", "qwen3_vl")
+FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl", "qwen3_vl", "qwen3_5")
 VARIANTS = ("qwen2_5_vl", "qwen3_vl_moe")  # buildable too; loaded as the family they belong to
 
 FRAME_SIZE = 32  # pixels; every tiny vision tower sees 32x32 frames
@@ -274,6 +274,7 @@ _FAMILY_SPECS = {
     "qwen2_5_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2.5")),
     "qwen3_vl": _Family(tiny_recent.QWEN3_TOKENS, tiny_recent.build_qwen3_vl),
     "qwen3_vl_moe": _Family(tiny_recent.QWEN3_TOKENS, functools.partial(tiny_recent.build_qwen3_vl, moe=True)),
+    "qwen3_5": _Family(tiny_recent.QWEN3_TOKENS, tiny_recent.build_qwen3_5),
 }
 
 

@@ -85,3 +85,31 @@ def build_qwen3_vl(tokenizer: Any, vocab_size: int, *, moe: bool = False) -> tup
         config_class = transformers.Qwen3VLConfig
     config = config_class(vision_config=_qwen3_vision(sizes), text_config=text, **_qwen3_media_ids(tokenizer))
     return config, _qwen3_processor(transformers.Qwen3VLProcessor, tokenizer, sizes, "qwen3_vl")
+
+
+def build_qwen3_5(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
+    """Qwen3.5: Qwen3-VL's processor and vision tower (without DeepStack) before a hybrid
+    language model, a Gated DeltaNet (linear attention) layer then a full-attention layer, as
+    the hub's 3:1 pattern at two layers. Without flash-linear-attention and causal-conv1d
+    (CUDA-only) transformers runs its torch versions of both, on the CPU too."""
+    import transformers
+
+    from llava_star.models import tiny as sizes
+
+    vision = _qwen3_vision(sizes)
+    del vision["deepstack_visual_indexes"]
+    text = sizes.small_text(
+        "qwen3_5_text",
+        vocab_size,
+        tokenizer,
+        head_dim=32,
+        layer_types=["linear_attention", "full_attention"],
+        linear_num_key_heads=2,
+        linear_num_value_heads=2,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        # a quarter of the head is rotary (8 of 32), split over time, height and width
+        rope_parameters={**_qwen3_rope(), "mrope_section": [2, 1, 1], "partial_rotary_factor": 0.25},
+    )
+    config = transformers.Qwen3_5Config(vision_config=vision, text_config=text, **_qwen3_media_ids(tokenizer))
+    return config, _qwen3_processor(transformers.Qwen3VLProcessor, tokenizer, sizes, "qwen3_5")

@@ -1,7 +1,7 @@
-"""Qwen3-VL (dense and MoE) and Qwen3.5 as their hub checkpoints are prompted (issue 26): the frame times the
-processor writes are the source file's for a clip of a longer video, the supervised tokens are
-exactly the answer and ``<|im_end|>`` under the hub template, and 720p / 1080p stay within the
-video token budget."""
+"""Qwen3-VL (dense and MoE), Qwen3.5 and Gemma 4 as their checkpoints are prompted (issue 26):
+the frame times the processor writes are the source file's for a clip of a longer video, the
+supervised tokens are exactly the answer and the end-of-turn token, 720p / 1080p stay within
+the video token budget, and each family generates, trains and evaluates."""
 
 import re
 from pathlib import Path
@@ -27,7 +27,7 @@ def real_qwen3_vl(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {name: build_tiny_model(name, root / name) for name in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5")}
+    return {name: build_tiny_model(name, root / name) for name in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "gemma4")}
 
 
 def rendered_prompt(loaded, frames):
@@ -62,8 +62,16 @@ def test_a_whole_video_starts_at_zero(real_qwen3_vl, make_video):
     assert re.findall(r"<(\d+\.\d) seconds>", prompt) == ["1.0", "3.0", "5.0", "7.0"]
 
 
-@pytest.mark.parametrize("name", ["qwen3_vl", "qwen3_vl_moe", "qwen3_5"])
-def test_the_loss_is_exactly_the_answer_and_the_end_of_turn_token(tiny_dirs, name):
+@pytest.mark.parametrize(
+    "name, stop, start",
+    [
+        ("qwen3_vl", "<|im_end|>", "<|im_start|>user\n<|vision_start|><"),
+        ("qwen3_vl_moe", "<|im_end|>", "<|im_start|>user\n<|vision_start|><"),
+        ("qwen3_5", "<|im_end|>", "<|im_start|>user\n<|vision_start|><"),
+        ("gemma4", "<turn|>", "<bos><|turn>user\n00:00 <|image>"),
+    ],
+)
+def test_the_loss_is_exactly_the_answer_and_the_end_of_turn_token(tiny_dirs, name, stop, start):
     loaded = load_model(tiny_dirs[name], device="cpu")
     rng = np.random.default_rng(0)
     inputs = build_inputs(
@@ -76,9 +84,29 @@ def test_the_loss_is_exactly_the_answer_and_the_end_of_turn_token(tiny_dirs, nam
     )
     labels = inputs.labels()[0]
     tokenizer = loaded.processor.tokenizer
-    assert tokenizer.decode(labels[labels != -100]) == "It is red.<|im_end|>"
-    # the hub template implies no system prompt: the conversation starts with the user turn
-    assert tokenizer.decode(inputs.batch["input_ids"][0]).startswith("<|im_start|>user\n<|vision_start|><")
+    assert tokenizer.decode(labels[labels != -100]) == f"It is red.{stop}"
+    # the templates imply no system prompt: the conversation starts with the user turn
+    assert tokenizer.decode(inputs.batch["input_ids"][0]).startswith(start)
+
+
+def test_gemma4_writes_each_frames_source_time_as_mm_ss(tiny_dirs, make_video):
+    """Gemma 4 (frames through the image path): one mm:ss per frame, from the file's clock for
+    a clip (the clip's own would read 00:00 to 00:07)."""
+    from llava_star.media.video import read_frames
+
+    loaded = load_model(tiny_dirs["gemma4"], device="cpu")
+    frames = read_frames(make_video("long.mp4", num_frames=900, fps=30.0, size=32), 8, start=10.0, end=18.5)
+    prompt, _ = rendered_prompt(loaded, frames)
+    assert re.findall(r"(\d\d:\d\d) <\|image>", prompt) == [f"00:{second}" for second in range(10, 18)]
+
+
+def test_gemma4_takes_at_most_32_frames(tiny_dirs):
+    from llava_star.errors import ConfigError
+
+    loaded = load_model(tiny_dirs["gemma4"], device="cpu")
+    frames = in_memory_frames(np.zeros((33, 32, 32, 3), dtype=np.uint8))
+    with pytest.raises(ConfigError, match="at most 32 frames a video, got 33"):
+        rendered_prompt(loaded, frames)
 
 
 def test_video_tokens_at_720p_and_1080p(real_qwen3_vl):
@@ -95,7 +123,7 @@ def test_video_tokens_at_720p_and_1080p(real_qwen3_vl):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5", "gemma4"])
 def test_generate_train_two_steps_generate_again_and_evaluate(family, synthetic_dataset, train_json, tmp_path):
     """The stages a user runs on a new family, on its tiny model: generate, train 2 steps,
     generate with the trained checkpoint, and evaluate it through the lmms-eval adapter."""

@@ -47,6 +47,7 @@ class Family:
     # trained with the times of the source file (a clip's first frame is at its start time
     # in the file, not at 0), which is what models/inputs.py then gives the processor
     timestamps: str = ""
+    max_frames: int | None = None  # the most frames the model takes per video (Gemma 4: 32)
 
 
 _LLAVA_PLAIN = plain_template("<video>", "<image>")
@@ -130,13 +131,30 @@ FAMILIES: dict[str, Family] = {
             projector_parts=("visual.merger",),
             timestamps="source",
         ),
+        Family(
+            "gemma4",
+            ("gemma4",),
+            template_text("gemma4"),
+            plain_template("<|video|>", "<|image|>"),
+            "google/gemma-4-E2B-it",
+            vision_parts=("vision_tower", "audio_tower"),
+            projector_parts=("embed_vision", "embed_audio"),
+            timestamps="source",
+            max_frames=32,
+        ),
     )
 }
 
 
 # the processor classes that write frame times into the prompt -> the clock their family was
 # trained with (models/inputs.py gives the frames' metadata in it)
-TIMESTAMP_CLOCKS = {"Qwen3VLProcessor": FAMILIES["qwen3_vl"].timestamps}
+TIMESTAMP_CLOCKS = {
+    "Qwen3VLProcessor": FAMILIES["qwen3_vl"].timestamps,
+    "Gemma4Processor": FAMILIES["gemma4"].timestamps,
+}
+
+# the most frames a video may have, by processor class (models/inputs.py refuses more)
+MAX_FRAMES = {"Gemma4Processor": FAMILIES["gemma4"].max_frames}
 
 
 def family_of(model_type: str) -> str:

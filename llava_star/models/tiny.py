@@ -31,7 +31,7 @@ from llava_star.models.families import FAMILIES as FAMILY_FACTS
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl", "qwen3_vl", "qwen3_5")
+FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl", "qwen3_vl", "qwen3_5", "gemma4")
 VARIANTS = ("qwen2_5_vl", "qwen3_vl_moe")  # buildable too; loaded as the family they belong to
 
 FRAME_SIZE = 32  # pixels; every tiny vision tower sees 32x32 frames
@@ -68,6 +68,7 @@ class _Family:
 
     special_tokens: tuple[str, ...]  # bos, eos, pad first; then the multimodal ones
     build: Callable[[Any, int], tuple[Any, Any]]  # (tokenizer, vocab size) -> (config, processor)
+    named_tokens: dict[str, str] | None = None  # tokenizer attributes the processor reads
 
 
 def _clip_vision(patch_size: int = PATCH_SIZE) -> Any:
@@ -275,14 +276,18 @@ _FAMILY_SPECS = {
     "qwen3_vl": _Family(tiny_recent.QWEN3_TOKENS, tiny_recent.build_qwen3_vl),
     "qwen3_vl_moe": _Family(tiny_recent.QWEN3_TOKENS, functools.partial(tiny_recent.build_qwen3_vl, moe=True)),
     "qwen3_5": _Family(tiny_recent.QWEN3_TOKENS, tiny_recent.build_qwen3_5),
+    "gemma4": _Family(tiny_recent.GEMMA4_TOKENS, tiny_recent.build_gemma4, tiny_recent.GEMMA4_NAMED_TOKENS),
 }
 
 
-def train_tokenizer(special_tokens: tuple[str, ...], *, vocab_size: int = VOCAB_SIZE) -> Any:
+def train_tokenizer(
+    special_tokens: tuple[str, ...], *, vocab_size: int = VOCAB_SIZE, named: dict[str, str] | None = None
+) -> Any:
     """A byte-level BPE tokenizer trained on the small built-in corpus.
 
     ``special_tokens`` are bos, eos and pad, then the multimodal and chat markers; eos is
-    also the end-of-turn token, so generation stops at the end of an answer.
+    also the end-of-turn token, so generation stops at the end of an answer. ``named``
+    gives some of them the attribute names a processor reads (Gemma 4's ``boi_token``...).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -303,7 +308,7 @@ def train_tokenizer(special_tokens: tuple[str, ...], *, vocab_size: int = VOCAB_
         bos_token=bos,
         eos_token=eos,
         pad_token=pad,
-        extra_special_tokens=list(extra),
+        extra_special_tokens=dict(named) if named else list(extra),
         padding_side="left",
     )
 
@@ -320,7 +325,7 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int 
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
     spec = _FAMILY_SPECS[family]
-    tokenizer = train_tokenizer(spec.special_tokens)
+    tokenizer = train_tokenizer(spec.special_tokens, named=spec.named_tokens)
     config, processor = spec.build(tokenizer, len(tokenizer))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

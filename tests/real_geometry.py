@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 FIXTURES = Path(__file__).parent / "real_checkpoints"
-CHECKPOINTS = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
+CHECKPOINTS = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 # the processor_config.json keys of each processor class (the rest of the saved file is
 # the nested image / video processors, which the hub keeps in their own files)
 _PROCESSOR_KEYS = ("patch_size", "vision_feature_select_strategy", "num_additional_image_tokens", "num_image_tokens")
@@ -33,8 +33,10 @@ def fixture(name: str) -> dict[str, Any]:
 def _real_vision_geometry(config: Any, facts: dict[str, Any]) -> None:
     """Put the checkpoint's vision geometry (sizes, feature layer, pooling) on a tiny config."""
     vision = facts["vision"]
-    if config.model_type.startswith("qwen2"):
+    if config.model_type.startswith(("qwen2", "qwen3")):
         config.vision_config.patch_size = vision["patch_size"]
+        if "num_position_embeddings" in vision:  # Qwen3-VL's learned grid (48 x 48), interpolated
+            config.vision_config.num_position_embeddings = vision["num_position_embeddings"]
         config.vision_config.spatial_merge_size = vision["spatial_merge_size"]
         config.vision_config.temporal_patch_size = vision["temporal_patch_size"]
         if "window_size" in vision:

@@ -55,10 +55,11 @@ def stop_token_ids(model: str) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
-def video_input(frames: Frames) -> tuple[Any, dict[str, Any]]:
+def video_input(frames: Frames, clock: str = "clip") -> tuple[Any, dict[str, Any]]:
     """Frames as vLLM takes decoded video: the array and the clip's ``VideoMetadata`` keywords
-    (Qwen2.5-VL needs them to place frames in time; the other families ignore them)."""
-    return frames.array, {**frames.metadata(), "do_sample_frames": False}
+    (Qwen2.5-VL needs them to place frames in time, Qwen3-VL to write their times, in the
+    ``clock`` of :func:`llava_star.models.inputs.timestamp_clock`; the other families ignore them)."""
+    return frames.array, {**frames.metadata(clock=clock), "do_sample_frames": False}
 
 
 def video_cache_key(frames: Frames) -> str | None:
@@ -117,12 +118,13 @@ class VllmAnswerer:
 
     def requests(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[dict[str, Any]]:
         """vLLM's prompts: the chat-template text, the video, its cache key."""
-        from llava_star.models.inputs import video_conversation
+        from llava_star.models.inputs import timestamp_clock, video_conversation
 
         requests = []
+        clock = timestamp_clock(self.processor)
         for prompt, frames in zip(prompts, videos, strict=True):
             text = self.processor.apply_chat_template(video_conversation(prompt), add_generation_prompt=True)
-            request: dict[str, Any] = {"prompt": text, "multi_modal_data": {"video": video_input(frames)}}
+            request: dict[str, Any] = {"prompt": text, "multi_modal_data": {"video": video_input(frames, clock)}}
             if (key := video_cache_key(frames)) is not None:
                 request["multi_modal_uuids"] = {"video": [key]}
             requests.append(request)
@@ -179,4 +181,6 @@ def _video_processor_settings(processor: Any) -> dict[str, Any]:
     video_processor = getattr(processor, "video_processor", None)
     if getattr(video_processor, "cap_pixels_per_frame", False):
         settings.update(cap_pixels_per_frame=True, max_video_tokens=video_processor.max_video_tokens)
+        if type(video_processor).__name__ == "Qwen3VLVideoProcessor":  # its budget is the whole video's pixels
+            settings["size"] = dict(video_processor.size)
     return settings

@@ -86,7 +86,7 @@ class Frames:
     def num_frames(self) -> int:
         return int(self.array.shape[0])
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self, clock: str = "clip") -> dict[str, Any]:
         """Keyword values for ``transformers.video_utils.VideoMetadata``, of the clip.
 
         Passed as ``video_metadata`` so processors that place frames in time see the real
@@ -94,8 +94,17 @@ class Frames:
         count, duration and indices are the clip's, so Qwen2.5-VL's ``second_per_grid_ts``
         (``sampled_fps`` = frames / clip frames x fps) is the clip's time scale. An 8.5 s
         clip of a 30 s file read as the whole file gave 7.5 s per grid instead of 2.13 s.
+
+        ``clock`` says from where the frame indices count, and so the times (index / fps)
+        that Qwen3-VL and Gemma 4 write before each frame: ``"clip"`` from the clip's first
+        frame (0 s at its start), ``"source"`` from the file's (a clip from 10 s starts at
+        10 s), as Qwen's own reader (qwen-vl-utils, decord and torchcodec backends) gives
+        them. Count, duration and rate stay the clip's either way.
         """
+        if clock not in ("clip", "source"):
+            raise ValueError(f"clock: expected 'clip' or 'source', got {clock!r}")
         clip_frames = self.clip_num_frames or self.total_num_frames
+        first = 0 if clock == "source" else self.clip_first_frame
         return {
             "total_num_frames": clip_frames,
             "fps": self.fps,
@@ -103,7 +112,7 @@ class Frames:
             "width": int(self.array.shape[2]),
             "height": int(self.array.shape[1]),
             "video_backend": self.backend,
-            "frames_indices": (self.indices - self.clip_first_frame).tolist(),
+            "frames_indices": (self.indices - first).tolist(),
         }
 
 

@@ -18,7 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llava_star.errors import ConfigError
-from llava_star.models.templates import LLAVA_TEMPLATE, QWEN_IMAGE, QWEN_VIDEO, chatml_template, plain_template
+from llava_star.models.templates import (
+    LLAVA_TEMPLATE,
+    QWEN_IMAGE,
+    QWEN_VIDEO,
+    chatml_template,
+    plain_template,
+    template_text,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,12 @@ class Family:
     # every other parameter is the language model. Training freezes and groups them by these.
     vision_parts: tuple[str, ...] = ("vision_tower",)
     projector_parts: tuple[str, ...] = ("multi_modal_projector",)
+    # how the processor writes each frame's time into the prompt from the frames' metadata
+    # (frame index / fps): "" for families that write none; "source" where the model was
+    # trained with the times of the source file (a clip's first frame is at its start time
+    # in the file, not at 0), which is what models/inputs.py then gives the processor
+    timestamps: str = ""
+    max_frames: int | None = None  # the most frames the model takes per video (Gemma 4: 32)
 
 
 _LLAVA_PLAIN = plain_template("<video>", "<image>")
@@ -93,8 +106,56 @@ FAMILIES: dict[str, Family] = {
             vision_parts=("visual.",),
             projector_parts=("visual.merger",),  # the tower's last block, which merges patches into text space
         ),
+        Family(
+            "qwen3_vl",
+            ("qwen3_vl", "qwen3_vl_moe"),
+            template_text("qwen3_vl"),  # the hub's Qwen3-VL-Instruct template: no implied system prompt
+            plain_template(QWEN_VIDEO, QWEN_IMAGE),
+            "Qwen/Qwen3-VL-8B-Instruct",
+            # vLLM 0.32's greedy tokens part from HF's on video (tests/vllm_backend/test_vllm_recent_families.py)
+            vllm_videos=False,
+            vision_parts=("visual.",),
+            # the merger and the DeepStack mergers (features of three inner blocks, added to
+            # the first language layers' hidden states) are the projector
+            projector_parts=("visual.merger", "visual.deepstack_merger_list"),
+            timestamps="source",
+        ),
+        Family(
+            "qwen3_5",
+            ("qwen3_5",),
+            # the tiny model's template; a Qwen3.5 checkpoint ships its own (a thinking template)
+            template_text("qwen3_vl"),
+            plain_template(QWEN_VIDEO, QWEN_IMAGE),
+            "Qwen/Qwen3.5-9B",
+            vllm_videos=False,  # vLLM 0.32 on CPU runs Gated DeltaNet in bf16 only: parity with HF untested
+            vision_parts=("visual.",),
+            projector_parts=("visual.merger",),
+            timestamps="source",
+        ),
+        Family(
+            "gemma4",
+            ("gemma4",),
+            template_text("gemma4"),
+            plain_template("<|video|>", "<|image|>"),
+            "google/gemma-4-E2B-it",
+            vision_parts=("vision_tower", "audio_tower"),
+            projector_parts=("embed_vision", "embed_audio"),
+            timestamps="source",
+            max_frames=32,
+        ),
     )
 }
+
+
+# the processor classes that write frame times into the prompt -> the clock their family was
+# trained with (models/inputs.py gives the frames' metadata in it)
+TIMESTAMP_CLOCKS = {
+    "Qwen3VLProcessor": FAMILIES["qwen3_vl"].timestamps,
+    "Gemma4Processor": FAMILIES["gemma4"].timestamps,
+}
+
+# the most frames a video may have, by processor class (models/inputs.py refuses more)
+MAX_FRAMES = {"Gemma4Processor": FAMILIES["gemma4"].max_frames}
 
 
 def family_of(model_type: str) -> str:

@@ -34,7 +34,7 @@ class DecodedVideo(Protocol):
 
     array: np.ndarray  # uint8 [frames, height, width, 3] RGB
 
-    def metadata(self) -> Mapping[str, Any]: ...
+    def metadata(self, clock: str = "clip") -> Mapping[str, Any]: ...
 
 
 def video_conversation(question: str, answer: str | None = None) -> Conversation:
@@ -198,6 +198,32 @@ def _token_mask(
     return mask
 
 
+def timestamp_clock(processor: Any) -> str:
+    """``"source"`` for the processors of families trained with each frame's time in the
+    source file written before it (Qwen3-VL: :data:`~llava_star.models.families.Family.timestamps`),
+    else ``"clip"``: the clock the frames' metadata gives indices in."""
+    from llava_star.models.families import TIMESTAMP_CLOCKS
+
+    return TIMESTAMP_CLOCKS.get(type(processor).__name__, "clip")
+
+
+# processors that pair images with prompts row by row (a flat list is read as one row's)
+_IMAGES_PER_ROW = frozenset({"Gemma4Processor"})
+
+
+def _check_frame_limit(processor: Any, videos: Sequence[DecodedVideo]) -> None:
+    """Gemma 4 was trained on at most 32 frames a video (its video processor samples 32)."""
+    from llava_star.models.families import MAX_FRAMES
+
+    limit = MAX_FRAMES.get(type(processor).__name__)
+    longest = max((len(video.array) for video in videos), default=0)
+    if limit is not None and longest > limit:
+        raise ConfigError(
+            f"num_frames: {type(processor).__name__} takes at most {limit} frames a video, got {longest}; "
+            f"sample {limit} or fewer (--num-frames)"
+        )
+
+
 def _check_media(conversations: Sequence[Conversation], media: Sequence[Any | None], kind: str) -> None:
     """One ``kind`` item in each conversation that has a ``kind`` input, none in the others."""
     if len(media) != len(conversations):
@@ -252,16 +278,19 @@ def build_inputs(
         # LLaVA-1.5's processor has no video processor: the frames would be dropped and the
         # model would answer from the text alone
         raise ConfigError(f"{type(processor).__name__} takes no video; use a video LVLM for video records")
+    _check_frame_limit(processor, present_videos)
     if present_videos:
         kwargs.update(
             videos=[video.array for video in present_videos],
-            video_metadata=[dict(video.metadata()) for video in present_videos],
+            video_metadata=[dict(video.metadata(clock=timestamp_clock(processor))) for video in present_videos],
             # the frames are already the sampled ones: a processor configured to sample
             # (do_sample_frames) would pick indices of the whole clip from the 8-frame array
             do_sample_frames=False,
         )
     present_images = [image for image in images if image is not None]
-    if present_images:
+    if present_images and type(processor).__name__ in _IMAGES_PER_ROW:
+        kwargs["images"] = [[] if image is None else [image] for image in images]
+    elif present_images:
         kwargs["images"] = present_images
     batch = processor(text=texts, padding=True, padding_side=padding_side, return_tensors="pt", **kwargs)
     if not assistant_spans:

@@ -116,8 +116,26 @@ def apply_video_token_budget(processor: Any, budget: int | None) -> int | None:
     if budget < 1:
         raise ConfigError(f"video_token_budget: expected a positive number of tokens, got {budget!r}")
     video_processor.cap_pixels_per_frame = True
-    video_processor.max_video_tokens = budget * 10 // 9
+    if type(video_processor).__name__ in _WHOLE_VIDEO_PIXEL_BUDGET:
+        _budget_whole_video_pixels(video_processor, budget)
+    else:
+        video_processor.max_video_tokens = budget * 10 // 9
     return budget
+
+
+# Video processors whose ``size["longest_edge"]`` is the whole video's pixels (frames x height
+# x width) and whose ``max_video_tokens`` is a per-frame ceiling (768), not a video total
+_WHOLE_VIDEO_PIXEL_BUDGET = frozenset({"Qwen3VLVideoProcessor"})
+
+
+def _budget_whole_video_pixels(video_processor: Any, budget: int) -> None:
+    """Qwen3-VL: each token is a (patch x merge)^2 square over ``temporal_patch_size`` frames,
+    so ``budget`` tokens are ``budget * factor^2 * temporal_patch_size`` pixels of video. The
+    hub's 25,165,824 (12,288 tokens) gave 8 frames of 720p 3,520 tokens and of 1080p 8,160."""
+    factor = video_processor.patch_size * video_processor.merge_size
+    size = dict(video_processor.size)
+    size["longest_edge"] = budget * factor * factor * video_processor.temporal_patch_size
+    video_processor.size = size
 
 
 # what an original-repository checkpoint of each family is, in words

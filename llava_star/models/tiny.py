@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava_star.models import tiny_recent
 from llava_star.models.checkpoints import write_hub_weight_names
 from llava_star.models.families import FAMILIES as FAMILY_FACTS
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl")
-VARIANTS = ("qwen2_5_vl",)  # buildable too; loaded as the family they belong to
+FAMILIES = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl", "qwen3_vl", "qwen3_5", "gemma4")
+VARIANTS = ("qwen2_5_vl", "qwen3_vl_moe")  # buildable too; loaded as the family they belong to
 
 FRAME_SIZE = 32  # pixels; every tiny vision tower sees 32x32 frames
 PATCH_SIZE = 8
@@ -67,6 +68,7 @@ class _Family:
 
     special_tokens: tuple[str, ...]  # bos, eos, pad first; then the multimodal ones
     build: Callable[[Any, int], tuple[Any, Any]]  # (tokenizer, vocab size) -> (config, processor)
+    named_tokens: dict[str, str] | None = None  # tokenizer attributes the processor reads
 
 
 def _clip_vision(patch_size: int = PATCH_SIZE) -> Any:
@@ -83,7 +85,7 @@ def _clip_vision(patch_size: int = PATCH_SIZE) -> Any:
     )
 
 
-def _small_text(model_type: str, vocab_size: int, tokenizer: Any, **overrides: Any) -> dict[str, Any]:
+def small_text(model_type: str, vocab_size: int, tokenizer: Any, **overrides: Any) -> dict[str, Any]:
     return dict(
         model_type=model_type,
         vocab_size=vocab_size,
@@ -138,7 +140,7 @@ def _build_video_llava(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     tokens_per_frame = (FRAME_SIZE // PATCH_SIZE) ** 2
     config = VideoLlavaConfig(
         vision_config=_clip_vision(),
-        text_config=_small_text("llama", vocab_size, tokenizer),
+        text_config=small_text("llama", vocab_size, tokenizer),
         **_llava_media_tokens(tokenizer),
         image_seq_length=tokens_per_frame,
         video_seq_length=(tokens_per_frame + 1) * 8,
@@ -163,7 +165,7 @@ def _build_llava_next_video(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     patch = LLAVA_NEXT_VIDEO_PATCH_SIZE
     config = LlavaNextVideoConfig(
         vision_config=_clip_vision(patch),
-        text_config=_small_text("llama", vocab_size, tokenizer),
+        text_config=small_text("llama", vocab_size, tokenizer),
         **_llava_media_tokens(tokenizer),
         image_grid_pinpoints=pinpoints,
         image_seq_length=(FRAME_SIZE // patch) ** 2,
@@ -197,7 +199,7 @@ def _build_llava_onevision(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
             image_size=FRAME_SIZE,
             patch_size=PATCH_SIZE,
         ),
-        text_config=_small_text("qwen2", vocab_size, tokenizer),
+        text_config=small_text("qwen2", vocab_size, tokenizer),
         **_llava_media_tokens(tokenizer),
         image_grid_pinpoints=pinpoints,
     )
@@ -235,7 +237,7 @@ def _build_qwen(tokenizer: Any, vocab_size: int, *, version: str) -> tuple[Any, 
         vision.update(fullatt_block_indexes=[1])
     config = config_class(
         vision_config=vision,
-        text_config=_small_text(
+        text_config=small_text(
             f"{config_class.model_type}_text",
             vocab_size,
             tokenizer,
@@ -271,14 +273,21 @@ _FAMILY_SPECS = {
     "qwen2_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2")),
     # Qwen2.5-VL belongs to the qwen2_vl family; buildable for tests, not in FAMILIES
     "qwen2_5_vl": _Family(_QWEN_TOKENS, functools.partial(_build_qwen, version="2.5")),
+    "qwen3_vl": _Family(tiny_recent.QWEN3_TOKENS, tiny_recent.build_qwen3_vl),
+    "qwen3_vl_moe": _Family(tiny_recent.QWEN3_TOKENS, functools.partial(tiny_recent.build_qwen3_vl, moe=True)),
+    "qwen3_5": _Family(tiny_recent.QWEN3_TOKENS, tiny_recent.build_qwen3_5),
+    "gemma4": _Family(tiny_recent.GEMMA4_TOKENS, tiny_recent.build_gemma4, tiny_recent.GEMMA4_NAMED_TOKENS),
 }
 
 
-def train_tokenizer(special_tokens: tuple[str, ...], *, vocab_size: int = VOCAB_SIZE) -> Any:
+def train_tokenizer(
+    special_tokens: tuple[str, ...], *, vocab_size: int = VOCAB_SIZE, named: dict[str, str] | None = None
+) -> Any:
     """A byte-level BPE tokenizer trained on the small built-in corpus.
 
     ``special_tokens`` are bos, eos and pad, then the multimodal and chat markers; eos is
-    also the end-of-turn token, so generation stops at the end of an answer.
+    also the end-of-turn token, so generation stops at the end of an answer. ``named``
+    gives some of them the attribute names a processor reads (Gemma 4's ``boi_token``...).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -299,7 +308,7 @@ def train_tokenizer(special_tokens: tuple[str, ...], *, vocab_size: int = VOCAB_
         bos_token=bos,
         eos_token=eos,
         pad_token=pad,
-        extra_special_tokens=list(extra),
+        extra_special_tokens=dict(named) if named else list(extra),
         padding_side="left",
     )
 
@@ -316,7 +325,7 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int 
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
     spec = _FAMILY_SPECS[family]
-    tokenizer = train_tokenizer(spec.special_tokens)
+    tokenizer = train_tokenizer(spec.special_tokens, named=spec.named_tokens)
     config, processor = spec.build(tokenizer, len(tokenizer))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -106,6 +106,27 @@ def die_with_launcher(environ: Mapping[str, str] | None = None) -> bool:
     return True
 
 
+def rank_and_world_size() -> tuple[int, int]:
+    """This process's rank and the number of ranks of the initialized process group ((0, 1) with none)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_from_every_rank(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` without a process group)."""
+    import torch.distributed as dist
+
+    world_size = rank_and_world_size()[1]
+    if world_size == 1:
+        return [value]
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def shard(items: Iterable[ItemT], rank: int, world_size: int) -> Iterator[ItemT]:
     """The items at positions ``rank``, ``rank + world_size``, ... (streamed, not copied).
 

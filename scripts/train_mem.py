@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag("image_aspect_ratio")
     flag("cache_dir")
     flag("resume_from_checkpoint")
+    flag("trust_checkpoint", bool)  # llava-star's: resume a checkpoint without its manifest
     # LLaVA-NeXT's video training (scripts/video/train/*.sh)
     flag("mm_tunable_parts")
     flag("frames_upbound", int)
@@ -360,6 +361,7 @@ _SAME = (
     "save_total_limit",
     "report_to",
     "resume_from_checkpoint",
+    "trust_checkpoint",
     "cache_dir",
 )
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from test_train_resume import TOLERANCE, final_weights, max_difference, options
-from tiny_model_helpers import single_process_env
+from tiny_model_helpers import free_port, single_process_env
 
 from llava_star.training.manifest import MANIFEST_FILE, UntrustedCheckpointError, verify_manifest, write_manifest
 from llava_star.training.resume import (
@@ -260,4 +260,52 @@ def test_a_planted_deepspeed_pickle_is_refused_and_never_runs(tiny_model, train_
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     summary = json.loads((resumed_dir / "train_summary.json").read_text())
     assert summary["resumed_from"] == str(resumed_dir / "checkpoint-2")
+    assert max_difference(final_weights(tmp_path / "straight"), final_weights(resumed_dir)) <= TOLERANCE
+
+
+def torchrun_train(values, output: Path) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m llava_star train --config ...`` on gloo."""
+    config = output.parent / f"{output.name}.yaml"
+    config.write_text(json.dumps(values))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+    command += [str(free_port()), "-m", "llava_star", "train", "--config", str(config)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_ranks_write_one_manifest_and_split_its_check(tiny_model, train_json, synthetic_dataset, tmp_path):
+    """Under torchrun every rank's files are in the manifest (written once all have saved);
+    a rerun checks it across the ranks, resumes, and a planted file stops every rank."""
+    pytest.importorskip("deepspeed")
+    deepspeed = str(REPO / "scripts" / "zero2.json")
+
+    def settings(output):
+        return options(
+            tiny_model, train_json, synthetic_dataset.root, output, max_steps=4, save_steps=2, deepspeed=deepspeed
+        )
+
+    straight = torchrun_train(settings(tmp_path / "straight"), tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-4000:]
+    saved = tmp_path / "straight" / "checkpoint-2"
+    listed = set(verify_manifest(saved)["files"])
+    for rank in (0, 1):
+        assert f"rng_state_{rank}.pth" in listed
+        assert f"global_step2/zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in listed
+
+    planted_dir = tmp_path / "planted"
+    interrupted_after(tmp_path / "straight", 2, planted_dir)
+    target = planted_dir / "checkpoint-2" / "rng_state_1.pth"
+    target.write_bytes(b"X" * target.stat().st_size)  # same size: only a hash tells
+    refused = torchrun_train(settings(planted_dir), planted_dir)
+    assert refused.returncode != 0
+    assert f"{target}: its SHA-256 differs from the one the run wrote" in refused.stderr
+
+    resumed_dir = tmp_path / "resumed"
+    interrupted_after(tmp_path / "straight", 2, resumed_dir)
+    resumed = torchrun_train(settings(resumed_dir), resumed_dir)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    summary = json.loads((resumed_dir / "train_summary.json").read_text())
+    assert summary["resumed_from"] == str(resumed_dir / "checkpoint-2") and summary["world_size"] == 2
     assert max_difference(final_weights(tmp_path / "straight"), final_weights(resumed_dir)) <= TOLERANCE

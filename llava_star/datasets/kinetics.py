@@ -123,13 +123,16 @@ def _json_rows(path: Path) -> Iterator[KineticsRow]:
         label = annotations.get("label")
         if label is not None and not isinstance(label, str):
             raise AnnotationError(f"{where}: annotations.label: expected a string, got {label!r}")
+        split = entry.get("subset")
+        if split is not None and not isinstance(split, str):
+            raise AnnotationError(f"{where}: subset: expected a string, got {split!r}")
         yield KineticsRow(
             where=where,
             youtube_id=youtube_id,
             time_start=_whole_seconds(segment[0], where, "segment[0]"),
             time_end=_whole_seconds(segment[1], where, "segment[1]"),
             label=label or None,
-            split=entry.get("subset"),
+            split=split or None,
         )
 
 

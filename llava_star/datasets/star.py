@@ -104,6 +104,8 @@ def _options(record: Mapping[str, Any], where: str) -> dict[str, tuple[str, Any]
     for choice in choices:
         if not isinstance(choice, dict) or not isinstance(choice.get("choice"), str) or "choice_id" not in choice:
             raise AnnotationError(f"{where}: choices: each needs 'choice_id' and a 'choice' string, got {choice!r}")
+        if not isinstance(choice["choice_id"], int) or isinstance(choice["choice_id"], bool):
+            raise AnnotationError(f"{where}: choices: choice_id: expected an integer, got {choice['choice_id']!r}")
     ordered = sorted(choices, key=lambda choice: choice["choice_id"])
     return {key: (choice["choice"], choice.get("choice_program")) for key, choice in zip(OPTION_KEYS, ordered)}
 
@@ -123,6 +125,10 @@ def _situations(record: Mapping[str, Any], where: str) -> list[tuple[int, dict[s
         for box in boxes:
             if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
                 raise AnnotationError(f"{where}: situations[{keyframe!r}].bbox: expected [x1, y1, x2, y2], got {box!r}")
+        for key in ("actions", "bbox_labels"):
+            names = situation.get(key, [])
+            if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+                raise AnnotationError(f"{where}: situations[{keyframe!r}].{key}: expected a list of ids, got {names!r}")
         keyframes.append((int(keyframe), situation))
     return sorted(keyframes, key=lambda item: item[0])
 

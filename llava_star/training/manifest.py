@@ -61,18 +61,32 @@ def checkpoint_files(directory: Path) -> list[str]:
     return sorted(files)
 
 
-def write_manifest(directory: str | os.PathLike[str], settings: Mapping[str, Any] | None = None) -> Path:
-    """Hash every file of the checkpoint ``directory`` into its manifest; return the manifest's path.
+def file_entries(directory: Path, names: list[str], share: tuple[int, int] = (0, 1)) -> dict[str, dict[str, Any]]:
+    """The manifest entries (hash, size) of every ``share[1]``-th of ``names``, from the ``share[0]``-th:
+    the ranks of a job split the hashing of a checkpoint."""
+    rank, world_size = share
+    return {
+        name: {"sha256": file_sha256(directory / name), "bytes": (directory / name).stat().st_size}
+        for index, name in enumerate(names)
+        if index % world_size == rank
+    }
 
-    ``settings`` (the run's resolved config) go with it, so a rerun can tell whether the
-    checkpoint belongs to the run it continues.
+
+def write_manifest(
+    directory: str | os.PathLike[str],
+    settings: Mapping[str, Any] | None = None,
+    files: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write the manifest of the checkpoint ``directory``; return its path.
+
+    ``files``: the entries of every file (:func:`file_entries`, gathered from the ranks);
+    by default every file is hashed here. ``settings`` (the run's resolved config) go with
+    it, so a rerun can tell whether the checkpoint belongs to the run it continues.
     """
     directory = Path(directory)
-    files = {
-        name: {"sha256": file_sha256(directory / name), "bytes": (directory / name).stat().st_size}
-        for name in checkpoint_files(directory)
-    }
-    manifest = {"format": MANIFEST_FORMAT, "settings": dict(settings or {}), "files": files}
+    if files is None:
+        files = file_entries(directory, checkpoint_files(directory))
+    manifest = {"format": MANIFEST_FORMAT, "settings": dict(settings or {}), "files": dict(sorted(files.items()))}
     write_json_atomic(directory / MANIFEST_FILE, manifest)
     return directory / MANIFEST_FILE
 

@@ -283,24 +283,17 @@ def verify_before_resume(checkpoint: Path, settings: Mapping[str, Any], *, same_
 
     The ranks split the hashing (each reads every world-size-th file) and share what they found.
     """
-    import torch.distributed as dist
-
+    from llava_star.distributed import gather_from_every_rank, rank_and_world_size
     from llava_star.training.manifest import UntrustedCheckpointError, verify_manifest
 
-    grouped = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    share = (dist.get_rank(), dist.get_world_size()) if grouped else (0, 1)
     fault: tuple[str, str] | None = None
     try:
-        manifest = verify_manifest(checkpoint, share)
+        manifest = verify_manifest(checkpoint, rank_and_world_size())
         if same_settings:
             check_same_settings(checkpoint, settings, manifest.get("settings") or {})
     except LlavaStarError as error:
         fault = (type(error).__name__, str(error))
-    faults = [fault]
-    if grouped:
-        faults = [None] * dist.get_world_size()
-        dist.all_gather_object(faults, fault)
-    found = [item for item in faults if item is not None]
+    found = [item for item in gather_from_every_rank(fault) if item is not None]
     if found:
         kind, message = found[0]
         raise (UntrustedCheckpointError if kind == UntrustedCheckpointError.__name__ else CheckpointError)(message)

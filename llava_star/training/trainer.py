@@ -15,10 +15,11 @@ from transformers import Trainer, TrainingArguments
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from llava_star.distributed import gather_from_every_rank, rank_and_world_size
 from llava_star.training.config import check_trainer_args
 from llava_star.training.data import IGNORE_INDEX, MediaGroupedSampler
 from llava_star.training.lora import is_peft
-from llava_star.training.manifest import write_manifest
+from llava_star.training.manifest import checkpoint_files, file_entries, write_manifest
 from llava_star.training.parts import learning_rates_by_part, optimizer_parameter_groups, parameter_anchor
 from llava_star.training.resume import load_model_weights, load_non_adapter_weights, save_non_adapter_weights
 
@@ -140,8 +141,13 @@ class ConversationTrainer(Trainer):
         run_dir = self._get_output_dir(trial=trial)
         folder = Path(run_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         self.accelerator.wait_for_everyone()  # every rank's shards and RNG state are written
+        # the ranks split the hashing (a 7B model's ZeRO checkpoint with Adam states is ~100 GB)
+        names = checkpoint_files(folder)
+        entries: dict[str, Any] = {}
+        for share in gather_from_every_rank(file_entries(folder, names, rank_and_world_size())):
+            entries.update(share)
         if self.args.should_save:
-            write_manifest(folder, self.run_settings)
+            write_manifest(folder, self.run_settings, entries)
             rotate_checkpoints(
                 output_dir=run_dir,
                 save_total_limit=limit,

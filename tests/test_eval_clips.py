@@ -14,6 +14,7 @@ import pytest
 from frame_numbers import read_stamps
 from stamped_media import make_stamped_media
 
+from llava_star.errors import ConfigError
 from llava_star.eval_tasks import hooks
 from llava_star.eval_tasks.docs import sample_to_doc
 from llava_star.media.video import read_frames
@@ -96,3 +97,14 @@ def test_our_adapter_reads_the_range_from_the_source(stamped, environment, sourc
     assert len(numbers) == 8 and set(numbers) <= set(getattr(stamped, expected))
     assert numbers == sorted(numbers) and numbers[0] < numbers[-1]
     assert not environment.exists()
+
+
+def test_an_unwritable_clip_cache_names_the_variable(stamped, monkeypatch, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(hooks.VIDEO_DIR_VARIABLE, str(stamped.videos))
+    monkeypatch.setenv(hooks.CLIP_CACHE_VARIABLE, str(blocker / "clips"))
+    with pytest.raises(ConfigError, match="LLAVA_STAR_CLIP_CACHE"):
+        hooks.doc_to_visual(_docs(stamped)["star"])
+    # a whole video needs no cache
+    assert hooks.doc_to_visual(_docs(stamped)["kinetics700"]) == [str(stamped.videos / "kinetics/stamped.mp4")]

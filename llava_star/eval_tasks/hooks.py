@@ -128,7 +128,16 @@ def doc_to_visual(doc: Mapping[str, Any]) -> list[str]:
     from llava_star.media.clips import cached_clip
 
     path, start, end = doc_source(doc)
-    return [str(cached_clip(path, doc["video"], start, end, clip_cache_dir(doc["source"])))]
+    cache = clip_cache_dir(doc["source"])
+    if path.is_dir() or start is not None or end is not None:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # e.g. a read-only dataset folder
+            raise ConfigError(
+                f"{cache}: cannot write clip files there ({error}); set {CLIP_CACHE_VARIABLE} "
+                "(llava-star eval --clip-cache) to a writable folder"
+            ) from None
+    return [str(cached_clip(path, doc["video"], start, end, cache))]
 
 
 def doc_to_text(doc: Mapping[str, Any], lmms_eval_specific_kwargs: Mapping[str, str] | None = None) -> str:

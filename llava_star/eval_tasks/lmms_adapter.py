@@ -3,10 +3,10 @@ hub LLaVA-family / Qwen-VL video checkpoint, answering from frames it decodes it
 
 lmms-eval finds it through the ``lmms_eval.models`` entry point (``manifest``) once
 llava-star is installed; :func:`lmms_eval_main` registers it explicitly so ``llava-star
-eval`` also works from a source tree. Built-in adapters do not serve: ``video_llava``
-breaks on transformers 5 (``read_video() takes 1 positional argument``) and ``llava_hf``
-needs ``--force_simple``; and none prompts the way our training does, so a fine-tuned
-model would be scored on a layout it never saw. Here the prompt goes through
+eval`` also works from a source tree. lmms-eval's built-in wrappers run the tasks too
+(``llava-star eval --lmms-model WRAPPER``, with the runtime patches of ``patches/``), but
+none prompts the way our training does, so a fine-tuned model would be scored on a layout
+it never saw. Here the prompt goes through
 :func:`llava_star.models.inputs.build_inputs`, the function training uses.
 
 Video: a doc of the project's tasks is read from its source video or frame folder, its

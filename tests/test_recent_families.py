@@ -89,6 +89,21 @@ def test_the_loss_is_exactly_the_answer_and_the_end_of_turn_token(tiny_dirs, nam
     assert tokenizer.decode(inputs.batch["input_ids"][0]).startswith(start)
 
 
+def test_under_the_hub_files_the_loss_is_the_answer_and_im_end(real_qwen3_vl):
+    """The real-geometry checkpoint carries the hub's chat template and processor files."""
+    rng = np.random.default_rng(0)
+    inputs = build_inputs(
+        real_qwen3_vl.processor,
+        [video_conversation("What colour is it?", "It is red.")],
+        [in_memory_frames(rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))],
+        add_generation_prompt=False,
+        assistant_spans=True,
+        padding_side="right",
+    )
+    labels = inputs.labels()[0]
+    assert real_qwen3_vl.processor.tokenizer.decode(labels[labels != -100]) == "It is red.<|im_end|>"
+
+
 def test_gemma4_writes_each_frames_source_time_as_mm_ss(tiny_dirs, make_video):
     """Gemma 4 (frames through the image path): one mm:ss per frame, from the file's clock for
     a clip (the clip's own would read 00:00 to 00:07)."""

@@ -138,6 +138,7 @@ FAMILIES: dict[str, Family] = {
             template_text("gemma4"),
             plain_template("<|video|>", "<|image|>"),
             "google/gemma-4-E2B-it",
+            vllm_videos=True,
             vision_parts=("vision_tower", "audio_tower"),
             projector_parts=("embed_vision", "embed_audio"),
             timestamps="source",

@@ -156,6 +156,9 @@ def build_gemma4(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
         "patch_size": sizes.PATCH_SIZE,
         "pooling_kernel_size": 3,
         "position_embedding_size": 64,
+        # the soft tokens an image gets when none are asked for: vLLM 0.32 reads it (the
+        # processors below say 70)
+        "default_output_length": 70,
     }
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in GEMMA4_NAMED_TOKENS.items()}
     config = transformers.Gemma4Config(

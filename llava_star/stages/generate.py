@@ -13,7 +13,10 @@ command skips every id already written by any rank of any earlier layout (a rank
 ids only, of the shards that can hold its share of the same samples file). A video that
 cannot be decoded becomes a line of the failures file with the reason, never a
 substitute sample. The rationalized answer is stored with the ORIGINAL question: the
-hint is only ever in the prompt.
+hint is only ever in the prompt. ``--num-answers K`` (with ``--temperature > 0``) samples K
+answers per question, verifies each, keeps the sample when any passes (the first passing
+answer is the line's ``answer``) and records every answer in the line's ``answers``
+(docs/generate.md#several-answers-per-question).
 
 Outputs in OUT_DIR: ``generations.rankRRRRR-of-WWWWW.jsonl`` (Generation lines),
 ``failures.rankRRRRR-of-WWWWW.jsonl`` (``{"id", "video", "reason"}``), ``config.json``

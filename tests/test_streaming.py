@@ -364,3 +364,26 @@ def test_prepare_confirms_a_shared_hash_and_names_both_rows_of_a_repeated_id(tmp
         AnnotationError, match=rf"validate.csv:99: sample id {first.sample.id!r} repeats {first.where}$"
     ):
         list(stream_samples(request, proposals, PrepareSummary("kinetics700"), rescan=lambda: adapt(request)))
+
+
+# ---------------------------------------------------------------- the cycle's bookkeeping
+
+
+@pytest.mark.parametrize("size", [0, 3, 17, 40, 100])
+def test_the_held_out_subset_of_a_file_is_random_subset_of_its_lines(tmp_path, size):
+    from llava_star.generation.protocol import random_subset, random_subset_of_lines
+
+    path = tmp_path / "samples.jsonl"
+    lines = [dumps_line({"id": f"s{n}"}) for n in range(40)]
+    path.write_bytes(b"\n".join(lines))  # blank lines between: not counted, as jsonl_lines skips them
+    for seed in (0, 5):
+        assert random_subset_of_lines(path, size, seed) == random_subset(lines, size, seed)
+
+
+def test_held_out_accuracy_of_the_stream_is_that_of_the_list(run_shards):
+    from llava_star.generation.protocol import held_out_accuracy
+
+    gen_dir, _ = run_shards
+    directory = GenerationDir(gen_dir)
+    assert held_out_accuracy(directory.iter_generations()) == held_out_accuracy(directory.generations())
+    assert [g.id for g in directory.iter_generations()] == [g.id for g in directory.generations()]

@@ -18,14 +18,15 @@ lmms-eval's built-in tasks (TempCompass) keep their own prompts: they are their 
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from llava_star.generation.options import GenerationOptions
 from llava_star.generation.prompts import direct_prompt
-from llava_star.records import Generation, kept_counts
+from llava_star.records import Generation, jsonl_lines, kept_counts
 
 # what evaluation sets over any generation options: greedy, direct answers only
 EVALUATION_SETTINGS: Mapping[str, Any] = MappingProxyType(
@@ -70,7 +71,17 @@ def random_subset(items: Sequence[Any], size: int, seed: int) -> list[Any]:
     return [items[index] for index in sorted(random.Random(seed).sample(range(len(items)), size))]
 
 
-def held_out_accuracy(generations: Sequence[Generation]) -> dict[str, Any]:
+def random_subset_of_lines(path: str | os.PathLike[str], size: int, seed: int) -> list[bytes]:
+    """``random_subset`` of a JSONL file's non-blank lines, holding only the lines chosen:
+    one pass counts them, a second keeps the drawn ones (the same lines, in file order)."""
+    count = sum(1 for _ in jsonl_lines(path))
+    if size >= count:
+        return [raw for _, raw in jsonl_lines(path)]
+    wanted = set(random.Random(seed).sample(range(count), size))
+    return [raw for position, (_, raw) in enumerate(jsonl_lines(path)) if position in wanted]
+
+
+def held_out_accuracy(generations: Iterable[Generation]) -> dict[str, Any]:
     """Direct answers that pass, over the held-out samples answered (rationalization off).
 
     >>> held_out_accuracy([])

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from llava_star.distributed import ProcessContext, die_with_parent, shard
 from llava_star.errors import RecordError, VideoError
+from llava_star.idset import line_id
 from llava_star.records import Sample, jsonl_lines, parse_jsonl_lines
 
 if TYPE_CHECKING:
@@ -85,6 +86,20 @@ def _decoded(sample: Sample, read_video: VideoReader) -> PendingSample:
         return PendingSample(sample, error=str(error))
 
 
+def _unfinished(
+    source: SampleFile, context: ProcessContext, worker_id: int, num_workers: int, done: Container[str]
+) -> Iterator[Sample | None]:
+    """This worker's samples, None for each one finished already: a finished line's id is read
+    without parsing the line (a resumed run of a million finished samples parses none)."""
+    for number, raw in source.lines(context, worker_id, num_workers):
+        sample_id = line_id(raw)
+        if sample_id is not None and sample_id in done:
+            yield None
+            continue
+        for sample in parse_jsonl_lines(source.path, [(number, raw)], Sample.from_dict, allow_torn_tail=False):
+            yield None if sample.id in done else sample
+
+
 def decoded_chunks(
     source: SampleFile, context: ProcessContext, done: Container[str], read_video: VideoReader, batch_size: int
 ) -> Iterator[Chunk]:
@@ -94,14 +109,12 @@ def decoded_chunks(
 
     worker = torch.utils.data.get_worker_info()
     worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
-    lines = source.lines(context, worker_id, num_workers)
-    samples = parse_jsonl_lines(source.path, lines, Sample.from_dict, allow_torn_tail=False)
     items: list[PendingSample] = []
     consumed = 0
     try:
-        for sample in samples:
+        for sample in _unfinished(source, context, worker_id, num_workers, done):
             consumed += 1
-            if sample.id in done:
+            if sample is None:  # finished by an earlier run
                 continue
             items.append(_decoded(sample, read_video))
             if len(items) == batch_size:

@@ -53,6 +53,11 @@ class TrainSettings:
         False,
         help="leave out kept answers the grounding check flagged (needs generate.grounding_check blank|shuffle)",
     )
+    verified_only: bool = option(
+        True,
+        help="train on the answers the verifier passed (Video-STaR); false: on every answer, the no-verifier "
+        "ablation (needs generate.rationalize: false)",
+    )
 
     def __post_init__(self) -> None:
         for key, owner in _TRAIN_KEYS_SET_BY_THE_CYCLE.items():
@@ -111,6 +116,11 @@ class CycleConfig:
             not self.train.drop_ungrounded or self.generate.grounding_check != "none",
             "train.drop_ungrounded",
             "needs generate.grounding_check: blank or shuffle (no answer is flagged without the check)",
+        )
+        check(
+            self.train.verified_only or not self.generate.rationalize,
+            "train.verified_only",
+            "false trains on every direct answer; set generate.rationalize: false (nothing is retried without a verifier)",
         )
         check_train_options(self)
 

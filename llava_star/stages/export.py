@@ -74,6 +74,9 @@ class ExportConfig:
     drop_ungrounded: bool = option(
         False, help="drop answers the grounding check flagged (grounded: false: they pass without the video)"
     )
+    unverified: bool = option(
+        False, help="also export the answers the verifier rejected: the no-verifier ablation, not for real training"
+    )
     mix: tuple[Path, ...] = option(
         (), help="existing instruction data to append (e.g. VideoInstruct-100K, LLaVA-665K), in any --format"
     )
@@ -168,17 +171,23 @@ def to_llava_record(generation: Generation) -> dict[str, Any]:
 
 
 def select_records(
-    generations: Iterable[Generation], *, direct_only: bool, stats: ExportStats, drop_ungrounded: bool = False
+    generations: Iterable[Generation],
+    *,
+    direct_only: bool,
+    stats: ExportStats,
+    drop_ungrounded: bool = False,
+    unverified: bool = False,
 ) -> list[dict[str, Any]]:
-    """Passed generations as LLaVA records, first occurrence of an id kept."""
+    """Passed generations (``unverified``: all of them) as LLaVA records, first occurrence of an id kept."""
     records: list[dict[str, Any]] = []
     seen: set[str] = set()
     for generation in generations:
         groups = [(generation.sample.source, label_type) for label_type in label_type_names(generation.sample.labels)]
         stats.generated.update(groups)
-        if not generation.passed:
+        if generation.passed:
+            stats.passed.update(groups)
+        elif not unverified:
             continue
-        stats.passed.update(groups)
         if generation.id in seen:
             stats.duplicates += 1
             continue
@@ -275,6 +284,7 @@ def _export(config: ExportConfig) -> ExportStats:
         direct_only=config.direct_only,
         stats=stats,
         drop_ungrounded=config.drop_ungrounded,
+        unverified=config.unverified,
     )
     if config.format != "llava_star" and records:  # mixed-in records keep their paths
         layout = media_layout(config)
@@ -382,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, required=True, help=_help("output"))
     parser.add_argument("--direct-only", action="store_true", help=_help("direct_only"))
     parser.add_argument("--drop-ungrounded", action="store_true", help=_help("drop_ungrounded"))
+    parser.add_argument("--unverified", action="store_true", help=_help("unverified"))
     parser.add_argument("--mix", nargs="+", action="extend", type=Path, default=[], metavar="JSON", help=_help("mix"))
     parser.add_argument("--format", choices=FORMATS, default="llava_star", help=_help("format"))
     parser.add_argument("--mix-format", choices=MIX_FORMATS, default="auto", help=_help("mix_format"))

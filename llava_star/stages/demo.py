@@ -25,10 +25,12 @@ import argparse
 import html
 import json
 import logging
+import multiprocessing
 import random
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -43,6 +45,7 @@ from llava_star.generation.options import GenerationOptions
 from llava_star.generation.prompts import hint_prompt
 from llava_star.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from llava_star.llava_json import video_turns
+from llava_star.log import configure_logging
 from llava_star.models.tiny import build_tiny_model
 from llava_star.records import Sample, read_samples
 from llava_star.runs import CycleRunDir, StageDir
@@ -80,6 +83,7 @@ class DemoConfig:
     # 2-core machine the thread sync costs ~10x per step (measured: 0.25 s vs 2.5 s).
     torch_threads: int = 1
     ablation_seeds: int = 3  # llava-star demo --ablation: every arm on seeds seed, seed+1, ...
+    ablation_jobs: int = 2  # seeds run side by side, one process (and torch_threads threads) each
 
     def __post_init__(self) -> None:
         for key in (
@@ -93,6 +97,7 @@ class DemoConfig:
             "max_new_tokens",
             "torch_threads",
             "ablation_seeds",
+            "ablation_jobs",
         ):
             check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
@@ -359,14 +364,32 @@ def run_seed(config: DemoConfig, out: Path) -> dict[str, dict[str, Any]]:
     return outcome
 
 
+def run_seed_in_process(config: DemoConfig, out: Path) -> dict[str, dict[str, Any]]:
+    """:func:`run_seed` with this process's torch threads pinned, so a seed's figures do not
+    depend on the process it ran in."""
+    import torch
+
+    torch.set_num_threads(config.torch_threads)
+    return run_seed(config, out)
+
+
 def run_ablation(config: DemoConfig, out: Path) -> dict[str, Any]:
     """Every arm on ``ablation_seeds`` seeds; writes ``ablation.json``, the table, a plot and a page."""
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     write_config(config, out / "demo.yaml")
-    by_seed = {}
-    for seed in range(config.seed, config.seed + config.ablation_seeds):
-        by_seed[seed] = run_seed(replace(config, seed=seed), out / f"seed_{seed}")
+    seeds = range(config.seed, config.seed + config.ablation_seeds)
+    jobs = min(config.ablation_jobs, len(seeds))
+    if jobs == 1:
+        by_seed = {seed: run_seed_in_process(replace(config, seed=seed), out / f"seed_{seed}") for seed in seeds}
+    else:  # the seeds are independent runs: one process each (every one pins its own torch threads)
+        context = multiprocessing.get_context("spawn")  # no forked torch or tokenizer state
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=configure_logging) as pool:
+            futures = {
+                seed: pool.submit(run_seed_in_process, replace(config, seed=seed), out / f"seed_{seed}")
+                for seed in seeds
+            }
+            by_seed = {seed: future.result() for seed, future in futures.items()}
     runs = {arm.name: [by_seed[seed][arm.name] for seed in by_seed] for arm in ARMS}
     table = summarize(runs, config.cycles)
     text = format_table(table, config.cycles)

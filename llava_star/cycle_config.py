@@ -65,6 +65,11 @@ class TrainSettings:
         help="`llava-star train` keys for the DPO step, over `options` (learning_rate, max_steps, dpo_beta, ...)",
     )
     max_pairs: int = option(1, help="preference pairs per question at most (export --max-pairs)")
+    verified_only: bool = option(
+        True,
+        help="train on the answers the verifier passed (Video-STaR); false: on every answer, the no-verifier "
+        "ablation (needs generate.rationalize: false)",
+    )
 
     def __post_init__(self) -> None:
         check(
@@ -132,6 +137,11 @@ class CycleConfig:
             not self.train.drop_ungrounded or self.generate.grounding_check != "none",
             "train.drop_ungrounded",
             "needs generate.grounding_check: blank or shuffle (no answer is flagged without the check)",
+        )
+        check(
+            self.train.verified_only or not self.generate.rationalize,
+            "train.verified_only",
+            "false trains on every direct answer; set generate.rationalize: false (nothing is retried without a verifier)",
         )
         check_train_options(self)
 

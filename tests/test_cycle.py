@@ -125,7 +125,7 @@ def test_every_cycle_key_has_help_in_the_commands_help(capsys):
     ]
     assert "generate.batch_size" in " ".join(keys) and not any(key.startswith("generate.seed:") for key in keys)
     own = [key for key in keys if not key.startswith("generate.")]  # generate's own options document themselves
-    assert len(own) == 22 and all(
+    assert len(own) == 23 and all(
         key.split(":", 1)[1].strip() and not key.split(":", 1)[1].strip().startswith("(") for key in own
     ), own
 

@@ -44,10 +44,13 @@ def test_warmup_captions_come_from_the_labels_of_moving_scenes():
     assert records[0]["video"] == "a.mp4"
     assert records[0]["conversations"][1] == {"from": "gpt", "value": "A red circle moves up."}
     assert records[0]["conversations"][0]["value"].startswith("<video>\n")
-    caption_record, hint_record = warmup_records(samples, 5, random.Random(0), with_hints=True)
+    caption_record, colour_hint, motion_hint = warmup_records(
+        samples, 5, random.Random(0), hint_tasks=("colour", "motion_direction")
+    )
     assert caption_record == records[0] | {"id": caption_record["id"]}
-    assert "Answer: red." in hint_record["conversations"][0]["value"]
-    assert hint_record["conversations"][1] == caption_record["conversations"][1]
+    assert "Answer: red." in colour_hint["conversations"][0]["value"]
+    assert "Answer: up." in motion_hint["conversations"][0]["value"]
+    assert colour_hint["conversations"][1] == motion_hint["conversations"][1] == caption_record["conversations"][1]
 
 
 @pytest.mark.slow

@@ -169,6 +169,44 @@ def _class_label(value: str, name: str, vocabulary: tuple[str, ...], synonyms: t
     return Label(type="class", value=value, name=name, vocabulary=vocabulary, synonyms=synonyms)
 
 
+# the attributes every moving scene has, by task: its label's name, vocabulary and synonyms
+ATTRIBUTES: Mapping[str, tuple[str, tuple[str, ...]]] = MappingProxyType(
+    {"colour": ("colour", tuple(COLOURS)), "shape": ("shape", SHAPES), "motion_direction": ("direction", DIRECTIONS)}
+)
+
+
+def attribute_label(task: str, value: str) -> Label:
+    """The class label of one attribute of a moving scene, as the dataset writes it."""
+    name, vocabulary = ATTRIBUTES[task]
+    return _class_label(
+        value, name, vocabulary, DIRECTION_SYNONYMS.get(value, ()) if task == "motion_direction" else ()
+    )
+
+
+def false_claims(answer: str, asked: str, truth: Mapping[str, str]) -> list[str]:
+    """The attributes other than the ``asked`` one that ``answer`` states a wrong value for.
+
+    The synthetic world knows every attribute of a moving scene, so it can measure what a
+    label-containment verifier lets through: an answer that names the right colour and
+    the wrong shape passes a colour question. A wrong value counts when the verifier would
+    pass it as a label (asserted, not negated, not hedged); ``truth`` maps task -> value.
+
+    >>> truth = {"colour": "yellow", "shape": "circle", "motion_direction": "up"}
+    >>> false_claims("A yellow square moves left.", "colour", truth)
+    ['motion_direction=left', 'shape=square']
+    >>> false_claims("A yellow circle moves upward.", "colour", truth)
+    []
+    """
+    from llava_star.verify.core import verify
+
+    claims = []
+    for task in sorted(set(truth) - {asked}):
+        for value in ATTRIBUTES[task][1]:
+            if value != truth[task] and verify(answer, [attribute_label(task, value)]).passed:
+                claims.append(f"{task}={value}")
+    return claims
+
+
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | Mapping[str, object]) -> str:
     names = tuple(options)
     return names[int(rng.integers(len(names)))]
@@ -195,10 +233,9 @@ def draw_moving(rng: np.random.Generator, config: SyntheticConfig) -> Scene:
     for t in range(config.num_frames):
         progress = travel * t / (config.num_frames - 1)
         _paint(frames[t], shape, colour, x0 + round(dx * progress), y0 + round(dy * progress), side)
-    tasks = (
-        SceneTask("colour", _class_label(colour, "colour", tuple(COLOURS))),
-        SceneTask("shape", _class_label(shape, "shape", SHAPES)),
-        SceneTask("motion_direction", _class_label(direction, "direction", DIRECTIONS, DIRECTION_SYNONYMS[direction])),
+    tasks = tuple(
+        SceneTask(task, attribute_label(task, value))
+        for task, value in (("colour", colour), ("shape", shape), ("motion_direction", direction))
     )
     return Scene("moving", frames, tasks)
 

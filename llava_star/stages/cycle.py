@@ -148,7 +148,7 @@ class CycleRunner:
         """Write the ``kept`` answers of ``generated`` (and ``train.mix``) as LLaVA training JSON."""
         if (done := stage.done("export")) is not None:
             return done
-        if not kept and not self.config.train.mix:  # the export stage refuses to write an empty file
+        if not kept and self.config.train.verified_only and not self.config.train.mix:  # nothing to export
             logger.warning("%s: no answer was kept; nothing to export", stage.path.name)
             return stage.mark_done("export", {"data": None, "samples": 0})
         config = export.ExportConfig(
@@ -156,6 +156,7 @@ class CycleRunner:
             output=stage.train_data,
             direct_only=direct_only,
             drop_ungrounded=self.config.train.drop_ungrounded,
+            unverified=not self.config.train.verified_only,
             mix=tuple(Path(p) for p in self.config.train.mix),
         )
         try:

@@ -24,28 +24,44 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import random
+import statistics
 import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from llava_star.ablation import (
+    ARMS,
+    Arm,
+    ablation_page,
+    false_claim_rate,
+    format_table,
+    gold_records,
+    plot,
+    summarize,
+    truth_by_video,
+)
 from llava_star.config import check, load_config, write_config
+from llava_star.cycle_config import CycleConfig, EvalSettings, TrainSettings, format_summary
 from llava_star.datasets.questions import make_question
+from llava_star.datasets.synthetic import ATTRIBUTES, SyntheticConfig, attribute_label, make_synthetic_dataset
 from llava_star.generation.options import GenerationOptions
 from llava_star.generation.prompts import hint_prompt
-from llava_star.io import write_json_atomic, write_jsonl_atomic
+from llava_star.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from llava_star.llava_json import video_turns
+from llava_star.log import configure_logging
 from llava_star.models.tiny import build_tiny_model
-from llava_star.records import Label, Sample, read_samples
+from llava_star.records import Sample, read_samples
 from llava_star.runs import CycleRunDir, StageDir
 from llava_star.stages import train
-from llava_star.stages.cycle import CycleConfig, EvalSettings, TrainSettings, format_summary, run_cycles
+from llava_star.stages.cycle import CycleRunner, run_cycles
 
 logger = logging.getLogger(__name__)
-
-TASK = "colour"
 
 
 @dataclass(frozen=True)
@@ -53,7 +69,11 @@ class DemoConfig:
     """The demo's knobs (``llava-star demo key=value``); the defaults are what ``make demo`` runs."""
 
     seed: int = 0
-    num_videos: int = 480  # half carry the colour task (180 training, 60 held-out questions)
+    # half are moving scenes with colour and motion questions; with held_out_fraction 0.4:
+    # 150 training and 100 held-out videos, so 300 training and 200 held-out questions
+    num_videos: int = 500
+    tasks: tuple[str, ...] = ("colour", "motion_direction")  # one read from any frame, one over time
+    held_out_fraction: float = 0.4
     family: str = "video_llava"
     num_frames: int = 8
     warmup_videos: int = 12  # captioned training videos the warm-up sees (3 per colour)
@@ -81,6 +101,8 @@ class DemoConfig:
     # A ~100k-parameter model gains nothing from a second intra-op thread, and on a shared
     # 2-core machine the thread sync costs ~10x per step (measured: 0.25 s vs 2.5 s).
     torch_threads: int = 1
+    ablation_seeds: int = 3  # llava-star demo --ablation: every arm on seeds seed, seed+1, ...
+    ablation_jobs: int = 2  # seeds run side by side, one process (and torch_threads threads) each
 
     def __post_init__(self) -> None:
         for key in (
@@ -94,6 +116,8 @@ class DemoConfig:
             "max_new_tokens",
             "torch_threads",
             "dpo_train_steps",
+            "ablation_seeds",
+            "ablation_jobs",
         ):
             check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
@@ -102,23 +126,25 @@ class DemoConfig:
             "dpo_train_steps",
             f"must be below cycle_train_steps ({self.cycle_train_steps}) with objective sft_then_dpo",
         )
+        unknown = sorted(set(self.tasks) - set(ATTRIBUTES))
+        check(bool(self.tasks) and not unknown, "tasks", f"expected some of {', '.join(ATTRIBUTES)}, got {unknown}")
 
 
 def make_data(config: DemoConfig, out: Path) -> dict[str, Any]:
-    """Synthetic videos, and their colour questions split into training and held-out files."""
+    """Synthetic videos, and their questions of ``config.tasks`` split into training and held-out files."""
     if (done := StageDir(out).done("data")) is not None:
         return done
-    from llava_star.datasets.synthetic import make_synthetic_dataset
-
-    dataset = make_synthetic_dataset(out / "data", num_videos=config.num_videos, seed=config.seed)
+    synthetic = SyntheticConfig(test_fraction=config.held_out_fraction)
+    dataset = make_synthetic_dataset(out / "data", num_videos=config.num_videos, seed=config.seed, config=synthetic)
     files = {}
     for split, path in (("train", dataset.train), ("held_out", dataset.test)):
-        samples = [sample for sample in read_samples(path) if sample.task == TASK]
-        check(bool(samples), "num_videos", f"too few videos: no {TASK} questions in the {split} split")
-        files[split] = str(out / f"{TASK}_{split}.jsonl")
+        samples = [sample for sample in read_samples(path) if sample.task in config.tasks]
+        check(bool(samples), "num_videos", f"too few videos: no {', '.join(config.tasks)} questions in {split}")
+        files[split] = str(out / f"questions_{split}.jsonl")
         write_jsonl_atomic(files[split], samples)
         files[f"{split}_samples"] = len(samples)
-    return StageDir(out).mark_done("data", {"video_root": str(dataset.root), "all_train": str(dataset.train), **files})
+    paths = {"video_root": str(dataset.root), "all_train": str(dataset.train), "all_samples": str(dataset.samples)}
+    return StageDir(out).mark_done("data", {**paths, **files})
 
 
 def caption(labels_by_task: dict[str, str]) -> str:
@@ -149,19 +175,17 @@ def balanced_pick(videos_by_colour: dict[str, list[str]], count: int, rng: rando
 
 
 def warmup_records(
-    train_samples: list[Sample], count: int, rng: random.Random, *, with_hints: bool = False
+    train_samples: list[Sample], count: int, rng: random.Random, *, hint_tasks: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """LLaVA conversations captioning ``count`` training videos, balanced over colours.
 
-    ``with_hints`` adds each caption once more behind the rationalization prompt with the
-    colour as the hint (:func:`llava_star.generation.prompts.hint_prompt`): a pretrained LVLM can
-    already use a hint, a random tiny one cannot, and without it rationalization rescues
-    nothing.
+    ``hint_tasks`` adds each caption once more per task behind the rationalization prompt
+    with that task's label as the hint (:func:`llava_star.generation.prompts.hint_prompt`): a
+    pretrained LVLM can already use a hint, a random tiny one cannot, and without it
+    rationalization rescues nothing.
     """
 
-    labels: dict[str, dict[str, str]] = {}
-    for sample in train_samples:
-        labels.setdefault(sample.video, {})[sample.task] = str(sample.labels[0].value)
+    labels = truth_by_video(train_samples)
     by_colour: dict[str, list[str]] = {}
     for video, tasks in sorted(labels.items()):
         if {"colour", "shape", "motion_direction"} <= set(tasks):
@@ -169,13 +193,13 @@ def warmup_records(
     records = []
     for index, video in enumerate(balanced_pick(by_colour, count, rng)):
         question = make_question("caption", rng)
-        prompts = [question]
-        if with_hints:
-            prompts.append(hint_prompt(question, [Label("class", labels[video]["colour"], name="colour")]))
-        for variant, prompt in enumerate(prompts):
+        prompts = {"caption": question}
+        for task in hint_tasks:
+            prompts[f"hint-{task}"] = hint_prompt(question, [attribute_label(task, labels[video][task])])
+        for variant, prompt in prompts.items():
             records.append(
                 {
-                    "id": f"warmup-{index:04d}-{('caption', 'hint')[variant]}",
+                    "id": f"warmup-{index:04d}-{variant}",
                     "video": video,
                     "conversations": video_turns(prompt, caption(labels[video])),
                     "source": "synthetic",
@@ -210,7 +234,7 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
         list(read_samples(data["all_train"])),
         config.warmup_videos,
         random.Random(config.seed),
-        with_hints=config.warmup_hints,
+        hint_tasks=config.tasks if config.warmup_hints else (),
     )
     write_json_atomic(directory / "captions.json", records)
 
@@ -229,12 +253,15 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
     ]
 
 
-def cycle_config(config: DemoConfig, out: Path, data: dict[str, Any], model: str) -> CycleConfig:
+def cycle_config(
+    config: DemoConfig, output_dir: Path, data: dict[str, Any], model: str, arm: Arm = ARMS[0]
+) -> CycleConfig:
+    """The demo's cycles; an ablation ``arm`` changes what each cycle trains on, nothing else."""
     return CycleConfig(
         model=model,
         samples=data["train"],
         video_root=data["video_root"],
-        output_dir=str(out / "cycles"),
+        output_dir=str(output_dir),
         cycles=config.cycles,
         min_kept_gain=config.min_kept_gain,
         seed=config.seed,
@@ -245,8 +272,9 @@ def cycle_config(config: DemoConfig, out: Path, data: dict[str, Any], model: str
             grounding_check=config.grounding_check,
             num_answers=config.num_answers,
             temperature=config.temperature,
+            rationalize=arm.rationalize,
         ),
-        train=cycle_train_settings(config),
+        train=replace(cycle_train_settings(config), verified_only=arm.verified_only),
         eval=EvalSettings(samples=data["held_out"], baseline=True),
     )
 
@@ -291,7 +319,7 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Any]:
     write_config(config, out / "demo.yaml")
     data = make_data(config, out)
     warm_model = warm_up(config, out, data)
-    summary = run_cycles(cycle_config(config, out, data, warm_model))
+    summary = run_cycles(cycle_config(config, out / "cycles", data, warm_model))
     warm = summary["baseline"]["accuracy"]
     last = summary["cycles"][-1]["eval"]["accuracy"]
     result = {
@@ -312,18 +340,134 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Any]:
     return {"summary": summary, "result": result}
 
 
+# ---------------------------------------------------------------- the ablation (--ablation)
+
+
+def run_gold_arm(config: DemoConfig, out: Path, data: dict[str, Any], warm_model: str) -> dict[str, Any]:
+    """Train the warm model once on gold answers (every cycle of STaR would train the same
+    model on the same data from the same start) and measure it as the cycles are measured."""
+    runner = CycleRunner(cycle_config(config, out, data, warm_model))
+    stage = runner.run_dir.cycle(1)
+    records = gold_records(list(read_samples(data["train"])))
+    if not stage.train_data.exists():
+        write_json_atomic(stage.train_data, records)
+    trained = runner.train(stage, warm_model, {"data": str(stage.train_data), "samples": len(records)})
+    evaluated = runner.evaluate(stage, trained["model"], 1)
+    return {"accuracy": [evaluated["accuracy"]] * config.cycles, "trained_on": [records], "kept": 1.0}
+
+
+def run_cycle_arm(config: DemoConfig, out: Path, data: dict[str, Any], warm_model: str, arm: Arm) -> dict[str, Any]:
+    """Every cycle of one arm, on the same data and budget (no early stop, so arms compare)."""
+    cycles = cycle_config(config, out, data, warm_model, arm)
+    cycles = replace(cycles, min_kept_gain=None, eval=replace(cycles.eval, baseline=arm == ARMS[0]))
+    summary = run_cycles(cycles)
+    run_dir = CycleRunDir(Path(cycles.output_dir))
+    trained_on = [
+        json.loads(run_dir.cycle(entry["cycle"]).train_data.read_text(encoding="utf-8"))
+        if entry["export"]["data"]
+        else []
+        for entry in summary["cycles"]
+    ]
+    return {
+        "baseline": summary["baseline"]["accuracy"] if summary["baseline"] else None,
+        "accuracy": [entry["eval"]["accuracy"] for entry in summary["cycles"]],
+        "trained_on": trained_on,
+        "kept": statistics.mean(entry["export"]["samples"] / data["train_samples"] for entry in summary["cycles"]),
+    }
+
+
+def run_seed(config: DemoConfig, out: Path) -> dict[str, dict[str, Any]]:
+    """Every arm on one seed's data and warm start; per arm its accuracies, kept fraction and
+    the false-claim rate of what it trained on."""
+    data = make_data(config, out)
+    warm_model = warm_up(config, out, data)
+    truth = truth_by_video(read_samples(data["all_samples"]))
+    results = {}
+    for arm in ARMS:
+        if arm.name == "warm_start":
+            continue
+        run = run_gold_arm if arm.name == "gold" else partial(run_cycle_arm, arm=arm)
+        results[arm.name] = run(config, out / arm.name, data, warm_model)
+    start = results[ARMS[0].name]["baseline"]
+    outcome = {"warm_start": {"accuracy": [start] + [None] * config.cycles, "kept": None, "false_claims": None}}
+    for name, result in results.items():
+        pooled = [record for records in result["trained_on"] for record in records]
+        outcome[name] = {
+            "accuracy": [start, *result["accuracy"]],
+            "kept": result["kept"],
+            "false_claims": false_claim_rate(pooled, truth),
+        }
+    return outcome
+
+
+def run_seed_in_process(config: DemoConfig, out: Path) -> dict[str, dict[str, Any]]:
+    """:func:`run_seed` with this process's torch threads pinned, so a seed's figures do not
+    depend on the process it ran in."""
+    import torch
+
+    torch.set_num_threads(config.torch_threads)
+    return run_seed(config, out)
+
+
+def run_ablation(config: DemoConfig, out: Path) -> dict[str, Any]:
+    """Every arm on ``ablation_seeds`` seeds; writes ``ablation.json``, the table, a plot and a page."""
+    started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(config, out / "demo.yaml")
+    seeds = range(config.seed, config.seed + config.ablation_seeds)
+    jobs = min(config.ablation_jobs, len(seeds))
+    if jobs == 1:
+        by_seed = {seed: run_seed_in_process(replace(config, seed=seed), out / f"seed_{seed}") for seed in seeds}
+    else:  # the seeds are independent runs: one process each (every one pins its own torch threads)
+        context = multiprocessing.get_context("spawn")  # no forked torch or tokenizer state
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=configure_logging) as pool:
+            futures = {
+                seed: pool.submit(run_seed_in_process, replace(config, seed=seed), out / f"seed_{seed}")
+                for seed in seeds
+            }
+            by_seed = {seed: future.result() for seed, future in futures.items()}
+    runs = {arm.name: [by_seed[seed][arm.name] for seed in by_seed] for arm in ARMS}
+    table = summarize(runs, config.cycles)
+    text = format_table(table, config.cycles)
+    plot(table, config.cycles, out / "ablation.png")
+    write_text_atomic(
+        out / "index.html", ablation_page(text, config.tasks, range(config.seed, config.seed + config.ablation_seeds))
+    )
+    result = {"table": table, "by_seed": by_seed, "wall_seconds_this_run": round(time.monotonic() - started, 1)}
+    write_json_atomic(out / "ablation.json", result)
+    return {"text": text, **result}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="llava-star demo",
         description="CPU demo: synthetic videos, a tiny Video-LLaVA, warm-up, self-training cycles, report.",
     )
-    parser.add_argument("-o", "--output", type=Path, default=Path("demo_run"), help="output folder (default demo_run)")
+    parser.add_argument("-o", "--output", type=Path, help="output folder (default demo_run, or ablation_run)")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="run every arm (Video-STaR, no rationalization, no verifier, gold labels, warm start) on "
+        "ablation_seeds seeds and print one table (default output ablation_run)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="change a demo setting, e.g. cycles=2")
     args = parser.parse_args(argv)
     config = load_config(DemoConfig, None, args.overrides)
     import torch
 
     torch.set_num_threads(config.torch_threads)  # this process runs every stage of the demo
+    if args.ablation:
+        out = args.output if args.output is not None else Path("ablation_run")
+        outcome = run_ablation(config, out)
+        lines = [
+            outcome["text"],
+            f"held-out accuracy and rates in %, mean (min-max) over {config.ablation_seeds} seeds",
+            f"wall time: {outcome['wall_seconds_this_run']:.0f} s",
+            f"report: {(out / 'index.html').resolve()}",
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+        return 0
+    args.output = args.output if args.output is not None else Path("demo_run")
     outcome = run_demo(config, args.output)
     result = outcome["result"]
     lines = [

@@ -80,6 +80,9 @@ class ExportConfig:
     drop_ungrounded: bool = option(
         False, help="drop answers the grounding check flagged (grounded: false: they pass without the video)"
     )
+    unverified: bool = option(
+        False, help="also export the answers the verifier rejected: the no-verifier ablation, not for real training"
+    )
     mix: tuple[Path, ...] = option(
         (), help="existing instruction data to append (e.g. VideoInstruct-100K, LLaVA-665K), in any --format"
     )
@@ -181,9 +184,15 @@ def to_llava_record(generation: Generation) -> dict[str, Any]:
 
 
 def kept_records(
-    generations: Iterable[Generation], *, direct_only: bool, stats: ExportStats, drop_ungrounded: bool = False
+    generations: Iterable[Generation],
+    *,
+    direct_only: bool,
+    stats: ExportStats,
+    drop_ungrounded: bool = False,
+    unverified: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Passed generations as LLaVA records, first occurrence of an id kept, one at a time.
+    """Passed generations (``unverified``: all of them) as LLaVA records, first occurrence of an
+    id kept, one at a time.
 
     Only the ids exported so far are remembered, as 8-byte hashes (:class:`IdHashes`).
     """
@@ -191,9 +200,10 @@ def kept_records(
     for generation in generations:
         groups = [(generation.sample.source, label_type) for label_type in label_type_names(generation.sample.labels)]
         stats.generated.update(groups)
-        if not generation.passed:
+        if generation.passed:
+            stats.passed.update(groups)
+        elif not unverified:
             continue
-        stats.passed.update(groups)
         if generation.id in seen:
             stats.duplicates += 1
             continue
@@ -311,6 +321,7 @@ def _all_records(config: ExportConfig, stats: ExportStats) -> Iterator[dict[str,
         direct_only=config.direct_only,
         stats=stats,
         drop_ungrounded=config.drop_ungrounded,
+        unverified=config.unverified,
     )
     yield from records if config.format == "llava_star" else _playable(records, config, stats)
     for mix_path in config.mix:
@@ -467,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, required=True, help=_help("output"))
     parser.add_argument("--direct-only", action="store_true", help=_help("direct_only"))
     parser.add_argument("--drop-ungrounded", action="store_true", help=_help("drop_ungrounded"))
+    parser.add_argument("--unverified", action="store_true", help=_help("unverified"))
     parser.add_argument("--mix", nargs="+", action="extend", type=Path, default=[], metavar="JSON", help=_help("mix"))
     parser.add_argument("--format", choices=(*FORMATS, dpo.FORMAT), default="llava_star", help=_help("format"))
     parser.add_argument("--mix-format", choices=MIX_FORMATS, default="auto", help=_help("mix_format"))

@@ -230,6 +230,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{result['cycle']:>8}  {100 * generated['kept_fraction']:>6.1f}%  {100 * generated['kept_direct_fraction']:>6.1f}%  "
             f"{100 * generated['kept_rationalized_fraction']:>9.1f}%  {accuracy(result['eval']):>17}"
         )
+    pairs = [(result["cycle"], result["pairs"], result["train"]) for result in summary["cycles"] if "pairs" in result]
+    if pairs:  # train.objective dpo | sft_then_dpo
+        margins = [
+            f"cycle {cycle}: {made['pairs']}"
+            + ("" if trained.get("dpo_margin") is None else f" (DPO reward margin {trained['dpo_margin']:.3f})")
+            for cycle, made, trained in pairs
+        ]
+        lines.append("preference pairs: " + ", ".join(margins))
     if summary.get("final") is not None:
         lines.append(f"{'final':>8}  {'-':>7}  {'-':>7}  {'-':>10}  {accuracy(summary['final']['eval']):>17}")
     lines.append(f"stopped: {summary['stopped']}")

@@ -52,7 +52,7 @@ def test_the_cycle_objective_and_dpo_options_are_checked_when_the_config_loads(t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["dpo", "sft_then_dpo"])
-def test_a_cycle_trains_dpo_on_its_pairs_and_the_report_shows_them(tmp_path, dataset, objective, monkeypatch):  # noqa: F811
+def test_a_cycle_trains_dpo_on_its_pairs_and_the_report_shows_them(tmp_path, dataset, objective, monkeypatch, capsys):  # noqa: F811
     """Generation by the stand-in sampler (every question gets a passing and a failing answer,
     tests/test_num_answers.py); export, DPO training and evaluation are the real stages."""
     from llava_star.models.tiny import build_tiny_model
@@ -62,6 +62,7 @@ def test_a_cycle_trains_dpo_on_its_pairs_and_the_report_shows_them(tmp_path, dat
     monkeypatch.setattr(cycle_stage.generate, "run", lambda config: generate_run(config, answerer=AlternatingSampler()))
     model = build_tiny_model("video_llava", tmp_path / "model").resolve()
     assert cycle_stage.main(["--config", str(cycle_yaml(tmp_path, dataset, model, objective))]) == 0
+    printed = capsys.readouterr().out
     stage = tmp_path / "run" / "cycle_1"
     pairs = json.loads((stage / "pairs.json").read_text())
     exported = json.loads((stage / "done" / "export_pairs.json").read_text())
@@ -84,3 +85,4 @@ def test_a_cycle_trains_dpo_on_its_pairs_and_the_report_shows_them(tmp_path, dat
     assert entry["preference_pairs"]["pairs"] == 24 and entry["dpo"]["margin"] == trained["dpo_margin"]
     page = (tmp_path / "run" / "report" / "index.html").read_text()
     assert "Preference pairs and DPO" in page and f"{trained['dpo_margin']:.3f}" in page
+    assert f"preference pairs: cycle 1: 24 (DPO reward margin {trained['dpo_margin']:.3f})" in printed

@@ -250,17 +250,17 @@ def dpo_settings(model, pairs, video_root, output, **changes):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("zero", ["zero2", "zero3"])
-def test_dpo_under_deepspeed_trains_as_without_it(zero, tiny_model, pairs, dataset, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("zero, lora", [("zero2", False), ("zero3", False), ("zero3", True)])
+def test_dpo_under_deepspeed_trains_as_without_it(zero, lora, tiny_model, pairs, dataset, tmp_path):  # noqa: F811
     """One DeepSpeed process (CPU, gloo) against the same run without DeepSpeed: the same
-    losses and margins. ZeRO-2 holds the reference beside the engine; ZeRO-3 takes LoRA
-    (the reference is the model with its adapters off)."""
+    losses and margins. ZeRO-2 holds the reference beside the engine, ZeRO-3 partitions it
+    in an engine of its own; with LoRA the reference is the model with its adapters off."""
     from pathlib import Path
 
     from tiny_model_helpers import REPO, run_command, single_process_env
 
     pytest.importorskip("deepspeed")
-    lora = {"lora": True, "freeze_projector": True, "lora_r": 8, "lora_alpha": 16} if zero == "zero3" else {}
+    lora = {"lora": True, "freeze_projector": True, "lora_r": 8, "lora_alpha": 16} if lora else {}
     plain = run(TrainConfig(**dpo_settings(tiny_model, pairs, dataset, tmp_path / "plain", **lora)))
     settings = dpo_settings(
         tiny_model, pairs, dataset, tmp_path / zero, deepspeed=str(REPO / "scripts" / f"{zero}.json"), **lora

@@ -10,7 +10,8 @@ B pairs is one forward pass of 2B rows, the chosen rows first.
 The loss is DPO's sigmoid loss (Rafailov et al. 2023) on the summed log-probabilities of
 the answer tokens (labels != -100), against a frozen reference: the starting checkpoint,
 loaded once more and never trained; with LoRA, the same model with its adapters off
-(peft's ``disable_adapter``), so no second copy is held. ``dpo_sft_weight`` adds the mean
+(peft's ``disable_adapter``), so no second copy is held. Under ZeRO-3 the reference is
+partitioned as the policy is, in a DeepSpeed engine of its own without an optimizer. ``dpo_sft_weight`` adds the mean
 negative log-likelihood of the chosen answers' tokens (TRL's ``loss_type=["sigmoid",
 "sft"]``, RPO). The value equals TRL's on the same log-probabilities (tests/test_dpo.py).
 Logged each step: ``rewards/chosen``, ``rewards/rejected`` (beta x the policy-reference
@@ -200,13 +201,18 @@ class PreferenceTrainer(ConversationTrainer):
         self, *args: Any, reference: Any = None, beta: float = 0.1, sft_weight: float = 0.0, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
+        if reference is not None and self.is_deepspeed_enabled and is_zero3(self.accelerator):
+            reference = sharded_reference(reference, self.accelerator)
         self.reference, self.beta, self.sft_weight = reference, beta, sft_weight
         self.step_figures: dict[str, list[float]] = {key: [] for key in METRICS}
 
     def reference_context(self) -> contextlib.AbstractContextManager[Any]:
         """The reference model to call: the frozen copy, or this model with its adapters off."""
         if self.reference is not None:
-            if next(self.reference.parameters()).device != self.accelerator.device:
+            if (
+                not hasattr(self.reference, "module")
+                and next(self.reference.parameters()).device != self.accelerator.device
+            ):
                 self.reference.to(self.accelerator.device)
             return contextlib.nullcontext(self.reference)
         unwrapped = self.accelerator.unwrap_model(self.model)
@@ -244,6 +250,37 @@ class PreferenceTrainer(ConversationTrainer):
                     logs[key] = sum(values) / len(values)
                 values.clear()
         super().log(logs, *args, **kwargs)
+
+
+def is_zero3(accelerator: Any) -> bool:
+    plugin = accelerator.state.deepspeed_plugin
+    return plugin is not None and plugin.deepspeed_config.get("zero_optimization", {}).get("stage") == 3
+
+
+def sharded_reference(model: Any, accelerator: Any) -> Any:
+    """ZeRO-3: the reference partitioned as the policy is, in a DeepSpeed engine with no
+    optimizer (the training run's DeepSpeed config without its optimizer, scheduler and
+    optimizer offload; the bucket sizes the Trainer fills in only when training starts are
+    set from the language model's hidden size, as transformers sets them)."""
+    import copy
+
+    import deepspeed
+
+    settings = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    for key in ("optimizer", "scheduler"):
+        settings.pop(key, None)
+    zero = settings["zero_optimization"]
+    zero.pop("offload_optimizer", None)
+    hidden = model.config.get_text_config().hidden_size
+    sizes = {
+        "reduce_bucket_size": hidden * hidden,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+        "stage3_param_persistence_threshold": 10 * hidden,
+    }
+    zero.update((key, value) for key, value in sizes.items() if zero.get(key) == "auto")
+    engine, *_ = deepspeed.initialize(model=model, config=settings)
+    engine.eval()
+    return engine
 
 
 @contextlib.contextmanager
@@ -289,13 +326,7 @@ def reference_model(config: Any, family_of_policy: str) -> Any | None:
     from llava_star.models.loading import load_model
     from llava_star.models.original import load_projector_weights
     from llava_star.training.config import model_dtype, training_attention
-    from llava_star.training.deepspeed import deepspeed_stage
 
-    if deepspeed_stage(config.deepspeed) == 3:
-        raise ConfigError(
-            "objective: dpo under ZeRO-3 needs lora (the reference is then the model with its adapters off); "
-            "a second, partitioned reference model is not supported: use ZeRO-2 or --lora"
-        )
     loaded = load_model(
         config.model,
         dtype=model_dtype(config),

@@ -149,6 +149,21 @@ def test_sampling_is_seeded_per_prompt_and_video(models):
     assert other_seed != first
 
 
+def test_several_answers_are_sampled_apart_seeded_and_grouped_by_prompt(models):
+    """generate --num-answers K through vLLM: ``SamplingParams(n=K)``, K answers per prompt."""
+    path = str(models["qwen2_vl"])
+    videos = [noise_frames(seed, count=8) for seed in range(2)]
+    engine = VllmAnswerer(path, family="qwen2_vl", max_new_tokens=12, temperature=1.0, seed=3)
+    first = engine.several_replies(PROMPTS[:2], videos, 3)
+    again = engine.several_replies(PROMPTS[:2], videos, 3)
+    swapped = engine.several_replies(PROMPTS[1::-1], videos[::-1], 3)
+    del engine
+    gc.collect()
+    assert [len(replies) for replies in first] == [3, 3]
+    assert first == again and swapped == first[::-1]  # seeded per request, grouped by prompt
+    assert len({reply.text for reply in first[0]}) > 1  # the K sequences are seeded apart
+
+
 def _generate_command(model, samples, video_root, output_dir, *extra):
     return [
         sys.executable,

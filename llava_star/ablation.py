@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import html
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_star.datasets.synthetic import ATTRIBUTES, false_claims
+from llava_star.datasets.synthetic import false_claims
 from llava_star.llava_json import video_turns
-from llava_star.records import Sample
+from llava_star.records import Generation, Sample
 
 
 @dataclass(frozen=True)
@@ -48,20 +49,6 @@ ARMS = (
 )
 
 
-def truth_by_video(samples: Iterable[Sample]) -> dict[str, dict[str, str]]:
-    """Every attribute of every moving scene, by video: task -> value.
-
-    >>> from llava_star.records import Label
-    >>> truth_by_video([Sample("a-colour", "a.mp4", "q?", (Label("class", "red"),), "s", "colour")])
-    {'a.mp4': {'colour': 'red'}}
-    """
-    truth: dict[str, dict[str, str]] = {}
-    for sample in samples:
-        if sample.task in ATTRIBUTES:
-            truth.setdefault(sample.video, {})[sample.task] = str(sample.labels[0].value)
-    return truth
-
-
 def false_claim_rate(records: Sequence[Mapping[str, Any]], truth: Mapping[str, Mapping[str, str]]) -> float | None:
     """The fraction of training records (LLaVA conversations) whose answer states a wrong
     value for an attribute it was not asked about; None without records."""
@@ -69,6 +56,20 @@ def false_claim_rate(records: Sequence[Mapping[str, Any]], truth: Mapping[str, M
         return None
     wrong = sum(bool(false_claims(answer_of(record), record["task"], truth[record["video"]])) for record in records)
     return wrong / len(records)
+
+
+def accuracy_by_task(generations: Iterable[Generation]) -> dict[str, float]:
+    """Held-out accuracy per task: the fraction of direct answers that pass (as the cycle counts it).
+
+    >>> accuracy_by_task([])
+    {}
+    """
+    answered: Counter[str] = Counter()
+    passed: Counter[str] = Counter()
+    for generation in generations:
+        answered[generation.sample.task] += 1
+        passed[generation.sample.task] += generation.passed and not generation.rationalized
+    return {task: passed[task] / answered[task] for task in sorted(answered)}
 
 
 def answer_of(record: Mapping[str, Any]) -> str:
@@ -95,6 +96,10 @@ def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]], cycles: int) -> d
     for arm, seeds in runs.items():
         table[arm] = {
             "accuracy": [spread([seed["accuracy"][step] for seed in seeds]) for step in range(cycles + 1)],
+            "by_task": {
+                task: spread([seed["by_task"].get(task) for seed in seeds])
+                for task in sorted({task for seed in seeds for task in seed["by_task"]})
+            },
             "kept": spread([seed["kept"] for seed in seeds]),
             "false_claims": spread([seed["false_claims"] for seed in seeds]),
             "seeds": len(seeds),
@@ -110,11 +115,13 @@ def format_table(table: Mapping[str, Mapping[str, Any]], cycles: int) -> str:
     """One row per arm: held-out accuracy (%) at the start and after each cycle, kept
     fraction and false-claim rate of the training data, each as mean (min-max) over seeds."""
     titles = {arm.name: arm.title for arm in ARMS}
-    columns = ["start", *(f"cycle {cycle}" for cycle in range(1, cycles + 1)), "kept", "false claims"]
+    tasks = sorted({task for row in table.values() for task in row["by_task"]})
+    columns = ["start", *(f"cycle {cycle}" for cycle in range(1, cycles + 1))]
+    columns += [f"{task[:10]} end" for task in tasks] + ["kept", "false claims"]
     width = 17
     lines = [f"{'arm':<38}" + "".join(f"{column:>{width}}" for column in columns)]
     for arm, row in table.items():
-        cells = [*row["accuracy"], row["kept"], row["false_claims"]]
+        cells = [*row["accuracy"], *(row["by_task"].get(task) for task in tasks), row["kept"], row["false_claims"]]
         lines.append(f"{titles.get(arm, arm):<38}" + "".join(f"{_cell(cell):>{width}}" for cell in cells))
     return "\n".join(lines)
 

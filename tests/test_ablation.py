@@ -82,20 +82,23 @@ def test_no_verifier_cycles_need_rationalization_off():
 def test_table_shows_mean_and_range_over_seeds():
     runs = {
         "video_star": [
-            {"accuracy": [0.5, 0.75], "kept": 0.5, "false_claims": 0.1},
-            {"accuracy": [0.25, 1.0], "kept": 1.0, "false_claims": 0.3},
+            {"accuracy": [0.5, 0.75], "by_task": {"colour": 1.0}, "kept": 0.5, "false_claims": 0.1},
+            {"accuracy": [0.25, 1.0], "by_task": {"colour": 0.5}, "kept": 1.0, "false_claims": 0.3},
         ],
         "warm_start": [
-            {"accuracy": [0.5, None], "kept": None, "false_claims": None},
-            {"accuracy": [0.25, None], "kept": None, "false_claims": None},
+            {"accuracy": [0.5, None], "by_task": {"colour": 0.5}, "kept": None, "false_claims": None},
+            {"accuracy": [0.25, None], "by_task": {"colour": 0.25}, "kept": None, "false_claims": None},
         ],
     }
     table = summarize(runs, cycles=1)
     assert table["video_star"]["accuracy"][1] == {"mean": 87.5, "min": 75.0, "max": 100.0}
     assert table["video_star"]["false_claims"] == pytest.approx({"mean": 20.0, "min": 10.0, "max": 30.0})
     text = format_table(table, cycles=1)
-    assert re.search(r"Video-STaR.*37\.5 \(25-50\)\s+87\.5 \(75-100\)\s+75\.0 \(50-100\)\s+20\.0 \(10-30\)", text)
-    assert re.search(r"warm start alone\s+37\.5 \(25-50\)\s+-\s+-\s+-$", text)
+    assert "colour end" in text.splitlines()[0]
+    assert re.search(
+        r"Video-STaR.*37\.5 \(25-50\)\s+87\.5 \(75-100\)\s+75\.0 \(50-100\)\s+75\.0 \(50-100\)\s+20\.0 \(10-30\)", text
+    )
+    assert re.search(r"warm start alone\s+37\.5 \(25-50\)\s+-\s+37\.5 \(25-50\)\s+-\s+-$", text)
 
 
 ABLATION = [*MINIATURE, "ablation_seeds=2"]

@@ -6,9 +6,10 @@ import random
 import pytest
 
 from llava_star.config import load_config
+from llava_star.datasets.captions import warmup_records
 from llava_star.errors import ConfigError
 from llava_star.records import Label, Sample
-from llava_star.stages.demo import DemoConfig, main, warmup_records
+from llava_star.stages.demo import DemoConfig, main
 
 MINIATURE = [
     "num_videos=24",

@@ -39,7 +39,7 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -205,6 +205,19 @@ def false_claims(answer: str, asked: str, truth: Mapping[str, str]) -> list[str]
             if value != truth[task] and verify(answer, [attribute_label(task, value)]).passed:
                 claims.append(f"{task}={value}")
     return claims
+
+
+def truth_by_video(samples: Iterable[Sample]) -> dict[str, dict[str, str]]:
+    """Every attribute of every moving scene, by video: task -> value.
+
+    >>> truth_by_video([Sample("a-colour", "a.mp4", "q?", (Label("class", "red"),), "s", "colour")])
+    {'a.mp4': {'colour': 'red'}}
+    """
+    truth: dict[str, dict[str, str]] = {}
+    for sample in samples:
+        if sample.task in ATTRIBUTES:
+            truth.setdefault(sample.video, {})[sample.task] = str(sample.labels[0].value)
+    return truth
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | Mapping[str, object]) -> str:

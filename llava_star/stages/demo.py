@@ -3,20 +3,24 @@
 ``llava-star demo [-o DIR] [key=value ...]`` (``make demo``):
 
 1. writes synthetic labeled videos (coloured shapes, :mod:`llava_star.datasets.synthetic`)
-   and keeps their ``colour`` questions, split by video into training and held-out;
+   and keeps their ``colour`` and ``motion_direction`` questions (one read from any frame,
+   one that needs the video over time), split by video into training and held-out;
 2. builds a tiny random Video-LLaVA (:mod:`llava_star.models.tiny`);
 3. warms it up briefly on captions of a few training videos ("A red square moves left."),
    so it starts with partial competence, the way a pretrained LVLM starts on a new task;
-4. runs self-training cycles (:mod:`llava_star.stages.cycle`) on the colour questions: the model
-   answers, the verifier keeps the answers that name the right colour, failures are asked
-   again with the colour as a hint, the warm model is fine-tuned on what was kept, and
-   the held-out accuracy is measured after each cycle;
+4. runs self-training cycles (:mod:`llava_star.stages.cycle`): the model answers, the
+   verifier keeps the answers that state the label, failures are asked again with the label
+   as a hint, the warm model is fine-tuned on what was kept, and the held-out accuracy is
+   measured after each cycle;
 5. prints a table per cycle and where the report is (``DIR/cycles/report/index.html``).
 
-What it shows: the loop, with real models, prompts, verifier, training and resume, lifts
-held-out accuracy above the warm start using no labels but the verifier's. What it does
-not show: anything about real video LVLMs or real datasets; the model is ~100k parameters
-and the task is a toy a linear probe could solve.
+``llava-star demo --ablation`` runs the arms of :mod:`llava_star.ablation` (Video-STaR, no
+rationalization, no verifier, gold labels, the warm start) on the same data, warm start and
+budget for several seeds, and prints one table (docs/cycle.md says how to read it).
+
+What it shows: the loop and its parts measured with real models, prompts, verifier,
+training and resume. What it does not show: anything about real video LVLMs or real
+datasets; the model is ~130k parameters and the tasks are toys.
 """
 
 from __future__ import annotations
@@ -39,24 +43,22 @@ from llava_star.ablation import (
     ARMS,
     Arm,
     ablation_page,
+    accuracy_by_task,
     false_claim_rate,
     format_table,
     gold_records,
     plot,
     summarize,
-    truth_by_video,
 )
 from llava_star.config import check, load_config, write_config
 from llava_star.cycle_config import CycleConfig, EvalSettings, TrainSettings, format_summary
-from llava_star.datasets.questions import make_question
-from llava_star.datasets.synthetic import ATTRIBUTES, SyntheticConfig, attribute_label, make_synthetic_dataset
+from llava_star.datasets.captions import warmup_records
+from llava_star.datasets.synthetic import ATTRIBUTES, SyntheticConfig, make_synthetic_dataset, truth_by_video
 from llava_star.generation.options import GenerationOptions
-from llava_star.generation.prompts import hint_prompt
 from llava_star.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from llava_star.llava_json import video_turns
 from llava_star.log import configure_logging
 from llava_star.models.tiny import build_tiny_model
-from llava_star.records import Sample, read_samples
+from llava_star.records import read_samples
 from llava_star.runs import CycleRunDir, StageDir
 from llava_star.stages import train
 from llava_star.stages.cycle import CycleRunner, run_cycles
@@ -145,68 +147,6 @@ def make_data(config: DemoConfig, out: Path) -> dict[str, Any]:
         files[f"{split}_samples"] = len(samples)
     paths = {"video_root": str(dataset.root), "all_train": str(dataset.train), "all_samples": str(dataset.samples)}
     return StageDir(out).mark_done("data", {**paths, **files})
-
-
-def caption(labels_by_task: dict[str, str]) -> str:
-    """A one-line caption from a moving scene's labels.
-
-    >>> caption({"colour": "red", "shape": "square", "motion_direction": "left"})
-    'A red square moves left.'
-    """
-    return f"A {labels_by_task['colour']} {labels_by_task['shape']} moves {labels_by_task['motion_direction']}."
-
-
-def balanced_pick(videos_by_colour: dict[str, list[str]], count: int, rng: random.Random) -> list[str]:
-    """``count`` videos taken in turn from each colour, so the warm-up sees every colour.
-
-    A colour the warm model never names is a colour self-training cannot learn: no answer
-    naming it is ever kept (measured: 2 red captions of 12 gave 0 correct red answers).
-
-    >>> balanced_pick({"red": ["r1", "r2"], "blue": ["b1"]}, 3, random.Random(0))
-    ['b1', 'r1', 'r2']
-    """
-    queues = {colour: rng.sample(videos, len(videos)) for colour, videos in sorted(videos_by_colour.items())}
-    picked: list[str] = []
-    while len(picked) < count and any(queues.values()):
-        for queue in queues.values():
-            if queue and len(picked) < count:
-                picked.append(queue.pop(0))
-    return sorted(picked)
-
-
-def warmup_records(
-    train_samples: list[Sample], count: int, rng: random.Random, *, hint_tasks: tuple[str, ...] = ()
-) -> list[dict[str, Any]]:
-    """LLaVA conversations captioning ``count`` training videos, balanced over colours.
-
-    ``hint_tasks`` adds each caption once more per task behind the rationalization prompt
-    with that task's label as the hint (:func:`llava_star.generation.prompts.hint_prompt`): a
-    pretrained LVLM can already use a hint, a random tiny one cannot, and without it
-    rationalization rescues nothing.
-    """
-
-    labels = truth_by_video(train_samples)
-    by_colour: dict[str, list[str]] = {}
-    for video, tasks in sorted(labels.items()):
-        if {"colour", "shape", "motion_direction"} <= set(tasks):
-            by_colour.setdefault(tasks["colour"], []).append(video)
-    records = []
-    for index, video in enumerate(balanced_pick(by_colour, count, rng)):
-        question = make_question("caption", rng)
-        prompts = {"caption": question}
-        for task in hint_tasks:
-            prompts[f"hint-{task}"] = hint_prompt(question, [attribute_label(task, labels[video][task])])
-        for variant, prompt in prompts.items():
-            records.append(
-                {
-                    "id": f"warmup-{index:04d}-{variant}",
-                    "video": video,
-                    "conversations": video_turns(prompt, caption(labels[video])),
-                    "source": "synthetic",
-                    "task": "caption",
-                }
-            )
-    return records
 
 
 def train_options(config: DemoConfig, steps: int) -> dict[str, Any]:
@@ -353,7 +293,13 @@ def run_gold_arm(config: DemoConfig, out: Path, data: dict[str, Any], warm_model
         write_json_atomic(stage.train_data, records)
     trained = runner.train(stage, warm_model, {"data": str(stage.train_data), "samples": len(records)})
     evaluated = runner.evaluate(stage, trained["model"], 1)
-    return {"accuracy": [evaluated["accuracy"]] * config.cycles, "trained_on": [records], "kept": 1.0}
+    by_task = accuracy_by_task(stage.eval_generations.generations())
+    return {
+        "accuracy": [evaluated["accuracy"]] * config.cycles,
+        "by_task": by_task,
+        "trained_on": [records],
+        "kept": 1.0,
+    }
 
 
 def run_cycle_arm(config: DemoConfig, out: Path, data: dict[str, Any], warm_model: str, arm: Arm) -> dict[str, Any]:
@@ -368,9 +314,12 @@ def run_cycle_arm(config: DemoConfig, out: Path, data: dict[str, Any], warm_mode
         else []
         for entry in summary["cycles"]
     ]
+    baseline = run_dir.baseline.eval_generations
     return {
         "baseline": summary["baseline"]["accuracy"] if summary["baseline"] else None,
+        "baseline_by_task": accuracy_by_task(baseline.generations()) if summary["baseline"] else None,
         "accuracy": [entry["eval"]["accuracy"] for entry in summary["cycles"]],
+        "by_task": accuracy_by_task(run_dir.cycle(summary["cycles"][-1]["cycle"]).eval_generations.generations()),
         "trained_on": trained_on,
         "kept": statistics.mean(entry["export"]["samples"] / data["train_samples"] for entry in summary["cycles"]),
     }
@@ -389,11 +338,19 @@ def run_seed(config: DemoConfig, out: Path) -> dict[str, dict[str, Any]]:
         run = run_gold_arm if arm.name == "gold" else partial(run_cycle_arm, arm=arm)
         results[arm.name] = run(config, out / arm.name, data, warm_model)
     start = results[ARMS[0].name]["baseline"]
-    outcome = {"warm_start": {"accuracy": [start] + [None] * config.cycles, "kept": None, "false_claims": None}}
+    outcome = {
+        "warm_start": {
+            "accuracy": [start] + [None] * config.cycles,
+            "by_task": results[ARMS[0].name]["baseline_by_task"],
+            "kept": None,
+            "false_claims": None,
+        }
+    }
     for name, result in results.items():
         pooled = [record for records in result["trained_on"] for record in records]
         outcome[name] = {
             "accuracy": [start, *result["accuracy"]],
+            "by_task": result["by_task"],
             "kept": result["kept"],
             "false_claims": false_claim_rate(pooled, truth),
         }

@@ -140,7 +140,9 @@ def test_the_demo_prints_the_same_table_for_the_same_seed(tmp_path, capsys):
     for name in ("first", "second"):
         assert main(["-o", str(tmp_path / name), *MINIATURE]) == 0
         printed = capsys.readouterr().out
-        tables.append([line for line in printed.splitlines() if not line.startswith(("wall time", "report:"))])
+        ours = ("cycle ", "start ", "1 ", "2 ", "stopped:", "held-out accuracy:", "grounded fraction")
+        tables.append([line.strip() for line in printed.splitlines() if line.strip().startswith(ours)])
+    assert len(tables[0]) == 7  # header, start, two cycles, stopped, accuracy, grounded fraction
     assert tables[0] == tables[1]
     results = [json.loads((tmp_path / name / "demo.json").read_text()) for name in ("first", "second")]
     for result in results:

@@ -115,7 +115,7 @@ class IdHashes:
             newest, older = self._blocks.pop(), self._blocks.pop()
             merged = np.concatenate((older, newest))
             del older, newest
-            merged.sort(kind="stable")  # two sorted runs: timsort-style merge, linear
+            merged.sort()  # in place (no merge buffer: the peak is the two blocks and their union)
             self._blocks.append(merged)
 
 

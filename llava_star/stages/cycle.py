@@ -65,8 +65,13 @@ from llava_star.cycle_config import (
     train_values,
 )
 from llava_star.errors import LlavaStarError, NothingToExport
-from llava_star.generation.protocol import EVALUATION_SETTINGS, held_out_accuracy, protocol_record, random_subset
-from llava_star.io import jsonl_lines, write_json_atomic, write_text_atomic
+from llava_star.generation.protocol import (
+    EVALUATION_SETTINGS,
+    held_out_accuracy,
+    protocol_record,
+    random_subset_of_lines,
+)
+from llava_star.io import write_json_atomic, write_text_atomic
 from llava_star.records import format_kept, grounding_counts, kept_counts
 from llava_star.runs import CycleRunDir, GenerationDir, StageDir, exclusive_directory
 from llava_star.stages import evaluate, export, generate, report, train
@@ -255,8 +260,8 @@ class CycleRunner:
         run_stage("generate", generate.run, config, self.config.launch.generate, stage.launch_config("eval_generate"))
         result: dict[str, Any] = {
             "model": model,
-            **held_out_accuracy(output.generations()),
-            "unreadable_videos": len(output.video_failures()),
+            **held_out_accuracy(output.iter_generations()),  # one pass, memory flat in the samples
+            "unreadable_videos": output.count_video_failures(),
             "protocol": protocol_record(config),
         }
         if settings.lmms_tasks:
@@ -286,7 +291,7 @@ class CycleRunner:
         limit = self.config.eval.limit
         if limit is None:
             return samples
-        chosen = random_subset([raw for _, raw in jsonl_lines(samples)], limit, self.config.seed)
+        chosen = random_subset_of_lines(samples, limit, self.config.seed)
         text = b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for raw in chosen).decode("utf-8")
         path = self.run_dir.held_out_samples
         if not path.exists() or path.read_text(encoding="utf-8") != text:  # a rerun leaves it untouched

@@ -72,3 +72,20 @@ def save_under_standard_names(model: Any) -> None:
     """
     if getattr(model, "_weight_conversions", None) is not None:
         model._weight_conversions = None
+
+
+def without_tied_copies(model: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` without the targets of tied weights (``lm_head.weight`` when it is the
+    input embedding), as ``save_pretrained`` writes them for a model saved without DeepSpeed.
+
+    DeepSpeed hands the Trainer a gathered copy of the weights in which a tied pair comes back
+    as two tensors, so ``save_pretrained`` wrote both (Gemma 4 under ZeRO-2): loaders tie them
+    again, but the checkpoint differed from a plain run's by one tensor.
+
+    >>> class Tied:
+    ...     all_tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    >>> sorted(without_tied_copies(Tied(), {"lm_head.weight": 1, "model.embed_tokens.weight": 1}))
+    ['model.embed_tokens.weight']
+    """
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    return {key: value for key, value in state_dict.items() if not (key in tied and tied[key] in state_dict)}

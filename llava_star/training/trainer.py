@@ -16,6 +16,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from llava_star.distributed import gather_from_every_rank, rank_and_world_size
+from llava_star.models.checkpoints import without_tied_copies
 from llava_star.training.config import check_trainer_args
 from llava_star.training.data import IGNORE_INDEX, MediaGroupedSampler
 from llava_star.training.lora import is_peft
@@ -121,6 +122,8 @@ class ConversationTrainer(Trainer):
         return optimizer
 
     def _save(self, output_dir=None, state_dict=None):  # type: ignore[override]
+        if state_dict is not None:  # DeepSpeed's gathered copy: a tied pair comes back as two tensors
+            state_dict = without_tied_copies(self.accelerator.unwrap_model(self.model), state_dict)
         super()._save(output_dir, state_dict)
         # a LoRA checkpoint holds only the adapters: keep the projector trained beside them
         if is_peft(self.model) and not self.is_deepspeed_enabled:

@@ -8,6 +8,7 @@ fully on disk. Errors name the file and line (``samples.jsonl:12: labels[0].valu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -17,7 +18,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 from llava_star.errors import OutputError, RecordError
 
@@ -292,11 +293,12 @@ def _cannot_write(path: Path, error: OSError) -> OutputError:
     return OutputError(f"{path}: cannot write: {reason} (errno {error.errno}); what was written before is kept")
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Replace ``path`` with ``text`` only once it is complete on disk (temp file + rename).
+@contextlib.contextmanager
+def replaced_atomically(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """A handle on a temp file beside ``path`` that replaces it once the block ends without error.
 
     A full disk or an unwritable folder is an :class:`OutputError` naming ``path``; the old
-    file, if any, is left as it was.
+    file, if any, is left as it was, and the temp file is removed.
     """
     path = Path(path)
     try:
@@ -308,8 +310,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         # mkstemp makes the file private (0600); outputs are read by other users' jobs
         # (a trainer running as another account), so give it the mode open() would
         os.fchmod(fd, 0o666 & ~_current_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding, buffering=1 << 20) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
@@ -319,6 +322,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Replace ``path`` with ``text`` only once it is complete on disk (temp file + rename)."""
+    with replaced_atomically(path) as handle:
+        handle.write(text)
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
@@ -330,28 +339,11 @@ def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Any]) -> 
 
     ``records`` may be a generator of millions: they are written as they come, not held.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise _cannot_write(path, error) from None
     count = 0
-    try:
-        os.fchmod(fd, 0o666 & ~_current_umask())  # as write_text_atomic
-        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
-            for record in records:
-                handle.write(dumps_line(record))
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except OSError as error:
-        Path(temp_name).unlink(missing_ok=True)
-        raise _cannot_write(path, error) from None
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path, "wb") as handle:
+        for record in records:
+            handle.write(dumps_line(record))
+            count += 1
     return count
 
 

@@ -220,13 +220,6 @@ def kept_records(
         yield to_llava_record(generation)
 
 
-def select_records(
-    generations: Iterable[Generation], *, direct_only: bool, stats: ExportStats, drop_ungrounded: bool = False
-) -> list[dict[str, Any]]:
-    """:func:`kept_records` as a list (for a caller that needs them all at once)."""
-    return list(kept_records(generations, direct_only=direct_only, stats=stats, drop_ungrounded=drop_ungrounded))
-
-
 def _describe_mixed(records: list[dict[str, Any]]) -> str:
     videos = sum(1 for record in records if media_paths(record, "video"))
     images = sum(1 for record in records if media_paths(record, "image"))

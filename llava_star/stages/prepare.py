@@ -133,15 +133,6 @@ def _first_row_of(sample_id: str, rescan: Callable[[], Iterable[Found | Skipped]
     return "an earlier row"
 
 
-def collect_samples(
-    request: PrepareRequest, proposals: Iterable[Found | Skipped], *, limit: int | None = None
-) -> tuple[list[Sample], PrepareSummary]:
-    """Keep proposed samples whose video exists, up to ``limit``; count everything else."""
-    summary = PrepareSummary(request.dataset)
-    samples = list(stream_samples(request, proposals, summary, limit=limit))
-    return samples, summary
-
-
 def summary_path(output: Path) -> Path:
     """``samples.jsonl`` -> ``samples.summary.json``."""
     return output.with_name(f"{output.stem}.summary.json")

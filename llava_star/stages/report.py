@@ -25,7 +25,7 @@ import logging
 import random
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -73,33 +73,6 @@ def discover_sets(run_dir: Path) -> list[GenerationSet]:
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def summarize(generations: Iterable[Generation]) -> dict[str, Any]:
-    """Counts for one group of generations.
-
-    >>> summarize([])["samples"]
-    0
-    """
-    tally = GroupTally()
-    for generation in generations:
-        tally.add(generation)
-    return tally.summary()
-
-
-def set_statistics(
-    generations: Iterable[Generation], video_failures: Sequence[dict[str, Any]] = (), *, held_out: bool = False
-) -> dict[str, Any]:
-    """Overall, per source, per label type and per task.
-
-    A held-out set (answered without rationalization) adds ``accuracy``: the fraction of
-    direct answers that pass. Samples whose video could not be decoded are not answered:
-    they are counted apart, under ``unreadable_videos``.
-    """
-    tally = SetTally()
-    for generation in generations:
-        tally.add(generation)
-    return tally.statistics(len(video_failures), held_out=held_out)
 
 
 def read_set(generation_set: GenerationSet, gallery: GallerySample) -> dict[str, Any]:

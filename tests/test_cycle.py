@@ -185,7 +185,11 @@ def test_missing_inputs_name_the_key(tmp_path):
 
 @pytest.mark.parametrize(
     "options, key",
-    [({"learning_rte": 1e-3}, "train.options.learning_rte"), ({"learning_rate": -1.0}, "train.options.learning_rate")],
+    [
+        ({"learning_rte": 1e-3}, "train.options.learning_rte"),
+        ({"learning_rate": -1.0}, "train.options.learning_rate"),
+        ({"trainer_args": {"not_a_field": 1}}, "train.options.trainer_args.not_a_field"),
+    ],
 )
 def test_bad_train_options_fail_when_the_config_loads(tmp_path, options, key):
     """Checked as `llava-star train` checks them, when the cycle's config loads (issue 27), not

@@ -100,45 +100,18 @@ def text_config_of(original: Mapping[str, Any], kind: str) -> Any:
     return config_class(**{key: value for key, value in original.items() if key in fields})
 
 
+def _clip_large(image_size: int) -> tuple[str, dict[str, int]]:
+    """CLIP ViT-L/14 at ``image_size``: LanguageBind's tower (224) and LLaVA-NeXT's (336)."""
+    layout = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16}
+    return "clip", {**layout, "image_size": image_size, "patch_size": 14, "projection_dim": 768}
+
+
 # the vision tower each family's original names by hub id, when --vision-tower gives no config
 _DEFAULT_VISION = {
-    "video_llava": (
-        "clip",
-        {
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "image_size": 224,
-            "patch_size": 14,
-            "projection_dim": 768,
-        },
-    ),  # LanguageBind (CLIP-L/14)
-    "llava_next": (
-        "clip",
-        {
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "image_size": 336,
-            "patch_size": 14,
-            "projection_dim": 768,
-        },
-    ),
-    "llava_next_video": (
-        "clip",
-        {
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "image_size": 336,
-            "patch_size": 14,
-            "projection_dim": 768,
-        },
-    ),
-    "llava_onevision": (
+    "video_llava": _clip_large(224),
+    "llava_next": _clip_large(336),
+    "llava_next_video": _clip_large(336),
+    "llava_onevision": (  # SigLIP so400m
         "siglip",
         {
             "hidden_size": 1152,
@@ -148,7 +121,7 @@ _DEFAULT_VISION = {
             "image_size": 384,
             "patch_size": 14,
         },
-    ),  # so400m
+    ),
 }
 
 

@@ -19,9 +19,21 @@ torch = pytest.importorskip("torch")
 REPO = Path(__file__).resolve().parents[1]
 
 
+REAL_QWEN3 = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5")  # the fixtures of tests/real_checkpoints
+
+
 @pytest.fixture(scope="module")
-def real_qwen3_vl(tmp_path_factory):
-    return load_model(build_real_geometry_model("qwen3_vl", tmp_path_factory.mktemp("real") / "qwen3_vl"), device="cpu")
+def real(tmp_path_factory):
+    """The real-geometry model of a fixture, built once per module."""
+    root = tmp_path_factory.mktemp("real")
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = load_model(build_real_geometry_model(name, root / name), device="cpu")
+        return built[name]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +47,14 @@ def rendered_prompt(loaded, frames):
     return loaded.processor.tokenizer.decode(inputs.batch["input_ids"][0]), inputs
 
 
-def test_a_clips_frame_times_are_its_times_in_the_source_file(real_qwen3_vl, make_video):
+@pytest.mark.parametrize("name", REAL_QWEN3)
+def test_a_clips_frame_times_are_its_times_in_the_source_file(real, name, make_video):
     """8 frames of the 10.0-18.5 s clip of a 30 s, 30 fps video: Qwen3-VL writes one time per
     pair of frames (the pair's mean), from the file's clock, as qwen-vl-utils gives them."""
     from llava_star.media.video import read_frames
 
     frames = read_frames(make_video("long.mp4", num_frames=900, fps=30.0, size=32), 8, start=10.0, end=18.5)
-    prompt, inputs = rendered_prompt(real_qwen3_vl, frames)
+    prompt, inputs = rendered_prompt(real(name), frames)
     times = [float(t) for t in re.findall(r"<(\d+\.\d) seconds>", prompt)]
     # the frames' file indices, by pairs: frames 315 and 347 (10.50 s, 11.57 s) are written 11.0 s
     assert frames.indices.tolist() == [315, 347, 379, 411, 443, 475, 507, 539]
@@ -54,11 +67,12 @@ def test_a_clips_frame_times_are_its_times_in_the_source_file(real_qwen3_vl, mak
     assert prompt.count("<|video_pad|>") == 4 * 1
 
 
-def test_a_whole_video_starts_at_zero(real_qwen3_vl, make_video):
+@pytest.mark.parametrize("name", REAL_QWEN3)
+def test_a_whole_video_starts_at_zero(real, name, make_video):
     from llava_star.media.video import read_frames
 
     frames = read_frames(make_video("short.mp4", num_frames=64, fps=8.0, size=32), 8)
-    prompt, _ = rendered_prompt(real_qwen3_vl, frames)
+    prompt, _ = rendered_prompt(real(name), frames)
     assert re.findall(r"<(\d+\.\d) seconds>", prompt) == ["1.0", "3.0", "5.0", "7.0"]
 
 
@@ -89,11 +103,14 @@ def test_the_loss_is_exactly_the_answer_and_the_end_of_turn_token(tiny_dirs, nam
     assert tokenizer.decode(inputs.batch["input_ids"][0]).startswith(start)
 
 
-def test_under_the_hub_files_the_loss_is_the_answer_and_im_end(real_qwen3_vl):
-    """The real-geometry checkpoint carries the hub's chat template and processor files."""
+@pytest.mark.parametrize("name", REAL_QWEN3)
+def test_under_the_hub_files_the_loss_is_the_answer_and_im_end(real, name):
+    """The real-geometry checkpoints carry the hub's chat template and processor files (Qwen3.5's
+    renders an empty think block before a trained answer: it is context, not supervised)."""
+    loaded = real(name)
     rng = np.random.default_rng(0)
     inputs = build_inputs(
-        real_qwen3_vl.processor,
+        loaded.processor,
         [video_conversation("What colour is it?", "It is red.")],
         [in_memory_frames(rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))],
         add_generation_prompt=False,
@@ -101,7 +118,45 @@ def test_under_the_hub_files_the_loss_is_the_answer_and_im_end(real_qwen3_vl):
         padding_side="right",
     )
     labels = inputs.labels()[0]
-    assert real_qwen3_vl.processor.tokenizer.decode(labels[labels != -100]) == "It is red.<|im_end|>"
+    assert loaded.processor.tokenizer.decode(labels[labels != -100]) == "It is red.<|im_end|>"
+
+
+def answer_prompt_and_trained_ids(loaded):
+    """The generation prompt's ids, and the ids of the same conversation with its answer, as training
+    builds them, up to the first supervised token."""
+    rng = np.random.default_rng(0)
+    frames = [in_memory_frames(rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))]
+    asked = build_inputs(
+        loaded.processor, [video_conversation("What colour is it?")], frames, add_generation_prompt=True
+    )
+    trained = build_inputs(
+        loaded.processor,
+        [video_conversation("What colour is it?", "It is red.")],
+        frames,
+        add_generation_prompt=False,
+        assistant_spans=True,
+        padding_side="right",
+    )
+    labels = trained.labels()[0]
+    first = int((labels != -100).nonzero()[0])
+    return asked.batch["input_ids"][0].tolist(), trained.batch["input_ids"][0][:first].tolist()
+
+
+@pytest.mark.parametrize("name", REAL_QWEN3)
+def test_generation_starts_the_answer_where_training_supervised_it(real, name):
+    """The prompt a model answers after is, token for token, the context its trained answers
+    followed. Qwen3.5's hub template opens a generated answer inside "<think>\n" by default
+    but renders a trained one after "<think>\n\n</think>\n\n": the prompts are rendered
+    without thinking, so both are the closed empty block."""
+    asked, trained = answer_prompt_and_trained_ids(real(name))
+    assert asked == trained
+
+
+def test_qwen3_5_answers_after_an_empty_think_block(real):
+    loaded = real("qwen3_5")
+    tokenizer = loaded.processor.tokenizer
+    asked, _ = answer_prompt_and_trained_ids(loaded)
+    assert tokenizer.decode(asked).endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
 def test_gemma4_writes_each_frames_source_time_as_mm_ss(tiny_dirs, make_video):
@@ -124,15 +179,17 @@ def test_gemma4_takes_at_most_32_frames(tiny_dirs):
         rendered_prompt(loaded, frames)
 
 
-def test_video_tokens_at_720p_and_1080p(real_qwen3_vl):
+@pytest.mark.parametrize("name", REAL_QWEN3)
+def test_video_tokens_at_720p_and_1080p(real, name):
     """8 frames: 3,520 (720p) and 8,160 (1080p) tokens with the hub's files; 1,920 both within
-    the 2,048 budget (16 frames: 2,016)."""
+    the 2,048 budget (16 frames: 2,016). Qwen3.5 and the MoE share Qwen3-VL's video processor."""
+    loaded = real(name)
     rng = np.random.default_rng(0)
 
     def count(height, width, frames=8):
         video = in_memory_frames(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8))
-        _, inputs = rendered_prompt(real_qwen3_vl, video)
-        return int((inputs.batch["input_ids"] == real_qwen3_vl.processor.video_token_id).sum())
+        _, inputs = rendered_prompt(loaded, video)
+        return int((inputs.batch["input_ids"] == loaded.processor.video_token_id).sum())
 
     assert [count(720, 1280), count(1080, 1920), count(720, 1280, 16)] == [1920, 1920, 2016]
 

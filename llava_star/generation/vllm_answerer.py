@@ -118,12 +118,12 @@ class VllmAnswerer:
 
     def requests(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[dict[str, Any]]:
         """vLLM's prompts: the chat-template text, the video, its cache key."""
-        from llava_star.models.inputs import timestamp_clock, video_conversation
+        from llava_star.models.inputs import render_chat, timestamp_clock, video_conversation
 
         requests = []
         clock = timestamp_clock(self.processor)
         for prompt, frames in zip(prompts, videos, strict=True):
-            text = self.processor.apply_chat_template(video_conversation(prompt), add_generation_prompt=True)
+            text = render_chat(self.processor, video_conversation(prompt), add_generation_prompt=True)
             request: dict[str, Any] = {"prompt": text, "multi_modal_data": {"video": video_input(frames, clock)}}
             if (key := video_cache_key(frames)) is not None:
                 request["multi_modal_uuids"] = {"video": [key]}

@@ -27,6 +27,16 @@ from llava_star.errors import ConfigError
 from llava_star.llava_json import GPT, HUMAN, IMAGE_PLACEHOLDER, SYSTEM, VIDEO_PLACEHOLDER
 
 Conversation = list[dict[str, Any]]
+# Qwen3.5's hub template opens a generated answer with "<think>\n" unless told not to think,
+# yet renders a trained answer after an empty "<think>\n\n</think>\n\n": without thinking,
+# the generation prompt is exactly the text before a trained answer. Templates that do not
+# read the variable (every other family's) ignore it.
+TEMPLATE_KWARGS: Mapping[str, Any] = {"enable_thinking": False}
+
+
+def render_chat(processor: Any, conversation: Conversation, add_generation_prompt: bool = False) -> str:
+    """``conversation`` through the processor's chat template, as generation and training both see it."""
+    return processor.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, **TEMPLATE_KWARGS)
 
 
 class DecodedVideo(Protocol):
@@ -152,8 +162,8 @@ def assistant_turns_with_stop(
     for index, message in enumerate(conversation):
         if message["role"] != "assistant":
             continue
-        prompt = processor.apply_chat_template(conversation[:index], add_generation_prompt=True)
-        through = processor.apply_chat_template(conversation[: index + 1])
+        prompt = render_chat(processor, conversation[:index], add_generation_prompt=True)
+        through = render_chat(processor, conversation[: index + 1])
         if not rendered.startswith(through):
             raise ConfigError(
                 "chat_template: rendering a conversation is not an extension of rendering its first turns; "
@@ -262,7 +272,7 @@ def build_inputs(
     _check_media(conversations, videos, "video")
     _check_media(conversations, images, "image")
     texts = [
-        processor.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt)
+        render_chat(processor, conversation, add_generation_prompt=add_generation_prompt)
         for conversation in conversations
     ]
     kwargs: dict[str, Any] = {}

@@ -159,6 +159,17 @@ def test_qwen3_5_answers_after_an_empty_think_block(real):
     assert tokenizer.decode(asked).endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
+def test_vllm_normalizes_on_the_device_only_where_images_and_videos_are_normalized_alike(real, tiny_dirs):
+    """vLLM 0.32 normalizes Qwen3-VL's video pixels with the image processor's mean and std: the
+    tiny model's differ (CLIP's for images, 0.5 for videos), the hub's do not."""
+    from llava_star.generation.vllm_answerer import _device_normalization
+
+    tiny = load_model(tiny_dirs["qwen3_vl"], device="cpu").processor
+    assert tiny.image_processor.image_mean != tiny.video_processor.image_mean
+    assert _device_normalization(tiny) == {"mm_device_do_normalize": False}
+    assert _device_normalization(real("qwen3_vl").processor) == {}
+
+
 def test_gemma4_writes_each_frames_source_time_as_mm_ss(tiny_dirs, make_video):
     """Gemma 4 (frames through the image path): one mm:ss per frame, from the file's clock for
     a clip (the clip's own would read 00:00 to 00:07)."""

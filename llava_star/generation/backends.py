@@ -1,7 +1,7 @@
 """Which engine answers: HF ``generate`` (every family) or vLLM (the families it serves).
 
 ``hf`` is transformers' batched ``generate``; ``vllm`` is :class:`~llava_star.generation.
-vllm_answerer.VllmAnswerer` (LLaVA-NeXT-Video, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 4);
+vllm_answerer.VllmAnswerer` (LLaVA-NeXT-Video, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, Gemma 4);
 ``auto`` is vLLM when it is installed and serves the family, else HF, and says which.
 Both take the same options with the same meaning (frames, sampling, token budget), so a
 generation config runs on either.

@@ -130,7 +130,7 @@ FAMILIES: dict[str, Family] = {
             template_text("qwen3_vl"),
             plain_template(QWEN_VIDEO, QWEN_IMAGE),
             "Qwen/Qwen3.5-9B",
-            vllm_videos=False,  # vLLM 0.32 on CPU runs Gated DeltaNet in bf16 only: parity with HF untested
+            vllm_videos=True,  # greedy parity with HF in bf16 (vLLM 0.32's CPU Gated DeltaNet runs bf16 only)
             vision_parts=("visual.",),
             projector_parts=("visual.merger",),
             timestamps="source",

@@ -181,6 +181,30 @@ def test_gemma4_writes_each_frames_source_time_as_mm_ss(tiny_dirs, make_video):
     assert re.findall(r"(\d\d:\d\d) <\|image>", prompt) == [f"00:{second}" for second in range(10, 18)]
 
 
+def test_gemma4_video_tokens_with_the_hubs_video_processor(tiny_dirs):
+    """Gemma 4's video processor settings (tests/real_checkpoints/gemma4.json: patch 16, 3 x 3
+    pooling, at most 70 soft tokens a frame): 66 a frame at 720p and 1080p, 8 frames 528, the 32
+    frames it takes 2,112 (fixed by the geometry; no budget needed)."""
+    from real_geometry import fixture
+    from transformers import Gemma4VideoProcessor
+
+    settings = {
+        key: value
+        for key, value in fixture("gemma4")["video_preprocessor_config"].items()
+        if key != "video_processor_type"
+    }
+    loaded = load_model(tiny_dirs["gemma4"], device="cpu")
+    loaded.processor.video_processor = Gemma4VideoProcessor(**settings)
+    rng = np.random.default_rng(0)
+
+    def count(height, width, frames=8):
+        video = in_memory_frames(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8))
+        _, inputs = rendered_prompt(loaded, video)
+        return int((inputs.batch["input_ids"] == loaded.processor.video_token_id).sum())
+
+    assert [count(720, 1280), count(1080, 1920), count(720, 1280, 32)] == [528, 528, 2112]
+
+
 def test_gemma4_takes_at_most_32_frames(tiny_dirs):
     from llava_star.errors import ConfigError
 

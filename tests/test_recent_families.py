@@ -205,6 +205,63 @@ def test_gemma4_video_tokens_with_the_hubs_video_processor(tiny_dirs):
     assert [count(720, 1280), count(1080, 1920), count(720, 1280, 32)] == [528, 528, 2112]
 
 
+def test_qwen3_5_trains_every_answer_of_a_multi_turn_conversation(real):
+    """Qwen3.5's template writes the empty think block only before the answer after the last
+    question, so rendering the first turns is not a prefix of rendering them all (LLaVA-665K's
+    multi-turn image records were refused): each answer and its end-of-turn token is supervised."""
+    loaded = real("qwen3_5")
+    conversation = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
+        {"role": "user", "content": [{"type": "text", "text": "What colour?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Black."}]},
+    ]
+    inputs = build_inputs(
+        loaded.processor,
+        [conversation],
+        [None],
+        images=[np.zeros((64, 64, 3), dtype=np.uint8)],
+        add_generation_prompt=False,
+        assistant_spans=True,
+        padding_side="right",
+    )
+    labels = inputs.labels()[0]
+    tokenizer = loaded.processor.tokenizer
+    assert tokenizer.decode(labels[labels != -100]) == "A cat.<|im_end|>Black.<|im_end|>"
+    text = tokenizer.decode(inputs.batch["input_ids"][0])
+    assert text.endswith(
+        "<|im_start|>assistant\nA cat.<|im_end|>\n<|im_start|>user\nWhat colour?<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n\nBlack.<|im_end|>\n"
+    )
+
+
+def test_gemma4_large_templates_train_the_answer_after_the_empty_thought_channel(tiny_dirs, tmp_path):
+    """The 26B / 31B templates end the generation prompt with "<|channel>thought\\n<channel|>" (thinking
+    off) but render a model turn without it: the answer is trained after the generation prompt,
+    so the prompt a model answers after is the context of its trained answers (training refused
+    these templates before: the answer was looked for after the longer prompt)."""
+    import shutil
+
+    from real_geometry import fixture
+
+    path = tmp_path / "gemma4"
+    shutil.copytree(tiny_dirs["gemma4"], path)
+    (path / "chat_template.jinja").write_text(fixture("gemma4")["chat_template_26b_a4b"], encoding="utf-8")
+    loaded = load_model(path, device="cpu")
+    asked, trained = answer_prompt_and_trained_ids(loaded)
+    assert asked == trained
+    assert loaded.processor.tokenizer.decode(asked).endswith("<|turn>model\n<|channel>thought\n<channel|>")
+    inputs = build_inputs(
+        loaded.processor,
+        [video_conversation("What colour is it?", "It is red.")],
+        [in_memory_frames(np.zeros((4, 32, 32, 3), dtype=np.uint8))],
+        add_generation_prompt=False,
+        assistant_spans=True,
+    )
+    labels = inputs.labels()[0]
+    assert loaded.processor.tokenizer.decode(labels[labels != -100]) == "It is red.<turn|>"
+
+
 def test_gemma4_takes_at_most_32_frames(tiny_dirs):
     from llava_star.errors import ConfigError
 

@@ -16,6 +16,7 @@ the tokenizer's offsets, shifted past the video and image placeholders the proce
 from __future__ import annotations
 
 import bisect
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -164,17 +165,18 @@ def assistant_turns_with_stop(
             continue
         prompt = render_chat(processor, conversation[:index], add_generation_prompt=True)
         through = render_chat(processor, conversation[: index + 1])
-        if not rendered.startswith(through):
-            raise ConfigError(
-                "chat_template: rendering a conversation is not an extension of rendering its first turns; "
-                "the assistant tokens cannot be located"
-            )
         text = _message_text(message)
-        start = rendered.find(text, len(prompt))
+        if not rendered.startswith(through):
+            start, ending = _turn_rendered_otherwise_later(rendered, prompt, through, text)
+        elif through.startswith(prompt):
+            start = rendered.find(text, len(prompt))
+            ending = rendered[start + len(text) : len(through)]
+        else:  # the answer is trained after the generation prompt, as it is generated
+            start, out, shift = _after_the_generation_prompt(out, shift, prompt, through, text)
+            ending = rendered[start + len(text) : len(through)]
         if start < 0:
             raise ConfigError(f"chat_template: assistant turn {index} does not appear in the rendered conversation")
         end = start + len(text)
-        ending = rendered[end : len(through)]
         stop_end = max((ending.rfind(token) + len(token) for token in specials if token in ending), default=0)
         if stop_end:  # the template's own end-of-turn token; what follows it (a newline) is not learned
             spans.append((start + shift, end + stop_end + shift))
@@ -187,6 +189,34 @@ def assistant_turns_with_stop(
         spans.append((start + shift, end + shift + len(eos)))
         shift += len(eos)
     return out, spans
+
+
+def _turn_rendered_otherwise_later(rendered: str, prompt: str, through: str, text: str) -> tuple[int, str]:
+    """An assistant turn the template writes differently once more turns follow (Qwen3.5's writes
+    an empty think block only before the answer after the last question): the answer's start
+    where the rendering leaves the generation prompt, and the turn's ending as the template
+    writes it when the turn is last."""
+    in_through = through.find(text, len(os.path.commonprefix([prompt, through])))
+    ending = through[in_through + len(text) :]
+    start = rendered.find(text, len(os.path.commonprefix([prompt, rendered])))
+    if in_through < 0 or start < 0 or not rendered.startswith(ending, start + len(text)):
+        raise ConfigError(
+            "chat_template: rendering a conversation is not an extension of rendering its first turns; "
+            "the assistant tokens cannot be located"
+        )
+    return start, ending
+
+
+def _after_the_generation_prompt(out: str, shift: int, prompt: str, through: str, text: str) -> tuple[int, str, int]:
+    """Where a template's generation prompt is not the text its rendered answer follows (Gemma 4's
+    26B / 31B templates end the prompt with an empty thought channel, ``<|channel>thought\n
+    <channel|>``, that a rendered model turn leaves out), ``out`` with the text before the answer
+    replaced by the prompt's: the answer's start in the rendering, the new text and shift."""
+    common = len(os.path.commonprefix([prompt, through]))
+    start = through.find(text, common)
+    if start < 0:
+        return start, out, shift
+    return start, out[: common + shift] + prompt[common:] + out[start + shift :], shift + len(prompt) - start
 
 
 def _token_mask(

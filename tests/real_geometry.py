@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 FIXTURES = Path(__file__).parent / "real_checkpoints"
-CHECKPOINTS = ("video_llava", "llava_next_video", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+CHECKPOINTS = (
+    "video_llava",
+    "llava_next_video",
+    "llava_onevision",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "qwen3_5",
+)
 # the processor_config.json keys of each processor class (the rest of the saved file is
 # the nested image / video processors, which the hub keeps in their own files)
 _PROCESSOR_KEYS = ("patch_size", "vision_feature_select_strategy", "num_additional_image_tokens", "num_image_tokens")

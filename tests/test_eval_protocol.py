@@ -76,7 +76,7 @@ def answerers(monkeypatch):
     for module in ("llava_star.generation.backends", "llava_star.eval_tasks.lmms_adapter"):
         monkeypatch.setattr(f"{module}.build_answerer", build_answerer)
     for module in ("llava_star.models.loading", "llava_star.eval_tasks.lmms_adapter"):
-        monkeypatch.setattr(f"{module}.model_family", lambda name: "video_llava")
+        monkeypatch.setattr(f"{module}.model_family_and_type", lambda name: ("video_llava", "video_llava"))
     return built
 
 

@@ -19,9 +19,21 @@ torch = pytest.importorskip("torch")
 REPO = Path(__file__).resolve().parents[1]
 
 
+REAL_QWEN3 = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5")  # the fixtures of tests/real_checkpoints
+
+
 @pytest.fixture(scope="module")
-def real_qwen3_vl(tmp_path_factory):
-    return load_model(build_real_geometry_model("qwen3_vl", tmp_path_factory.mktemp("real") / "qwen3_vl"), device="cpu")
+def real(tmp_path_factory):
+    """The real-geometry model of a fixture, built once per module."""
+    root = tmp_path_factory.mktemp("real")
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = load_model(build_real_geometry_model(name, root / name), device="cpu")
+        return built[name]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +47,14 @@ def rendered_prompt(loaded, frames):
     return loaded.processor.tokenizer.decode(inputs.batch["input_ids"][0]), inputs
 
 
-def test_a_clips_frame_times_are_its_times_in_the_source_file(real_qwen3_vl, make_video):
+@pytest.mark.parametrize("name", REAL_QWEN3)
+def test_a_clips_frame_times_are_its_times_in_the_source_file(real, name, make_video):
     """8 frames of the 10.0-18.5 s clip of a 30 s, 30 fps video: Qwen3-VL writes one time per
     pair of frames (the pair's mean), from the file's clock, as qwen-vl-utils gives them."""
     from llava_star.media.video import read_frames
 
     frames = read_frames(make_video("long.mp4", num_frames=900, fps=30.0, size=32), 8, start=10.0, end=18.5)
-    prompt, inputs = rendered_prompt(real_qwen3_vl, frames)
+    prompt, inputs = rendered_prompt(real(name), frames)
     times = [float(t) for t in re.findall(r"<(\d+\.\d) seconds>", prompt)]
     # the frames' file indices, by pairs: frames 315 and 347 (10.50 s, 11.57 s) are written 11.0 s
     assert frames.indices.tolist() == [315, 347, 379, 411, 443, 475, 507, 539]
@@ -54,11 +67,12 @@ def test_a_clips_frame_times_are_its_times_in_the_source_file(real_qwen3_vl, mak
     assert prompt.count("<|video_pad|>") == 4 * 1
 
 
-def test_a_whole_video_starts_at_zero(real_qwen3_vl, make_video):
+@pytest.mark.parametrize("name", REAL_QWEN3)
+def test_a_whole_video_starts_at_zero(real, name, make_video):
     from llava_star.media.video import read_frames
 
     frames = read_frames(make_video("short.mp4", num_frames=64, fps=8.0, size=32), 8)
-    prompt, _ = rendered_prompt(real_qwen3_vl, frames)
+    prompt, _ = rendered_prompt(real(name), frames)
     assert re.findall(r"<(\d+\.\d) seconds>", prompt) == ["1.0", "3.0", "5.0", "7.0"]
 
 
@@ -89,11 +103,14 @@ def test_the_loss_is_exactly_the_answer_and_the_end_of_turn_token(tiny_dirs, nam
     assert tokenizer.decode(inputs.batch["input_ids"][0]).startswith(start)
 
 
-def test_under_the_hub_files_the_loss_is_the_answer_and_im_end(real_qwen3_vl):
-    """The real-geometry checkpoint carries the hub's chat template and processor files."""
+@pytest.mark.parametrize("name", REAL_QWEN3)
+def test_under_the_hub_files_the_loss_is_the_answer_and_im_end(real, name):
+    """The real-geometry checkpoints carry the hub's chat template and processor files (Qwen3.5's
+    renders an empty think block before a trained answer: it is context, not supervised)."""
+    loaded = real(name)
     rng = np.random.default_rng(0)
     inputs = build_inputs(
-        real_qwen3_vl.processor,
+        loaded.processor,
         [video_conversation("What colour is it?", "It is red.")],
         [in_memory_frames(rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))],
         add_generation_prompt=False,
@@ -101,7 +118,56 @@ def test_under_the_hub_files_the_loss_is_the_answer_and_im_end(real_qwen3_vl):
         padding_side="right",
     )
     labels = inputs.labels()[0]
-    assert real_qwen3_vl.processor.tokenizer.decode(labels[labels != -100]) == "It is red.<|im_end|>"
+    assert loaded.processor.tokenizer.decode(labels[labels != -100]) == "It is red.<|im_end|>"
+
+
+def answer_prompt_and_trained_ids(loaded):
+    """The generation prompt's ids, and the ids of the same conversation with its answer, as training
+    builds them, up to the first supervised token."""
+    rng = np.random.default_rng(0)
+    frames = [in_memory_frames(rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))]
+    asked = build_inputs(
+        loaded.processor, [video_conversation("What colour is it?")], frames, add_generation_prompt=True
+    )
+    trained = build_inputs(
+        loaded.processor,
+        [video_conversation("What colour is it?", "It is red.")],
+        frames,
+        add_generation_prompt=False,
+        assistant_spans=True,
+        padding_side="right",
+    )
+    labels = trained.labels()[0]
+    first = int((labels != -100).nonzero()[0])
+    return asked.batch["input_ids"][0].tolist(), trained.batch["input_ids"][0][:first].tolist()
+
+
+@pytest.mark.parametrize("name", REAL_QWEN3)
+def test_generation_starts_the_answer_where_training_supervised_it(real, name):
+    """The prompt a model answers after is, token for token, the context its trained answers
+    followed. Qwen3.5's hub template opens a generated answer inside "<think>\n" by default
+    but renders a trained one after "<think>\n\n</think>\n\n": the prompts are rendered
+    without thinking, so both are the closed empty block."""
+    asked, trained = answer_prompt_and_trained_ids(real(name))
+    assert asked == trained
+
+
+def test_qwen3_5_answers_after_an_empty_think_block(real):
+    loaded = real("qwen3_5")
+    tokenizer = loaded.processor.tokenizer
+    asked, _ = answer_prompt_and_trained_ids(loaded)
+    assert tokenizer.decode(asked).endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def test_vllm_normalizes_on_the_device_only_where_images_and_videos_are_normalized_alike(real, tiny_dirs):
+    """vLLM 0.32 normalizes Qwen3-VL's video pixels with the image processor's mean and std: the
+    tiny model's differ (CLIP's for images, 0.5 for videos), the hub's do not."""
+    from llava_star.generation.vllm_answerer import _device_normalization
+
+    tiny = load_model(tiny_dirs["qwen3_vl"], device="cpu").processor
+    assert tiny.image_processor.image_mean != tiny.video_processor.image_mean
+    assert _device_normalization(tiny) == {"mm_device_do_normalize": False}
+    assert _device_normalization(real("qwen3_vl").processor) == {}
 
 
 def test_gemma4_writes_each_frames_source_time_as_mm_ss(tiny_dirs, make_video):
@@ -115,6 +181,87 @@ def test_gemma4_writes_each_frames_source_time_as_mm_ss(tiny_dirs, make_video):
     assert re.findall(r"(\d\d:\d\d) <\|image>", prompt) == [f"00:{second}" for second in range(10, 18)]
 
 
+def test_gemma4_video_tokens_with_the_hubs_video_processor(tiny_dirs):
+    """Gemma 4's video processor settings (tests/real_checkpoints/gemma4.json: patch 16, 3 x 3
+    pooling, at most 70 soft tokens a frame): 66 a frame at 720p and 1080p, 8 frames 528, the 32
+    frames it takes 2,112 (fixed by the geometry; no budget needed)."""
+    from real_geometry import fixture
+    from transformers import Gemma4VideoProcessor
+
+    settings = {
+        key: value
+        for key, value in fixture("gemma4")["video_preprocessor_config"].items()
+        if key != "video_processor_type"
+    }
+    loaded = load_model(tiny_dirs["gemma4"], device="cpu")
+    loaded.processor.video_processor = Gemma4VideoProcessor(**settings)
+    rng = np.random.default_rng(0)
+
+    def count(height, width, frames=8):
+        video = in_memory_frames(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8))
+        _, inputs = rendered_prompt(loaded, video)
+        return int((inputs.batch["input_ids"] == loaded.processor.video_token_id).sum())
+
+    assert [count(720, 1280), count(1080, 1920), count(720, 1280, 32)] == [528, 528, 2112]
+
+
+def test_qwen3_5_trains_every_answer_of_a_multi_turn_conversation(real):
+    """Qwen3.5's template writes the empty think block only before the answer after the last
+    question, so rendering the first turns is not a prefix of rendering them all (LLaVA-665K's
+    multi-turn image records were refused): each answer and its end-of-turn token is supervised."""
+    loaded = real("qwen3_5")
+    conversation = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
+        {"role": "user", "content": [{"type": "text", "text": "What colour?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Black."}]},
+    ]
+    inputs = build_inputs(
+        loaded.processor,
+        [conversation],
+        [None],
+        images=[np.zeros((64, 64, 3), dtype=np.uint8)],
+        add_generation_prompt=False,
+        assistant_spans=True,
+        padding_side="right",
+    )
+    labels = inputs.labels()[0]
+    tokenizer = loaded.processor.tokenizer
+    assert tokenizer.decode(labels[labels != -100]) == "A cat.<|im_end|>Black.<|im_end|>"
+    text = tokenizer.decode(inputs.batch["input_ids"][0])
+    assert text.endswith(
+        "<|im_start|>assistant\nA cat.<|im_end|>\n<|im_start|>user\nWhat colour?<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n\nBlack.<|im_end|>\n"
+    )
+
+
+def test_gemma4_large_templates_train_the_answer_after_the_empty_thought_channel(tiny_dirs, tmp_path):
+    """The 26B / 31B templates end the generation prompt with "<|channel>thought\\n<channel|>" (thinking
+    off) but render a model turn without it: the answer is trained after the generation prompt,
+    so the prompt a model answers after is the context of its trained answers (training refused
+    these templates before: the answer was looked for after the longer prompt)."""
+    import shutil
+
+    from real_geometry import fixture
+
+    path = tmp_path / "gemma4"
+    shutil.copytree(tiny_dirs["gemma4"], path)
+    (path / "chat_template.jinja").write_text(fixture("gemma4")["chat_template_26b_a4b"], encoding="utf-8")
+    loaded = load_model(path, device="cpu")
+    asked, trained = answer_prompt_and_trained_ids(loaded)
+    assert asked == trained
+    assert loaded.processor.tokenizer.decode(asked).endswith("<|turn>model\n<|channel>thought\n<channel|>")
+    inputs = build_inputs(
+        loaded.processor,
+        [video_conversation("What colour is it?", "It is red.")],
+        [in_memory_frames(np.zeros((4, 32, 32, 3), dtype=np.uint8))],
+        add_generation_prompt=False,
+        assistant_spans=True,
+    )
+    labels = inputs.labels()[0]
+    assert loaded.processor.tokenizer.decode(labels[labels != -100]) == "It is red.<turn|>"
+
+
 def test_gemma4_takes_at_most_32_frames(tiny_dirs):
     from llava_star.errors import ConfigError
 
@@ -124,15 +271,17 @@ def test_gemma4_takes_at_most_32_frames(tiny_dirs):
         rendered_prompt(loaded, frames)
 
 
-def test_video_tokens_at_720p_and_1080p(real_qwen3_vl):
+@pytest.mark.parametrize("name", REAL_QWEN3)
+def test_video_tokens_at_720p_and_1080p(real, name):
     """8 frames: 3,520 (720p) and 8,160 (1080p) tokens with the hub's files; 1,920 both within
-    the 2,048 budget (16 frames: 2,016)."""
+    the 2,048 budget (16 frames: 2,016). Qwen3.5 and the MoE share Qwen3-VL's video processor."""
+    loaded = real(name)
     rng = np.random.default_rng(0)
 
     def count(height, width, frames=8):
         video = in_memory_frames(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8))
-        _, inputs = rendered_prompt(real_qwen3_vl, video)
-        return int((inputs.batch["input_ids"] == real_qwen3_vl.processor.video_token_id).sum())
+        _, inputs = rendered_prompt(loaded, video)
+        return int((inputs.batch["input_ids"] == loaded.processor.video_token_id).sum())
 
     assert [count(720, 1280), count(1080, 1920), count(720, 1280, 16)] == [1920, 1920, 2016]
 

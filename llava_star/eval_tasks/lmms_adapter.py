@@ -46,7 +46,7 @@ from llava_star.errors import ConfigError, EvaluationError, VideoError
 from llava_star.eval_tasks import MODEL_NAME, UNREADABLE_VIDEOS_ENV
 from llava_star.generation.backends import build_answerer, choose_backend
 from llava_star.generation.options import MODEL_ARGS, options_from_model_args
-from llava_star.models.loading import model_family
+from llava_star.models.loading import model_family_and_type
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ class LlavaStarVideo(lmms):
         self.num_frames = self.options.num_frames
         self.max_new_tokens = self.options.max_new_tokens
         self.batch_size_per_call = self.options.batch_size
-        family = model_family(pretrained)
-        backend = choose_backend(self.options.backend, family)
+        family, model_type = model_family_and_type(pretrained)
+        backend = choose_backend(self.options.backend, family, model_type)
         device = "engine" if backend == "vllm" else self.options.device
         # one answerer for the whole run; a task's generation_kwargs may change its token budget
         self.answerer = build_answerer(pretrained, self.options, backend=backend, family=family, device=device)

@@ -1,7 +1,7 @@
 """Which engine answers: HF ``generate`` (every family) or vLLM (the families it serves).
 
 ``hf`` is transformers' batched ``generate``; ``vllm`` is :class:`~llava_star.generation.
-vllm_answerer.VllmAnswerer` (LLaVA-NeXT-Video, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL);
+vllm_answerer.VllmAnswerer` (LLaVA-NeXT-Video, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, Gemma 4);
 ``auto`` is vLLM when it is installed and serves the family, else HF, and says which.
 Both take the same options with the same meaning (frames, sampling, token budget), so a
 generation config runs on either.
@@ -27,17 +27,24 @@ logger = logging.getLogger(__name__)
 __all__ = ["BACKENDS", "build_answerer", "choose_backend"]
 
 
-def choose_backend(requested: str, family: str) -> str:
-    """``hf`` or ``vllm`` for a model of ``family``, logged; an impossible request is an error.
+def choose_backend(requested: str, family: str, model_type: str | None = None) -> str:
+    """``hf`` or ``vllm`` for a model of ``family`` (and ``model_type``, where the family's
+    model types differ), logged; an impossible request is an error.
 
     >>> choose_backend("auto", "video_llava")
     'hf'
     >>> choose_backend("hf", "qwen2_vl")
     'hf'
+    >>> choose_backend("auto", "qwen3_vl", "qwen3_vl_moe")
+    'hf'
     """
     check_backend(requested)
 
-    served = FAMILIES[family].vllm_videos  # vLLM 0.32 serves Video-LLaVA text-only: that stays on HF
+    entry = FAMILIES[family]
+    # vLLM 0.32 serves Video-LLaVA text-only, and loads no transformers-5 Qwen3-VL-MoE: those stay on HF
+    served = entry.vllm_videos and model_type not in entry.vllm_unserved
+    if model_type in entry.vllm_unserved:
+        family = f"{family} ({model_type})"
     if requested == "vllm":
         if not served:
             raise ConfigError(f"backend: vllm does not answer videos of {family} models; use hf or auto")

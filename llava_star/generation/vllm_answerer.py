@@ -113,17 +113,18 @@ class VllmAnswerer:
             generation_config="vllm",
             limit_mm_per_prompt={"video": 1, "image": 0},
             mm_processor_kwargs=_video_processor_settings(self.processor),
+            **_device_normalization(self.processor),
         )
         logger.info("vLLM engine for %s (%s, tensor parallel %d)", model, family, tensor_parallel_size)
 
     def requests(self, prompts: Sequence[str], videos: Sequence[Frames]) -> list[dict[str, Any]]:
         """vLLM's prompts: the chat-template text, the video, its cache key."""
-        from llava_star.models.inputs import timestamp_clock, video_conversation
+        from llava_star.models.inputs import render_chat, timestamp_clock, video_conversation
 
         requests = []
         clock = timestamp_clock(self.processor)
         for prompt, frames in zip(prompts, videos, strict=True):
-            text = self.processor.apply_chat_template(video_conversation(prompt), add_generation_prompt=True)
+            text = render_chat(self.processor, video_conversation(prompt), add_generation_prompt=True)
             request: dict[str, Any] = {"prompt": text, "multi_modal_data": {"video": video_input(frames, clock)}}
             if (key := video_cache_key(frames)) is not None:
                 request["multi_modal_uuids"] = {"video": [key]}
@@ -173,6 +174,29 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+_NORMALIZATION_KEYS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
+
+
+def _device_normalization(processor: Any) -> dict[str, Any]:
+    """vLLM 0.32 rescales and normalizes a Qwen3-VL video's pixels on the device with the
+    *image* processor's mean and std (``mm_device_do_normalize``, on by default; its
+    ``fusion/mm_input_norm.py`` reads ``processor_config.json``'s ``image_processor``). Where
+    the video processor normalizes differently, the frames are normalized by the video
+    processor on the host instead, as HF does."""
+    image = getattr(processor, "image_processor", None)
+    video = getattr(processor, "video_processor", None)
+    if image is None or video is None:
+        return {}
+    if all(_normalization(image, key) == _normalization(video, key) for key in _NORMALIZATION_KEYS):
+        return {}
+    return {"mm_device_do_normalize": False}
+
+
+def _normalization(processor: Any, key: str) -> Any:
+    value = getattr(processor, key, None)
+    return [round(float(item), 8) for item in value] if isinstance(value, (list, tuple)) else value
 
 
 def _video_processor_settings(processor: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ the tokenizer's offsets, shifted past the video and image placeholders the proce
 from __future__ import annotations
 
 import bisect
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,16 @@ from llava_star.errors import ConfigError
 from llava_star.llava_json import GPT, HUMAN, IMAGE_PLACEHOLDER, SYSTEM, VIDEO_PLACEHOLDER
 
 Conversation = list[dict[str, Any]]
+# Qwen3.5's hub template opens a generated answer with "<think>\n" unless told not to think,
+# yet renders a trained answer after an empty "<think>\n\n</think>\n\n": without thinking,
+# the generation prompt is exactly the text before a trained answer. Templates that do not
+# read the variable (every other family's) ignore it.
+TEMPLATE_KWARGS: Mapping[str, Any] = {"enable_thinking": False}
+
+
+def render_chat(processor: Any, conversation: Conversation, add_generation_prompt: bool = False) -> str:
+    """``conversation`` through the processor's chat template, as generation and training both see it."""
+    return processor.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, **TEMPLATE_KWARGS)
 
 
 class DecodedVideo(Protocol):
@@ -152,19 +163,20 @@ def assistant_turns_with_stop(
     for index, message in enumerate(conversation):
         if message["role"] != "assistant":
             continue
-        prompt = processor.apply_chat_template(conversation[:index], add_generation_prompt=True)
-        through = processor.apply_chat_template(conversation[: index + 1])
-        if not rendered.startswith(through):
-            raise ConfigError(
-                "chat_template: rendering a conversation is not an extension of rendering its first turns; "
-                "the assistant tokens cannot be located"
-            )
+        prompt = render_chat(processor, conversation[:index], add_generation_prompt=True)
+        through = render_chat(processor, conversation[: index + 1])
         text = _message_text(message)
-        start = rendered.find(text, len(prompt))
+        if not rendered.startswith(through):
+            start, ending = _turn_rendered_otherwise_later(rendered, prompt, through, text)
+        elif through.startswith(prompt):
+            start = rendered.find(text, len(prompt))
+            ending = rendered[start + len(text) : len(through)]
+        else:  # the answer is trained after the generation prompt, as it is generated
+            start, out, shift = _after_the_generation_prompt(out, shift, prompt, through, text)
+            ending = rendered[start + len(text) : len(through)]
         if start < 0:
             raise ConfigError(f"chat_template: assistant turn {index} does not appear in the rendered conversation")
         end = start + len(text)
-        ending = rendered[end : len(through)]
         stop_end = max((ending.rfind(token) + len(token) for token in specials if token in ending), default=0)
         if stop_end:  # the template's own end-of-turn token; what follows it (a newline) is not learned
             spans.append((start + shift, end + stop_end + shift))
@@ -177,6 +189,34 @@ def assistant_turns_with_stop(
         spans.append((start + shift, end + shift + len(eos)))
         shift += len(eos)
     return out, spans
+
+
+def _turn_rendered_otherwise_later(rendered: str, prompt: str, through: str, text: str) -> tuple[int, str]:
+    """An assistant turn the template writes differently once more turns follow (Qwen3.5's writes
+    an empty think block only before the answer after the last question): the answer's start
+    where the rendering leaves the generation prompt, and the turn's ending as the template
+    writes it when the turn is last."""
+    in_through = through.find(text, len(os.path.commonprefix([prompt, through])))
+    ending = through[in_through + len(text) :]
+    start = rendered.find(text, len(os.path.commonprefix([prompt, rendered])))
+    if in_through < 0 or start < 0 or not rendered.startswith(ending, start + len(text)):
+        raise ConfigError(
+            "chat_template: rendering a conversation is not an extension of rendering its first turns; "
+            "the assistant tokens cannot be located"
+        )
+    return start, ending
+
+
+def _after_the_generation_prompt(out: str, shift: int, prompt: str, through: str, text: str) -> tuple[int, str, int]:
+    """Where a template's generation prompt is not the text its rendered answer follows (Gemma 4's
+    26B / 31B templates end the prompt with an empty thought channel, ``<|channel>thought\n
+    <channel|>``, that a rendered model turn leaves out), ``out`` with the text before the answer
+    replaced by the prompt's: the answer's start in the rendering, the new text and shift."""
+    common = len(os.path.commonprefix([prompt, through]))
+    start = through.find(text, common)
+    if start < 0:
+        return start, out, shift
+    return start, out[: common + shift] + prompt[common:] + out[start + shift :], shift + len(prompt) - start
 
 
 def _token_mask(
@@ -262,7 +302,7 @@ def build_inputs(
     _check_media(conversations, videos, "video")
     _check_media(conversations, images, "image")
     texts = [
-        processor.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt)
+        render_chat(processor, conversation, add_generation_prompt=add_generation_prompt)
         for conversation in conversations
     ]
     kwargs: dict[str, Any] = {}

@@ -180,6 +180,12 @@ def refuse_original_checkpoint(name: str, cache_dir: str | None = None) -> None:
 def model_family(name: str, cache_dir: str | None = None) -> str:
     """The family of a hub id or checkpoint directory, from its config alone (no weights);
     an original-repository checkpoint stops here with the command that converts it."""
+    return model_family_and_type(name, cache_dir)[0]
+
+
+def model_family_and_type(name: str, cache_dir: str | None = None) -> tuple[str, str]:
+    """:func:`model_family` and the checkpoint's ``model_type`` (a family's variants differ in
+    what serves them)."""
     from transformers import AutoConfig
 
     refuse_original_checkpoint(name, cache_dir)
@@ -187,7 +193,7 @@ def model_family(name: str, cache_dir: str | None = None) -> str:
         config = AutoConfig.from_pretrained(name, cache_dir=cache_dir)
     except (OSError, ValueError) as error:
         raise ConfigError(f"model: cannot load a config from {name!r}: {error}") from None
-    return family_of(config.model_type)
+    return family_of(config.model_type), config.model_type
 
 
 def load_processor(

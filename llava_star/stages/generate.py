@@ -92,10 +92,10 @@ def run(
     family = backend = None
     if answerer is None:
         from llava_star.generation.backends import choose_backend
-        from llava_star.models.loading import model_family
+        from llava_star.models.loading import model_family_and_type
 
-        family = model_family(config.model)
-        backend = choose_backend(config.backend, family)
+        family, model_type = model_family_and_type(config.model)
+        backend = choose_backend(config.backend, family, model_type)
     with (
         ranks_together(config, context, backend) as ranks,
         exclusive_directory_for_job(directory.path, "generate", context, ranks.broadcast),

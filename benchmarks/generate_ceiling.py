@@ -164,6 +164,11 @@ def cumulative(stats: pstats.Stats, function: Callable[..., Any]) -> float:
     return entry[3] if entry else 0.0
 
 
+def calls(stats: pstats.Stats, function: Callable[..., Any]) -> int:
+    entry = stats.stats.get(code_key(function))  # type: ignore[attr-defined]
+    return entry[1] if entry else 0
+
+
 @dataclasses.dataclass(frozen=True)
 class FamilyResult:
     family: str
@@ -173,6 +178,7 @@ class FamilyResult:
     wall_seconds: float
     decode_alone_cpu_seconds: float
     parts: dict[str, float]  # profiled CPU seconds per part, "other" included
+    calls: dict[str, int]  # profiled calls of each part's first function (read_frames, build_inputs, ...)
     processor_call: float  # profiled CPU seconds in the HF processor's __call__
     chat_template: float
     profiled_total: float  # the profiled run's CPU seconds (its parts sum to it)
@@ -236,6 +242,7 @@ def measure_family(family: str, work: Path, samples_path: Path, video_root: Path
         wall_seconds=wall,
         decode_alone_cpu_seconds=decode_alone,
         parts=breakdown(stats, parts, total),
+        calls={name: calls(stats, functions[0]) for name, functions in parts.items()},
         processor_call=cumulative(stats, processor.__call__),
         chat_template=cumulative(stats, processor.apply_chat_template),
         profiled_total=total,

@@ -144,7 +144,7 @@ def breakdown(stats: pstats.Stats, parts: Mapping[str, Sequence[Callable[..., An
     """Seconds of each part (its functions' cumulative time, less what one of them spent called
     directly by a function of any part: ``close`` calling ``write_finished`` counts once), and
     ``other``: ``total`` less the parts."""
-    raw = stats.stats  # type: ignore[attr-defined]  # key -> (calls, primitive calls, own, cumulative, callers)
+    raw = stats.stats  # type: ignore[attr-defined]  # key -> (primitive calls, calls, own, cumulative, callers)
     keys = {name: [code_key(function) for function in functions] for name, functions in parts.items()}
     tracked = {key for group in keys.values() for key in group}
     seconds = {}
@@ -171,6 +171,8 @@ def calls(stats: pstats.Stats, function: Callable[..., Any]) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class FamilyResult:
+    """One family's figures: CPU seconds unprofiled, and the profiled run's parts."""
+
     family: str
     samples: int
     rationalized: int

@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core)")
     parser.add_argument("--work-dir", type=Path, help="keep the clips here and reuse them (default: a temp dir)")
     args = parser.parse_args(argv)
+    if min(args.samples, args.clips, args.batch_size) < 1:
+        parser.error("--samples, --clips and --batch-size must be at least 1")
     logging.basicConfig(level=logging.WARNING)
     import torch
 

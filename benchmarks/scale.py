@@ -13,7 +13,7 @@ time and peak resident memory (``os.wait4``'s ``ru_maxrss``):
 - ``prepare kinetics700`` on the CSV.
 
     python benchmarks/scale.py                          # 2,000 and 20,000: a quick check
-    python benchmarks/scale.py --sizes 100000 1000000   # the issue's table (~15 GB of disk at 1M)
+    python benchmarks/scale.py --sizes 100000 1000000   # the issue's table (1M: 1.2 GB of inputs + the outputs)
     python benchmarks/scale.py --sizes 100000 1000000 --work-dir /tmp/scale --code /tmp/old-checkout
 
 The data of a size is written once per ``--work-dir`` and reused (``--code`` runs another

@@ -366,6 +366,36 @@ def test_prepare_confirms_a_shared_hash_and_names_both_rows_of_a_repeated_id(tmp
         list(stream_samples(request, proposals, PrepareSummary("kinetics700"), rescan=lambda: adapt(request)))
 
 
+def test_kinetics_yields_each_id_once_so_prepare_holds_no_second_id_set(tmp_path):
+    """prepare trusts the Kinetics adapter's clip dedup for the ids (IDS_UNIQUE_BY_ADAPTER):
+    the ids it yields are the file's labeled clip stems, first row of each, in order."""
+    import csv
+
+    from llava_star.datasets import get_adapter
+    from llava_star.datasets.adapter import Found, PrepareRequest
+    from llava_star.datasets.kinetics import adapt
+    from llava_star.stages.prepare import IDS_UNIQUE_BY_ADAPTER, PrepareSummary, stream_samples
+
+    assert all(get_adapter(name) is adapt for name in IDS_UNIQUE_BY_ADAPTER)
+    annotations, video_root = _kinetics_dataset(tmp_path)
+    with annotations.open(newline="") as handle:
+        stems = [
+            f"{row['youtube_id']}_{int(row['time_start']):06d}_{int(row['time_end']):06d}"
+            for row in csv.DictReader(handle)
+            if row["label"]
+        ]
+    request = PrepareRequest("kinetics700", annotations, video_root)
+    found = [proposal.sample.id for proposal in adapt(request) if isinstance(proposal, Found)]
+    assert len(stems) > len(set(stems))  # the file repeats clips
+    assert found == list(dict.fromkeys(stems))
+    summaries, outputs = [], []
+    for check_ids in (True, False):  # a fresh request each: the same questions drawn
+        request = PrepareRequest("kinetics700", annotations, video_root)
+        summaries.append(PrepareSummary("kinetics700"))
+        outputs.append(list(stream_samples(request, adapt(request), summaries[-1], check_ids=check_ids)))
+    assert outputs[0] == outputs[1] and summaries[0] == summaries[1]
+
+
 # ---------------------------------------------------------------- the cycle's bookkeeping
 
 

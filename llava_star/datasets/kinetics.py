@@ -189,7 +189,9 @@ def adapt(request: PrepareRequest) -> Iterator[Found | Skipped]:
     vocabulary = choose_vocabulary(request.dataset, rows)
     source = request.dataset if request.dataset in VOCABULARY_BY_DATASET else vocabulary
     index = VideoIndex.build(request.video_root)
-    seen = IdHashes()  # clip stems as 8-byte hashes
+    # clip stems as 8-byte hashes; a stem is the sample's id, so no id is yielded twice (prepare's
+    # IDS_UNIQUE_BY_ADAPTER relies on it and keeps no second set of the same hashes)
+    seen = IdHashes()
     for row in rows:
         if row.label is None:
             yield Skipped("no label (test split)", row.where)

@@ -44,6 +44,9 @@ EXAMPLES_PER_REASON = 5
 SPLIT_AWARE = frozenset(
     {"kinetics", "kinetics400", "kinetics600", "kinetics700", "kinetics700_2020", "finediving", "generic"}
 )
+# datasets whose adapter yields each sample id once: Kinetics' id is the clip stem, and the
+# adapter skips a clip listed twice, so prepare's own id check would hold the same hashes again
+IDS_UNIQUE_BY_ADAPTER = frozenset({"kinetics", "kinetics400", "kinetics600", "kinetics700", "kinetics700_2020"})
 
 
 @dataclass
@@ -92,13 +95,16 @@ def stream_samples(
     *,
     limit: int | None = None,
     rescan: Callable[[], Iterable[Found | Skipped]] | None = None,
+    check_ids: bool = True,
 ) -> Iterator[Sample]:
     """Proposed samples whose video exists, up to ``limit``, one at a time; ``summary`` counts everything.
 
     Ids and videos are remembered as 8-byte hashes; a repeated id is confirmed and its
     first row found with ``rescan`` (the adapter run again), so the error names both rows.
+    ``check_ids=False`` is for an adapter that never repeats an id (it holds them already).
     """
-    ids, videos = IdHashes(), IdHashes()
+    ids = IdHashes() if check_ids else None
+    videos = IdHashes()
     kept = 0
     for proposal in tqdm(proposals, desc=f"prepare {request.dataset}", unit=" rows", disable=None):
         if isinstance(proposal, Skipped):
@@ -106,7 +112,7 @@ def stream_samples(
             logger.debug("%s: skipped: %s", proposal.where, proposal.reason)
             continue
         sample = proposal.sample
-        if not ids.add_new(sample.id):
+        if ids is not None and not ids.add_new(sample.id):
             first = _first_row_of(sample.id, rescan)
             if first != proposal.where:  # the same row: two ids sharing a hash, not a repeat
                 raise AnnotationError(f"{proposal.where}: sample id {sample.id!r} repeats {first}")
@@ -150,7 +156,9 @@ def prepare(request: PrepareRequest, output: Path, *, limit: int | None = None) 
     summary = PrepareSummary(request.dataset)
     # a fresh generator, so that a rescan draws no question of the run's
     rescan = functools.partial(adapter, dataclasses.replace(request, rng=random.Random(0)))
-    write_jsonl_atomic(output, stream_samples(request, adapter(request), summary, limit=limit, rescan=rescan))
+    check_ids = request.dataset not in IDS_UNIQUE_BY_ADAPTER
+    samples = stream_samples(request, adapter(request), summary, limit=limit, rescan=rescan, check_ids=check_ids)
+    write_jsonl_atomic(output, samples)
     write_json_atomic(summary_path(output), summary.to_dict())
     _log_summary(summary, output)
     return summary

@@ -6,8 +6,9 @@ cycle trains on differs:
 - ``video_star``: verified answers, failures retried with the label as a hint (the method);
 - ``no_rationalization``: verified direct answers only (STaR without the hint);
 - ``no_verifier``: every direct answer, right or wrong (self-training without a filter);
-- ``gold``: the gold label stated plainly ("The answer is red."), the supervised baseline;
-  every cycle would train the same model from the same data, so it trains once;
+- ``gold``: the gold label in the caption the warm model speaks, stating only the asked
+  attribute ("A red shape moves.", "A shape moves left."), the supervised baseline; every
+  cycle would train the same model from the same data, so it trains once;
 - ``warm_start``: the starting model, untrained.
 
 Besides held-out accuracy, each arm's training data is scored for **false claims**: a
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava_star.datasets.captions import attribute_caption
 from llava_star.datasets.synthetic import false_claims
 from llava_star.llava_json import video_turns
 from llava_star.records import Generation, Sample
@@ -151,12 +153,13 @@ def plot(table: Mapping[str, Mapping[str, Any]], cycles: int, path: Path) -> Non
 
 
 def gold_records(samples: list[Sample]) -> list[dict[str, Any]]:
-    """The supervised baseline's training data: each question answered by its label, plainly."""
+    """The supervised baseline's training data: each question answered by its label, in a
+    caption that states nothing else (:func:`~llava_star.datasets.captions.attribute_caption`)."""
     return [
         {
             "id": sample.id,
             "video": sample.video,
-            "conversations": video_turns(sample.question, f"The answer is {sample.labels[0].value}."),
+            "conversations": video_turns(sample.question, attribute_caption(sample.task, str(sample.labels[0].value))),
             "source": sample.source,
             "task": sample.task,
         }

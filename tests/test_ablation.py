@@ -13,7 +13,7 @@ from test_export import generation, write_shards
 from llava_star.ablation import false_claim_rate, format_table, gold_records, summarize
 from llava_star.config import config_from_mapping
 from llava_star.cycle_config import CycleConfig
-from llava_star.datasets.synthetic import false_claims
+from llava_star.datasets.synthetic import false_claims, truth_by_video
 from llava_star.errors import ConfigError
 from llava_star.stages.demo import main
 from llava_star.stages.export import main as export_main
@@ -57,7 +57,13 @@ def test_gold_answers_state_the_label_and_nothing_else(synthetic_dataset):
 
     samples = [s for s in read_samples(synthetic_dataset.train) if s.task in ("colour", "motion_direction")][:6]
     records = gold_records(samples)
-    assert [r["conversations"][1]["value"] for r in records] == [f"The answer is {s.labels[0].value}." for s in samples]
+    expected = {"colour": "A {} shape moves.", "motion_direction": "A shape moves {}."}
+    assert [r["conversations"][1]["value"] for r in records] == [
+        expected[s.task].format(s.labels[0].value) for s in samples
+    ]
+    assert {s.task for s in samples} == set(expected)
+    truth = truth_by_video(read_samples(synthetic_dataset.samples))
+    assert false_claim_rate(records, truth) == 0.0
     assert all(r["conversations"][0]["value"] == f"<video>\n{s.question}" for r, s in zip(records, samples))
 
 

@@ -78,6 +78,8 @@ class DemoConfig:
     held_out_fraction: float = 0.4
     family: str = "video_llava"
     num_frames: int = 8
+    travel: float | None = None  # how far a moving shape crosses its room (SyntheticConfig.travel)
+    patch_size: int | None = None  # the tiny vision tower's patch side (build_tiny_model)
     warmup_videos: int = 12  # captioned training videos the warm-up sees (3 per colour)
     warmup_steps: int = 250  # enough to fit the 12 captions: partial competence from little data
     warmup_hints: bool = True  # also show the captions behind the hint prompt (see warmup_records)
@@ -136,7 +138,7 @@ def make_data(config: DemoConfig, out: Path) -> dict[str, Any]:
     """Synthetic videos, and their questions of ``config.tasks`` split into training and held-out files."""
     if (done := StageDir(out).done("data")) is not None:
         return done
-    synthetic = SyntheticConfig(test_fraction=config.held_out_fraction)
+    synthetic = SyntheticConfig(test_fraction=config.held_out_fraction, travel=config.travel)
     dataset = make_synthetic_dataset(out / "data", num_videos=config.num_videos, seed=config.seed, config=synthetic)
     files = {}
     for split, path in (("train", dataset.train), ("held_out", dataset.test)):
@@ -169,7 +171,7 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
     if (done := StageDir(directory).done("train")) is not None:
         return done["model"]
 
-    base = build_tiny_model(config.family, directory / "random_model", seed=config.seed)
+    base = build_tiny_model(config.family, directory / "random_model", seed=config.seed, patch_size=config.patch_size)
     records = warmup_records(
         list(read_samples(data["all_train"])),
         config.warmup_videos,

@@ -25,24 +25,6 @@ def caption(labels_by_task: dict[str, str]) -> str:
     return f"A {labels_by_task['colour']} {labels_by_task['shape']} moves {labels_by_task['motion_direction']}."
 
 
-def attribute_caption(task: str, value: str) -> str:
-    """The caption stating only one attribute, the others left generic: the gold answer of
-    the supervised baseline, in the words a caption-warmed model already speaks.
-
-    >>> attribute_caption("colour", "red"), attribute_caption("motion_direction", "left")
-    ('A red shape moves.', 'A shape moves left.')
-    >>> attribute_caption("shape", "circle")
-    'A circle moves.'
-    """
-    if task == "colour":
-        return f"A {value} shape moves."
-    if task == "shape":
-        return f"A {value} moves."
-    if task == "motion_direction":
-        return f"A shape moves {value}."
-    raise ValueError(f"no caption for task {task!r}; expected colour, shape or motion_direction")
-
-
 def balanced_pick(videos_by_colour: dict[str, list[str]], count: int, rng: random.Random) -> list[str]:
     """``count`` videos taken in turn from each colour, so the warm-up sees every colour.
 

@@ -290,7 +290,7 @@ def run_gold_arm(config: DemoConfig, out: Path, data: dict[str, Any], warm_model
     model on the same data from the same start) and measure it as the cycles are measured."""
     runner = CycleRunner(cycle_config(config, out, data, warm_model))
     stage = runner.run_dir.cycle(1)
-    records = gold_records(list(read_samples(data["train"])))
+    records = gold_records(list(read_samples(data["train"])), truth_by_video(read_samples(data["all_samples"])))
     if not stage.train_data.exists():
         write_json_atomic(stage.train_data, records)
     trained = runner.train(stage, warm_model, {"data": str(stage.train_data), "samples": len(records)})

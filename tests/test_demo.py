@@ -66,6 +66,12 @@ def test_miniature_demo_runs_and_resumes(tmp_path, capsys):
     assert (out / "warmup" / "model" / "config.json").exists()
     assert (out / "cycles" / "report" / "index.html").exists()
     assert (out / "cycles" / "cycle_2" / "eval.json").exists()
+    # the demo's geometry reaches the videos, the model and the frames it is shown
+    assert json.loads((out / "data" / "synthetic.json").read_text())["config"]["travel"] == 1.0
+    vision = json.loads((out / "warmup" / "model" / "config.json").read_text())["vision_config"]
+    assert (vision["patch_size"], vision["image_size"]) == (16, 32)
+    protocol = json.loads((out / "cycles" / "cycle_2" / "eval.json").read_text())["protocol"]
+    assert protocol["num_frames"] == 2
 
     # a rerun finds every step done and trains nothing again
     warm = (out / "warmup" / "model").stat().st_mtime_ns

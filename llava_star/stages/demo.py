@@ -5,9 +5,11 @@
 1. writes synthetic labeled videos (coloured shapes, :mod:`llava_star.datasets.synthetic`)
    and keeps their ``colour`` and ``motion_direction`` questions (one read from any frame,
    one that needs the video over time), split by video into training and held-out;
-2. builds a tiny random Video-LLaVA (:mod:`llava_star.models.tiny`);
-3. warms it up briefly on captions of a few training videos ("A red square moves left."),
-   so it starts with partial competence, the way a pretrained LVLM starts on a new task;
+2. builds a tiny random Video-LLaVA (:mod:`llava_star.models.tiny`) with 2x2 patches a
+   frame and shows it 2 frames a clip, the geometry under which it can learn motion at all
+   (docs/cycle.md, "Why these settings");
+3. warms it up on captions of 120 training videos ("A red square moves left."), so it
+   starts with partial competence, the way a pretrained LVLM starts on a new task;
 4. runs self-training cycles (:mod:`llava_star.stages.cycle`): the model answers, the
    verifier keeps the answers that state the label, failures are asked again with the label
    as a hint, the warm model is fine-tuned on what was kept, and the held-out accuracy is

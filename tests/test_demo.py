@@ -28,6 +28,8 @@ def test_demo_settings_errors_name_the_key():
         load_config(DemoConfig, None, ["warmup_steps=0"])
     with pytest.raises(ConfigError, match="^cycle: unknown key"):
         load_config(DemoConfig, None, ["cycle=2"])
+    with pytest.raises(ConfigError, match="^patch_size: must divide the tiny model's 32 px frames, got 12"):
+        load_config(DemoConfig, None, ["patch_size=12"])
 
 
 def test_warmup_captions_come_from_the_labels_of_moving_scenes():

@@ -59,7 +59,7 @@ from llava_star.datasets.synthetic import ATTRIBUTES, SyntheticConfig, make_synt
 from llava_star.generation.options import GenerationOptions
 from llava_star.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from llava_star.log import configure_logging
-from llava_star.models.tiny import build_tiny_model
+from llava_star.models.tiny import FRAME_SIZE, build_tiny_model
 from llava_star.records import read_samples
 from llava_star.runs import CycleRunDir, StageDir
 from llava_star.stages import train
@@ -130,6 +130,11 @@ class DemoConfig:
         ):
             check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        check(
+            self.patch_size is None or (self.patch_size >= 1 and FRAME_SIZE % self.patch_size == 0),
+            "patch_size",
+            f"must divide the tiny model's {FRAME_SIZE} px frames, got {self.patch_size}",
+        )
         check(
             self.objective != "sft_then_dpo" or self.dpo_train_steps < self.cycle_train_steps,
             "dpo_train_steps",

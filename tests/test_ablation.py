@@ -13,10 +13,11 @@ from test_export import generation, write_shards
 from llava_star.ablation import false_claim_rate, format_table, gold_records, summarize
 from llava_star.config import config_from_mapping
 from llava_star.cycle_config import CycleConfig
-from llava_star.datasets.synthetic import false_claims
+from llava_star.datasets.synthetic import false_claims, truth_by_video
 from llava_star.errors import ConfigError
 from llava_star.stages.demo import main
 from llava_star.stages.export import main as export_main
+from llava_star.verify.core import verify
 
 TRUTH = {"colour": "yellow", "shape": "circle", "motion_direction": "up"}
 
@@ -52,12 +53,18 @@ def test_false_claim_rate_of_training_records():
     assert false_claim_rate([], truth) is None
 
 
-def test_gold_answers_state_the_label_and_nothing_else(synthetic_dataset):
+def test_gold_answers_are_the_true_captions(synthetic_dataset):
     from llava_star.records import read_samples
 
     samples = [s for s in read_samples(synthetic_dataset.train) if s.task in ("colour", "motion_direction")][:6]
-    records = gold_records(samples)
-    assert [r["conversations"][1]["value"] for r in records] == [f"The answer is {s.labels[0].value}." for s in samples]
+    truth = truth_by_video(read_samples(synthetic_dataset.samples))
+    records = gold_records(samples, truth)
+    assert [r["conversations"][1]["value"] for r in records] == [
+        "A {colour} {shape} moves {motion_direction}.".format(**truth[s.video]) for s in samples
+    ]
+    assert {s.task for s in samples} == {"colour", "motion_direction"}
+    assert all(verify(r["conversations"][1]["value"], s.labels).passed for r, s in zip(records, samples))
+    assert false_claim_rate(records, truth) == 0.0
     assert all(r["conversations"][0]["value"] == f"<video>\n{s.question}" for r, s in zip(records, samples))
 
 

@@ -28,6 +28,8 @@ def test_demo_settings_errors_name_the_key():
         load_config(DemoConfig, None, ["warmup_steps=0"])
     with pytest.raises(ConfigError, match="^cycle: unknown key"):
         load_config(DemoConfig, None, ["cycle=2"])
+    with pytest.raises(ConfigError, match="^patch_size: must divide the tiny model's 32 px frames, got 12"):
+        load_config(DemoConfig, None, ["patch_size=12"])
 
 
 def test_warmup_captions_come_from_the_labels_of_moving_scenes():
@@ -66,6 +68,12 @@ def test_miniature_demo_runs_and_resumes(tmp_path, capsys):
     assert (out / "warmup" / "model" / "config.json").exists()
     assert (out / "cycles" / "report" / "index.html").exists()
     assert (out / "cycles" / "cycle_2" / "eval.json").exists()
+    # the demo's geometry reaches the videos, the model and the frames it is shown
+    assert json.loads((out / "data" / "synthetic.json").read_text())["config"]["travel"] == 1.0
+    vision = json.loads((out / "warmup" / "model" / "config.json").read_text())["vision_config"]
+    assert (vision["patch_size"], vision["image_size"]) == (16, 32)
+    protocol = json.loads((out / "cycles" / "cycle_2" / "eval.json").read_text())["protocol"]
+    assert protocol["num_frames"] == 2
 
     # a rerun finds every step done and trains nothing again
     warm = (out / "warmup" / "model").stat().st_mtime_ns

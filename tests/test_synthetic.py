@@ -125,6 +125,19 @@ def test_drawn_shapes_are_told_apart_by_how_much_of_their_box_they_fill(seed):
     assert {"square": fill == 1.0, "circle": 0.7 < fill < 0.9, "triangle": 0.45 < fill < 0.65}[shape], fill
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_full_travel_crosses_from_edge_to_edge(seed):
+    """travel=1.0 (the demo's): the shape starts against one edge and ends against the other."""
+    config = SyntheticConfig(travel=1.0)
+    scene = draw_moving(np.random.default_rng(seed), config)
+    direction = next(t.label.value for t in scene.tasks if t.task == "motion_direction")
+    first, last = (_box_of(_lit(frame)) for frame in scene.frames[[0, -1]])
+    axis = 0 if direction in ("left", "right") else 1
+    start, end = (0.0, 1.0) if direction in ("right", "down") else (1.0, 0.0)
+    edge = {0.0: lambda box: box[axis], 1.0: lambda box: box[axis + 2]}
+    assert edge[start](first) == start and edge[end](last) == end, (direction, first, last)
+
+
 def test_count_and_box_labels_match_the_decoded_pixels(synthetic_dataset):
     tasks = _by_task(read_samples(synthetic_dataset.samples))
     for counting, grounding in zip(tasks["counting"], tasks["grounding"]):
@@ -174,3 +187,8 @@ def test_bad_options_are_config_errors_naming_the_key(tmp_path, argv, key):
     with pytest.raises(ConfigError, match=key):
         synthetic.main(["-o", str(tmp_path), *argv])
     assert cli.main(["synthetic", "-o", str(tmp_path), *argv]) == 2
+
+
+def test_travel_outside_zero_to_one_is_a_config_error():
+    with pytest.raises(ConfigError, match="^travel: "):
+        SyntheticConfig(travel=1.5)

@@ -86,6 +86,9 @@ class SyntheticConfig:
     fps: float = 8.0
     test_fraction: float = 0.25
     prior_only: bool = False  # add the background task, answerable without the video
+    # how far a moving shape travels, as a fraction of the room it has (frame side minus
+    # shape side): 1.0 crosses from edge to edge; None: about a third of the frame side
+    travel: float | None = None
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.size % 2:
@@ -94,6 +97,8 @@ class SyntheticConfig:
             raise ConfigError(f"num_frames: expected at least 4, got {self.num_frames}")
         if not self.fps > 0:
             raise ConfigError(f"fps: expected a positive rate, got {self.fps}")
+        if self.travel is not None and not 0 < self.travel <= 1:
+            raise ConfigError(f"travel: expected a fraction in (0, 1], got {self.travel}")
         if not 0 <= self.test_fraction < 1:
             raise ConfigError(f"test_fraction: expected a fraction in [0, 1), got {self.test_fraction}")
 
@@ -238,8 +243,9 @@ def draw_moving(rng: np.random.Generator, config: SyntheticConfig) -> Scene:
     """One shape crossing about a third of the frame in a straight line."""
     colour, shape, direction = _pick(rng, COLOURS), _pick(rng, SHAPES), _pick(rng, DIRECTIONS)
     side = config.shape_size
-    travel = max(4, round(0.35 * config.size))
     room = config.size - side  # highest top-left coordinate that keeps the shape inside
+    travel = round(0.35 * config.size) if config.travel is None else round(config.travel * room)
+    travel = max(4, min(travel, room))
     dx, dy = _STEPS[direction]
     x0, y0 = _start(rng, dx, room, travel), _start(rng, dy, room, travel)
     frames = _blank(config)

@@ -129,7 +129,7 @@ def _frame_processor_size() -> dict[str, Any]:
     }
 
 
-def _build_video_llava(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
+def _build_video_llava(tokenizer: Any, vocab_size: int, patch_size: int = PATCH_SIZE) -> tuple[Any, Any]:
     from transformers import (
         VideoLlavaConfig,
         VideoLlavaImageProcessor,
@@ -137,9 +137,9 @@ def _build_video_llava(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
         VideoLlavaVideoProcessor,
     )
 
-    tokens_per_frame = (FRAME_SIZE // PATCH_SIZE) ** 2
+    tokens_per_frame = (FRAME_SIZE // patch_size) ** 2
     config = VideoLlavaConfig(
-        vision_config=_clip_vision(),
+        vision_config=_clip_vision(patch_size),
         text_config=small_text("llama", vocab_size, tokenizer),
         **_llava_media_tokens(tokenizer),
         image_seq_length=tokens_per_frame,
@@ -148,7 +148,7 @@ def _build_video_llava(tokenizer: Any, vocab_size: int) -> tuple[Any, Any]:
     processor = VideoLlavaProcessor(
         image_processor=VideoLlavaImageProcessor(**_frame_processor_size()),
         video_processor=VideoLlavaVideoProcessor(**_frame_processor_size()),
-        **_llava_processor_settings(tokenizer),
+        **_llava_processor_settings(tokenizer, patch_size),
     )
     return config, processor
 
@@ -313,20 +313,27 @@ def train_tokenizer(
     )
 
 
-def build_tiny_model(family: str, out_dir: str | os.PathLike[str], *, seed: int = 0) -> Path:
+def build_tiny_model(
+    family: str, out_dir: str | os.PathLike[str], *, seed: int = 0, patch_size: int | None = None
+) -> Path:
     """Build and save a tiny random model of ``family``; return the directory.
 
     The weights come from ``seed`` alone (the global torch RNG is left as it was), so
-    two builds with the same seed are the same model.
+    two builds with the same seed are the same model. ``patch_size`` (video_llava only;
+    default :data:`PATCH_SIZE`) changes the vision tower's patch side: the CPU demo's
+    16 gives 2x2 patches a frame, which the tiny language model learns motion from.
     """
     if family not in _FAMILY_SPECS:
         raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES + VARIANTS)}")
+    if patch_size is not None and (family != "video_llava" or FRAME_SIZE % patch_size):
+        raise ValueError(f"patch_size {patch_size}: only video_llava takes one, dividing {FRAME_SIZE}")
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
     spec = _FAMILY_SPECS[family]
     tokenizer = train_tokenizer(spec.special_tokens, named=spec.named_tokens)
-    config, processor = spec.build(tokenizer, len(tokenizer))
+    geometry = {} if patch_size is None else {"patch_size": patch_size}
+    config, processor = spec.build(tokenizer, len(tokenizer), **geometry)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config)

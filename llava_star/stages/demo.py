@@ -5,9 +5,11 @@
 1. writes synthetic labeled videos (coloured shapes, :mod:`llava_star.datasets.synthetic`)
    and keeps their ``colour`` and ``motion_direction`` questions (one read from any frame,
    one that needs the video over time), split by video into training and held-out;
-2. builds a tiny random Video-LLaVA (:mod:`llava_star.models.tiny`);
-3. warms it up briefly on captions of a few training videos ("A red square moves left."),
-   so it starts with partial competence, the way a pretrained LVLM starts on a new task;
+2. builds a tiny random Video-LLaVA (:mod:`llava_star.models.tiny`) with 2x2 patches a
+   frame and shows it 2 frames a clip, the geometry under which it can learn motion at all
+   (docs/cycle.md, "Why these settings");
+3. warms it up on captions of 120 training videos ("A red square moves left."), so it
+   starts with partial competence, the way a pretrained LVLM starts on a new task;
 4. runs self-training cycles (:mod:`llava_star.stages.cycle`): the model answers, the
    verifier keeps the answers that state the label, failures are asked again with the label
    as a hint, the warm model is fine-tuned on what was kept, and the held-out accuracy is
@@ -57,7 +59,7 @@ from llava_star.datasets.synthetic import ATTRIBUTES, SyntheticConfig, make_synt
 from llava_star.generation.options import GenerationOptions
 from llava_star.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from llava_star.log import configure_logging
-from llava_star.models.tiny import build_tiny_model
+from llava_star.models.tiny import FRAME_SIZE, build_tiny_model
 from llava_star.records import read_samples
 from llava_star.runs import CycleRunDir, StageDir
 from llava_star.stages import train
@@ -72,17 +74,22 @@ class DemoConfig:
 
     seed: int = 0
     # half are moving scenes with colour and motion questions; with held_out_fraction 0.4:
-    # 150 training and 100 held-out videos, so 300 training and 200 held-out questions
-    num_videos: int = 500
+    # 300 training and 200 held-out videos, so 600 training and 400 held-out questions
+    num_videos: int = 1000
     tasks: tuple[str, ...] = ("colour", "motion_direction")  # one read from any frame, one over time
     held_out_fraction: float = 0.4
     family: str = "video_llava"
-    num_frames: int = 8
-    warmup_videos: int = 12  # captioned training videos the warm-up sees (3 per colour)
-    warmup_steps: int = 250  # enough to fit the 12 captions: partial competence from little data
+    # The geometry under which the tiny model learns motion at all (docs/cycle.md, "Why these
+    # settings"): the shape crosses from edge to edge, the model sees the clip's start and end
+    # (2 frames) through 2x2 patches a frame; 8 frames of 4x4 patches stay at chance.
+    num_frames: int = 2
+    travel: float | None = 1.0  # how far a moving shape crosses its room (SyntheticConfig.travel)
+    patch_size: int | None = 16  # the tiny vision tower's patch side (build_tiny_model; None: 8)
+    warmup_videos: int = 120  # captioned training videos the warm-up sees (30 per colour)
+    warmup_steps: int = 500  # partial competence: ~90% colour, ~33% motion (chance 25%)
     warmup_hints: bool = True  # also show the captions behind the hint prompt (see warmup_records)
     cycles: int = 3
-    cycle_train_steps: int = 150
+    cycle_train_steps: int = 300
     learning_rate: float = 1.0e-3
     batch_size: int = 16
     max_new_tokens: int = 16
@@ -124,6 +131,11 @@ class DemoConfig:
             check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
         check(
+            self.patch_size is None or (self.patch_size >= 1 and FRAME_SIZE % self.patch_size == 0),
+            "patch_size",
+            f"must divide the tiny model's {FRAME_SIZE} px frames, got {self.patch_size}",
+        )
+        check(
             self.objective != "sft_then_dpo" or self.dpo_train_steps < self.cycle_train_steps,
             "dpo_train_steps",
             f"must be below cycle_train_steps ({self.cycle_train_steps}) with objective sft_then_dpo",
@@ -136,7 +148,7 @@ def make_data(config: DemoConfig, out: Path) -> dict[str, Any]:
     """Synthetic videos, and their questions of ``config.tasks`` split into training and held-out files."""
     if (done := StageDir(out).done("data")) is not None:
         return done
-    synthetic = SyntheticConfig(test_fraction=config.held_out_fraction)
+    synthetic = SyntheticConfig(test_fraction=config.held_out_fraction, travel=config.travel)
     dataset = make_synthetic_dataset(out / "data", num_videos=config.num_videos, seed=config.seed, config=synthetic)
     files = {}
     for split, path in (("train", dataset.train), ("held_out", dataset.test)):
@@ -169,7 +181,7 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
     if (done := StageDir(directory).done("train")) is not None:
         return done["model"]
 
-    base = build_tiny_model(config.family, directory / "random_model", seed=config.seed)
+    base = build_tiny_model(config.family, directory / "random_model", seed=config.seed, patch_size=config.patch_size)
     records = warmup_records(
         list(read_samples(data["all_train"])),
         config.warmup_videos,
@@ -288,7 +300,7 @@ def run_gold_arm(config: DemoConfig, out: Path, data: dict[str, Any], warm_model
     model on the same data from the same start) and measure it as the cycles are measured."""
     runner = CycleRunner(cycle_config(config, out, data, warm_model))
     stage = runner.run_dir.cycle(1)
-    records = gold_records(list(read_samples(data["train"])))
+    records = gold_records(list(read_samples(data["train"])), truth_by_video(read_samples(data["all_samples"])))
     if not stage.train_data.exists():
         write_json_atomic(stage.train_data, records)
     trained = runner.train(stage, warm_model, {"data": str(stage.train_data), "samples": len(records)})

@@ -84,7 +84,8 @@ class DemoConfig:
     # (2 frames) through 2x2 patches a frame; 8 frames of 4x4 patches stay at chance.
     num_frames: int = 2
     travel: float | None = 1.0  # how far a moving shape crosses its room (SyntheticConfig.travel)
-    patch_size: int | None = 16  # the tiny vision tower's patch side (build_tiny_model; None: 8)
+    # the tiny Video-LLaVA's patch side (build_tiny_model); other families keep their own geometry
+    patch_size: int | None = 16
     warmup_videos: int = 120  # captioned training videos the warm-up sees (30 per colour)
     warmup_steps: int = 500  # partial competence: ~90% colour, ~33% motion (chance 25%)
     warmup_hints: bool = True  # also show the captions behind the hint prompt (see warmup_records)
@@ -181,7 +182,8 @@ def warm_up(config: DemoConfig, out: Path, data: dict[str, Any]) -> str:
     if (done := StageDir(directory).done("train")) is not None:
         return done["model"]
 
-    base = build_tiny_model(config.family, directory / "random_model", seed=config.seed, patch_size=config.patch_size)
+    patch_size = config.patch_size if config.family == "video_llava" else None
+    base = build_tiny_model(config.family, directory / "random_model", seed=config.seed, patch_size=patch_size)
     records = warmup_records(
         list(read_samples(data["all_train"])),
         config.warmup_videos,

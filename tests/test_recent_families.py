@@ -159,6 +159,16 @@ def test_qwen3_5_answers_after_an_empty_think_block(real):
     assert tokenizer.decode(asked).endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
+def test_only_templates_that_read_enable_thinking_are_given_it(real, tiny_model):
+    """transformers hands a keyword the template does not read to the processor's call, with a
+    warning at every render: a demo printed 56k of them before the keyword was kept to
+    the templates that read it."""
+    from llava_star.models.inputs import template_kwargs
+
+    assert template_kwargs(real("qwen3_5").processor) == {"enable_thinking": False}
+    assert template_kwargs(load_model(tiny_model, device="cpu").processor) == {}
+
+
 def test_vllm_normalizes_on_the_device_only_where_images_and_videos_are_normalized_alike(real, tiny_dirs):
     """vLLM 0.32 normalizes Qwen3-VL's video pixels with the image processor's mean and std: the
     tiny model's differ (CLIP's for images, 0.5 for videos), the hub's do not."""

@@ -37,7 +37,20 @@ TEMPLATE_KWARGS: Mapping[str, Any] = {"enable_thinking": False}
 
 def render_chat(processor: Any, conversation: Conversation, add_generation_prompt: bool = False) -> str:
     """``conversation`` through the processor's chat template, as generation and training both see it."""
-    return processor.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, **TEMPLATE_KWARGS)
+    return processor.apply_chat_template(
+        conversation, add_generation_prompt=add_generation_prompt, **template_kwargs(processor)
+    )
+
+
+def template_kwargs(processor: Any) -> dict[str, Any]:
+    """:data:`TEMPLATE_KWARGS` the processor's template reads: transformers hands any other keyword
+    to the processor's call and warns at every render (tens of thousands of lines in a demo)."""
+    template = getattr(processor, "chat_template", None)
+    if isinstance(template, Mapping):
+        template = template.get("default")
+    if not isinstance(template, str):
+        return {}
+    return {key: value for key, value in TEMPLATE_KWARGS.items() if key in template}
 
 
 class DecodedVideo(Protocol):

@@ -42,6 +42,13 @@ def tiny_dirs(tmp_path_factory):
     return {name: build_tiny_model(name, root / name) for name in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "gemma4")}
 
 
+def video_tokens(loaded, height, width, frames=8):
+    """How many video tokens the prompt of one noise video of that size holds."""
+    pixels = np.random.default_rng(0).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+    _, inputs = rendered_prompt(loaded, in_memory_frames(pixels))
+    return int((inputs.batch["input_ids"] == loaded.processor.video_token_id).sum())
+
+
 def rendered_prompt(loaded, frames):
     inputs = build_inputs(loaded.processor, [video_conversation("What happens?")], [frames], add_generation_prompt=True)
     return loaded.processor.tokenizer.decode(inputs.batch["input_ids"][0]), inputs
@@ -205,14 +212,9 @@ def test_gemma4_video_tokens_with_the_hubs_video_processor(tiny_dirs):
     }
     loaded = load_model(tiny_dirs["gemma4"], device="cpu")
     loaded.processor.video_processor = Gemma4VideoProcessor(**settings)
-    rng = np.random.default_rng(0)
 
-    def count(height, width, frames=8):
-        video = in_memory_frames(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8))
-        _, inputs = rendered_prompt(loaded, video)
-        return int((inputs.batch["input_ids"] == loaded.processor.video_token_id).sum())
-
-    assert [count(720, 1280), count(1080, 1920), count(720, 1280, 32)] == [528, 528, 2112]
+    sizes = [(720, 1280, 8), (1080, 1920, 8), (720, 1280, 32)]
+    assert [video_tokens(loaded, *size) for size in sizes] == [528, 528, 2112]
 
 
 def test_qwen3_5_trains_every_answer_of_a_multi_turn_conversation(real):
@@ -286,14 +288,9 @@ def test_video_tokens_at_720p_and_1080p(real, name):
     """8 frames: 3,520 (720p) and 8,160 (1080p) tokens with the hub's files; 1,920 both within
     the 2,048 budget (16 frames: 2,016). Qwen3.5 and the MoE share Qwen3-VL's video processor."""
     loaded = real(name)
-    rng = np.random.default_rng(0)
 
-    def count(height, width, frames=8):
-        video = in_memory_frames(rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8))
-        _, inputs = rendered_prompt(loaded, video)
-        return int((inputs.batch["input_ids"] == loaded.processor.video_token_id).sum())
-
-    assert [count(720, 1280), count(1080, 1920), count(720, 1280, 16)] == [1920, 1920, 2016]
+    sizes = [(720, 1280, 8), (1080, 1920, 8), (720, 1280, 16)]
+    assert [video_tokens(loaded, *size) for size in sizes] == [1920, 1920, 2016]
 
 
 @pytest.mark.slow

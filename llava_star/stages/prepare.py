@@ -41,12 +41,11 @@ logger = logging.getLogger(__name__)
 MISSING_VIDEO = "video not found"
 EXAMPLES_PER_REASON = 5
 # datasets whose annotation file holds several splits; the others' files are one split each
-SPLIT_AWARE = frozenset(
-    {"kinetics", "kinetics400", "kinetics600", "kinetics700", "kinetics700_2020", "finediving", "generic"}
-)
+KINETICS = frozenset({"kinetics", "kinetics400", "kinetics600", "kinetics700", "kinetics700_2020"})
+SPLIT_AWARE = KINETICS | {"finediving", "generic"}
 # datasets whose adapter yields each sample id once: Kinetics' id is the clip stem, and the
 # adapter skips a clip listed twice, so prepare's own id check would hold the same hashes again
-IDS_UNIQUE_BY_ADAPTER = frozenset({"kinetics", "kinetics400", "kinetics600", "kinetics700", "kinetics700_2020"})
+IDS_UNIQUE_BY_ADAPTER = KINETICS
 
 
 @dataclass
